@@ -1,0 +1,149 @@
+//! The envelope around every event: positions, stream versions, metadata, and
+//! the byte-level shapes the log stores and returns.
+//!
+//! These types are storage-neutral: the SQLite log and any later backend
+//! speak them. They carry no typed payload; see [`crate::event`] for that.
+
+use serde::{Deserialize, Serialize};
+
+/// The tenant whose chain holds workspace-wide events, such as the creation
+/// of a tenant. No real tenant can take this id: tenant ids are ULIDs.
+pub const SYSTEM_TENANT: &str = "system";
+
+/// A gapless, global position in the log. The first event is at position 1;
+/// position 0 means "before the first event".
+pub type Position = u64;
+
+/// What the caller believes the stream's current version to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have exactly this version (1-based).
+    Exact(u64),
+    /// No check: append after whatever is there.
+    Any,
+}
+
+impl ExpectedVersion {
+    /// Whether a stream whose last version is `actual` satisfies this
+    /// expectation.
+    pub fn accepts(self, actual: Option<u64>) -> bool {
+        match self {
+            ExpectedVersion::NoStream => actual.is_none(),
+            ExpectedVersion::Exact(expected) => actual == Some(expected),
+            ExpectedVersion::Any => true,
+        }
+    }
+}
+
+/// On whose word an event was recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Actor {
+    /// A bearer token, by its id (never its secret).
+    Token { token_id: String },
+    /// Someone at the command line of the machine holding the database.
+    Cli { user: Option<String> },
+    /// The synchronize scheduler.
+    Scheduler,
+    /// rollcall itself (migrations, rebuilds).
+    System,
+}
+
+/// Who asked for a command and through which request: copied into the
+/// metadata of every event the command appends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandContext {
+    pub actor: Actor,
+    pub request_id: Option<String>,
+    pub user_agent: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+impl CommandContext {
+    pub fn new(actor: Actor) -> CommandContext {
+        CommandContext {
+            actor,
+            request_id: None,
+            user_agent: None,
+            correlation_id: None,
+        }
+    }
+}
+
+/// The metadata stored with each event, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// A ULID unique to this event.
+    pub event_id: String,
+    pub actor: Actor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+}
+
+impl Metadata {
+    /// Metadata for one new event of a command: a fresh event id, the rest
+    /// from the command's context.
+    pub fn for_new_event(context: &CommandContext) -> Metadata {
+        Metadata {
+            event_id: ulid::Ulid::generate().to_string(),
+            actor: context.actor.clone(),
+            request_id: context.request_id.clone(),
+            user_agent: context.user_agent.clone(),
+            correlation_id: context.correlation_id.clone(),
+        }
+    }
+}
+
+/// An event as handed to the log: its type, schema version and payload
+/// bytes. Usually made by [`crate::Event::encode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub schema_version: u32,
+    /// The payload as JSON text; stored byte for byte.
+    pub payload: String,
+}
+
+/// An event as the log holds it, envelope and bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    pub position: Position,
+    pub tenant: String,
+    pub stream: String,
+    /// The event's version within its stream, from 1.
+    pub version: u64,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub payload: String,
+    pub metadata: String,
+    /// UTC, RFC 3339, milliseconds.
+    pub recorded_at: String,
+    pub prev_hash: crate::ChainHash,
+    pub hash: crate::ChainHash,
+}
+
+impl RecordedEvent {
+    /// Decodes the typed payload, upcasting an older schema version.
+    pub fn decode(&self) -> Result<crate::Event, crate::DecodeError> {
+        crate::Event::decode(
+            &self.event_type,
+            self.schema_version,
+            &self.payload,
+            &self.recorded_at,
+        )
+    }
+
+    /// Parses the metadata JSON.
+    pub fn metadata(&self) -> Result<Metadata, crate::DecodeError> {
+        serde_json::from_str(&self.metadata).map_err(|source| crate::DecodeError::Metadata {
+            position: self.position,
+            message: source.to_string(),
+        })
+    }
+}

@@ -1,0 +1,286 @@
+//! The vocabulary: every fact rollcall records, as one enum in the past tense.
+//!
+//! Each variant wraps a payload struct, which is the on-disk contract: its
+//! JSON is what the log stores. Changing a payload's shape means raising its
+//! schema version in the `events!` table below and teaching [`upcast`] to
+//! turn the old shape into the new one, with a test that reads an old row.
+//! Decoding never fails on an old version this build knows how to upcast;
+//! it fails, with a typed error, on an unknown type or a future version.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{DecodeError, NewEvent};
+
+/// What a bearer token may do. Each scope opens one family of routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    /// The identity provider's SCIM endpoint, /scim/v2.
+    Scim,
+    /// The admin API and console.
+    Admin,
+    /// The read-only audit API.
+    Audit,
+}
+
+impl TokenScope {
+    pub const ALL: [TokenScope; 3] = [TokenScope::Scim, TokenScope::Admin, TokenScope::Audit];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Scim => "scim",
+            TokenScope::Admin => "admin",
+            TokenScope::Audit => "audit",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TokenScope> {
+        TokenScope::ALL
+            .into_iter()
+            .find(|scope| scope.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// A tenant (one organisation provisioning into rollcall) was created.
+/// Recorded in the system tenant's chain, stream `tenant:<tenant_id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantCreated {
+    /// A ULID; the `tenant` column of every event of this tenant.
+    pub tenant_id: String,
+    /// The unique, human name (`acme`), used by the CLI.
+    pub name: String,
+}
+
+/// A bearer token was issued. Recorded in the tenant's chain, stream
+/// `token:<token_id>`. The secret itself is never recorded, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenIssued {
+    pub token_id: String,
+    pub scope: TokenScope,
+    /// SHA-256 of the secret, lower-case hex. The secret carries 256 random
+    /// bits, so a fast hash is enough: there is nothing to brute-force.
+    pub secret_sha256: String,
+    /// When the token stops working (UTC, RFC 3339, ms); `None`: never.
+    pub expires_at: Option<String>,
+    /// A free-text label for the admin ("Entra ID production").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// A bearer token was revoked; it stops working at the next request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRevoked {
+    pub token_id: String,
+}
+
+macro_rules! events {
+    ($($name:ident = $version:literal),* $(,)?) => {
+        /// Every fact rollcall records. The variant name is the stored event
+        /// type; the number beside it in the table is its current schema
+        /// version.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Event {
+            $($name($name),)*
+        }
+
+        impl Event {
+            /// The stored event type: the variant's name.
+            pub fn event_type(&self) -> &'static str {
+                match self { $(Event::$name(_) => stringify!($name),)* }
+            }
+
+            /// The current schema version of this event's payload.
+            pub fn schema_version(&self) -> u32 {
+                match self { $(Event::$name(_) => $version,)* }
+            }
+
+            /// The current schema version of a stored type, if known.
+            pub fn current_version(event_type: &str) -> Option<u32> {
+                match event_type { $(stringify!($name) => Some($version),)* _ => None }
+            }
+
+            fn payload_json(&self) -> Result<String, serde_json::Error> {
+                match self { $(Event::$name(payload) => serde_json::to_string(payload),)* }
+            }
+
+            fn from_current_value(event_type: &str, payload: Value) -> Result<Event, serde_json::Error> {
+                match event_type {
+                    $(stringify!($name) => serde_json::from_value(payload).map(Event::$name),)*
+                    _ => Err(serde::de::Error::custom("unknown event type")),
+                }
+            }
+
+            fn from_current_str(event_type: &str, payload: &str) -> Result<Event, serde_json::Error> {
+                match event_type {
+                    $(stringify!($name) => serde_json::from_str(payload).map(Event::$name),)*
+                    _ => Err(serde::de::Error::custom("unknown event type")),
+                }
+            }
+        }
+    };
+}
+
+events! {
+    TenantCreated = 1,
+    TokenIssued = 2,
+    TokenRevoked = 1,
+}
+
+impl Event {
+    /// The bytes the log stores for this event.
+    pub fn encode(&self) -> NewEvent {
+        NewEvent {
+            event_type: self.event_type().to_owned(),
+            schema_version: self.schema_version(),
+            // Payload structs hold only strings, numbers, options and enums:
+            // serialising them cannot fail, but the fallback keeps a bug
+            // visible instead of panicking the writer.
+            payload: self.payload_json().unwrap_or_else(|error| {
+                serde_json::json!({ "encodeError": error.to_string() }).to_string()
+            }),
+        }
+    }
+
+    /// Reads a stored payload, upcasting it from an older schema version.
+    /// `recorded_at` is the event's envelope time, which some upcasts need.
+    pub fn decode(
+        event_type: &str,
+        schema_version: u32,
+        payload: &str,
+        recorded_at: &str,
+    ) -> Result<Event, DecodeError> {
+        let known = Event::current_version(event_type).ok_or_else(|| DecodeError::UnknownType {
+            event_type: event_type.to_owned(),
+        })?;
+        let payload_error = |message: String| DecodeError::Payload {
+            event_type: event_type.to_owned(),
+            schema_version,
+            message,
+        };
+        if schema_version == known {
+            // The common case skips the intermediate `Value`.
+            return Event::from_current_str(event_type, payload)
+                .map_err(|error| payload_error(error.to_string()));
+        }
+        if schema_version > known || schema_version == 0 {
+            return Err(DecodeError::FutureVersion {
+                event_type: event_type.to_owned(),
+                schema_version,
+                known,
+            });
+        }
+        let mut value: Value =
+            serde_json::from_str(payload).map_err(|error| payload_error(error.to_string()))?;
+        let mut version = schema_version;
+        while version < known {
+            value = upcast(event_type, version, value, recorded_at).map_err(payload_error)?;
+            version += 1;
+        }
+        Event::from_current_value(event_type, value)
+            .map_err(|error| payload_error(error.to_string()))
+    }
+}
+
+/// Turns the payload of `event_type` at schema version `from` into version
+/// `from + 1`. One arm per historical change, kept forever.
+fn upcast(event_type: &str, from: u32, payload: Value, recorded_at: &str) -> Result<Value, String> {
+    match (event_type, from) {
+        // TokenIssued v1 stored a relative lifetime (`ttl_days`). A relative
+        // lifetime means something only together with the envelope's
+        // recorded-at, and every reader had to redo that sum; v2 stores the
+        // absolute `expires_at` once.
+        ("TokenIssued", 1) => {
+            let Value::Object(mut fields) = payload else {
+                return Err("TokenIssued v1 payload is not an object".to_owned());
+            };
+            let ttl_days = fields.remove("ttl_days");
+            let expires_at = match ttl_days {
+                None | Some(Value::Null) => Value::Null,
+                Some(Value::Number(days)) => {
+                    let days = days.as_i64().ok_or("ttl_days is not an integer")?;
+                    let issued: jiff::Timestamp = recorded_at
+                        .parse()
+                        .map_err(|error| format!("recorded_at: {error}"))?;
+                    let expires = issued
+                        .checked_add(jiff::SignedDuration::from_hours(days.saturating_mul(24)))
+                        .map_err(|error| format!("ttl_days out of range: {error}"))?;
+                    Value::String(crate::time::format_millis(expires))
+                }
+                Some(other) => return Err(format!("ttl_days is not a number: {other}")),
+            };
+            fields.insert("expires_at".to_owned(), expires_at);
+            Ok(Value::Object(fields))
+        }
+        _ => Err(format!("no upcaster from {event_type} v{from}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_events_round_trip() {
+        let event = Event::TokenIssued(TokenIssued {
+            token_id: "01J0000000000000000000000A".to_owned(),
+            scope: TokenScope::Audit,
+            secret_sha256: "ab".repeat(32),
+            expires_at: Some("2027-01-01T00:00:00.000Z".to_owned()),
+            label: Some("Entra".to_owned()),
+        });
+        let stored = event.encode();
+        assert_eq!(stored.event_type, "TokenIssued");
+        assert_eq!(stored.schema_version, 2);
+        let decoded = Event::decode(
+            &stored.event_type,
+            stored.schema_version,
+            &stored.payload,
+            "2026-01-01T00:00:00.000Z",
+        );
+        assert_eq!(decoded, Ok(event));
+    }
+
+    #[test]
+    fn token_issued_v1_is_upcast_to_an_absolute_expiry() {
+        let v1 = r#"{"token_id":"T1","scope":"scim","secret_sha256":"00","ttl_days":90}"#;
+        let decoded = Event::decode("TokenIssued", 1, v1, "2026-03-01T10:00:00.250Z");
+        let Ok(Event::TokenIssued(issued)) = decoded else {
+            unreachable!("expected a TokenIssued, got {decoded:?}");
+        };
+        assert_eq!(
+            issued.expires_at.as_deref(),
+            Some("2026-05-30T10:00:00.250Z")
+        );
+        assert_eq!(issued.scope, TokenScope::Scim);
+
+        let v1_forever =
+            r#"{"token_id":"T2","scope":"admin","secret_sha256":"00","ttl_days":null}"#;
+        let decoded = Event::decode("TokenIssued", 1, v1_forever, "2026-03-01T10:00:00.000Z");
+        assert!(matches!(
+            decoded,
+            Ok(Event::TokenIssued(TokenIssued {
+                expires_at: None,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn unknown_types_and_future_versions_are_typed_errors() {
+        assert_eq!(
+            Event::decode("Nope", 1, "{}", ""),
+            Err(DecodeError::UnknownType {
+                event_type: "Nope".to_owned()
+            })
+        );
+        assert!(matches!(
+            Event::decode("TenantCreated", 9, "{}", ""),
+            Err(DecodeError::FutureVersion { known: 1, .. })
+        ));
+        assert!(matches!(
+            Event::decode("TenantCreated", 1, "not json", ""),
+            Err(DecodeError::Payload { .. })
+        ));
+    }
+}

@@ -1,0 +1,42 @@
+//! rollcall's vocabulary and its append-only, hash-chained event log.
+//!
+//! # Brief overview
+//!
+//! Everything rollcall knows is a fact in this log. The crate has two halves:
+//!
+//! * The vocabulary: [`Event`] is the enum of every fact rollcall records, in
+//!   the past tense, each variant with its own payload type and schema
+//!   version. Payloads are the on-disk contract: changing one means a new
+//!   schema version and an upcaster in [`event`], never an edit in place.
+//! * The log: [`EventLog`] is the storage-neutral trait (append with an
+//!   expected stream version, read one stream, read forward from a global
+//!   position, head, verify) and [`sqlite::SqliteLog`] is its SQLite
+//!   implementation. One writer thread owns the write connection and commits
+//!   whatever is queued as one transaction (group commit), each command in its
+//!   own savepoint, so a failing command fails alone.
+//!
+//! The log stores bytes ([`NewEvent`], [`RecordedEvent`]); [`Event::encode`]
+//! and [`Event::decode`] turn typed events into those bytes and back,
+//! upcasting older schema versions on the way in.
+//!
+//! This crate knows nothing of HTTP, SCIM wire formats or projections.
+
+pub mod envelope;
+pub mod error;
+pub mod event;
+pub mod hash;
+pub mod log;
+pub mod sqlite;
+pub mod time;
+
+pub use envelope::{
+    Actor, CommandContext, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
+    SYSTEM_TENANT,
+};
+pub use error::{AppendError, DecodeError, ExecuteError, LogError};
+pub use event::Event;
+pub use hash::{ChainHash, ZERO_HASH};
+pub use log::{
+    ChainHead, EventLog, LogTransaction, Pending, VerifyFailure, VerifyProblem, VerifyReport,
+    VerifyScope,
+};

@@ -1,0 +1,179 @@
+//! The storage-neutral face of the log: what the rest of rollcall may ask of
+//! it, whatever engine holds the bytes.
+//!
+//! [`EventLog`] is what readers and simple appenders use. [`LogTransaction`]
+//! is what a command sees inside the writer: it reads stream versions and
+//! appends, and its appends commit or vanish together with everything else
+//! the command did. A PostgreSQL backend would implement both traits; the
+//! SQLite one lives in [`crate::sqlite`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use crate::{
+    AppendError, ChainHash, CommandContext, ExecuteError, ExpectedVersion, LogError, NewEvent,
+    Position, RecordedEvent,
+};
+
+/// The append-only event log.
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends `events` to one stream, atomically, if the stream is at
+    /// `expected`. Answers once the events are durable.
+    fn append(
+        &self,
+        tenant: &str,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        context: CommandContext,
+    ) -> Pending<Vec<RecordedEvent>, AppendError>;
+
+    /// Every event of one stream, in version order.
+    fn read_stream(&self, tenant: &str, stream: &str) -> Result<Vec<RecordedEvent>, LogError>;
+
+    /// Every event after `after`, in position order, fetched page by page so
+    /// memory stays bounded however long the log is.
+    fn read_forward(
+        &self,
+        after: Position,
+        tenant: Option<&str>,
+    ) -> Box<dyn Iterator<Item = Result<RecordedEvent, LogError>> + Send + '_>;
+
+    /// The position of the last event, 0 for an empty log.
+    fn head(&self) -> Result<Position, LogError>;
+
+    /// Walks the hash chain and reports the first event that does not match.
+    fn verify(&self, scope: VerifyScope) -> Result<VerifyReport, LogError>;
+}
+
+/// What a command may do to the log from inside the writer's transaction.
+pub trait LogTransaction {
+    /// The version of the stream's last event, `None` if it has none.
+    fn stream_version(&mut self, tenant: &str, stream: &str) -> Result<Option<u64>, LogError>;
+
+    /// Appends `events` to one stream if it is at `expected`.
+    fn append(
+        &mut self,
+        tenant: &str,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        context: &CommandContext,
+    ) -> Result<Vec<RecordedEvent>, AppendError>;
+}
+
+/// Which chains [`EventLog::verify`] walks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyScope {
+    /// Every tenant's chain, and the gaplessness of global positions.
+    All,
+    /// One tenant's chain.
+    Tenant(String),
+}
+
+/// The head of one chain: what an auditor writes down to compare later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub tenant: String,
+    pub position: Position,
+    pub hash: ChainHash,
+    pub events: u64,
+}
+
+/// What a verify walk found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// How many events were checked.
+    pub events_checked: u64,
+    /// The last event of each chain walked, by tenant id.
+    pub heads: Vec<ChainHead>,
+    /// The first event that does not match, if any.
+    pub failure: Option<VerifyFailure>,
+}
+
+/// The first inconsistency a verify walk met.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyFailure {
+    pub position: Position,
+    pub tenant: String,
+    pub problem: VerifyProblem,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyProblem {
+    /// The stored hash is not the hash of the stored bytes: the event was
+    /// edited.
+    HashMismatch,
+    /// The stored previous hash is not the hash of the tenant's previous
+    /// event: an event was removed, inserted or reordered.
+    BrokenLink,
+    /// A global position is missing: an event was removed.
+    PositionGap,
+}
+
+impl VerifyProblem {
+    pub fn describe(self) -> &'static str {
+        match self {
+            VerifyProblem::HashMismatch => "stored hash does not match the event's bytes",
+            VerifyProblem::BrokenLink => "previous hash does not match the chain",
+            VerifyProblem::PositionGap => "a position before this one is missing",
+        }
+    }
+}
+
+/// The answer to a command handed to the writer, delivered once its batch
+/// has committed. Await it from async code, or [`Pending::wait`] for it from
+/// a plain thread.
+#[derive(Debug)]
+pub struct Pending<T, E> {
+    receiver: oneshot::Receiver<Result<T, ExecuteError<E>>>,
+}
+
+impl<T, E> Pending<T, E> {
+    pub(crate) fn new(receiver: oneshot::Receiver<Result<T, ExecuteError<E>>>) -> Pending<T, E> {
+        Pending { receiver }
+    }
+
+    /// An answer that is already known (a command refused before queueing).
+    pub fn ready(result: Result<T, ExecuteError<E>>) -> Pending<T, E> {
+        let (sender, receiver) = oneshot::channel();
+        // The receiver is alive in this scope, so the send cannot fail.
+        let _ = sender.send(result);
+        Pending { receiver }
+    }
+
+    /// Blocks the current thread until the answer arrives. Must not be called
+    /// from inside an async runtime.
+    pub fn wait(self) -> Result<T, ExecuteError<E>> {
+        self.receiver
+            .blocking_recv()
+            .unwrap_or(Err(ExecuteError::Log(LogError::WriterStopped)))
+    }
+}
+
+impl<T, E> Future for Pending<T, E> {
+    type Output = Result<T, ExecuteError<E>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.receiver)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(ExecuteError::Log(LogError::WriterStopped))))
+    }
+}
+
+/// Flattens an append's answer: a command error that is itself an
+/// [`AppendError`] and a log error read the same to the caller.
+pub fn flatten_append<T>(result: Result<T, ExecuteError<AppendError>>) -> Result<T, AppendError> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(ExecuteError::Command(error)) => Err(error),
+        Err(ExecuteError::Log(error)) => Err(AppendError::Log(error)),
+        Err(ExecuteError::Panicked(message)) => Err(AppendError::InvalidEvent {
+            stream: String::new(),
+            reason: format!("append panicked: {message}"),
+        }),
+    }
+}

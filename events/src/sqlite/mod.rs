@@ -1,0 +1,284 @@
+//! The SQLite implementation of [`crate::EventLog`].
+//!
+//! One file in WAL mode. [`SqliteLog::open`] creates it if needed, starts the
+//! writer thread ([`writer`]) and keeps a pool of read-only connections
+//! ([`pool`]). Commands that must change projections in the same transaction
+//! as their events go through [`SqliteLog::execute`]; plain appends through
+//! [`crate::EventLog::append`].
+
+mod pool;
+mod read;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+pub use pool::PooledConnection;
+pub use schema::EVENTS_SCHEMA_VERSION;
+pub use writer::{SqliteTx, WriterStats};
+
+use crate::log::{EventLog, LogTransaction, Pending, VerifyReport, VerifyScope};
+use crate::{
+    AppendError, CommandContext, ExecuteError, ExpectedVersion, LogError, NewEvent, Position,
+    RecordedEvent,
+};
+use writer::{ClosureCommand, Message};
+
+/// How hard a commit works to survive a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: every commit is fsynced before callers are
+    /// answered. The default: a 201 means the event survives a power cut.
+    Full,
+    /// `synchronous=NORMAL`: survives a crash of rollcall, may lose the last
+    /// commits on a power cut.
+    Normal,
+    /// `synchronous=OFF`: for tests and bulk imports only.
+    Off,
+}
+
+impl Durability {
+    pub fn parse(text: &str) -> Option<Durability> {
+        match text.to_ascii_lowercase().as_str() {
+            "full" => Some(Durability::Full),
+            "normal" => Some(Durability::Normal),
+            "off" => Some(Durability::Off),
+            _ => None,
+        }
+    }
+
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+            Durability::Off => "OFF",
+        }
+    }
+}
+
+/// Settings of a [`SqliteLog`]; `LogOptions::default()` is what production
+/// wants.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub durability: Durability,
+    /// Open read connections at most; readers beyond it wait their turn.
+    pub read_connections_max: usize,
+    /// Commands committed in one transaction at most.
+    pub batch_commands_max: usize,
+    /// Commands waiting for the writer at most; beyond it a command is
+    /// refused with [`LogError::Overloaded`] instead of queueing forever.
+    pub queue_commands_max: usize,
+    /// How long a connection waits for another process's lock.
+    pub busy_timeout_ms: u64,
+    /// Events fetched per page by forward reads: bounds their memory.
+    pub read_page_events: usize,
+    /// Recompute each event's hash when reading it (the "pair" of the check
+    /// made when writing it).
+    pub verify_hashes_on_read: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> LogOptions {
+        LogOptions {
+            durability: Durability::Full,
+            read_connections_max: 8,
+            batch_commands_max: 1024,
+            queue_commands_max: 16_384,
+            busy_timeout_ms: 10_000,
+            read_page_events: 1000,
+            verify_hashes_on_read: true,
+        }
+    }
+}
+
+/// The log on one SQLite file.
+pub struct SqliteLog {
+    path: PathBuf,
+    options: LogOptions,
+    sender: SyncSender<Message>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<WriterStats>,
+    readers: pool::ReadPool,
+}
+
+impl std::fmt::Debug for SqliteLog {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SqliteLog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteLog {
+    /// Opens (creating if needed) the log at `path` and starts its writer.
+    pub fn open(path: &Path, options: LogOptions) -> Result<SqliteLog, LogError> {
+        let connection = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|error| LogError::storage("opening the database file", error))?;
+        connection
+            .busy_timeout(Duration::from_millis(options.busy_timeout_ms))
+            .map_err(|error| LogError::storage("configuring the write connection", error))?;
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
+            .map_err(|error| LogError::storage("switching to WAL", error))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(LogError::Storage {
+                context: "switching to WAL",
+                message: format!("the file stayed in journal mode {mode}"),
+            });
+        }
+        connection
+            .execute_batch(&format!(
+                "PRAGMA synchronous={}; PRAGMA foreign_keys=ON;",
+                options.durability.pragma()
+            ))
+            .map_err(|error| LogError::storage("configuring the write connection", error))?;
+        connection.set_prepared_statement_cache_capacity(128);
+        schema::migrate(&connection)?;
+
+        let (sender, receiver) = sync_channel(options.queue_commands_max.max(1));
+        let batch_commands_max = options.batch_commands_max.max(1);
+        let stats = Arc::new(WriterStats::default());
+        let writer_stats = stats.clone();
+        let writer_thread = std::thread::Builder::new()
+            .name("rollcall-log-writer".to_owned())
+            .spawn(move || writer::run(connection, receiver, batch_commands_max, writer_stats))
+            .map_err(|error| LogError::storage("starting the writer thread", error))?;
+        Ok(SqliteLog {
+            path: path.to_owned(),
+            readers: pool::ReadPool::new(
+                path.to_owned(),
+                options.read_connections_max,
+                options.busy_timeout_ms,
+            ),
+            options,
+            sender,
+            writer_thread: Mutex::new(Some(writer_thread)),
+            stats,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the writer has done since this handle opened the log.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    pub fn options(&self) -> &LogOptions {
+        &self.options
+    }
+
+    /// Runs `command` on the writer thread, inside the next batch's
+    /// transaction and its own savepoint. `Err` from the command rolls back
+    /// everything it did; `Ok` is answered only after the batch commits.
+    pub fn execute<T, E, F>(&self, command: F) -> Pending<T, E>
+    where
+        F: FnOnce(&mut SqliteTx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let (reply, receiver) = oneshot::channel();
+        let job = ClosureCommand {
+            command: Some(command),
+            outcome: None,
+            reply,
+        };
+        match self.sender.try_send(Message::Run(Box::new(job))) {
+            Ok(()) => Pending::new(receiver),
+            Err(TrySendError::Full(_)) => {
+                Pending::ready(Err(ExecuteError::Log(LogError::Overloaded {
+                    queue_max: self.options.queue_commands_max,
+                })))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                Pending::ready(Err(ExecuteError::Log(LogError::WriterStopped)))
+            }
+        }
+    }
+
+    /// Borrows a read-only connection (for projections' queries). Use it
+    /// synchronously; never hold it across an `.await`.
+    pub fn reader(&self) -> Result<PooledConnection<'_>, LogError> {
+        self.readers.get()
+    }
+
+    /// Lets the writer finish every command queued so far, commit, and stop.
+    /// Commands submitted afterwards get [`LogError::WriterStopped`].
+    pub fn shutdown(&self) {
+        let handle = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            // The writer may already be gone; then there is nothing to stop.
+            let _ = self.sender.send(Message::Stop);
+            if handle.join().is_err() {
+                tracing::error!("the log writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for SqliteLog {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl EventLog for SqliteLog {
+    fn append(
+        &self,
+        tenant: &str,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        context: CommandContext,
+    ) -> Pending<Vec<RecordedEvent>, AppendError> {
+        let tenant = tenant.to_owned();
+        let stream = stream.to_owned();
+        self.execute(move |transaction| {
+            transaction.append(&tenant, &stream, expected, &events, &context)
+        })
+    }
+
+    fn read_stream(&self, tenant: &str, stream: &str) -> Result<Vec<RecordedEvent>, LogError> {
+        read::read_stream(self, tenant, stream)
+    }
+
+    fn read_forward(
+        &self,
+        after: Position,
+        tenant: Option<&str>,
+    ) -> Box<dyn Iterator<Item = Result<RecordedEvent, LogError>> + Send + '_> {
+        Box::new(read::Forward::new(
+            self,
+            after,
+            tenant.map(str::to_owned),
+            self.options.verify_hashes_on_read,
+        ))
+    }
+
+    fn head(&self) -> Result<Position, LogError> {
+        read::head(self)
+    }
+
+    fn verify(&self, scope: VerifyScope) -> Result<VerifyReport, LogError> {
+        read::verify(self, scope)
+    }
+}

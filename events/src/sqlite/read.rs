@@ -1,0 +1,207 @@
+//! Reads: one stream, forward from a position page by page, the head, and
+//! the verify walk over the hash chain.
+
+use std::collections::{HashMap, VecDeque};
+
+use rusqlite::{Row, params};
+
+use super::SqliteLog;
+use crate::log::{ChainHead, VerifyFailure, VerifyProblem, VerifyReport, VerifyScope};
+use crate::{LogError, Position, RecordedEvent, ZERO_HASH};
+
+const COLUMNS: &str = "position, tenant, stream, version, event_type, schema_version, payload, \
+                       metadata, recorded_at, prev_hash, hash";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<RecordedEvent> {
+    Ok(RecordedEvent {
+        position: row.get::<_, i64>(0)?.try_into().unwrap_or(0),
+        tenant: row.get(1)?,
+        stream: row.get(2)?,
+        version: row.get::<_, i64>(3)?.try_into().unwrap_or(0),
+        event_type: row.get(4)?,
+        schema_version: row.get(5)?,
+        payload: row.get(6)?,
+        metadata: row.get(7)?,
+        recorded_at: row.get(8)?,
+        prev_hash: row.get(9)?,
+        hash: row.get(10)?,
+    })
+}
+
+fn check(event: RecordedEvent, verify_hashes: bool) -> Result<RecordedEvent, LogError> {
+    if verify_hashes && !event.hash_is_consistent() {
+        return Err(LogError::HashMismatch {
+            position: event.position,
+            what: "stored hash does not match the event",
+        });
+    }
+    Ok(event)
+}
+
+fn to_sql_position(position: Position) -> i64 {
+    i64::try_from(position).unwrap_or(i64::MAX)
+}
+
+pub(super) fn read_stream(
+    log: &SqliteLog,
+    tenant: &str,
+    stream: &str,
+) -> Result<Vec<RecordedEvent>, LogError> {
+    let connection = log.reader()?;
+    let mut statement = connection
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE tenant = ?1 AND stream = ?2 ORDER BY version"
+        ))
+        .map_err(|error| LogError::storage("reading a stream", error))?;
+    let rows = statement
+        .query_map([tenant, stream], from_row)
+        .map_err(|error| LogError::storage("reading a stream", error))?;
+    rows.map(|row| {
+        let event = row.map_err(|error| LogError::storage("reading a stream", error))?;
+        check(event, log.options.verify_hashes_on_read)
+    })
+    .collect()
+}
+
+pub(super) fn head(log: &SqliteLog) -> Result<Position, LogError> {
+    let connection = log.reader()?;
+    let head: i64 = connection
+        .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
+            row.get(0)
+        })
+        .map_err(|error| LogError::storage("reading the head position", error))?;
+    Ok(Position::try_from(head).unwrap_or(0))
+}
+
+/// A forward read, one page of `read_page_events` in memory at a time. Each
+/// page is its own short read transaction, so a long replay never pins a
+/// WAL snapshot (which would stop checkpoints and grow the WAL file).
+pub(super) struct Forward<'a> {
+    log: &'a SqliteLog,
+    after: Position,
+    tenant: Option<String>,
+    page: VecDeque<RecordedEvent>,
+    exhausted: bool,
+    verify_hashes: bool,
+}
+
+impl<'a> Forward<'a> {
+    pub(super) fn new(
+        log: &'a SqliteLog,
+        after: Position,
+        tenant: Option<String>,
+        verify_hashes: bool,
+    ) -> Forward<'a> {
+        Forward {
+            log,
+            after,
+            tenant,
+            page: VecDeque::new(),
+            exhausted: false,
+            verify_hashes,
+        }
+    }
+
+    fn fill(&mut self) -> Result<(), LogError> {
+        let page_events = self.log.options.read_page_events.max(1);
+        let connection = self.log.reader()?;
+        let after = to_sql_position(self.after);
+        let limit = i64::try_from(page_events).unwrap_or(i64::MAX);
+        let context = "reading events forward";
+        let mut statement = match &self.tenant {
+            None => connection
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2")),
+            Some(_) => connection.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE tenant = ?3 AND position > ?1 ORDER BY position LIMIT ?2"
+            )),
+        }
+        .map_err(|error| LogError::storage(context, error))?;
+        let mut rows = match &self.tenant {
+            None => statement.query(params![after, limit]),
+            Some(tenant) => statement.query(params![after, limit, tenant]),
+        }
+        .map_err(|error| LogError::storage(context, error))?;
+        while let Some(row) = rows
+            .next()
+            .map_err(|error| LogError::storage(context, error))?
+        {
+            let event = from_row(row).map_err(|error| LogError::storage(context, error))?;
+            self.page.push_back(event);
+        }
+        if self.page.len() < page_events {
+            self.exhausted = true;
+        }
+        if let Some(last) = self.page.back() {
+            self.after = last.position;
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for Forward<'_> {
+    type Item = Result<RecordedEvent, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.page.is_empty() && !self.exhausted {
+            if let Err(error) = self.fill() {
+                self.exhausted = true;
+                return Some(Err(error));
+            }
+        }
+        let event = self.page.pop_front()?;
+        Some(check(event, self.verify_hashes))
+    }
+}
+
+pub(super) fn verify(log: &SqliteLog, scope: VerifyScope) -> Result<VerifyReport, LogError> {
+    let tenant = match &scope {
+        VerifyScope::All => None,
+        VerifyScope::Tenant(tenant) => Some(tenant.clone()),
+    };
+    let check_gaps = tenant.is_none();
+    let mut heads: HashMap<String, ChainHead> = HashMap::new();
+    let mut events_checked = 0u64;
+    let mut previous_position: Position = 0;
+    let mut failure = None;
+    for event in Forward::new(log, 0, tenant, false) {
+        let event = event?;
+        let expected_prev = heads.get(&event.tenant).map_or(ZERO_HASH, |head| head.hash);
+        let problem = if check_gaps && event.position != previous_position + 1 {
+            Some(VerifyProblem::PositionGap)
+        } else if event.prev_hash != expected_prev {
+            Some(VerifyProblem::BrokenLink)
+        } else if !event.hash_is_consistent() {
+            Some(VerifyProblem::HashMismatch)
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            failure = Some(VerifyFailure {
+                position: event.position,
+                tenant: event.tenant.clone(),
+                problem,
+            });
+            break;
+        }
+        events_checked += 1;
+        previous_position = event.position;
+        let head = heads
+            .entry(event.tenant.clone())
+            .or_insert_with(|| ChainHead {
+                tenant: event.tenant.clone(),
+                position: 0,
+                hash: ZERO_HASH,
+                events: 0,
+            });
+        head.position = event.position;
+        head.hash = event.hash;
+        head.events += 1;
+    }
+    let mut heads: Vec<ChainHead> = heads.into_values().collect();
+    heads.sort_by_key(|head| head.position);
+    Ok(VerifyReport {
+        events_checked,
+        heads,
+        failure,
+    })
+}

@@ -1,0 +1,404 @@
+//! The single writer: one thread, one write connection, group commit.
+//!
+//! Commands arrive on a bounded channel. The writer takes the first one,
+//! then whatever else is already queued (up to `batch_commands_max`), opens
+//! one `BEGIN IMMEDIATE` transaction, and runs each command inside its own
+//! savepoint. A command that fails, panics, or hits a storage error has its
+//! savepoint rolled back; the others go on. Then the batch commits (one
+//! fsync under `synchronous=FULL`), and only then is each caller answered.
+//!
+//! Invariants:
+//! * Only this thread writes through its connection; positions are taken
+//!   from the database inside the transaction, never from a cache that
+//!   outlives it, so another process writing the same file between batches
+//!   (the CLI beside a running server) cannot make a gap or a fork.
+//! * Per-batch caches (head position, each tenant's last hash) are dropped
+//!   whenever a savepoint is rolled back and reloaded from the transaction.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use crate::hash::CanonicalEvent;
+use crate::log::LogTransaction;
+use crate::{
+    AppendError, ChainHash, CommandContext, ExecuteError, ExpectedVersion, LogError, Metadata,
+    NewEvent, Position, RecordedEvent, ZERO_HASH,
+};
+
+/// A unit of work for the writer, type-erased so one channel carries
+/// commands of every result type.
+pub(crate) trait Command: Send {
+    /// Runs the command in its savepoint. Returns whether its effects are to
+    /// be kept.
+    fn run(&mut self, transaction: &mut SqliteTx<'_>) -> bool;
+    /// Answers the caller once the batch's fate is known.
+    fn finish(self: Box<Self>, commit: Result<(), &LogError>);
+}
+
+pub(crate) enum Message {
+    Run(Box<dyn Command>),
+    /// Finish what is queued before this message, then exit.
+    Stop,
+}
+
+/// A command built from a closure, answering through a oneshot channel.
+pub(crate) struct ClosureCommand<F, T, E> {
+    pub(crate) command: Option<F>,
+    pub(crate) outcome: Option<Result<T, ExecuteError<E>>>,
+    pub(crate) reply: oneshot::Sender<Result<T, ExecuteError<E>>>,
+}
+
+impl<F, T, E> Command for ClosureCommand<F, T, E>
+where
+    F: FnOnce(&mut SqliteTx<'_>) -> Result<T, E> + Send,
+    T: Send,
+    E: Send,
+{
+    fn run(&mut self, transaction: &mut SqliteTx<'_>) -> bool {
+        let Some(command) = self.command.take() else {
+            return false;
+        };
+        let outcome = match catch_unwind(AssertUnwindSafe(|| command(transaction))) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(ExecuteError::Command(error)),
+            Err(panic) => Err(ExecuteError::Panicked(panic_message(&panic))),
+        };
+        let keep = outcome.is_ok() && !transaction.poisoned;
+        if outcome.is_ok() && transaction.poisoned {
+            // The command swallowed a storage error; its writes are suspect.
+            self.outcome = Some(Err(ExecuteError::Log(LogError::Storage {
+                context: "running a command",
+                message: "a storage error inside the command was ignored by it".to_owned(),
+            })));
+        } else {
+            self.outcome = Some(outcome);
+        }
+        keep
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &LogError>) {
+        let answer = match (self.outcome, commit) {
+            (Some(Ok(_)), Err(error)) | (None, Err(error)) => Err(ExecuteError::Log(error.clone())),
+            (Some(outcome), _) => outcome,
+            (None, Ok(())) => Err(ExecuteError::Log(LogError::WriterStopped)),
+        };
+        // A caller that stopped waiting (a dropped request) is not an error.
+        let _ = self.reply.send(answer);
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-text panic payload".to_owned()
+    }
+}
+
+/// What a command sees: the writer's open transaction.
+pub struct SqliteTx<'c> {
+    connection: &'c Connection,
+    /// The last position written in this transaction (or found at its start).
+    head: Option<Position>,
+    /// Each tenant's last hash, as of this transaction.
+    tenant_hashes: HashMap<String, ChainHash>,
+    /// Set when a storage error happened inside the current command: its
+    /// savepoint is rolled back even if the command returns `Ok`.
+    poisoned: bool,
+}
+
+impl<'c> SqliteTx<'c> {
+    fn new(connection: &'c Connection) -> SqliteTx<'c> {
+        SqliteTx {
+            connection,
+            head: None,
+            tenant_hashes: HashMap::new(),
+            poisoned: false,
+        }
+    }
+
+    /// The write connection, inside the open transaction and the command's
+    /// savepoint, for inline projections to update their tables.
+    pub fn connection(&self) -> &Connection {
+        self.connection
+    }
+
+    fn forget_caches(&mut self) {
+        self.head = None;
+        self.tenant_hashes.clear();
+    }
+
+    fn storage<T>(
+        &mut self,
+        context: &'static str,
+        result: rusqlite::Result<T>,
+    ) -> Result<T, LogError> {
+        result.map_err(|error| {
+            self.poisoned = true;
+            LogError::storage(context, error)
+        })
+    }
+
+    fn head(&mut self) -> Result<Position, LogError> {
+        if let Some(head) = self.head {
+            return Ok(head);
+        }
+        let result =
+            self.connection
+                .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
+                    row.get::<_, i64>(0)
+                });
+        let head = self.storage("reading the head position", result)?;
+        let head = Position::try_from(head).unwrap_or(0);
+        self.head = Some(head);
+        Ok(head)
+    }
+
+    fn tenant_hash(&mut self, tenant: &str) -> Result<ChainHash, LogError> {
+        if let Some(hash) = self.tenant_hashes.get(tenant) {
+            return Ok(*hash);
+        }
+        let result = self
+            .connection
+            .prepare_cached(
+                "SELECT hash FROM events WHERE tenant = ?1 ORDER BY position DESC LIMIT 1",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row([tenant], |row| row.get::<_, ChainHash>(0))
+                    .optional()
+            });
+        let hash = self
+            .storage("reading the tenant's last hash", result)?
+            .unwrap_or(ZERO_HASH);
+        self.tenant_hashes.insert(tenant.to_owned(), hash);
+        Ok(hash)
+    }
+}
+
+fn validate(stream: &str, event: &NewEvent) -> Result<(), AppendError> {
+    let invalid = |reason: &str| AppendError::InvalidEvent {
+        stream: stream.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if event.event_type.is_empty() {
+        return Err(invalid("empty event type"));
+    }
+    if event.schema_version == 0 {
+        return Err(invalid("schema version 0"));
+    }
+    if serde_json::from_str::<serde::de::IgnoredAny>(&event.payload).is_err() {
+        return Err(invalid("payload is not JSON"));
+    }
+    Ok(())
+}
+
+impl LogTransaction for SqliteTx<'_> {
+    fn stream_version(&mut self, tenant: &str, stream: &str) -> Result<Option<u64>, LogError> {
+        let result = self
+            .connection
+            .prepare_cached("SELECT MAX(version) FROM events WHERE tenant = ?1 AND stream = ?2")
+            .and_then(|mut statement| {
+                statement.query_row([tenant, stream], |row| row.get::<_, Option<i64>>(0))
+            });
+        let version = self.storage("reading a stream version", result)?;
+        Ok(version.and_then(|version| u64::try_from(version).ok()))
+    }
+
+    fn append(
+        &mut self,
+        tenant: &str,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        context: &CommandContext,
+    ) -> Result<Vec<RecordedEvent>, AppendError> {
+        if tenant.is_empty() || stream.is_empty() {
+            return Err(AppendError::InvalidEvent {
+                stream: stream.to_owned(),
+                reason: "empty tenant or stream".to_owned(),
+            });
+        }
+        for event in events {
+            validate(stream, event)?;
+        }
+        let actual = self.stream_version(tenant, stream)?;
+        if !expected.accepts(actual) {
+            return Err(AppendError::Conflict {
+                tenant: tenant.to_owned(),
+                stream: stream.to_owned(),
+                expected,
+                actual,
+            });
+        }
+        let mut position = self.head()?;
+        let mut prev_hash = self.tenant_hash(tenant)?;
+        let recorded_at = crate::time::now_millis();
+        let mut recorded = Vec::with_capacity(events.len());
+        let first_version = actual.unwrap_or(0) + 1;
+        for (version, event) in (first_version..).zip(events) {
+            position += 1;
+            let metadata = serde_json::to_string(&Metadata::for_new_event(context))
+                .map_err(|error| LogError::storage("encoding metadata", error))?;
+            let canonical = CanonicalEvent {
+                position,
+                tenant,
+                stream,
+                version,
+                event_type: &event.event_type,
+                schema_version: event.schema_version,
+                payload: &event.payload,
+                metadata: &metadata,
+                recorded_at: &recorded_at,
+            };
+            let hash = canonical.chain_hash(&prev_hash);
+            let result = self.connection.prepare_cached(
+                "INSERT INTO events (position, tenant, stream, version, event_type, schema_version, \
+                 payload, metadata, recorded_at, prev_hash, hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    i64::try_from(position).unwrap_or(i64::MAX),
+                    tenant,
+                    stream,
+                    i64::try_from(version).unwrap_or(i64::MAX),
+                    event.event_type,
+                    event.schema_version,
+                    event.payload,
+                    metadata,
+                    recorded_at,
+                    prev_hash,
+                    hash,
+                ])
+            });
+            self.storage("inserting an event", result)?;
+            recorded.push(RecordedEvent {
+                position,
+                tenant: tenant.to_owned(),
+                stream: stream.to_owned(),
+                version,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                payload: event.payload.clone(),
+                metadata,
+                recorded_at: recorded_at.clone(),
+                prev_hash,
+                hash,
+            });
+            prev_hash = hash;
+        }
+        self.head = Some(position);
+        self.tenant_hashes.insert(tenant.to_owned(), prev_hash);
+        Ok(recorded)
+    }
+}
+
+/// The writer thread's loop: batch, run, commit, answer; until told to stop
+/// or every sender is gone.
+/// Counters of the writer's work, for benchmarks and health reports.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed (one per batch).
+    pub batches_committed: AtomicU64,
+    /// Commands whose effects were committed.
+    pub commands_committed: AtomicU64,
+    /// Commands rolled back alone (they failed, panicked or hit an error).
+    pub commands_rolled_back: AtomicU64,
+}
+
+pub(crate) fn run(
+    connection: Connection,
+    receiver: Receiver<Message>,
+    batch_commands_max: usize,
+    stats: Arc<WriterStats>,
+) {
+    let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(batch_commands_max);
+    let mut stopping = false;
+    while !stopping {
+        match receiver.recv() {
+            Ok(Message::Run(command)) => batch.push(command),
+            Ok(Message::Stop) | Err(_) => break,
+        }
+        while batch.len() < batch_commands_max {
+            match receiver.try_recv() {
+                Ok(Message::Run(command)) => batch.push(command),
+                Ok(Message::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        commit_batch(&connection, &mut batch, &stats);
+    }
+    tracing::debug!("log writer stopped");
+}
+
+fn commit_batch(connection: &Connection, batch: &mut Vec<Box<dyn Command>>, stats: &WriterStats) {
+    if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
+        let error = LogError::storage("beginning a batch", error);
+        for command in batch.drain(..) {
+            command.finish(Err(&error));
+        }
+        return;
+    }
+    let mut transaction = SqliteTx::new(connection);
+    let mut kept = 0u64;
+    for command in batch.iter_mut() {
+        let opened = connection
+            .prepare_cached("SAVEPOINT command")
+            .and_then(|mut s| s.execute([]));
+        if opened.is_err() {
+            // Without a savepoint the command's writes could not be undone
+            // alone; give it no chance to write.
+            continue;
+        }
+        transaction.poisoned = false;
+        let keep = command.run(&mut transaction);
+        kept += u64::from(keep);
+        let closed = if keep {
+            connection
+                .prepare_cached("RELEASE command")
+                .and_then(|mut s| s.execute([]))
+        } else {
+            transaction.forget_caches();
+            connection
+                .prepare_cached("ROLLBACK TO command")
+                .and_then(|mut s| s.execute([]))
+                .and_then(|_| {
+                    connection
+                        .prepare_cached("RELEASE command")
+                        .and_then(|mut s| s.execute([]))
+                })
+        };
+        if let Err(error) = closed {
+            tracing::error!(%error, "closing a command's savepoint failed");
+            transaction.forget_caches();
+        }
+    }
+    let committed = connection.execute_batch("COMMIT").map_err(|error| {
+        // Leave no half-open transaction behind for the next batch.
+        let _ = connection.execute_batch("ROLLBACK");
+        LogError::storage("committing a batch", error)
+    });
+    if committed.is_ok() {
+        let total = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+        stats.batches_committed.fetch_add(1, Ordering::Relaxed);
+        stats.commands_committed.fetch_add(kept, Ordering::Relaxed);
+        stats
+            .commands_rolled_back
+            .fetch_add(total - kept, Ordering::Relaxed);
+    }
+    for command in batch.drain(..) {
+        command.finish(committed.as_ref().map(|_| ()));
+    }
+}

@@ -1,0 +1,241 @@
+//! Appending and reading back: the round trip, expected versions, and the
+//! race between two appenders to one stream.
+
+use events::log::flatten_append;
+use events::{AppendError, EventLog, ExpectedVersion, LogTransaction, Metadata};
+
+use crate::util::{TestDb, context, event};
+
+#[test]
+fn append_then_read_round_trip() {
+    let db = TestDb::new();
+    let log = db.open();
+    let recorded = flatten_append(
+        log.append(
+            "t1",
+            "user:1",
+            ExpectedVersion::NoStream,
+            vec![event("A", 1), event("B", 2)],
+            context(),
+        )
+        .wait(),
+    )
+    .unwrap();
+    assert_eq!(
+        recorded
+            .iter()
+            .map(|e| (e.position, e.version))
+            .collect::<Vec<_>>(),
+        vec![(1, 1), (2, 2)]
+    );
+    assert_eq!(
+        recorded[1].prev_hash, recorded[0].hash,
+        "events of one tenant chain"
+    );
+
+    let stream = log.read_stream("t1", "user:1").unwrap();
+    assert_eq!(stream, recorded);
+    let metadata: Metadata = stream[0].metadata().unwrap();
+    assert_eq!(metadata.request_id.as_deref(), Some("req-1"));
+    assert_ne!(metadata.event_id, stream[1].metadata().unwrap().event_id);
+    assert!(
+        stream[0].recorded_at.ends_with('Z') && stream[0].recorded_at.len() == 24,
+        "{}",
+        stream[0].recorded_at
+    );
+    assert_eq!(log.head().unwrap(), 2);
+    assert!(
+        log.read_stream("t2", "user:1").unwrap().is_empty(),
+        "streams are per tenant"
+    );
+}
+
+#[test]
+fn expected_version_is_enforced() {
+    let db = TestDb::new();
+    let log = db.open();
+    let append = |expected, n| {
+        flatten_append(
+            log.append("t1", "s", expected, vec![event("A", n)], context())
+                .wait(),
+        )
+    };
+    append(ExpectedVersion::NoStream, 1).unwrap();
+    let conflict = append(ExpectedVersion::NoStream, 2).unwrap_err();
+    assert!(
+        matches!(
+            conflict,
+            AppendError::Conflict {
+                actual: Some(1),
+                expected: ExpectedVersion::NoStream,
+                ..
+            }
+        ),
+        "{conflict:?}"
+    );
+    assert!(matches!(
+        append(ExpectedVersion::Exact(3), 3),
+        Err(AppendError::Conflict {
+            actual: Some(1),
+            ..
+        })
+    ));
+    append(ExpectedVersion::Exact(1), 4).unwrap();
+    append(ExpectedVersion::Any, 5).unwrap();
+    assert_eq!(log.read_stream("t1", "s").unwrap().len(), 3);
+    assert_eq!(log.head().unwrap(), 3, "refused appends leave no trace");
+}
+
+#[test]
+fn several_events_in_one_append_land_all_or_none() {
+    let db = TestDb::new();
+    let log = db.open();
+    let bad = events::NewEvent {
+        event_type: "B".to_owned(),
+        schema_version: 1,
+        payload: "not json".to_owned(),
+    };
+    let result = flatten_append(
+        log.append(
+            "t1",
+            "s",
+            ExpectedVersion::Any,
+            vec![event("A", 1), bad],
+            context(),
+        )
+        .wait(),
+    );
+    assert!(
+        matches!(result, Err(AppendError::InvalidEvent { .. })),
+        "{result:?}"
+    );
+    assert_eq!(log.head().unwrap(), 0);
+
+    // A command that appends to two streams and then fails keeps neither.
+    let result = log
+        .execute(|tx| {
+            tx.append(
+                "t1",
+                "a",
+                ExpectedVersion::NoStream,
+                &[event("A", 1)],
+                &context(),
+            )?;
+            tx.append(
+                "t1",
+                "b",
+                ExpectedVersion::Exact(7),
+                &[event("B", 1)],
+                &context(),
+            )
+        })
+        .wait();
+    assert!(result.is_err());
+    assert_eq!(log.head().unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_appenders_to_one_stream_exactly_one_wins() {
+    let db = TestDb::new();
+    let log = std::sync::Arc::new(db.open());
+    for round in 0..50u64 {
+        let stream = format!("user:{round}");
+        let attempts: Vec<_> = (0..2)
+            .map(|n| {
+                let log = log.clone();
+                let stream = stream.clone();
+                tokio::spawn(async move {
+                    flatten_append(
+                        log.append(
+                            "t1",
+                            &stream,
+                            ExpectedVersion::NoStream,
+                            vec![event("Created", n)],
+                            context(),
+                        )
+                        .await,
+                    )
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        let mut conflicts = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                Ok(_) => wins += 1,
+                Err(AppendError::Conflict { .. }) => conflicts += 1,
+                Err(other) => panic!("unexpected error: {other}"),
+            }
+        }
+        assert_eq!((wins, conflicts), (1, 1), "round {round}");
+        assert_eq!(log.read_stream("t1", &stream).unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn forward_reads_page_through_everything_in_order() {
+    let db = TestDb::new();
+    let log = db.open_with(events::sqlite::LogOptions {
+        read_page_events: 3,
+        ..Default::default()
+    });
+    for n in 0..10 {
+        let tenant = if n % 2 == 0 { "even" } else { "odd" };
+        flatten_append(
+            log.append(
+                tenant,
+                "s",
+                ExpectedVersion::Any,
+                vec![event("A", n)],
+                context(),
+            )
+            .wait(),
+        )
+        .unwrap();
+    }
+    let all: Vec<u64> = log
+        .read_forward(0, None)
+        .map(|e| e.unwrap().position)
+        .collect();
+    assert_eq!(all, (1..=10).collect::<Vec<_>>());
+    let after_four: Vec<u64> = log
+        .read_forward(4, None)
+        .map(|e| e.unwrap().position)
+        .collect();
+    assert_eq!(after_four, (5..=10).collect::<Vec<_>>());
+    let odd: Vec<u64> = log
+        .read_forward(0, Some("odd"))
+        .map(|e| e.unwrap().position)
+        .collect();
+    assert_eq!(odd, vec![2, 4, 6, 8, 10]);
+}
+
+#[test]
+fn two_writers_on_one_file_interleave_without_gaps() {
+    // The server and the CLI each have a writer on the same file.
+    let db = TestDb::new();
+    let first = db.open();
+    let second = db.open();
+    for n in 0..20 {
+        let log = if n % 2 == 0 { &first } else { &second };
+        flatten_append(
+            log.append(
+                "t1",
+                "s",
+                ExpectedVersion::Any,
+                vec![event("A", n)],
+                context(),
+            )
+            .wait(),
+        )
+        .unwrap();
+    }
+    let stream = first.read_stream("t1", "s").unwrap();
+    assert_eq!(
+        stream.iter().map(|e| e.version).collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<_>>()
+    );
+    let report = second.verify(events::VerifyScope::All).unwrap();
+    assert_eq!(report.failure, None);
+    assert_eq!(report.events_checked, 20);
+}

@@ -1,0 +1,175 @@
+//! Group commit under load: many concurrent appenders, one writer, and the
+//! promise that a failing command fails alone.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use events::log::flatten_append;
+use events::{AppendError, EventLog, ExecuteError, ExpectedVersion, LogTransaction, VerifyScope};
+
+use crate::util::{TestDb, context, event};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_appenders_times_five_hundred_are_gapless_durable_and_chained() {
+    const TASKS: u64 = 64;
+    const APPENDS_PER_TASK: u64 = 500;
+    let db = TestDb::new();
+    let log = Arc::new(db.open());
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let tenant = format!("tenant-{}", task % 4);
+                let stream = format!("stream-{task}");
+                let mut positions = Vec::with_capacity(APPENDS_PER_TASK as usize);
+                for n in 0..APPENDS_PER_TASK {
+                    let expected = if n == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(n)
+                    };
+                    let recorded = flatten_append(
+                        log.append(&tenant, &stream, expected, vec![event("A", n)], context())
+                            .await,
+                    )
+                    .unwrap();
+                    assert_eq!(recorded[0].version, n + 1);
+                    positions.push(recorded[0].position);
+                }
+                positions
+            })
+        })
+        .collect();
+    let mut positions = Vec::new();
+    for task in tasks {
+        positions.extend(task.await.unwrap());
+    }
+    assert_eq!(
+        positions.len() as u64,
+        TASKS * APPENDS_PER_TASK,
+        "every caller answered"
+    );
+    positions.sort_unstable();
+    assert_eq!(
+        positions,
+        (1..=TASKS * APPENDS_PER_TASK).collect::<Vec<_>>(),
+        "unique and gapless"
+    );
+    let batches = log.stats().batches_committed.load(Ordering::Relaxed);
+    assert!(
+        batches < TASKS * APPENDS_PER_TASK / 4,
+        "appends were batched: {batches} batches"
+    );
+
+    // Everything is on disk: reopen the file and read it all back.
+    drop(Arc::into_inner(log).expect("all tasks are done"));
+    let reopened = db.open();
+    let mut count = 0;
+    let mut previous = 0;
+    for recorded in reopened.read_forward(0, None) {
+        let recorded = recorded.unwrap();
+        assert_eq!(recorded.position, previous + 1);
+        previous = recorded.position;
+        count += 1;
+    }
+    assert_eq!(count, TASKS * APPENDS_PER_TASK);
+    let report = reopened.verify(VerifyScope::All).unwrap();
+    assert_eq!(report.failure, None);
+    assert_eq!(report.events_checked, TASKS * APPENDS_PER_TASK);
+    assert_eq!(report.heads.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_command_in_a_batch_does_not_take_the_others_down() {
+    let db = TestDb::new();
+    let log = Arc::new(db.open());
+    // Hold the writer busy so the next commands queue up into one batch.
+    let blocker = log.execute(|tx| {
+        std::thread::sleep(Duration::from_millis(300));
+        tx.append(
+            "t1",
+            "blocker",
+            ExpectedVersion::NoStream,
+            &[event("A", 0)],
+            &context(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let batches_before = log.stats().batches_committed.load(Ordering::Relaxed);
+
+    let good_one = log.append(
+        "t1",
+        "good-1",
+        ExpectedVersion::NoStream,
+        vec![event("A", 1)],
+        context(),
+    );
+    let fails_after_writing = log.execute(|tx| {
+        tx.append(
+            "t1",
+            "bad",
+            ExpectedVersion::NoStream,
+            &[event("A", 2)],
+            &context(),
+        )?;
+        Err::<(), AppendError>(AppendError::InvalidEvent {
+            stream: "bad".to_owned(),
+            reason: "decided to fail".to_owned(),
+        })
+    });
+    let conflict = log.append(
+        "t1",
+        "blocker",
+        ExpectedVersion::NoStream,
+        vec![event("A", 3)],
+        context(),
+    );
+    let panics_after_writing = log.execute(|tx| -> Result<(), AppendError> {
+        tx.append(
+            "t1",
+            "panicky",
+            ExpectedVersion::NoStream,
+            &[event("A", 4)],
+            &context(),
+        )?;
+        panic!("a bug in a command");
+    });
+    let good_two = log.append(
+        "t1",
+        "good-2",
+        ExpectedVersion::NoStream,
+        vec![event("A", 5)],
+        context(),
+    );
+
+    flatten_append(blocker.await).unwrap();
+    let good_one = flatten_append(good_one.await).unwrap();
+    assert!(matches!(
+        fails_after_writing.await,
+        Err(ExecuteError::Command(AppendError::InvalidEvent { .. }))
+    ));
+    assert!(matches!(
+        flatten_append(conflict.await),
+        Err(AppendError::Conflict { .. })
+    ));
+    assert!(
+        matches!(panics_after_writing.await, Err(ExecuteError::Panicked(message)) if message.contains("a bug"))
+    );
+    let good_two = flatten_append(good_two.await).unwrap();
+
+    assert_eq!(
+        log.stats().batches_committed.load(Ordering::Relaxed),
+        batches_before + 2,
+        "the blocker's batch, then one transaction for the five queued commands"
+    );
+    assert_eq!(log.stats().commands_rolled_back.load(Ordering::Relaxed), 3);
+    assert_eq!(
+        (good_one[0].position, good_two[0].position),
+        (2, 3),
+        "failed commands leave no gap"
+    );
+    assert!(log.read_stream("t1", "bad").unwrap().is_empty());
+    assert!(log.read_stream("t1", "panicky").unwrap().is_empty());
+    assert_eq!(log.verify(VerifyScope::All).unwrap().failure, None);
+}

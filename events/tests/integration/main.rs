@@ -1,0 +1,14 @@
+//! The log's integration tests: real SQLite files in temp dirs, real threads,
+//! one binary with a module per theme.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod append;
+mod group_commit;
+mod immutability;
+mod upcasting;
+mod util;

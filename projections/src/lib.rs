@@ -1,0 +1,51 @@
+//! rollcall's read models, folded from the event log.
+//!
+//! # Brief overview
+//!
+//! A projection turns events into tables that answer questions quickly.
+//! Folding decides nothing: every decision was made before the event was
+//! appended, so [`apply`] only writes down what an event says, and folding
+//! the same log always gives the same tables.
+//!
+//! * [`schema`] creates the projection tables beside the events table.
+//! * [`tenancy`] holds tenants and tokens: the lookup of a bearer token's
+//!   hash, the tenant list, the token list.
+//!
+//! Inline projections are updated by the command that appends the events,
+//! inside the writer's transaction (see `events::sqlite::SqliteLog::execute`),
+//! so a read right after a write sees it. This crate depends on `events` and
+//! on nothing of rollcall's application: it knows no HTTP and no CLI.
+
+pub mod schema;
+pub mod tenancy;
+
+use events::{Event, RecordedEvent};
+use rusqlite::Connection;
+
+/// Errors of the projection layer: a storage error, or an event that no
+/// longer decodes (which means a bug or a damaged log, never bad input).
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("projection storage error while {context}: {source}")]
+    Storage {
+        context: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error(transparent)]
+    Decode(#[from] events::DecodeError),
+}
+
+impl ProjectionError {
+    pub fn storage(context: &'static str) -> impl FnOnce(rusqlite::Error) -> ProjectionError {
+        move |source| ProjectionError::Storage { context, source }
+    }
+}
+
+/// Folds one recorded event into every inline projection.
+pub fn apply(
+    connection: &Connection,
+    recorded: &RecordedEvent,
+    event: &Event,
+) -> Result<(), ProjectionError> {
+    tenancy::apply(connection, recorded, event)
+}

@@ -1,0 +1,170 @@
+//! Bearer-token authentication: resolves `Authorization: Bearer <secret>` to
+//! a [`Principal`] (tenant and scope) with one indexed lookup of the
+//! secret's hash, and refuses the request with 401 otherwise.
+//!
+//! Nothing is cached, so a revocation (from the CLI or the API, from this
+//! process or another) takes effect on the very next request. The secret is
+//! never logged; the span gets the token id and tenant once admitted.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use events::event::TokenScope;
+use projections::tenancy::{self, TokenRecord};
+
+use crate::error::Error;
+use crate::server::{AppState, Surface};
+use crate::tenancy::{admit, secret_hash};
+
+/// Who is calling: the admitted token and its tenant.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub token_id: String,
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub scope: TokenScope,
+}
+
+impl Principal {
+    /// The actor to record on events this caller causes.
+    pub fn actor(&self) -> events::Actor {
+        events::Actor::Token {
+            token_id: self.token_id.clone(),
+        }
+    }
+}
+
+/// The scopes a family of routes accepts, and how its errors look.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    pub state: AppState,
+    pub allowed: &'static [TokenScope],
+    pub surface: Surface,
+}
+
+fn bearer_secret(request: &Request) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, secret) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| secret.trim())
+        .filter(|secret| !secret.is_empty())
+}
+
+/// The middleware: admit or refuse, then pass the [`Principal`] on.
+pub async fn require_token(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+    let Some(secret) = bearer_secret(&request) else {
+        return gate.surface.respond(Error::Unauthorized {
+            reason: "a bearer token is required",
+        });
+    };
+    let hash = secret_hash(secret);
+    let found = gate
+        .state
+        .store
+        .read(|connection| Ok(tenancy::token_by_secret_hash(connection, &hash)?));
+    let token = match found {
+        Ok(token) => token,
+        Err(error) => return gate.surface.respond(error),
+    };
+    let token = match admit(token, gate.allowed, jiff::Timestamp::now()) {
+        Ok(token) => token,
+        Err(refusal) => {
+            tracing::info!(reason = refusal.reason(), "bearer token refused");
+            return gate.surface.respond(Error::Unauthorized {
+                reason: refusal.reason(),
+            });
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("tenant", token.tenant_name.as_str());
+    span.record("token_id", token.token_id.as_str());
+    note_use(&gate.state, &token);
+    request.extensions_mut().insert(Principal {
+        token_id: token.token_id,
+        tenant_id: token.tenant_id,
+        tenant_name: token.tenant_name,
+        scope: token.scope,
+    });
+    next.run(request).await
+}
+
+/// Writes "last used" through the writer, at most once per interval per
+/// token, without making the request wait for it.
+fn note_use(state: &AppState, token: &TokenRecord) {
+    let now = Instant::now();
+    {
+        let mut touches = state
+            .token_touches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let due = touches
+            .get(&token.token_id)
+            .is_none_or(|last| now.duration_since(*last) >= state.config.token_touch_interval);
+        if !due {
+            return;
+        }
+        touches.insert(token.token_id.clone(), now);
+    }
+    let token_id = token.token_id.clone();
+    let at = events::time::now_millis();
+    // Fire and forget: losing a "last used" stamp to a shutdown is harmless.
+    drop(
+        state
+            .store
+            .command(move |tx| Ok(tenancy::record_token_use(tx.connection(), &token_id, &at)?)),
+    );
+}
+
+/// The admitted caller of a handler, with the context its events carry.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub context: events::CommandContext,
+}
+
+impl axum::extract::FromRequestParts<AppState> for Caller {
+    type Rejection = crate::error::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &AppState,
+    ) -> Result<Caller, Self::Rejection> {
+        let principal =
+            parts
+                .extensions
+                .get::<Principal>()
+                .cloned()
+                .ok_or(Error::Unauthorized {
+                    reason: "a bearer token is required",
+                })?;
+        let header_text = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(|text| {
+                    text.chars()
+                        .take(crate::server::REQUEST_ID_LENGTH_MAX * 4)
+                        .collect::<String>()
+                })
+        };
+        let context = events::CommandContext {
+            actor: principal.actor(),
+            request_id: parts
+                .extensions
+                .get::<crate::server::RequestId>()
+                .map(|id| id.0.clone()),
+            user_agent: header_text("user-agent"),
+            correlation_id: header_text("x-correlation-id"),
+        };
+        Ok(Caller { principal, context })
+    }
+}

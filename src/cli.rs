@@ -1,0 +1,514 @@
+//! The command line: `serve`, `tenant`, `token`, `verify`.
+//!
+//! Arguments pass two stages, as in ripgrep: the clap structs ([`Args`])
+//! are close to the flags; [`Args::settings`] turns them once into checked
+//! values. Every flag can also come from a `ROLLCALL_*` environment
+//! variable. A command's own output goes to stdout (for `token issue`, only
+//! the secret, so `TOKEN=$(rollcall token issue ...)` works); everything
+//! said to a human goes to stderr. Errors print their whole chain and exit
+//! with status 2; a failed check (verify) exits with 1.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use events::event::TokenScope;
+use events::sqlite::{Durability, LogOptions};
+use events::{Actor, CommandContext, EventLog, VerifyScope};
+use projections::tenancy as tenancy_projection;
+
+use crate::server::{AppState, ServerConfig};
+use crate::store::Store;
+use crate::tenancy::{self, Revoked, TenantRef, TokenRequest};
+
+/// rollcall: an event-sourced SCIM 2.0 provisioning engine.
+#[derive(Debug, Parser)]
+#[command(name = "rollcall", version, about, long_about = None)]
+pub struct Args {
+    /// The SQLite database file; created, with its tables, on first use.
+    #[arg(
+        long,
+        env = "ROLLCALL_DB",
+        default_value = "rollcall.db",
+        global = true
+    )]
+    pub db: PathBuf,
+    /// How hard each commit works to survive a power cut.
+    #[arg(long, env = "ROLLCALL_DURABILITY", value_enum, default_value_t = DurabilityArg::Full, global = true)]
+    pub durability: DurabilityArg,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// fsync every commit (default): an answered write survives a power cut.
+    Full,
+    /// Survives a crash of rollcall; a power cut may lose the last commits.
+    Normal,
+    /// No fsync: tests and throwaway imports only.
+    Off,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (SCIM, admin and audit APIs).
+    Serve(ServeArgs),
+    /// Create and list tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Issue, list and revoke bearer tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Walk the hash chain and name the first event that does not match.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, env = "ROLLCALL_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Request bodies larger than this get 413 before they are read.
+    #[arg(long, env = "ROLLCALL_BODY_LIMIT_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub body_limit_bytes: usize,
+    /// Seconds in-flight requests may run after a shutdown signal.
+    #[arg(long, env = "ROLLCALL_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+    /// Log lines as human text or as JSON objects.
+    #[arg(long, env = "ROLLCALL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant (a-z, 0-9 and '-', at most 63 characters).
+    Create { name: String },
+    /// List tenants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScopeArg {
+    /// The identity provider's SCIM endpoint.
+    Scim,
+    /// The admin API.
+    Admin,
+    /// The read-only audit API.
+    Audit,
+}
+
+impl From<ScopeArg> for TokenScope {
+    fn from(scope: ScopeArg) -> TokenScope {
+        match scope {
+            ScopeArg::Scim => TokenScope::Scim,
+            ScopeArg::Admin => TokenScope::Admin,
+            ScopeArg::Audit => TokenScope::Audit,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token. Prints only the secret on stdout; it is shown once.
+    Issue {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        #[arg(long, value_enum)]
+        scope: ScopeArg,
+        /// Lifetime such as 90d, 12h, 2w; absent: the token never expires.
+        #[arg(long)]
+        expires: Option<String>,
+        /// A note for admins, such as "Entra ID production".
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id; it stops working at the next request.
+    Revoke { token_id: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Verify one tenant's chain (by name) instead of the whole log.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Checked settings for opening the database.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub db: PathBuf,
+    pub log_options: LogOptions,
+}
+
+impl Args {
+    pub fn settings(&self) -> Settings {
+        let durability = match self.durability {
+            DurabilityArg::Full => Durability::Full,
+            DurabilityArg::Normal => Durability::Normal,
+            DurabilityArg::Off => Durability::Off,
+        };
+        Settings {
+            db: self.db.clone(),
+            log_options: LogOptions {
+                durability,
+                ..LogOptions::default()
+            },
+        }
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("rollcall: error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(default_filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROLLCALL_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
+}
+
+fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::open(&settings.db, settings.log_options.clone())
+        .with_context(|| format!("opening the database {}", settings.db.display()))
+}
+
+fn cli_context() -> CommandContext {
+    let user = std::env::var("USER")
+        .ok()
+        .or_else(|| std::env::var("LOGNAME").ok());
+    CommandContext::new(Actor::Cli { user })
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let settings = args.settings();
+    match args.command {
+        Command::Serve(serve) => {
+            init_logging("info", serve.log_format);
+            self::serve(&settings, &serve)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tenant { command } => {
+            init_logging("warn", LogFormat::Text);
+            tenant_command(&open_store(&settings)?, command)
+        }
+        Command::Token { command } => {
+            init_logging("warn", LogFormat::Text);
+            token_command(&open_store(&settings)?, command)
+        }
+        Command::Verify(verify) => {
+            init_logging("warn", LogFormat::Text);
+            verify_command(&open_store(&settings)?, &verify)
+        }
+    }
+}
+
+fn describe_db(path: &Path, existed: bool) -> String {
+    let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    format!(
+        "{} ({})",
+        shown.display(),
+        if existed { "existing" } else { "created" }
+    )
+}
+
+fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
+    let listen: SocketAddr = serve.listen.parse().with_context(|| {
+        format!(
+            "--listen {:?} is not an address like 127.0.0.1:8080",
+            serve.listen
+        )
+    })?;
+    let existed = settings.db.exists();
+    let store = Arc::new(open_store(settings)?);
+    eprintln!("rollcall: database {}", describe_db(&settings.db, existed));
+    let config = ServerConfig {
+        body_limit_bytes: serve.body_limit_bytes,
+        shutdown_grace: Duration::from_secs(serve.shutdown_grace_seconds),
+        ..ServerConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let bound = listener.local_addr().context("reading the bound address")?;
+        eprintln!("rollcall: listening on http://{bound}  (SCIM base URL http://{bound}/scim/v2)");
+        tracing::info!(%bound, "listening");
+        crate::server::run(listener, AppState::new(store, config), shutdown_signal())
+            .await
+            .context("serving HTTP")
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+fn tenant_command(store: &Store, command: TenantCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TenantCommand::Create { name } => {
+            let tenant = tenancy::create_tenant(store, &name, cli_context())
+                .wait()
+                .map_err(crate::error::Error::from)?;
+            println!("{}", tenant.tenant_id);
+            eprintln!(
+                "rollcall: created tenant {} ({})",
+                tenant.name, tenant.tenant_id
+            );
+        }
+        TenantCommand::List { json } => {
+            let tenants =
+                store.read(|connection| Ok(tenancy_projection::list_tenants(connection)?))?;
+            if json {
+                let items: Vec<_> = tenants
+                    .iter()
+                    .map(|t| serde_json::json!({"tenant_id": t.tenant_id, "name": t.name, "created_at": t.created_at}))
+                    .collect();
+                println!("{}", serde_json::Value::from(items));
+            } else {
+                let rows = tenants
+                    .iter()
+                    .map(|t| vec![t.name.clone(), t.tenant_id.clone(), t.created_at.clone()]);
+                print_table(&["NAME", "TENANT ID", "CREATED"], rows)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Issue {
+            tenant,
+            scope,
+            expires,
+            label,
+        } => {
+            let lifetime = expires
+                .as_deref()
+                .map(tenancy::parse_lifetime)
+                .transpose()?;
+            let request = TokenRequest {
+                scope: scope.into(),
+                lifetime,
+                label,
+            };
+            let (token, secret) =
+                tenancy::issue_token(store, TenantRef::Name(tenant), request, cli_context())
+                    .wait()
+                    .map_err(crate::error::Error::from)?;
+            println!("{}", secret.expose());
+            eprintln!(
+                "rollcall: issued {} token {} for tenant {} ({}); the secret above is shown once",
+                token.scope.as_str(),
+                token.token_id,
+                token.tenant_name,
+                token
+                    .expires_at
+                    .as_deref()
+                    .map_or("never expires".to_owned(), |at| format!("expires {at}")),
+            );
+        }
+        TokenCommand::List { tenant, json } => {
+            let tokens = store.read(|connection| {
+                let tenant_id = match &tenant {
+                    Some(name) => {
+                        Some(TenantRef::Name(name.clone()).resolve(connection)?.tenant_id)
+                    }
+                    None => None,
+                };
+                Ok(tenancy_projection::list_tokens(
+                    connection,
+                    tenant_id.as_deref(),
+                )?)
+            })?;
+            if json {
+                let items: Vec<_> = tokens.iter().map(crate::admin::token_view).collect();
+                println!("{}", serde_json::Value::from(items));
+            } else {
+                let now = jiff::Timestamp::now();
+                let rows = tokens.iter().map(|t| {
+                    vec![
+                        t.token_id.clone(),
+                        t.tenant_name.clone(),
+                        t.scope.as_str().to_owned(),
+                        tenancy::token_status(t, now).to_owned(),
+                        t.created_at.clone(),
+                        t.last_used_at.clone().unwrap_or_else(|| "never".to_owned()),
+                        t.expires_at.clone().unwrap_or_else(|| "never".to_owned()),
+                        t.label.clone().unwrap_or_default(),
+                    ]
+                });
+                print_table(
+                    &[
+                        "TOKEN ID",
+                        "TENANT",
+                        "SCOPE",
+                        "STATUS",
+                        "CREATED",
+                        "LAST USED",
+                        "EXPIRES",
+                        "LABEL",
+                    ],
+                    rows,
+                )?;
+            }
+        }
+        TokenCommand::Revoke { token_id } => {
+            let revoked = tenancy::revoke_token(store, &token_id, None, cli_context())
+                .wait()
+                .map_err(crate::error::Error::from)?;
+            match revoked {
+                Revoked::Now => eprintln!("rollcall: revoked token {token_id}"),
+                Revoked::Already => eprintln!("rollcall: token {token_id} was already revoked"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_command(store: &Store, verify: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let (scope, label) = match &verify.tenant {
+        Some(name) => {
+            let tenant =
+                store.read(|connection| TenantRef::Name(name.clone()).resolve(connection))?;
+            (VerifyScope::Tenant(tenant.tenant_id), name.clone())
+        }
+        None => (VerifyScope::All, "all".to_owned()),
+    };
+    let report = store.log().verify(scope)?;
+    if verify.json {
+        println!("{}", crate::audit::verify_report_json(&report, &label));
+    } else {
+        let names = store.read(|connection| Ok(tenancy_projection::list_tenants(connection)?))?;
+        let name_of = |tenant_id: &str| {
+            names
+                .iter()
+                .find(|t| t.tenant_id == tenant_id)
+                .map_or_else(|| tenant_id.to_owned(), |t| t.name.clone())
+        };
+        let rows = report.heads.iter().map(|head| {
+            vec![
+                name_of(&head.tenant),
+                head.events.to_string(),
+                head.position.to_string(),
+                events::hash::to_hex(&head.hash),
+            ]
+        });
+        print_table(&["CHAIN", "EVENTS", "HEAD POSITION", "HEAD HASH"], rows)?;
+    }
+    match &report.failure {
+        None => {
+            eprintln!(
+                "rollcall: verify ok: {} events checked ({label})",
+                report.events_checked
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(failure) => {
+            eprintln!(
+                "rollcall: verify FAILED at position {} (tenant {}): {}",
+                failure.position,
+                failure.tenant,
+                failure.problem.describe()
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Prints rows as left-aligned columns under a header.
+fn print_table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let mut write_row = |cells: Vec<String>| -> std::io::Result<()> {
+        let line: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())
+    };
+    write_row(headers.iter().map(|header| (*header).to_owned()).collect())?;
+    for row in rows {
+        write_row(row)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The application's one error enum, and the one place it becomes an HTTP
+//! response.
+//!
+//! Every layer below (`events::LogError`, `projections::ProjectionError`)
+//! converts into [`Error`]. Two renderings exist because two wire formats
+//! exist: [`ScimError`] writes RFC 7644 section 3.12 bodies for /scim/v2,
+//! [`ApiError`] writes `{"error": code, "message": text}` everywhere else.
+//! Both take status and code from [`Error::status`] and [`Error::code`], so
+//! the mapping is written once. Internal causes are never put in a body:
+//! they ride on the response as an [`InternalCause`] extension, and the
+//! request-logging middleware logs them.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use events::{AppendError, ExecuteError, LogError};
+use projections::ProjectionError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The thing asked for does not exist for this caller (another tenant's
+    /// resource included: 404, never 403).
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// The request conflicts with current state (a duplicate name).
+    #[error("{message}")]
+    Conflict { message: String },
+    /// The request is malformed or a value is not allowed.
+    #[error("{message}")]
+    Invalid { message: String },
+    /// No usable bearer token for this route.
+    #[error("{reason}")]
+    Unauthorized { reason: &'static str },
+    /// The request body is over the configured limit.
+    #[error("request body is larger than the limit of {limit_bytes} bytes")]
+    PayloadTooLarge { limit_bytes: usize },
+    /// The writer's queue is full: retry shortly.
+    #[error("rollcall is busy; retry shortly")]
+    Overloaded,
+    /// The log writer has stopped (shutting down).
+    #[error("rollcall is shutting down")]
+    ShuttingDown,
+    /// A bug or a storage failure; details go to the log, not the client.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn not_found(what: impl Into<String>) -> Error {
+        Error::NotFound { what: what.into() }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Error {
+        Error::Invalid {
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Error {
+        Error::Conflict {
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Overloaded | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code for the admin API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::Conflict { .. } => "conflict",
+            Error::Invalid { .. } => "invalid_request",
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::Overloaded => "overloaded",
+            Error::ShuttingDown => "shutting_down",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// The text a client may see: internal details stay in the server log.
+    fn public_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "internal error; the server log has the details".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    fn into_response_with(self, body: serde_json::Value, content_type: &'static str) -> Response {
+        let status = self.status();
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        match &self {
+            Error::Unauthorized { .. } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"rollcall\""),
+                );
+            }
+            Error::Overloaded | Error::ShuttingDown => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        if let Error::Internal(cause) = self {
+            response.extensions_mut().insert(InternalCause(cause));
+        }
+        response
+    }
+}
+
+impl From<LogError> for Error {
+    fn from(error: LogError) -> Error {
+        match error {
+            LogError::Overloaded { .. } => Error::Overloaded,
+            LogError::WriterStopped => Error::ShuttingDown,
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ProjectionError> for Error {
+    fn from(error: ProjectionError) -> Error {
+        Error::Internal(error.to_string())
+    }
+}
+
+impl From<AppendError> for Error {
+    fn from(error: AppendError) -> Error {
+        match error {
+            // A conflict at this layer means two writers raced on one
+            // stream; the loser is told to retry, like any 409.
+            AppendError::Conflict { stream, .. } => Error::conflict(format!(
+                "{stream} was changed concurrently; retry the request"
+            )),
+            AppendError::InvalidEvent { .. } => Error::Internal(error.to_string()),
+            AppendError::Log(error) => error.into(),
+        }
+    }
+}
+
+impl From<ExecuteError<Error>> for Error {
+    fn from(error: ExecuteError<Error>) -> Error {
+        match error {
+            ExecuteError::Command(error) => error,
+            ExecuteError::Log(error) => error.into(),
+            ExecuteError::Panicked(message) => {
+                Error::Internal(format!("command panicked: {message}"))
+            }
+        }
+    }
+}
+
+/// The internal cause of a 500, for the logging middleware only.
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub String);
+
+/// An [`Error`] rendered for /scim/v2 (RFC 7644 section 3.12).
+#[derive(Debug)]
+pub struct ScimError(pub Error);
+
+impl From<Error> for ScimError {
+    fn from(error: Error) -> ScimError {
+        ScimError(error)
+    }
+}
+
+impl IntoResponse for ScimError {
+    fn into_response(self) -> Response {
+        let error = self.0;
+        let mut body = serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": error.status().as_u16().to_string(),
+            "detail": error.public_message(),
+        });
+        if let (Error::Invalid { .. }, Some(fields)) = (&error, body.as_object_mut()) {
+            fields.insert(
+                "scimType".to_owned(),
+                serde_json::Value::from("invalidValue"),
+            );
+        }
+        error.into_response_with(body, crate::scim::CONTENT_TYPE)
+    }
+}
+
+/// An [`Error`] rendered for the admin and audit APIs.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl<E: Into<Error>> From<E> for ApiError {
+    fn from(error: E) -> ApiError {
+        ApiError(error.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let error = self.0;
+        let body = serde_json::json!({ "error": error.code(), "message": error.public_message() });
+        error.into_response_with(body, "application/json")
+    }
+}

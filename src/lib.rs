@@ -1,0 +1,28 @@
+//! rollcall: an event-sourced SCIM 2.0 provisioning engine.
+//!
+//! # Brief overview
+//!
+//! This crate is the application: it turns HTTP requests and CLI commands
+//! into decisions, decisions into events (through `events`), and answers
+//! from the read models of `projections`.
+//!
+//! * [`cli`] parses the command line and runs a command; `serve` starts
+//!   [`server::run`].
+//! * [`server`] assembles the router ([`server::app`]) and the middleware
+//!   every request passes (request id, body limit, logging).
+//! * [`auth`] admits bearer tokens by the hash of their secret.
+//! * [`scim`], [`admin`], [`audit`] are the three families of routes, each
+//!   open to its own token scope.
+//! * [`tenancy`] holds the tenant and token commands; [`store`] the one
+//!   write path ([`store::record`]) every command uses.
+//! * [`error`] is the one error enum and its mapping to responses.
+
+pub mod admin;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod error;
+pub mod scim;
+pub mod server;
+pub mod store;
+pub mod tenancy;

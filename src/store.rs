@@ -1,0 +1,78 @@
+//! The application's handle on the database: the event log plus the
+//! projection tables beside it, and the one path by which commands record
+//! events.
+//!
+//! [`record`] is the write path in one function: encode the typed events,
+//! append them with an expected version, and fold each recorded event into
+//! the inline projections, all inside the writer's transaction and the
+//! command's savepoint. Commands never write projection tables any other
+//! way.
+
+use std::path::Path;
+
+use events::sqlite::{LogOptions, SqliteLog, SqliteTx};
+use events::{CommandContext, Event, ExpectedVersion, LogTransaction, Pending, RecordedEvent};
+use rusqlite::Connection;
+
+use crate::error::Error;
+
+/// The database: log and projections on one SQLite file.
+#[derive(Debug)]
+pub struct Store {
+    log: SqliteLog,
+}
+
+impl Store {
+    /// Opens or creates the database file and brings the projection tables
+    /// up to date.
+    pub fn open(path: &Path, options: LogOptions) -> Result<Store, Error> {
+        let log = SqliteLog::open(path, options)?;
+        log.execute(|tx| projections::schema::migrate(tx.connection()).map_err(Error::from))
+            .wait()?;
+        Ok(Store { log })
+    }
+
+    pub fn log(&self) -> &SqliteLog {
+        &self.log
+    }
+
+    /// Runs a read against the projections on a pooled read connection.
+    /// Synchronous: call it from a blocking context or for quick indexed
+    /// lookups only.
+    pub fn read<T>(&self, query: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
+        let connection = self.log.reader()?;
+        query(&connection)
+    }
+
+    /// Runs a command on the writer thread; see `SqliteLog::execute`.
+    pub fn command<T, F>(&self, command: F) -> Pending<T, Error>
+    where
+        F: FnOnce(&mut SqliteTx<'_>) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.log.execute(command)
+    }
+
+    /// Lets queued commands finish and stops the writer.
+    pub fn shutdown(&self) {
+        self.log.shutdown();
+    }
+}
+
+/// Appends `events` to one stream and folds them into the inline
+/// projections, inside the current command.
+pub fn record(
+    tx: &mut SqliteTx<'_>,
+    tenant: &str,
+    stream: &str,
+    expected: ExpectedVersion,
+    events: &[Event],
+    context: &CommandContext,
+) -> Result<Vec<RecordedEvent>, Error> {
+    let encoded: Vec<_> = events.iter().map(Event::encode).collect();
+    let recorded = tx.append(tenant, stream, expected, &encoded, context)?;
+    for (recorded, event) in recorded.iter().zip(events) {
+        projections::apply(tx.connection(), recorded, event)?;
+    }
+    Ok(recorded)
+}

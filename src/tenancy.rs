@@ -1,0 +1,402 @@
+//! Tenants and bearer tokens: the commands that create tenants, issue and
+//! revoke tokens, and resolve a presented secret to its token.
+//!
+//! Decisions are plain functions over what the projections say; the events
+//! they produce go through [`crate::store::record`]. A secret exists only in
+//! the return value of [`issue_token`]: the log and the projections hold its
+//! SHA-256, and [`Secret`]'s `Debug` never prints it.
+
+use events::event::{TenantCreated, TokenIssued, TokenRevoked, TokenScope};
+use events::{CommandContext, Event, ExpectedVersion, LogTransaction, Pending, SYSTEM_TENANT};
+use jiff::{SignedDuration, Timestamp};
+use projections::tenancy::{self, Tenant, TokenRecord};
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+use crate::store::{Store, record};
+
+/// Tenant names: what the CLI and URLs use, so kept to a safe alphabet.
+pub const TENANT_NAME_LENGTH_MAX: usize = 63;
+/// Token labels are for humans; a bound keeps them that way.
+pub const TOKEN_LABEL_LENGTH_MAX: usize = 200;
+/// The longest lifetime a token may be issued with (ten years).
+pub const TOKEN_LIFETIME_DAYS_MAX: i64 = 3650;
+/// Every secret starts with this, so secret scanners can recognise it.
+pub const SECRET_PREFIX: &str = "rc_";
+
+/// A token secret, shown once. `Debug` is redacted so it cannot reach a log
+/// by accident.
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The SHA-256 of a presented secret: the key of the token lookup.
+pub fn secret_hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+fn new_secret() -> Result<Secret, Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|error| Error::Internal(format!("no randomness for a secret: {error}")))?;
+    Ok(Secret(format!(
+        "{SECRET_PREFIX}{}",
+        events::hash::to_hex(&bytes)
+    )))
+}
+
+/// Checks a tenant name: 1 to 63 of `a-z 0-9 -`, starting with a letter or
+/// digit.
+pub fn validate_tenant_name(name: &str) -> Result<(), Error> {
+    let valid_characters = name
+        .bytes()
+        .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-');
+    let valid_start = name.bytes().next().is_some_and(|byte| byte != b'-');
+    if name.is_empty() || name.len() > TENANT_NAME_LENGTH_MAX || !valid_characters || !valid_start {
+        return Err(Error::invalid(format!(
+            "tenant name {name:?} must be 1 to {TENANT_NAME_LENGTH_MAX} characters of a-z, 0-9 and '-', not starting with '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses a token lifetime such as `90d`, `12h`, `2w` or `30m`.
+pub fn parse_lifetime(text: &str) -> Result<SignedDuration, Error> {
+    let invalid = || {
+        Error::invalid(format!(
+            "lifetime {text:?} must be a whole number followed by m, h, d or w (e.g. 90d)"
+        ))
+    };
+    let text_trimmed = text.trim();
+    let unit_at = text_trimmed
+        .find(|character: char| !character.is_ascii_digit())
+        .ok_or_else(invalid)?;
+    let (number, unit) = text_trimmed.split_at(unit_at);
+    let number: i64 = number.parse().map_err(|_| invalid())?;
+    let minutes_per_unit = match unit {
+        "m" => 1,
+        "h" => 60,
+        "d" => 24 * 60,
+        "w" => 7 * 24 * 60,
+        _ => return Err(invalid()),
+    };
+    let minutes = number.checked_mul(minutes_per_unit).ok_or_else(invalid)?;
+    if minutes <= 0 || minutes > TOKEN_LIFETIME_DAYS_MAX * 24 * 60 {
+        return Err(Error::invalid(format!(
+            "lifetime {text:?} must be more than zero and at most {TOKEN_LIFETIME_DAYS_MAX} days"
+        )));
+    }
+    Ok(SignedDuration::from_mins(minutes))
+}
+
+/// Creates a tenant. Names are unique, case-insensitively.
+pub fn create_tenant(store: &Store, name: &str, context: CommandContext) -> Pending<Tenant, Error> {
+    if let Err(error) = validate_tenant_name(name) {
+        return Pending::ready(Err(events::ExecuteError::Command(error)));
+    }
+    let name = name.to_owned();
+    store.command(move |tx| {
+        if tenancy::tenant_by_name(tx.connection(), &name)?.is_some() {
+            return Err(Error::conflict(format!(
+                "a tenant named {name:?} already exists"
+            )));
+        }
+        let tenant_id = ulid::Ulid::generate().to_string();
+        let event = Event::TenantCreated(TenantCreated {
+            tenant_id: tenant_id.clone(),
+            name,
+        });
+        record(
+            tx,
+            SYSTEM_TENANT,
+            &format!("tenant:{tenant_id}"),
+            ExpectedVersion::NoStream,
+            &[event],
+            &context,
+        )?;
+        tenancy::tenant_by_id(tx.connection(), &tenant_id)?
+            .ok_or_else(|| Error::Internal("tenant vanished".to_owned()))
+    })
+}
+
+/// What [`issue_token`] needs.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub scope: TokenScope,
+    pub lifetime: Option<SignedDuration>,
+    pub label: Option<String>,
+}
+
+/// Issues a token for a tenant (by name or id). The secret is returned once
+/// and never stored.
+pub fn issue_token(
+    store: &Store,
+    tenant: TenantRef,
+    request: TokenRequest,
+    context: CommandContext,
+) -> Pending<(TokenRecord, Secret), Error> {
+    let prepared = (|| {
+        if let Some(label) = &request.label {
+            if label.chars().count() > TOKEN_LABEL_LENGTH_MAX || label.chars().any(char::is_control)
+            {
+                return Err(Error::invalid(format!(
+                    "a token label is at most {TOKEN_LABEL_LENGTH_MAX} printable characters"
+                )));
+            }
+        }
+        let expires_at = match request.lifetime {
+            None => None,
+            Some(lifetime) => Some(
+                Timestamp::now()
+                    .checked_add(lifetime)
+                    .map_err(|error| Error::invalid(format!("lifetime out of range: {error}")))?,
+            ),
+        };
+        Ok((new_secret()?, expires_at.map(events::time::format_millis)))
+    })();
+    let (secret, expires_at) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => return Pending::ready(Err(events::ExecuteError::Command(error))),
+    };
+    let secret_sha256 = events::hash::to_hex(&secret_hash(secret.expose()));
+    store.command(move |tx| {
+        let tenant = tenant.resolve(tx.connection())?;
+        let token_id = ulid::Ulid::generate().to_string();
+        let event = Event::TokenIssued(TokenIssued {
+            token_id: token_id.clone(),
+            scope: request.scope,
+            secret_sha256,
+            expires_at,
+            label: request.label,
+        });
+        record(
+            tx,
+            &tenant.tenant_id,
+            &format!("token:{token_id}"),
+            ExpectedVersion::NoStream,
+            &[event],
+            &context,
+        )?;
+        let record = tenancy::token_by_id(tx.connection(), &token_id)?
+            .ok_or_else(|| Error::Internal("token vanished".to_owned()))?;
+        Ok((record, secret))
+    })
+}
+
+/// Whether [`revoke_token`] changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Now,
+    Already,
+}
+
+/// Revokes a token. With `within_tenant`, a token of another tenant is
+/// "not found", exactly like a token that does not exist.
+pub fn revoke_token(
+    store: &Store,
+    token_id: &str,
+    within_tenant: Option<String>,
+    context: CommandContext,
+) -> Pending<Revoked, Error> {
+    let token_id = token_id.to_owned();
+    store.command(move |tx| {
+        let token = tenancy::token_by_id(tx.connection(), &token_id)?
+            .filter(|token| {
+                within_tenant
+                    .as_ref()
+                    .is_none_or(|tenant| *tenant == token.tenant_id)
+            })
+            .ok_or_else(|| Error::not_found(format!("token {token_id}")))?;
+        if token.revoked_at.is_some() {
+            return Ok(Revoked::Already);
+        }
+        let stream = format!("token:{token_id}");
+        let version = tx.stream_version(&token.tenant_id, &stream)?;
+        let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+        let event = Event::TokenRevoked(TokenRevoked { token_id });
+        record(tx, &token.tenant_id, &stream, expected, &[event], &context)?;
+        Ok(Revoked::Now)
+    })
+}
+
+/// A tenant named by the CLI (by name) or by a token (by id).
+#[derive(Debug, Clone)]
+pub enum TenantRef {
+    Name(String),
+    Id(String),
+}
+
+impl TenantRef {
+    pub fn resolve(&self, connection: &rusqlite::Connection) -> Result<Tenant, Error> {
+        let found = match self {
+            TenantRef::Name(name) => tenancy::tenant_by_name(connection, name)?,
+            TenantRef::Id(id) => tenancy::tenant_by_id(connection, id)?,
+        };
+        found.ok_or_else(|| match self {
+            TenantRef::Name(name) => Error::not_found(format!("tenant {name:?}")),
+            TenantRef::Id(id) => Error::not_found(format!("tenant {id}")),
+        })
+    }
+}
+
+/// A token's state at `now`, in one word: `active`, `revoked` or `expired`.
+pub fn token_status(token: &TokenRecord, now: Timestamp) -> &'static str {
+    if token.revoked_at.is_some() {
+        return "revoked";
+    }
+    let expired = token.expires_at.as_deref().is_some_and(|expires_at| {
+        expires_at
+            .parse::<Timestamp>()
+            .map_or(true, |expires_at| expires_at <= now)
+    });
+    if expired { "expired" } else { "active" }
+}
+
+/// Why a presented token does not open a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Unknown,
+    Revoked,
+    Expired,
+    WrongScope,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Unknown => "the bearer token is not valid",
+            Refusal::Revoked => "the bearer token has been revoked",
+            Refusal::Expired => "the bearer token has expired",
+            Refusal::WrongScope => "the bearer token's scope does not allow this route",
+        }
+    }
+}
+
+/// Decides whether `token` (found by its hash, or not) may use a route
+/// open to `allowed` scopes at instant `now`.
+pub fn admit(
+    token: Option<TokenRecord>,
+    allowed: &[TokenScope],
+    now: Timestamp,
+) -> Result<TokenRecord, Refusal> {
+    let token = token.ok_or(Refusal::Unknown)?;
+    if token.revoked_at.is_some() {
+        return Err(Refusal::Revoked);
+    }
+    if token_status(&token, now) == "expired" {
+        return Err(Refusal::Expired);
+    }
+    if !allowed.contains(&token.scope) {
+        return Err(Refusal::WrongScope);
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(scope: TokenScope) -> TokenRecord {
+        TokenRecord {
+            token_id: "T".to_owned(),
+            tenant_id: "N".to_owned(),
+            tenant_name: "acme".to_owned(),
+            scope,
+            label: None,
+            created_at: "2026-01-01T00:00:00.000Z".to_owned(),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+
+    #[test]
+    fn admission_checks_existence_revocation_expiry_and_scope() {
+        let now: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+        assert_eq!(admit(None, &[TokenScope::Scim], now), Err(Refusal::Unknown));
+        assert!(admit(Some(token(TokenScope::Scim)), &[TokenScope::Scim], now).is_ok());
+        assert_eq!(
+            admit(Some(token(TokenScope::Scim)), &[TokenScope::Admin], now),
+            Err(Refusal::WrongScope)
+        );
+        let revoked = TokenRecord {
+            revoked_at: Some("2026-02-01T00:00:00.000Z".to_owned()),
+            ..token(TokenScope::Scim)
+        };
+        assert_eq!(
+            admit(Some(revoked), &[TokenScope::Scim], now),
+            Err(Refusal::Revoked)
+        );
+        let expired = TokenRecord {
+            expires_at: Some("2026-06-01T00:00:00.000Z".to_owned()),
+            ..token(TokenScope::Audit)
+        };
+        assert_eq!(
+            admit(Some(expired), &[TokenScope::Audit], now),
+            Err(Refusal::Expired)
+        );
+        let alive = TokenRecord {
+            expires_at: Some("2026-06-01T00:00:00.001Z".to_owned()),
+            ..token(TokenScope::Audit)
+        };
+        assert!(admit(Some(alive), &[TokenScope::Audit, TokenScope::Admin], now).is_ok());
+    }
+
+    #[test]
+    fn lifetimes_parse_with_units_and_bounds() {
+        assert_eq!(
+            parse_lifetime("90d").unwrap(),
+            SignedDuration::from_hours(90 * 24)
+        );
+        assert_eq!(
+            parse_lifetime("2w").unwrap(),
+            SignedDuration::from_hours(14 * 24)
+        );
+        assert_eq!(
+            parse_lifetime("30m").unwrap(),
+            SignedDuration::from_mins(30)
+        );
+        for bad in [
+            "",
+            "d",
+            "90",
+            "0d",
+            "-1d",
+            "90y",
+            "9999999999999999999d",
+            "3651d",
+        ] {
+            assert!(parse_lifetime(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn tenant_names_are_checked() {
+        for good in ["acme", "a", "acme-eu-2"] {
+            assert!(validate_tenant_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-acme", "Acme", "ac me", "acme/x", &"a".repeat(64)] {
+            assert!(validate_tenant_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_prefixed_random_and_redacted_in_debug() {
+        let first = new_secret().unwrap();
+        let second = new_secret().unwrap();
+        assert!(first.expose().starts_with(SECRET_PREFIX));
+        assert_eq!(first.expose().len(), SECRET_PREFIX.len() + 64);
+        assert_ne!(first.expose(), second.expose());
+        assert!(!format!("{first:?}").contains(&first.expose()[3..]));
+    }
+}
