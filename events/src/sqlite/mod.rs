@@ -146,6 +146,7 @@ impl SqliteLog {
             ))
             .map_err(|error| LogError::storage("configuring the write connection", error))?;
         connection.set_prepared_statement_cache_capacity(128);
+        stable_query_plans(&connection)?;
         schema::migrate(&connection)?;
 
         let (sender, receiver) = sync_channel(options.queue_commands_max.max(1));
@@ -233,6 +234,23 @@ impl SqliteLog {
             }
         }
     }
+}
+
+/// Turns on SQLite's query planner stability guarantee.
+///
+/// Without it, SQLite 3.54 marks some bound parameters "re-prepare on bind"
+/// (to re-plan for each value) and a text bind then recompiles the cached
+/// statement on every execution: a third of the writer's time went to the
+/// SQL parser before this (see BENCHMARKS.md). Every query rollcall runs is
+/// an indexed lookup whose best plan does not depend on the values bound.
+pub(crate) fn stable_query_plans(connection: &Connection) -> Result<(), LogError> {
+    connection
+        .set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map(drop)
+        .map_err(|error| LogError::storage("enabling stable query plans", error))
 }
 
 impl Drop for SqliteLog {

@@ -93,6 +93,7 @@ impl ReadPool {
             .busy_timeout(std::time::Duration::from_millis(self.busy_timeout_ms))
             .map_err(|error| LogError::storage("configuring a read connection", error))?;
         connection.set_prepared_statement_cache_capacity(64);
+        super::stable_query_plans(&connection)?;
         Ok(connection)
     }
 }
