@@ -3,6 +3,9 @@
 //! (events/s without and with JSON decode, peak RSS).
 //!
 //! Run: `cargo bench -p events --bench log` (figures in BENCHMARKS.md).
+//! `BENCH_DURABILITY=pipelined` measures the appends under
+//! `Durability::Pipelined` instead of the default `Full`;
+//! `BENCH_ONLY=append|concurrent|replay` runs one part.
 //! Knobs (environment): `BENCH_DIR` (where the database files go, default a
 //! temp dir), `BENCH_REPLAY_EVENTS` (default 1,000,000),
 //! `BENCH_APPENDS_PER_TASK` (default 1,000 with 64 appenders).
@@ -103,6 +106,7 @@ fn concurrent_appenders(dir: &Path, tasks: u64) {
     let durability = match std::env::var("BENCH_DURABILITY").as_deref() {
         Ok("off") => Durability::Off,
         Ok("normal") => Durability::Normal,
+        Ok("pipelined") => Durability::Pipelined,
         _ => Durability::Full,
     };
     let log = Arc::new(
@@ -205,38 +209,44 @@ fn populate(path: &Path, events: u64) {
     );
 }
 
-fn replay_child(path: &Path, decode: bool, verify_hashes: bool) {
-    let log = SqliteLog::open(
-        path,
-        LogOptions {
-            verify_hashes_on_read: verify_hashes,
-            ..LogOptions::default()
-        },
-    )
-    .unwrap();
+fn replay_child(path: &Path, mode: &str) {
+    let log = SqliteLog::open(path, LogOptions::default()).unwrap();
     let started = Instant::now();
     let mut count = 0u64;
-    let mut payload_bytes = 0usize;
-    for event in log.read_forward(0, None) {
-        let event = event.unwrap();
-        if decode {
-            let decoded = event.decode().unwrap();
-            payload_bytes += usize::from(matches!(decoded, Event::TokenIssued(_)));
-        } else {
-            payload_bytes += event.payload.len();
+    let mut checksum = 0usize;
+    match mode {
+        "visit" | "visit-hash" | "visit-decode" => {
+            log.visit_forward(0, None, |event| {
+                count += 1;
+                match mode {
+                    "visit-hash" => checksum += usize::from(event.hash_is_consistent()),
+                    "visit-decode" => {
+                        checksum += usize::from(matches!(event.decode(), Ok(Event::TokenIssued(_))))
+                    }
+                    _ => checksum += event.payload.len(),
+                }
+                Ok::<(), ()>(())
+            })
+            .unwrap();
         }
-        count += 1;
+        _ => {
+            for event in log.read_forward(0, None) {
+                let event = event.unwrap();
+                count += 1;
+                checksum += usize::from(matches!(event.decode(), Ok(Event::TokenIssued(_))));
+            }
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
-    std::hint::black_box(payload_bytes);
-    let mode = match (decode, verify_hashes) {
-        (false, false) => "raw",
-        (false, true) => "raw + hash check",
-        (true, false) => "JSON decode",
-        (true, true) => "JSON decode + hash check",
+    std::hint::black_box(checksum);
+    let label = match mode {
+        "visit" => "raw (visit_forward)",
+        "visit-hash" => "raw + hash check",
+        "visit-decode" => "JSON decode",
+        _ => "owned + hash + decode",
     };
     println!(
-        "replay  {mode:<25} {count:>9} events in {seconds:6.2} s = {:>10.0} events/s, peak RSS {:.1} MiB",
+        "replay  {label:<25} {count:>9} events in {seconds:6.2} s = {:>10.0} events/s, peak RSS {:.1} MiB",
         count as f64 / seconds,
         peak_rss_kib() as f64 / 1024.0
     );
@@ -246,9 +256,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|arg| arg == "--replay-child") {
         let path = PathBuf::from(&args[at + 1]);
-        let decode = args[at + 2] == "decode";
-        let verify = args[at + 3] == "verify";
-        replay_child(&path, decode, verify);
+        replay_child(&path, &args[at + 2]);
         return;
     }
     let temp = tempfile::tempdir().unwrap();
@@ -278,14 +286,9 @@ fn main() {
         size as f64 / 1024.0 / 1024.0
     );
     let me = std::env::current_exe().unwrap();
-    for (decode, verify) in [
-        ("raw", "trust"),
-        ("raw", "verify"),
-        ("decode", "trust"),
-        ("decode", "verify"),
-    ] {
+    for mode in ["visit", "visit-hash", "visit-decode", "read-forward"] {
         let status = std::process::Command::new(&me)
-            .args(["--replay-child", path.to_str().unwrap(), decode, verify])
+            .args(["--replay-child", path.to_str().unwrap(), mode])
             .status()
             .unwrap();
         assert!(status.success());

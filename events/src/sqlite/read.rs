@@ -7,7 +7,7 @@ use rusqlite::{Row, params};
 
 use super::SqliteLog;
 use crate::log::{ChainHead, VerifyFailure, VerifyProblem, VerifyReport, VerifyScope};
-use crate::{LogError, Position, RecordedEvent, ZERO_HASH};
+use crate::{ChainHash, LogError, Position, RecordedEvent, ZERO_HASH};
 
 const COLUMNS: &str = "position, tenant, stream, version, event_type, schema_version, payload, \
                        metadata, recorded_at, prev_hash, hash";
@@ -153,6 +153,144 @@ impl Iterator for Forward<'_> {
     }
 }
 
+/// One stored event, borrowed from the database row: what
+/// [`SqliteLog::visit_forward`] hands its visitor without allocating.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'row> {
+    pub position: Position,
+    pub tenant: &'row str,
+    pub stream: &'row str,
+    pub version: u64,
+    pub event_type: &'row str,
+    pub schema_version: u32,
+    pub payload: &'row str,
+    pub metadata: &'row str,
+    pub recorded_at: &'row str,
+    pub prev_hash: &'row ChainHash,
+    pub hash: &'row ChainHash,
+}
+
+impl EventRef<'_> {
+    pub fn canonical(&self) -> crate::hash::CanonicalEvent<'_> {
+        crate::hash::CanonicalEvent {
+            position: self.position,
+            tenant: self.tenant,
+            stream: self.stream,
+            version: self.version,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            payload: self.payload,
+            metadata: self.metadata,
+            recorded_at: self.recorded_at,
+        }
+    }
+
+    pub fn hash_is_consistent(&self) -> bool {
+        self.canonical().chain_hash(self.prev_hash) == *self.hash
+    }
+
+    /// Decodes the typed payload, upcasting an older schema version.
+    pub fn decode(&self) -> Result<crate::Event, crate::DecodeError> {
+        crate::Event::decode(
+            self.event_type,
+            self.schema_version,
+            self.payload,
+            self.recorded_at,
+        )
+    }
+}
+
+fn text<'row>(row: &'row Row<'_>, index: usize) -> rusqlite::Result<&'row str> {
+    row.get_ref(index)?.as_str().map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            Box::new(error),
+        )
+    })
+}
+
+fn hash_ref<'row>(row: &'row Row<'_>, index: usize) -> rusqlite::Result<&'row ChainHash> {
+    let bytes = row.get_ref(index)?.as_blob().map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Blob,
+            Box::new(error),
+        )
+    })?;
+    <&ChainHash>::try_from(bytes).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Blob,
+            Box::new(error),
+        )
+    })
+}
+
+fn ref_from_row<'row>(row: &'row Row<'_>) -> rusqlite::Result<EventRef<'row>> {
+    Ok(EventRef {
+        position: row.get::<_, i64>(0)?.try_into().unwrap_or(0),
+        tenant: text(row, 1)?,
+        stream: text(row, 2)?,
+        version: row.get::<_, i64>(3)?.try_into().unwrap_or(0),
+        event_type: text(row, 4)?,
+        schema_version: row.get(5)?,
+        payload: text(row, 6)?,
+        metadata: text(row, 7)?,
+        recorded_at: text(row, 8)?,
+        prev_hash: hash_ref(row, 9)?,
+        hash: hash_ref(row, 10)?,
+    })
+}
+
+/// What stops a [`SqliteLog::visit_forward`] walk.
+#[derive(Debug)]
+pub enum VisitError<E> {
+    Log(LogError),
+    Visitor(E),
+}
+
+/// Calls `visit` for every event after `after` (of one tenant, or all), in
+/// position order, page by page, without allocating per event.
+pub(super) fn visit_forward<E>(
+    log: &SqliteLog,
+    after: Position,
+    tenant: Option<&str>,
+    mut visit: impl FnMut(EventRef<'_>) -> Result<(), E>,
+) -> Result<Position, VisitError<E>> {
+    let page_events = log.options.read_page_events.max(1);
+    let limit = i64::try_from(page_events).unwrap_or(i64::MAX);
+    let context = "reading events forward";
+    let storage = |error: rusqlite::Error| VisitError::Log(LogError::storage(context, error));
+    let mut last = after;
+    loop {
+        let connection = log.reader().map_err(VisitError::Log)?;
+        let mut statement = match tenant {
+            None => connection
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2")),
+            Some(_) => connection.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE tenant = ?3 AND position > ?1 ORDER BY position LIMIT ?2"
+            )),
+        }
+        .map_err(storage)?;
+        let mut rows = match tenant {
+            None => statement.query(params![to_sql_position(last), limit]),
+            Some(tenant) => statement.query(params![to_sql_position(last), limit, tenant]),
+        }
+        .map_err(storage)?;
+        let mut seen = 0usize;
+        while let Some(row) = rows.next().map_err(storage)? {
+            let event = ref_from_row(row).map_err(storage)?;
+            last = event.position;
+            seen += 1;
+            visit(event).map_err(VisitError::Visitor)?;
+        }
+        if seen < page_events {
+            return Ok(last);
+        }
+    }
+}
+
 pub(super) fn verify(log: &SqliteLog, scope: VerifyScope) -> Result<VerifyReport, LogError> {
     let tenant = match &scope {
         VerifyScope::All => None,
@@ -162,13 +300,11 @@ pub(super) fn verify(log: &SqliteLog, scope: VerifyScope) -> Result<VerifyReport
     let mut heads: HashMap<String, ChainHead> = HashMap::new();
     let mut events_checked = 0u64;
     let mut previous_position: Position = 0;
-    let mut failure = None;
-    for event in Forward::new(log, 0, tenant, false) {
-        let event = event?;
-        let expected_prev = heads.get(&event.tenant).map_or(ZERO_HASH, |head| head.hash);
+    let walked = visit_forward(log, 0, tenant.as_deref(), |event| {
+        let expected_prev = heads.get(event.tenant).map_or(ZERO_HASH, |head| head.hash);
         let problem = if check_gaps && event.position != previous_position + 1 {
             Some(VerifyProblem::PositionGap)
-        } else if event.prev_hash != expected_prev {
+        } else if *event.prev_hash != expected_prev {
             Some(VerifyProblem::BrokenLink)
         } else if !event.hash_is_consistent() {
             Some(VerifyProblem::HashMismatch)
@@ -176,27 +312,37 @@ pub(super) fn verify(log: &SqliteLog, scope: VerifyScope) -> Result<VerifyReport
             None
         };
         if let Some(problem) = problem {
-            failure = Some(VerifyFailure {
+            return Err(VerifyFailure {
                 position: event.position,
-                tenant: event.tenant.clone(),
+                tenant: event.tenant.to_owned(),
                 problem,
             });
-            break;
         }
         events_checked += 1;
         previous_position = event.position;
-        let head = heads
-            .entry(event.tenant.clone())
-            .or_insert_with(|| ChainHead {
-                tenant: event.tenant.clone(),
-                position: 0,
-                hash: ZERO_HASH,
-                events: 0,
-            });
-        head.position = event.position;
-        head.hash = event.hash;
-        head.events += 1;
-    }
+        match heads.get_mut(event.tenant) {
+            Some(head) => {
+                head.position = event.position;
+                head.hash = *event.hash;
+                head.events += 1;
+            }
+            None => {
+                let head = ChainHead {
+                    tenant: event.tenant.to_owned(),
+                    position: event.position,
+                    hash: *event.hash,
+                    events: 1,
+                };
+                heads.insert(event.tenant.to_owned(), head);
+            }
+        }
+        Ok(())
+    });
+    let failure = match walked {
+        Ok(_) => None,
+        Err(VisitError::Visitor(failure)) => Some(failure),
+        Err(VisitError::Log(error)) => return Err(error),
+    };
     let mut heads: Vec<ChainHead> = heads.into_values().collect();
     heads.sort_by_key(|head| head.position);
     Ok(VerifyReport {

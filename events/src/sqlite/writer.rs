@@ -16,10 +16,12 @@
 //!   whenever a savepoint is rolled back and reloaded from the transaction.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, sync_channel};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -302,8 +304,6 @@ impl LogTransaction for SqliteTx<'_> {
     }
 }
 
-/// The writer thread's loop: batch, run, commit, answer; until told to stop
-/// or every sender is gone.
 /// Counters of the writer's work, for benchmarks and health reports.
 #[derive(Debug, Default)]
 pub struct WriterStats {
@@ -315,12 +315,40 @@ pub struct WriterStats {
     pub commands_rolled_back: AtomicU64,
 }
 
+/// Committed batches waiting for the syncer's fsync, at most.
+const SYNC_QUEUE_BATCHES_MAX: usize = 64;
+
+/// The writer thread's loop: batch, run, commit, answer (directly, or
+/// through the syncer under `Durability::Pipelined`); until told to stop or
+/// every sender is gone.
 pub(crate) fn run(
     connection: Connection,
     receiver: Receiver<Message>,
     batch_commands_max: usize,
     stats: Arc<WriterStats>,
+    wal_sync: Option<PathBuf>,
 ) {
+    let mut syncer = None;
+    if let Some(wal_path) = wal_sync {
+        let (sender, sync_receiver) = sync_channel::<Vec<Box<dyn Command>>>(SYNC_QUEUE_BATCHES_MAX);
+        let spawned = std::thread::Builder::new()
+            .name("rollcall-log-syncer".to_owned())
+            .spawn(move || sync_loop(&wal_path, sync_receiver));
+        match spawned {
+            Ok(handle) => syncer = Some((sender, handle)),
+            Err(error) => {
+                // Without a syncer nothing could be promised durable: refuse
+                // every command rather than answer without an fsync.
+                let error = LogError::storage("starting the syncer thread", error);
+                while let Ok(message) = receiver.recv() {
+                    if let Message::Run(command) = message {
+                        command.finish(Err(&error));
+                    }
+                }
+                return;
+            }
+        }
+    }
     let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(batch_commands_max);
     let mut stopping = false;
     while !stopping {
@@ -338,18 +366,90 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        commit_batch(&connection, &mut batch, &stats);
+        let committed = commit_batch(&connection, &mut batch, &stats);
+        match (&syncer, committed) {
+            (Some((sender, _)), Ok(())) => {
+                let waiting = std::mem::replace(&mut batch, Vec::with_capacity(batch_commands_max));
+                if let Err(returned) = sender.send(waiting) {
+                    let error = LogError::storage(
+                        "handing a batch to the syncer",
+                        "the syncer has stopped",
+                    );
+                    for command in returned.0 {
+                        command.finish(Err(&error));
+                    }
+                }
+            }
+            (_, committed) => {
+                for command in batch.drain(..) {
+                    command.finish(committed.as_ref().map(|_| ()));
+                }
+            }
+        }
+    }
+    if let Some((sender, handle)) = syncer {
+        // The syncer answers what it holds, then sees the channel close.
+        drop(sender);
+        if handle.join().is_err() {
+            tracing::error!("the log syncer thread panicked");
+        }
     }
     tracing::debug!("log writer stopped");
 }
 
-fn commit_batch(connection: &Connection, batch: &mut Vec<Box<dyn Command>>, stats: &WriterStats) {
-    if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
-        let error = LogError::storage("beginning a batch", error);
-        for command in batch.drain(..) {
-            command.finish(Err(&error));
+/// The syncer's loop: take every committed batch waiting, fsync the WAL
+/// once for all of them, answer their callers.
+///
+/// Every batch received was committed before it was sent, so one
+/// `fdatasync` begun after receiving covers all of them. Once an fsync
+/// fails, nothing written since can be promised durable (the kernel may
+/// have dropped the dirty pages), so every later batch is refused too.
+fn sync_loop(wal_path: &Path, receiver: Receiver<Vec<Box<dyn Command>>>) {
+    let mut wal_file: Option<File> = None;
+    let mut failed: Option<LogError> = None;
+    while let Ok(first) = receiver.recv() {
+        let mut batches = vec![first];
+        while let Ok(more) = receiver.try_recv() {
+            batches.push(more);
         }
-        return;
+        let synced = match &failed {
+            Some(error) => Err(error.clone()),
+            None => sync_wal(&mut wal_file, wal_path),
+        };
+        if let Err(error) = &synced {
+            tracing::error!(%error, "fsync of the write-ahead log failed; refusing further writes");
+            failed = Some(error.clone());
+        }
+        for command in batches.into_iter().flatten() {
+            command.finish(synced.as_ref().map(|_| ()));
+        }
+    }
+}
+
+fn sync_wal(wal_file: &mut Option<File>, wal_path: &Path) -> Result<(), LogError> {
+    // The WAL file lives as long as any connection to the database is open,
+    // and the writer's connection is open for as long as this thread runs,
+    // so the handle opened once stays the file SQLite writes.
+    let file =
+        match wal_file {
+            Some(file) => file,
+            None => wal_file.insert(File::open(wal_path).map_err(|error| {
+                LogError::storage("opening the write-ahead log to sync it", error)
+            })?),
+        };
+    file.sync_data()
+        .map_err(|error| LogError::storage("syncing the write-ahead log", error))
+}
+
+/// Runs and commits one batch. Does not answer the callers: the caller of
+/// this function does, once the batch is as durable as promised.
+fn commit_batch(
+    connection: &Connection,
+    batch: &mut [Box<dyn Command>],
+    stats: &WriterStats,
+) -> Result<(), LogError> {
+    if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
+        return Err(LogError::storage("beginning a batch", error));
     }
     let mut transaction = SqliteTx::new(connection);
     let mut kept = 0u64;
@@ -398,7 +498,5 @@ fn commit_batch(connection: &Connection, batch: &mut Vec<Box<dyn Command>>, stat
             .commands_rolled_back
             .fetch_add(total - kept, Ordering::Relaxed);
     }
-    for command in batch.drain(..) {
-        command.finish(committed.as_ref().map(|_| ()));
-    }
+    committed
 }

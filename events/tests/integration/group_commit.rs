@@ -6,16 +6,29 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use events::log::flatten_append;
+use events::sqlite::{Durability, LogOptions};
 use events::{AppendError, EventLog, ExecuteError, ExpectedVersion, LogTransaction, VerifyScope};
 
 use crate::util::{TestDb, context, event};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_appenders_times_five_hundred_are_gapless_durable_and_chained() {
+    sixty_four_appenders(Durability::Full).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_appenders_with_pipelined_fsync_are_gapless_durable_and_chained() {
+    sixty_four_appenders(Durability::Pipelined).await;
+}
+
+async fn sixty_four_appenders(durability: Durability) {
     const TASKS: u64 = 64;
     const APPENDS_PER_TASK: u64 = 500;
     let db = TestDb::new();
-    let log = Arc::new(db.open());
+    let log = Arc::new(db.open_with(LogOptions {
+        durability,
+        ..LogOptions::default()
+    }));
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
             let log = log.clone();
