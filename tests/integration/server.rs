@@ -1,0 +1,389 @@
+//! The server's own promises: health, request ids, body limits, error
+//! shapes, the admin token API, and a graceful shutdown that drains the
+//! writer.
+
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use events::event::TokenScope;
+use events::{EventLog, VerifyScope};
+use rollcall::server::ServerConfig;
+
+use crate::util::{TestServer, json_body};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_with_the_log_head() {
+    let server = TestServer::start().await;
+    let body = json_body(server.get("/healthz", None).await, 200, "application/json").await;
+    assert_eq!(
+        body,
+        serde_json::json!({ "status": "ok", "head_position": 0 })
+    );
+    server.tenant("acme").await;
+    server.token("acme", TokenScope::Scim).await;
+    let body = json_body(server.get("/healthz", None).await, 200, "application/json").await;
+    assert_eq!(body["head_position"], 2);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_honoured_or_made() {
+    let server = TestServer::start().await;
+    let response = server
+        .client
+        .get(server.url("/healthz"))
+        .header("x-request-id", "idp-req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "idp-req-42");
+
+    let made = server.get("/healthz", None).await;
+    let made = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(made.len(), 26, "a ULID: {made}");
+
+    let too_long = "x".repeat(129);
+    let response = server
+        .client
+        .get(server.url("/healthz"))
+        .header("x-request-id", &too_long)
+        .send()
+        .await
+        .unwrap();
+    let replaced = response.headers()["x-request-id"].to_str().unwrap();
+    assert_ne!(replaced, too_long);
+    assert_eq!(replaced.len(), 26);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413_and_write_nothing() {
+    let config = ServerConfig {
+        body_limit_bytes: 1024,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start_with(config).await;
+    server.tenant("acme").await;
+    let (_, admin) = server.token("acme", TokenScope::Admin).await;
+    let head = server.store.log().head().unwrap();
+
+    // Declared too long: refused before a byte of the body is read.
+    let big = format!(r#"{{"scope":"scim","label":"{}"}}"#, "x".repeat(4096));
+    let response = server
+        .client
+        .post(server.url("/api/v1/tokens"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    let body = json_body(response, 413, "application/json").await;
+    assert!(body["message"].as_str().unwrap().contains("1024"), "{body}");
+
+    // Streamed without a length: cut off as it arrives.
+    let chunks: Vec<Result<String, std::io::Error>> = big
+        .as_bytes()
+        .chunks(512)
+        .map(|c| Ok(String::from_utf8(c.to_vec()).unwrap()))
+        .collect();
+    let response = server
+        .client
+        .post(server.url("/api/v1/tokens"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_lite_stream(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    // On the SCIM surface the 413 is a SCIM error.
+    let response = server
+        .client
+        .post(server.url("/scim/v2/Users"))
+        .header("content-type", "application/scim+json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    let body = json_body(response, 413, "application/scim+json").await;
+    assert_eq!(body["status"], "413");
+    assert_eq!(
+        server.store.log().head().unwrap(),
+        head,
+        "nothing was written"
+    );
+    server.stop().await.unwrap();
+}
+
+/// A stream over ready items, without pulling in a streams crate.
+fn futures_lite_stream(
+    items: Vec<Result<String, std::io::Error>>,
+) -> impl futures_core::Stream<Item = Result<String, std::io::Error>> + Send + 'static {
+    struct Items(std::vec::IntoIter<Result<String, std::io::Error>>);
+    impl futures_core::Stream for Items {
+        type Item = Result<String, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            std::task::Poll::Ready(self.0.next())
+        }
+    }
+    Items(items.into_iter())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_are_404_in_their_surface_format() {
+    let server = TestServer::start().await;
+    server.tenant("acme").await;
+    let (_, scim) = server.token("acme", TokenScope::Scim).await;
+    let body = json_body(server.get("/nope", None).await, 404, "application/json").await;
+    assert_eq!(body["error"], "not_found");
+    let body = json_body(
+        server.get("/scim/v2/NoSuchThing", Some(&scim)).await,
+        404,
+        "application/scim+json",
+    )
+    .await;
+    assert_eq!(
+        body["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:Error"
+    );
+    assert_eq!(body["status"], "404");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/scim/v2/NoSuchThing"),
+        "{body}"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_issue_list_and_revoke_tokens_over_the_api() {
+    let server = TestServer::start().await;
+    server.tenant("acme").await;
+    let (_, admin) = server.token("acme", TokenScope::Admin).await;
+    let post = |body: serde_json::Value| {
+        server
+            .client
+            .post(server.url("/api/v1/tokens"))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+
+    let issued = json_body(
+        post(serde_json::json!({"scope": "scim", "expires": "90d", "label": "Entra ID"}))
+            .await
+            .unwrap(),
+        201,
+        "application/json",
+    )
+    .await;
+    let secret = issued["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("rc_") && secret.len() == 67, "{secret}");
+    assert_eq!(issued["scope"], "scim");
+    assert_eq!(issued["label"], "Entra ID");
+    assert_eq!(issued["status"], "active");
+    assert!(issued["expires_at"].as_str().unwrap().ends_with('Z'));
+    // The new secret opens the SCIM door at once.
+    assert_eq!(
+        server.get("/scim/v2/Users", Some(&secret)).await.status(),
+        404
+    );
+
+    let listed = json_body(
+        server.get("/api/v1/tokens", Some(&admin)).await,
+        200,
+        "application/json",
+    )
+    .await;
+    assert_eq!(listed["total"], 2);
+    assert!(
+        !listed.to_string().contains(&secret),
+        "the secret is shown once, never listed"
+    );
+
+    for (body, needle) in [
+        (serde_json::json!({"scope": "root"}), "scope"),
+        (
+            serde_json::json!({"scope": "scim", "expires": "forever"}),
+            "lifetime",
+        ),
+        (
+            serde_json::json!({"scope": "scim", "colour": "red"}),
+            "unknown field",
+        ),
+        (serde_json::json!({"label": "no scope"}), "scope"),
+    ] {
+        let error = json_body(post(body.clone()).await.unwrap(), 400, "application/json").await;
+        assert_eq!(error["error"], "invalid_request", "{body}");
+        assert!(
+            error["message"].as_str().unwrap().contains(needle),
+            "{body}: {error}"
+        );
+    }
+    let not_json = server
+        .client
+        .post(server.url("/api/v1/tokens"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json_body(not_json, 400, "application/json").await["error"],
+        "invalid_request"
+    );
+
+    let token_id = issued["token_id"].as_str().unwrap();
+    let delete = || {
+        server
+            .client
+            .delete(server.url(&format!("/api/v1/tokens/{token_id}")))
+            .bearer_auth(&admin)
+            .send()
+    };
+    assert_eq!(delete().await.unwrap().status(), 204);
+    assert_eq!(
+        delete().await.unwrap().status(),
+        204,
+        "revoking twice is harmless"
+    );
+    let unknown = server
+        .client
+        .delete(server.url("/api/v1/tokens/01NOSUCHTOKEN"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let listed = json_body(
+        server.get("/api/v1/tokens", Some(&admin)).await,
+        200,
+        "application/json",
+    )
+    .await;
+    let revoked = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["token_id"] == token_id)
+        .unwrap();
+    assert_eq!(revoked["status"], "revoked");
+
+    // Every change above is an event in acme's chain, and it verifies.
+    let report = server.store.log().verify(VerifyScope::All).unwrap();
+    assert_eq!(report.failure, None);
+    assert_eq!(
+        report.events_checked, 4,
+        "tenant, admin token, API token, one revocation: {report:?}"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_reports_the_tenant_chain_head() {
+    let server = TestServer::start().await;
+    server.tenant("acme").await;
+    let (_, audit) = server.token("acme", TokenScope::Audit).await;
+    let body = json_body(
+        server.get("/api/v1/audit/verify", Some(&audit)).await,
+        200,
+        "application/json",
+    )
+    .await;
+    assert_eq!(body["ok"], true);
+    assert_eq!(body["scope"], "acme");
+    assert_eq!(body["events_checked"], 1, "only acme's chain: {body}");
+    assert_eq!(body["heads"][0]["position"], 2);
+    assert_eq!(body["heads"][0]["hash"].as_str().unwrap().len(), 64);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_the_writer() {
+    let server = TestServer::start().await;
+    server.tenant("acme").await;
+    let store = server.store.clone();
+    server.stop().await.unwrap();
+    // The writer has stopped: a new command is refused, not lost.
+    let refused = rollcall::tenancy::create_tenant(
+        &store,
+        "late",
+        events::CommandContext::new(events::Actor::System),
+    )
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Err(events::ExecuteError::Log(events::LogError::WriterStopped))
+        ),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn the_binary_serves_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("served.db");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ROLLCALL_DB", &db)
+        .env("ROLLCALL_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut address = None;
+    let mut said = Vec::new();
+    for line in lines.by_ref().take(20) {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("rollcall: listening on http://") {
+            address = Some(rest.split_whitespace().next().unwrap().to_owned());
+            break;
+        }
+        said.push(line);
+    }
+    let address = address.unwrap_or_else(|| panic!("no listening line in {said:?}"));
+    assert!(
+        said.iter()
+            .any(|line| line.contains("database") && line.contains("created")),
+        "{said:?}"
+    );
+    assert!(db.exists(), "the database is created on first run");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = runtime.block_on(async {
+        reqwest::get(format!("http://{address}/healthz"))
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|line| line.contains("drained")), "{rest:?}");
+}

@@ -1,0 +1,146 @@
+//! The test harness: a server over a fresh database, and the CLI binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+
+use events::event::TokenScope;
+use events::sqlite::{Durability, LogOptions};
+use events::{Actor, CommandContext};
+use projections::tenancy::Tenant;
+use rollcall::server::{AppState, ServerConfig};
+use rollcall::store::Store;
+use rollcall::tenancy::{self, TenantRef, TokenRequest};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<Store>,
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub base: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+pub fn test_log_options() -> LogOptions {
+    // Tests check behaviour, not power-cut durability: skip the fsyncs.
+    LogOptions {
+        durability: Durability::Off,
+        ..LogOptions::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(ServerConfig::default()).await
+    }
+
+    pub async fn start_with(config: ServerConfig) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollcall.db");
+        let store = tokio::task::spawn_blocking(move || Store::open(&path, test_log_options()))
+            .await
+            .unwrap()
+            .unwrap();
+        let store = Arc::new(store);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let state = AppState::new(store.clone(), config);
+        let task = tokio::spawn(rollcall::server::run(listener, state, async move {
+            let _ = stop.await;
+        }));
+        TestServer {
+            dir,
+            store,
+            base,
+            client: reqwest::Client::new(),
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("rollcall.db")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn tenant(&self, name: &str) -> Tenant {
+        tenancy::create_tenant(&self.store, name, CommandContext::new(Actor::System))
+            .await
+            .unwrap()
+    }
+
+    /// Issues a token and returns (token id, secret).
+    pub async fn token(&self, tenant: &str, scope: TokenScope) -> (String, String) {
+        let request = TokenRequest {
+            scope,
+            lifetime: None,
+            label: None,
+        };
+        let (record, secret) = tenancy::issue_token(
+            &self.store,
+            TenantRef::Name(tenant.to_owned()),
+            request,
+            CommandContext::new(Actor::System),
+        )
+        .await
+        .unwrap();
+        (record.token_id, secret.expose().to_owned())
+    }
+
+    pub async fn get(&self, path: &str, secret: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(secret) = secret {
+            request = request.bearer_auth(secret);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Stops the server the way a signal does, and waits for it to drain.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+/// Runs the real `rollcall` binary against `db`.
+pub fn rollcall(db: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(args)
+        .env("ROLLCALL_DB", db)
+        .env("ROLLCALL_DURABILITY", "off")
+        .env_remove("ROLLCALL_TENANT")
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A JSON body, with the status and content type checked first.
+pub async fn json_body(
+    response: reqwest::Response,
+    status: u16,
+    content_type: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let header = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(header.as_deref(), Some(content_type));
+    response.json().await.unwrap()
+}
