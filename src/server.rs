@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -150,9 +150,23 @@ pub async fn run(
     served
 }
 
+/// 200 while writes can succeed, 503 (with the same body shape) once the
+/// writer has stopped or an fsync has failed, so a load balancer stops
+/// sending IdP traffic to an instance that can only refuse it.
 async fn healthz(State(state): State<AppState>) -> Result<Response, ApiError> {
     let head = state.store.log().head()?;
-    Ok(axum::Json(serde_json::json!({ "status": "ok", "head_position": head })).into_response())
+    let writable = state.store.log().is_writable();
+    let status = if writable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if writable { "ok" } else { "unavailable" },
+        "writable": writable,
+        "head_position": head,
+    });
+    Ok((status, axum::Json(body)).into_response())
 }
 
 async fn not_found(request: Request) -> Response {

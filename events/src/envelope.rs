@@ -129,14 +129,31 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
+    /// The borrowed view of this event.
+    pub fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            position: self.position,
+            tenant: &self.tenant,
+            stream: &self.stream,
+            version: self.version,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            payload: &self.payload,
+            metadata: &self.metadata,
+            recorded_at: &self.recorded_at,
+            prev_hash: &self.prev_hash,
+            hash: &self.hash,
+        }
+    }
+
     /// Decodes the typed payload, upcasting an older schema version.
     pub fn decode(&self) -> Result<crate::Event, crate::DecodeError> {
-        crate::Event::decode(
-            &self.event_type,
-            self.schema_version,
-            &self.payload,
-            &self.recorded_at,
-        )
+        self.as_ref().decode()
+    }
+
+    /// Whether the stored hash matches the stored bytes and `prev_hash`.
+    pub fn hash_is_consistent(&self) -> bool {
+        self.as_ref().hash_is_consistent()
     }
 
     /// Parses the metadata JSON.
@@ -145,5 +162,53 @@ impl RecordedEvent {
             position: self.position,
             message: source.to_string(),
         })
+    }
+}
+
+/// One stored event, borrowed: what a visitor over the log (such as
+/// `SqliteLog::visit_forward`) gets without an allocation per event, and
+/// the view every check of an event's bytes works on.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'row> {
+    pub position: Position,
+    pub tenant: &'row str,
+    pub stream: &'row str,
+    pub version: u64,
+    pub event_type: &'row str,
+    pub schema_version: u32,
+    pub payload: &'row str,
+    pub metadata: &'row str,
+    pub recorded_at: &'row str,
+    pub prev_hash: &'row crate::ChainHash,
+    pub hash: &'row crate::ChainHash,
+}
+
+impl EventRef<'_> {
+    pub fn canonical(&self) -> crate::hash::CanonicalEvent<'_> {
+        crate::hash::CanonicalEvent {
+            position: self.position,
+            tenant: self.tenant,
+            stream: self.stream,
+            version: self.version,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            payload: self.payload,
+            metadata: self.metadata,
+            recorded_at: self.recorded_at,
+        }
+    }
+
+    pub fn hash_is_consistent(&self) -> bool {
+        self.canonical().chain_hash(self.prev_hash) == *self.hash
+    }
+
+    /// Decodes the typed payload, upcasting an older schema version.
+    pub fn decode(&self) -> Result<crate::Event, crate::DecodeError> {
+        crate::Event::decode(
+            self.event_type,
+            self.schema_version,
+            self.payload,
+            self.recorded_at,
+        )
     }
 }

@@ -57,28 +57,6 @@ fn hash_field(hasher: &mut Sha256, bytes: &[u8]) {
     hasher.update(bytes);
 }
 
-impl crate::RecordedEvent {
-    /// The canonical view of this stored event.
-    pub fn canonical(&self) -> CanonicalEvent<'_> {
-        CanonicalEvent {
-            position: self.position,
-            tenant: &self.tenant,
-            stream: &self.stream,
-            version: self.version,
-            event_type: &self.event_type,
-            schema_version: self.schema_version,
-            payload: &self.payload,
-            metadata: &self.metadata,
-            recorded_at: &self.recorded_at,
-        }
-    }
-
-    /// Whether the stored hash matches the stored bytes and `prev_hash`.
-    pub fn hash_is_consistent(&self) -> bool {
-        self.canonical().chain_hash(&self.prev_hash) == self.hash
-    }
-}
-
 /// Lower-case hex, the form hashes take in reports and checkpoints.
 pub fn to_hex(hash: &ChainHash) -> String {
     use std::fmt::Write;

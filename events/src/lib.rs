@@ -30,7 +30,7 @@ pub mod sqlite;
 pub mod time;
 
 pub use envelope::{
-    Actor, CommandContext, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
+    Actor, CommandContext, EventRef, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
     SYSTEM_TENANT,
 };
 pub use error::{AppendError, DecodeError, ExecuteError, LogError};

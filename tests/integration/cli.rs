@@ -3,7 +3,7 @@
 
 use events::event::TokenScope;
 
-use crate::util::{TestServer, rollcall, stderr, stdout};
+use crate::util::{TestServer, rollcall, rollcall_ok, stderr, stdout};
 
 #[test]
 fn tenant_and_token_round_trip() {
@@ -102,11 +102,7 @@ fn tenant_and_token_round_trip() {
 fn bad_arguments_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cli.db");
-    assert!(
-        rollcall(&db, &["tenant", "create", "acme"])
-            .status
-            .success()
-    );
+    rollcall_ok(&db, &["tenant", "create", "acme"]);
     for (args, needle) in [
         (
             vec!["token", "issue", "--tenant", "acme", "--scope", "root"],
@@ -146,26 +142,14 @@ fn bad_arguments_are_clear_errors() {
 fn verify_names_the_first_tampered_position() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cli.db");
-    assert!(
-        rollcall(&db, &["tenant", "create", "acme"])
-            .status
-            .success()
+    rollcall_ok(&db, &["tenant", "create", "acme"]);
+    rollcall_ok(
+        &db,
+        &["token", "issue", "--tenant", "acme", "--scope", "scim"],
     );
-    assert!(
-        rollcall(
-            &db,
-            &["token", "issue", "--tenant", "acme", "--scope", "scim"]
-        )
-        .status
-        .success()
-    );
-    assert!(
-        rollcall(
-            &db,
-            &["token", "issue", "--tenant", "acme", "--scope", "admin"]
-        )
-        .status
-        .success()
+    rollcall_ok(
+        &db,
+        &["token", "issue", "--tenant", "acme", "--scope", "admin"],
     );
     {
         let raw = rusqlite::Connection::open(&db).unwrap();

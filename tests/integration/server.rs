@@ -17,12 +17,21 @@ async fn healthz_answers_with_the_log_head() {
     let body = json_body(server.get("/healthz", None).await, 200, "application/json").await;
     assert_eq!(
         body,
-        serde_json::json!({ "status": "ok", "head_position": 0 })
+        serde_json::json!({ "status": "ok", "writable": true, "head_position": 0 })
     );
     server.tenant("acme").await;
     server.token("acme", TokenScope::Scim).await;
     let body = json_body(server.get("/healthz", None).await, 200, "application/json").await;
     assert_eq!(body["head_position"], 2);
+
+    // With the writer stopped, health says so with a 503.
+    let store = server.store.clone();
+    tokio::task::spawn_blocking(move || store.shutdown())
+        .await
+        .unwrap();
+    let body = json_body(server.get("/healthz", None).await, 503, "application/json").await;
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["writable"], false);
     server.stop().await.unwrap();
 }
 

@@ -122,6 +122,17 @@ pub fn rollcall(db: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs the binary and insists it succeeded, showing its stderr if not.
+pub fn rollcall_ok(db: &Path, args: &[&str]) -> Output {
+    let output = rollcall(db, args);
+    assert!(
+        output.status.success(),
+        "rollcall {args:?} failed: {}",
+        stderr(&output)
+    );
+    output
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -21,14 +21,14 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 pub use pool::PooledConnection;
-pub use read::{EventRef, VisitError};
+pub use read::VisitError;
 pub use schema::EVENTS_SCHEMA_VERSION;
 pub use writer::{SqliteTx, WriterStats};
 
 use crate::log::{EventLog, LogTransaction, Pending, VerifyReport, VerifyScope};
 use crate::{
-    AppendError, CommandContext, ExecuteError, ExpectedVersion, LogError, NewEvent, Position,
-    RecordedEvent,
+    AppendError, CommandContext, EventRef, ExecuteError, ExpectedVersion, LogError, NewEvent,
+    Position, RecordedEvent,
 };
 use writer::{ClosureCommand, Message};
 
@@ -197,6 +197,22 @@ impl SqliteLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether a write submitted now can succeed: the writer thread runs
+    /// and no fsync has failed.
+    pub fn is_writable(&self) -> bool {
+        let running = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .is_some_and(|thread| !thread.is_finished());
+        running
+            && !self
+                .stats
+                .durability_failed
+                .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What the writer has done since this handle opened the log.

@@ -7,7 +7,7 @@ use rusqlite::{Row, params};
 
 use super::SqliteLog;
 use crate::log::{ChainHead, VerifyFailure, VerifyProblem, VerifyReport, VerifyScope};
-use crate::{ChainHash, LogError, Position, RecordedEvent, ZERO_HASH};
+use crate::{ChainHash, EventRef, LogError, Position, RecordedEvent, ZERO_HASH};
 
 const COLUMNS: &str = "position, tenant, stream, version, event_type, schema_version, payload, \
                        metadata, recorded_at, prev_hash, hash";
@@ -150,53 +150,6 @@ impl Iterator for Forward<'_> {
         }
         let event = self.page.pop_front()?;
         Some(check(event, self.verify_hashes))
-    }
-}
-
-/// One stored event, borrowed from the database row: what
-/// [`SqliteLog::visit_forward`] hands its visitor without allocating.
-#[derive(Debug, Clone, Copy)]
-pub struct EventRef<'row> {
-    pub position: Position,
-    pub tenant: &'row str,
-    pub stream: &'row str,
-    pub version: u64,
-    pub event_type: &'row str,
-    pub schema_version: u32,
-    pub payload: &'row str,
-    pub metadata: &'row str,
-    pub recorded_at: &'row str,
-    pub prev_hash: &'row ChainHash,
-    pub hash: &'row ChainHash,
-}
-
-impl EventRef<'_> {
-    pub fn canonical(&self) -> crate::hash::CanonicalEvent<'_> {
-        crate::hash::CanonicalEvent {
-            position: self.position,
-            tenant: self.tenant,
-            stream: self.stream,
-            version: self.version,
-            event_type: self.event_type,
-            schema_version: self.schema_version,
-            payload: self.payload,
-            metadata: self.metadata,
-            recorded_at: self.recorded_at,
-        }
-    }
-
-    pub fn hash_is_consistent(&self) -> bool {
-        self.canonical().chain_hash(self.prev_hash) == *self.hash
-    }
-
-    /// Decodes the typed payload, upcasting an older schema version.
-    pub fn decode(&self) -> Result<crate::Event, crate::DecodeError> {
-        crate::Event::decode(
-            self.event_type,
-            self.schema_version,
-            self.payload,
-            self.recorded_at,
-        )
     }
 }
 

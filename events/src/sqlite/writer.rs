@@ -20,7 +20,7 @@ use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -313,6 +313,9 @@ pub struct WriterStats {
     pub commands_committed: AtomicU64,
     /// Commands rolled back alone (they failed, panicked or hit an error).
     pub commands_rolled_back: AtomicU64,
+    /// Set for good when an fsync of the WAL failed: from then on no write
+    /// can be promised durable, and every one is refused.
+    pub durability_failed: AtomicBool,
 }
 
 /// Committed batches waiting for the syncer's fsync, at most.
@@ -333,7 +336,10 @@ pub(crate) fn run(
         let (sender, sync_receiver) = sync_channel::<Vec<Box<dyn Command>>>(SYNC_QUEUE_BATCHES_MAX);
         let spawned = std::thread::Builder::new()
             .name("rollcall-log-syncer".to_owned())
-            .spawn(move || sync_loop(&wal_path, sync_receiver));
+            .spawn({
+                let stats = stats.clone();
+                move || sync_loop(&wal_path, sync_receiver, &stats)
+            });
         match spawned {
             Ok(handle) => syncer = Some((sender, handle)),
             Err(error) => {
@@ -404,7 +410,7 @@ pub(crate) fn run(
 /// `fdatasync` begun after receiving covers all of them. Once an fsync
 /// fails, nothing written since can be promised durable (the kernel may
 /// have dropped the dirty pages), so every later batch is refused too.
-fn sync_loop(wal_path: &Path, receiver: Receiver<Vec<Box<dyn Command>>>) {
+fn sync_loop(wal_path: &Path, receiver: Receiver<Vec<Box<dyn Command>>>, stats: &WriterStats) {
     let mut wal_file: Option<File> = None;
     let mut failed: Option<LogError> = None;
     while let Ok(first) = receiver.recv() {
@@ -419,6 +425,7 @@ fn sync_loop(wal_path: &Path, receiver: Receiver<Vec<Box<dyn Command>>>) {
         if let Err(error) = &synced {
             tracing::error!(%error, "fsync of the write-ahead log failed; refusing further writes");
             failed = Some(error.clone());
+            stats.durability_failed.store(true, Ordering::Relaxed);
         }
         for command in batches.into_iter().flatten() {
             command.finish(synced.as_ref().map(|_| ()));
