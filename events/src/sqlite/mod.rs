@@ -156,8 +156,9 @@ impl SqliteLog {
         }
         connection
             .execute_batch(&format!(
-                "PRAGMA synchronous={}; PRAGMA foreign_keys=ON;",
-                options.durability.pragma()
+                "PRAGMA synchronous={}; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint={};",
+                options.durability.pragma(),
+                options.wal_checkpoint_pages
             ))
             .map_err(|error| LogError::storage("configuring the write connection", error))?;
         connection.set_prepared_statement_cache_capacity(128);

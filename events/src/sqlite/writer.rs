@@ -39,6 +39,9 @@ pub(crate) trait Command: Send {
     /// Runs the command in its savepoint. Returns whether its effects are to
     /// be kept.
     fn run(&mut self, transaction: &mut SqliteTx<'_>) -> bool;
+    /// Marks the command failed without running it (or after its batch was
+    /// lost): its caller gets `error`.
+    fn refuse(&mut self, error: LogError);
     /// Answers the caller once the batch's fate is known.
     fn finish(self: Box<Self>, commit: Result<(), &LogError>);
 }
@@ -82,6 +85,11 @@ where
             self.outcome = Some(outcome);
         }
         keep
+    }
+
+    fn refuse(&mut self, error: LogError) {
+        self.command = None;
+        self.outcome = Some(Err(ExecuteError::Log(error)));
     }
 
     fn finish(self: Box<Self>, commit: Result<(), &LogError>) {
@@ -455,18 +463,48 @@ fn commit_batch(
     batch: &mut [Box<dyn Command>],
     stats: &WriterStats,
 ) -> Result<(), LogError> {
+    // A transaction left open by an earlier failure (a ROLLBACK that failed
+    // too) would make every later BEGIN fail: clear it first.
+    if !connection.is_autocommit() {
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    if stats.durability_failed.load(Ordering::Relaxed) {
+        return Err(LogError::Storage {
+            context: "refusing writes",
+            message: "an earlier fsync of the write-ahead log failed; check the disk and restart rollcall"
+                .to_owned(),
+        });
+    }
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         return Err(LogError::storage("beginning a batch", error));
     }
     let mut transaction = SqliteTx::new(connection);
     let mut kept = 0u64;
+    let mut aborted: Option<LogError> = None;
     for command in batch.iter_mut() {
+        if let Some(error) = &aborted {
+            command.refuse(error.clone());
+            continue;
+        }
+        if connection.is_autocommit() {
+            // SQLite ended the transaction by itself (a full disk, an I/O
+            // error, no memory): nothing of this batch can commit, and a
+            // SAVEPOINT now would quietly start a transaction of its own.
+            let error = LogError::Storage {
+                context: "running a batch",
+                message: "SQLite rolled the transaction back".to_owned(),
+            };
+            command.refuse(error.clone());
+            aborted = Some(error);
+            continue;
+        }
         let opened = connection
             .prepare_cached("SAVEPOINT command")
             .and_then(|mut s| s.execute([]));
-        if opened.is_err() {
+        if let Err(error) = opened {
             // Without a savepoint the command's writes could not be undone
             // alone; give it no chance to write.
+            command.refuse(LogError::storage("opening a command's savepoint", error));
             continue;
         }
         transaction.poisoned = false;
@@ -488,9 +526,22 @@ fn commit_batch(
                 })
         };
         if let Err(error) = closed {
-            tracing::error!(%error, "closing a command's savepoint failed");
-            transaction.forget_caches();
+            // The transaction is no longer the one the commands ran in.
+            tracing::error!(%error, "closing a command's savepoint failed; abandoning the batch");
+            aborted = Some(LogError::storage("closing a command's savepoint", error));
         }
+    }
+    if aborted.is_none() && connection.is_autocommit() {
+        aborted = Some(LogError::Storage {
+            context: "running a batch",
+            message: "SQLite rolled the transaction back".to_owned(),
+        });
+    }
+    if let Some(error) = aborted {
+        if !connection.is_autocommit() {
+            let _ = connection.execute_batch("ROLLBACK");
+        }
+        return Err(error);
     }
     let committed = connection.execute_batch("COMMIT").map_err(|error| {
         // Leave no half-open transaction behind for the next batch.

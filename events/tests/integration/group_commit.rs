@@ -186,3 +186,77 @@ async fn a_failing_command_in_a_batch_does_not_take_the_others_down() {
     assert!(log.read_stream("t1", "panicky").unwrap().is_empty());
     assert_eq!(log.verify(VerifyScope::All).unwrap().failure, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_transaction_was_lost_fails_whole_and_the_writer_goes_on() {
+    // A command that ends the transaction behind the writer's back stands in
+    // for SQLite rolling it back by itself (a full disk, an I/O error).
+    let db = TestDb::new();
+    let log = Arc::new(db.open());
+    let blocker = log.execute(|tx| {
+        std::thread::sleep(Duration::from_millis(300));
+        tx.append(
+            "t1",
+            "blocker",
+            ExpectedVersion::NoStream,
+            &[event("A", 0)],
+            &context(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = log.append(
+        "t1",
+        "before",
+        ExpectedVersion::NoStream,
+        vec![event("A", 1)],
+        context(),
+    );
+    let rogue = log.execute(|tx| -> Result<(), AppendError> {
+        tx.append(
+            "t1",
+            "rogue",
+            ExpectedVersion::NoStream,
+            &[event("A", 2)],
+            &context(),
+        )?;
+        tx.connection().execute_batch("ROLLBACK").unwrap();
+        Ok(())
+    });
+    let after = log.append(
+        "t1",
+        "after",
+        ExpectedVersion::NoStream,
+        vec![event("A", 3)],
+        context(),
+    );
+    flatten_append(blocker.await).unwrap();
+    assert!(
+        matches!(flatten_append(before.await), Err(AppendError::Log(_))),
+        "its work was rolled back with the batch"
+    );
+    assert!(matches!(rogue.await, Err(ExecuteError::Log(_))));
+    assert!(
+        matches!(flatten_append(after.await), Err(AppendError::Log(_))),
+        "not committed on its own in autocommit"
+    );
+    for stream in ["before", "rogue", "after"] {
+        assert!(
+            log.read_stream("t1", stream).unwrap().is_empty(),
+            "{stream} left no event"
+        );
+    }
+    // The next batch is a normal one.
+    let next = flatten_append(
+        log.append(
+            "t1",
+            "next",
+            ExpectedVersion::NoStream,
+            vec![event("A", 4)],
+            context(),
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(next[0].position, 2);
+    assert_eq!(log.verify(VerifyScope::All).unwrap().failure, None);
+}
