@@ -24,11 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !path.exists() {
-        eprintln!("replay: {} does not exist", path.display());
-        return ExitCode::from(2);
-    }
-    let log = match SqliteLog::open(&path, LogOptions::default()) {
+    let log = match SqliteLog::open_read_only(&path, LogOptions::default()) {
         Ok(log) => log,
         Err(error) => {
             eprintln!("replay: {error}");
@@ -49,11 +45,7 @@ fn main() -> ExitCode {
                 Ok(Actor::System) => "system".to_owned(),
                 Err(error) => format!("(unreadable metadata: {error})"),
             };
-        let decoded = if event.decode().is_ok() {
-            ""
-        } else {
-            " (undecodable)"
-        };
+        let decoded = if event.decode().is_ok() { "" } else { " (undecodable)" };
         println!(
             "{:>8}  {:<24}  {:<26}  {:<36}  {:<15}  {actor}{decoded}",
             event.position, event.recorded_at, event.tenant, event.stream, event.event_type

@@ -31,9 +31,7 @@ pub struct Principal {
 impl Principal {
     /// The actor to record on events this caller causes.
     pub fn actor(&self) -> events::Actor {
-        events::Actor::Token {
-            token_id: self.token_id.clone(),
-        }
+        events::Actor::Token { token_id: self.token_id.clone() }
     }
 }
 
@@ -46,30 +44,19 @@ pub struct Gate {
 }
 
 fn bearer_secret(request: &Request) -> Option<&str> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, secret) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| secret.trim())
-        .filter(|secret| !secret.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim()).filter(|secret| !secret.is_empty())
 }
 
 /// The middleware: admit or refuse, then pass the [`Principal`] on.
 pub async fn require_token(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
     let Some(secret) = bearer_secret(&request) else {
-        return gate.surface.respond(Error::Unauthorized {
-            reason: "a bearer token is required",
-        });
+        return gate.surface.respond(Error::Unauthorized { reason: "a bearer token is required" });
     };
     let hash = secret_hash(secret);
-    let found = gate
-        .state
-        .store
-        .read(|connection| Ok(tenancy::token_by_secret_hash(connection, &hash)?));
+    let found =
+        gate.state.store.read(|connection| Ok(tenancy::token_by_secret_hash(connection, &hash)?));
     let token = match found {
         Ok(token) => token,
         Err(error) => return gate.surface.respond(error),
@@ -78,9 +65,7 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
         Ok(token) => token,
         Err(refusal) => {
             tracing::info!(reason = refusal.reason(), "bearer token refused");
-            return gate.surface.respond(Error::Unauthorized {
-                reason: refusal.reason(),
-            });
+            return gate.surface.respond(Error::Unauthorized { reason: refusal.reason() });
         }
     };
     let span = tracing::Span::current();
@@ -101,10 +86,8 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
 fn note_use(state: &AppState, token: &TokenRecord) {
     let now = Instant::now();
     {
-        let mut touches = state
-            .token_touches
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut touches =
+            state.token_touches.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let due = touches
             .get(&token.token_id)
             .is_none_or(|last| now.duration_since(*last) >= state.config.token_touch_interval);
@@ -137,31 +120,19 @@ impl axum::extract::FromRequestParts<AppState> for Caller {
         parts: &mut axum::http::request::Parts,
         _state: &AppState,
     ) -> Result<Caller, Self::Rejection> {
-        let principal =
-            parts
-                .extensions
-                .get::<Principal>()
-                .cloned()
-                .ok_or(Error::Unauthorized {
-                    reason: "a bearer token is required",
-                })?;
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or(Error::Unauthorized { reason: "a bearer token is required" })?;
         let header_text = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|value| value.to_str().ok())
-                .map(|text| {
-                    text.chars()
-                        .take(crate::server::REQUEST_ID_LENGTH_MAX * 4)
-                        .collect::<String>()
-                })
+            parts.headers.get(name).and_then(|value| value.to_str().ok()).map(|text| {
+                text.chars().take(crate::server::REQUEST_ID_LENGTH_MAX * 4).collect::<String>()
+            })
         };
         let context = events::CommandContext {
             actor: principal.actor(),
-            request_id: parts
-                .extensions
-                .get::<crate::server::RequestId>()
-                .map(|id| id.0.clone()),
+            request_id: parts.extensions.get::<crate::server::RequestId>().map(|id| id.0.clone()),
             user_agent: header_text("user-agent"),
             correlation_id: header_text("x-correlation-id"),
         };

@@ -31,12 +31,7 @@ use crate::tenancy::{self, Revoked, TenantRef, TokenRequest};
 #[command(name = "rollcall", version, about, long_about = None)]
 pub struct Args {
     /// The SQLite database file; created, with its tables, on first use.
-    #[arg(
-        long,
-        env = "ROLLCALL_DB",
-        default_value = "rollcall.db",
-        global = true
-    )]
+    #[arg(long, env = "ROLLCALL_DB", default_value = "rollcall.db", global = true)]
     pub db: PathBuf,
     /// How hard each commit works to survive a power cut.
     #[arg(long, env = "ROLLCALL_DURABILITY", value_enum, default_value_t = DurabilityArg::Full, global = true)]
@@ -181,10 +176,7 @@ impl Args {
         };
         Settings {
             db: self.db.clone(),
-            log_options: LogOptions {
-                durability,
-                ..LogOptions::default()
-            },
+            log_options: LogOptions { durability, ..LogOptions::default() },
         }
     }
 }
@@ -211,11 +203,7 @@ fn init_logging(default_filter: &str, format: LogFormat) {
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
     };
 }
 
@@ -224,10 +212,13 @@ fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         .with_context(|| format!("opening the database {}", settings.db.display()))
 }
 
+fn open_store_read_only(settings: &Settings) -> anyhow::Result<Store> {
+    Store::open_read_only(&settings.db, settings.log_options.clone())
+        .with_context(|| format!("opening the database {} to read it", settings.db.display()))
+}
+
 fn cli_context() -> CommandContext {
-    let user = std::env::var("USER")
-        .ok()
-        .or_else(|| std::env::var("LOGNAME").ok());
+    let user = std::env::var("USER").ok().or_else(|| std::env::var("LOGNAME").ok());
     CommandContext::new(Actor::Cli { user })
 }
 
@@ -241,34 +232,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Tenant { command } => {
             init_logging("warn", LogFormat::Text);
-            tenant_command(&open_store(&settings)?, command)
+            let store = match command {
+                TenantCommand::List { .. } => open_store_read_only(&settings)?,
+                TenantCommand::Create { .. } => open_store(&settings)?,
+            };
+            tenant_command(&store, command)
         }
         Command::Token { command } => {
             init_logging("warn", LogFormat::Text);
-            token_command(&open_store(&settings)?, command)
+            let store = match command {
+                TokenCommand::List { .. } => open_store_read_only(&settings)?,
+                TokenCommand::Issue { .. } | TokenCommand::Revoke { .. } => open_store(&settings)?,
+            };
+            token_command(&store, command)
         }
         Command::Verify(verify) => {
             init_logging("warn", LogFormat::Text);
-            verify_command(&open_store(&settings)?, &verify)
+            // Read-only: verify must neither create a missing file nor
+            // repair the guards whose absence it is there to report.
+            verify_command(&open_store_read_only(&settings)?, &verify)
         }
     }
 }
 
 fn describe_db(path: &Path, existed: bool) -> String {
     let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    format!(
-        "{} ({})",
-        shown.display(),
-        if existed { "existing" } else { "created" }
-    )
+    format!("{} ({})", shown.display(), if existed { "existing" } else { "created" })
 }
 
 fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
     let listen: SocketAddr = serve.listen.parse().with_context(|| {
-        format!(
-            "--listen {:?} is not an address like 127.0.0.1:8080",
-            serve.listen
-        )
+        format!("--listen {:?} is not an address like 127.0.0.1:8080", serve.listen)
     })?;
     let existed = settings.db.exists();
     let store = Arc::new(open_store(settings)?);
@@ -326,10 +320,7 @@ fn tenant_command(store: &Store, command: TenantCommand) -> anyhow::Result<ExitC
                 .wait()
                 .map_err(crate::error::Error::from)?;
             println!("{}", tenant.tenant_id);
-            eprintln!(
-                "rollcall: created tenant {} ({})",
-                tenant.name, tenant.tenant_id
-            );
+            eprintln!("rollcall: created tenant {} ({})", tenant.name, tenant.tenant_id);
         }
         TenantCommand::List { json } => {
             let tenants =
@@ -353,21 +344,9 @@ fn tenant_command(store: &Store, command: TenantCommand) -> anyhow::Result<ExitC
 
 fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
-        TokenCommand::Issue {
-            tenant,
-            scope,
-            expires,
-            label,
-        } => {
-            let lifetime = expires
-                .as_deref()
-                .map(tenancy::parse_lifetime)
-                .transpose()?;
-            let request = TokenRequest {
-                scope: scope.into(),
-                lifetime,
-                label,
-            };
+        TokenCommand::Issue { tenant, scope, expires, label } => {
+            let lifetime = expires.as_deref().map(tenancy::parse_lifetime).transpose()?;
+            let request = TokenRequest { scope: scope.into(), lifetime, label };
             let (token, secret) =
                 tenancy::issue_token(store, TenantRef::Name(tenant), request, cli_context())
                     .wait()
@@ -392,10 +371,7 @@ fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<ExitCod
                     }
                     None => None,
                 };
-                Ok(tenancy_projection::list_tokens(
-                    connection,
-                    tenant_id.as_deref(),
-                )?)
+                Ok(tenancy_projection::list_tokens(connection, tenant_id.as_deref())?)
             })?;
             if json {
                 let items: Vec<_> = tokens.iter().map(crate::admin::token_view).collect();
@@ -474,10 +450,7 @@ fn verify_command(store: &Store, verify: &VerifyArgs) -> anyhow::Result<ExitCode
     }
     match &report.failure {
         None => {
-            eprintln!(
-                "rollcall: verify ok: {} events checked ({label})",
-                report.events_checked
-            );
+            eprintln!("rollcall: verify ok: {} events checked ({label})", report.events_checked);
             Ok(ExitCode::SUCCESS)
         }
         Some(failure) => {
@@ -503,11 +476,8 @@ fn print_table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> any
     }
     let mut out = std::io::stdout().lock();
     let mut write_row = |cells: Vec<String>| -> std::io::Result<()> {
-        let line: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
+        let line: Vec<String> =
+            cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         writeln!(out, "{}", line.join("  ").trim_end())
     };
     write_row(headers.iter().map(|header| (*header).to_owned()).collect())?;

@@ -30,6 +30,9 @@ pub enum Error {
     /// No usable bearer token for this route.
     #[error("{reason}")]
     Unauthorized { reason: &'static str },
+    /// The request body is not in a media type the route accepts.
+    #[error("{message}")]
+    UnsupportedMediaType { message: String },
     /// The request body is over the configured limit.
     #[error("request body is larger than the limit of {limit_bytes} bytes")]
     PayloadTooLarge { limit_bytes: usize },
@@ -50,15 +53,11 @@ impl Error {
     }
 
     pub fn invalid(message: impl Into<String>) -> Error {
-        Error::Invalid {
-            message: message.into(),
-        }
+        Error::Invalid { message: message.into() }
     }
 
     pub fn conflict(message: impl Into<String>) -> Error {
-        Error::Conflict {
-            message: message.into(),
-        }
+        Error::Conflict { message: message.into() }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -67,6 +66,7 @@ impl Error {
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::Invalid { .. } => StatusCode::BAD_REQUEST,
             Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Overloaded | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -80,6 +80,7 @@ impl Error {
             Error::Conflict { .. } => "conflict",
             Error::Invalid { .. } => "invalid_request",
             Error::Unauthorized { .. } => "unauthorized",
+            Error::UnsupportedMediaType { .. } => "unsupported_media_type",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::Overloaded => "overloaded",
             Error::ShuttingDown => "shutting_down",
@@ -124,6 +125,9 @@ impl From<LogError> for Error {
         match error {
             LogError::Overloaded { .. } => Error::Overloaded,
             LogError::WriterStopped => Error::ShuttingDown,
+            LogError::NotALog { reason } => {
+                Error::NotFound { what: format!("database ({reason})") }
+            }
             other => Error::Internal(other.to_string()),
         }
     }
@@ -140,9 +144,9 @@ impl From<AppendError> for Error {
         match error {
             // A conflict at this layer means two writers raced on one
             // stream; the loser is told to retry, like any 409.
-            AppendError::Conflict { stream, .. } => Error::conflict(format!(
-                "{stream} was changed concurrently; retry the request"
-            )),
+            AppendError::Conflict { stream, .. } => {
+                Error::conflict(format!("{stream} was changed concurrently; retry the request"))
+            }
             AppendError::InvalidEvent { .. } => Error::Internal(error.to_string()),
             AppendError::Log(error) => error.into(),
         }
@@ -184,10 +188,7 @@ impl IntoResponse for ScimError {
             "detail": error.public_message(),
         });
         if let (Error::Invalid { .. }, Some(fields)) = (&error, body.as_object_mut()) {
-            fields.insert(
-                "scimType".to_owned(),
-                serde_json::Value::from("invalidValue"),
-            );
+            fields.insert("scimType".to_owned(), serde_json::Value::from("invalidValue"));
         }
         error.into_response_with(body, crate::scim::CONTENT_TYPE)
     }

@@ -64,11 +64,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<Store>, config: ServerConfig) -> AppState {
-        AppState {
-            store,
-            config: Arc::new(config),
-            token_touches: Arc::default(),
-        }
+        AppState { store, config: Arc::new(config), token_touches: Arc::default() }
     }
 }
 
@@ -81,11 +77,7 @@ pub enum Surface {
 
 impl Surface {
     pub fn of_path(path: &str) -> Surface {
-        if path == "/scim" || path.starts_with("/scim/") {
-            Surface::Scim
-        } else {
-            Surface::Api
-        }
+        if path == "/scim" || path.starts_with("/scim/") { Surface::Scim } else { Surface::Api }
     }
 
     pub fn respond(self, error: Error) -> Response {
@@ -143,9 +135,7 @@ pub async fn run(
         }
     };
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || store.shutdown())
-        .await
-        .map_err(std::io::Error::other)?;
+    tokio::task::spawn_blocking(move || store.shutdown()).await.map_err(std::io::Error::other)?;
     tracing::info!("log writer drained; stopped");
     served
 }
@@ -156,11 +146,7 @@ pub async fn run(
 async fn healthz(State(state): State<AppState>) -> Result<Response, ApiError> {
     let head = state.store.log().head()?;
     let writable = state.store.log().is_writable();
-    let status = if writable {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if writable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = serde_json::json!({
         "status": if writable { "ok" } else { "unavailable" },
         "writable": writable,
@@ -194,9 +180,7 @@ async fn request_context(mut request: Request, next: Next) -> Response {
         .get(&REQUEST_ID)
         .and_then(usable_request_id)
         .unwrap_or_else(|| ulid::Ulid::generate().to_string());
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
+    request.extensions_mut().insert(RequestId(request_id.clone()));
     // Only the path: query strings may carry personal data (SCIM filters).
     let span = tracing::info_span!(
         "request",

@@ -32,6 +32,12 @@ impl Store {
         Ok(Store { log })
     }
 
+    /// Opens an existing database for reading only: nothing is created,
+    /// migrated or written (for `verify`, listings, and auditors' copies).
+    pub fn open_read_only(path: &Path, options: LogOptions) -> Result<Store, Error> {
+        Ok(Store { log: SqliteLog::open_read_only(path, options)? })
+    }
+
     pub fn log(&self) -> &SqliteLog {
         &self.log
     }

@@ -49,18 +49,14 @@ fn new_secret() -> Result<Secret, Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|error| Error::Internal(format!("no randomness for a secret: {error}")))?;
-    Ok(Secret(format!(
-        "{SECRET_PREFIX}{}",
-        events::hash::to_hex(&bytes)
-    )))
+    Ok(Secret(format!("{SECRET_PREFIX}{}", events::hash::to_hex(&bytes))))
 }
 
 /// Checks a tenant name: 1 to 63 of `a-z 0-9 -`, starting with a letter or
 /// digit.
 pub fn validate_tenant_name(name: &str) -> Result<(), Error> {
-    let valid_characters = name
-        .bytes()
-        .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-');
+    let valid_characters =
+        name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-');
     let valid_start = name.bytes().next().is_some_and(|byte| byte != b'-');
     if name.is_empty() || name.len() > TENANT_NAME_LENGTH_MAX || !valid_characters || !valid_start {
         return Err(Error::invalid(format!(
@@ -78,9 +74,8 @@ pub fn parse_lifetime(text: &str) -> Result<SignedDuration, Error> {
         ))
     };
     let text_trimmed = text.trim();
-    let unit_at = text_trimmed
-        .find(|character: char| !character.is_ascii_digit())
-        .ok_or_else(invalid)?;
+    let unit_at =
+        text_trimmed.find(|character: char| !character.is_ascii_digit()).ok_or_else(invalid)?;
     let (number, unit) = text_trimmed.split_at(unit_at);
     let number: i64 = number.parse().map_err(|_| invalid())?;
     let minutes_per_unit = match unit {
@@ -107,15 +102,10 @@ pub fn create_tenant(store: &Store, name: &str, context: CommandContext) -> Pend
     let name = name.to_owned();
     store.command(move |tx| {
         if tenancy::tenant_by_name(tx.connection(), &name)?.is_some() {
-            return Err(Error::conflict(format!(
-                "a tenant named {name:?} already exists"
-            )));
+            return Err(Error::conflict(format!("a tenant named {name:?} already exists")));
         }
         let tenant_id = ulid::Ulid::generate().to_string();
-        let event = Event::TenantCreated(TenantCreated {
-            tenant_id: tenant_id.clone(),
-            name,
-        });
+        let event = Event::TenantCreated(TenantCreated { tenant_id: tenant_id.clone(), name });
         record(
             tx,
             SYSTEM_TENANT,
@@ -211,11 +201,7 @@ pub fn revoke_token(
     let token_id = token_id.to_owned();
     store.command(move |tx| {
         let token = tenancy::token_by_id(tx.connection(), &token_id)?
-            .filter(|token| {
-                within_tenant
-                    .as_ref()
-                    .is_none_or(|tenant| *tenant == token.tenant_id)
-            })
+            .filter(|token| within_tenant.as_ref().is_none_or(|tenant| *tenant == token.tenant_id))
             .ok_or_else(|| Error::not_found(format!("token {token_id}")))?;
         if token.revoked_at.is_some() {
             return Ok(Revoked::Already);
@@ -255,9 +241,7 @@ pub fn token_status(token: &TokenRecord, now: Timestamp) -> &'static str {
         return "revoked";
     }
     let expired = token.expires_at.as_deref().is_some_and(|expires_at| {
-        expires_at
-            .parse::<Timestamp>()
-            .map_or(true, |expires_at| expires_at <= now)
+        expires_at.parse::<Timestamp>().map_or(true, |expires_at| expires_at <= now)
     });
     if expired { "expired" } else { "active" }
 }
@@ -333,18 +317,12 @@ mod tests {
             revoked_at: Some("2026-02-01T00:00:00.000Z".to_owned()),
             ..token(TokenScope::Scim)
         };
-        assert_eq!(
-            admit(Some(revoked), &[TokenScope::Scim], now),
-            Err(Refusal::Revoked)
-        );
+        assert_eq!(admit(Some(revoked), &[TokenScope::Scim], now), Err(Refusal::Revoked));
         let expired = TokenRecord {
             expires_at: Some("2026-06-01T00:00:00.000Z".to_owned()),
             ..token(TokenScope::Audit)
         };
-        assert_eq!(
-            admit(Some(expired), &[TokenScope::Audit], now),
-            Err(Refusal::Expired)
-        );
+        assert_eq!(admit(Some(expired), &[TokenScope::Audit], now), Err(Refusal::Expired));
         let alive = TokenRecord {
             expires_at: Some("2026-06-01T00:00:00.001Z".to_owned()),
             ..token(TokenScope::Audit)
@@ -354,28 +332,10 @@ mod tests {
 
     #[test]
     fn lifetimes_parse_with_units_and_bounds() {
-        assert_eq!(
-            parse_lifetime("90d").unwrap(),
-            SignedDuration::from_hours(90 * 24)
-        );
-        assert_eq!(
-            parse_lifetime("2w").unwrap(),
-            SignedDuration::from_hours(14 * 24)
-        );
-        assert_eq!(
-            parse_lifetime("30m").unwrap(),
-            SignedDuration::from_mins(30)
-        );
-        for bad in [
-            "",
-            "d",
-            "90",
-            "0d",
-            "-1d",
-            "90y",
-            "9999999999999999999d",
-            "3651d",
-        ] {
+        assert_eq!(parse_lifetime("90d").unwrap(), SignedDuration::from_hours(90 * 24));
+        assert_eq!(parse_lifetime("2w").unwrap(), SignedDuration::from_hours(14 * 24));
+        assert_eq!(parse_lifetime("30m").unwrap(), SignedDuration::from_mins(30));
+        for bad in ["", "d", "90", "0d", "-1d", "90y", "9999999999999999999d", "3651d"] {
             assert!(parse_lifetime(bad).is_err(), "{bad:?} should be refused");
         }
     }

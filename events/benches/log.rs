@@ -13,12 +13,7 @@
 //! The replay runs in a child process (this binary again, with
 //! `--replay-child`), so its peak RSS is the replay's own and not the
 //! populating phase's.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,19 +26,14 @@ use events::sqlite::{Durability, LogOptions, SqliteLog};
 use events::{Actor, CommandContext, Event, EventLog, ExpectedVersion, LogTransaction};
 
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
 }
 
 fn context() -> CommandContext {
     CommandContext {
         request_id: Some("01JBENCHREQUEST00000000000".to_owned()),
         user_agent: Some("Azure Active Directory SCIM Client".to_owned()),
-        ..CommandContext::new(Actor::Token {
-            token_id: "01JBENCHTOKEN0000000000000".to_owned(),
-        })
+        ..CommandContext::new(Actor::Token { token_id: "01JBENCHTOKEN0000000000000".to_owned() })
     }
 }
 
@@ -110,21 +100,11 @@ fn concurrent_appenders(dir: &Path, tasks: u64) {
         _ => Durability::Full,
     };
     let log = Arc::new(
-        SqliteLog::open(
-            &path,
-            LogOptions {
-                durability,
-                ..LogOptions::default()
-            },
-        )
-        .unwrap(),
+        SqliteLog::open(&path, LogOptions { durability, ..LogOptions::default() }).unwrap(),
     );
     let per_task = env_number("BENCH_APPENDS_PER_TASK", 1_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let event = sample_event(0).encode();
     let started = Instant::now();
     runtime.block_on(async {
@@ -166,23 +146,16 @@ fn concurrent_appenders(dir: &Path, tasks: u64) {
 }
 
 fn populate(path: &Path, events: u64) {
-    let log = SqliteLog::open(
-        path,
-        LogOptions {
-            durability: Durability::Off,
-            ..LogOptions::default()
-        },
-    )
-    .unwrap();
+    let log =
+        SqliteLog::open(path, LogOptions { durability: Durability::Off, ..LogOptions::default() })
+            .unwrap();
     let per_command = 5_000u64;
     let started = Instant::now();
     let mut written = 0;
     let mut pending = Vec::new();
     while written < events {
         let count = per_command.min(events - written);
-        let batch: Vec<_> = (written..written + count)
-            .map(|n| sample_event(n).encode())
-            .collect();
+        let batch: Vec<_> = (written..written + count).map(|n| sample_event(n).encode()).collect();
         let tenant = format!("tenant-{}", (written / per_command) % 8);
         pending.push(log.execute(move |tx| {
             tx.append(
@@ -260,9 +233,8 @@ fn main() {
         return;
     }
     let temp = tempfile::tempdir().unwrap();
-    let dir = std::env::var("BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| temp.path().to_owned());
+    let dir =
+        std::env::var("BENCH_DIR").map(PathBuf::from).unwrap_or_else(|_| temp.path().to_owned());
     std::fs::create_dir_all(&dir).unwrap();
     println!("events log benchmark, database files in {}", dir.display());
 
@@ -281,10 +253,7 @@ fn main() {
     let path = fresh(&dir, "replay.db");
     populate(&path, replay_events);
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "        database file: {:.0} MiB",
-        size as f64 / 1024.0 / 1024.0
-    );
+    println!("        database file: {:.0} MiB", size as f64 / 1024.0 / 1024.0);
     let me = std::env::current_exe().unwrap();
     for mode in ["visit", "visit-hash", "visit-decode", "read-forward"] {
         let status = std::process::Command::new(&me)

@@ -63,12 +63,7 @@ pub struct CommandContext {
 
 impl CommandContext {
     pub fn new(actor: Actor) -> CommandContext {
-        CommandContext {
-            actor,
-            request_id: None,
-            user_agent: None,
-            correlation_id: None,
-        }
+        CommandContext { actor, request_id: None, user_agent: None, correlation_id: None }
     }
 }
 
@@ -204,11 +199,6 @@ impl EventRef<'_> {
 
     /// Decodes the typed payload, upcasting an older schema version.
     pub fn decode(&self) -> Result<crate::Event, crate::DecodeError> {
-        crate::Event::decode(
-            self.event_type,
-            self.schema_version,
-            self.payload,
-            self.recorded_at,
-        )
+        crate::Event::decode(self.event_type, self.schema_version, self.payload, self.recorded_at)
     }
 }

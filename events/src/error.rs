@@ -13,10 +13,7 @@ use crate::{ExpectedVersion, Position};
 pub enum LogError {
     /// The storage engine refused an operation.
     #[error("storage error while {context}: {message}")]
-    Storage {
-        context: &'static str,
-        message: String,
-    },
+    Storage { context: &'static str, message: String },
     /// The writer thread has stopped (shutdown, or it died); nothing more can
     /// be appended through this handle.
     #[error("the log writer has stopped")]
@@ -28,13 +25,16 @@ pub enum LogError {
     /// A stored event does not hash to what the chain says: the log was
     /// edited behind the triggers' back.
     #[error("hash chain broken at position {position}: {what}")]
-    HashMismatch {
-        position: Position,
-        what: &'static str,
-    },
+    HashMismatch { position: Position, what: &'static str },
     /// The log's layout is not one this build understands.
     #[error("unsupported log schema version {found} (this build knows up to {known})")]
     UnsupportedSchema { found: i64, known: i64 },
+    /// The file is not a rollcall database (or not yet one).
+    #[error("not a rollcall database: {reason}")]
+    NotALog { reason: String },
+    /// The log was opened read-only; nothing can be appended through it.
+    #[error("the log was opened read-only")]
+    ReadOnly,
     /// A stored event cannot be decoded.
     #[error(transparent)]
     Decode(#[from] DecodeError),
@@ -43,10 +43,7 @@ pub enum LogError {
 impl LogError {
     /// Wraps a storage engine error with what the log was doing.
     pub fn storage(context: &'static str, error: impl std::fmt::Display) -> LogError {
-        LogError::Storage {
-            context,
-            message: error.to_string(),
-        }
+        LogError::Storage { context, message: error.to_string() }
     }
 }
 
@@ -56,12 +53,7 @@ pub enum AppendError {
     /// The stream is not at the expected version: somebody else wrote first.
     /// Reload and decide again (an HTTP layer answers 409 or 412).
     #[error("stream {stream} of tenant {tenant} is at version {actual:?}, expected {expected:?}")]
-    Conflict {
-        tenant: String,
-        stream: String,
-        expected: ExpectedVersion,
-        actual: Option<u64>,
-    },
+    Conflict { tenant: String, stream: String, expected: ExpectedVersion, actual: Option<u64> },
     /// An event handed to the log is malformed (an empty type, payload that
     /// is not JSON); a programming error in the caller.
     #[error("invalid event for stream {stream}: {reason}")]
@@ -94,17 +86,9 @@ pub enum DecodeError {
     #[error(
         "{event_type} schema version {schema_version} is newer than this build knows ({known})"
     )]
-    FutureVersion {
-        event_type: String,
-        schema_version: u32,
-        known: u32,
-    },
+    FutureVersion { event_type: String, schema_version: u32, known: u32 },
     #[error("{event_type} v{schema_version} payload does not decode: {message}")]
-    Payload {
-        event_type: String,
-        schema_version: u32,
-        message: String,
-    },
+    Payload { event_type: String, schema_version: u32, message: String },
     #[error("metadata of position {position} does not decode: {message}")]
     Metadata { position: Position, message: String },
 }

@@ -36,9 +36,7 @@ impl TokenScope {
     }
 
     pub fn parse(text: &str) -> Option<TokenScope> {
-        TokenScope::ALL
-            .into_iter()
-            .find(|scope| scope.as_str().eq_ignore_ascii_case(text))
+        TokenScope::ALL.into_iter().find(|scope| scope.as_str().eq_ignore_ascii_case(text))
     }
 }
 
@@ -150,9 +148,8 @@ impl Event {
         payload: &str,
         recorded_at: &str,
     ) -> Result<Event, DecodeError> {
-        let known = Event::current_version(event_type).ok_or_else(|| DecodeError::UnknownType {
-            event_type: event_type.to_owned(),
-        })?;
+        let known = Event::current_version(event_type)
+            .ok_or_else(|| DecodeError::UnknownType { event_type: event_type.to_owned() })?;
         let payload_error = |message: String| DecodeError::Payload {
             event_type: event_type.to_owned(),
             schema_version,
@@ -199,11 +196,13 @@ fn upcast(event_type: &str, from: u32, payload: Value, recorded_at: &str) -> Res
                 None | Some(Value::Null) => Value::Null,
                 Some(Value::Number(days)) => {
                     let days = days.as_i64().ok_or("ttl_days is not an integer")?;
-                    let issued: jiff::Timestamp = recorded_at
-                        .parse()
-                        .map_err(|error| format!("recorded_at: {error}"))?;
+                    let issued: jiff::Timestamp =
+                        recorded_at.parse().map_err(|error| format!("recorded_at: {error}"))?;
+                    // Checked all the way: a damaged row must decode to an
+                    // error, never panic a replay.
+                    let seconds = days.checked_mul(86_400).ok_or("ttl_days out of range")?;
                     let expires = issued
-                        .checked_add(jiff::SignedDuration::from_hours(days.saturating_mul(24)))
+                        .checked_add(jiff::SignedDuration::from_secs(seconds))
                         .map_err(|error| format!("ttl_days out of range: {error}"))?;
                     Value::String(crate::time::format_millis(expires))
                 }
@@ -248,31 +247,31 @@ mod tests {
         let Ok(Event::TokenIssued(issued)) = decoded else {
             unreachable!("expected a TokenIssued, got {decoded:?}");
         };
-        assert_eq!(
-            issued.expires_at.as_deref(),
-            Some("2026-05-30T10:00:00.250Z")
-        );
+        assert_eq!(issued.expires_at.as_deref(), Some("2026-05-30T10:00:00.250Z"));
         assert_eq!(issued.scope, TokenScope::Scim);
 
         let v1_forever =
             r#"{"token_id":"T2","scope":"admin","secret_sha256":"00","ttl_days":null}"#;
         let decoded = Event::decode("TokenIssued", 1, v1_forever, "2026-03-01T10:00:00.000Z");
-        assert!(matches!(
-            decoded,
-            Ok(Event::TokenIssued(TokenIssued {
-                expires_at: None,
-                ..
-            }))
-        ));
+        assert!(matches!(decoded, Ok(Event::TokenIssued(TokenIssued { expires_at: None, .. }))));
+    }
+
+    #[test]
+    fn an_absurd_v1_lifetime_is_a_decode_error_not_a_panic() {
+        for days in ["1000000000000000", "-9223372036854775807", "1.5", "\"90\""] {
+            let v1 = format!(
+                r#"{{"token_id":"T","scope":"scim","secret_sha256":"00","ttl_days":{days}}}"#
+            );
+            let decoded = Event::decode("TokenIssued", 1, &v1, "2026-03-01T10:00:00.000Z");
+            assert!(matches!(decoded, Err(DecodeError::Payload { .. })), "{days}: {decoded:?}");
+        }
     }
 
     #[test]
     fn unknown_types_and_future_versions_are_typed_errors() {
         assert_eq!(
             Event::decode("Nope", 1, "{}", ""),
-            Err(DecodeError::UnknownType {
-                event_type: "Nope".to_owned()
-            })
+            Err(DecodeError::UnknownType { event_type: "Nope".to_owned() })
         );
         assert!(matches!(
             Event::decode("TenantCreated", 9, "{}", ""),

@@ -110,11 +110,7 @@ mod tests {
             metadata: "{}",
             recorded_at: "2026-01-01T00:00:00.000Z",
         };
-        let shifted = CanonicalEvent {
-            tenant: "a",
-            stream: "bc",
-            ..base
-        };
+        let shifted = CanonicalEvent { tenant: "a", stream: "bc", ..base };
         assert_ne!(base.chain_hash(&ZERO_HASH), shifted.chain_hash(&ZERO_HASH));
     }
 }

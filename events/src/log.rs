@@ -92,6 +92,16 @@ pub struct VerifyReport {
     pub heads: Vec<ChainHead>,
     /// The first event that does not match, if any.
     pub failure: Option<VerifyFailure>,
+    /// Guard triggers missing from the file: its events were open to
+    /// edits (the chain still tells whether any was made).
+    pub missing_guards: Vec<String>,
+}
+
+impl VerifyReport {
+    /// No inconsistent event and every guard in place.
+    pub fn is_ok(&self) -> bool {
+        self.failure.is_none() && self.missing_guards.is_empty()
+    }
 }
 
 /// The first inconsistency a verify walk met.
@@ -148,9 +158,7 @@ impl<T, E> Pending<T, E> {
     /// Blocks the current thread until the answer arrives. Must not be called
     /// from inside an async runtime.
     pub fn wait(self) -> Result<T, ExecuteError<E>> {
-        self.receiver
-            .blocking_recv()
-            .unwrap_or(Err(ExecuteError::Log(LogError::WriterStopped)))
+        self.receiver.blocking_recv().unwrap_or(Err(ExecuteError::Log(LogError::WriterStopped)))
     }
 }
 

@@ -8,10 +8,7 @@ use jiff::Timestamp;
 /// Formats an instant as `2026-03-01T09:30:00.123Z`, always with exactly three
 /// fractional digits.
 pub fn format_millis(instant: Timestamp) -> String {
-    format!(
-        "{:.3}",
-        instant.round(jiff::Unit::Millisecond).unwrap_or(instant)
-    )
+    format!("{:.3}", instant.round(jiff::Unit::Millisecond).unwrap_or(instant))
 }
 
 /// The current instant in the stored format.

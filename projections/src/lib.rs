@@ -27,10 +27,7 @@ use rusqlite::Connection;
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     #[error("projection storage error while {context}: {source}")]
-    Storage {
-        context: &'static str,
-        source: rusqlite::Error,
-    },
+    Storage { context: &'static str, source: rusqlite::Error },
     #[error(transparent)]
     Decode(#[from] events::DecodeError),
 }

@@ -41,7 +41,5 @@ CREATE TABLE IF NOT EXISTS token_usage (
 /// Creates the projection tables if they are missing. Run through the
 /// writer, so it serialises with every other write.
 pub fn migrate(connection: &Connection) -> Result<(), ProjectionError> {
-    connection
-        .execute_batch(CREATE)
-        .map_err(ProjectionError::storage("creating projection tables"))
+    connection.execute_batch(CREATE).map_err(ProjectionError::storage("creating projection tables"))
 }

@@ -78,11 +78,7 @@ pub(crate) fn apply(
 }
 
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
-    Ok(Tenant {
-        tenant_id: row.get(0)?,
-        name: row.get(1)?,
-        created_at: row.get(2)?,
-    })
+    Ok(Tenant { tenant_id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? })
 }
 
 pub fn tenant_by_name(
@@ -145,14 +141,8 @@ pub fn token_by_secret_hash(
     secret_sha256: &ChainHash,
 ) -> Result<Option<TokenRecord>, ProjectionError> {
     connection
-        .prepare_cached(&format!(
-            "SELECT {TOKEN_COLUMNS} WHERE t.secret_sha256 = ?1"
-        ))
-        .and_then(|mut statement| {
-            statement
-                .query_row([secret_sha256], token_from_row)
-                .optional()
-        })
+        .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} WHERE t.secret_sha256 = ?1"))
+        .and_then(|mut statement| statement.query_row([secret_sha256], token_from_row).optional())
         .map_err(ProjectionError::storage("looking up a token"))
 }
 

@@ -6,8 +6,9 @@
 //! translate HTTP to the commands of [`crate::tenancy`] and back; they
 //! decide nothing themselves.
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router, middleware};
@@ -22,11 +23,7 @@ use crate::server::{AppState, Surface};
 use crate::tenancy::{self, Revoked, TenantRef, TokenRequest};
 
 pub fn router(state: AppState) -> Router<AppState> {
-    let gate = Gate {
-        state,
-        allowed: &[TokenScope::Admin],
-        surface: Surface::Api,
-    };
+    let gate = Gate { state, allowed: &[TokenScope::Admin], surface: Surface::Api };
     Router::new()
         .route("/tenant", get(current_tenant))
         .route("/tokens", get(list_tokens).post(issue_token))
@@ -46,9 +43,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         match Json::<T>::from_request(request, state).await {
             Ok(Json(value)) => Ok(ApiJson(value)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError(Error::PayloadTooLarge {
-                    limit_bytes: state.config.body_limit_bytes,
-                }))
+                Err(ApiError(Error::PayloadTooLarge { limit_bytes: state.config.body_limit_bytes }))
+            }
+            Err(rejection @ JsonRejection::MissingJsonContentType(_)) => {
+                Err(ApiError(Error::UnsupportedMediaType { message: rejection.body_text() }))
             }
             Err(rejection) => Err(ApiError(Error::invalid(rejection.body_text()))),
         }
@@ -87,10 +85,7 @@ async fn current_tenant(
 
 async fn list_tokens(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let tokens = state.store.read(|connection| {
-        Ok(tenancy_projection::list_tokens(
-            connection,
-            Some(&caller.principal.tenant_id),
-        )?)
+        Ok(tenancy_projection::list_tokens(connection, Some(&caller.principal.tenant_id))?)
     })?;
     let items: Vec<_> = tokens.iter().map(token_view).collect();
     Ok(Json(serde_json::json!({ "total": items.len(), "tokens": items })).into_response())
@@ -113,21 +108,10 @@ async fn issue_token(
     ApiJson(body): ApiJson<IssueTokenBody>,
 ) -> Result<Response, ApiError> {
     let scope = TokenScope::parse(&body.scope).ok_or_else(|| {
-        Error::invalid(format!(
-            "scope {:?} must be one of scim, admin, audit",
-            body.scope
-        ))
+        Error::invalid(format!("scope {:?} must be one of scim, admin, audit", body.scope))
     })?;
-    let lifetime = body
-        .expires
-        .as_deref()
-        .map(tenancy::parse_lifetime)
-        .transpose()?;
-    let request = TokenRequest {
-        scope,
-        lifetime,
-        label: body.label,
-    };
+    let lifetime = body.expires.as_deref().map(tenancy::parse_lifetime).transpose()?;
+    let request = TokenRequest { scope, lifetime, label: body.label };
     let (token, secret) = tenancy::issue_token(
         &state.store,
         TenantRef::Id(caller.principal.tenant_id.clone()),
@@ -139,12 +123,10 @@ async fn issue_token(
     let mut body = token_view(&token);
     if let Some(fields) = body.as_object_mut() {
         // Shown once: only this response ever carries the secret.
-        fields.insert(
-            "secret".to_owned(),
-            serde_json::Value::from(secret.expose()),
-        );
+        fields.insert("secret".to_owned(), serde_json::Value::from(secret.expose()));
     }
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    // The one response that carries a secret: no cache may keep it.
+    Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
 async fn revoke_token(

@@ -13,11 +13,8 @@ use crate::error::{ApiError, Error};
 use crate::server::{AppState, Surface};
 
 pub fn router(state: AppState) -> Router<AppState> {
-    let gate = Gate {
-        state,
-        allowed: &[TokenScope::Audit, TokenScope::Admin],
-        surface: Surface::Api,
-    };
+    let gate =
+        Gate { state, allowed: &[TokenScope::Audit, TokenScope::Admin], surface: Surface::Api };
     Router::new()
         .route("/audit/verify", get(verify))
         .layer(middleware::from_fn_with_state(gate, require_token))
@@ -60,9 +57,10 @@ pub fn verify_report_json(report: &events::VerifyReport, label: &str) -> serde_j
     });
     serde_json::json!({
         "scope": label,
-        "ok": report.failure.is_none(),
+        "ok": report.is_ok(),
         "events_checked": report.events_checked,
         "heads": heads,
         "failure": failure,
+        "missing_guards": report.missing_guards,
     })
 }

@@ -18,11 +18,7 @@ use crate::server::{AppState, Surface};
 pub const CONTENT_TYPE: &str = "application/scim+json";
 
 pub fn router(state: AppState) -> Router<AppState> {
-    let gate = Gate {
-        state,
-        allowed: &[TokenScope::Scim],
-        surface: Surface::Scim,
-    };
+    let gate = Gate { state, allowed: &[TokenScope::Scim], surface: Surface::Scim };
     Router::new()
         .fallback(unknown_endpoint)
         .layer(middleware::from_fn_with_state(gate, require_token))

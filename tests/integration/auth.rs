@@ -20,10 +20,7 @@ async fn assert_scim_401(response: reqwest::Response) -> String {
     );
     let body = json_body(response, 401, "application/scim+json").await;
     assert_eq!(body["schemas"], serde_json::json!([SCIM_ERROR]));
-    assert_eq!(
-        body["status"], "401",
-        "status is a string in RFC 7644 errors"
-    );
+    assert_eq!(body["status"], "401", "status is a string in RFC 7644 errors");
     body["detail"].as_str().unwrap().to_owned()
 }
 
@@ -40,12 +37,8 @@ async fn missing_unknown_and_malformed_tokens_get_401_with_a_scim_error() {
     server.tenant("acme").await;
     let detail = assert_scim_401(server.get("/scim/v2/Users", None).await).await;
     assert!(detail.contains("required"), "{detail}");
-    let detail = assert_scim_401(
-        server
-            .get("/scim/v2/Users", Some("rc_not-a-real-token"))
-            .await,
-    )
-    .await;
+    let detail =
+        assert_scim_401(server.get("/scim/v2/Users", Some("rc_not-a-real-token")).await).await;
     assert!(detail.contains("not valid"), "{detail}");
     for header in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "rc_abc"] {
         let response = server
@@ -69,10 +62,7 @@ async fn a_revoked_token_stops_working_at_the_next_request() {
     let (_, admin) = server.token("acme", TokenScope::Admin).await;
     // Accepted: past the door, the SCIM router answers 404 for an endpoint
     // it does not serve yet.
-    assert_eq!(
-        server.get("/scim/v2/Users", Some(&scim)).await.status(),
-        404
-    );
+    assert_eq!(server.get("/scim/v2/Users", Some(&scim)).await.status(), 404);
 
     let revoked = server
         .client
@@ -128,37 +118,19 @@ async fn each_scope_opens_only_its_own_routes() {
     let (_, audit) = server.token("acme", TokenScope::Audit).await;
 
     // SCIM routes take only scim tokens.
-    assert_eq!(
-        server.get("/scim/v2/Users", Some(&scim)).await.status(),
-        404
-    );
+    assert_eq!(server.get("/scim/v2/Users", Some(&scim)).await.status(), 404);
     assert_scim_401(server.get("/scim/v2/Users", Some(&admin)).await).await;
     assert_scim_401(server.get("/scim/v2/Users", Some(&audit)).await).await;
 
     // Admin routes take only admin tokens.
-    assert_eq!(
-        server.get("/api/v1/tokens", Some(&admin)).await.status(),
-        200
-    );
+    assert_eq!(server.get("/api/v1/tokens", Some(&admin)).await.status(), 200);
     let message = assert_api_401(server.get("/api/v1/tokens", Some(&scim)).await).await;
     assert!(message.contains("scope"), "{message}");
     assert_api_401(server.get("/api/v1/tokens", Some(&audit)).await).await;
 
     // Audit routes take audit and admin tokens.
-    assert_eq!(
-        server
-            .get("/api/v1/audit/verify", Some(&audit))
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        server
-            .get("/api/v1/audit/verify", Some(&admin))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(server.get("/api/v1/audit/verify", Some(&audit)).await.status(), 200);
+    assert_eq!(server.get("/api/v1/audit/verify", Some(&admin)).await.status(), 200);
     assert_api_401(server.get("/api/v1/audit/verify", Some(&scim)).await).await;
     server.stop().await.unwrap();
 }
@@ -171,19 +143,13 @@ async fn a_token_sees_only_its_own_tenant() {
     let (_, acme_admin) = server.token("acme", TokenScope::Admin).await;
     let (globex_token_id, globex_scim) = server.token("globex", TokenScope::Scim).await;
 
-    let body = json_body(
-        server.get("/api/v1/tokens", Some(&acme_admin)).await,
-        200,
-        "application/json",
-    )
-    .await;
+    let body =
+        json_body(server.get("/api/v1/tokens", Some(&acme_admin)).await, 200, "application/json")
+            .await;
     assert_eq!(body["total"], 1, "acme sees only its own token: {body}");
-    let tenant = json_body(
-        server.get("/api/v1/tenant", Some(&acme_admin)).await,
-        200,
-        "application/json",
-    )
-    .await;
+    let tenant =
+        json_body(server.get("/api/v1/tenant", Some(&acme_admin)).await, 200, "application/json")
+            .await;
     assert_eq!(tenant["name"], "acme");
 
     // Another tenant's token id is 404, exactly like an unknown one.
@@ -197,10 +163,7 @@ async fn a_token_sees_only_its_own_tenant() {
     let body = json_body(response, 404, "application/json").await;
     assert_eq!(body["error"], "not_found");
     assert_eq!(
-        server
-            .get("/scim/v2/Users", Some(&globex_scim))
-            .await
-            .status(),
+        server.get("/scim/v2/Users", Some(&globex_scim)).await.status(),
         404,
         "globex's token still works"
     );
@@ -212,34 +175,21 @@ async fn using_a_token_records_when_it_was_last_used() {
     let server = TestServer::start().await;
     server.tenant("acme").await;
     let (_, admin) = server.token("acme", TokenScope::Admin).await;
-    let before = json_body(
-        server.get("/api/v1/tokens", Some(&admin)).await,
-        200,
-        "application/json",
-    )
-    .await;
+    let before =
+        json_body(server.get("/api/v1/tokens", Some(&admin)).await, 200, "application/json").await;
     // The first use is being recorded while this request runs; ask again.
     let mut last_used = serde_json::Value::Null;
     for _ in 0..50 {
-        let body = json_body(
-            server.get("/api/v1/tokens", Some(&admin)).await,
-            200,
-            "application/json",
-        )
-        .await;
+        let body =
+            json_body(server.get("/api/v1/tokens", Some(&admin)).await, 200, "application/json")
+                .await;
         last_used = body["tokens"][0]["last_used_at"].clone();
         if !last_used.is_null() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(
-        last_used.as_str().is_some_and(|at| at.ends_with('Z')),
-        "{last_used}"
-    );
-    assert!(
-        before.to_string().find("rc_").is_none(),
-        "no secret is ever listed"
-    );
+    assert!(last_used.as_str().is_some_and(|at| at.ends_with('Z')), "{last_used}");
+    assert!(before.to_string().find("rc_").is_none(), "no secret is ever listed");
     server.stop().await.unwrap();
 }

@@ -17,11 +17,7 @@ fn tenant_and_token_round_trip() {
 
     let duplicate = rollcall(&db, &["tenant", "create", "acme"]);
     assert_eq!(duplicate.status.code(), Some(2));
-    assert!(
-        stderr(&duplicate).contains("already exists"),
-        "{}",
-        stderr(&duplicate)
-    );
+    assert!(stderr(&duplicate).contains("already exists"), "{}", stderr(&duplicate));
     let bad_name = rollcall(&db, &["tenant", "create", "Not Valid"]);
     assert_eq!(bad_name.status.code(), Some(2));
 
@@ -49,18 +45,12 @@ fn tenant_and_token_round_trip() {
     assert!(issued.status.success(), "{}", stderr(&issued));
     let out = stdout(&issued);
     let secret = out.strip_suffix('\n').unwrap();
-    assert!(
-        !secret.contains('\n'),
-        "stdout is exactly one line: {out:?}"
-    );
+    assert!(!secret.contains('\n'), "stdout is exactly one line: {out:?}");
     assert!(
         secret.starts_with("rc_") && secret.len() == 67,
         "stdout is exactly the secret: {out:?}"
     );
-    assert!(
-        !stderr(&issued).contains(secret),
-        "the secret is not repeated on stderr"
-    );
+    assert!(!stderr(&issued).contains(secret), "the secret is not repeated on stderr");
 
     let list = rollcall(&db, &["token", "list", "--tenant", "acme", "--json"]);
     let tokens: serde_json::Value = serde_json::from_str(&stdout(&list)).unwrap();
@@ -82,12 +72,7 @@ fn tenant_and_token_round_trip() {
     let tokens: serde_json::Value = serde_json::from_str(&stdout(&list)).unwrap();
     assert_eq!(tokens[0]["status"], "revoked");
     assert!(stderr(&rollcall(&db, &["token", "revoke", &token_id])).contains("already revoked"));
-    assert_eq!(
-        rollcall(&db, &["token", "revoke", "01NOSUCHTOKEN"])
-            .status
-            .code(),
-        Some(2)
-    );
+    assert_eq!(rollcall(&db, &["token", "revoke", "01NOSUCHTOKEN"]).status.code(), Some(2));
 
     let verified = rollcall(&db, &["verify"]);
     assert!(verified.status.success(), "{}", stderr(&verified));
@@ -104,36 +89,17 @@ fn bad_arguments_are_clear_errors() {
     let db = dir.path().join("cli.db");
     rollcall_ok(&db, &["tenant", "create", "acme"]);
     for (args, needle) in [
+        (vec!["token", "issue", "--tenant", "acme", "--scope", "root"], "root"),
         (
-            vec!["token", "issue", "--tenant", "acme", "--scope", "root"],
-            "root",
-        ),
-        (
-            vec![
-                "token",
-                "issue",
-                "--tenant",
-                "acme",
-                "--scope",
-                "scim",
-                "--expires",
-                "soon",
-            ],
+            vec!["token", "issue", "--tenant", "acme", "--scope", "scim", "--expires", "soon"],
             "lifetime",
         ),
-        (
-            vec!["token", "issue", "--tenant", "nobody", "--scope", "scim"],
-            "not found",
-        ),
+        (vec!["token", "issue", "--tenant", "nobody", "--scope", "scim"], "not found"),
         (vec!["verify", "--tenant", "nobody"], "not found"),
     ] {
         let output = rollcall(&db, &args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");
-        assert!(
-            stderr(&output).contains(needle),
-            "{args:?}: {}",
-            stderr(&output)
-        );
+        assert!(stderr(&output).contains(needle), "{args:?}: {}", stderr(&output));
         assert!(stdout(&output).is_empty(), "{args:?} printed to stdout");
     }
 }
@@ -143,18 +109,11 @@ fn verify_names_the_first_tampered_position() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cli.db");
     rollcall_ok(&db, &["tenant", "create", "acme"]);
-    rollcall_ok(
-        &db,
-        &["token", "issue", "--tenant", "acme", "--scope", "scim"],
-    );
-    rollcall_ok(
-        &db,
-        &["token", "issue", "--tenant", "acme", "--scope", "admin"],
-    );
+    rollcall_ok(&db, &["token", "issue", "--tenant", "acme", "--scope", "scim"]);
+    rollcall_ok(&db, &["token", "issue", "--tenant", "acme", "--scope", "admin"]);
     {
         let raw = rusqlite::Connection::open(&db).unwrap();
-        raw.execute_batch("DROP TRIGGER events_refuse_update")
-            .unwrap();
+        raw.execute_batch("DROP TRIGGER events_refuse_update").unwrap();
         raw.execute(
             "UPDATE events SET payload = replace(payload, 'admin', 'scim') WHERE position = 3",
             [],
@@ -163,11 +122,7 @@ fn verify_names_the_first_tampered_position() {
     }
     let verified = rollcall(&db, &["verify"]);
     assert_eq!(verified.status.code(), Some(1));
-    assert!(
-        stderr(&verified).contains("FAILED at position 3"),
-        "{}",
-        stderr(&verified)
-    );
+    assert!(stderr(&verified).contains("FAILED at position 3"), "{}", stderr(&verified));
     let json = rollcall(&db, &["verify", "--tenant", "acme", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
     assert_eq!(report["ok"], false);
@@ -185,21 +140,14 @@ async fn the_cli_works_on_the_file_of_a_running_server() {
     let issued = {
         let db = db.clone();
         tokio::task::spawn_blocking(move || {
-            rollcall(
-                &db,
-                &["token", "issue", "--tenant", "acme", "--scope", "scim"],
-            )
+            rollcall(&db, &["token", "issue", "--tenant", "acme", "--scope", "scim"])
         })
         .await
         .unwrap()
     };
     assert!(issued.status.success(), "{}", stderr(&issued));
     let secret = stdout(&issued).trim().to_owned();
-    assert_eq!(
-        server.get("/scim/v2/Users", Some(&secret)).await.status(),
-        404,
-        "admitted"
-    );
+    assert_eq!(server.get("/scim/v2/Users", Some(&secret)).await.status(), 404, "admitted");
 
     // ... and revoked by it, effective at the next request.
     let tokens = json_body_of(server.get("/api/v1/tokens", Some(&admin)).await).await;
@@ -217,10 +165,7 @@ async fn the_cli_works_on_the_file_of_a_running_server() {
             .await
             .unwrap();
     assert!(revoked.status.success(), "{}", stderr(&revoked));
-    assert_eq!(
-        server.get("/scim/v2/Users", Some(&secret)).await.status(),
-        401
-    );
+    assert_eq!(server.get("/scim/v2/Users", Some(&secret)).await.status(), 401);
 
     // Both writers' events make one gapless, verified chain.
     let report = events::EventLog::verify(server.store.log(), events::VerifyScope::All).unwrap();
@@ -232,4 +177,16 @@ async fn the_cli_works_on_the_file_of_a_running_server() {
 async fn json_body_of(response: reqwest::Response) -> serde_json::Value {
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
+}
+
+#[test]
+fn read_only_commands_never_create_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo.db");
+    for args in [vec!["verify"], vec!["token", "list"], vec!["tenant", "list"]] {
+        let output = rollcall(&typo, &args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&output).contains("does not exist"), "{args:?}: {}", stderr(&output));
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
 }

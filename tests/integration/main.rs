@@ -2,12 +2,7 @@
 //! port, a real SQLite file in a temp dir, real HTTP clients, and the real
 //! binary for the CLI. One test binary, a module per theme (each extra file
 //! in tests/ would be one more binary to link).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod auth;
 mod cli;

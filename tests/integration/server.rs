@@ -15,10 +15,7 @@ use crate::util::{TestServer, json_body};
 async fn healthz_answers_with_the_log_head() {
     let server = TestServer::start().await;
     let body = json_body(server.get("/healthz", None).await, 200, "application/json").await;
-    assert_eq!(
-        body,
-        serde_json::json!({ "status": "ok", "writable": true, "head_position": 0 })
-    );
+    assert_eq!(body, serde_json::json!({ "status": "ok", "writable": true, "head_position": 0 }));
     server.tenant("acme").await;
     server.token("acme", TokenScope::Scim).await;
     let body = json_body(server.get("/healthz", None).await, 200, "application/json").await;
@@ -26,9 +23,7 @@ async fn healthz_answers_with_the_log_head() {
 
     // With the writer stopped, health says so with a 503.
     let store = server.store.clone();
-    tokio::task::spawn_blocking(move || store.shutdown())
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || store.shutdown()).await.unwrap();
     let body = json_body(server.get("/healthz", None).await, 503, "application/json").await;
     assert_eq!(body["status"], "unavailable");
     assert_eq!(body["writable"], false);
@@ -67,10 +62,7 @@ async fn request_ids_are_honoured_or_made() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_413_and_write_nothing() {
-    let config = ServerConfig {
-        body_limit_bytes: 1024,
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig { body_limit_bytes: 1024, ..ServerConfig::default() };
     let server = TestServer::start_with(config).await;
     server.tenant("acme").await;
     let (_, admin) = server.token("acme", TokenScope::Admin).await;
@@ -91,11 +83,8 @@ async fn oversized_bodies_get_413_and_write_nothing() {
     assert!(body["message"].as_str().unwrap().contains("1024"), "{body}");
 
     // Streamed without a length: cut off as it arrives.
-    let chunks: Vec<Result<String, std::io::Error>> = big
-        .as_bytes()
-        .chunks(512)
-        .map(|c| Ok(String::from_utf8(c.to_vec()).unwrap()))
-        .collect();
+    let chunks: Vec<Result<String, std::io::Error>> =
+        big.as_bytes().chunks(512).map(|c| Ok(String::from_utf8(c.to_vec()).unwrap())).collect();
     let response = server
         .client
         .post(server.url("/api/v1/tokens"))
@@ -118,11 +107,7 @@ async fn oversized_bodies_get_413_and_write_nothing() {
         .unwrap();
     let body = json_body(response, 413, "application/scim+json").await;
     assert_eq!(body["status"], "413");
-    assert_eq!(
-        server.store.log().head().unwrap(),
-        head,
-        "nothing was written"
-    );
+    assert_eq!(server.store.log().head().unwrap(), head, "nothing was written");
     server.stop().await.unwrap();
 }
 
@@ -156,18 +141,9 @@ async fn unknown_routes_are_404_in_their_surface_format() {
         "application/scim+json",
     )
     .await;
-    assert_eq!(
-        body["schemas"][0],
-        "urn:ietf:params:scim:api:messages:2.0:Error"
-    );
+    assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
     assert_eq!(body["status"], "404");
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("/scim/v2/NoSuchThing"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap().contains("/scim/v2/NoSuchThing"), "{body}");
     server.stop().await.unwrap();
 }
 
@@ -177,14 +153,16 @@ async fn admins_issue_list_and_revoke_tokens_over_the_api() {
     server.tenant("acme").await;
     let (_, admin) = server.token("acme", TokenScope::Admin).await;
     let post = |body: serde_json::Value| {
-        server
-            .client
-            .post(server.url("/api/v1/tokens"))
-            .bearer_auth(&admin)
-            .json(&body)
-            .send()
+        server.client.post(server.url("/api/v1/tokens")).bearer_auth(&admin).json(&body).send()
     };
 
+    let response =
+        post(serde_json::json!({"scope": "scim", "expires": "90d", "label": "Entra ID"}))
+            .await
+            .unwrap();
+    assert_eq!(response.headers()["cache-control"], "no-store", "a secret must not be cached");
+    let first_secret = json_body(response, 201, "application/json").await["secret"].clone();
+    assert!(first_secret.is_string());
     let issued = json_body(
         post(serde_json::json!({"scope": "scim", "expires": "90d", "label": "Entra ID"}))
             .await
@@ -200,42 +178,33 @@ async fn admins_issue_list_and_revoke_tokens_over_the_api() {
     assert_eq!(issued["status"], "active");
     assert!(issued["expires_at"].as_str().unwrap().ends_with('Z'));
     // The new secret opens the SCIM door at once.
-    assert_eq!(
-        server.get("/scim/v2/Users", Some(&secret)).await.status(),
-        404
-    );
+    assert_eq!(server.get("/scim/v2/Users", Some(&secret)).await.status(), 404);
 
-    let listed = json_body(
-        server.get("/api/v1/tokens", Some(&admin)).await,
-        200,
-        "application/json",
-    )
-    .await;
-    assert_eq!(listed["total"], 2);
-    assert!(
-        !listed.to_string().contains(&secret),
-        "the secret is shown once, never listed"
-    );
+    let listed =
+        json_body(server.get("/api/v1/tokens", Some(&admin)).await, 200, "application/json").await;
+    assert_eq!(listed["total"], 3);
+    assert!(!listed.to_string().contains(&secret), "the secret is shown once, never listed");
 
     for (body, needle) in [
         (serde_json::json!({"scope": "root"}), "scope"),
-        (
-            serde_json::json!({"scope": "scim", "expires": "forever"}),
-            "lifetime",
-        ),
-        (
-            serde_json::json!({"scope": "scim", "colour": "red"}),
-            "unknown field",
-        ),
+        (serde_json::json!({"scope": "scim", "expires": "forever"}), "lifetime"),
+        (serde_json::json!({"scope": "scim", "colour": "red"}), "unknown field"),
         (serde_json::json!({"label": "no scope"}), "scope"),
     ] {
         let error = json_body(post(body.clone()).await.unwrap(), 400, "application/json").await;
         assert_eq!(error["error"], "invalid_request", "{body}");
-        assert!(
-            error["message"].as_str().unwrap().contains(needle),
-            "{body}: {error}"
-        );
+        assert!(error["message"].as_str().unwrap().contains(needle), "{body}: {error}");
     }
+    let form = server
+        .client
+        .post(server.url("/api/v1/tokens"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("scope=scim")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_body(form, 415, "application/json").await["error"], "unsupported_media_type");
     let not_json = server
         .client
         .post(server.url("/api/v1/tokens"))
@@ -245,10 +214,7 @@ async fn admins_issue_list_and_revoke_tokens_over_the_api() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        json_body(not_json, 400, "application/json").await["error"],
-        "invalid_request"
-    );
+    assert_eq!(json_body(not_json, 400, "application/json").await["error"], "invalid_request");
 
     let token_id = issued["token_id"].as_str().unwrap();
     let delete = || {
@@ -259,11 +225,7 @@ async fn admins_issue_list_and_revoke_tokens_over_the_api() {
             .send()
     };
     assert_eq!(delete().await.unwrap().status(), 204);
-    assert_eq!(
-        delete().await.unwrap().status(),
-        204,
-        "revoking twice is harmless"
-    );
+    assert_eq!(delete().await.unwrap().status(), 204, "revoking twice is harmless");
     let unknown = server
         .client
         .delete(server.url("/api/v1/tokens/01NOSUCHTOKEN"))
@@ -272,26 +234,18 @@ async fn admins_issue_list_and_revoke_tokens_over_the_api() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
-    let listed = json_body(
-        server.get("/api/v1/tokens", Some(&admin)).await,
-        200,
-        "application/json",
-    )
-    .await;
-    let revoked = listed["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["token_id"] == token_id)
-        .unwrap();
+    let listed =
+        json_body(server.get("/api/v1/tokens", Some(&admin)).await, 200, "application/json").await;
+    let revoked =
+        listed["tokens"].as_array().unwrap().iter().find(|t| t["token_id"] == token_id).unwrap();
     assert_eq!(revoked["status"], "revoked");
 
     // Every change above is an event in acme's chain, and it verifies.
     let report = server.store.log().verify(VerifyScope::All).unwrap();
     assert_eq!(report.failure, None);
     assert_eq!(
-        report.events_checked, 4,
-        "tenant, admin token, API token, one revocation: {report:?}"
+        report.events_checked, 5,
+        "tenant, admin token, two API tokens, one revocation: {report:?}"
     );
     server.stop().await.unwrap();
 }
@@ -301,12 +255,9 @@ async fn audit_verify_reports_the_tenant_chain_head() {
     let server = TestServer::start().await;
     server.tenant("acme").await;
     let (_, audit) = server.token("acme", TokenScope::Audit).await;
-    let body = json_body(
-        server.get("/api/v1/audit/verify", Some(&audit)).await,
-        200,
-        "application/json",
-    )
-    .await;
+    let body =
+        json_body(server.get("/api/v1/audit/verify", Some(&audit)).await, 200, "application/json")
+            .await;
     assert_eq!(body["ok"], true);
     assert_eq!(body["scope"], "acme");
     assert_eq!(body["events_checked"], 1, "only acme's chain: {body}");
@@ -329,10 +280,7 @@ async fn shutdown_drains_the_writer() {
     )
     .await;
     assert!(
-        matches!(
-            refused,
-            Err(events::ExecuteError::Log(events::LogError::WriterStopped))
-        ),
+        matches!(refused, Err(events::ExecuteError::Log(events::LogError::WriterStopped))),
         "{refused:?}"
     );
 }
@@ -361,18 +309,14 @@ fn the_binary_serves_and_stops_cleanly_on_sigterm() {
     }
     let address = address.unwrap_or_else(|| panic!("no listening line in {said:?}"));
     assert!(
-        said.iter()
-            .any(|line| line.contains("database") && line.contains("created")),
+        said.iter().any(|line| line.contains("database") && line.contains("created")),
         "{said:?}"
     );
     assert!(db.exists(), "the database is created on first run");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let status = runtime.block_on(async {
-        reqwest::get(format!("http://{address}/healthz"))
-            .await
-            .unwrap()
-            .status()
+        reqwest::get(format!("http://{address}/healthz")).await.unwrap().status()
     });
     assert_eq!(status, 200);
 
@@ -386,10 +330,7 @@ fn the_binary_serves_and_stops_cleanly_on_sigterm() {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server did not stop on SIGTERM"
-        );
+        assert!(std::time::Instant::now() < deadline, "the server did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "{exit:?}");

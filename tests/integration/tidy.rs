@@ -39,8 +39,5 @@ fn every_module_opens_with_a_doc_comment() {
         })
         .map(|path| path.strip_prefix(root).unwrap().display().to_string())
         .collect();
-    assert!(
-        missing.is_empty(),
-        "files without a //! module doc: {missing:?}"
-    );
+    assert!(missing.is_empty(), "files without a //! module doc: {missing:?}");
 }

@@ -26,10 +26,7 @@ pub struct TestServer {
 
 pub fn test_log_options() -> LogOptions {
     // Tests check behaviour, not power-cut durability: skip the fsyncs.
-    LogOptions {
-        durability: Durability::Off,
-        ..LogOptions::default()
-    }
+    LogOptions { durability: Durability::Off, ..LogOptions::default() }
 }
 
 impl TestServer {
@@ -71,18 +68,12 @@ impl TestServer {
     }
 
     pub async fn tenant(&self, name: &str) -> Tenant {
-        tenancy::create_tenant(&self.store, name, CommandContext::new(Actor::System))
-            .await
-            .unwrap()
+        tenancy::create_tenant(&self.store, name, CommandContext::new(Actor::System)).await.unwrap()
     }
 
     /// Issues a token and returns (token id, secret).
     pub async fn token(&self, tenant: &str, scope: TokenScope) -> (String, String) {
-        let request = TokenRequest {
-            scope,
-            lifetime: None,
-            label: None,
-        };
+        let request = TokenRequest { scope, lifetime: None, label: None };
         let (record, secret) = tenancy::issue_token(
             &self.store,
             TenantRef::Name(tenant.to_owned()),
@@ -125,11 +116,7 @@ pub fn rollcall(db: &Path, args: &[&str]) -> Output {
 /// Runs the binary and insists it succeeded, showing its stderr if not.
 pub fn rollcall_ok(db: &Path, args: &[&str]) -> Output {
     let output = rollcall(db, args);
-    assert!(
-        output.status.success(),
-        "rollcall {args:?} failed: {}",
-        stderr(&output)
-    );
+    assert!(output.status.success(), "rollcall {args:?} failed: {}", stderr(&output));
     output
 }
 
@@ -148,10 +135,7 @@ pub async fn json_body(
     content_type: &str,
 ) -> serde_json::Value {
     assert_eq!(response.status().as_u16(), status, "unexpected status");
-    let header = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let header = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
     assert_eq!(header.as_deref(), Some(content_type));
     response.json().await.unwrap()
 }

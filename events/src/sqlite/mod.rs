@@ -117,7 +117,8 @@ impl Default for LogOptions {
 pub struct SqliteLog {
     path: PathBuf,
     options: LogOptions,
-    sender: SyncSender<Message>,
+    /// `None` when opened read-only.
+    sender: Option<SyncSender<Message>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
     readers: pool::ReadPool,
@@ -125,10 +126,7 @@ pub struct SqliteLog {
 
 impl std::fmt::Debug for SqliteLog {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("SqliteLog")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        formatter.debug_struct("SqliteLog").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -173,13 +171,7 @@ impl SqliteLog {
         let writer_thread = std::thread::Builder::new()
             .name("rollcall-log-writer".to_owned())
             .spawn(move || {
-                writer::run(
-                    connection,
-                    receiver,
-                    batch_commands_max,
-                    writer_stats,
-                    wal_sync,
-                )
+                writer::run(connection, receiver, batch_commands_max, writer_stats, wal_sync)
             })
             .map_err(|error| LogError::storage("starting the writer thread", error))?;
         Ok(SqliteLog {
@@ -190,10 +182,36 @@ impl SqliteLog {
                 options.busy_timeout_ms,
             ),
             options,
-            sender,
+            sender: Some(sender),
             writer_thread: Mutex::new(Some(writer_thread)),
             stats,
         })
+    }
+
+    /// Opens an existing log for reading only: no writer, no migration,
+    /// nothing written to the file (so a copy handed to an auditor stays
+    /// exactly as it was). A missing file or one that is not a rollcall
+    /// database is an error, never created.
+    pub fn open_read_only(path: &Path, options: LogOptions) -> Result<SqliteLog, LogError> {
+        if !path.is_file() {
+            return Err(LogError::NotALog { reason: format!("{} does not exist", path.display()) });
+        }
+        let log = SqliteLog {
+            path: path.to_owned(),
+            readers: pool::ReadPool::new(
+                path.to_owned(),
+                options.read_connections_max,
+                options.busy_timeout_ms,
+            ),
+            options,
+            sender: None,
+            writer_thread: Mutex::new(None),
+            stats: Arc::default(),
+        };
+        let reader = log.reader()?;
+        schema::check_readable(&reader)?;
+        drop(reader);
+        Ok(log)
     }
 
     pub fn path(&self) -> &Path {
@@ -209,11 +227,7 @@ impl SqliteLog {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .as_ref()
             .is_some_and(|thread| !thread.is_finished());
-        running
-            && !self
-                .stats
-                .durability_failed
-                .load(std::sync::atomic::Ordering::Relaxed)
+        running && !self.stats.durability_failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What the writer has done since this handle opened the log.
@@ -235,12 +249,11 @@ impl SqliteLog {
         E: Send + 'static,
     {
         let (reply, receiver) = oneshot::channel();
-        let job = ClosureCommand {
-            command: Some(command),
-            outcome: None,
-            reply,
+        let job = ClosureCommand { command: Some(command), outcome: None, reply };
+        let Some(sender) = &self.sender else {
+            return Pending::ready(Err(ExecuteError::Log(LogError::ReadOnly)));
         };
-        match self.sender.try_send(Message::Run(Box::new(job))) {
+        match sender.try_send(Message::Run(Box::new(job))) {
             Ok(()) => Pending::new(receiver),
             Err(TrySendError::Full(_)) => {
                 Pending::ready(Err(ExecuteError::Log(LogError::Overloaded {
@@ -274,14 +287,13 @@ impl SqliteLog {
     /// Lets the writer finish every command queued so far, commit, and stop.
     /// Commands submitted afterwards get [`LogError::WriterStopped`].
     pub fn shutdown(&self) {
-        let handle = self
-            .writer_thread
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let handle =
+            self.writer_thread.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(handle) = handle {
             // The writer may already be gone; then there is nothing to stop.
-            let _ = self.sender.send(Message::Stop);
+            if let Some(sender) = &self.sender {
+                let _ = sender.send(Message::Stop);
+            }
             if handle.join().is_err() {
                 tracing::error!("the log writer thread panicked");
             }
@@ -305,10 +317,7 @@ fn wal_path(path: &Path) -> PathBuf {
 /// an indexed lookup whose best plan does not depend on the values bound.
 pub(crate) fn stable_query_plans(connection: &Connection) -> Result<(), LogError> {
     connection
-        .set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-            true,
-        )
+        .set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .map(drop)
         .map_err(|error| LogError::storage("enabling stable query plans", error))
 }

@@ -35,10 +35,7 @@ impl ReadPool {
             path,
             connections_max: connections_max.max(1),
             busy_timeout_ms,
-            state: Mutex::new(PoolState {
-                idle: Vec::new(),
-                open: 0,
-            }),
+            state: Mutex::new(PoolState { idle: Vec::new(), open: 0 }),
             returned: Condvar::new(),
         }
     }
@@ -46,9 +43,7 @@ impl ReadPool {
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         // A panic while holding this lock leaves only a Vec of connections
         // behind, which stays valid: recover it rather than fail every read.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Borrows a connection, opening one if under the bound.
@@ -56,19 +51,15 @@ impl ReadPool {
         let mut state = self.lock();
         loop {
             if let Some(connection) = state.idle.pop() {
-                return Ok(PooledConnection {
-                    pool: self,
-                    connection: Some(connection),
-                });
+                return Ok(PooledConnection { pool: self, connection: Some(connection) });
             }
             if state.open < self.connections_max {
                 state.open += 1;
                 drop(state);
                 return match self.open_connection() {
-                    Ok(connection) => Ok(PooledConnection {
-                        pool: self,
-                        connection: Some(connection),
-                    }),
+                    Ok(connection) => {
+                        Ok(PooledConnection { pool: self, connection: Some(connection) })
+                    }
                     Err(error) => {
                         self.lock().open -= 1;
                         self.returned.notify_one();
@@ -76,10 +67,7 @@ impl ReadPool {
                     }
                 };
             }
-            state = self
-                .returned
-                .wait(state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = self.returned.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
     }
 
@@ -110,9 +98,7 @@ impl std::ops::Deref for PooledConnection<'_> {
     fn deref(&self) -> &Connection {
         // Invariant: `connection` is `Some` from construction until drop.
         #[allow(clippy::expect_used)]
-        self.connection
-            .as_ref()
-            .expect("a pooled connection is present until dropped")
+        self.connection.as_ref().expect("a pooled connection is present until dropped")
     }
 }
 

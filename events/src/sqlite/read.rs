@@ -66,9 +66,7 @@ pub(super) fn read_stream(
 pub(super) fn head(log: &SqliteLog) -> Result<Position, LogError> {
     let connection = log.reader()?;
     let head: i64 = connection
-        .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
-            row.get(0)
-        })
+        .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| row.get(0))
         .map_err(|error| LogError::storage("reading the head position", error))?;
     Ok(Position::try_from(head).unwrap_or(0))
 }
@@ -92,14 +90,7 @@ impl<'a> Forward<'a> {
         tenant: Option<String>,
         verify_hashes: bool,
     ) -> Forward<'a> {
-        Forward {
-            log,
-            after,
-            tenant,
-            page: VecDeque::new(),
-            exhausted: false,
-            verify_hashes,
-        }
+        Forward { log, after, tenant, page: VecDeque::new(), exhausted: false, verify_hashes }
     }
 
     fn fill(&mut self) -> Result<(), LogError> {
@@ -121,10 +112,7 @@ impl<'a> Forward<'a> {
             Some(tenant) => statement.query(params![after, limit, tenant]),
         }
         .map_err(|error| LogError::storage(context, error))?;
-        while let Some(row) = rows
-            .next()
-            .map_err(|error| LogError::storage(context, error))?
-        {
+        while let Some(row) = rows.next().map_err(|error| LogError::storage(context, error))? {
             let event = from_row(row).map_err(|error| LogError::storage(context, error))?;
             self.page.push_back(event);
         }
@@ -298,9 +286,7 @@ pub(super) fn verify(log: &SqliteLog, scope: VerifyScope) -> Result<VerifyReport
     };
     let mut heads: Vec<ChainHead> = heads.into_values().collect();
     heads.sort_by_key(|head| head.position);
-    Ok(VerifyReport {
-        events_checked,
-        heads,
-        failure,
-    })
+    let missing_guards =
+        super::schema::missing_guards(&*log.reader()?)?.into_iter().map(str::to_owned).collect();
+    Ok(VerifyReport { events_checked, heads, failure, missing_guards })
 }

@@ -127,12 +127,7 @@ pub struct SqliteTx<'c> {
 
 impl<'c> SqliteTx<'c> {
     fn new(connection: &'c Connection) -> SqliteTx<'c> {
-        SqliteTx {
-            connection,
-            head: None,
-            tenant_hashes: HashMap::new(),
-            poisoned: false,
-        }
+        SqliteTx { connection, head: None, tenant_hashes: HashMap::new(), poisoned: false }
     }
 
     /// The write connection, inside the open transaction and the command's
@@ -162,10 +157,9 @@ impl<'c> SqliteTx<'c> {
             return Ok(head);
         }
         let result =
-            self.connection
-                .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
-                    row.get::<_, i64>(0)
-                });
+            self.connection.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
+                row.get::<_, i64>(0)
+            });
         let head = self.storage("reading the head position", result)?;
         let head = Position::try_from(head).unwrap_or(0);
         self.head = Some(head);
@@ -182,13 +176,9 @@ impl<'c> SqliteTx<'c> {
                 "SELECT hash FROM events WHERE tenant = ?1 ORDER BY position DESC LIMIT 1",
             )
             .and_then(|mut statement| {
-                statement
-                    .query_row([tenant], |row| row.get::<_, ChainHash>(0))
-                    .optional()
+                statement.query_row([tenant], |row| row.get::<_, ChainHash>(0)).optional()
             });
-        let hash = self
-            .storage("reading the tenant's last hash", result)?
-            .unwrap_or(ZERO_HASH);
+        let hash = self.storage("reading the tenant's last hash", result)?.unwrap_or(ZERO_HASH);
         self.tenant_hashes.insert(tenant.to_owned(), hash);
         Ok(hash)
     }
@@ -342,12 +332,10 @@ pub(crate) fn run(
     let mut syncer = None;
     if let Some(wal_path) = wal_sync {
         let (sender, sync_receiver) = sync_channel::<Vec<Box<dyn Command>>>(SYNC_QUEUE_BATCHES_MAX);
-        let spawned = std::thread::Builder::new()
-            .name("rollcall-log-syncer".to_owned())
-            .spawn({
-                let stats = stats.clone();
-                move || sync_loop(&wal_path, sync_receiver, &stats)
-            });
+        let spawned = std::thread::Builder::new().name("rollcall-log-syncer".to_owned()).spawn({
+            let stats = stats.clone();
+            move || sync_loop(&wal_path, sync_receiver, &stats)
+        });
         match spawned {
             Ok(handle) => syncer = Some((sender, handle)),
             Err(error) => {
@@ -452,8 +440,7 @@ fn sync_wal(wal_file: &mut Option<File>, wal_path: &Path) -> Result<(), LogError
                 LogError::storage("opening the write-ahead log to sync it", error)
             })?),
         };
-    file.sync_data()
-        .map_err(|error| LogError::storage("syncing the write-ahead log", error))
+    file.sync_data().map_err(|error| LogError::storage("syncing the write-ahead log", error))
 }
 
 /// Runs and commits one batch. Does not answer the callers: the caller of
@@ -498,9 +485,7 @@ fn commit_batch(
             aborted = Some(error);
             continue;
         }
-        let opened = connection
-            .prepare_cached("SAVEPOINT command")
-            .and_then(|mut s| s.execute([]));
+        let opened = connection.prepare_cached("SAVEPOINT command").and_then(|mut s| s.execute([]));
         if let Err(error) = opened {
             // Without a savepoint the command's writes could not be undone
             // alone; give it no chance to write.
@@ -511,18 +496,14 @@ fn commit_batch(
         let keep = command.run(&mut transaction);
         kept += u64::from(keep);
         let closed = if keep {
-            connection
-                .prepare_cached("RELEASE command")
-                .and_then(|mut s| s.execute([]))
+            connection.prepare_cached("RELEASE command").and_then(|mut s| s.execute([]))
         } else {
             transaction.forget_caches();
             connection
                 .prepare_cached("ROLLBACK TO command")
                 .and_then(|mut s| s.execute([]))
                 .and_then(|_| {
-                    connection
-                        .prepare_cached("RELEASE command")
-                        .and_then(|mut s| s.execute([]))
+                    connection.prepare_cached("RELEASE command").and_then(|mut s| s.execute([]))
                 })
         };
         if let Err(error) = closed {
@@ -552,9 +533,7 @@ fn commit_batch(
         let total = u64::try_from(batch.len()).unwrap_or(u64::MAX);
         stats.batches_committed.fetch_add(1, Ordering::Relaxed);
         stats.commands_committed.fetch_add(kept, Ordering::Relaxed);
-        stats
-            .commands_rolled_back
-            .fetch_add(total - kept, Ordering::Relaxed);
+        stats.commands_rolled_back.fetch_add(total - kept, Ordering::Relaxed);
     }
     committed
 }

@@ -22,16 +22,10 @@ fn append_then_read_round_trip() {
     )
     .unwrap();
     assert_eq!(
-        recorded
-            .iter()
-            .map(|e| (e.position, e.version))
-            .collect::<Vec<_>>(),
+        recorded.iter().map(|e| (e.position, e.version)).collect::<Vec<_>>(),
         vec![(1, 1), (2, 2)]
     );
-    assert_eq!(
-        recorded[1].prev_hash, recorded[0].hash,
-        "events of one tenant chain"
-    );
+    assert_eq!(recorded[1].prev_hash, recorded[0].hash, "events of one tenant chain");
 
     let stream = log.read_stream("t1", "user:1").unwrap();
     assert_eq!(stream, recorded);
@@ -44,10 +38,7 @@ fn append_then_read_round_trip() {
         stream[0].recorded_at
     );
     assert_eq!(log.head().unwrap(), 2);
-    assert!(
-        log.read_stream("t2", "user:1").unwrap().is_empty(),
-        "streams are per tenant"
-    );
+    assert!(log.read_stream("t2", "user:1").unwrap().is_empty(), "streams are per tenant");
 }
 
 #[test]
@@ -55,30 +46,20 @@ fn expected_version_is_enforced() {
     let db = TestDb::new();
     let log = db.open();
     let append = |expected, n| {
-        flatten_append(
-            log.append("t1", "s", expected, vec![event("A", n)], context())
-                .wait(),
-        )
+        flatten_append(log.append("t1", "s", expected, vec![event("A", n)], context()).wait())
     };
     append(ExpectedVersion::NoStream, 1).unwrap();
     let conflict = append(ExpectedVersion::NoStream, 2).unwrap_err();
     assert!(
         matches!(
             conflict,
-            AppendError::Conflict {
-                actual: Some(1),
-                expected: ExpectedVersion::NoStream,
-                ..
-            }
+            AppendError::Conflict { actual: Some(1), expected: ExpectedVersion::NoStream, .. }
         ),
         "{conflict:?}"
     );
     assert!(matches!(
         append(ExpectedVersion::Exact(3), 3),
-        Err(AppendError::Conflict {
-            actual: Some(1),
-            ..
-        })
+        Err(AppendError::Conflict { actual: Some(1), .. })
     ));
     append(ExpectedVersion::Exact(1), 4).unwrap();
     append(ExpectedVersion::Any, 5).unwrap();
@@ -96,38 +77,16 @@ fn several_events_in_one_append_land_all_or_none() {
         payload: "not json".to_owned(),
     };
     let result = flatten_append(
-        log.append(
-            "t1",
-            "s",
-            ExpectedVersion::Any,
-            vec![event("A", 1), bad],
-            context(),
-        )
-        .wait(),
+        log.append("t1", "s", ExpectedVersion::Any, vec![event("A", 1), bad], context()).wait(),
     );
-    assert!(
-        matches!(result, Err(AppendError::InvalidEvent { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(AppendError::InvalidEvent { .. })), "{result:?}");
     assert_eq!(log.head().unwrap(), 0);
 
     // A command that appends to two streams and then fails keeps neither.
     let result = log
         .execute(|tx| {
-            tx.append(
-                "t1",
-                "a",
-                ExpectedVersion::NoStream,
-                &[event("A", 1)],
-                &context(),
-            )?;
-            tx.append(
-                "t1",
-                "b",
-                ExpectedVersion::Exact(7),
-                &[event("B", 1)],
-                &context(),
-            )
+            tx.append("t1", "a", ExpectedVersion::NoStream, &[event("A", 1)], &context())?;
+            tx.append("t1", "b", ExpectedVersion::Exact(7), &[event("B", 1)], &context())
         })
         .wait();
     assert!(result.is_err());
@@ -175,38 +134,20 @@ async fn two_concurrent_appenders_to_one_stream_exactly_one_wins() {
 #[test]
 fn forward_reads_page_through_everything_in_order() {
     let db = TestDb::new();
-    let log = db.open_with(events::sqlite::LogOptions {
-        read_page_events: 3,
-        ..Default::default()
-    });
+    let log =
+        db.open_with(events::sqlite::LogOptions { read_page_events: 3, ..Default::default() });
     for n in 0..10 {
         let tenant = if n % 2 == 0 { "even" } else { "odd" };
         flatten_append(
-            log.append(
-                tenant,
-                "s",
-                ExpectedVersion::Any,
-                vec![event("A", n)],
-                context(),
-            )
-            .wait(),
+            log.append(tenant, "s", ExpectedVersion::Any, vec![event("A", n)], context()).wait(),
         )
         .unwrap();
     }
-    let all: Vec<u64> = log
-        .read_forward(0, None)
-        .map(|e| e.unwrap().position)
-        .collect();
+    let all: Vec<u64> = log.read_forward(0, None).map(|e| e.unwrap().position).collect();
     assert_eq!(all, (1..=10).collect::<Vec<_>>());
-    let after_four: Vec<u64> = log
-        .read_forward(4, None)
-        .map(|e| e.unwrap().position)
-        .collect();
+    let after_four: Vec<u64> = log.read_forward(4, None).map(|e| e.unwrap().position).collect();
     assert_eq!(after_four, (5..=10).collect::<Vec<_>>());
-    let odd: Vec<u64> = log
-        .read_forward(0, Some("odd"))
-        .map(|e| e.unwrap().position)
-        .collect();
+    let odd: Vec<u64> = log.read_forward(0, Some("odd")).map(|e| e.unwrap().position).collect();
     assert_eq!(odd, vec![2, 4, 6, 8, 10]);
 }
 
@@ -219,22 +160,12 @@ fn two_writers_on_one_file_interleave_without_gaps() {
     for n in 0..20 {
         let log = if n % 2 == 0 { &first } else { &second };
         flatten_append(
-            log.append(
-                "t1",
-                "s",
-                ExpectedVersion::Any,
-                vec![event("A", n)],
-                context(),
-            )
-            .wait(),
+            log.append("t1", "s", ExpectedVersion::Any, vec![event("A", n)], context()).wait(),
         )
         .unwrap();
     }
     let stream = first.read_stream("t1", "s").unwrap();
-    assert_eq!(
-        stream.iter().map(|e| e.version).collect::<Vec<_>>(),
-        (1..=20).collect::<Vec<_>>()
-    );
+    assert_eq!(stream.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
     let report = second.verify(events::VerifyScope::All).unwrap();
     assert_eq!(report.failure, None);
     assert_eq!(report.events_checked, 20);

@@ -25,10 +25,7 @@ async fn sixty_four_appenders(durability: Durability) {
     const TASKS: u64 = 64;
     const APPENDS_PER_TASK: u64 = 500;
     let db = TestDb::new();
-    let log = Arc::new(db.open_with(LogOptions {
-        durability,
-        ..LogOptions::default()
-    }));
+    let log = Arc::new(db.open_with(LogOptions { durability, ..LogOptions::default() }));
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
             let log = log.clone();
@@ -37,11 +34,8 @@ async fn sixty_four_appenders(durability: Durability) {
                 let stream = format!("stream-{task}");
                 let mut positions = Vec::with_capacity(APPENDS_PER_TASK as usize);
                 for n in 0..APPENDS_PER_TASK {
-                    let expected = if n == 0 {
-                        ExpectedVersion::NoStream
-                    } else {
-                        ExpectedVersion::Exact(n)
-                    };
+                    let expected =
+                        if n == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(n) };
                     let recorded = flatten_append(
                         log.append(&tenant, &stream, expected, vec![event("A", n)], context())
                             .await,
@@ -58,22 +52,11 @@ async fn sixty_four_appenders(durability: Durability) {
     for task in tasks {
         positions.extend(task.await.unwrap());
     }
-    assert_eq!(
-        positions.len() as u64,
-        TASKS * APPENDS_PER_TASK,
-        "every caller answered"
-    );
+    assert_eq!(positions.len() as u64, TASKS * APPENDS_PER_TASK, "every caller answered");
     positions.sort_unstable();
-    assert_eq!(
-        positions,
-        (1..=TASKS * APPENDS_PER_TASK).collect::<Vec<_>>(),
-        "unique and gapless"
-    );
+    assert_eq!(positions, (1..=TASKS * APPENDS_PER_TASK).collect::<Vec<_>>(), "unique and gapless");
     let batches = log.stats().batches_committed.load(Ordering::Relaxed);
-    assert!(
-        batches < TASKS * APPENDS_PER_TASK / 4,
-        "appends were batched: {batches} batches"
-    );
+    assert!(batches < TASKS * APPENDS_PER_TASK / 4, "appends were batched: {batches} batches");
 
     // Everything is on disk: reopen the file and read it all back.
     drop(Arc::into_inner(log).expect("all tasks are done"));
@@ -100,61 +83,28 @@ async fn a_failing_command_in_a_batch_does_not_take_the_others_down() {
     // Hold the writer busy so the next commands queue up into one batch.
     let blocker = log.execute(|tx| {
         std::thread::sleep(Duration::from_millis(300));
-        tx.append(
-            "t1",
-            "blocker",
-            ExpectedVersion::NoStream,
-            &[event("A", 0)],
-            &context(),
-        )
+        tx.append("t1", "blocker", ExpectedVersion::NoStream, &[event("A", 0)], &context())
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let batches_before = log.stats().batches_committed.load(Ordering::Relaxed);
 
-    let good_one = log.append(
-        "t1",
-        "good-1",
-        ExpectedVersion::NoStream,
-        vec![event("A", 1)],
-        context(),
-    );
+    let good_one =
+        log.append("t1", "good-1", ExpectedVersion::NoStream, vec![event("A", 1)], context());
     let fails_after_writing = log.execute(|tx| {
-        tx.append(
-            "t1",
-            "bad",
-            ExpectedVersion::NoStream,
-            &[event("A", 2)],
-            &context(),
-        )?;
+        tx.append("t1", "bad", ExpectedVersion::NoStream, &[event("A", 2)], &context())?;
         Err::<(), AppendError>(AppendError::InvalidEvent {
             stream: "bad".to_owned(),
             reason: "decided to fail".to_owned(),
         })
     });
-    let conflict = log.append(
-        "t1",
-        "blocker",
-        ExpectedVersion::NoStream,
-        vec![event("A", 3)],
-        context(),
-    );
+    let conflict =
+        log.append("t1", "blocker", ExpectedVersion::NoStream, vec![event("A", 3)], context());
     let panics_after_writing = log.execute(|tx| -> Result<(), AppendError> {
-        tx.append(
-            "t1",
-            "panicky",
-            ExpectedVersion::NoStream,
-            &[event("A", 4)],
-            &context(),
-        )?;
+        tx.append("t1", "panicky", ExpectedVersion::NoStream, &[event("A", 4)], &context())?;
         panic!("a bug in a command");
     });
-    let good_two = log.append(
-        "t1",
-        "good-2",
-        ExpectedVersion::NoStream,
-        vec![event("A", 5)],
-        context(),
-    );
+    let good_two =
+        log.append("t1", "good-2", ExpectedVersion::NoStream, vec![event("A", 5)], context());
 
     flatten_append(blocker.await).unwrap();
     let good_one = flatten_append(good_one.await).unwrap();
@@ -162,10 +112,7 @@ async fn a_failing_command_in_a_batch_does_not_take_the_others_down() {
         fails_after_writing.await,
         Err(ExecuteError::Command(AppendError::InvalidEvent { .. }))
     ));
-    assert!(matches!(
-        flatten_append(conflict.await),
-        Err(AppendError::Conflict { .. })
-    ));
+    assert!(matches!(flatten_append(conflict.await), Err(AppendError::Conflict { .. })));
     assert!(
         matches!(panics_after_writing.await, Err(ExecuteError::Panicked(message)) if message.contains("a bug"))
     );
@@ -195,40 +142,18 @@ async fn a_batch_whose_transaction_was_lost_fails_whole_and_the_writer_goes_on()
     let log = Arc::new(db.open());
     let blocker = log.execute(|tx| {
         std::thread::sleep(Duration::from_millis(300));
-        tx.append(
-            "t1",
-            "blocker",
-            ExpectedVersion::NoStream,
-            &[event("A", 0)],
-            &context(),
-        )
+        tx.append("t1", "blocker", ExpectedVersion::NoStream, &[event("A", 0)], &context())
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let before = log.append(
-        "t1",
-        "before",
-        ExpectedVersion::NoStream,
-        vec![event("A", 1)],
-        context(),
-    );
+    let before =
+        log.append("t1", "before", ExpectedVersion::NoStream, vec![event("A", 1)], context());
     let rogue = log.execute(|tx| -> Result<(), AppendError> {
-        tx.append(
-            "t1",
-            "rogue",
-            ExpectedVersion::NoStream,
-            &[event("A", 2)],
-            &context(),
-        )?;
+        tx.append("t1", "rogue", ExpectedVersion::NoStream, &[event("A", 2)], &context())?;
         tx.connection().execute_batch("ROLLBACK").unwrap();
         Ok(())
     });
-    let after = log.append(
-        "t1",
-        "after",
-        ExpectedVersion::NoStream,
-        vec![event("A", 3)],
-        context(),
-    );
+    let after =
+        log.append("t1", "after", ExpectedVersion::NoStream, vec![event("A", 3)], context());
     flatten_append(blocker.await).unwrap();
     assert!(
         matches!(flatten_append(before.await), Err(AppendError::Log(_))),
@@ -240,21 +165,11 @@ async fn a_batch_whose_transaction_was_lost_fails_whole_and_the_writer_goes_on()
         "not committed on its own in autocommit"
     );
     for stream in ["before", "rogue", "after"] {
-        assert!(
-            log.read_stream("t1", stream).unwrap().is_empty(),
-            "{stream} left no event"
-        );
+        assert!(log.read_stream("t1", stream).unwrap().is_empty(), "{stream} left no event");
     }
     // The next batch is a normal one.
     let next = flatten_append(
-        log.append(
-            "t1",
-            "next",
-            ExpectedVersion::NoStream,
-            vec![event("A", 4)],
-            context(),
-        )
-        .await,
+        log.append("t1", "next", ExpectedVersion::NoStream, vec![event("A", 4)], context()).await,
     )
     .unwrap();
     assert_eq!(next[0].position, 2);

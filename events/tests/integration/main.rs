@@ -1,11 +1,6 @@
 //! The log's integration tests: real SQLite files in temp dirs, real threads,
 //! one binary with a module per theme.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod append;
 mod group_commit;

@@ -18,22 +18,12 @@ fn a_stored_token_issued_v1_row_reads_as_v2() {
             .to_owned(),
     };
     flatten_append(
-        log.append(
-            "t1",
-            "token:01TOKEN",
-            ExpectedVersion::NoStream,
-            vec![v1],
-            context(),
-        )
-        .wait(),
+        log.append("t1", "token:01TOKEN", ExpectedVersion::NoStream, vec![v1], context()).wait(),
     )
     .unwrap();
 
     let stored = log.read_stream("t1", "token:01TOKEN").unwrap();
-    assert_eq!(
-        stored[0].schema_version, 1,
-        "the row itself is never rewritten"
-    );
+    assert_eq!(stored[0].schema_version, 1, "the row itself is never rewritten");
     let issued_at: jiff::Timestamp = stored[0].recorded_at.parse().unwrap();
     let expected_expiry =
         events::time::format_millis(issued_at + jiff::SignedDuration::from_hours(30 * 24));

@@ -12,9 +12,7 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn new() -> TestDb {
-        TestDb {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        TestDb { dir: tempfile::tempdir().unwrap() }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -45,9 +43,5 @@ pub fn context() -> CommandContext {
 }
 
 pub fn event(kind: &str, n: u64) -> NewEvent {
-    NewEvent {
-        event_type: kind.to_owned(),
-        schema_version: 1,
-        payload: format!(r#"{{"n":{n}}}"#),
-    }
+    NewEvent { event_type: kind.to_owned(), schema_version: 1, payload: format!(r#"{{"n":{n}}}"#) }
 }
