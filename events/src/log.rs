@@ -179,9 +179,9 @@ pub fn flatten_append<T>(result: Result<T, ExecuteError<AppendError>>) -> Result
         Ok(value) => Ok(value),
         Err(ExecuteError::Command(error)) => Err(error),
         Err(ExecuteError::Log(error)) => Err(AppendError::Log(error)),
-        Err(ExecuteError::Panicked(message)) => Err(AppendError::InvalidEvent {
-            stream: String::new(),
-            reason: format!("append panicked: {message}"),
-        }),
+        Err(ExecuteError::Panicked(message)) => Err(AppendError::Log(LogError::Storage {
+            context: "running an append",
+            message: format!("the command panicked: {message}"),
+        })),
     }
 }
