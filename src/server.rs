@@ -20,6 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use events::EventLog;
+use http_body_util::BodyExt;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -207,19 +208,71 @@ async fn request_context(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// Refuses a declared-too-long body at once, and caps an undeclared one
-/// while it streams, so no oversized body is ever buffered.
+/// Bytes of an oversized body read and thrown away (never kept) before
+/// answering 413, and for how long at most. A server that answers without
+/// reading leaves unread bytes in the socket; closing it then sends a TCP
+/// reset that can destroy the 413 before a client that is still sending
+/// reads it. Past these bounds the connection is simply closed.
+pub const DISCARD_BYTES_MAX: u64 = 16 * 1024 * 1024;
+pub const DISCARD_TIME_MAX: Duration = Duration::from_secs(5);
+
+/// Enforces the body limit without ever holding more than the limit:
+/// a declared-too-long body is refused unread (only discarded); a body of
+/// undeclared length is read here up to the limit, and refused the moment
+/// it passes it.
 async fn limit_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit_bytes = state.config.body_limit_bytes;
+    let surface = Surface::of_path(request.uri().path());
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit_bytes as u64) {
-        return Surface::of_path(request.uri().path())
-            .respond(Error::PayloadTooLarge { limit_bytes });
+    match declared {
+        Some(length) if length > limit_bytes as u64 => {
+            let (_, body) = request.into_parts();
+            discard(body, 0).await;
+            too_large(surface, limit_bytes)
+        }
+        // Hyper holds the body to its declared length.
+        Some(_) => next.run(request).await,
+        None => {
+            let (parts, mut body) = request.into_parts();
+            let mut kept: Vec<u8> = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else {
+                    return surface.respond(Error::invalid("the request body could not be read"));
+                };
+                let Ok(data) = frame.into_data() else { continue };
+                if kept.len() + data.len() > limit_bytes {
+                    discard(body, (kept.len() + data.len()) as u64).await;
+                    return too_large(surface, limit_bytes);
+                }
+                kept.extend_from_slice(&data);
+            }
+            next.run(Request::from_parts(parts, Body::from(kept))).await
+        }
     }
-    let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit_bytes)));
-    next.run(request).await
+}
+
+/// Reads and drops what is left of a refused body, within the bounds above.
+async fn discard(mut body: Body, already_read: u64) {
+    let mut read = already_read;
+    let _ = tokio::time::timeout(DISCARD_TIME_MAX, async {
+        while read <= DISCARD_BYTES_MAX {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    read += frame.data_ref().map_or(0, |data| data.len() as u64);
+                }
+                Some(Err(_)) | None => break,
+            }
+        }
+    })
+    .await;
+}
+
+fn too_large(surface: Surface, limit_bytes: usize) -> Response {
+    let mut response = surface.respond(Error::PayloadTooLarge { limit_bytes });
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }

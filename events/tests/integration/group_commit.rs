@@ -80,12 +80,15 @@ async fn sixty_four_appenders(durability: Durability) {
 async fn a_failing_command_in_a_batch_does_not_take_the_others_down() {
     let db = TestDb::new();
     let log = Arc::new(db.open());
-    // Hold the writer busy so the next commands queue up into one batch.
-    let blocker = log.execute(|tx| {
-        std::thread::sleep(Duration::from_millis(300));
+    // Hold the writer inside a batch so the next commands queue up into one.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started, has_started) = std::sync::mpsc::channel::<()>();
+    let blocker = log.execute(move |tx| {
+        started.send(()).unwrap();
+        released.recv_timeout(Duration::from_secs(30)).unwrap();
         tx.append("t1", "blocker", ExpectedVersion::NoStream, &[event("A", 0)], &context())
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    has_started.recv_timeout(Duration::from_secs(30)).unwrap();
     let batches_before = log.stats().batches_committed.load(Ordering::Relaxed);
 
     let good_one =
@@ -106,6 +109,9 @@ async fn a_failing_command_in_a_batch_does_not_take_the_others_down() {
     let good_two =
         log.append("t1", "good-2", ExpectedVersion::NoStream, vec![event("A", 5)], context());
 
+    // Everything above is queued behind the blocker (`execute` enqueues
+    // before it returns): let the writer go on.
+    release.send(()).unwrap();
     flatten_append(blocker.await).unwrap();
     let good_one = flatten_append(good_one.await).unwrap();
     assert!(matches!(
@@ -140,11 +146,14 @@ async fn a_batch_whose_transaction_was_lost_fails_whole_and_the_writer_goes_on()
     // for SQLite rolling it back by itself (a full disk, an I/O error).
     let db = TestDb::new();
     let log = Arc::new(db.open());
-    let blocker = log.execute(|tx| {
-        std::thread::sleep(Duration::from_millis(300));
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started, has_started) = std::sync::mpsc::channel::<()>();
+    let blocker = log.execute(move |tx| {
+        started.send(()).unwrap();
+        released.recv_timeout(Duration::from_secs(30)).unwrap();
         tx.append("t1", "blocker", ExpectedVersion::NoStream, &[event("A", 0)], &context())
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    has_started.recv_timeout(Duration::from_secs(30)).unwrap();
     let before =
         log.append("t1", "before", ExpectedVersion::NoStream, vec![event("A", 1)], context());
     let rogue = log.execute(|tx| -> Result<(), AppendError> {
@@ -154,6 +163,9 @@ async fn a_batch_whose_transaction_was_lost_fails_whole_and_the_writer_goes_on()
     });
     let after =
         log.append("t1", "after", ExpectedVersion::NoStream, vec![event("A", 3)], context());
+    // Everything above is queued behind the blocker (`execute` enqueues
+    // before it returns): let the writer go on.
+    release.send(()).unwrap();
     flatten_append(blocker.await).unwrap();
     assert!(
         matches!(flatten_append(before.await), Err(AppendError::Log(_))),
