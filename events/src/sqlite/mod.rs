@@ -176,11 +176,7 @@ impl SqliteLog {
             .map_err(|error| LogError::storage("starting the writer thread", error))?;
         Ok(SqliteLog {
             path: path.to_owned(),
-            readers: pool::ReadPool::new(
-                path.to_owned(),
-                options.read_connections_max,
-                options.busy_timeout_ms,
-            ),
+            readers: pool::ReadPool::for_log(path, &options),
             options,
             sender: Some(sender),
             writer_thread: Mutex::new(Some(writer_thread)),
@@ -198,11 +194,7 @@ impl SqliteLog {
         }
         let log = SqliteLog {
             path: path.to_owned(),
-            readers: pool::ReadPool::new(
-                path.to_owned(),
-                options.read_connections_max,
-                options.busy_timeout_ms,
-            ),
+            readers: pool::ReadPool::for_log(path, &options),
             options,
             sender: None,
             writer_thread: Mutex::new(None),

@@ -40,6 +40,11 @@ impl ReadPool {
         }
     }
 
+    /// The pool a log at `path` with `options` reads through.
+    pub fn for_log(path: &std::path::Path, options: &super::LogOptions) -> ReadPool {
+        ReadPool::new(path.to_owned(), options.read_connections_max, options.busy_timeout_ms)
+    }
+
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         // A panic while holding this lock leaves only a Vec of connections
         // behind, which stays valid: recover it rather than fail every read.

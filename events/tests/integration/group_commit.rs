@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use events::log::flatten_append;
-use events::sqlite::{Durability, LogOptions};
+use events::sqlite::{Durability, LogOptions, SqliteLog};
 use events::{AppendError, EventLog, ExecuteError, ExpectedVersion, LogTransaction, VerifyScope};
 
 use crate::util::{TestDb, context, event};
@@ -81,14 +81,7 @@ async fn a_failing_command_in_a_batch_does_not_take_the_others_down() {
     let db = TestDb::new();
     let log = Arc::new(db.open());
     // Hold the writer inside a batch so the next commands queue up into one.
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (started, has_started) = std::sync::mpsc::channel::<()>();
-    let blocker = log.execute(move |tx| {
-        started.send(()).unwrap();
-        released.recv_timeout(Duration::from_secs(30)).unwrap();
-        tx.append("t1", "blocker", ExpectedVersion::NoStream, &[event("A", 0)], &context())
-    });
-    has_started.recv_timeout(Duration::from_secs(30)).unwrap();
+    let (blocker, release) = hold_the_writer(&log);
     let batches_before = log.stats().batches_committed.load(Ordering::Relaxed);
 
     let good_one =
@@ -146,14 +139,7 @@ async fn a_batch_whose_transaction_was_lost_fails_whole_and_the_writer_goes_on()
     // for SQLite rolling it back by itself (a full disk, an I/O error).
     let db = TestDb::new();
     let log = Arc::new(db.open());
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (started, has_started) = std::sync::mpsc::channel::<()>();
-    let blocker = log.execute(move |tx| {
-        started.send(()).unwrap();
-        released.recv_timeout(Duration::from_secs(30)).unwrap();
-        tx.append("t1", "blocker", ExpectedVersion::NoStream, &[event("A", 0)], &context())
-    });
-    has_started.recv_timeout(Duration::from_secs(30)).unwrap();
+    let (blocker, release) = hold_the_writer(&log);
     let before =
         log.append("t1", "before", ExpectedVersion::NoStream, vec![event("A", 1)], context());
     let rogue = log.execute(|tx| -> Result<(), AppendError> {
@@ -186,4 +172,22 @@ async fn a_batch_whose_transaction_was_lost_fails_whole_and_the_writer_goes_on()
     .unwrap();
     assert_eq!(next[0].position, 2);
     assert_eq!(log.verify(VerifyScope::All).unwrap().failure, None);
+}
+
+/// Starts a command that holds the writer inside its batch until `release`
+/// is sent, so that every command submitted meanwhile queues up for the next
+/// batch (`execute` enqueues before it returns). Returns once the writer is
+/// held.
+fn hold_the_writer(
+    log: &SqliteLog,
+) -> (events::Pending<Vec<events::RecordedEvent>, AppendError>, std::sync::mpsc::Sender<()>) {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started, has_started) = std::sync::mpsc::channel::<()>();
+    let blocker = log.execute(move |tx| {
+        started.send(()).unwrap();
+        released.recv_timeout(Duration::from_secs(30)).unwrap();
+        tx.append("t1", "blocker", ExpectedVersion::NoStream, &[event("A", 0)], &context())
+    });
+    has_started.recv_timeout(Duration::from_secs(30)).unwrap();
+    (blocker, release)
 }
