@@ -7,6 +7,7 @@
 //! appended, so [`apply`] only writes down what an event says, and folding
 //! the same log always gives the same tables.
 //!
+//! * [`directory`] is the SCIM directory; today its shared filter AST.
 //! * [`schema`] creates the projection tables beside the events table.
 //! * [`tenancy`] holds tenants and tokens: the lookup of a bearer token's
 //!   hash, the tenant list, the token list.
@@ -16,6 +17,7 @@
 //! so a read right after a write sees it. This crate depends on `events` and
 //! on nothing of rollcall's application: it knows no HTTP and no CLI.
 
+pub mod directory;
 pub mod schema;
 pub mod tenancy;
 
