@@ -24,9 +24,10 @@ pub enum Error {
     /// The request conflicts with current state (a duplicate name).
     #[error("{message}")]
     Conflict { message: String },
-    /// The request is malformed or a value is not allowed.
+    /// The request is malformed or a value is not allowed; `kind` says how,
+    /// in SCIM's words (the `scimType` of a 400).
     #[error("{message}")]
-    Invalid { message: String },
+    Invalid { kind: InvalidKind, message: String },
     /// No usable bearer token for this route.
     #[error("{reason}")]
     Unauthorized { reason: &'static str },
@@ -53,7 +54,12 @@ impl Error {
     }
 
     pub fn invalid(message: impl Into<String>) -> Error {
-        Error::Invalid { message: message.into() }
+        Error::Invalid { kind: InvalidKind::Value, message: message.into() }
+    }
+
+    /// A 400 of a particular SCIM kind.
+    pub fn invalid_as(kind: InvalidKind, message: impl Into<String>) -> Error {
+        Error::Invalid { kind, message: message.into() }
     }
 
     pub fn conflict(message: impl Into<String>) -> Error {
@@ -165,6 +171,39 @@ impl From<ExecuteError<Error>> for Error {
     }
 }
 
+/// What is wrong with a bad request, as RFC 7644 section 3.12 names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidKind {
+    /// A value is missing, of the wrong type, or not allowed.
+    Value,
+    /// The body is not valid JSON or not the expected structure.
+    Syntax,
+    /// A filter does not parse or names what cannot be filtered.
+    Filter,
+    /// A PATCH path does not parse or names nothing.
+    Path,
+    /// A PATCH path with a filter matched nothing where it must.
+    NoTarget,
+    /// An attempt to change an attribute that cannot be changed.
+    Mutability,
+    /// The request asks for more than the server will return or take.
+    TooMany,
+}
+
+impl InvalidKind {
+    pub fn scim_type(self) -> &'static str {
+        match self {
+            InvalidKind::Value => "invalidValue",
+            InvalidKind::Syntax => "invalidSyntax",
+            InvalidKind::Filter => "invalidFilter",
+            InvalidKind::Path => "invalidPath",
+            InvalidKind::NoTarget => "noTarget",
+            InvalidKind::Mutability => "mutability",
+            InvalidKind::TooMany => "tooMany",
+        }
+    }
+}
+
 /// The internal cause of a 500, for the logging middleware only.
 #[derive(Debug, Clone)]
 pub struct InternalCause(pub String);
@@ -187,8 +226,8 @@ impl IntoResponse for ScimError {
             "status": error.status().as_u16().to_string(),
             "detail": error.public_message(),
         });
-        if let (Error::Invalid { .. }, Some(fields)) = (&error, body.as_object_mut()) {
-            fields.insert("scimType".to_owned(), serde_json::Value::from("invalidValue"));
+        if let (Error::Invalid { kind, .. }, Some(fields)) = (&error, body.as_object_mut()) {
+            fields.insert("scimType".to_owned(), serde_json::Value::from(kind.scim_type()));
         }
         error.into_response_with(body, crate::scim::CONTENT_TYPE)
     }

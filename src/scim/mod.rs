@@ -5,6 +5,7 @@
 //! authenticated first; a path that names no SCIM endpoint gets a SCIM 404
 //! error body, as RFC 7644 section 3.12 asks.
 
+pub mod document;
 pub mod filter;
 
 use axum::extract::OriginalUri;

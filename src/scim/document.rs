@@ -1,0 +1,405 @@
+//! Canonical SCIM documents: an incoming body (POST or PUT) into the form
+//! rollcall stores and serves.
+//!
+//! Normalising is a pure function of the body and the schemas:
+//! * attribute names are matched in any case and written in canonical case;
+//! * read-only attributes (`id`, `meta`, `groups`, ...) are ignored, never
+//!   stored;
+//! * a known extension (the Enterprise User) is normalised like the core;
+//!   any other schema URN's object is kept exactly as sent, so that custom
+//!   extensions (`urn:...:Metadata` with a `costCenter`) can be mapped later;
+//! * values are type-checked (booleans also accept Entra ID's "True" and
+//!   "False"); `null`, `""`-free empties and empty lists mean "absent";
+//! * the required attribute (`userName`, or a Group's `displayName`) must be
+//!   there.
+//!
+//! `password` is accepted and dropped: the log is immutable, so a cleartext
+//! secret written into it could never be erased.
+
+use jiff::Timestamp;
+use projections::directory::schema::{
+    Attribute, AttributeType, Mutability, ResourceKind, Schema, common_attributes,
+};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, InvalidKind};
+
+/// The attributes a resource is stored with: canonical names, no `id`,
+/// `meta` or `schemas` (the server owns those).
+pub type Document = Map<String, Value>;
+
+/// Normalises a POST or PUT body for a resource of `kind`.
+pub fn normalize(kind: ResourceKind, body: &Value) -> Result<Document, Error> {
+    let Value::Object(fields) = body else {
+        return Err(Error::invalid_as(
+            InvalidKind::Syntax,
+            "the request body must be a JSON object",
+        ));
+    };
+    let core = kind.core_schema();
+    let extensions = kind.extension_schemas();
+    let mut document = Document::new();
+    for (key, value) in fields {
+        if key.eq_ignore_ascii_case("schemas") {
+            check_schemas(value)?;
+        } else if is_urn(key) {
+            normalize_schema_object(&core, &extensions, key, value, &mut document)?;
+        } else {
+            normalize_top_level(&core, key, value, &mut document)?;
+        }
+    }
+    let required = core.attributes.iter().filter(|attribute| attribute.required);
+    for attribute in required {
+        let present = document
+            .get(attribute.name)
+            .and_then(Value::as_str)
+            .is_some_and(|text| !text.trim().is_empty());
+        if !present {
+            return Err(Error::invalid(format!("{} is required", attribute.name)));
+        }
+    }
+    Ok(document)
+}
+
+fn is_urn(key: &str) -> bool {
+    key.get(..4).is_some_and(|prefix| prefix.eq_ignore_ascii_case("urn:"))
+}
+
+fn check_schemas(value: &Value) -> Result<(), Error> {
+    let valid = match value {
+        Value::Array(items) => items.iter().all(Value::is_string),
+        _ => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::invalid_as(InvalidKind::Syntax, "schemas must be a list of schema URNs"))
+    }
+}
+
+/// A top-level key that is a schema URN: the core schema's or an
+/// extension's attributes in an object.
+fn normalize_schema_object(
+    core: &Schema,
+    extensions: &[Schema],
+    key: &str,
+    value: &Value,
+    document: &mut Document,
+) -> Result<(), Error> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let known =
+        std::iter::once(core).chain(extensions).find(|schema| schema.id.eq_ignore_ascii_case(key));
+    let Some(schema) = known else {
+        // An extension rollcall does not know: kept as sent, to be mapped.
+        document.insert(key.to_owned(), value.clone());
+        return Ok(());
+    };
+    let Value::Object(fields) = value else {
+        return Err(Error::invalid(format!("{key} must be an object of attributes")));
+    };
+    if schema.id == core.id {
+        for (name, value) in fields {
+            normalize_top_level(core, name, value, document)?;
+        }
+        return Ok(());
+    }
+    let mut attributes = Document::new();
+    for (name, value) in fields {
+        match schema.attribute(name) {
+            Some(attribute) => {
+                let path = format!("{}:{}", schema.id, attribute.name);
+                if let Some(value) = normalize_attribute(attribute, value, &path)? {
+                    attributes.insert(attribute.name.to_owned(), value);
+                }
+            }
+            // Unknown attributes of a known extension are kept too.
+            None if !value.is_null() => {
+                attributes.insert(name.clone(), value.clone());
+            }
+            None => {}
+        }
+    }
+    if !attributes.is_empty() {
+        document.insert(schema.id.to_owned(), Value::Object(attributes));
+    }
+    Ok(())
+}
+
+fn normalize_top_level(
+    core: &Schema,
+    key: &str,
+    value: &Value,
+    document: &mut Document,
+) -> Result<(), Error> {
+    let common = common_attributes();
+    let attribute = match common.iter().find(|attribute| attribute.name.eq_ignore_ascii_case(key)) {
+        Some(attribute) => attribute,
+        None => match core.attribute(key) {
+            Some(attribute) => attribute,
+            None => {
+                // RFC 7644 lets a server ignore attributes it does not
+                // define; extensions come under their URN instead.
+                tracing::debug!(attribute = key, "ignoring an attribute no schema defines");
+                return Ok(());
+            }
+        },
+    };
+    if attribute.mutability == Mutability::ReadOnly || attribute.name == "password" {
+        return Ok(());
+    }
+    if let Some(value) = normalize_attribute(attribute, value, attribute.name)? {
+        document.insert(attribute.name.to_owned(), value);
+    }
+    Ok(())
+}
+
+/// Checks and canonicalises one attribute's value; `None` means absent.
+fn normalize_attribute(
+    attribute: &Attribute,
+    value: &Value,
+    path: &str,
+) -> Result<Option<Value>, Error> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    if !attribute.multi_valued {
+        return normalize_single(attribute, value, path);
+    }
+    // A lone value where a list belongs is read as a list of one.
+    let items = match value {
+        Value::Array(items) => items.as_slice(),
+        single => std::slice::from_ref(single),
+    };
+    let mut normalized = Vec::with_capacity(items.len());
+    for item in items {
+        if let Some(item) = normalize_single(attribute, item, path)? {
+            normalized.push(item);
+        }
+    }
+    Ok((!normalized.is_empty()).then_some(Value::Array(normalized)))
+}
+
+fn normalize_single(
+    attribute: &Attribute,
+    value: &Value,
+    path: &str,
+) -> Result<Option<Value>, Error> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    if attribute.kind != AttributeType::Complex {
+        return normalize_simple(attribute, value, path).map(Some);
+    }
+    let Value::Object(fields) = value else {
+        return Err(Error::invalid(format!("{path} must be an object")));
+    };
+    let mut normalized = Document::new();
+    for (name, value) in fields {
+        let Some(sub_attribute) = attribute.sub_attribute(name) else {
+            tracing::debug!(
+                attribute = path,
+                sub_attribute = name,
+                "ignoring a sub-attribute no schema defines"
+            );
+            continue;
+        };
+        if sub_attribute.mutability == Mutability::ReadOnly || value.is_null() {
+            continue;
+        }
+        let sub_path = format!("{path}.{}", sub_attribute.name);
+        normalized.insert(
+            sub_attribute.name.to_owned(),
+            normalize_simple(sub_attribute, value, &sub_path)?,
+        );
+    }
+    Ok((!normalized.is_empty()).then_some(Value::Object(normalized)))
+}
+
+fn normalize_simple(attribute: &Attribute, value: &Value, path: &str) -> Result<Value, Error> {
+    let wrong = |expected: &str| Error::invalid(format!("{path} must be {expected}"));
+    match attribute.kind {
+        AttributeType::String | AttributeType::Reference | AttributeType::Binary => {
+            value.as_str().map(|_| value.clone()).ok_or_else(|| wrong("a string"))
+        }
+        AttributeType::DateTime => {
+            let text = value.as_str().ok_or_else(|| wrong("a date and time string"))?;
+            text.parse::<Timestamp>()
+                .map(|_| value.clone())
+                .map_err(|_| wrong("an RFC 3339 date and time such as 2026-03-01T09:30:00Z"))
+        }
+        AttributeType::Boolean => match value {
+            Value::Bool(_) => Ok(value.clone()),
+            // Entra ID sends booleans as "True" and "False".
+            Value::String(text) if text.eq_ignore_ascii_case("true") => Ok(Value::Bool(true)),
+            Value::String(text) if text.eq_ignore_ascii_case("false") => Ok(Value::Bool(false)),
+            _ => Err(wrong("true or false")),
+        },
+        AttributeType::Integer => match value {
+            Value::Number(number) if number.is_i64() || number.is_u64() => Ok(value.clone()),
+            _ => Err(wrong("an integer")),
+        },
+        AttributeType::Decimal => {
+            value.is_number().then(|| value.clone()).ok_or_else(|| wrong("a number"))
+        }
+        AttributeType::Complex => Err(wrong("a simple value, not an object")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+    fn check(kind: ResourceKind, body: Value, expected: Value) {
+        let normalized = normalize(kind, &body).map(Value::Object);
+        assert_eq!(normalized.as_ref().map_err(ToString::to_string), Ok(&expected), "{body}");
+    }
+
+    fn check_error(kind: ResourceKind, body: Value, scim_type: &str, needle: &str) {
+        match normalize(kind, &body) {
+            Ok(document) => panic!("{body} normalised to {document:?}"),
+            Err(Error::Invalid { kind, message }) => {
+                assert_eq!(kind.scim_type(), scim_type, "{body}: {message}");
+                assert!(message.contains(needle), "{body}: {message}");
+            }
+            Err(other) => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_take_their_canonical_case_and_read_only_attributes_are_dropped() {
+        check(
+            ResourceKind::User,
+            json!({
+                "SCHEMAS": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "id": "client-chosen", "meta": {"created": "2001-01-01T00:00:00Z"},
+                "USERNAME": "bjensen@example.com", "externalid": "00u1",
+                "Name": {"GivenName": "Barbara", "familyname": "Jensen", "nonsense": 1},
+                "Emails": [{"VALUE": "bjensen@example.com", "Type": "work", "PRIMARY": true}],
+                "groups": [{"value": "g1"}], "password": "hunter2", "favouriteColour": "blue",
+                "active": true
+            }),
+            json!({
+                "userName": "bjensen@example.com", "externalId": "00u1",
+                "name": {"givenName": "Barbara", "familyName": "Jensen"},
+                "emails": [{"value": "bjensen@example.com", "type": "work", "primary": true}],
+                "active": true
+            }),
+        );
+    }
+
+    #[test]
+    fn extensions_known_and_unknown_are_kept() {
+        let custom = "urn:ietf:params:scim:schemas:extension:2.0:Metadata";
+        check(
+            ResourceKind::User,
+            json!({
+                "userName": "b",
+                ENTERPRISE.to_uppercase(): {"EmployeeNumber": "701984", "manager": {"value": "26118915", "displayName": "ignored"}, "badge": "A1"},
+                custom: {"costCenter": "CC-42", "folders": ["a", "b"]}
+            }),
+            json!({
+                "userName": "b",
+                ENTERPRISE: {"employeeNumber": "701984", "manager": {"value": "26118915"}, "badge": "A1"},
+                custom: {"costCenter": "CC-42", "folders": ["a", "b"]}
+            }),
+        );
+        // Core attributes may come wrapped in the core schema's URN.
+        check(
+            ResourceKind::User,
+            json!({"urn:ietf:params:scim:schemas:core:2.0:User": {"userName": "b", "title": "CEO"}}),
+            json!({"userName": "b", "title": "CEO"}),
+        );
+    }
+
+    #[test]
+    fn values_are_type_checked_and_empties_are_absent() {
+        check(
+            ResourceKind::User,
+            json!({"userName": "b", "active": "False", "title": null, "emails": [], "phoneNumbers": [null],
+                   "name": {"givenName": null}, "addresses": {"locality": "Oslo"}}),
+            json!({"userName": "b", "active": false, "addresses": [{"locality": "Oslo"}]}),
+        );
+        check_error(
+            ResourceKind::User,
+            json!({"userName": "b", "active": "yes"}),
+            "invalidValue",
+            "active must be true or false",
+        );
+        check_error(
+            ResourceKind::User,
+            json!({"userName": "b", "title": 7}),
+            "invalidValue",
+            "title must be a string",
+        );
+        check_error(
+            ResourceKind::User,
+            json!({"userName": "b", "name": "Barbara"}),
+            "invalidValue",
+            "name must be an object",
+        );
+        check_error(
+            ResourceKind::User,
+            json!({"userName": "b", "emails": [{"value": "x", "primary": "sometimes"}]}),
+            "invalidValue",
+            "emails.primary must be true or false",
+        );
+        check_error(
+            ResourceKind::User,
+            json!({"userName": "b", ENTERPRISE: {"manager": "26118915"}}),
+            "invalidValue",
+            "manager must be an object",
+        );
+        check_error(
+            ResourceKind::User,
+            json!({"userName": "b", ENTERPRISE: "x"}),
+            "invalidValue",
+            "must be an object of attributes",
+        );
+    }
+
+    #[test]
+    fn required_attributes_and_body_shape() {
+        check_error(
+            ResourceKind::User,
+            json!({"displayName": "no user name"}),
+            "invalidValue",
+            "userName is required",
+        );
+        check_error(
+            ResourceKind::User,
+            json!({"userName": "  "}),
+            "invalidValue",
+            "userName is required",
+        );
+        check_error(
+            ResourceKind::User,
+            json!({"userName": 5}),
+            "invalidValue",
+            "userName must be a string",
+        );
+        check_error(ResourceKind::User, json!(["userName"]), "invalidSyntax", "JSON object");
+        check_error(
+            ResourceKind::User,
+            json!({"userName": "b", "schemas": "x"}),
+            "invalidSyntax",
+            "schemas",
+        );
+        check_error(
+            ResourceKind::Group,
+            json!({"members": []}),
+            "invalidValue",
+            "displayName is required",
+        );
+        check(
+            ResourceKind::Group,
+            json!({"displayName": "Admins", "members": [{"value": "u1", "display": "ignored", "type": "User"}]}),
+            json!({"displayName": "Admins", "members": [{"value": "u1", "type": "User"}]}),
+        );
+    }
+}
