@@ -6,7 +6,9 @@
 //! error body, as RFC 7644 section 3.12 asks.
 
 pub mod document;
+pub mod eval;
 pub mod filter;
+pub mod patch;
 
 use axum::extract::OriginalUri;
 use axum::response::Response;

@@ -1,0 +1,1 @@
+//! In-memory evaluation of SCIM filters against one JSON value (work in progress).

@@ -1,0 +1,1 @@
+//! The SCIM PATCH engine (work in progress).
