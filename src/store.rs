@@ -26,7 +26,7 @@ impl Store {
     /// Opens or creates the database file and brings the projection tables
     /// up to date.
     pub fn open(path: &Path, options: LogOptions) -> Result<Store, Error> {
-        let log = SqliteLog::open(path, options)?;
+        let log = SqliteLog::open(path, with_functions(options))?;
         log.execute(|tx| projections::schema::migrate(tx.connection()).map_err(Error::from))
             .wait()?;
         Ok(Store { log })
@@ -35,7 +35,7 @@ impl Store {
     /// Opens an existing database for reading only: nothing is created,
     /// migrated or written (for `verify`, listings, and auditors' copies).
     pub fn open_read_only(path: &Path, options: LogOptions) -> Result<Store, Error> {
-        Ok(Store { log: SqliteLog::open_read_only(path, options)? })
+        Ok(Store { log: SqliteLog::open_read_only(path, with_functions(options))? })
     }
 
     pub fn log(&self) -> &SqliteLog {
@@ -63,6 +63,11 @@ impl Store {
     pub fn shutdown(&self) {
         self.log.shutdown();
     }
+}
+
+/// Every connection gets the SQL functions the projections' queries use.
+fn with_functions(options: LogOptions) -> LogOptions {
+    LogOptions { connection_setup: Some(projections::functions::register), ..options }
 }
 
 /// Appends `events` to one stream and folds them into the inline

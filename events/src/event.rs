@@ -72,6 +72,122 @@ pub struct TokenRevoked {
     pub token_id: String,
 }
 
+/// A SCIM resource's attributes in canonical form: canonical names, no `id`,
+/// `meta` or `schemas` (the server owns those), extensions under their URN.
+pub type ScimDocument = serde_json::Map<String, Value>;
+
+/// How a resource was changed, as the identity provider asked for it (with
+/// any secret it sent replaced by "<redacted>"), kept for the audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "UPPERCASE")]
+pub enum ScimChange {
+    /// A PUT: the body as received.
+    Put { body: Value },
+    /// A PATCH: the operations as received.
+    Patch { operations: Value },
+}
+
+/// A group member: a user or a group, by id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MemberRef {
+    pub value: String,
+    #[serde(rename = "type")]
+    pub kind: MemberKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MemberKind {
+    User,
+    Group,
+}
+
+impl MemberKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberKind::User => "User",
+            MemberKind::Group => "Group",
+        }
+    }
+}
+
+/// The identity provider created a user. Stream `user:<user_id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserCreated {
+    pub user_id: String,
+    pub document: ScimDocument,
+}
+
+/// The identity provider changed a user (PUT or PATCH); `document` is the
+/// whole resulting document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserUpdated {
+    pub user_id: String,
+    pub change: ScimChange,
+    pub document: ScimDocument,
+}
+
+/// A user's `active` went from true (or absent) to false. Recorded after
+/// the UserUpdated that carried the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDeactivated {
+    pub user_id: String,
+}
+
+/// A user's `active` went from false back to true.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserReactivated {
+    pub user_id: String,
+}
+
+/// The identity provider deleted a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDeleted {
+    pub user_id: String,
+}
+
+/// The identity provider created a group. Stream `group:<group_id>`.
+/// Members are kept apart from the document, so a large group's members
+/// are never rewritten with every change of its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCreated {
+    pub group_id: String,
+    pub document: ScimDocument,
+    pub members: Vec<MemberRef>,
+}
+
+/// The identity provider changed a group's attributes other than members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupUpdated {
+    pub group_id: String,
+    pub change: ScimChange,
+    pub document: ScimDocument,
+}
+
+/// A group's displayName changed. Recorded after the GroupUpdated that
+/// carried the change, as the fact auditors look for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRenamed {
+    pub group_id: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMembersAdded {
+    pub group_id: String,
+    pub members: Vec<MemberRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMembersRemoved {
+    pub group_id: String,
+    pub member_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDeleted {
+    pub group_id: String,
+}
+
 macro_rules! events {
     ($($name:ident = $version:literal),* $(,)?) => {
         /// Every fact rollcall records. The variant name is the stored event
@@ -123,6 +239,17 @@ events! {
     TenantCreated = 1,
     TokenIssued = 2,
     TokenRevoked = 1,
+    UserCreated = 1,
+    UserUpdated = 1,
+    UserDeactivated = 1,
+    UserReactivated = 1,
+    UserDeleted = 1,
+    GroupCreated = 1,
+    GroupUpdated = 1,
+    GroupRenamed = 1,
+    GroupMembersAdded = 1,
+    GroupMembersRemoved = 1,
+    GroupDeleted = 1,
 }
 
 impl Event {

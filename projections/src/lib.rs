@@ -18,6 +18,7 @@
 //! on nothing of rollcall's application: it knows no HTTP and no CLI.
 
 pub mod directory;
+pub mod functions;
 pub mod schema;
 pub mod tenancy;
 
@@ -46,5 +47,6 @@ pub fn apply(
     recorded: &RecordedEvent,
     event: &Event,
 ) -> Result<(), ProjectionError> {
-    tenancy::apply(connection, recorded, event)
+    tenancy::apply(connection, recorded, event)?;
+    directory::store::apply(connection, recorded, event)
 }

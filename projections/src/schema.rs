@@ -36,6 +36,41 @@ CREATE TABLE IF NOT EXISTS token_usage (
     token_id TEXT PRIMARY KEY,
     last_used_at TEXT NOT NULL
 ) STRICT;
+
+-- The SCIM directory. `name` is the unique name (a User's userName, a
+-- Group's displayName); `name_key` its Unicode-folded form, unique per
+-- tenant and kind. `document` holds the canonical attributes as JSON.
+-- `created_position` (the position of the creating event) gives lists a
+-- stable order.
+CREATE TABLE IF NOT EXISTS scim_resources (
+    tenant_id TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('User', 'Group')),
+    id TEXT NOT NULL,
+    external_id TEXT,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL,
+    document TEXT NOT NULL,
+    created TEXT NOT NULL,
+    last_modified TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created_position INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+) STRICT, WITHOUT ROWID;
+
+CREATE UNIQUE INDEX IF NOT EXISTS scim_resources_by_name ON scim_resources (tenant_id, kind, name_key);
+CREATE INDEX IF NOT EXISTS scim_resources_by_external_id ON scim_resources (tenant_id, kind, external_id);
+CREATE INDEX IF NOT EXISTS scim_resources_in_order ON scim_resources (tenant_id, kind, created_position);
+
+-- Group membership, apart from the group's document.
+CREATE TABLE IF NOT EXISTS scim_members (
+    tenant_id TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    member_id TEXT NOT NULL,
+    member_type TEXT NOT NULL CHECK (member_type IN ('User', 'Group')),
+    PRIMARY KEY (tenant_id, group_id, member_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS scim_members_by_member ON scim_members (tenant_id, member_id);
 "#;
 
 /// Creates the projection tables if they are missing. Run through the

@@ -74,6 +74,7 @@ pub(crate) fn apply(
             .and_then(|mut statement| statement.execute(params![token_id, recorded.recorded_at, position]))
             .map(drop)
             .map_err(ProjectionError::storage("projecting TokenRevoked")),
+        _ => Ok(()),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod auth;
 mod cli;
+mod directory;
 mod server;
 mod tidy;
 mod util;

@@ -96,6 +96,10 @@ pub struct LogOptions {
     /// Recompute each event's hash when reading it (the "pair" of the check
     /// made when writing it).
     pub verify_hashes_on_read: bool,
+    /// Run on every connection the log opens (writer and readers), so the
+    /// layers above can register the SQL functions their queries use. The
+    /// log itself knows nothing of what they are.
+    pub connection_setup: Option<fn(&Connection) -> rusqlite::Result<()>>,
 }
 
 impl Default for LogOptions {
@@ -109,6 +113,7 @@ impl Default for LogOptions {
             busy_timeout_ms: 10_000,
             read_page_events: 1000,
             verify_hashes_on_read: true,
+            connection_setup: None,
         }
     }
 }
@@ -161,6 +166,10 @@ impl SqliteLog {
             .map_err(|error| LogError::storage("configuring the write connection", error))?;
         connection.set_prepared_statement_cache_capacity(128);
         stable_query_plans(&connection)?;
+        if let Some(setup) = options.connection_setup {
+            setup(&connection)
+                .map_err(|error| LogError::storage("setting up the write connection", error))?;
+        }
         schema::migrate(&connection)?;
 
         let (sender, receiver) = sync_channel(options.queue_commands_max.max(1));

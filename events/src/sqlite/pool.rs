@@ -20,6 +20,7 @@ pub struct ReadPool {
     /// Upper bound on open read connections; a caller beyond it waits.
     connections_max: usize,
     busy_timeout_ms: u64,
+    connection_setup: Option<fn(&Connection) -> rusqlite::Result<()>>,
     state: Mutex<PoolState>,
     returned: Condvar,
 }
@@ -35,6 +36,7 @@ impl ReadPool {
             path,
             connections_max: connections_max.max(1),
             busy_timeout_ms,
+            connection_setup: None,
             state: Mutex::new(PoolState { idle: Vec::new(), open: 0 }),
             returned: Condvar::new(),
         }
@@ -42,7 +44,10 @@ impl ReadPool {
 
     /// The pool a log at `path` with `options` reads through.
     pub fn for_log(path: &std::path::Path, options: &super::LogOptions) -> ReadPool {
-        ReadPool::new(path.to_owned(), options.read_connections_max, options.busy_timeout_ms)
+        ReadPool {
+            connection_setup: options.connection_setup,
+            ..ReadPool::new(path.to_owned(), options.read_connections_max, options.busy_timeout_ms)
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {
@@ -87,6 +92,10 @@ impl ReadPool {
             .map_err(|error| LogError::storage("configuring a read connection", error))?;
         connection.set_prepared_statement_cache_capacity(64);
         super::stable_query_plans(&connection)?;
+        if let Some(setup) = self.connection_setup {
+            setup(&connection)
+                .map_err(|error| LogError::storage("setting up a read connection", error))?;
+        }
         Ok(connection)
     }
 }

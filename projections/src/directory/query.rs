@@ -1,0 +1,589 @@
+//! A SCIM filter translated to SQL over the directory tables, with bind
+//! parameters only: attribute names become JSON paths passed as parameters,
+//! values are parameters, and no request text is ever spliced into SQL.
+//!
+//! The translation, by what the path names:
+//! * `id`, `externalId`, the unique name (a User's `userName`, a Group's
+//!   `displayName`), `meta.created`, `meta.lastModified`,
+//!   `meta.resourceType`: columns, so the common lookups use an index;
+//! * a Group's `members` and a User's `groups`: the membership table;
+//! * anything else: the document's JSON, through `json_each`, which yields
+//!   one row for a scalar and one per element for a list, so single- and
+//!   multi-valued attributes read alike and "any value matches" is `EXISTS`.
+//!
+//! Comparison follows the attribute's type from the schema: strings fold
+//! case unless caseExact (with `scim_fold`, see `crate::functions`), dates
+//! compare as instants, booleans only by equality, numbers numerically. `ne`
+//! is `not (eq)`, `eq null` is "not present". A complex multi-valued
+//! attribute without a sub-attribute means its `value`
+//! (`emails co "@example.com"`).
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, params_from_iter};
+
+use super::filter::{AttrPath, CompareOp, CompareValue, Filter};
+use super::schema::{Attribute, AttributeType, ENTERPRISE_USER_SCHEMA, ResourceKind, resolve};
+use super::store::{RESOURCE_COLUMNS, ResourceRow, kind_name, resource_from_row};
+use crate::ProjectionError;
+use crate::functions::fold;
+
+/// Why a search could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The filter parses but cannot be applied (a `gt` on a boolean, a
+    /// complex attribute without a sub-attribute, ...): a 400 invalidFilter.
+    #[error("{0}")]
+    InvalidFilter(String),
+    #[error(transparent)]
+    Storage(#[from] ProjectionError),
+}
+
+/// One page of a search, and how many resources match in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub total_results: u64,
+    pub resources: Vec<ResourceRow>,
+}
+
+/// The resources of `kind` in `tenant` matching `filter`, in a stable order
+/// (creation), skipping `offset` and returning at most `limit`.
+pub fn search(
+    connection: &Connection,
+    tenant: &str,
+    kind: ResourceKind,
+    filter: Option<&Filter>,
+    offset: u64,
+    limit: u64,
+) -> Result<Page, QueryError> {
+    let mut translator = Translator { kind, params: Vec::new(), aliases: 0 };
+    let condition = match filter {
+        Some(filter) => translator.filter(filter, &Scope::Resource)?,
+        None => "1".to_owned(),
+    };
+    let mut params =
+        vec![SqlValue::Text(tenant.to_owned()), SqlValue::Text(kind_name(kind).to_owned())];
+    params.extend(translator.params);
+    let from =
+        format!("FROM scim_resources r WHERE r.tenant_id = ?1 AND r.kind = ?2 AND ({condition})");
+    let storage = |context| {
+        move |error| QueryError::Storage(ProjectionError::Storage { context, source: error })
+    };
+    let total: i64 = connection
+        .prepare(&format!("SELECT count(*) {from}"))
+        .and_then(|mut statement| {
+            statement.query_row(params_from_iter(params.iter()), |row| row.get(0))
+        })
+        .map_err(storage("counting search results"))?;
+    let mut resources = Vec::new();
+    if limit > 0 {
+        let mut page_params = params;
+        page_params.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        page_params.push(SqlValue::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
+        let limit_at = page_params.len() - 1;
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} {from} ORDER BY r.created_position LIMIT ?{limit_at} OFFSET ?{}",
+            limit_at + 1
+        );
+        resources = connection
+            .prepare(&sql)
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params_from_iter(page_params.iter()), resource_from_row)?
+                    .collect()
+            })
+            .map_err(storage("reading search results"))?;
+    }
+    Ok(Page { total_results: u64::try_from(total).unwrap_or(0), resources })
+}
+
+/// Where a path is read from.
+enum Scope<'a> {
+    /// A resource: columns and `r.document`.
+    Resource,
+    /// One element of a multi-valued attribute, `alias.value` as JSON text;
+    /// `attribute` is its definition, if known.
+    Element { alias: String, attribute: Option<&'a Attribute> },
+    /// One row of the membership table for a Group's `members`.
+    Members { alias: String },
+    /// One row of the membership table for a User's `groups`.
+    Groups { alias: String },
+}
+
+/// How to compare the values a leaf reads.
+#[derive(Debug, Clone, Copy)]
+struct Semantics {
+    kind: AttributeType,
+    case_exact: bool,
+    /// The column holds folded text already (`name_key`).
+    folded: bool,
+}
+
+impl Semantics {
+    fn of(attribute: Option<&Attribute>) -> Semantics {
+        match attribute {
+            Some(attribute) => {
+                Semantics { kind: attribute.kind, case_exact: attribute.case_exact, folded: false }
+            }
+            // Attributes no schema defines (custom extensions) compare as
+            // case-insensitive strings.
+            None => Semantics { kind: AttributeType::String, case_exact: false, folded: false },
+        }
+    }
+
+    fn exact_string() -> Semantics {
+        Semantics { kind: AttributeType::String, case_exact: true, folded: false }
+    }
+}
+
+struct Translator {
+    kind: ResourceKind,
+    params: Vec<SqlValue>,
+    aliases: u32,
+}
+
+fn json_path(schema: Option<&str>, names: &[&str]) -> String {
+    let mut path = "$".to_owned();
+    for name in schema.into_iter().chain(names.iter().copied()) {
+        path.push_str(".\"");
+        path.push_str(name);
+        path.push('"');
+    }
+    path
+}
+
+fn is(name: &str, expected: &str) -> bool {
+    name.eq_ignore_ascii_case(expected)
+}
+
+impl Translator {
+    fn alias(&mut self, prefix: &str) -> String {
+        self.aliases += 1;
+        format!("{prefix}{}", self.aliases)
+    }
+
+    fn param(&mut self, value: SqlValue) -> String {
+        // ?1 and ?2 are the tenant and the kind.
+        self.params.push(value);
+        format!("?{}", self.params.len() + 2)
+    }
+
+    fn filter(&mut self, filter: &Filter, scope: &Scope<'_>) -> Result<String, QueryError> {
+        match filter {
+            Filter::And(left, right) => {
+                Ok(format!("({}) AND ({})", self.filter(left, scope)?, self.filter(right, scope)?))
+            }
+            Filter::Or(left, right) => {
+                Ok(format!("({}) OR ({})", self.filter(left, scope)?, self.filter(right, scope)?))
+            }
+            // coalesce: a comparison with NULL is "unknown", and `not`
+            // of an attribute that is absent must match.
+            Filter::Not(inner) => Ok(format!("NOT coalesce(({}), 0)", self.filter(inner, scope)?)),
+            Filter::Present { path } => self.leaf(scope, path, None),
+            Filter::Compare { path, op: CompareOp::NotEqual, value } => {
+                let equal = self.leaf(scope, path, Some((CompareOp::Equal, value)))?;
+                Ok(format!("NOT coalesce(({equal}), 0)"))
+            }
+            Filter::Compare { path, op, value: CompareValue::Null } => {
+                if *op != CompareOp::Equal {
+                    return Err(QueryError::InvalidFilter(format!(
+                        "only eq and ne compare with null ({path})"
+                    )));
+                }
+                let present = self.leaf(scope, path, None)?;
+                Ok(format!("NOT ({present})"))
+            }
+            Filter::Compare { path, op, value } => self.leaf(scope, path, Some((*op, value))),
+            Filter::ValuePath { path, filter } => self.value_path(scope, path, filter),
+        }
+    }
+
+    /// `path` present (`comparison` None) or compared.
+    fn leaf(
+        &mut self,
+        scope: &Scope<'_>,
+        path: &AttrPath,
+        comparison: Option<(CompareOp, &CompareValue)>,
+    ) -> Result<String, QueryError> {
+        match scope {
+            Scope::Resource => self.resource_leaf(path, comparison),
+            Scope::Element { alias, attribute } => {
+                if path.schema.is_some() || path.sub_attribute.is_some() {
+                    return Err(QueryError::InvalidFilter(format!(
+                        "'{path}' is not a sub-attribute name"
+                    )));
+                }
+                let sub = attribute.and_then(|attribute| attribute.sub_attribute(&path.name));
+                if attribute.is_some() && sub.is_none() {
+                    return Err(QueryError::InvalidFilter(format!(
+                        "'{}' has no sub-attribute '{}'",
+                        attribute.map_or("", |a| a.name),
+                        path.name
+                    )));
+                }
+                let base = format!("{alias}.value");
+                let json = json_path(None, &[sub.map_or(path.name.as_str(), |sub| sub.name)]);
+                self.json_leaf(&base, json, Semantics::of(sub), comparison)
+            }
+            Scope::Members { alias } => {
+                let (expression, semantics) = match path.name.as_str() {
+                    name if is(name, "value") => {
+                        (format!("{alias}.member_id"), Semantics::exact_string())
+                    }
+                    name if is(name, "type") => {
+                        (format!("{alias}.member_type"), Semantics::of(None))
+                    }
+                    name if is(name, "display") => (
+                        format!(
+                            "(SELECT x.name FROM scim_resources x WHERE x.tenant_id = {alias}.tenant_id AND x.id = {alias}.member_id)"
+                        ),
+                        Semantics::of(None),
+                    ),
+                    other => {
+                        return Err(QueryError::InvalidFilter(format!(
+                            "members cannot be filtered by '{other}'"
+                        )));
+                    }
+                };
+                self.column_leaf(&expression, semantics, comparison)
+            }
+            Scope::Groups { alias } => {
+                let (expression, semantics) = match path.name.as_str() {
+                    name if is(name, "value") => {
+                        (format!("{alias}.group_id"), Semantics::exact_string())
+                    }
+                    name if is(name, "display") => (
+                        format!(
+                            "(SELECT x.name FROM scim_resources x WHERE x.tenant_id = {alias}.tenant_id AND x.id = {alias}.group_id)"
+                        ),
+                        Semantics::of(None),
+                    ),
+                    name if is(name, "type") => ("'direct'".to_owned(), Semantics::of(None)),
+                    other => {
+                        return Err(QueryError::InvalidFilter(format!(
+                            "groups cannot be filtered by '{other}'"
+                        )));
+                    }
+                };
+                self.column_leaf(&expression, semantics, comparison)
+            }
+        }
+    }
+
+    fn resource_leaf(
+        &mut self,
+        path: &AttrPath,
+        comparison: Option<(CompareOp, &CompareValue)>,
+    ) -> Result<String, QueryError> {
+        let resolved = resolve(self.kind, path);
+        if let Some(resolved) = &resolved {
+            let name = resolved.attribute.name;
+            let sub = resolved.sub_attribute.as_ref().map(|sub| sub.name);
+            let unique_name = match self.kind {
+                ResourceKind::User => "userName",
+                ResourceKind::Group => "displayName",
+            };
+            let column = match (name, sub) {
+                ("id", None) => Some(("r.id", Semantics::exact_string())),
+                ("externalId", None) => Some(("r.external_id", Semantics::exact_string())),
+                (name, None)
+                    if name == unique_name
+                        && resolved.schema.is_some_and(|s| s != ENTERPRISE_USER_SCHEMA) =>
+                {
+                    Some((
+                        "r.name_key",
+                        Semantics { kind: AttributeType::String, case_exact: false, folded: true },
+                    ))
+                }
+                ("meta", Some("created")) => Some((
+                    "r.created",
+                    Semantics { kind: AttributeType::DateTime, case_exact: true, folded: false },
+                )),
+                ("meta", Some("lastModified")) => Some((
+                    "r.last_modified",
+                    Semantics { kind: AttributeType::DateTime, case_exact: true, folded: false },
+                )),
+                ("meta", Some("resourceType")) => Some(("r.kind", Semantics::exact_string())),
+                _ => None,
+            };
+            if let Some((column, semantics)) = column {
+                return self.column_leaf(column, semantics, comparison);
+            }
+            if name == "meta" {
+                return Err(QueryError::InvalidFilter(format!("'{path}' cannot be filtered on")));
+            }
+            let membership = match (self.kind, name) {
+                (ResourceKind::Group, "members") => Some(Scope::Members { alias: self.alias("m") }),
+                (ResourceKind::User, "groups") => Some(Scope::Groups { alias: self.alias("g") }),
+                _ => None,
+            };
+            if let Some(scope) = membership {
+                let inner = match sub {
+                    Some(sub) => self.leaf(&scope, &AttrPath::named(sub), comparison)?,
+                    None if comparison.is_none() => "1".to_owned(),
+                    None => self.leaf(&scope, &AttrPath::named("value"), comparison)?,
+                };
+                return Ok(self.membership_exists(&scope, &inner));
+            }
+            let attribute = &resolved.attribute;
+            if attribute.kind == AttributeType::Complex {
+                // `emails.value op x` and `emails op x` are `emails[value op x]`.
+                let sub_name = match (sub, comparison) {
+                    (Some(sub), _) => sub,
+                    (None, None) => {
+                        let json = json_path(
+                            resolved.schema.filter(|s| *s == ENTERPRISE_USER_SCHEMA),
+                            &[name],
+                        );
+                        return self.json_leaf("r.document", json, Semantics::of(None), None);
+                    }
+                    (None, Some(_))
+                        if attribute.multi_valued && attribute.sub_attribute("value").is_some() =>
+                    {
+                        "value"
+                    }
+                    (None, Some(_)) => {
+                        return Err(QueryError::InvalidFilter(format!(
+                            "'{path}' is complex: compare one of its sub-attributes"
+                        )));
+                    }
+                };
+                if attribute.multi_valued {
+                    let alias = self.alias("e");
+                    let json = json_path(
+                        resolved.schema.filter(|s| *s == ENTERPRISE_USER_SCHEMA),
+                        &[name],
+                    );
+                    let array = self.param(SqlValue::Text(json));
+                    let scope = Scope::Element { alias: alias.clone(), attribute: Some(attribute) };
+                    let inner = self.leaf(&scope, &AttrPath::named(sub_name), comparison)?;
+                    return Ok(format!(
+                        "EXISTS (SELECT 1 FROM json_each(r.document, {array}) AS {alias} WHERE {inner})"
+                    ));
+                }
+                let json = json_path(
+                    resolved.schema.filter(|s| *s == ENTERPRISE_USER_SCHEMA),
+                    &[name, sub_name],
+                );
+                return self.json_leaf(
+                    "r.document",
+                    json,
+                    Semantics::of(resolved.sub_attribute.as_ref()),
+                    comparison,
+                );
+            }
+            let json = json_path(resolved.schema.filter(|s| *s == ENTERPRISE_USER_SCHEMA), &[name]);
+            return self.json_leaf("r.document", json, Semantics::of(Some(attribute)), comparison);
+        }
+        // Not in any schema: a custom extension's attribute, read as sent.
+        let mut names = vec![path.name.as_str()];
+        names.extend(path.sub_attribute.as_deref());
+        let json = json_path(path.schema.as_deref(), &names);
+        self.json_leaf("r.document", json, Semantics::of(None), comparison)
+    }
+
+    fn membership_exists(&self, scope: &Scope<'_>, inner: &str) -> String {
+        match scope {
+            Scope::Members { alias } => format!(
+                "EXISTS (SELECT 1 FROM scim_members {alias} WHERE {alias}.tenant_id = r.tenant_id AND {alias}.group_id = r.id AND ({inner}))"
+            ),
+            Scope::Groups { alias } => format!(
+                "EXISTS (SELECT 1 FROM scim_members {alias} WHERE {alias}.tenant_id = r.tenant_id AND {alias}.member_id = r.id AND ({inner}))"
+            ),
+            Scope::Resource | Scope::Element { .. } => inner.to_owned(),
+        }
+    }
+
+    /// A value read from JSON: every value at `json` under `base` (one for
+    /// a scalar, each element of a list) is tried.
+    fn json_leaf(
+        &mut self,
+        base: &str,
+        json: String,
+        semantics: Semantics,
+        comparison: Option<(CompareOp, &CompareValue)>,
+    ) -> Result<String, QueryError> {
+        let alias = self.alias("v");
+        let path = self.param(SqlValue::Text(json));
+        let test = match comparison {
+            None => format!(
+                "{alias}.type <> 'null' AND NOT ({alias}.type = 'text' AND {alias}.value = '')"
+            ),
+            Some((op, value)) => self.compare(&format!("{alias}.value"), semantics, op, value)?,
+        };
+        Ok(format!("EXISTS (SELECT 1 FROM json_each({base}, {path}) AS {alias} WHERE {test})"))
+    }
+
+    fn column_leaf(
+        &mut self,
+        column: &str,
+        semantics: Semantics,
+        comparison: Option<(CompareOp, &CompareValue)>,
+    ) -> Result<String, QueryError> {
+        match comparison {
+            None => Ok(format!("({column} IS NOT NULL AND {column} <> '')")),
+            Some((op, value)) => self.compare(column, semantics, op, value),
+        }
+    }
+
+    fn compare(
+        &mut self,
+        expression: &str,
+        semantics: Semantics,
+        op: CompareOp,
+        value: &CompareValue,
+    ) -> Result<String, QueryError> {
+        let keyword = op.keyword();
+        match semantics.kind {
+            AttributeType::Boolean => {
+                let truth = match value {
+                    CompareValue::Bool(truth) => *truth,
+                    other => {
+                        return Err(QueryError::InvalidFilter(format!(
+                            "a boolean compares with true or false, not {other}"
+                        )));
+                    }
+                };
+                if op != CompareOp::Equal {
+                    return Err(QueryError::InvalidFilter(format!(
+                        "booleans compare only with eq and ne, not {keyword}"
+                    )));
+                }
+                let param = self.param(SqlValue::Integer(i64::from(truth)));
+                Ok(format!("{expression} = {param}"))
+            }
+            AttributeType::Integer | AttributeType::Decimal => {
+                let CompareValue::Number(number) = value else {
+                    return Err(QueryError::InvalidFilter(format!(
+                        "a number compares with a number, not {value}"
+                    )));
+                };
+                let operator = ordering_operator(op).ok_or_else(|| {
+                    QueryError::InvalidFilter(format!("numbers cannot be compared with {keyword}"))
+                })?;
+                let bound = match number.as_i64() {
+                    Some(integer) => SqlValue::Integer(integer),
+                    None => SqlValue::Real(number.as_f64().unwrap_or(f64::NAN)),
+                };
+                let param = self.param(bound);
+                Ok(format!("{expression} {operator} {param}"))
+            }
+            AttributeType::DateTime => {
+                let operator = ordering_operator(op).ok_or_else(|| {
+                    QueryError::InvalidFilter(format!("dates cannot be compared with {keyword}"))
+                })?;
+                let CompareValue::String(text) = value else {
+                    return Err(QueryError::InvalidFilter(format!(
+                        "a date compares with a date string, not {value}"
+                    )));
+                };
+                let instant: jiff::Timestamp = text.parse().map_err(|_| {
+                    QueryError::InvalidFilter(format!("{text:?} is not an RFC 3339 date and time"))
+                })?;
+                let param = self.param(SqlValue::Text(events::time::format_millis(instant)));
+                Ok(format!("julianday({expression}) {operator} julianday({param})"))
+            }
+            AttributeType::String
+            | AttributeType::Reference
+            | AttributeType::Binary
+            | AttributeType::Complex => {
+                let text = match value {
+                    CompareValue::String(text) => text.clone(),
+                    CompareValue::Number(number) => number.to_string(),
+                    CompareValue::Bool(truth) => truth.to_string(),
+                    CompareValue::Null => String::new(),
+                };
+                let (left, right) = if semantics.case_exact {
+                    (expression.to_owned(), text)
+                } else if semantics.folded {
+                    (expression.to_owned(), fold(&text))
+                } else {
+                    (format!("scim_fold({expression})"), fold(&text))
+                };
+                let characters = i64::try_from(right.chars().count()).unwrap_or(i64::MAX);
+                match op {
+                    CompareOp::Contains => {
+                        let param = self.param(SqlValue::Text(right));
+                        Ok(format!("instr({left}, {param}) > 0"))
+                    }
+                    CompareOp::StartsWith => {
+                        let length = self.param(SqlValue::Integer(characters));
+                        let param = self.param(SqlValue::Text(right));
+                        Ok(format!("substr({left}, 1, {length}) = {param}"))
+                    }
+                    CompareOp::EndsWith if characters == 0 => Ok(format!("{left} IS NOT NULL")),
+                    CompareOp::EndsWith => {
+                        let length = self.param(SqlValue::Integer(-characters));
+                        let param = self.param(SqlValue::Text(right));
+                        Ok(format!("substr({left}, {length}) = {param}"))
+                    }
+                    other => {
+                        let operator = ordering_operator(other).unwrap_or("=");
+                        let param = self.param(SqlValue::Text(right));
+                        Ok(format!("{left} {operator} {param}"))
+                    }
+                }
+            }
+        }
+    }
+
+    fn value_path(
+        &mut self,
+        scope: &Scope<'_>,
+        path: &AttrPath,
+        inner: &Filter,
+    ) -> Result<String, QueryError> {
+        if !matches!(scope, Scope::Resource) {
+            return Err(QueryError::InvalidFilter(
+                "a value filter cannot contain another value path".to_owned(),
+            ));
+        }
+        let resolved = resolve(self.kind, path);
+        match resolved.as_ref().map(|resolved| (resolved.attribute.name, self.kind)) {
+            Some(("members", ResourceKind::Group)) => {
+                let scope = Scope::Members { alias: self.alias("m") };
+                let condition = self.filter(inner, &scope)?;
+                return Ok(self.membership_exists(&scope, &condition));
+            }
+            Some(("groups", ResourceKind::User)) => {
+                let scope = Scope::Groups { alias: self.alias("g") };
+                let condition = self.filter(inner, &scope)?;
+                return Ok(self.membership_exists(&scope, &condition));
+            }
+            _ => {}
+        }
+        let (json, attribute) = match &resolved {
+            Some(resolved) => {
+                if !resolved.attribute.multi_valued
+                    || resolved.attribute.kind != AttributeType::Complex
+                {
+                    return Err(QueryError::InvalidFilter(format!(
+                        "'{path}' is not a multi-valued complex attribute"
+                    )));
+                }
+                let schema = resolved.schema.filter(|s| *s == ENTERPRISE_USER_SCHEMA);
+                (json_path(schema, &[resolved.attribute.name]), Some(&resolved.attribute))
+            }
+            None => (json_path(path.schema.as_deref(), &[path.name.as_str()]), None),
+        };
+        let alias = self.alias("e");
+        let array = self.param(SqlValue::Text(json));
+        let scope = Scope::Element { alias: alias.clone(), attribute };
+        let condition = self.filter(inner, &scope)?;
+        Ok(format!(
+            "EXISTS (SELECT 1 FROM json_each(r.document, {array}) AS {alias} WHERE {condition})"
+        ))
+    }
+}
+
+fn ordering_operator(op: CompareOp) -> Option<&'static str> {
+    match op {
+        CompareOp::Equal => Some("="),
+        CompareOp::GreaterThan => Some(">"),
+        CompareOp::GreaterOrEqual => Some(">="),
+        CompareOp::LessThan => Some("<"),
+        CompareOp::LessOrEqual => Some("<="),
+        CompareOp::NotEqual | CompareOp::Contains | CompareOp::StartsWith | CompareOp::EndsWith => {
+            None
+        }
+    }
+}

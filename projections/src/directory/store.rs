@@ -1,0 +1,360 @@
+//! The directory tables: what each SCIM event does to them, and the lookups
+//! the SCIM endpoint needs (by id, by unique name, members of a group,
+//! groups of a member).
+//!
+//! Folding decides nothing: uniqueness and existence were checked by the
+//! command before the events were appended; here they are written down.
+
+use events::event::{
+    GroupCreated, GroupDeleted, GroupMembersAdded, GroupMembersRemoved, GroupUpdated, MemberKind,
+    MemberRef, ScimDocument, UserCreated, UserDeleted, UserUpdated,
+};
+use events::{Event, RecordedEvent};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::Value;
+
+use super::schema::ResourceKind;
+use crate::ProjectionError;
+use crate::functions::fold;
+
+/// A resource as the directory holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceRow {
+    pub kind: ResourceKind,
+    pub id: String,
+    pub external_id: Option<String>,
+    pub document: ScimDocument,
+    /// UTC, RFC 3339, milliseconds.
+    pub created: String,
+    pub last_modified: String,
+    /// The resource stream's version: changes with every event.
+    pub version: u64,
+}
+
+/// One member of a group, with the name it is shown by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    pub member_id: String,
+    pub kind: MemberKind,
+    pub display: Option<String>,
+}
+
+pub fn kind_name(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::User => "User",
+        ResourceKind::Group => "Group",
+    }
+}
+
+fn kind_from_name(name: &str) -> Option<ResourceKind> {
+    match name {
+        "User" => Some(ResourceKind::User),
+        "Group" => Some(ResourceKind::Group),
+        _ => None,
+    }
+}
+
+/// The unique name of a document: a User's userName, a Group's displayName.
+pub fn unique_name(kind: ResourceKind, document: &ScimDocument) -> &str {
+    let attribute = match kind {
+        ResourceKind::User => "userName",
+        ResourceKind::Group => "displayName",
+    };
+    document.get(attribute).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn external_id(document: &ScimDocument) -> Option<&str> {
+    document.get("externalId").and_then(Value::as_str)
+}
+
+fn sql_integer(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn apply(
+    connection: &Connection,
+    recorded: &RecordedEvent,
+    event: &Event,
+) -> Result<(), ProjectionError> {
+    let tenant = recorded.tenant.as_str();
+    match event {
+        Event::UserCreated(UserCreated { user_id, document }) => {
+            insert(connection, recorded, ResourceKind::User, user_id, document)
+        }
+        Event::UserUpdated(UserUpdated { user_id, document, .. }) => {
+            replace(connection, recorded, ResourceKind::User, user_id, document)
+        }
+        Event::GroupUpdated(GroupUpdated { group_id, document, .. }) => {
+            replace(connection, recorded, ResourceKind::Group, group_id, document)
+        }
+        Event::UserDeactivated(events::event::UserDeactivated { user_id })
+        | Event::UserReactivated(events::event::UserReactivated { user_id }) => {
+            touch(connection, recorded, user_id)
+        }
+        Event::GroupRenamed(events::event::GroupRenamed { group_id, .. }) => {
+            touch(connection, recorded, group_id)
+        }
+        Event::UserDeleted(UserDeleted { user_id }) => {
+            delete(connection, tenant, user_id)?;
+            connection
+                .prepare_cached("DELETE FROM scim_members WHERE tenant_id = ?1 AND member_id = ?2")
+                .and_then(|mut statement| statement.execute(params![tenant, user_id]))
+                .map(drop)
+                .map_err(ProjectionError::storage("projecting UserDeleted"))
+        }
+        Event::GroupCreated(GroupCreated { group_id, document, members }) => {
+            insert(connection, recorded, ResourceKind::Group, group_id, document)?;
+            add_members(connection, tenant, group_id, members)
+        }
+        Event::GroupMembersAdded(GroupMembersAdded { group_id, members }) => {
+            add_members(connection, tenant, group_id, members)?;
+            touch(connection, recorded, group_id)
+        }
+        Event::GroupMembersRemoved(GroupMembersRemoved { group_id, member_ids }) => {
+            for member_id in member_ids {
+                connection
+                    .prepare_cached("DELETE FROM scim_members WHERE tenant_id = ?1 AND group_id = ?2 AND member_id = ?3")
+                    .and_then(|mut statement| statement.execute(params![tenant, group_id, member_id]))
+                    .map_err(ProjectionError::storage("projecting GroupMembersRemoved"))?;
+            }
+            touch(connection, recorded, group_id)
+        }
+        Event::GroupDeleted(GroupDeleted { group_id }) => {
+            delete(connection, tenant, group_id)?;
+            connection
+                .prepare_cached("DELETE FROM scim_members WHERE tenant_id = ?1 AND (group_id = ?2 OR member_id = ?2)")
+                .and_then(|mut statement| statement.execute(params![tenant, group_id]))
+                .map(drop)
+                .map_err(ProjectionError::storage("projecting GroupDeleted"))
+        }
+        Event::TenantCreated(_) | Event::TokenIssued(_) | Event::TokenRevoked(_) => Ok(()),
+    }
+}
+
+fn document_json(document: &ScimDocument) -> String {
+    // A map of JSON values always serialises.
+    serde_json::to_string(document).unwrap_or_else(|_| "{}".to_owned())
+}
+
+fn insert(
+    connection: &Connection,
+    recorded: &RecordedEvent,
+    kind: ResourceKind,
+    id: &str,
+    document: &ScimDocument,
+) -> Result<(), ProjectionError> {
+    let name = unique_name(kind, document);
+    connection
+        .prepare_cached(
+            "INSERT INTO scim_resources (tenant_id, kind, id, external_id, name, name_key, document, created, \
+             last_modified, version, created_position) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                recorded.tenant,
+                kind_name(kind),
+                id,
+                external_id(document),
+                name,
+                fold(name),
+                document_json(document),
+                recorded.recorded_at,
+                sql_integer(recorded.version),
+                sql_integer(recorded.position),
+            ])
+        })
+        .map(drop)
+        .map_err(ProjectionError::storage("projecting a created resource"))
+}
+
+fn replace(
+    connection: &Connection,
+    recorded: &RecordedEvent,
+    kind: ResourceKind,
+    id: &str,
+    document: &ScimDocument,
+) -> Result<(), ProjectionError> {
+    let name = unique_name(kind, document);
+    connection
+        .prepare_cached(
+            "UPDATE scim_resources SET external_id = ?3, name = ?4, name_key = ?5, document = ?6, \
+             last_modified = ?7, version = ?8 WHERE tenant_id = ?1 AND id = ?2",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                recorded.tenant,
+                id,
+                external_id(document),
+                name,
+                fold(name),
+                document_json(document),
+                recorded.recorded_at,
+                sql_integer(recorded.version),
+            ])
+        })
+        .map(drop)
+        .map_err(ProjectionError::storage("projecting an updated resource"))
+}
+
+/// Records that a resource changed (its version and lastModified move).
+fn touch(
+    connection: &Connection,
+    recorded: &RecordedEvent,
+    id: &str,
+) -> Result<(), ProjectionError> {
+    connection
+        .prepare_cached("UPDATE scim_resources SET last_modified = ?3, version = ?4 WHERE tenant_id = ?1 AND id = ?2")
+        .and_then(|mut statement| {
+            statement.execute(params![recorded.tenant, id, recorded.recorded_at, sql_integer(recorded.version)])
+        })
+        .map(drop)
+        .map_err(ProjectionError::storage("projecting a resource change"))
+}
+
+fn delete(connection: &Connection, tenant: &str, id: &str) -> Result<(), ProjectionError> {
+    connection
+        .prepare_cached("DELETE FROM scim_resources WHERE tenant_id = ?1 AND id = ?2")
+        .and_then(|mut statement| statement.execute(params![tenant, id]))
+        .map(drop)
+        .map_err(ProjectionError::storage("projecting a deleted resource"))
+}
+
+fn add_members(
+    connection: &Connection,
+    tenant: &str,
+    group_id: &str,
+    members: &[MemberRef],
+) -> Result<(), ProjectionError> {
+    let mut statement = connection
+        .prepare_cached(
+            "INSERT OR IGNORE INTO scim_members (tenant_id, group_id, member_id, member_type) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(ProjectionError::storage("projecting group members"))?;
+    for member in members {
+        statement
+            .execute(params![tenant, group_id, member.value, member.kind.as_str()])
+            .map_err(ProjectionError::storage("projecting group members"))?;
+    }
+    Ok(())
+}
+
+pub(crate) const RESOURCE_COLUMNS: &str =
+    "r.kind, r.id, r.external_id, r.document, r.created, r.last_modified, r.version";
+
+pub(crate) fn resource_from_row(row: &Row<'_>) -> rusqlite::Result<ResourceRow> {
+    let kind: String = row.get(0)?;
+    let document: String = row.get(3)?;
+    let conversion = |index: usize, message: String| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            message.into(),
+        )
+    };
+    Ok(ResourceRow {
+        kind: kind_from_name(&kind).ok_or_else(|| conversion(0, format!("unknown kind {kind}")))?,
+        id: row.get(1)?,
+        external_id: row.get(2)?,
+        document: serde_json::from_str(&document)
+            .map_err(|error| conversion(3, error.to_string()))?,
+        created: row.get(4)?,
+        last_modified: row.get(5)?,
+        version: row.get::<_, i64>(6)?.try_into().unwrap_or(0),
+    })
+}
+
+/// A resource of `kind` in `tenant` by id.
+pub fn get(
+    connection: &Connection,
+    tenant: &str,
+    kind: ResourceKind,
+    id: &str,
+) -> Result<Option<ResourceRow>, ProjectionError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {RESOURCE_COLUMNS} FROM scim_resources r WHERE r.tenant_id = ?1 AND r.id = ?2 AND r.kind = ?3"
+        ))
+        .and_then(|mut statement| statement.query_row(params![tenant, id, kind_name(kind)], resource_from_row).optional())
+        .map_err(ProjectionError::storage("reading a resource"))
+}
+
+/// The id of the resource of `kind` whose unique name is `name`, in any case.
+pub fn id_by_name(
+    connection: &Connection,
+    tenant: &str,
+    kind: ResourceKind,
+    name: &str,
+) -> Result<Option<String>, ProjectionError> {
+    connection
+        .prepare_cached(
+            "SELECT id FROM scim_resources WHERE tenant_id = ?1 AND kind = ?2 AND name_key = ?3",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![tenant, kind_name(kind), fold(name)], |row| row.get(0))
+                .optional()
+        })
+        .map_err(ProjectionError::storage("looking up a resource by name"))
+}
+
+/// The kind of the resource with `id`, if it exists in `tenant`.
+pub fn kind_of(
+    connection: &Connection,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<ResourceKind>, ProjectionError> {
+    let kind: Option<String> = connection
+        .prepare_cached("SELECT kind FROM scim_resources WHERE tenant_id = ?1 AND id = ?2")
+        .and_then(|mut statement| {
+            statement.query_row(params![tenant, id], |row| row.get(0)).optional()
+        })
+        .map_err(ProjectionError::storage("looking up a resource"))?;
+    Ok(kind.as_deref().and_then(kind_from_name))
+}
+
+/// The members of a group, in a stable order, with their names.
+pub fn members(
+    connection: &Connection,
+    tenant: &str,
+    group_id: &str,
+) -> Result<Vec<MemberRow>, ProjectionError> {
+    connection
+        .prepare_cached(
+            "SELECT m.member_id, m.member_type, r.name FROM scim_members m \
+             LEFT JOIN scim_resources r ON r.tenant_id = m.tenant_id AND r.id = m.member_id \
+             WHERE m.tenant_id = ?1 AND m.group_id = ?2 ORDER BY m.member_id",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![tenant, group_id], |row| {
+                    let kind: String = row.get(1)?;
+                    Ok(MemberRow {
+                        member_id: row.get(0)?,
+                        kind: if kind == "Group" { MemberKind::Group } else { MemberKind::User },
+                        display: row.get(2)?,
+                    })
+                })?
+                .collect()
+        })
+        .map_err(ProjectionError::storage("reading group members"))
+}
+
+/// The groups `member_id` belongs to directly: (group id, displayName).
+pub fn groups_of(
+    connection: &Connection,
+    tenant: &str,
+    member_id: &str,
+) -> Result<Vec<(String, String)>, ProjectionError> {
+    connection
+        .prepare_cached(
+            "SELECT m.group_id, r.name FROM scim_members m \
+             JOIN scim_resources r ON r.tenant_id = m.tenant_id AND r.id = m.group_id \
+             WHERE m.tenant_id = ?1 AND m.member_id = ?2 ORDER BY r.name_key",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![tenant, member_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .map_err(ProjectionError::storage("reading a member's groups"))
+}
