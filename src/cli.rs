@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may run after a shutdown signal.
     #[arg(long, env = "ROLLCALL_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+    /// The URL clients reach rollcall by, for resource locations behind a
+    /// proxy (default: built from each request's Host header).
+    #[arg(long, env = "ROLLCALL_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Log lines as human text or as JSON objects.
     #[arg(long, env = "ROLLCALL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -270,6 +274,7 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         body_limit_bytes: serve.body_limit_bytes,
         shutdown_grace: Duration::from_secs(serve.shutdown_grace_seconds),
+        public_url: serve.public_url.clone(),
         ..ServerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

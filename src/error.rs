@@ -21,9 +21,19 @@ pub enum Error {
     /// resource included: 404, never 403).
     #[error("{what} not found")]
     NotFound { what: String },
-    /// The request conflicts with current state (a duplicate name).
+    /// The request conflicts with current state (a concurrent change).
     #[error("{message}")]
     Conflict { message: String },
+    /// A unique value (a userName, a group's displayName) is taken: 409
+    /// with scimType `uniqueness`.
+    #[error("{message}")]
+    Duplicate { message: String },
+    /// An If-Match precondition does not hold: the resource changed since.
+    #[error("{message}")]
+    PreconditionFailed { message: String },
+    /// The route exists but not with this method.
+    #[error("{message}")]
+    MethodNotAllowed { message: String },
     /// The request is malformed or a value is not allowed; `kind` says how,
     /// in SCIM's words (the `scimType` of a 400).
     #[error("{message}")]
@@ -69,7 +79,9 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
-            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::Conflict { .. } | Error::Duplicate { .. } => StatusCode::CONFLICT,
+            Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::Invalid { .. } => StatusCode::BAD_REQUEST,
             Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Error::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -84,6 +96,9 @@ impl Error {
         match self {
             Error::NotFound { .. } => "not_found",
             Error::Conflict { .. } => "conflict",
+            Error::Duplicate { .. } => "duplicate",
+            Error::PreconditionFailed { .. } => "precondition_failed",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Invalid { .. } => "invalid_request",
             Error::Unauthorized { .. } => "unauthorized",
             Error::UnsupportedMediaType { .. } => "unsupported_media_type",
@@ -226,8 +241,13 @@ impl IntoResponse for ScimError {
             "status": error.status().as_u16().to_string(),
             "detail": error.public_message(),
         });
-        if let (Error::Invalid { kind, .. }, Some(fields)) = (&error, body.as_object_mut()) {
-            fields.insert("scimType".to_owned(), serde_json::Value::from(kind.scim_type()));
+        let scim_type = match &error {
+            Error::Invalid { kind, .. } => Some(kind.scim_type()),
+            Error::Duplicate { .. } => Some("uniqueness"),
+            _ => None,
+        };
+        if let (Some(scim_type), Some(fields)) = (scim_type, body.as_object_mut()) {
+            fields.insert("scimType".to_owned(), serde_json::Value::from(scim_type));
         }
         error.into_response_with(body, crate::scim::CONTENT_TYPE)
     }

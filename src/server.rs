@@ -41,6 +41,10 @@ pub struct ServerConfig {
     /// A token's "last used" is written at most this often, so a busy IdP
     /// does not turn every request into a write.
     pub token_touch_interval: Duration,
+    /// The URL clients reach rollcall by (`https://rollcall.example.com`),
+    /// for `meta.location` and `$ref`s when a proxy stands in front; absent,
+    /// they are built from the request's Host header.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +53,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 2 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             token_touch_interval: Duration::from_secs(60),
+            public_url: None,
         }
     }
 }

@@ -1,32 +1,137 @@
 //! The SCIM 2.0 endpoint under /scim/v2 (RFC 7643 and 7644), for
 //! `scim`-scope tokens.
 //!
-//! Only this module speaks the SCIM wire format. Every request is
-//! authenticated first; a path that names no SCIM endpoint gets a SCIM 404
-//! error body, as RFC 7644 section 3.12 asks.
+//! Only this module speaks the SCIM wire format: parsing filters
+//! ([`filter`]) and bodies ([`document`], [`patch`]), serving resources
+//! ([`render`], [`resources`]) and discovery ([`discovery`]). Every request
+//! is authenticated first; every error is an RFC 7644 section 3.12 body; a
+//! path that names no SCIM endpoint is a SCIM 404, and a method an endpoint
+//! does not take is a SCIM 405.
 
+pub mod discovery;
 pub mod document;
 pub mod eval;
 pub mod filter;
 pub mod patch;
+pub mod render;
+pub mod resources;
 
-use axum::extract::OriginalUri;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
+use axum::routing::{MethodRouter, get, post};
 use axum::{Router, middleware};
 use events::event::TokenScope;
+use projections::directory::schema::ResourceKind;
 
-use crate::auth::{Gate, require_token};
-use crate::error::Error;
+use self::render::BaseUrl;
+use self::resources::{ScimBody, Update, Write, respond};
+use crate::auth::{Caller, Gate, require_token};
+use crate::error::{Error, ScimError};
 use crate::server::{AppState, Surface};
 
-/// The media type of every SCIM response (RFC 7644 section 3.1).
-pub const CONTENT_TYPE: &str = "application/scim+json";
+pub use self::resources::CONTENT_TYPE;
+
+const USERS: &[ResourceKind] = &[ResourceKind::User];
+const GROUPS: &[ResourceKind] = &[ResourceKind::Group];
+const ALL: &[ResourceKind] = &[ResourceKind::User, ResourceKind::Group];
 
 pub fn router(state: AppState) -> Router<AppState> {
     let gate = Gate { state, allowed: &[TokenScope::Scim], surface: Surface::Scim };
     Router::new()
+        .route("/ServiceProviderConfig", read_only(get(service_provider_config)))
+        .route("/ResourceTypes", read_only(get(resource_types)))
+        .route("/ResourceTypes/{name}", read_only(get(resource_type)))
+        .route("/Schemas", read_only(get(schemas)))
+        .route("/Schemas/{id}", read_only(get(schema)))
+        .route(
+            "/.search",
+            post(|s: State<AppState>, c: Caller, b: BaseUrl, body: ScimBody| async move {
+                resources::search_resources(ALL, s.0, c, b, body).await
+            })
+            .fallback(method_not_allowed),
+        )
+        .merge(resource_routes(ResourceKind::User, "/Users", USERS))
+        .merge(resource_routes(ResourceKind::Group, "/Groups", GROUPS))
         .fallback(unknown_endpoint)
         .layer(middleware::from_fn_with_state(gate, require_token))
+}
+
+fn read_only(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.fallback(method_not_allowed)
+}
+
+type Pairs = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
+
+fn resource_routes(
+    kind: ResourceKind,
+    endpoint: &'static str,
+    kinds: &'static [ResourceKind],
+) -> Router<AppState> {
+    Router::new()
+        .route(
+            endpoint,
+            get(move |s: State<AppState>, c: Caller, b: BaseUrl, q: Pairs| async move {
+                resources::list_resources(kinds, s.0, c, b, q).await
+            })
+            .post(move |s: State<AppState>, c: Caller, b: BaseUrl, body: ScimBody| async move {
+                resources::create_resource(kind, s.0, c, b, body).await
+            })
+            .fallback(method_not_allowed),
+        )
+        .route(
+            &format!("{endpoint}/.search"),
+            post(move |s: State<AppState>, c: Caller, b: BaseUrl, body: ScimBody| async move {
+                resources::search_resources(kinds, s.0, c, b, body).await
+            })
+            .fallback(method_not_allowed),
+        )
+        .route(
+            &format!("{endpoint}/{{id}}"),
+            get(move |s: State<AppState>, c: Caller, b: BaseUrl, Path(id): Path<String>, q: Pairs| async move {
+                resources::get_resource(kind, s.0, c, b, id, q).await
+            })
+            .put(move |s: State<AppState>, c: Caller, b: BaseUrl, Path(id): Path<String>, h: HeaderMap, body: ScimBody| async move {
+                resources::update_resource(Update { kind, write: Write::Replace, id, headers: h }, s.0, c, b, body).await
+            })
+            .patch(move |s: State<AppState>, c: Caller, b: BaseUrl, Path(id): Path<String>, h: HeaderMap, body: ScimBody| async move {
+                resources::update_resource(Update { kind, write: Write::Patch, id, headers: h }, s.0, c, b, body).await
+            })
+            .delete(move |s: State<AppState>, c: Caller, Path(id): Path<String>, h: HeaderMap| async move {
+                resources::delete_resource(kind, s.0, c, id, h).await
+            })
+            .fallback(method_not_allowed),
+        )
+}
+
+async fn service_provider_config(base: BaseUrl) -> Response {
+    respond(StatusCode::OK, &discovery::service_provider_config(&base), None)
+}
+
+async fn resource_types(base: BaseUrl) -> Response {
+    respond(StatusCode::OK, &discovery::resource_types(&base), None)
+}
+
+async fn resource_type(base: BaseUrl, Path(name): Path<String>) -> Result<Response, ScimError> {
+    let found = discovery::resource_type(&base, &name)
+        .ok_or_else(|| Error::not_found(format!("resource type {name}")))?;
+    Ok(respond(StatusCode::OK, &found, None))
+}
+
+async fn schemas(base: BaseUrl) -> Response {
+    respond(StatusCode::OK, &discovery::all_schemas(&base), None)
+}
+
+async fn schema(base: BaseUrl, Path(id): Path<String>) -> Result<Response, ScimError> {
+    let found =
+        discovery::schema(&base, &id).ok_or_else(|| Error::not_found(format!("schema {id}")))?;
+    Ok(respond(StatusCode::OK, &found, None))
+}
+
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Response {
+    Surface::Scim.respond(Error::MethodNotAllowed {
+        message: format!("{} does not accept {method}", uri.path()),
+    })
 }
 
 async fn unknown_endpoint(OriginalUri(uri): OriginalUri) -> Response {

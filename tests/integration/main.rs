@@ -7,6 +7,7 @@
 mod auth;
 mod cli;
 mod directory;
+mod scim;
 mod server;
 mod tidy;
 mod util;

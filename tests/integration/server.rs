@@ -178,7 +178,7 @@ async fn admins_issue_list_and_revoke_tokens_over_the_api() {
     assert_eq!(issued["status"], "active");
     assert!(issued["expires_at"].as_str().unwrap().ends_with('Z'));
     // The new secret opens the SCIM door at once.
-    assert_eq!(server.get("/scim/v2/Users", Some(&secret)).await.status(), 404);
+    assert_eq!(server.get("/scim/v2/Users", Some(&secret)).await.status(), 200);
 
     let listed =
         json_body(server.get("/api/v1/tokens", Some(&admin)).await, 200, "application/json").await;

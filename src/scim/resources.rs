@@ -1,0 +1,726 @@
+//! Users and Groups: the SCIM handlers, and the commands behind them.
+//!
+//! Every write is one command on the log's writer. It reads the current
+//! resource through the write transaction, checks existence, If-Match,
+//! uniqueness and group members there (so two racing requests cannot both
+//! pass), decides the business events, and records them with the expected
+//! stream version. A request that fails any check appends nothing. Groups
+//! keep their members apart from their document, so a membership change is
+//! GroupMembersAdded/Removed, never a rewrite of the group.
+
+use std::collections::BTreeSet;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use events::event::{
+    GroupCreated, GroupDeleted, GroupMembersAdded, GroupMembersRemoved, GroupRenamed, GroupUpdated,
+    MemberKind, MemberRef, ScimChange, UserCreated, UserDeactivated, UserDeleted, UserReactivated,
+    UserUpdated,
+};
+use events::sqlite::SqliteTx;
+use events::{CommandContext, Event, ExpectedVersion};
+use projections::directory::query::{self, QueryError};
+use projections::directory::schema::ResourceKind;
+use projections::directory::store::{self, ResourceRow};
+use projections::functions::fold;
+use serde_json::{Value, json};
+
+use super::discovery::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, list_page};
+use super::document::{Document, normalize};
+use super::filter::parse_filter;
+use super::render::{self, BaseUrl, Related, Selector};
+use crate::auth::Caller;
+use crate::error::{Error, InvalidKind, ScimError};
+use crate::server::AppState;
+use crate::store::record;
+
+/// The media type of every SCIM response.
+pub const CONTENT_TYPE: &str = "application/scim+json";
+
+/// A SCIM response with its media type (and ETag, for one resource).
+pub fn respond(status: StatusCode, body: &Value, etag: Option<&str>) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    if let Some(etag) = etag.and_then(|etag| HeaderValue::from_str(etag).ok()) {
+        headers.insert(header::ETAG, etag);
+    }
+    response
+}
+
+impl FromRequestParts<AppState> for BaseUrl {
+    type Rejection = ScimError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<BaseUrl, ScimError> {
+        if let Some(public_url) = &state.config.public_url {
+            return Ok(BaseUrl(format!("{}/scim/v2", public_url.trim_end_matches('/'))));
+        }
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("localhost");
+        let scheme =
+            match parts.headers.get("x-forwarded-proto").and_then(|value| value.to_str().ok()) {
+                Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
+                _ => "http",
+            };
+        Ok(BaseUrl(format!("{scheme}://{host}/scim/v2")))
+    }
+}
+
+/// A SCIM request body: JSON, as application/scim+json or application/json
+/// (or with no Content-Type, as some clients send). Anything else is 415,
+/// malformed JSON is 400 invalidSyntax.
+#[derive(Debug)]
+pub struct ScimBody(pub Value);
+
+impl FromRequest<AppState> for ScimBody {
+    type Rejection = ScimError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<ScimBody, ScimError> {
+        if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
+            let media_type = content_type
+                .to_str()
+                .unwrap_or_default()
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim();
+            let accepted = media_type.eq_ignore_ascii_case("application/scim+json")
+                || media_type.eq_ignore_ascii_case("application/json");
+            if !accepted {
+                return Err(ScimError(Error::UnsupportedMediaType {
+                    message: format!(
+                        "Content-Type {media_type} is not application/scim+json or application/json"
+                    ),
+                }));
+            }
+        }
+        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ScimError(Error::PayloadTooLarge { limit_bytes: state.config.body_limit_bytes })
+            } else {
+                ScimError(Error::invalid_as(InvalidKind::Syntax, rejection.body_text()))
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(ScimBody).map_err(|error| {
+            ScimError(Error::invalid_as(
+                InvalidKind::Syntax,
+                format!("the body is not valid JSON: {error}"),
+            ))
+        })
+    }
+}
+
+/// The `If-Match` precondition of a write, if any.
+fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers.get(header::IF_MATCH).and_then(|value| value.to_str().ok()).map(str::to_owned)
+}
+
+fn check_if_match(if_match: Option<&str>, row: &ResourceRow) -> Result<(), Error> {
+    let Some(wanted) = if_match else { return Ok(()) };
+    let current = render::etag(row.version);
+    // A strong form of our weak tag names the same version.
+    let matches = |tag: &str| {
+        let tag = tag.trim();
+        tag == "*"
+            || tag == current
+            || tag.strip_prefix("W/").unwrap_or(tag) == current.trim_start_matches("W/")
+    };
+    if wanted.split(',').any(matches) {
+        Ok(())
+    } else {
+        Err(Error::PreconditionFailed {
+            message: format!("the resource is at version {current}, not {wanted}"),
+        })
+    }
+}
+
+fn kind_label(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::User => "User",
+        ResourceKind::Group => "Group",
+    }
+}
+
+fn stream(kind: ResourceKind, id: &str) -> String {
+    match kind {
+        ResourceKind::User => format!("user:{id}"),
+        ResourceKind::Group => format!("group:{id}"),
+    }
+}
+
+/// Replaces any `password` the identity provider sent with "<redacted>",
+/// in a body or in PATCH operations, before it is recorded: the log is
+/// immutable, and a secret in it could never be erased.
+pub fn redact(value: &Value) -> Value {
+    match value {
+        Value::Object(fields) => {
+            let path_is_password = fields.iter().any(|(key, value)| {
+                key.eq_ignore_ascii_case("path")
+                    && value.as_str().is_some_and(|p| p.to_ascii_lowercase().ends_with("password"))
+            });
+            Value::Object(
+                fields
+                    .iter()
+                    .map(|(key, value)| {
+                        let secret = key.eq_ignore_ascii_case("password")
+                            || key.to_ascii_lowercase().ends_with(":password")
+                            || (path_is_password && key.eq_ignore_ascii_case("value"));
+                        let value = if secret { Value::from("<redacted>") } else { redact(value) };
+                        (key.clone(), value)
+                    })
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Takes a Group document's members out of it, checking each exists in the
+/// tenant (its type is what it is, whatever the client said).
+fn take_members(
+    tx: &SqliteTx<'_>,
+    tenant: &str,
+    group_id: &str,
+    document: &mut Document,
+) -> Result<Vec<MemberRef>, Error> {
+    let Some(members) = document.remove("members") else { return Ok(Vec::new()) };
+    let items = match members {
+        Value::Array(items) => items,
+        Value::Null => Vec::new(),
+        single => vec![single],
+    };
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for item in items {
+        let value =
+            item.get("value").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| {
+                Error::invalid("each member needs a value: the id of a User or Group")
+            })?;
+        if value == group_id {
+            return Err(Error::invalid("a group cannot be a member of itself"));
+        }
+        // RFC 7644 asks no referential integrity of member ids, and strict
+        // clients expect an unknown one to be accepted: it is kept as a
+        // reference (typed as the client said), matching no one. A known id
+        // takes the type it really has.
+        let claimed = item.get("type").and_then(Value::as_str).unwrap_or("User");
+        let kind = match store::kind_of(tx.connection(), tenant, &value)? {
+            Some(ResourceKind::User) => MemberKind::User,
+            Some(ResourceKind::Group) => MemberKind::Group,
+            None if claimed.eq_ignore_ascii_case("group") => MemberKind::Group,
+            None => MemberKind::User,
+        };
+        if seen.insert(value.clone()) {
+            out.push(MemberRef { value, kind });
+        }
+    }
+    Ok(out)
+}
+
+fn check_unique(
+    tx: &SqliteTx<'_>,
+    tenant: &str,
+    kind: ResourceKind,
+    document: &Document,
+    own_id: Option<&str>,
+) -> Result<(), Error> {
+    let name = store::unique_name(kind, document);
+    if let Some(existing) = store::id_by_name(tx.connection(), tenant, kind, name)? {
+        if Some(existing.as_str()) != own_id {
+            let attribute = match kind {
+                ResourceKind::User => "userName",
+                ResourceKind::Group => "displayName",
+            };
+            return Err(Error::Duplicate {
+                message: format!("{attribute} {name:?} is already taken in this tenant"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Creates a resource; returns its id.
+fn create(
+    tx: &mut SqliteTx<'_>,
+    tenant: &str,
+    kind: ResourceKind,
+    mut document: Document,
+    context: &CommandContext,
+) -> Result<String, Error> {
+    check_unique(tx, tenant, kind, &document, None)?;
+    let id = ulid::Ulid::generate().to_string().to_ascii_lowercase();
+    let event = match kind {
+        ResourceKind::User => Event::UserCreated(UserCreated { user_id: id.clone(), document }),
+        ResourceKind::Group => {
+            let members = take_members(tx, tenant, &id, &mut document)?;
+            Event::GroupCreated(GroupCreated { group_id: id.clone(), document, members })
+        }
+    };
+    record(tx, tenant, &stream(kind, &id), ExpectedVersion::NoStream, &[event], context)?;
+    Ok(id)
+}
+
+fn current(
+    tx: &SqliteTx<'_>,
+    tenant: &str,
+    kind: ResourceKind,
+    id: &str,
+) -> Result<ResourceRow, Error> {
+    store::get(tx.connection(), tenant, kind, id)?
+        .ok_or_else(|| Error::not_found(format!("{} {id}", kind_label(kind))))
+}
+
+fn is_active(document: &Document) -> bool {
+    document.get("active").and_then(Value::as_bool).unwrap_or(true)
+}
+
+/// Moves a resource to `document` (for a Group, members included), with the
+/// events that say what changed. No change, no event.
+fn change(
+    tx: &mut SqliteTx<'_>,
+    tenant: &str,
+    row: &ResourceRow,
+    mut document: Document,
+    change: ScimChange,
+    context: &CommandContext,
+) -> Result<(), Error> {
+    let kind = row.kind;
+    let id = row.id.as_str();
+    let mut events = Vec::new();
+    if fold(store::unique_name(kind, &document)) != fold(store::unique_name(kind, &row.document)) {
+        check_unique(tx, tenant, kind, &document, Some(id))?;
+    }
+    match kind {
+        ResourceKind::User => {
+            if document != row.document {
+                let (was, is) = (is_active(&row.document), is_active(&document));
+                events.push(Event::UserUpdated(UserUpdated {
+                    user_id: id.to_owned(),
+                    change,
+                    document,
+                }));
+                if was && !is {
+                    events.push(Event::UserDeactivated(UserDeactivated { user_id: id.to_owned() }));
+                } else if !was && is {
+                    events.push(Event::UserReactivated(UserReactivated { user_id: id.to_owned() }));
+                }
+            }
+        }
+        ResourceKind::Group => {
+            let members = take_members(tx, tenant, id, &mut document)?;
+            let before: BTreeSet<String> = store::members(tx.connection(), tenant, id)?
+                .into_iter()
+                .map(|member| member.member_id)
+                .collect();
+            let after: BTreeSet<String> =
+                members.iter().map(|member| member.value.clone()).collect();
+            if document != row.document {
+                let renamed =
+                    store::unique_name(kind, &document) != store::unique_name(kind, &row.document);
+                let display_name = store::unique_name(kind, &document).to_owned();
+                events.push(Event::GroupUpdated(GroupUpdated {
+                    group_id: id.to_owned(),
+                    change,
+                    document,
+                }));
+                if renamed {
+                    events.push(Event::GroupRenamed(GroupRenamed {
+                        group_id: id.to_owned(),
+                        display_name,
+                    }));
+                }
+            }
+            let added: Vec<MemberRef> =
+                members.into_iter().filter(|member| !before.contains(&member.value)).collect();
+            if !added.is_empty() {
+                events.push(Event::GroupMembersAdded(GroupMembersAdded {
+                    group_id: id.to_owned(),
+                    members: added,
+                }));
+            }
+            let removed: Vec<String> = before.difference(&after).cloned().collect();
+            if !removed.is_empty() {
+                events.push(Event::GroupMembersRemoved(GroupMembersRemoved {
+                    group_id: id.to_owned(),
+                    member_ids: removed,
+                }));
+            }
+        }
+    }
+    if events.is_empty() {
+        return Ok(());
+    }
+    record(tx, tenant, &stream(kind, id), ExpectedVersion::Exact(row.version), &events, context)?;
+    Ok(())
+}
+
+/// A Group's document with its members, as PATCH and PUT see it.
+fn with_members(tx: &SqliteTx<'_>, tenant: &str, row: &ResourceRow) -> Result<Document, Error> {
+    let mut document = row.document.clone();
+    if row.kind == ResourceKind::Group {
+        let members: Vec<Value> = store::members(tx.connection(), tenant, &row.id)?
+            .into_iter()
+            .map(|member| json!({"value": member.member_id, "type": member.kind.as_str()}))
+            .collect();
+        if !members.is_empty() {
+            document.insert("members".to_owned(), Value::Array(members));
+        }
+    }
+    Ok(document)
+}
+
+/// How a listing is asked for: from the query string of a GET, or the body
+/// of a POST .search.
+#[derive(Debug, Default)]
+struct ListRequest {
+    filter: Option<String>,
+    start_index: Option<i64>,
+    count: Option<i64>,
+    attributes: Vec<Selector>,
+    excluded: Vec<Selector>,
+}
+
+fn number(name: &str, text: &str) -> Result<i64, Error> {
+    text.trim()
+        .parse()
+        .map_err(|_| Error::invalid(format!("{name} must be an integer, not {text:?}")))
+}
+
+impl ListRequest {
+    fn from_query(pairs: &[(String, String)]) -> Result<ListRequest, Error> {
+        let mut request = ListRequest::default();
+        for (key, value) in pairs {
+            match key.to_ascii_lowercase().as_str() {
+                "filter" => request.filter = Some(value.clone()),
+                "startindex" => request.start_index = Some(number("startIndex", value)?),
+                "count" => request.count = Some(number("count", value)?),
+                "attributes" => request.attributes = render::selectors(value),
+                "excludedattributes" => request.excluded = render::selectors(value),
+                // sortBy and sortOrder: sorting is not advertised, and RFC
+                // 7644 lets a server ignore them.
+                _ => {}
+            }
+        }
+        Ok(request)
+    }
+
+    fn from_search(body: &Value) -> Result<ListRequest, Error> {
+        let Value::Object(fields) = body else {
+            return Err(Error::invalid_as(
+                InvalidKind::Syntax,
+                "a search request must be a JSON object",
+            ));
+        };
+        let mut request = ListRequest::default();
+        let list = |value: &Value| -> Vec<Selector> {
+            match value {
+                Value::String(text) => render::selectors(text),
+                Value::Array(items) => render::selectors(
+                    &items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
+                ),
+                _ => Vec::new(),
+            }
+        };
+        for (key, value) in fields {
+            let integer = |name: &str| match value {
+                Value::Number(number) => number
+                    .as_i64()
+                    .ok_or_else(|| Error::invalid(format!("{name} must be an integer"))),
+                Value::String(text) => self::number(name, text),
+                _ => Err(Error::invalid(format!("{name} must be an integer"))),
+            };
+            match key.to_ascii_lowercase().as_str() {
+                "filter" => {
+                    request.filter = Some(
+                        value
+                            .as_str()
+                            .ok_or_else(|| {
+                                Error::invalid_as(InvalidKind::Filter, "filter must be a string")
+                            })?
+                            .to_owned(),
+                    );
+                }
+                "startindex" => request.start_index = Some(integer("startIndex")?),
+                "count" => request.count = Some(integer("count")?),
+                "attributes" => request.attributes = list(value),
+                "excludedattributes" => request.excluded = list(value),
+                _ => {}
+            }
+        }
+        Ok(request)
+    }
+
+    /// startIndex (1-based, below 1 read as 1) and count (negative read as
+    /// 0, capped at the advertised maximum).
+    fn window(&self) -> (u64, u64) {
+        let start_index = u64::try_from(self.start_index.unwrap_or(1)).unwrap_or(1).max(1);
+        let count = self
+            .count
+            .map_or(PAGE_SIZE_DEFAULT, |count| u64::try_from(count).unwrap_or(0))
+            .min(PAGE_SIZE_MAX);
+        (start_index, count)
+    }
+}
+
+fn related(
+    state: &AppState,
+    tenant: &str,
+    row: &ResourceRow,
+    load_members: bool,
+) -> Result<Related, Error> {
+    state.store.read(|connection| {
+        Ok(match row.kind {
+            ResourceKind::User => {
+                Related { members: None, groups: store::groups_of(connection, tenant, &row.id)? }
+            }
+            ResourceKind::Group if load_members => Related {
+                members: Some(store::members(connection, tenant, &row.id)?),
+                groups: Vec::new(),
+            },
+            ResourceKind::Group => Related::default(),
+        })
+    })
+}
+
+fn shown(
+    state: &AppState,
+    base: &BaseUrl,
+    tenant: &str,
+    row: &ResourceRow,
+    attributes: &[Selector],
+    excluded: &[Selector],
+) -> Result<Value, Error> {
+    let load_members = render::wants_members(attributes, excluded);
+    let mut resource = render::resource(base, row, &related(state, tenant, row, load_members)?);
+    if !attributes.is_empty() {
+        render::keep_only(&mut resource, attributes);
+    }
+    render::exclude(&mut resource, excluded);
+    Ok(resource)
+}
+
+fn read_one(
+    state: &AppState,
+    tenant: &str,
+    kind: ResourceKind,
+    id: &str,
+) -> Result<ResourceRow, Error> {
+    state
+        .store
+        .read(|connection| Ok(store::get(connection, tenant, kind, id)?))?
+        .ok_or_else(|| Error::not_found(format!("{} {id}", kind_label(kind))))
+}
+
+fn invalid_filter(error: QueryError) -> Error {
+    match error {
+        QueryError::InvalidFilter(message) => Error::invalid_as(InvalidKind::Filter, message),
+        QueryError::Storage(error) => error.into(),
+    }
+}
+
+/// One page over `kinds`, in order (the root search covers both).
+fn list(
+    state: &AppState,
+    base: &BaseUrl,
+    tenant: &str,
+    kinds: &[ResourceKind],
+    request: &ListRequest,
+) -> Result<Value, Error> {
+    let filter = match &request.filter {
+        Some(text) => Some(
+            parse_filter(text)
+                .map_err(|error| Error::invalid_as(InvalidKind::Filter, error.to_string()))?,
+        ),
+        None => None,
+    };
+    let (start_index, count) = request.window();
+    let mut offset = start_index - 1;
+    let mut remaining = count;
+    let mut total = 0;
+    let mut rows = Vec::new();
+    for kind in kinds {
+        let page = state.store.read(|connection| {
+            query::search(connection, tenant, *kind, filter.as_ref(), offset, remaining)
+                .map_err(invalid_filter)
+        })?;
+        offset = offset.saturating_sub(page.total_results);
+        remaining -= u64::try_from(page.resources.len()).unwrap_or(remaining).min(remaining);
+        total += page.total_results;
+        rows.extend(page.resources);
+    }
+    let items = rows
+        .iter()
+        .map(|row| shown(state, base, tenant, row, &request.attributes, &request.excluded))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(list_page(total, start_index, items))
+}
+
+pub async fn create_resource(
+    kind: ResourceKind,
+    state: AppState,
+    caller: Caller,
+    base: BaseUrl,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ScimError> {
+    let document = normalize(kind, &body)?;
+    let tenant = caller.principal.tenant_id.clone();
+    let id = {
+        let tenant = tenant.clone();
+        state
+            .store
+            .command(move |tx| create(tx, &tenant, kind, document, &caller.context))
+            .await
+            .map_err(Error::from)?
+    };
+    let row = read_one(&state, &tenant, kind, &id)?;
+    let resource = shown(&state, &base, &tenant, &row, &[], &[])?;
+    let mut response = respond(StatusCode::CREATED, &resource, Some(&render::etag(row.version)));
+    if let Ok(location) = HeaderValue::from_str(&base.resource(kind, &id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+pub async fn get_resource(
+    kind: ResourceKind,
+    state: AppState,
+    caller: Caller,
+    base: BaseUrl,
+    id: String,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ScimError> {
+    let Query(pairs) =
+        query.map_err(|rejection| Error::invalid_as(InvalidKind::Syntax, rejection.body_text()))?;
+    let request = ListRequest::from_query(&pairs)?;
+    let tenant = &caller.principal.tenant_id;
+    let row = read_one(&state, tenant, kind, &id)?;
+    let resource = shown(&state, &base, tenant, &row, &request.attributes, &request.excluded)?;
+    Ok(respond(StatusCode::OK, &resource, Some(&render::etag(row.version))))
+}
+
+pub async fn list_resources(
+    kinds: &'static [ResourceKind],
+    state: AppState,
+    caller: Caller,
+    base: BaseUrl,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ScimError> {
+    let Query(pairs) =
+        query.map_err(|rejection| Error::invalid_as(InvalidKind::Syntax, rejection.body_text()))?;
+    let request = ListRequest::from_query(&pairs)?;
+    let body = list(&state, &base, &caller.principal.tenant_id, kinds, &request)?;
+    Ok(respond(StatusCode::OK, &body, None))
+}
+
+pub async fn search_resources(
+    kinds: &'static [ResourceKind],
+    state: AppState,
+    caller: Caller,
+    base: BaseUrl,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ScimError> {
+    let request = ListRequest::from_search(&body)?;
+    let body = list(&state, &base, &caller.principal.tenant_id, kinds, &request)?;
+    Ok(respond(StatusCode::OK, &body, None))
+}
+
+/// Which kind of write a PUT or PATCH is.
+#[derive(Debug, Clone, Copy)]
+pub enum Write {
+    Replace,
+    Patch,
+}
+
+/// A PUT or PATCH of one resource, as the router hands it over.
+#[derive(Debug)]
+pub struct Update {
+    pub kind: ResourceKind,
+    pub write: Write,
+    pub id: String,
+    pub headers: HeaderMap,
+}
+
+pub async fn update_resource(
+    Update { kind, write, id, headers }: Update,
+    state: AppState,
+    caller: Caller,
+    base: BaseUrl,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ScimError> {
+    let precondition = if_match(&headers);
+    let tenant = caller.principal.tenant_id.clone();
+    let replacement = match write {
+        Write::Replace => Some(normalize(kind, &body)?),
+        Write::Patch => None,
+    };
+    {
+        let tenant = tenant.clone();
+        let id = id.clone();
+        state
+            .store
+            .command(move |tx| {
+                let row = current(tx, &tenant, kind, &id)?;
+                check_if_match(precondition.as_deref(), &row)?;
+                let (document, recorded) = match replacement {
+                    Some(document) => (document, ScimChange::Put { body: redact(&body) }),
+                    None => {
+                        let before = with_members(tx, &tenant, &row)?;
+                        let patched = super::patch::apply_patch(kind, &before, &body)?;
+                        let document = normalize(kind, &Value::Object(patched))?;
+                        let operations = body
+                            .get("Operations")
+                            .or_else(|| body.get("operations"))
+                            .cloned()
+                            .unwrap_or(Value::Null);
+                        (document, ScimChange::Patch { operations: redact(&operations) })
+                    }
+                };
+                self::change(tx, &tenant, &row, document, recorded, &caller.context)
+            })
+            .await
+            .map_err(Error::from)?;
+    }
+    let row = read_one(&state, &tenant, kind, &id)?;
+    let resource = shown(&state, &base, &tenant, &row, &[], &[])?;
+    Ok(respond(StatusCode::OK, &resource, Some(&render::etag(row.version))))
+}
+
+pub async fn delete_resource(
+    kind: ResourceKind,
+    state: AppState,
+    caller: Caller,
+    id: String,
+    headers: HeaderMap,
+) -> Result<Response, ScimError> {
+    let precondition = if_match(&headers);
+    let tenant = caller.principal.tenant_id.clone();
+    state
+        .store
+        .command(move |tx| {
+            let row = current(tx, &tenant, kind, &id)?;
+            check_if_match(precondition.as_deref(), &row)?;
+            let event = match kind {
+                ResourceKind::User => Event::UserDeleted(UserDeleted { user_id: id.clone() }),
+                ResourceKind::Group => Event::GroupDeleted(GroupDeleted { group_id: id.clone() }),
+            };
+            record(
+                tx,
+                &tenant,
+                &stream(kind, &id),
+                ExpectedVersion::Exact(row.version),
+                &[event],
+                &caller.context,
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(Error::from)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
