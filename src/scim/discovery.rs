@@ -17,12 +17,14 @@ pub const PAGE_SIZE_DEFAULT: u64 = 100;
 
 const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 
-pub fn service_provider_config(base: &BaseUrl) -> Value {
+/// `body_limit_bytes` is advertised as `maxPayloadSize`: no request body
+/// larger than that is read (413).
+pub fn service_provider_config(base: &BaseUrl, body_limit_bytes: usize) -> Value {
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "documentationUri": "https://github.com/rollcall/rollcall#readme",
         "patch": {"supported": true},
-        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": body_limit_bytes},
         "filter": {"supported": true, "maxResults": PAGE_SIZE_MAX},
         "changePassword": {"supported": false},
         "sort": {"supported": false},

@@ -104,8 +104,9 @@ fn resource_routes(
         )
 }
 
-async fn service_provider_config(base: BaseUrl) -> Response {
-    respond(StatusCode::OK, &discovery::service_provider_config(&base), None)
+async fn service_provider_config(State(state): State<AppState>, base: BaseUrl) -> Response {
+    let config = discovery::service_provider_config(&base, state.config.body_limit_bytes);
+    respond(StatusCode::OK, &config, None)
 }
 
 async fn resource_types(base: BaseUrl) -> Response {

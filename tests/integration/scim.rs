@@ -492,7 +492,10 @@ async fn discovery_describes_what_is_supported() {
     let config = scim.get("/ServiceProviderConfig").await.body;
     assert_eq!(config["patch"]["supported"], true);
     assert_eq!(config["filter"], json!({"supported": true, "maxResults": 1000}));
-    assert_eq!(config["bulk"]["supported"], false);
+    assert_eq!(
+        config["bulk"],
+        json!({"supported": false, "maxOperations": 0, "maxPayloadSize": 2097152})
+    );
     assert_eq!(config["authenticationSchemes"][0]["type"], "oauthbearertoken");
     let types = scim.get("/ResourceTypes").await.body;
     assert_eq!(types["totalResults"], 2);
@@ -514,5 +517,207 @@ async fn discovery_describes_what_is_supported() {
         (json!("userName"), json!("server"), json!(true))
     );
     assert_error(&scim.get("/Schemas/urn:nope").await, 404, None);
+    server.stop().await.unwrap();
+}
+
+impl Scim<'_> {
+    async fn patch(&self, path: &str, operations: Value) -> Answer {
+        let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations});
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+}
+
+async fn event_types(server: &TestServer, stream: &str) -> Vec<String> {
+    let tenant = tenant_id(server, "acme").await;
+    server
+        .store
+        .log()
+        .read_stream(&tenant, stream)
+        .unwrap()
+        .iter()
+        .map(|event| event.event_type.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_users_the_way_identity_providers_do() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let created = scim
+        .post(
+            "/Users",
+            json!({"userName": "bjensen", "emails": [{"value": "b@home.org", "type": "home"}]}),
+        )
+        .await
+        .body;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/Users/{id}");
+
+    // Entra ID: op names in any case, booleans as strings, dotted keys.
+    let patched = scim
+        .patch(
+            &path,
+            json!([
+                {"op": "Replace", "path": "active", "value": "False"},
+                {"op": "Add", "value": {"name.givenName": "Barbara", "title": "Guide"}},
+                {"op": "replace", "path": "emails[type eq \"work\"].value", "value": "b@work.com"}
+            ]),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(
+        without_server_fields(patched.body.clone()),
+        json!({
+            "schemas": [USER], "userName": "bjensen", "active": false, "title": "Guide",
+            "name": {"givenName": "Barbara"},
+            "emails": [{"value": "b@home.org", "type": "home"}, {"value": "b@work.com", "type": "work"}]
+        })
+    );
+    assert_eq!(patched.headers["etag"], "W/\"3\"");
+    assert_eq!(
+        event_types(&server, &format!("user:{id}")).await,
+        vec!["UserCreated", "UserUpdated", "UserDeactivated"]
+    );
+
+    // Remove by value filter, and reactivate.
+    let patched = scim
+        .patch(&path, json!([{"op": "remove", "path": "emails[type eq \"home\"]"}, {"op": "replace", "value": {"active": true}}]))
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(patched.body["emails"], json!([{"value": "b@work.com", "type": "work"}]));
+    assert_eq!(patched.body["active"], true);
+    assert_eq!(
+        event_types(&server, &format!("user:{id}")).await.last().map(String::as_str),
+        Some("UserReactivated")
+    );
+    let found = scim
+        .get("/Users?filter=emails%5Btype%20eq%20%22work%22%5D.value%20eq%20%22B@WORK.COM%22")
+        .await
+        .body;
+    assert_eq!(found["totalResults"], 1, "the patched document is what filters see");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_patches_are_scim_errors_and_apply_nothing() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let id = scim.create_user("bjensen").await["id"].as_str().unwrap().to_owned();
+    let path = format!("/Users/{id}");
+    let head = server.store.log().head().unwrap();
+    assert_error(
+        &scim
+            .patch(&path, json!([{"op": "replace", "path": "emails[type eq", "value": "x"}]))
+            .await,
+        400,
+        Some("invalidPath"),
+    );
+    assert_error(&scim.patch(&path, json!([{"op": "remove"}])).await, 400, Some("noTarget"));
+    assert_error(
+        &scim.patch(&path, json!([{"op": "replace", "path": "id", "value": "mine"}])).await,
+        400,
+        Some("mutability"),
+    );
+    assert_error(
+        &scim.patch(&path, json!([{"op": "frobnicate", "path": "title", "value": "x"}])).await,
+        400,
+        Some("invalidSyntax"),
+    );
+    assert_error(&scim.patch(&path, json!([])).await, 400, Some("invalidSyntax"));
+    // The first operation is fine, the second is not: neither applies.
+    let half = scim
+        .patch(&path, json!([{"op": "replace", "path": "title", "value": "Guide"}, {"op": "replace", "path": "active", "value": "perhaps"}]))
+        .await;
+    assert_error(&half, 400, Some("invalidValue"));
+    assert_error(
+        &scim.patch(&path, json!([{"op": "remove", "path": "userName"}])).await,
+        400,
+        Some("invalidValue"),
+    );
+    assert_eq!(server.store.log().head().unwrap(), head, "nothing was appended");
+    assert!(scim.get(&path).await.body.get("title").is_none());
+    assert_error(
+        &scim
+            .patch("/Users/no-such-id", json!([{"op": "replace", "path": "title", "value": "x"}]))
+            .await,
+        404,
+        None,
+    );
+    let stale = server
+        .client
+        .patch(server.url(&format!("/scim/v2{path}")))
+        .bearer_auth(&scim.token)
+        .header("content-type", "application/scim+json")
+        .header("if-match", "W/\"9\"")
+        .body(json!({"Operations": [{"op": "replace", "path": "title", "value": "x"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 412);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_group_membership_in_every_dialect() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let mut users = Vec::new();
+    for name in ["u-a", "u-b", "u-c"] {
+        users.push(scim.create_user(name).await["id"].as_str().unwrap().to_owned());
+    }
+    let group = scim.post("/Groups", json!({"displayName": "Staff"})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/Groups/{group}");
+    let member_ids = |body: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = body["members"]
+            .as_array()
+            .map(|m| m.iter().map(|m| m["value"].as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    let mut everyone = users.clone();
+    everyone.sort();
+
+    // Entra ID: many members in one Add, with "$ref": null.
+    let added = scim
+        .patch(&path, json!([{"op": "Add", "path": "members", "value": users.iter().map(|id| json!({"$ref": null, "value": id})).collect::<Vec<_>>()}]))
+        .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert_eq!(member_ids(&added.body), everyone);
+    // The RFC's remove by filter.
+    let removed = scim
+        .patch(
+            &path,
+            json!([{"op": "remove", "path": format!("members[value eq \"{}\"]", users[0])}]),
+        )
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(member_ids(&removed.body).len(), 2);
+    // Entra ID's older dialect: remove with a value list.
+    let removed = scim
+        .patch(&path, json!([{"op": "Remove", "path": "members", "value": [{"value": users[1]}]}]))
+        .await;
+    assert_eq!(member_ids(&removed.body), vec![users[2].clone()]);
+    // Rename.
+    let renamed = scim
+        .patch(&path, json!([{"op": "Replace", "path": "displayName", "value": "Everyone"}]))
+        .await;
+    assert_eq!(renamed.body["displayName"], "Everyone");
+    assert_eq!(
+        event_types(&server, &format!("group:{group}")).await,
+        vec![
+            "GroupCreated",
+            "GroupMembersAdded",
+            "GroupMembersRemoved",
+            "GroupMembersRemoved",
+            "GroupUpdated",
+            "GroupRenamed"
+        ]
+    );
+    let user = scim.get(&format!("/Users/{}", users[2])).await.body;
+    assert_eq!(user["groups"][0]["display"], "Everyone");
     server.stop().await.unwrap();
 }
