@@ -87,7 +87,8 @@ pub struct LogOptions {
     pub queue_commands_max: usize,
     /// WAL size in pages past which a commit also checkpoints (copies the
     /// WAL back into the database file and fsyncs it). Larger means rarer
-    /// stalls for the writer and a larger WAL file (pages are 4 KiB).
+    /// but longer stalls for the writer, and a larger WAL file (pages are
+    /// 4 KiB); see BENCHMARKS.md for why the default is SQLite's own.
     pub wal_checkpoint_pages: u32,
     /// How long a connection waits for another process's lock.
     pub busy_timeout_ms: u64,
@@ -109,7 +110,7 @@ impl Default for LogOptions {
             read_connections_max: 8,
             batch_commands_max: 1024,
             queue_commands_max: 16_384,
-            wal_checkpoint_pages: 10_000,
+            wal_checkpoint_pages: 1_000,
             busy_timeout_ms: 10_000,
             read_page_events: 1000,
             verify_hashes_on_read: true,

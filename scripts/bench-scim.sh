@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Reproduces the SCIM figures in BENCHMARKS.md: for each population, a fresh
+# release server over a fresh database, and ../shared/load/load.py against
+# it (wrk for the lookups, PATCHes and timed creates). Needs wrk
+# (apt-get install -y wrk). Results: target/bench-scim-<population>.json.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk"; exit 1; }
+cargo build --release
+port=18282
+for population in "${@:-10000 100000}"; do
+  for n in $population; do
+    dir=$(mktemp -d)
+    export ROLLCALL_DB="$dir/bench.db"
+    ./target/release/rollcall tenant create bench >/dev/null 2>&1
+    token=$(./target/release/rollcall token issue --tenant bench --scope scim 2>/dev/null)
+    ROLLCALL_LOG=warn ./target/release/rollcall serve --listen "127.0.0.1:$port" 2>"$dir/server.log" &
+    server=$!
+    sleep 1
+    python3 ../shared/load/load.py --base-url "http://127.0.0.1:$port/scim/v2" --token "$token" \
+      --server-pid "$server" --users 2000 --population "$n" --engine wrk --wrk-threads 1 \
+      --out "target/bench-scim-$n.json"
+    kill "$server"; wait "$server" || true
+    rm -rf "$dir"
+  done
+done
