@@ -43,11 +43,12 @@ pub fn normalize(kind: ResourceKind, body: &Value) -> Result<Document, Error> {
         if key.eq_ignore_ascii_case("schemas") {
             check_schemas(value)?;
         } else if is_urn(key) {
-            normalize_schema_object(&core, &extensions, key, value, &mut document)?;
+            normalize_urn_key(&core, &extensions, key, value, &mut document)?;
         } else {
             normalize_top_level(&core, key, value, &mut document)?;
         }
     }
+    strip_secrets(&mut document);
     let required = core.attributes.iter().filter(|attribute| attribute.required);
     for attribute in required {
         let present = document
@@ -59,6 +60,79 @@ pub fn normalize(kind: ResourceKind, body: &Value) -> Result<Document, Error> {
         }
     }
     Ok(document)
+}
+
+/// Whether a key names a password, wherever it stands (`password`,
+/// `Password `, `urn:...:User:password`): such values are never stored.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.trim().to_ascii_lowercase();
+    key == "password" || key.ends_with(":password")
+}
+
+/// Removes every password-named key, at any depth (custom extensions
+/// included).
+fn strip_secrets(document: &mut Document) {
+    document.retain(|key, _| !is_secret_key(key));
+    for value in document.values_mut() {
+        strip_secrets_in(value);
+    }
+}
+
+fn strip_secrets_in(value: &mut Value) {
+    match value {
+        Value::Object(fields) => strip_secrets(fields),
+        Value::Array(items) => items.iter_mut().for_each(strip_secrets_in),
+        _ => {}
+    }
+}
+
+/// A top-level key that starts with `urn:`: a schema's object of
+/// attributes, or one attribute qualified by its schema's URN
+/// (`urn:ietf:params:scim:schemas:core:2.0:User:userName`,
+/// `urn:...:enterprise:2.0:User:department`).
+fn normalize_urn_key(
+    core: &Schema,
+    extensions: &[Schema],
+    key: &str,
+    value: &Value,
+    document: &mut Document,
+) -> Result<(), Error> {
+    let known = std::iter::once(core).chain(extensions);
+    if known.clone().any(|schema| schema.id.eq_ignore_ascii_case(key)) {
+        return normalize_schema_object(core, extensions, key, value, document);
+    }
+    if let Some((prefix, name)) = key.rsplit_once(':') {
+        if let Some(schema) = known.clone().find(|schema| schema.id.eq_ignore_ascii_case(prefix)) {
+            if schema.id == core.id {
+                return normalize_top_level(core, name, value, document);
+            }
+            let mut wrapped = Map::new();
+            wrapped.insert(name.to_owned(), value.clone());
+            let mut attributes = Document::new();
+            normalize_schema_object(
+                core,
+                extensions,
+                schema.id,
+                &Value::Object(wrapped),
+                &mut attributes,
+            )?;
+            if let Some(Value::Object(new)) = attributes.remove(schema.id) {
+                let slot = document
+                    .entry(schema.id.to_owned())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(existing) = slot {
+                    existing.extend(new);
+                }
+            }
+            return Ok(());
+        }
+    }
+    // Unknown names under the core schemas' URNs are not extensions.
+    if key.to_ascii_lowercase().starts_with("urn:ietf:params:scim:schemas:core:") {
+        tracing::debug!(attribute = key, "ignoring an attribute no schema defines");
+        return Ok(());
+    }
+    normalize_schema_object(core, extensions, key, value, document)
 }
 
 fn is_urn(key: &str) -> bool {
@@ -360,6 +434,26 @@ mod tests {
             json!({"userName": "b", ENTERPRISE: "x"}),
             "invalidValue",
             "must be an object of attributes",
+        );
+    }
+
+    #[test]
+    fn urn_qualified_attributes_go_to_their_schema_and_passwords_never_stay() {
+        check(
+            ResourceKind::User,
+            json!({
+                "urn:ietf:params:scim:schemas:core:2.0:User:userName": "b",
+                "urn:ietf:params:scim:schemas:core:2.0:User:password": "hunter2",
+                "urn:ietf:params:scim:schemas:core:2.0:User:nonsense": "x",
+                ENTERPRISE.to_owned() + ":department": "Sales",
+                ENTERPRISE: {"employeeNumber": "7", "Password": "hunter2"},
+                "urn:example:custom": {"password ": "hunter2", "nested": [{"PASSWORD": "hunter2", "keep": 1}]}
+            }),
+            json!({
+                "userName": "b",
+                ENTERPRISE: {"department": "Sales", "employeeNumber": "7"},
+                "urn:example:custom": {"nested": [{"keep": 1}]}
+            }),
         );
     }
 

@@ -189,6 +189,12 @@ fn member<'v>(fields: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
     })
 }
 
+/// The operations of a PATCH body, found exactly as [`apply_patch`] finds
+/// them: what the caller records is what was applied.
+pub fn operations(body: &Value) -> Option<&Value> {
+    body.as_object().and_then(|fields| member(fields, "Operations"))
+}
+
 /// The key of `fields` equal to `name` but for case, if there is one.
 fn existing_key(fields: &Map<String, Value>, name: &str) -> Option<String> {
     if fields.contains_key(name) {

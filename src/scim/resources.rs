@@ -118,7 +118,8 @@ impl FromRequest<AppState> for ScimBody {
 
 /// The `If-Match` precondition of a write, if any.
 fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers.get(header::IF_MATCH).and_then(|value| value.to_str().ok()).map(str::to_owned)
+    // A precondition that cannot be read cannot hold: it must not vanish.
+    headers.get(header::IF_MATCH).map(|value| value.to_str().unwrap_or("(unreadable)").to_owned())
 }
 
 fn check_if_match(if_match: Option<&str>, row: &ResourceRow) -> Result<(), Error> {
@@ -160,17 +161,21 @@ fn stream(kind: ResourceKind, id: &str) -> String {
 pub fn redact(value: &Value) -> Value {
     match value {
         Value::Object(fields) => {
-            let path_is_password = fields.iter().any(|(key, value)| {
+            // An operation whose path names a password carries it as value.
+            let path_is_secret = fields.iter().any(|(key, value)| {
                 key.eq_ignore_ascii_case("path")
-                    && value.as_str().is_some_and(|p| p.to_ascii_lowercase().ends_with("password"))
+                    && value.as_str().is_some_and(|path| {
+                        let path = path.trim().to_ascii_lowercase();
+                        let name = path.rsplit(':').next().unwrap_or(&path);
+                        name.starts_with("password")
+                    })
             });
             Value::Object(
                 fields
                     .iter()
                     .map(|(key, value)| {
-                        let secret = key.eq_ignore_ascii_case("password")
-                            || key.to_ascii_lowercase().ends_with(":password")
-                            || (path_is_password && key.eq_ignore_ascii_case("value"));
+                        let secret = super::document::is_secret_key(key)
+                            || (path_is_secret && key.eq_ignore_ascii_case("value"));
                         let value = if secret { Value::from("<redacted>") } else { redact(value) };
                         (key.clone(), value)
                     })
@@ -674,11 +679,8 @@ pub async fn update_resource(
                         let before = with_members(tx, &tenant, &row)?;
                         let patched = super::patch::apply_patch(kind, &before, &body)?;
                         let document = normalize(kind, &Value::Object(patched))?;
-                        let operations = body
-                            .get("Operations")
-                            .or_else(|| body.get("operations"))
-                            .cloned()
-                            .unwrap_or(Value::Null);
+                        let operations =
+                            super::patch::operations(&body).cloned().unwrap_or(Value::Null);
                         (document, ScimChange::Patch { operations: redact(&operations) })
                     }
                 };
@@ -706,6 +708,24 @@ pub async fn delete_resource(
         .command(move |tx| {
             let row = current(tx, &tenant, kind, &id)?;
             check_if_match(precondition.as_deref(), &row)?;
+            // Every group holding it loses it first, each in its own
+            // stream, so each group's history and version say so.
+            for (group_id, _) in store::groups_of(tx.connection(), &tenant, &id)? {
+                let group = current(tx, &tenant, ResourceKind::Group, &group_id)?;
+                let removed = Event::GroupMembersRemoved(GroupMembersRemoved {
+                    group_id: group_id.clone(),
+                    member_ids: vec![id.clone()],
+                });
+                let group_stream = stream(ResourceKind::Group, &group_id);
+                record(
+                    tx,
+                    &tenant,
+                    &group_stream,
+                    ExpectedVersion::Exact(group.version),
+                    &[removed],
+                    &caller.context,
+                )?;
+            }
             let event = match kind {
                 ResourceKind::User => Event::UserDeleted(UserDeleted { user_id: id.clone() }),
                 ResourceKind::Group => Event::GroupDeleted(GroupDeleted { group_id: id.clone() }),

@@ -117,6 +117,8 @@ fn indexed_columns_and_case_rules() {
     check(&store, users, r#"id eq "u3""#, &["u3"]);
     check(&store, users, r#"externalId pr"#, &["u1", "u2"]);
     check(&store, users, r#"not (externalId eq "00u1")"#, &["u2", "u3"]);
+    check(&store, users, r#"externalId ne null"#, &["u1", "u2"]);
+    check(&store, users, r#"title ne null"#, &["u1"]);
     check(&store, users, r#"meta.resourceType eq "User""#, &["u1", "u2", "u3"]);
     check(
         &store,
@@ -354,9 +356,21 @@ mod differential {
                     op,
                     value: CompareValue::Bool(b)
                 }),
-            prop::sample::select(vec!["title", "externalId", "active"]).prop_map(|p| {
-                Filter::Compare { path: path(p), op: CompareOp::Equal, value: CompareValue::Null }
-            }),
+            (
+                prop::sample::select(vec![
+                    "title",
+                    "externalId",
+                    "active",
+                    "emails",
+                    "name.givenName"
+                ]),
+                prop::sample::select(vec![CompareOp::Equal, CompareOp::NotEqual]),
+            )
+                .prop_map(|(p, op)| Filter::Compare {
+                    path: path(p),
+                    op,
+                    value: CompareValue::Null
+                }),
             (string_term(), string_term()).prop_map(|(a, b)| {
                 // A value path over emails, made of terms on its sub-attributes.
                 let relative = |f: Filter| match f {
@@ -431,4 +445,18 @@ mod differential {
             .unwrap();
         assert!(compared.get() > 200, "only {} filters were comparable", compared.get());
     }
+}
+
+#[test]
+fn value_filters_over_lists_of_plain_values_match_nothing_instead_of_failing() {
+    // Review finding: a plain string element was parsed as JSON text, which
+    // made SQLite fail ("malformed JSON") or, for JSON-looking text, match.
+    let (_dir, store) = seed();
+    user(
+        &store,
+        "u4",
+        json!({"userName": "dave", "urn:example:tags": {"tags": ["a", "{\"value\": \"a\"}"]}}),
+    );
+    check(&store, ResourceKind::User, r#"urn:example:tags:tags[value eq "a"]"#, &[]);
+    check(&store, ResourceKind::User, r#"urn:example:tags:tags eq "A""#, &["u4"]);
 }

@@ -227,6 +227,40 @@ async fn writes_record_business_events_with_who_and_how() {
     assert_eq!(last.event_type, "UserUpdated");
     assert!(!last.payload.contains("s3cret"), "{}", last.payload);
     assert!(last.payload.contains("<redacted>"));
+    // However it is named, a password is neither stored nor echoed nor
+    // recorded in clear (review finding: URN-qualified and padded names).
+    let sneaky = scim
+        .post("/Users", json!({"userName": "sneaky", "urn:ietf:params:scim:schemas:core:2.0:User:password": "hunter2"}))
+        .await;
+    assert_eq!(sneaky.status, 201);
+    assert!(!sneaky.body.to_string().contains("hunter2"), "{}", sneaky.body);
+    let sneaky_id = sneaky.body["id"].as_str().unwrap().to_owned();
+    let patched = scim
+        .patch(
+            &format!("/Users/{sneaky_id}"),
+            json!([{"op": "replace", "path": "password ", "value": "hunter2"}, {"op": "replace", "path": "title", "value": "x"}]),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    for event in server.store.log().read_stream(&tenant, &format!("user:{sneaky_id}")).unwrap() {
+        assert!(!event.payload.contains("hunter2"), "{}: {}", event.event_type, event.payload);
+    }
+    // Whatever case the body uses for Operations, what is recorded is what
+    // was applied.
+    let upper = scim
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/Users/{sneaky_id}"),
+            Some(json!({"OPERATIONS": [{"op": "replace", "path": "title", "value": "y"}]})),
+        )
+        .await;
+    assert_eq!(upper.status, 200, "{}", upper.body);
+    let events = server.store.log().read_stream(&tenant, &format!("user:{sneaky_id}")).unwrap();
+    let recorded: Value = serde_json::from_str(&events[events.len() - 1].payload).unwrap();
+    assert_eq!(
+        recorded["change"]["operations"],
+        json!([{"op": "replace", "path": "title", "value": "y"}])
+    );
     assert_eq!(server.store.log().verify(VerifyScope::All).unwrap().failure, None);
     server.stop().await.unwrap();
 }
@@ -311,6 +345,18 @@ async fn if_match_guards_writes() {
     assert_eq!(put("W/\"1\"").await.unwrap().status(), 200);
     assert_eq!(put("W/\"1\"").await.unwrap().status(), 412, "the version moved on");
     assert_eq!(put("*").await.unwrap().status(), 200);
+    // A precondition that cannot be read cannot hold.
+    let unreadable = server
+        .client
+        .put(server.url(&format!("/scim/v2/Users/{id}")))
+        .bearer_auth(&scim.token)
+        .header("content-type", "application/scim+json")
+        .header("if-match", reqwest::header::HeaderValue::from_bytes(b"W/\"\xff\"").unwrap())
+        .body(json!({"userName": "bjensen"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unreadable.status(), 412);
     server.stop().await.unwrap();
 }
 
@@ -457,8 +503,13 @@ async fn groups_hold_members_and_users_show_their_groups() {
             "GroupMembersRemoved"
         ]
     );
-    // Deleting a member takes it out of its groups.
+    // Deleting a member takes it out of its groups, as an event of each
+    // group (its history and version say so).
+    let etag_before = scim.get(&format!("/Groups/{group}")).await.headers["etag"].clone();
     assert_eq!(scim.delete(&format!("/Users/{bob}")).await.status, 204);
+    let group_events = event_types(&server, &format!("group:{group}")).await;
+    assert_eq!(group_events.last().map(String::as_str), Some("GroupMembersRemoved"));
+    assert_ne!(scim.get(&format!("/Groups/{group}")).await.headers["etag"], etag_before);
     assert!(scim.get(&format!("/Groups/{group}")).await.body.get("members").is_none());
     let everything = scim.post("/.search", json!({"filter": "meta.resourceType pr"})).await.body;
     assert_eq!(everything["totalResults"], 3, "alice and the two groups: {everything}");

@@ -179,6 +179,10 @@ impl Translator {
             // of an attribute that is absent must match.
             Filter::Not(inner) => Ok(format!("NOT coalesce(({}), 0)", self.filter(inner, scope)?)),
             Filter::Present { path } => self.leaf(scope, path, None),
+            // `ne null` is "present".
+            Filter::Compare { path, op: CompareOp::NotEqual, value: CompareValue::Null } => {
+                self.leaf(scope, path, None)
+            }
             Filter::Compare { path, op: CompareOp::NotEqual, value } => {
                 let equal = self.leaf(scope, path, Some((CompareOp::Equal, value)))?;
                 Ok(format!("NOT coalesce(({equal}), 0)"))
@@ -220,7 +224,9 @@ impl Translator {
                         path.name
                     )));
                 }
-                let base = format!("{alias}.value");
+                // Only an object element has sub-attributes; a plain value in
+                // a list no schema describes is not JSON text to look into.
+                let base = format!("CASE WHEN {alias}.type = 'object' THEN {alias}.value END");
                 let json = json_path(None, &[sub.map_or(path.name.as_str(), |sub| sub.name)]);
                 self.json_leaf(&base, json, Semantics::of(sub), comparison)
             }

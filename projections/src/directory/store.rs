@@ -94,14 +94,9 @@ pub(crate) fn apply(
         Event::GroupRenamed(events::event::GroupRenamed { group_id, .. }) => {
             touch(connection, recorded, group_id)
         }
-        Event::UserDeleted(UserDeleted { user_id }) => {
-            delete(connection, tenant, user_id)?;
-            connection
-                .prepare_cached("DELETE FROM scim_members WHERE tenant_id = ?1 AND member_id = ?2")
-                .and_then(|mut statement| statement.execute(params![tenant, user_id]))
-                .map(drop)
-                .map_err(ProjectionError::storage("projecting UserDeleted"))
-        }
+        // The memberships it had were removed by GroupMembersRemoved events
+        // recorded before this one.
+        Event::UserDeleted(UserDeleted { user_id }) => delete(connection, tenant, user_id),
         Event::GroupCreated(GroupCreated { group_id, document, members }) => {
             insert(connection, recorded, ResourceKind::Group, group_id, document)?;
             add_members(connection, tenant, group_id, members)
@@ -121,8 +116,10 @@ pub(crate) fn apply(
         }
         Event::GroupDeleted(GroupDeleted { group_id }) => {
             delete(connection, tenant, group_id)?;
+            // Its own member list goes with it; where it was itself a member,
+            // GroupMembersRemoved events came first.
             connection
-                .prepare_cached("DELETE FROM scim_members WHERE tenant_id = ?1 AND (group_id = ?2 OR member_id = ?2)")
+                .prepare_cached("DELETE FROM scim_members WHERE tenant_id = ?1 AND group_id = ?2")
                 .and_then(|mut statement| statement.execute(params![tenant, group_id]))
                 .map(drop)
                 .map_err(ProjectionError::storage("projecting GroupDeleted"))
