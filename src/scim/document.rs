@@ -291,7 +291,12 @@ fn normalize_single(
     Ok((!normalized.is_empty()).then_some(Value::Object(normalized)))
 }
 
-fn normalize_simple(attribute: &Attribute, value: &Value, path: &str) -> Result<Value, Error> {
+/// Checks and canonicalises one simple value (also used by PATCH).
+pub(crate) fn normalize_simple(
+    attribute: &Attribute,
+    value: &Value,
+    path: &str,
+) -> Result<Value, Error> {
     let wrong = |expected: &str| Error::invalid(format!("{path} must be {expected}"));
     match attribute.kind {
         AttributeType::String | AttributeType::Reference | AttributeType::Binary => {

@@ -772,7 +772,7 @@ fn set_attribute(
         drop_if_empty(container, key);
         return Ok(());
     }
-    let new = canonical_simple(attribute, value, key)?;
+    let new = super::document::normalize_simple(attribute, value, key)?;
     check_immutable(attribute, container.get(key), Some(&new), key)?;
     container.insert(key.to_owned(), new);
     Ok(())
@@ -787,7 +787,7 @@ fn set_sub_attribute(
     value: &Value,
 ) -> Result<(), Error> {
     let path = format!("{}.{}", attribute.name, sub_attribute.name);
-    let new = canonical_simple(sub_attribute, value, &path)?;
+    let new = super::document::normalize_simple(sub_attribute, value, &path)?;
     let stored = container.entry(attribute.name).or_insert_with(|| Value::Object(Map::new()));
     if !stored.is_object() {
         *stored = Value::Object(Map::new());
@@ -839,9 +839,10 @@ fn set_in_elements(
     let attribute = selection.attribute;
     let path = selection.describe(sub_attribute);
     let change = match sub_attribute {
-        Some(sub_attribute) => {
-            Change::Sub(sub_attribute, canonical_simple(sub_attribute, value, &path)?)
-        }
+        Some(sub_attribute) => Change::Sub(
+            sub_attribute,
+            super::document::normalize_simple(sub_attribute, value, &path)?,
+        ),
         None => Change::Fields(complex_fields(attribute, value, &path)?),
     };
     let mut elements = take_elements(container, attribute.name);
@@ -940,7 +941,7 @@ fn seed_element(
             Filter::Compare { path: sub_path, op: CompareOp::Equal, value } => {
                 let sub_attribute = attribute.sub_attribute(&sub_path.name);
                 if let (Some(sub_attribute), Some(value)) = (sub_attribute, literal_json(value)) {
-                    let value = canonical_simple(sub_attribute, &value, path)?;
+                    let value = super::document::normalize_simple(sub_attribute, &value, path)?;
                     seed.insert(sub_attribute.name.to_owned(), value);
                 }
             }
@@ -1208,7 +1209,7 @@ fn canonical_items(attribute: &Attribute, value: &Value) -> Result<Vec<Value>, E
             let fields = complex_fields(attribute, item, attribute.name)?;
             Value::Object(fields.into_iter().filter(|(_, value)| !value.is_null()).collect())
         } else {
-            canonical_simple(attribute, item, attribute.name)?
+            super::document::normalize_simple(attribute, item, attribute.name)?
         };
         if eval::is_present(&item) {
             canonical.push(item);
@@ -1240,7 +1241,8 @@ fn complex_fields(
                 return Err(Error::invalid(format!("{path} must be an object")));
             };
             let mut fields = Map::new();
-            let value = canonical_simple(sub_attribute, value, &format!("{path}.value"))?;
+            let value =
+                super::document::normalize_simple(sub_attribute, value, &format!("{path}.value"))?;
             fields.insert(sub_attribute.name.to_owned(), value);
             return Ok(fields);
         }
@@ -1262,7 +1264,11 @@ fn complex_fields(
         let value = if value.is_null() || is_empty_string(value) {
             Value::Null
         } else {
-            canonical_simple(sub_attribute, value, &format!("{path}.{}", sub_attribute.name))?
+            super::document::normalize_simple(
+                sub_attribute,
+                value,
+                &format!("{path}.{}", sub_attribute.name),
+            )?
         };
         canonical.insert(sub_attribute.name.to_owned(), value);
     }
@@ -1289,37 +1295,6 @@ fn merge_fields(
         }
     }
     Ok(())
-}
-
-/// A simple value, type-checked and canonical: booleans also from Entra
-/// ID's "True" and "False", as `normalize` reads them.
-fn canonical_simple(attribute: &Attribute, value: &Value, path: &str) -> Result<Value, Error> {
-    let wrong = |expected: &str| Error::invalid(format!("{path} must be {expected}"));
-    match attribute.kind {
-        AttributeType::String | AttributeType::Reference | AttributeType::Binary => {
-            value.as_str().map(|_| value.clone()).ok_or_else(|| wrong("a string"))
-        }
-        AttributeType::DateTime => {
-            let text = value.as_str().ok_or_else(|| wrong("a date and time string"))?;
-            text.parse::<jiff::Timestamp>()
-                .map(|_| value.clone())
-                .map_err(|_| wrong("an RFC 3339 date and time such as 2026-03-01T09:30:00Z"))
-        }
-        AttributeType::Boolean => match value {
-            Value::Bool(_) => Ok(value.clone()),
-            Value::String(text) if text.eq_ignore_ascii_case("true") => Ok(Value::Bool(true)),
-            Value::String(text) if text.eq_ignore_ascii_case("false") => Ok(Value::Bool(false)),
-            _ => Err(wrong("true or false")),
-        },
-        AttributeType::Integer => match value {
-            Value::Number(number) if number.is_i64() || number.is_u64() => Ok(value.clone()),
-            _ => Err(wrong("an integer")),
-        },
-        AttributeType::Decimal => {
-            value.is_number().then(|| value.clone()).ok_or_else(|| wrong("a number"))
-        }
-        AttributeType::Complex => Err(wrong("a simple value, not an object")),
-    }
 }
 
 /// The required attribute (`userName`, a Group's `displayName`) must

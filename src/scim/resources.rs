@@ -620,8 +620,7 @@ pub async fn list_resources(
     let Query(pairs) =
         query.map_err(|rejection| Error::invalid_as(InvalidKind::Syntax, rejection.body_text()))?;
     let request = ListRequest::from_query(&pairs)?;
-    let body = list(&state, &base, &caller.principal.tenant_id, kinds, &request)?;
-    Ok(respond(StatusCode::OK, &body, None))
+    list_off_the_runtime(state, base, caller.principal.tenant_id, kinds, request).await
 }
 
 pub async fn search_resources(
@@ -632,7 +631,22 @@ pub async fn search_resources(
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let request = ListRequest::from_search(&body)?;
-    let body = list(&state, &base, &caller.principal.tenant_id, kinds, &request)?;
+    list_off_the_runtime(state, base, caller.principal.tenant_id, kinds, request).await
+}
+
+/// Runs a listing on the blocking pool: a filter that is not answered by an
+/// index reads every resource of the tenant, and must not hold up the async
+/// workers that serve everybody else's requests meanwhile.
+async fn list_off_the_runtime(
+    state: AppState,
+    base: BaseUrl,
+    tenant: String,
+    kinds: &'static [ResourceKind],
+    request: ListRequest,
+) -> Result<Response, ScimError> {
+    let body = tokio::task::spawn_blocking(move || list(&state, &base, &tenant, kinds, &request))
+        .await
+        .map_err(|error| Error::Internal(format!("listing task failed: {error}")))??;
     Ok(respond(StatusCode::OK, &body, None))
 }
 
