@@ -27,7 +27,7 @@ pub fn service_provider_config(base: &BaseUrl, body_limit_bytes: usize) -> Value
         "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": body_limit_bytes},
         "filter": {"supported": true, "maxResults": PAGE_SIZE_MAX},
         "changePassword": {"supported": false},
-        "sort": {"supported": false},
+        "sort": {"supported": true},
         "etag": {"supported": true},
         "authenticationSchemes": [{
             "type": "oauthbearertoken",

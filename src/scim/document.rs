@@ -18,7 +18,8 @@
 
 use jiff::Timestamp;
 use projections::directory::schema::{
-    Attribute, AttributeType, Mutability, ResourceKind, Schema, common_attributes,
+    Attribute, AttributeType, ENTERPRISE_USER_SCHEMA, Mutability, ResourceKind, Schema,
+    common_attributes,
 };
 use serde_json::{Map, Value};
 
@@ -62,6 +63,10 @@ pub fn normalize(kind: ResourceKind, body: &Value) -> Result<Document, Error> {
     Ok(document)
 }
 
+/// The draft URNs some clients still send, read as the final ones.
+const LEGACY_CORE: &str = "urn:scim:schemas:core:2.0";
+const LEGACY_ENTERPRISE: &str = "urn:scim:schemas:extension:enterprise:2.0";
+
 /// Whether a key names a password, wherever it stands (`password`,
 /// `Password `, `urn:...:User:password`): such values are never stored.
 pub fn is_secret_key(key: &str) -> bool {
@@ -97,6 +102,15 @@ fn normalize_urn_key(
     value: &Value,
     document: &mut Document,
 ) -> Result<(), Error> {
+    // OneLogin still sends the draft URNs of SCIM 2.0's schemas.
+    let legacy = |prefix: &str, current: &str| {
+        key.get(..prefix.len())
+            .filter(|head| head.eq_ignore_ascii_case(prefix))
+            .map(|_| format!("{current}{}", key.get(prefix.len()..).unwrap_or_default()))
+    };
+    let current_key =
+        legacy(LEGACY_ENTERPRISE, ENTERPRISE_USER_SCHEMA).or_else(|| legacy(LEGACY_CORE, core.id));
+    let key = current_key.as_deref().unwrap_or(key);
     let known = std::iter::once(core).chain(extensions);
     if known.clone().any(|schema| schema.id.eq_ignore_ascii_case(key)) {
         return normalize_schema_object(core, extensions, key, value, document);
@@ -459,6 +473,20 @@ mod tests {
                 ENTERPRISE: {"department": "Sales", "employeeNumber": "7"},
                 "urn:example:custom": {"nested": [{"keep": 1}]}
             }),
+        );
+    }
+
+    #[test]
+    fn onelogin_legacy_urns_are_read_as_the_final_ones() {
+        check(
+            ResourceKind::User,
+            json!({
+                "schemas": ["urn:scim:schemas:core:2.0", "urn:scim:schemas:extension:enterprise:2.0"],
+                "urn:scim:schemas:core:2.0": {"userName": "b"},
+                "urn:scim:schemas:extension:enterprise:2.0": {"department": "Sales"},
+                "urn:scim:schemas:extension:enterprise:2.0:employeeNumber": "7"
+            }),
+            json!({"userName": "b", ENTERPRISE: {"department": "Sales", "employeeNumber": "7"}}),
         );
     }
 

@@ -130,18 +130,29 @@ fn tokenize(text: &str) -> Result<Vec<Token>, FilterError> {
                 continue;
             }
             b'-' | b'0'..=b'9' => {
+                // A number, or a bare word that starts like one (an unquoted
+                // GUID): take the whole run, then decide.
                 let mut end = start + 1;
-                while bytes.get(end).is_some_and(|b| {
-                    b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-')
-                }) {
+                while bytes.get(end).is_some_and(|&b| is_word_byte(b) || b == b'+') {
                     end += 1;
                 }
                 let literal = text.get(start..end).unwrap_or_default();
-                let number: serde_json::Number = literal.parse().map_err(|_| FilterError {
-                    offset: start,
-                    message: format!("'{literal}' is not a number"),
-                })?;
-                tokens.push(Token { kind: TokenKind::Number(number), offset: start });
+                let kind = match literal.parse::<serde_json::Number>() {
+                    Ok(number) => TokenKind::Number(number),
+                    Err(_)
+                        if literal.bytes().all(is_word_byte)
+                            && literal.bytes().any(|b| b.is_ascii_alphabetic()) =>
+                    {
+                        TokenKind::Word(literal.to_owned())
+                    }
+                    Err(_) => {
+                        return Err(FilterError {
+                            offset: start,
+                            message: format!("'{literal}' is not a number"),
+                        });
+                    }
+                };
+                tokens.push(Token { kind, offset: start });
                 at = end;
                 continue;
             }
@@ -370,6 +381,9 @@ impl Parser {
             {
                 CompareValue::Null
             }
+            // Entra ID sends matching values unquoted (`externalId eq jyoung`,
+            // `userName eq 5f3a-...`): a bare word is a string.
+            Some(Token { kind: TokenKind::Word(word), .. }) => CompareValue::String(word),
             _ => {
                 self.next -= 1;
                 return Err(
@@ -577,6 +591,30 @@ mod tests {
         check(
             r#"members[value eq "2819c223"]"#,
             Filter::ValuePath { path: path("members"), filter: Box::new(eq("value", "2819c223")) },
+        );
+    }
+
+    #[test]
+    fn unquoted_values_are_strings_as_entra_sends_them() {
+        check("externalId eq jyoung", eq("externalId", "jyoung"));
+        check(
+            "userName eq 5f3a8b2c-7d1e-4c6b-9a0f-2e4d6c8b1a3f and x eq 7",
+            and(
+                eq("userName", "5f3a8b2c-7d1e-4c6b-9a0f-2e4d6c8b1a3f"),
+                Filter::Compare {
+                    path: path("x"),
+                    op: CompareOp::Equal,
+                    value: CompareValue::Number(7.into()),
+                },
+            ),
+        );
+        check(
+            "x eq -1e3",
+            Filter::Compare {
+                path: path("x"),
+                op: CompareOp::Equal,
+                value: CompareValue::Number(serde_json::Number::from_f64(-1000.0).unwrap()),
+            },
         );
     }
 

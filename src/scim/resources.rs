@@ -90,8 +90,10 @@ impl FromRequest<AppState> for ScimBody {
                 .next()
                 .unwrap_or_default()
                 .trim();
-            let accepted = media_type.eq_ignore_ascii_case("application/scim+json")
-                || media_type.eq_ignore_ascii_case("application/json");
+            // Okta sometimes says text/json.
+            let accepted = ["application/scim+json", "application/json", "text/json"]
+                .iter()
+                .any(|accepted| media_type.eq_ignore_ascii_case(accepted));
             if !accepted {
                 return Err(ScimError(Error::UnsupportedMediaType {
                     message: format!(
@@ -390,6 +392,8 @@ struct ListRequest {
     count: Option<i64>,
     attributes: Vec<Selector>,
     excluded: Vec<Selector>,
+    sort_by: Option<String>,
+    sort_order: Option<String>,
 }
 
 fn number(name: &str, text: &str) -> Result<i64, Error> {
@@ -408,8 +412,8 @@ impl ListRequest {
                 "count" => request.count = Some(number("count", value)?),
                 "attributes" => request.attributes = render::selectors(value),
                 "excludedattributes" => request.excluded = render::selectors(value),
-                // sortBy and sortOrder: sorting is not advertised, and RFC
-                // 7644 lets a server ignore them.
+                "sortby" => request.sort_by = Some(value.clone()),
+                "sortorder" => request.sort_order = Some(value.clone()),
                 _ => {}
             }
         }
@@ -456,10 +460,34 @@ impl ListRequest {
                 "count" => request.count = Some(integer("count")?),
                 "attributes" => request.attributes = list(value),
                 "excludedattributes" => request.excluded = list(value),
+                "sortby" => request.sort_by = value.as_str().map(str::to_owned),
+                "sortorder" => request.sort_order = value.as_str().map(str::to_owned),
                 _ => {}
             }
         }
         Ok(request)
+    }
+
+    /// The ordering asked for: `sortBy` any attribute path, `sortOrder`
+    /// ascending (the default) or descending.
+    fn sort(&self) -> Result<Option<query::Sort>, Error> {
+        let Some(sort_by) = self.sort_by.as_deref().map(str::trim).filter(|text| !text.is_empty())
+        else {
+            return Ok(None);
+        };
+        let path = super::filter::attribute_path(sort_by)
+            .map_err(|message| Error::invalid(format!("sortBy: {message}")))?;
+        let descending = match self.sort_order.as_deref().map(str::trim) {
+            None | Some("") => false,
+            Some(order) if order.eq_ignore_ascii_case("ascending") => false,
+            Some(order) if order.eq_ignore_ascii_case("descending") => true,
+            Some(order) => {
+                return Err(Error::invalid(format!(
+                    "sortOrder must be ascending or descending, not {order:?}"
+                )));
+            }
+        };
+        Ok(Some(query::Sort { path, descending }))
     }
 
     /// startIndex (1-based, below 1 read as 1) and count (negative read as
@@ -545,6 +573,7 @@ fn list(
         ),
         None => None,
     };
+    let sort = request.sort()?;
     let (start_index, count) = request.window();
     let mut offset = start_index - 1;
     let mut remaining = count;
@@ -552,8 +581,16 @@ fn list(
     let mut rows = Vec::new();
     for kind in kinds {
         let page = state.store.read(|connection| {
-            query::search(connection, tenant, *kind, filter.as_ref(), offset, remaining)
-                .map_err(invalid_filter)
+            query::search_sorted(
+                connection,
+                tenant,
+                *kind,
+                filter.as_ref(),
+                sort.as_ref(),
+                offset,
+                remaining,
+            )
+            .map_err(invalid_filter)
         })?;
         offset = offset.saturating_sub(page.total_results);
         remaining -= u64::try_from(page.resources.len()).unwrap_or(remaining).min(remaining);

@@ -6,6 +6,7 @@
 
 mod auth;
 mod cli;
+mod dialects;
 mod directory;
 mod scim;
 mod server;

@@ -55,11 +55,44 @@ pub fn search(
     offset: u64,
     limit: u64,
 ) -> Result<Page, QueryError> {
+    search_sorted(connection, tenant, kind, filter, None, offset, limit)
+}
+
+/// How a search is ordered: by one attribute, ascending or descending.
+/// Resources without the attribute come last either way; creation order
+/// breaks ties, so paging stays stable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sort {
+    pub path: AttrPath,
+    pub descending: bool,
+}
+
+/// [`search`], ordered by `sort` (creation order when `None`).
+pub fn search_sorted(
+    connection: &Connection,
+    tenant: &str,
+    kind: ResourceKind,
+    filter: Option<&Filter>,
+    sort: Option<&Sort>,
+    offset: u64,
+    limit: u64,
+) -> Result<Page, QueryError> {
     let mut translator = Translator { kind, params: Vec::new(), aliases: 0 };
     let condition = match filter {
         Some(filter) => translator.filter(filter, &Scope::Resource)?,
         None => "1".to_owned(),
     };
+    let condition_params = translator.params.len();
+    // Ordering parameters are numbered after the condition's, so the count
+    // query (which binds only the condition's) never sees them.
+    let order = match sort {
+        Some(sort) => {
+            let direction = if sort.descending { "DESC" } else { "ASC" };
+            format!("{} {direction} NULLS LAST, r.created_position", translator.order(&sort.path)?)
+        }
+        None => "r.created_position".to_owned(),
+    };
+    let order_params = translator.params.split_off(condition_params);
     let mut params =
         vec![SqlValue::Text(tenant.to_owned()), SqlValue::Text(kind_name(kind).to_owned())];
     params.extend(translator.params);
@@ -77,11 +110,12 @@ pub fn search(
     let mut resources = Vec::new();
     if limit > 0 {
         let mut page_params = params;
+        page_params.extend(order_params);
         page_params.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         page_params.push(SqlValue::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
         let limit_at = page_params.len() - 1;
         let sql = format!(
-            "SELECT {RESOURCE_COLUMNS} {from} ORDER BY r.created_position LIMIT ?{limit_at} OFFSET ?{}",
+            "SELECT {RESOURCE_COLUMNS} {from} ORDER BY {order} LIMIT ?{limit_at} OFFSET ?{}",
             limit_at + 1
         );
         resources = connection
@@ -385,6 +419,71 @@ impl Translator {
         names.extend(path.sub_attribute.as_deref());
         let json = json_path(path.schema.as_deref(), &names);
         self.json_leaf("r.document", json, Semantics::of(None), comparison)
+    }
+
+    /// The expression a sort orders by: an indexed column where there is
+    /// one, else the attribute's JSON (the first value of a multi-valued
+    /// one), folded when it is a case-insensitive string.
+    fn order(&mut self, path: &AttrPath) -> Result<String, QueryError> {
+        let resolved = resolve(self.kind, path);
+        let unique_name = match self.kind {
+            ResourceKind::User => "userName",
+            ResourceKind::Group => "displayName",
+        };
+        let Some(resolved) = resolved else {
+            let mut names = vec![path.name.as_str()];
+            names.extend(path.sub_attribute.as_deref());
+            let json = self.param(SqlValue::Text(json_path(path.schema.as_deref(), &names)));
+            return Ok(format!("scim_fold(json_extract(r.document, {json}))"));
+        };
+        let name = resolved.attribute.name;
+        let sub = resolved.sub_attribute.as_ref().map(|sub| sub.name);
+        match (name, sub) {
+            ("id", None) => return Ok("r.id".to_owned()),
+            ("externalId", None) => return Ok("r.external_id".to_owned()),
+            ("meta", Some("created")) => return Ok("r.created_position".to_owned()),
+            ("meta", Some("lastModified")) => return Ok("r.last_modified".to_owned()),
+            (name, None)
+                if name == unique_name
+                    && resolved.schema.is_some_and(|s| s != ENTERPRISE_USER_SCHEMA) =>
+            {
+                return Ok("r.name_key".to_owned());
+            }
+            ("meta", _) | ("members", _) | ("groups", _) => {
+                return Err(QueryError::InvalidFilter(format!("cannot sort by '{path}'")));
+            }
+            _ => {}
+        }
+        let schema = resolved.schema.filter(|s| *s == ENTERPRISE_USER_SCHEMA);
+        let attribute = &resolved.attribute;
+        let mut json = json_path(schema, &[name]);
+        if attribute.multi_valued {
+            json.push_str("[0]");
+        }
+        let target = match (attribute.kind, sub) {
+            (AttributeType::Complex, Some(sub)) => {
+                json.push_str(&format!(".\"{sub}\""));
+                resolved.target().clone()
+            }
+            (AttributeType::Complex, None) if attribute.sub_attribute("value").is_some() => {
+                json.push_str(".\"value\"");
+                attribute.sub_attribute("value").cloned().unwrap_or_else(|| attribute.clone())
+            }
+            (AttributeType::Complex, None) => {
+                return Err(QueryError::InvalidFilter(format!(
+                    "cannot sort by the complex attribute '{path}'"
+                )));
+            }
+            _ => attribute.clone(),
+        };
+        let json = self.param(SqlValue::Text(json));
+        let folds = matches!(target.kind, AttributeType::String | AttributeType::Reference)
+            && !target.case_exact;
+        Ok(if folds {
+            format!("scim_fold(json_extract(r.document, {json}))")
+        } else {
+            format!("json_extract(r.document, {json})")
+        })
     }
 
     fn membership_exists(&self, scope: &Scope<'_>, inner: &str) -> String {

@@ -1,0 +1,250 @@
+//! What real identity providers send, request by request, beyond the core
+//! protocol (issue 5). Each test names where the behaviour is documented:
+//! Microsoft's "Tutorial: Develop and plan provisioning for a SCIM
+//! endpoint in Microsoft Entra ID" (Entra), Okta's "SCIM 2.0 protocol
+//! reference" (Okta), and OneLogin's SCIM provisioning notes (OneLogin).
+
+use events::event::TokenScope;
+use serde_json::{Value, json};
+
+use crate::util::TestServer;
+
+async fn client(server: &TestServer) -> String {
+    server.tenant("acme").await;
+    server.token("acme", TokenScope::Scim).await.1
+}
+
+async fn send(
+    server: &TestServer,
+    token: &str,
+    method: reqwest::Method,
+    path: impl AsRef<str>,
+    body: Option<(&str, Value)>,
+) -> (u16, Value) {
+    let mut request = server
+        .client
+        .request(method, server.url(&format!("/scim/v2{}", path.as_ref())))
+        .bearer_auth(token);
+    if let Some((content_type, body)) = body {
+        request = request.header("content-type", content_type).body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+}
+
+async fn create(server: &TestServer, token: &str, body: Value) -> String {
+    let (status, created) =
+        send(server, token, reqwest::Method::POST, "/Users", Some(("application/scim+json", body)))
+            .await;
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_str().unwrap().to_owned()
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|user| user["userName"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_sort_by_any_attribute_in_either_order() {
+    let server = TestServer::start().await;
+    let token = client(&server).await;
+    for (name, title) in [
+        ("carol", Some("b-title")),
+        ("Alice", None),
+        ("bob", Some("A-title")),
+        ("dave", Some("c-title")),
+    ] {
+        let mut body = json!({"userName": name, "emails": [{"value": format!("{name}@x.org")}]});
+        if let Some(title) = title {
+            body["title"] = Value::from(title);
+        }
+        create(&server, &token, body).await;
+    }
+    let get = |query: &'static str| send(&server, &token, reqwest::Method::GET, query, None);
+    assert_eq!(
+        names(&get("/Users?sortBy=userName").await.1),
+        vec!["Alice", "bob", "carol", "dave"],
+        "case-insensitive"
+    );
+    assert_eq!(
+        names(&get("/Users?sortBy=USERNAME&sortOrder=DESCENDING").await.1),
+        vec!["dave", "carol", "bob", "Alice"]
+    );
+    assert_eq!(
+        names(&get("/Users?sortBy=meta.created&sortOrder=descending&count=2").await.1),
+        vec!["dave", "bob"]
+    );
+    assert_eq!(
+        names(&get("/Users?sortBy=title").await.1),
+        vec!["bob", "carol", "dave", "Alice"],
+        "missing values last"
+    );
+    assert_eq!(
+        names(&get("/Users?sortBy=title&sortOrder=descending").await.1),
+        vec!["dave", "carol", "bob", "Alice"]
+    );
+    assert_eq!(
+        names(&get("/Users?sortBy=emails").await.1),
+        vec!["Alice", "bob", "carol", "dave"],
+        "the first value"
+    );
+    let (status, body) = get("/Users?sortBy=userName&sortOrder=sideways").await;
+    assert_eq!((status, body["scimType"].clone()), (400, json!("invalidValue")));
+    let searched = send(
+        &server,
+        &token,
+        reqwest::Method::POST,
+        "/Users/.search",
+        Some((
+            "application/scim+json",
+            json!({"sortBy": "userName", "sortOrder": "descending", "startIndex": 2, "count": 2}),
+        )),
+    )
+    .await;
+    assert_eq!(names(&searched.1), vec!["carol", "bob"]);
+    let config = get("/ServiceProviderConfig").await.1;
+    assert_eq!(config["sort"]["supported"], true);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_id_matches_with_unquoted_values_and_tests_connections_on_groups() {
+    // Entra: Test Connection queries a random GUID on Users and Groups and
+    // expects 200 with an empty list; matching values may come unquoted.
+    let server = TestServer::start().await;
+    let token = client(&server).await;
+    create(&server, &token, json!({"userName": "jyoung@example.com", "externalId": "jyoung"}))
+        .await;
+    let get = |query: String| send(&server, &token, reqwest::Method::GET, query, None);
+    let (status, found) = get("/Users?filter=externalId%20eq%20jyoung".to_owned()).await;
+    assert_eq!((status, found["totalResults"].clone()), (200, json!(1)));
+    for endpoint in ["Users?filter=userName", "Groups?filter=displayName"] {
+        let (status, none) =
+            get(format!("/{endpoint}%20eq%20%22a8c1e6d2-3f4b-4e5a-9c7d-1b2a3c4d5e6f%22")).await;
+        assert_eq!(
+            (status, none["totalResults"].clone(), none["Resources"].clone()),
+            (200, json!(0), json!([]))
+        );
+        let (status, none) =
+            get(format!("/{endpoint}%20eq%20a8c1e6d2-3f4b-4e5a-9c7d-1b2a3c4d5e6f")).await;
+        assert_eq!((status, none["totalResults"].clone()), (200, json!(0)), "unquoted GUID");
+    }
+    // Entra creates groups listing its own schema URN beside the core one.
+    let (status, group) = send(
+        &server,
+        &token,
+        reqwest::Method::POST,
+        "/Groups",
+        Some((
+            "application/scim+json",
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group", "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"],
+                   "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159", "displayName": "Group1"}),
+        )),
+    )
+    .await;
+    assert_eq!(status, 201, "{group}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okta_sends_text_json_renames_with_id_in_the_value_and_pushes_empty_groups() {
+    // Okta: Content-Type may be text/json; "Push now" of an empty group is
+    // `replace members []`; a rename carries the id in the value object.
+    let server = TestServer::start().await;
+    let token = client(&server).await;
+    let (status, user) = send(
+        &server,
+        &token,
+        reqwest::Method::POST,
+        "/Users",
+        Some(("text/json", json!({"userName": "okta-user"}))),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    let user_id = user["id"].as_str().unwrap().to_owned();
+    let (_, group) = send(
+        &server,
+        &token,
+        reqwest::Method::POST,
+        "/Groups",
+        Some((
+            "application/json",
+            json!({"displayName": "Okta Group", "members": [{"value": user_id}]}),
+        )),
+    )
+    .await;
+    let group_id = group["id"].as_str().unwrap().to_owned();
+    let patch = |operations: Value| {
+        send(
+            &server,
+            &token,
+            reqwest::Method::PATCH,
+            format!("/Groups/{group_id}"),
+            Some((
+                "application/json",
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations}),
+            )),
+        )
+    };
+    let (status, renamed) =
+        patch(json!([{"op": "replace", "value": {"id": group_id, "displayName": "Okta Group 2"}}]))
+            .await;
+    assert_eq!(status, 200, "{renamed}");
+    assert_eq!(renamed["displayName"], "Okta Group 2");
+    assert_eq!(renamed["members"][0]["value"], user_id, "a rename keeps the members");
+    let (status, emptied) = patch(json!([{"op": "replace", "path": "members", "value": []}])).await;
+    assert_eq!(status, 200, "{emptied}");
+    assert!(emptied.get("members").is_none(), "{emptied}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onelogin_trailing_ampersands_and_legacy_urns() {
+    // OneLogin: a trailing `&` in query strings, draft schema URNs on PUT.
+    let server = TestServer::start().await;
+    let token = client(&server).await;
+    let id = create(&server, &token, json!({"userName": "ol-user"})).await;
+    let (status, list) =
+        send(&server, &token, reqwest::Method::GET, "/Users?startIndex=1&count=100&", None).await;
+    assert_eq!((status, list["totalResults"].clone()), (200, json!(1)));
+    let (status, replaced) = send(
+        &server,
+        &token,
+        reqwest::Method::PUT,
+        format!("/Users/{id}"),
+        Some((
+            "application/scim+json",
+            json!({"schemas": ["urn:scim:schemas:core:2.0", "urn:scim:schemas:extension:enterprise:2.0"],
+                   "userName": "ol-user", "urn:scim:schemas:extension:enterprise:2.0": {"department": "Sales"}}),
+        )),
+    )
+    .await;
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(
+        replaced["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"],
+        "Sales"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_user_can_be_provisioned_again() {
+    // Peers' bug trackers: re-provisioning a deleted user looped on 409.
+    let server = TestServer::start().await;
+    let token = client(&server).await;
+    let body = json!({"userName": "again@example.com", "externalId": "ext-again"});
+    let first = create(&server, &token, body.clone()).await;
+    let (status, _) =
+        send(&server, &token, reqwest::Method::DELETE, format!("/Users/{first}"), None).await;
+    assert_eq!(status, 204);
+    let second = create(&server, &token, body).await;
+    assert_ne!(first, second);
+    server.stop().await.unwrap();
+}
