@@ -280,8 +280,27 @@ fn normalize_single(
     if attribute.kind != AttributeType::Complex {
         return normalize_simple(attribute, value, path).map(Some);
     }
-    let Value::Object(fields) = value else {
-        return Err(Error::invalid(format!("{path} must be an object")));
+    let bare;
+    let fields = match value {
+        Value::Object(fields) => fields,
+        // A bare value for a complex attribute that has a `value` (Entra
+        // ID's manager as a plain id); an empty one clears it.
+        Value::String(text) if text.is_empty() => return Ok(None),
+        Value::String(_) | Value::Number(_) | Value::Bool(_)
+            if attribute.sub_attribute("value").is_some() =>
+        {
+            bare = Map::from_iter([("value".to_owned(), value.clone())]);
+            &bare
+        }
+        _ => return Err(Error::invalid(format!("{path} must be an object"))),
+    };
+    let decoded;
+    let fields = match decode_app_role(attribute, fields) {
+        Some(role) => {
+            decoded = role;
+            &decoded
+        }
+        None => fields,
     };
     let mut normalized = Document::new();
     for (name, value) in fields {
@@ -303,6 +322,34 @@ fn normalize_single(
         );
     }
     Ok((!normalized.is_empty()).then_some(Value::Object(normalized)))
+}
+
+/// Entra ID sends app-role assignments as a JSON-encoded object in a role's
+/// `value` (`{"value": "{\"id\":\"...\",\"value\":\"Admin\",\"displayName\":\"Admin\"}"}`):
+/// read it as the role it encodes.
+fn decode_app_role(
+    attribute: &Attribute,
+    fields: &Map<String, Value>,
+) -> Option<Map<String, Value>> {
+    if !matches!(attribute.name, "roles" | "entitlements") {
+        return None;
+    }
+    let encoded = fields.iter().find(|(key, _)| key.eq_ignore_ascii_case("value"))?.1.as_str()?;
+    let Ok(Value::Object(inner)) = serde_json::from_str::<Value>(encoded.trim()) else {
+        return None;
+    };
+    let value = inner.iter().find(|(key, _)| key.eq_ignore_ascii_case("value"))?.1.clone();
+    let mut role = fields.clone();
+    role.retain(|key, _| !key.eq_ignore_ascii_case("value"));
+    role.insert("value".to_owned(), value);
+    if let Some(display) = inner
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case("displayName"))
+        .map(|(_, v)| v.clone())
+    {
+        role.entry("display".to_owned()).or_insert(display);
+    }
+    Some(role)
 }
 
 /// Checks and canonicalises one simple value (also used by PATCH).
@@ -442,11 +489,21 @@ mod tests {
             "invalidValue",
             "emails.primary must be true or false",
         );
+        check(
+            ResourceKind::User,
+            json!({"userName": "b", ENTERPRISE: {"manager": "26118915", "department": ""}}),
+            json!({"userName": "b", ENTERPRISE: {"manager": {"value": "26118915"}, "department": ""}}),
+        );
+        check(
+            ResourceKind::User,
+            json!({"userName": "b", ENTERPRISE: {"manager": ""}}),
+            json!({"userName": "b"}),
+        );
         check_error(
             ResourceKind::User,
-            json!({"userName": "b", ENTERPRISE: {"manager": "26118915"}}),
+            json!({"userName": "b", "name": ["x"]}),
             "invalidValue",
-            "manager must be an object",
+            "name must be an object",
         );
         check_error(
             ResourceKind::User,
@@ -473,6 +530,21 @@ mod tests {
                 ENTERPRISE: {"department": "Sales", "employeeNumber": "7"},
                 "urn:example:custom": {"nested": [{"keep": 1}]}
             }),
+        );
+    }
+
+    #[test]
+    fn entra_app_roles_arrive_json_encoded_and_are_decoded() {
+        check(
+            ResourceKind::User,
+            json!({"userName": "b", "roles": [
+                {"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": "Admin"},
+                {"value": "{\"id\":\"7c3b\",\"value\":\"Editor\",\"displayName\":\"Content Editor\"}"}
+            ]}),
+            json!({"userName": "b", "roles": [
+                {"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": "Admin"},
+                {"value": "Editor", "display": "Content Editor"}
+            ]}),
         );
     }
 

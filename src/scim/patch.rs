@@ -41,6 +41,8 @@ use projections::directory::filter::{AttrPath, CompareOp, CompareValue, Filter};
 use projections::directory::schema::{
     Attribute, AttributeType, Mutability, ResourceKind, Schema, resolve,
 };
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 
 use crate::error::{Error, InvalidKind};
@@ -752,8 +754,19 @@ fn set_attribute(
             Op::Add => take_elements(container, key),
             Op::Replace | Op::Remove => Vec::new(),
         };
+        // Elements with an identity (a member's id) are found by a set, so
+        // adding thousands of members to a large group stays linear.
+        let mut known: HashSet<String> = elements
+            .iter()
+            .filter_map(|element| identity(attribute, element))
+            .map(str::to_owned)
+            .collect();
         for item in items {
-            if !contains_equivalent(kind, attribute, &elements, &item) {
+            let new = match identity(attribute, &item) {
+                Some(id) => known.insert(id.to_owned()),
+                None => !contains_equivalent(kind, attribute, &elements, &item),
+            };
+            if new {
                 elements.push(item);
             }
         }
@@ -1035,12 +1048,22 @@ fn remove_at(
             // members to remove as the value.
             Some(value) if attribute.multi_valued && !value.is_null() => {
                 let items = canonical_items(attribute, value)?;
-                let wanted: Vec<Wanted<'_>> =
-                    items.iter().map(|item| Wanted::new(attribute, item)).collect();
                 let mut elements = take_elements(container, key);
-                elements.retain(|element| {
-                    !wanted.iter().any(|wanted| wanted.is(kind, attribute, element))
-                });
+                let ids: Option<HashSet<&str>> =
+                    items.iter().map(|item| identity(attribute, item)).collect();
+                match ids {
+                    // Members listed by id: a set, so removing thousands stays linear.
+                    Some(ids) => elements.retain(|element| {
+                        identity(attribute, element).is_none_or(|id| !ids.contains(id))
+                    }),
+                    None => {
+                        let wanted: Vec<Wanted<'_>> =
+                            items.iter().map(|item| Wanted::new(attribute, item)).collect();
+                        elements.retain(|element| {
+                            !wanted.iter().any(|wanted| wanted.is(kind, attribute, element))
+                        });
+                    }
+                }
                 put_elements(container, key, elements);
             }
             _ => {
@@ -1111,6 +1134,14 @@ fn put_elements(container: &mut Map<String, Value>, key: &str, elements: Vec<Val
     if !elements.is_empty() {
         container.insert(key.to_owned(), Value::Array(elements));
     }
+}
+
+/// An element's identity, when its attribute has one: the immutable
+/// `value` of a group member (its id). Two elements with one identity are
+/// the same element, whatever else they say.
+fn identity<'v>(attribute: &Attribute, element: &'v Value) -> Option<&'v str> {
+    attribute.sub_attribute("value").filter(|value| value.mutability == Mutability::Immutable)?;
+    element.get("value").and_then(Value::as_str)
 }
 
 fn contains_equivalent(

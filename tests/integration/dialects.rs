@@ -248,3 +248,104 @@ async fn a_deleted_user_can_be_provisioned_again() {
     assert_ne!(first, second);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_id_roles_and_managers_in_its_own_shapes() {
+    // Entra: roles on POST, app roles added by PATCH as JSON-encoded
+    // strings, the manager as a plain id, and an empty value to clear it.
+    let server = TestServer::start().await;
+    let token = client(&server).await;
+    let enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let id = create(
+        &server,
+        &token,
+        json!({"userName": "roles@example.com",
+               "roles": [{"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": "Admin"}]}),
+    )
+    .await;
+    let path = format!("/Users/{id}");
+    let patch = |operations: Value| {
+        send(
+            &server,
+            &token,
+            reqwest::Method::PATCH,
+            path.clone(),
+            Some((
+                "application/scim+json",
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations}),
+            )),
+        )
+    };
+    let (status, patched) = patch(json!([
+        {"op": "Add", "path": "roles", "value": [{"value": "{\"id\":\"7c3b\",\"value\":\"Editor\",\"displayName\":\"Content Editor\"}"}]},
+        {"op": "Replace", "path": format!("{enterprise}:manager"), "value": "boss-id"}
+    ]))
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(
+        patched["roles"],
+        json!([{"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": "Admin"}, {"value": "Editor", "display": "Content Editor"}])
+    );
+    assert_eq!(patched[enterprise]["manager"], json!({"value": "boss-id"}));
+    let (status, cleared) =
+        patch(json!([{"op": "Replace", "path": format!("{enterprise}:manager"), "value": ""}]))
+            .await;
+    assert_eq!(status, 200, "{cleared}");
+    assert!(cleared.get(enterprise).is_none_or(|ext| ext.get("manager").is_none()), "{cleared}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_id_adds_a_thousand_members_in_one_patch() {
+    // Entra: many members in one Add, `"$ref": null` on each.
+    let server = TestServer::start().await;
+    let token = client(&server).await;
+    let mut ids = Vec::new();
+    for n in 0..1000 {
+        ids.push(create(&server, &token, json!({"userName": format!("member{n}")})).await);
+    }
+    let (_, group) = send(
+        &server,
+        &token,
+        reqwest::Method::POST,
+        "/Groups",
+        Some(("application/scim+json", json!({"displayName": "Big"}))),
+    )
+    .await;
+    let group_path = format!("/Groups/{}", group["id"].as_str().unwrap());
+    let members: Vec<Value> = ids.iter().map(|id| json!({"$ref": null, "value": id})).collect();
+    let started = std::time::Instant::now();
+    let (status, patched) = send(
+        &server,
+        &token,
+        reqwest::Method::PATCH,
+        group_path.clone(),
+        Some((
+            "application/scim+json",
+            json!({"Operations": [{"op": "Add", "path": "members", "value": members}]}),
+        )),
+    )
+    .await;
+    eprintln!("1,000 members added in {:?} (debug build)", started.elapsed());
+    assert_eq!(status, 200);
+    assert_eq!(patched["members"].as_array().unwrap().len(), 1000);
+    let (_, removed) = send(
+        &server,
+        &token,
+        reqwest::Method::PATCH,
+        group_path.clone(),
+        Some(("application/scim+json", json!({"Operations": [{"op": "Remove", "path": "members", "value": ids[..500].iter().map(|id| json!({"value": id})).collect::<Vec<_>>()}]}))),
+    )
+    .await;
+    assert_eq!(removed["members"].as_array().unwrap().len(), 500);
+    let (_, slim) = send(
+        &server,
+        &token,
+        reqwest::Method::GET,
+        format!("{group_path}?excludedAttributes=members"),
+        None,
+    )
+    .await;
+    assert!(slim.get("members").is_none());
+    server.stop().await.unwrap();
+}
