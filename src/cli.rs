@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// proxy (default: built from each request's Host header).
     #[arg(long, env = "ROLLCALL_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// A group PATCH answers 204 instead of the group when the group has
+    /// more members than this.
+    #[arg(long, env = "ROLLCALL_PATCH_RESPONSE_MEMBERS_MAX", default_value_t = 1000)]
+    pub patch_response_members_max: usize,
     /// Log lines as human text or as JSON objects.
     #[arg(long, env = "ROLLCALL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -275,6 +279,7 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
         body_limit_bytes: serve.body_limit_bytes,
         shutdown_grace: Duration::from_secs(serve.shutdown_grace_seconds),
         public_url: serve.public_url.clone(),
+        patch_response_members_max: serve.patch_response_members_max,
         ..ServerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

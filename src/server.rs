@@ -45,6 +45,10 @@ pub struct ServerConfig {
     /// for `meta.location` and `$ref`s when a proxy stands in front; absent,
     /// they are built from the request's Host header.
     pub public_url: Option<String>,
+    /// A PATCH of a group with more members than this answers 204 instead
+    /// of the whole group (RFC 7644 section 3.5.2 allows both), so a large
+    /// group is never serialised on every membership change.
+    pub patch_response_members_max: usize,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +58,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             token_touch_interval: Duration::from_secs(60),
             public_url: None,
+            patch_response_members_max: 1000,
         }
     }
 }

@@ -741,6 +741,17 @@ pub async fn update_resource(
             .map_err(Error::from)?;
     }
     let row = read_one(&state, &tenant, kind, &id)?;
+    if matches!(write, Write::Patch) && kind == ResourceKind::Group {
+        let members =
+            state.store.read(|connection| Ok(store::member_count(connection, &tenant, &id)?))?;
+        if members > state.config.patch_response_members_max {
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            if let Ok(etag) = HeaderValue::from_str(&render::etag(row.version)) {
+                response.headers_mut().insert(header::ETAG, etag);
+            }
+            return Ok(response);
+        }
+    }
     let resource = shown(&state, &base, &tenant, &row, &[], &[])?;
     Ok(respond(StatusCode::OK, &resource, Some(&render::etag(row.version))))
 }

@@ -338,6 +338,8 @@ async fn entra_id_adds_a_thousand_members_in_one_patch() {
     )
     .await;
     assert_eq!(removed["members"].as_array().unwrap().len(), 500);
+    let (_, slim) = send(&server, &token, reqwest::Method::GET, group_path.clone(), None).await;
+    assert_eq!(slim["members"].as_array().unwrap().len(), 500);
     let (_, slim) = send(
         &server,
         &token,
@@ -347,5 +349,46 @@ async fn entra_id_adds_a_thousand_members_in_one_patch() {
     )
     .await;
     assert!(slim.get("members").is_none());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_group_answers_patch_with_204() {
+    // RFC 7644 3.5.2 allows 204; above the configured size the group is not
+    // serialised on every membership change.
+    let config =
+        rollcall::server::ServerConfig { patch_response_members_max: 2, ..Default::default() };
+    let server = TestServer::start_with(config).await;
+    let token = client(&server).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(create(&server, &token, json!({"userName": format!("p{n}")})).await);
+    }
+    let (_, group) = send(
+        &server,
+        &token,
+        reqwest::Method::POST,
+        "/Groups",
+        Some(("application/scim+json", json!({"displayName": "G"}))),
+    )
+    .await;
+    let path = format!("/Groups/{}", group["id"].as_str().unwrap());
+    let add = |id: &str| json!({"Operations": [{"op": "add", "path": "members", "value": [{"value": id}]}]});
+    for (n, id) in ids.iter().enumerate() {
+        let response = server
+            .client
+            .patch(server.url(&format!("/scim/v2{path}")))
+            .bearer_auth(&token)
+            .header("content-type", "application/scim+json")
+            .body(add(id).to_string())
+            .send()
+            .await
+            .unwrap();
+        let expected = if n < 2 { 200 } else { 204 };
+        assert_eq!(response.status(), expected, "member {n}");
+        assert!(response.headers().contains_key("etag"));
+    }
+    let (_, full) = send(&server, &token, reqwest::Method::GET, path, None).await;
+    assert_eq!(full["members"].as_array().unwrap().len(), 3);
     server.stop().await.unwrap();
 }

@@ -336,6 +336,21 @@ pub fn members(
         .map_err(ProjectionError::storage("reading group members"))
 }
 
+/// How many members a group has.
+pub fn member_count(
+    connection: &Connection,
+    tenant: &str,
+    group_id: &str,
+) -> Result<usize, ProjectionError> {
+    connection
+        .prepare_cached("SELECT count(*) FROM scim_members WHERE tenant_id = ?1 AND group_id = ?2")
+        .and_then(|mut statement| {
+            statement.query_row(params![tenant, group_id], |row| row.get::<_, i64>(0))
+        })
+        .map(|count| usize::try_from(count).unwrap_or(0))
+        .map_err(ProjectionError::storage("counting group members"))
+}
+
 /// The groups `member_id` belongs to directly: (group id, displayName).
 pub fn groups_of(
     connection: &Connection,
