@@ -67,8 +67,33 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Register, list and revoke OAuth 2.0 clients (client-credentials grant).
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
     /// Walk the hash chain and name the first event that does not match.
     Verify(VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client. Prints `client_id=...` and `client_secret=...` on
+    /// stdout; the secret is shown once.
+    Create {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        /// A note for admins, such as "Entra ID gallery app".
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List clients (never their secrets).
+    List {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: Option<String>,
+    },
+    /// Revoke a client and every access token it holds.
+    Revoke { client_id: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,6 +111,9 @@ pub struct ServeArgs {
     /// proxy (default: built from each request's Host header).
     #[arg(long, env = "ROLLCALL_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Seconds an access token from POST /oauth/token lives.
+    #[arg(long, env = "ROLLCALL_OAUTH_TOKEN_LIFETIME_SECONDS", default_value_t = 3600)]
+    pub oauth_token_lifetime_seconds: u64,
     /// A group PATCH answers 204 instead of the group when the group has
     /// more members than this.
     #[arg(long, env = "ROLLCALL_PATCH_RESPONSE_MEMBERS_MAX", default_value_t = 1000)]
@@ -254,6 +282,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             token_command(&store, command)
         }
+        Command::Client { command } => {
+            init_logging("warn", LogFormat::Text);
+            let store = match command {
+                ClientCommand::List { .. } => open_store_read_only(&settings)?,
+                ClientCommand::Create { .. } | ClientCommand::Revoke { .. } => {
+                    open_store(&settings)?
+                }
+            };
+            client_command(&store, command)
+        }
         Command::Verify(verify) => {
             init_logging("warn", LogFormat::Text);
             // Read-only: verify must neither create a missing file nor
@@ -280,6 +318,7 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(serve.shutdown_grace_seconds),
         public_url: serve.public_url.clone(),
         patch_response_members_max: serve.patch_response_members_max,
+        oauth_token_lifetime: Duration::from_secs(serve.oauth_token_lifetime_seconds.max(1)),
         ..ServerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -356,7 +395,7 @@ fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<ExitCod
     match command {
         TokenCommand::Issue { tenant, scope, expires, label } => {
             let lifetime = expires.as_deref().map(tenancy::parse_lifetime).transpose()?;
-            let request = TokenRequest { scope: scope.into(), lifetime, label };
+            let request = TokenRequest { scope: scope.into(), lifetime, label, client_id: None };
             let (token, secret) =
                 tenancy::issue_token(store, TenantRef::Name(tenant), request, cli_context())
                     .wait()
@@ -422,6 +461,55 @@ fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<ExitCod
             match revoked {
                 Revoked::Now => eprintln!("rollcall: revoked token {token_id}"),
                 Revoked::Already => eprintln!("rollcall: token {token_id} was already revoked"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn client_command(store: &Store, command: ClientCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ClientCommand::Create { tenant, label } => {
+            let (client, secret) =
+                tenancy::register_client(store, TenantRef::Name(tenant), label, cli_context())
+                    .wait()
+                    .map_err(crate::error::Error::from)?;
+            println!("client_id={}", client.client_id);
+            println!("client_secret={}", secret.expose());
+            eprintln!(
+                "rollcall: registered OAuth client {} for tenant {}; the secret above is shown once. \
+                 Token endpoint: POST <server>/oauth/token (grant_type=client_credentials)",
+                client.client_id, client.tenant_name
+            );
+        }
+        ClientCommand::List { tenant } => {
+            let clients = store.read(|connection| {
+                let tenant_id = match &tenant {
+                    Some(name) => {
+                        Some(TenantRef::Name(name.clone()).resolve(connection)?.tenant_id)
+                    }
+                    None => None,
+                };
+                Ok(tenancy_projection::list_clients(connection, tenant_id.as_deref())?)
+            })?;
+            let rows = clients.iter().map(|c| {
+                vec![
+                    c.client_id.clone(),
+                    c.tenant_name.clone(),
+                    if c.revoked_at.is_some() { "revoked" } else { "active" }.to_owned(),
+                    c.created_at.clone(),
+                    c.label.clone().unwrap_or_default(),
+                ]
+            });
+            print_table(&["CLIENT ID", "TENANT", "STATUS", "CREATED", "LABEL"], rows)?;
+        }
+        ClientCommand::Revoke { client_id } => {
+            match tenancy::revoke_client(store, &client_id, cli_context())
+                .wait()
+                .map_err(crate::error::Error::from)?
+            {
+                Revoked::Now => eprintln!("rollcall: revoked client {client_id} and its tokens"),
+                Revoked::Already => eprintln!("rollcall: client {client_id} was already revoked"),
             }
         }
     }

@@ -12,7 +12,8 @@
 //!   every request passes (request id, body limit, logging).
 //! * [`auth`] admits bearer tokens by the hash of their secret.
 //! * [`scim`], [`admin`], [`audit`] are the three families of routes, each
-//!   open to its own token scope.
+//!   open to its own token scope; [`oauth`] is the token endpoint of the
+//!   client-credentials grant.
 //! * [`tenancy`] holds the tenant and token commands; [`store`] the one
 //!   write path ([`store::record`]) every command uses.
 //! * [`error`] is the one error enum and its mapping to responses.
@@ -22,6 +23,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod oauth;
 pub mod scim;
 pub mod server;
 pub mod store;

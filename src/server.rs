@@ -49,6 +49,8 @@ pub struct ServerConfig {
     /// of the whole group (RFC 7644 section 3.5.2 allows both), so a large
     /// group is never serialised on every membership change.
     pub patch_response_members_max: usize,
+    /// How long an access token from `POST /oauth/token` lives.
+    pub oauth_token_lifetime: Duration,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
             token_touch_interval: Duration::from_secs(60),
             public_url: None,
             patch_response_members_max: 1000,
+            oauth_token_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -105,6 +108,7 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.config.body_limit_bytes;
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/oauth/token", axum::routing::post(crate::oauth::token))
         .nest("/scim/v2", crate::scim::router(state.clone()))
         .nest(
             "/api/v1",

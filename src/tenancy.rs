@@ -6,10 +6,12 @@
 //! the return value of [`issue_token`]: the log and the projections hold its
 //! SHA-256, and [`Secret`]'s `Debug` never prints it.
 
-use events::event::{TenantCreated, TokenIssued, TokenRevoked, TokenScope};
+use events::event::{
+    ClientRegistered, ClientRevoked, TenantCreated, TokenIssued, TokenRevoked, TokenScope,
+};
 use events::{CommandContext, Event, ExpectedVersion, LogTransaction, Pending, SYSTEM_TENANT};
 use jiff::{SignedDuration, Timestamp};
-use projections::tenancy::{self, Tenant, TokenRecord};
+use projections::tenancy::{self, ClientRecord, Tenant, TokenRecord};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
@@ -125,6 +127,8 @@ pub struct TokenRequest {
     pub scope: TokenScope,
     pub lifetime: Option<SignedDuration>,
     pub label: Option<String>,
+    /// The OAuth client the token is issued to (client-credentials grant).
+    pub client_id: Option<String>,
 }
 
 /// Issues a token for a tenant (by name or id). The secret is returned once
@@ -168,6 +172,7 @@ pub fn issue_token(
             secret_sha256,
             expires_at,
             label: request.label,
+            client_id: request.client_id,
         });
         record(
             tx,
@@ -180,6 +185,146 @@ pub fn issue_token(
         let record = tenancy::token_by_id(tx.connection(), &token_id)?
             .ok_or_else(|| Error::Internal("token vanished".to_owned()))?;
         Ok((record, secret))
+    })
+}
+
+/// Every OAuth client secret starts with this, like token secrets.
+pub const CLIENT_SECRET_PREFIX: &str = "rcs_";
+
+/// Registers an OAuth 2.0 client (client-credentials grant) for a tenant.
+/// Returns its record and its secret, shown once.
+pub fn register_client(
+    store: &Store,
+    tenant: TenantRef,
+    label: Option<String>,
+    context: CommandContext,
+) -> Pending<(ClientRecord, Secret), Error> {
+    if let Some(label) = &label {
+        if label.chars().count() > TOKEN_LABEL_LENGTH_MAX || label.chars().any(char::is_control) {
+            let error = Error::invalid(format!(
+                "a client label is at most {TOKEN_LABEL_LENGTH_MAX} printable characters"
+            ));
+            return Pending::ready(Err(events::ExecuteError::Command(error)));
+        }
+    }
+    let secret = match new_secret() {
+        Ok(secret) => {
+            Secret(format!("{CLIENT_SECRET_PREFIX}{}", secret.0.trim_start_matches(SECRET_PREFIX)))
+        }
+        Err(error) => return Pending::ready(Err(events::ExecuteError::Command(error))),
+    };
+    let secret_sha256 = events::hash::to_hex(&secret_hash(secret.expose()));
+    store.command(move |tx| {
+        let tenant = tenant.resolve(tx.connection())?;
+        let client_id = format!("rcc_{}", ulid::Ulid::generate().to_string().to_ascii_lowercase());
+        let event = Event::ClientRegistered(ClientRegistered {
+            client_id: client_id.clone(),
+            secret_sha256,
+            label,
+        });
+        record(
+            tx,
+            &tenant.tenant_id,
+            &format!("client:{client_id}"),
+            ExpectedVersion::NoStream,
+            &[event],
+            &context,
+        )?;
+        let client = tenancy::client_by_id(tx.connection(), &client_id)?
+            .ok_or_else(|| Error::Internal("client vanished".to_owned()))?;
+        Ok((client, secret))
+    })
+}
+
+/// Revokes an OAuth client and every token it still holds.
+pub fn revoke_client(
+    store: &Store,
+    client_id: &str,
+    context: CommandContext,
+) -> Pending<Revoked, Error> {
+    let client_id = client_id.to_owned();
+    store.command(move |tx| {
+        let client = tenancy::client_by_id(tx.connection(), &client_id)?
+            .ok_or_else(|| Error::not_found(format!("client {client_id}")))?;
+        if client.revoked_at.is_some() {
+            return Ok(Revoked::Already);
+        }
+        for token in tenancy::live_tokens_of_client(tx.connection(), &client_id)? {
+            let stream = format!("token:{}", token.token_id);
+            let version = tx.stream_version(&token.tenant_id, &stream)?;
+            let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+            let event = Event::TokenRevoked(TokenRevoked { token_id: token.token_id });
+            record(tx, &token.tenant_id, &stream, expected, &[event], &context)?;
+        }
+        let stream = format!("client:{client_id}");
+        let expected = tx
+            .stream_version(&client.tenant_id, &stream)?
+            .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+        let event = Event::ClientRevoked(ClientRevoked { client_id });
+        record(tx, &client.tenant_id, &stream, expected, &[event], &context)?;
+        Ok(Revoked::Now)
+    })
+}
+
+/// Why the token endpoint refuses a client (RFC 6749 section 5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRefusal {
+    /// Unknown client, wrong secret, or revoked: one answer for all, so
+    /// the endpoint tells an attacker nothing.
+    InvalidClient,
+}
+
+/// The client-credentials grant: checks the client's secret and issues a
+/// short-lived `scim` token to it, recorded like any other token.
+pub fn grant_client_credentials(
+    store: &Store,
+    client_id: &str,
+    client_secret: &str,
+    lifetime: SignedDuration,
+    context: CommandContext,
+) -> Pending<Result<(TokenRecord, Secret), ClientRefusal>, Error> {
+    let client_id = client_id.to_owned();
+    let presented = secret_hash(client_secret);
+    let secret = match new_secret() {
+        Ok(secret) => secret,
+        Err(error) => return Pending::ready(Err(events::ExecuteError::Command(error))),
+    };
+    let expires_at = match Timestamp::now().checked_add(lifetime) {
+        Ok(instant) => events::time::format_millis(instant),
+        Err(error) => {
+            return Pending::ready(Err(events::ExecuteError::Command(Error::Internal(
+                error.to_string(),
+            ))));
+        }
+    };
+    let secret_sha256 = events::hash::to_hex(&secret_hash(secret.expose()));
+    store.command(move |tx| {
+        let client = tenancy::client_by_id(tx.connection(), &client_id)?;
+        let Some(client) = client
+            .filter(|client| client.revoked_at.is_none() && client.secret_sha256 == presented)
+        else {
+            return Ok(Err(ClientRefusal::InvalidClient));
+        };
+        let token_id = ulid::Ulid::generate().to_string();
+        let event = Event::TokenIssued(TokenIssued {
+            token_id: token_id.clone(),
+            scope: TokenScope::Scim,
+            secret_sha256,
+            expires_at: Some(expires_at),
+            label: Some(format!("OAuth client {}", client.client_id)),
+            client_id: Some(client.client_id.clone()),
+        });
+        record(
+            tx,
+            &client.tenant_id,
+            &format!("token:{token_id}"),
+            ExpectedVersion::NoStream,
+            &[event],
+            &context,
+        )?;
+        let record = tenancy::token_by_id(tx.connection(), &token_id)?
+            .ok_or_else(|| Error::Internal("token vanished".to_owned()))?;
+        Ok(Ok((record, secret)))
     })
 }
 

@@ -45,6 +45,7 @@ fn sample_event(n: u64) -> Event {
         secret_sha256: "5f".repeat(32),
         expires_at: Some("2027-01-01T00:00:00.000Z".to_owned()),
         label: Some(format!("bench token {n}")),
+        client_id: None,
     })
 }
 

@@ -64,6 +64,28 @@ pub struct TokenIssued {
     /// A free-text label for the admin ("Entra ID production").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The OAuth client this token was issued to, if it came from the
+    /// client-credentials grant. Optional and absent from older rows, so
+    /// adding it changed no stored payload's meaning (no new version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// An OAuth 2.0 client (RFC 6749 client credentials) was registered for a
+/// tenant. Stream `client:<client_id>`. Only the secret's hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRegistered {
+    pub client_id: String,
+    pub secret_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// An OAuth client was revoked: it gets no more tokens (those it had are
+/// revoked by their own TokenRevoked events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRevoked {
+    pub client_id: String,
 }
 
 /// A bearer token was revoked; it stops working at the next request.
@@ -239,6 +261,8 @@ events! {
     TenantCreated = 1,
     TokenIssued = 2,
     TokenRevoked = 1,
+    ClientRegistered = 1,
+    ClientRevoked = 1,
     UserCreated = 1,
     UserUpdated = 1,
     UserDeactivated = 1,
@@ -354,6 +378,7 @@ mod tests {
             secret_sha256: "ab".repeat(32),
             expires_at: Some("2027-01-01T00:00:00.000Z".to_owned()),
             label: Some("Entra".to_owned()),
+            client_id: None,
         });
         let stored = event.encode();
         assert_eq!(stored.event_type, "TokenIssued");

@@ -27,6 +27,20 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at TEXT NOT NULL,
     expires_at TEXT,
     revoked_at TEXT,
+    position INTEGER NOT NULL,
+    client_id TEXT
+) STRICT;
+
+CREATE INDEX IF NOT EXISTS tokens_by_client ON tokens (client_id) WHERE client_id IS NOT NULL;
+
+-- OAuth 2.0 clients (client-credentials grant), by the hash of their secret.
+CREATE TABLE IF NOT EXISTS oauth_clients (
+    client_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants (tenant_id),
+    secret_sha256 BLOB NOT NULL,
+    label TEXT,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT,
     position INTEGER NOT NULL
 ) STRICT;
 

@@ -4,7 +4,9 @@
 //! The token table is keyed by the SHA-256 of the secret, so resolving a
 //! bearer token is one indexed lookup. Secrets themselves are never here.
 
-use events::event::{TenantCreated, TokenIssued, TokenRevoked, TokenScope};
+use events::event::{
+    ClientRegistered, ClientRevoked, TenantCreated, TokenIssued, TokenRevoked, TokenScope,
+};
 use events::{ChainHash, Event, RecordedEvent};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -44,15 +46,15 @@ pub(crate) fn apply(
             .and_then(|mut statement| statement.execute(params![tenant_id, name, recorded.recorded_at, position]))
             .map(drop)
             .map_err(ProjectionError::storage("projecting TenantCreated")),
-        Event::TokenIssued(TokenIssued { token_id, scope, secret_sha256, expires_at, label }) => {
+        Event::TokenIssued(TokenIssued { token_id, scope, secret_sha256, expires_at, label, client_id }) => {
             // A hash that is not 64 hex digits can only come from a damaged
             // log; store it as given so the token simply never matches.
             let hash = events::hash::from_hex(secret_sha256)
                 .map_or_else(|| secret_sha256.as_bytes().to_vec(), |hash| hash.to_vec());
             connection
                 .prepare_cached(
-                    "INSERT INTO tokens (token_id, tenant_id, scope, secret_sha256, label, created_at, expires_at, position) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO tokens (token_id, tenant_id, scope, secret_sha256, label, created_at, expires_at, position, client_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .and_then(|mut statement| {
                     statement.execute(params![
@@ -63,7 +65,8 @@ pub(crate) fn apply(
                         label,
                         recorded.recorded_at,
                         expires_at,
-                        position
+                        position,
+                        client_id
                     ])
                 })
                 .map(drop)
@@ -74,8 +77,97 @@ pub(crate) fn apply(
             .and_then(|mut statement| statement.execute(params![token_id, recorded.recorded_at, position]))
             .map(drop)
             .map_err(ProjectionError::storage("projecting TokenRevoked")),
+        Event::ClientRegistered(ClientRegistered { client_id, secret_sha256, label }) => {
+            let hash = events::hash::from_hex(secret_sha256)
+                .map_or_else(|| secret_sha256.as_bytes().to_vec(), |hash| hash.to_vec());
+            connection
+                .prepare_cached(
+                    "INSERT INTO oauth_clients (client_id, tenant_id, secret_sha256, label, created_at, position) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![client_id, recorded.tenant, hash, label, recorded.recorded_at, position])
+                })
+                .map(drop)
+                .map_err(ProjectionError::storage("projecting ClientRegistered"))
+        }
+        Event::ClientRevoked(ClientRevoked { client_id }) => connection
+            .prepare_cached("UPDATE oauth_clients SET revoked_at = ?2, position = ?3 WHERE client_id = ?1")
+            .and_then(|mut statement| statement.execute(params![client_id, recorded.recorded_at, position]))
+            .map(drop)
+            .map_err(ProjectionError::storage("projecting ClientRevoked")),
         _ => Ok(()),
     }
+}
+
+/// An OAuth client's record, never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub secret_sha256: Vec<u8>,
+    pub label: Option<String>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+fn client_from_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
+    Ok(ClientRecord {
+        client_id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        tenant_name: row.get(2)?,
+        secret_sha256: row.get(3)?,
+        label: row.get(4)?,
+        created_at: row.get(5)?,
+        revoked_at: row.get(6)?,
+    })
+}
+
+const CLIENT_COLUMNS: &str = "c.client_id, c.tenant_id, n.name, c.secret_sha256, c.label, c.created_at, c.revoked_at \
+                              FROM oauth_clients c JOIN tenants n ON n.tenant_id = c.tenant_id";
+
+pub fn client_by_id(
+    connection: &Connection,
+    client_id: &str,
+) -> Result<Option<ClientRecord>, ProjectionError> {
+    connection
+        .prepare_cached(&format!("SELECT {CLIENT_COLUMNS} WHERE c.client_id = ?1"))
+        .and_then(|mut statement| statement.query_row([client_id], client_from_row).optional())
+        .map_err(ProjectionError::storage("looking up an OAuth client"))
+}
+
+/// OAuth clients of one tenant, or of all, oldest first.
+pub fn list_clients(
+    connection: &Connection,
+    tenant_id: Option<&str>,
+) -> Result<Vec<ClientRecord>, ProjectionError> {
+    match tenant_id {
+        Some(tenant_id) => connection
+            .prepare_cached(&format!(
+                "SELECT {CLIENT_COLUMNS} WHERE c.tenant_id = ?1 ORDER BY c.created_at, c.client_id"
+            ))
+            .and_then(|mut statement| statement.query_map([tenant_id], client_from_row)?.collect()),
+        None => connection
+            .prepare_cached(&format!(
+                "SELECT {CLIENT_COLUMNS} ORDER BY n.name, c.created_at, c.client_id"
+            ))
+            .and_then(|mut statement| statement.query_map([], client_from_row)?.collect()),
+    }
+    .map_err(ProjectionError::storage("listing OAuth clients"))
+}
+
+/// The live (unrevoked) tokens issued to an OAuth client.
+pub fn live_tokens_of_client(
+    connection: &Connection,
+    client_id: &str,
+) -> Result<Vec<TokenRecord>, ProjectionError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} WHERE t.client_id = ?1 AND t.revoked_at IS NULL"
+        ))
+        .and_then(|mut statement| statement.query_map([client_id], token_from_row)?.collect())
+        .map_err(ProjectionError::storage("listing a client's tokens"))
 }
 
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {

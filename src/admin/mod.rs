@@ -111,7 +111,7 @@ async fn issue_token(
         Error::invalid(format!("scope {:?} must be one of scim, admin, audit", body.scope))
     })?;
     let lifetime = body.expires.as_deref().map(tenancy::parse_lifetime).transpose()?;
-    let request = TokenRequest { scope, lifetime, label: body.label };
+    let request = TokenRequest { scope, lifetime, label: body.label, client_id: None };
     let (token, secret) = tenancy::issue_token(
         &state.store,
         TenantRef::Id(caller.principal.tenant_id.clone()),

@@ -34,6 +34,11 @@ pub fn service_provider_config(base: &BaseUrl, body_limit_bytes: usize) -> Value
             "name": "OAuth Bearer Token",
             "description": "A per-tenant bearer token issued with `rollcall token issue --scope scim`.",
             "primary": true
+        }, {
+            "type": "oauth2",
+            "name": "OAuth 2.0 client credentials",
+            "description": "POST /oauth/token with grant_type=client_credentials and a client made with `rollcall client create`; the access token is a bearer token.",
+            "specUri": "https://www.rfc-editor.org/info/rfc6749"
         }],
         "meta": {
             "resourceType": "ServiceProviderConfig",

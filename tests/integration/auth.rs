@@ -90,6 +90,7 @@ async fn an_expired_token_gets_401() {
                 secret_sha256: hash,
                 expires_at: Some("2020-01-01T00:00:00.000Z".to_owned()),
                 label: None,
+                client_id: None,
             });
             record(
                 tx,

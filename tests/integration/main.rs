@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod dialects;
 mod directory;
+mod oauth;
 mod scim;
 mod server;
 mod tidy;

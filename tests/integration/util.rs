@@ -73,7 +73,7 @@ impl TestServer {
 
     /// Issues a token and returns (token id, secret).
     pub async fn token(&self, tenant: &str, scope: TokenScope) -> (String, String) {
-        let request = TokenRequest { scope, lifetime: None, label: None };
+        let request = TokenRequest { scope, lifetime: None, label: None, client_id: None };
         let (record, secret) = tenancy::issue_token(
             &self.store,
             TenantRef::Name(tenant.to_owned()),

@@ -35,6 +35,7 @@ fn a_stored_token_issued_v1_row_reads_as_v2() {
             secret_sha256: "ab".to_owned(),
             expires_at: Some(expected_expiry),
             label: None,
+            client_id: None,
         })
     );
 }

@@ -124,7 +124,11 @@ pub(crate) fn apply(
                 .map(drop)
                 .map_err(ProjectionError::storage("projecting GroupDeleted"))
         }
-        Event::TenantCreated(_) | Event::TokenIssued(_) | Event::TokenRevoked(_) => Ok(()),
+        Event::TenantCreated(_)
+        | Event::TokenIssued(_)
+        | Event::TokenRevoked(_)
+        | Event::ClientRegistered(_)
+        | Event::ClientRevoked(_) => Ok(()),
     }
 }
 

@@ -1,0 +1,186 @@
+//! The OAuth 2.0 token endpoint (RFC 6749 section 4.4, client credentials),
+//! `POST /oauth/token`, for identity providers that will not take a static
+//! bearer token (Microsoft's gallery validation among them).
+//!
+//! A client authenticates with its id and secret, in the form body
+//! (`client_secret_post`) or in a Basic `Authorization` header
+//! (`client_secret_basic`), and gets a short-lived `scim` access token. That
+//! token is an ordinary token, recorded by a TokenIssued event that names
+//! the client, so it opens /scim/v2 exactly like an issued one, expires on
+//! time, and shows in the audit. Errors follow RFC 6749 section 5.2.
+
+use std::collections::HashMap;
+
+use axum::Form;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use events::{Actor, CommandContext};
+use serde_json::json;
+
+use crate::error::Error;
+use crate::server::{AppState, RequestId};
+use crate::tenancy::{self, ClientRefusal};
+
+/// An RFC 6749 section 5.2 error response.
+fn oauth_error(status: StatusCode, code: &str, description: &str, basic: bool) -> Response {
+    let mut response =
+        (status, axum::Json(json!({"error": code, "error_description": description})))
+            .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if basic || status == StatusCode::UNAUTHORIZED {
+        headers
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"rollcall\""));
+    }
+    response
+}
+
+/// The client's id and secret from a Basic header, if it sent one.
+fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(drop);
+    let pair = decoded.and_then(|bytes| String::from_utf8(bytes).map_err(drop));
+    // RFC 6749 section 2.3.1: both parts are form-urlencoded in the header.
+    Some(pair.and_then(|pair| {
+        let (id, secret) = pair.split_once(':').ok_or(())?;
+        let unescape = |text: &str| -> Result<String, ()> {
+            let pairs: Vec<(String, String)> =
+                serde_urlencoded::from_str(&format!("x={text}")).map_err(drop)?;
+            pairs.into_iter().next().map(|(_, value)| value).ok_or(())
+        };
+        Ok((unescape(id)?, unescape(secret)?))
+    }))
+}
+
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request_id: Option<axum::Extension<RequestId>>,
+    form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+            false,
+        );
+    };
+    match form.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => {}
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only client_credentials is supported",
+                false,
+            );
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is required",
+                false,
+            );
+        }
+    }
+    if let Some(scope) = form.get("scope") {
+        if !scope.split_whitespace().all(|item| item == "scim") {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                "the only scope is scim",
+                false,
+            );
+        }
+    }
+    let from_header = basic_credentials(&headers);
+    let basic = from_header.is_some();
+    let (client_id, client_secret) =
+        match (from_header, form.get("client_id"), form.get("client_secret")) {
+            (Some(Ok(credentials)), _, None) => credentials,
+            (Some(Err(())), _, _) => {
+                return oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "the Basic credentials do not decode",
+                    true,
+                );
+            }
+            (Some(Ok(_)), _, Some(_)) => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "use one client authentication method",
+                    true,
+                );
+            }
+            (None, Some(id), Some(secret)) => (id.clone(), secret.clone()),
+            (None, _, _) => {
+                return oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "client authentication is required",
+                    false,
+                );
+            }
+        };
+    let context = CommandContext {
+        actor: Actor::System,
+        request_id: request_id.map(|axum::Extension(RequestId(id))| id),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
+        correlation_id: None,
+    };
+    let lifetime = jiff::SignedDuration::try_from(state.config.oauth_token_lifetime)
+        .unwrap_or(jiff::SignedDuration::from_hours(1));
+    let granted = tenancy::grant_client_credentials(
+        &state.store,
+        &client_id,
+        &client_secret,
+        lifetime,
+        context,
+    )
+    .await;
+    match granted.map_err(Error::from) {
+        Ok(Ok((_, secret))) => {
+            let body = json!({
+                "access_token": secret.expose(),
+                "token_type": "Bearer",
+                "expires_in": state.config.oauth_token_lifetime.as_secs(),
+                "scope": "scim",
+            });
+            let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Ok(Err(ClientRefusal::InvalidClient)) => {
+            tracing::info!(client_id, "client credentials refused");
+            oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "unknown client, wrong secret, or revoked",
+                basic,
+            )
+        }
+        Err(error) => {
+            let mut response =
+                oauth_error(error.status(), "server_error", "the token could not be issued", false);
+            if let Error::Internal(cause) = error {
+                response.extensions_mut().insert(crate::error::InternalCause(cause));
+            }
+            response
+        }
+    }
+}
