@@ -250,11 +250,7 @@ pub fn revoke_client(
             return Ok(Revoked::Already);
         }
         for token in tenancy::live_tokens_of_client(tx.connection(), &client_id)? {
-            let stream = format!("token:{}", token.token_id);
-            let version = tx.stream_version(&token.tenant_id, &stream)?;
-            let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
-            let event = Event::TokenRevoked(TokenRevoked { token_id: token.token_id });
-            record(tx, &token.tenant_id, &stream, expected, &[event], &context)?;
+            record_revocation(tx, &token, &context)?;
         }
         let stream = format!("client:{client_id}");
         let expected = tx
@@ -264,6 +260,20 @@ pub fn revoke_client(
         record(tx, &client.tenant_id, &stream, expected, &[event], &context)?;
         Ok(Revoked::Now)
     })
+}
+
+/// Appends a token's TokenRevoked at its stream's current version.
+fn record_revocation(
+    tx: &mut events::sqlite::SqliteTx<'_>,
+    token: &TokenRecord,
+    context: &CommandContext,
+) -> Result<(), Error> {
+    let stream = format!("token:{}", token.token_id);
+    let version = tx.stream_version(&token.tenant_id, &stream)?;
+    let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+    let event = Event::TokenRevoked(TokenRevoked { token_id: token.token_id.clone() });
+    record(tx, &token.tenant_id, &stream, expected, &[event], context)?;
+    Ok(())
 }
 
 /// Why the token endpoint refuses a client (RFC 6749 section 5.2).
@@ -351,11 +361,7 @@ pub fn revoke_token(
         if token.revoked_at.is_some() {
             return Ok(Revoked::Already);
         }
-        let stream = format!("token:{token_id}");
-        let version = tx.stream_version(&token.tenant_id, &stream)?;
-        let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
-        let event = Event::TokenRevoked(TokenRevoked { token_id });
-        record(tx, &token.tenant_id, &stream, expected, &[event], &context)?;
+        record_revocation(tx, &token, &context)?;
         Ok(Revoked::Now)
     })
 }
