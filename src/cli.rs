@@ -118,6 +118,9 @@ pub struct ServeArgs {
     /// more members than this.
     #[arg(long, env = "ROLLCALL_PATCH_RESPONSE_MEMBERS_MAX", default_value_t = 1000)]
     pub patch_response_members_max: usize,
+    /// The most operations one SCIM Bulk request may carry.
+    #[arg(long, env = "ROLLCALL_BULK_OPERATIONS_MAX", default_value_t = 1000)]
+    pub bulk_operations_max: usize,
     /// Log lines as human text or as JSON objects.
     #[arg(long, env = "ROLLCALL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -318,6 +321,7 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(serve.shutdown_grace_seconds),
         public_url: serve.public_url.clone(),
         patch_response_members_max: serve.patch_response_members_max,
+        bulk_operations_max: serve.bulk_operations_max,
         oauth_token_lifetime: Duration::from_secs(serve.oauth_token_lifetime_seconds.max(1)),
         ..ServerConfig::default()
     };

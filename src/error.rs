@@ -44,9 +44,10 @@ pub enum Error {
     /// The request body is not in a media type the route accepts.
     #[error("{message}")]
     UnsupportedMediaType { message: String },
-    /// The request body is over the configured limit.
-    #[error("request body is larger than the limit of {limit_bytes} bytes")]
-    PayloadTooLarge { limit_bytes: usize },
+    /// The request is over a configured limit: its body's size, or a Bulk
+    /// request's number of operations.
+    #[error("{message}")]
+    PayloadTooLarge { message: String },
     /// The writer's queue is full: retry shortly.
     #[error("rollcall is busy; retry shortly")]
     Overloaded,
@@ -70,6 +71,13 @@ impl Error {
     /// A 400 of a particular SCIM kind.
     pub fn invalid_as(kind: InvalidKind, message: impl Into<String>) -> Error {
         Error::Invalid { kind, message: message.into() }
+    }
+
+    /// A 413 for a body over `limit_bytes`.
+    pub fn body_too_large(limit_bytes: usize) -> Error {
+        Error::PayloadTooLarge {
+            message: format!("request body is larger than the limit of {limit_bytes} bytes"),
+        }
     }
 
     pub fn conflict(message: impl Into<String>) -> Error {
@@ -233,15 +241,17 @@ impl From<Error> for ScimError {
     }
 }
 
-impl IntoResponse for ScimError {
-    fn into_response(self) -> Response {
-        let error = self.0;
+impl ScimError {
+    /// The RFC 7644 section 3.12 body, alone (a Bulk response carries one
+    /// per failed operation).
+    pub fn body(&self) -> serde_json::Value {
+        let error = &self.0;
         let mut body = serde_json::json!({
             "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
             "status": error.status().as_u16().to_string(),
             "detail": error.public_message(),
         });
-        let scim_type = match &error {
+        let scim_type = match error {
             Error::Invalid { kind, .. } => Some(kind.scim_type()),
             Error::Duplicate { .. } => Some("uniqueness"),
             _ => None,
@@ -249,7 +259,14 @@ impl IntoResponse for ScimError {
         if let (Some(scim_type), Some(fields)) = (scim_type, body.as_object_mut()) {
             fields.insert("scimType".to_owned(), serde_json::Value::from(scim_type));
         }
-        error.into_response_with(body, crate::scim::CONTENT_TYPE)
+        body
+    }
+}
+
+impl IntoResponse for ScimError {
+    fn into_response(self) -> Response {
+        let body = self.body();
+        self.0.into_response_with(body, crate::scim::CONTENT_TYPE)
     }
 }
 

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub patch_response_members_max: usize,
     /// How long an access token from `POST /oauth/token` lives.
     pub oauth_token_lifetime: Duration,
+    /// The most operations one Bulk request may carry (advertised as
+    /// `maxOperations`; more is 413).
+    pub bulk_operations_max: usize,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             public_url: None,
             patch_response_members_max: 1000,
             oauth_token_lifetime: Duration::from_secs(3600),
+            bulk_operations_max: 1000,
         }
     }
 }
@@ -286,7 +290,7 @@ async fn discard(mut body: Body, already_read: u64) {
 }
 
 fn too_large(surface: Surface, limit_bytes: usize) -> Response {
-    let mut response = surface.respond(Error::PayloadTooLarge { limit_bytes });
+    let mut response = surface.respond(Error::body_too_large(limit_bytes));
     response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }

@@ -78,6 +78,18 @@ pub enum ExecuteError<E> {
     Panicked(String),
 }
 
+/// Why a nested step of a command (`SqliteTx::nested`) was undone.
+#[derive(Debug, thiserror::Error)]
+pub enum NestedError<E> {
+    /// The step decided to fail; its writes were undone, the command's
+    /// others stand.
+    #[error(transparent)]
+    Step(E),
+    /// Storage failed: the whole command is lost, and should give up.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
 /// A stored event that cannot be turned into an [`crate::Event`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

@@ -33,7 +33,7 @@ pub use envelope::{
     Actor, CommandContext, EventRef, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
     SYSTEM_TENANT,
 };
-pub use error::{AppendError, DecodeError, ExecuteError, LogError};
+pub use error::{AppendError, DecodeError, ExecuteError, LogError, NestedError};
 pub use event::Event;
 pub use hash::{ChainHash, ZERO_HASH};
 pub use log::{

@@ -43,7 +43,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         match Json::<T>::from_request(request, state).await {
             Ok(Json(value)) => Ok(ApiJson(value)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError(Error::PayloadTooLarge { limit_bytes: state.config.body_limit_bytes }))
+                Err(ApiError(Error::body_too_large(state.config.body_limit_bytes)))
             }
             Err(rejection @ JsonRejection::MissingJsonContentType(_)) => {
                 Err(ApiError(Error::UnsupportedMediaType { message: rejection.body_text() }))

@@ -8,6 +8,7 @@ use projections::directory::schema::{
 use serde_json::{Value, json};
 
 use super::render::BaseUrl;
+use crate::server::ServerConfig;
 
 /// Resources returned by one list or search page at most (advertised as
 /// `filter.maxResults`).
@@ -17,14 +18,18 @@ pub const PAGE_SIZE_DEFAULT: u64 = 100;
 
 const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 
-/// `body_limit_bytes` is advertised as `maxPayloadSize`: no request body
-/// larger than that is read (413).
-pub fn service_provider_config(base: &BaseUrl, body_limit_bytes: usize) -> Value {
+/// The body limit is advertised as Bulk's `maxPayloadSize`: no request
+/// body larger than that is read (413).
+pub fn service_provider_config(base: &BaseUrl, config: &ServerConfig) -> Value {
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "documentationUri": "https://github.com/rollcall/rollcall#readme",
         "patch": {"supported": true},
-        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": body_limit_bytes},
+        "bulk": {
+            "supported": true,
+            "maxOperations": config.bulk_operations_max,
+            "maxPayloadSize": config.body_limit_bytes
+        },
         "filter": {"supported": true, "maxResults": PAGE_SIZE_MAX},
         "changePassword": {"supported": false},
         "sort": {"supported": true},

@@ -8,6 +8,7 @@
 //! path that names no SCIM endpoint is a SCIM 404, and a method an endpoint
 //! does not take is a SCIM 405.
 
+pub mod bulk;
 pub mod discovery;
 pub mod document;
 pub mod eval;
@@ -48,6 +49,13 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/.search",
             post(|s: State<AppState>, c: Caller, b: BaseUrl, body: ScimBody| async move {
                 resources::search_resources(ALL, s.0, c, b, body).await
+            })
+            .fallback(method_not_allowed),
+        )
+        .route(
+            "/Bulk",
+            post(|s: State<AppState>, c: Caller, b: BaseUrl, body: ScimBody| async move {
+                bulk::bulk(s.0, c, b, body).await
             })
             .fallback(method_not_allowed),
         )
@@ -105,7 +113,7 @@ fn resource_routes(
 }
 
 async fn service_provider_config(State(state): State<AppState>, base: BaseUrl) -> Response {
-    let config = discovery::service_provider_config(&base, state.config.body_limit_bytes);
+    let config = discovery::service_provider_config(&base, &state.config);
     respond(StatusCode::OK, &config, None)
 }
 

@@ -104,7 +104,7 @@ impl FromRequest<AppState> for ScimBody {
         }
         let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ScimError(Error::PayloadTooLarge { limit_bytes: state.config.body_limit_bytes })
+                ScimError(Error::body_too_large(state.config.body_limit_bytes))
             } else {
                 ScimError(Error::invalid_as(InvalidKind::Syntax, rejection.body_text()))
             }
@@ -365,6 +365,85 @@ fn change(
         return Ok(());
     }
     record(tx, tenant, &stream(kind, id), ExpectedVersion::Exact(row.version), &events, context)?;
+    Ok(())
+}
+
+/// One existing resource of one tenant, as a write names it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Target<'a> {
+    pub tenant: &'a str,
+    pub kind: ResourceKind,
+    pub id: &'a str,
+}
+
+/// What a PUT or PATCH asks: a replacement (already normalised, with the
+/// body it came from), or a PATCH request body.
+#[derive(Debug)]
+pub(super) enum Edit {
+    Replace(Document, Value),
+    Patch(Value),
+}
+
+/// Creates a resource from a request body; returns its id.
+pub(super) fn create_from(
+    tx: &mut SqliteTx<'_>,
+    tenant: &str,
+    kind: ResourceKind,
+    body: &Value,
+    context: &CommandContext,
+) -> Result<String, Error> {
+    create(tx, tenant, kind, normalize(kind, body)?, context)
+}
+
+/// Applies a PUT or PATCH to an existing resource, under its If-Match.
+pub(super) fn update(
+    tx: &mut SqliteTx<'_>,
+    Target { tenant, kind, id }: Target<'_>,
+    precondition: Option<&str>,
+    edit: Edit,
+    context: &CommandContext,
+) -> Result<(), Error> {
+    let row = current(tx, tenant, kind, id)?;
+    check_if_match(precondition, &row)?;
+    let (document, recorded) = match edit {
+        Edit::Replace(document, body) => (document, ScimChange::Put { body: redact(&body) }),
+        Edit::Patch(body) => {
+            let before = with_members(tx, tenant, &row)?;
+            let patched = super::patch::apply_patch(kind, &before, &body)?;
+            let document = normalize(kind, &Value::Object(patched))?;
+            let operations = super::patch::operations(&body).cloned().unwrap_or(Value::Null);
+            (document, ScimChange::Patch { operations: redact(&operations) })
+        }
+    };
+    change(tx, tenant, &row, document, recorded, context)
+}
+
+/// Deletes a resource, under its If-Match.
+pub(super) fn delete(
+    tx: &mut SqliteTx<'_>,
+    Target { tenant, kind, id }: Target<'_>,
+    precondition: Option<&str>,
+    context: &CommandContext,
+) -> Result<(), Error> {
+    let row = current(tx, tenant, kind, id)?;
+    check_if_match(precondition, &row)?;
+    // Every group holding it loses it first, each in its own stream, so
+    // each group's history and version say so.
+    for (group_id, _) in store::groups_of(tx.connection(), tenant, id)? {
+        let group = current(tx, tenant, ResourceKind::Group, &group_id)?;
+        let removed = Event::GroupMembersRemoved(GroupMembersRemoved {
+            group_id: group_id.clone(),
+            member_ids: vec![id.to_owned()],
+        });
+        let group_stream = stream(ResourceKind::Group, &group_id);
+        let expected = ExpectedVersion::Exact(group.version);
+        record(tx, tenant, &group_stream, expected, &[removed], context)?;
+    }
+    let event = match kind {
+        ResourceKind::User => Event::UserDeleted(UserDeleted { user_id: id.to_owned() }),
+        ResourceKind::Group => Event::GroupDeleted(GroupDeleted { group_id: id.to_owned() }),
+    };
+    record(tx, tenant, &stream(kind, id), ExpectedVersion::Exact(row.version), &[event], context)?;
     Ok(())
 }
 
@@ -712,9 +791,10 @@ pub async fn update_resource(
 ) -> Result<Response, ScimError> {
     let precondition = if_match(&headers);
     let tenant = caller.principal.tenant_id.clone();
-    let replacement = match write {
-        Write::Replace => Some(normalize(kind, &body)?),
-        Write::Patch => None,
+    // A replacement is checked before it queues for the writer.
+    let edit = match write {
+        Write::Replace => Edit::Replace(normalize(kind, &body)?, body),
+        Write::Patch => Edit::Patch(body),
     };
     {
         let tenant = tenant.clone();
@@ -722,20 +802,8 @@ pub async fn update_resource(
         state
             .store
             .command(move |tx| {
-                let row = current(tx, &tenant, kind, &id)?;
-                check_if_match(precondition.as_deref(), &row)?;
-                let (document, recorded) = match replacement {
-                    Some(document) => (document, ScimChange::Put { body: redact(&body) }),
-                    None => {
-                        let before = with_members(tx, &tenant, &row)?;
-                        let patched = super::patch::apply_patch(kind, &before, &body)?;
-                        let document = normalize(kind, &Value::Object(patched))?;
-                        let operations =
-                            super::patch::operations(&body).cloned().unwrap_or(Value::Null);
-                        (document, ScimChange::Patch { operations: redact(&operations) })
-                    }
-                };
-                self::change(tx, &tenant, &row, document, recorded, &caller.context)
+                let target = Target { tenant: &tenant, kind, id: &id };
+                update(tx, target, precondition.as_deref(), edit, &caller.context)
             })
             .await
             .map_err(Error::from)?;
@@ -768,39 +836,8 @@ pub async fn delete_resource(
     state
         .store
         .command(move |tx| {
-            let row = current(tx, &tenant, kind, &id)?;
-            check_if_match(precondition.as_deref(), &row)?;
-            // Every group holding it loses it first, each in its own
-            // stream, so each group's history and version say so.
-            for (group_id, _) in store::groups_of(tx.connection(), &tenant, &id)? {
-                let group = current(tx, &tenant, ResourceKind::Group, &group_id)?;
-                let removed = Event::GroupMembersRemoved(GroupMembersRemoved {
-                    group_id: group_id.clone(),
-                    member_ids: vec![id.clone()],
-                });
-                let group_stream = stream(ResourceKind::Group, &group_id);
-                record(
-                    tx,
-                    &tenant,
-                    &group_stream,
-                    ExpectedVersion::Exact(group.version),
-                    &[removed],
-                    &caller.context,
-                )?;
-            }
-            let event = match kind {
-                ResourceKind::User => Event::UserDeleted(UserDeleted { user_id: id.clone() }),
-                ResourceKind::Group => Event::GroupDeleted(GroupDeleted { group_id: id.clone() }),
-            };
-            record(
-                tx,
-                &tenant,
-                &stream(kind, &id),
-                ExpectedVersion::Exact(row.version),
-                &[event],
-                &caller.context,
-            )?;
-            Ok(())
+            let target = Target { tenant: &tenant, kind, id: &id };
+            delete(tx, target, precondition.as_deref(), &caller.context)
         })
         .await
         .map_err(Error::from)?;

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod auth;
+mod bulk;
 mod cli;
 mod dialects;
 mod directory;

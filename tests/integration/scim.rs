@@ -8,31 +8,36 @@ use serde_json::{Value, json};
 
 use crate::util::TestServer;
 
-const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub(crate) const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub(crate) const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+pub(crate) const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 
 /// A SCIM client for one tenant's token.
-struct Scim<'a> {
-    server: &'a TestServer,
-    token: String,
+pub(crate) struct Scim<'a> {
+    pub server: &'a TestServer,
+    pub token: String,
 }
 
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
 }
 
 impl Scim<'_> {
-    async fn new<'s>(server: &'s TestServer, tenant: &str) -> Scim<'s> {
+    pub(crate) async fn new<'s>(server: &'s TestServer, tenant: &str) -> Scim<'s> {
         server.tenant(tenant).await;
         let (_, token) = server.token(tenant, TokenScope::Scim).await;
         Scim { server, token }
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
         let mut request = self
             .server
             .client
@@ -55,30 +60,30 @@ impl Scim<'_> {
         Answer { status, headers, body }
     }
 
-    async fn get(&self, path: &str) -> Answer {
+    pub(crate) async fn get(&self, path: &str) -> Answer {
         self.send(reqwest::Method::GET, path, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> Answer {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Answer {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
-    async fn put(&self, path: &str, body: Value) -> Answer {
+    pub(crate) async fn put(&self, path: &str, body: Value) -> Answer {
         self.send(reqwest::Method::PUT, path, Some(body)).await
     }
 
-    async fn delete(&self, path: &str) -> Answer {
+    pub(crate) async fn delete(&self, path: &str) -> Answer {
         self.send(reqwest::Method::DELETE, path, None).await
     }
 
-    async fn create_user(&self, user_name: &str) -> Value {
+    pub(crate) async fn create_user(&self, user_name: &str) -> Value {
         let answer = self.post("/Users", json!({"schemas": [USER], "userName": user_name})).await;
         assert_eq!(answer.status, 201, "{}", answer.body);
         answer.body
     }
 }
 
-fn assert_error(answer: &Answer, status: u16, scim_type: Option<&str>) {
+pub(crate) fn assert_error(answer: &Answer, status: u16, scim_type: Option<&str>) {
     assert_eq!(answer.status, status, "{}", answer.body);
     assert_eq!(answer.body["schemas"], json!([ERROR]));
     assert_eq!(answer.body["status"], status.to_string());
@@ -545,7 +550,7 @@ async fn discovery_describes_what_is_supported() {
     assert_eq!(config["filter"], json!({"supported": true, "maxResults": 1000}));
     assert_eq!(
         config["bulk"],
-        json!({"supported": false, "maxOperations": 0, "maxPayloadSize": 2097152})
+        json!({"supported": true, "maxOperations": 1000, "maxPayloadSize": 2097152})
     );
     assert_eq!(config["authenticationSchemes"][0]["type"], "oauthbearertoken");
     let types = scim.get("/ResourceTypes").await.body;

@@ -30,7 +30,7 @@ use crate::hash::CanonicalEvent;
 use crate::log::LogTransaction;
 use crate::{
     AppendError, ChainHash, CommandContext, ExecuteError, ExpectedVersion, LogError, Metadata,
-    NewEvent, Position, RecordedEvent, ZERO_HASH,
+    NestedError, NewEvent, Position, RecordedEvent, ZERO_HASH,
 };
 
 /// A unit of work for the writer, type-erased so one channel carries
@@ -134,6 +134,43 @@ impl<'c> SqliteTx<'c> {
     /// savepoint, for inline projections to update their tables.
     pub fn connection(&self) -> &Connection {
         self.connection
+    }
+
+    /// Runs `step` in a savepoint of its own inside the command's, for a
+    /// command made of independent steps (a SCIM Bulk request): an `Err`
+    /// undoes that step's writes only, and the command goes on. A storage
+    /// error inside the step still dooms the whole command, as it would
+    /// anywhere else in it.
+    pub fn nested<T, E>(
+        &mut self,
+        step: impl FnOnce(&mut SqliteTx<'c>) -> Result<T, E>,
+    ) -> Result<T, NestedError<E>> {
+        let connection = self.connection;
+        let opened = connection.prepare_cached("SAVEPOINT step").and_then(|mut s| s.execute([]));
+        self.storage("opening a step's savepoint", opened).map_err(NestedError::Log)?;
+        let outcome = step(self);
+        let closed = match &outcome {
+            Ok(_) if !self.poisoned => {
+                connection.prepare_cached("RELEASE step").and_then(|mut s| s.execute([]))
+            }
+            _ => {
+                self.forget_caches();
+                connection
+                    .prepare_cached("ROLLBACK TO step")
+                    .and_then(|mut s| s.execute([]))
+                    .and_then(|_| {
+                        connection.prepare_cached("RELEASE step").and_then(|mut s| s.execute([]))
+                    })
+            }
+        };
+        self.storage("closing a step's savepoint", closed).map_err(NestedError::Log)?;
+        if self.poisoned {
+            return Err(NestedError::Log(LogError::Storage {
+                context: "running a step",
+                message: "a storage error inside the step dooms its command".to_owned(),
+            }));
+        }
+        outcome.map_err(NestedError::Step)
     }
 
     fn forget_caches(&mut self) {

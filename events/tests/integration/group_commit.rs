@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use events::log::flatten_append;
 use events::sqlite::{Durability, LogOptions, SqliteLog};
-use events::{AppendError, EventLog, ExecuteError, ExpectedVersion, LogTransaction, VerifyScope};
+use events::{
+    AppendError, EventLog, ExecuteError, ExpectedVersion, LogTransaction, NestedError, VerifyScope,
+};
 
 use crate::util::{TestDb, context, event};
 
@@ -131,6 +133,45 @@ async fn a_failing_command_in_a_batch_does_not_take_the_others_down() {
     assert!(log.read_stream("t1", "bad").unwrap().is_empty());
     assert!(log.read_stream("t1", "panicky").unwrap().is_empty());
     assert_eq!(log.verify(VerifyScope::All).unwrap().failure, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_step_of_a_command_is_undone_alone() {
+    let db = TestDb::new();
+    let log = db.open();
+    let outcomes = log
+        .execute(|tx| {
+            let first = tx.nested(|tx| {
+                tx.append("t1", "one", ExpectedVersion::NoStream, &[event("A", 1)], &context())
+            });
+            let second = tx.nested(|tx| {
+                tx.append("t1", "two", ExpectedVersion::NoStream, &[event("A", 2)], &context())?;
+                Err::<(), AppendError>(AppendError::InvalidEvent {
+                    stream: "two".to_owned(),
+                    reason: "decided to fail".to_owned(),
+                })
+            });
+            let third = tx.nested(|tx| {
+                tx.append("t1", "three", ExpectedVersion::NoStream, &[event("A", 3)], &context())
+            });
+            Ok::<_, AppendError>((
+                first.is_ok(),
+                matches!(second, Err(NestedError::Step(_))),
+                third,
+            ))
+        })
+        .await
+        .unwrap();
+    let (first_kept, second_failed, third) = outcomes;
+    assert!(first_kept && second_failed);
+    assert_eq!(third.unwrap()[0].position, 2, "the undone step left no gap");
+    assert!(log.read_stream("t1", "two").unwrap().is_empty());
+    assert_eq!(log.read_stream("t1", "three").unwrap().len(), 1);
+    assert_eq!(
+        log.verify(VerifyScope::All).unwrap().failure,
+        None,
+        "the chain skips the undone step"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

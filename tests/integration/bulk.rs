@@ -1,0 +1,316 @@
+//! POST /Bulk (RFC 7644 section 3.7) against a real server: bulkId
+//! references in paths and data, out-of-order and circular references,
+//! failOnErrors, If-Match per operation, the limits, and that a failed
+//! operation writes nothing while the others stand.
+
+use events::EventLog;
+use serde_json::{Value, json};
+
+use crate::scim::{GROUP, Scim, USER, assert_error};
+use crate::util::TestServer;
+
+const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
+
+fn bulk(operations: Value) -> Value {
+    json!({"schemas": [BULK_REQUEST], "Operations": operations})
+}
+
+fn events_in_log(server: &TestServer) -> usize {
+    server.store.log().read_forward(0, None).count()
+}
+
+/// The id at the end of an operation's location.
+fn id_of(operation: &Value) -> String {
+    operation["location"].as_str().unwrap().rsplit('/').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_ids_resolve_in_paths_and_data_in_any_order() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    // The group is sent before the user it names, and the PATCH names the
+    // group by its bulkId in the path.
+    let answer = scim
+        .post(
+            "/Bulk",
+            bulk(json!([
+                {"method": "POST", "path": "/Groups", "bulkId": "staff",
+                 "data": {"schemas": [GROUP], "displayName": "Staff",
+                          "members": [{"type": "User", "value": "bulkId:alice"}]}},
+                {"method": "POST", "path": "/Users", "bulkId": "alice",
+                 "data": {"schemas": [USER], "userName": "alice@example.com"}},
+                {"method": "PATCH", "path": "/Groups/bulkId:staff",
+                 "data": {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                          "Operations": [{"op": "replace", "path": "displayName", "value": "All staff"}]}}
+            ])),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["schemas"], json!([BULK_RESPONSE]));
+    let operations = answer.body["Operations"].as_array().unwrap();
+    assert_eq!(operations.len(), 3);
+    let statuses: Vec<&str> = operations.iter().map(|op| op["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["201", "201", "200"]);
+    assert_eq!(operations[0]["bulkId"], "staff");
+    assert_eq!(operations[1]["method"], "POST");
+    assert!(operations.iter().all(|op| op.get("response").is_none()));
+    let (group_id, user_id) = (id_of(&operations[0]), id_of(&operations[1]));
+    assert_eq!(operations[2]["location"], operations[0]["location"]);
+    assert_eq!(
+        operations[0]["location"],
+        format!("{}/scim/v2/Groups/{group_id}", server.base),
+        "locations are absolute"
+    );
+
+    let group = scim.get(&format!("/Groups/{group_id}")).await;
+    assert_eq!(group.body["displayName"], "All staff");
+    assert_eq!(
+        group.body["members"],
+        json!([{"value": user_id, "type": "User",
+        "$ref": format!("{}/scim/v2/Users/{user_id}", server.base)}])
+    );
+    assert_eq!(group.headers["etag"], operations[2]["version"].as_str().unwrap());
+    let user = scim.get(&format!("/Users/{user_id}")).await;
+    assert_eq!(user.headers["etag"], operations[1]["version"].as_str().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circular_references_between_new_groups_are_resolved() {
+    // RFC 7644 section 3.7.1: each group is a member of the other.
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let answer = scim
+        .post(
+            "/Bulk",
+            bulk(json!([
+                {"method": "POST", "path": "/Groups", "bulkId": "a",
+                 "data": {"schemas": [GROUP], "displayName": "Group A",
+                          "members": [{"type": "Group", "value": "bulkId:b"}]}},
+                {"method": "POST", "path": "/Groups", "bulkId": "b",
+                 "data": {"schemas": [GROUP], "displayName": "Group B",
+                          "members": [{"type": "Group", "value": "bulkId:a"}]}}
+            ])),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let operations = answer.body["Operations"].as_array().unwrap();
+    assert_eq!(operations.len(), 2);
+    assert!(operations.iter().all(|op| op["status"] == "201"), "{}", answer.body);
+    let (a, b) = (id_of(&operations[0]), id_of(&operations[1]));
+    for (group, member) in [(&a, &b), (&b, &a)] {
+        let got = scim.get(&format!("/Groups/{group}")).await;
+        let members: Vec<&str> = got.body["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|member| member["value"].as_str().unwrap())
+            .collect();
+        assert_eq!(members, [member.as_str()]);
+        let answered = operations.iter().find(|op| id_of(op) == *group).unwrap();
+        assert_eq!(got.headers["etag"], answered["version"].as_str().unwrap(), "latest version");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_operation_writes_nothing_and_the_others_stand() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    scim.create_user("taken@example.com").await;
+    let before = events_in_log(&server);
+    let answer = scim
+        .post(
+            "/Bulk",
+            bulk(json!([
+                {"method": "POST", "path": "/Users", "bulkId": "one",
+                 "data": {"schemas": [USER], "userName": "one@example.com"}},
+                {"method": "POST", "path": "/Users", "bulkId": "dup",
+                 "data": {"schemas": [USER], "userName": "TAKEN@example.com"}},
+                {"method": "DELETE", "path": "/Users/no-such-user"},
+                {"method": "PATCH", "path": "/Users/bulkId:dup",
+                 "data": {"Operations": [{"op": "replace", "path": "active", "value": false}]}},
+                {"method": "POST", "path": "/Users", "bulkId": "two",
+                 "data": {"schemas": [USER], "userName": "two@example.com"}}
+            ])),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let operations = answer.body["Operations"].as_array().unwrap();
+    let statuses: Vec<&str> = operations.iter().map(|op| op["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["201", "409", "404", "409", "201"]);
+    assert_eq!(operations[1]["response"]["scimType"], "uniqueness");
+    assert_eq!(
+        operations[1]["response"]["schemas"],
+        json!(["urn:ietf:params:scim:api:messages:2.0:Error"])
+    );
+    assert!(operations[3]["response"]["detail"].as_str().unwrap().contains("dup"));
+    assert!(operations[1].get("location").is_none());
+    assert_eq!(
+        events_in_log(&server),
+        before + 2,
+        "one UserCreated per created user, nothing else"
+    );
+    let listed = scim.get("/Users?count=10").await;
+    assert_eq!(listed.body["totalResults"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_on_errors_stops_at_the_limit() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let operations = json!([
+        {"method": "DELETE", "path": "/Users/missing-1"},
+        {"method": "POST", "path": "/Users", "bulkId": "a",
+         "data": {"schemas": [USER], "userName": "a@example.com"}},
+        {"method": "DELETE", "path": "/Users/missing-2"},
+        {"method": "POST", "path": "/Users", "bulkId": "b",
+         "data": {"schemas": [USER], "userName": "b@example.com"}}
+    ]);
+    let answer = scim
+        .post(
+            "/Bulk",
+            json!({"schemas": [BULK_REQUEST], "failOnErrors": 2, "Operations": operations}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let statuses: Vec<&str> = answer.body["Operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["404", "201", "404"], "the fourth is never run");
+    let b = scim.get("/Users?filter=userName%20eq%20%22b@example.com%22").await;
+    assert_eq!(b.body["totalResults"], 0);
+
+    let answer = scim
+        .post(
+            "/Bulk",
+            json!({"schemas": [BULK_REQUEST], "failOnErrors": 1, "Operations": operations}),
+        )
+        .await;
+    assert_eq!(answer.body["Operations"].as_array().unwrap().len(), 1);
+    for bad in [json!(0), json!(-1), json!("two"), json!(1.5)] {
+        let answer = scim
+            .post(
+                "/Bulk",
+                json!({"schemas": [BULK_REQUEST], "failOnErrors": bad, "Operations": []}),
+            )
+            .await;
+        assert_error(&answer, 400, Some("invalidValue"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_operation_honours_its_version() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let user = scim.create_user("versioned@example.com").await;
+    let id = user["id"].as_str().unwrap();
+    let current = user["meta"]["version"].as_str().unwrap().to_owned();
+    let before = events_in_log(&server);
+    let patch = |version: &str| {
+        json!({"method": "PATCH", "path": format!("/Users/{id}"), "version": version,
+               "data": {"Operations": [{"op": "replace", "path": "displayName", "value": "New"}]}})
+    };
+    let answer = scim.post("/Bulk", bulk(json!([patch("W/\"999\"")]))).await;
+    assert_eq!(answer.body["Operations"][0]["status"], "412", "{}", answer.body);
+    assert_eq!(events_in_log(&server), before, "a stale version writes nothing");
+    let answer = scim.post("/Bulk", bulk(json!([patch(&current)]))).await;
+    assert_eq!(answer.body["Operations"][0]["status"], "200", "{}", answer.body);
+    assert_ne!(answer.body["Operations"][0]["version"], current.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresolvable_and_malformed_operations_answer_alone() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let before = events_in_log(&server);
+    let answer = scim
+        .post(
+            "/Bulk",
+            bulk(json!([
+                {"method": "PATCH", "path": "/Groups/bulkId:nowhere",
+                 "data": {"Operations": [{"op": "replace", "path": "displayName", "value": "x"}]}},
+                {"method": "POST", "path": "/Users",
+                 "data": {"schemas": [USER], "userName": "no-bulk-id@example.com"}},
+                {"method": "FETCH", "path": "/Users/x"},
+                {"method": "POST", "path": "/Widgets", "bulkId": "w", "data": {}},
+                {"method": "PUT", "path": "/Users", "data": {"userName": "x"}},
+                {"method": "POST", "path": "/Users", "bulkId": "u", "data": "not an object"},
+                {"method": "POST", "path": "/Users", "bulkId": "u1",
+                 "data": {"schemas": [USER], "userName": "first@example.com"}},
+                {"method": "POST", "path": "/Users", "bulkId": "u1",
+                 "data": {"schemas": [USER], "userName": "second@example.com"}},
+                {"method": "POST", "path": "/Groups", "bulkId": "self",
+                 "data": {"schemas": [GROUP], "displayName": "Self", "manager": "bulkId:self"}},
+                "not an operation"
+            ])),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let operations = answer.body["Operations"].as_array().unwrap();
+    let statuses: Vec<&str> = operations.iter().map(|op| op["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["409", "400", "400", "400", "400", "400", "201", "400", "409", "400"]);
+    let scim_types: Vec<&str> =
+        operations.iter().filter_map(|op| op["response"]["scimType"].as_str()).collect();
+    assert_eq!(
+        scim_types,
+        [
+            "invalidValue",
+            "invalidValue",
+            "invalidPath",
+            "invalidPath",
+            "invalidSyntax",
+            "invalidValue",
+            "invalidSyntax"
+        ]
+    );
+    assert_eq!(operations[2]["method"], "FETCH", "the method is echoed as sent");
+    assert_eq!(events_in_log(&server), before + 1, "only the one good POST wrote");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversize_bulk_requests_fail_whole() {
+    let config = rollcall::server::ServerConfig {
+        bulk_operations_max: 3,
+        body_limit_bytes: 4096,
+        ..Default::default()
+    };
+    let server = TestServer::start_with(config).await;
+    let scim = Scim::new(&server, "acme").await;
+    let before = events_in_log(&server);
+    let user = |n: usize| {
+        json!({"method": "POST", "path": "/Users", "bulkId": format!("u{n}"),
+               "data": {"schemas": [USER], "userName": format!("user{n}@example.com")}})
+    };
+    let four: Vec<Value> = (0..4).map(user).collect();
+    let answer = scim.post("/Bulk", bulk(Value::Array(four))).await;
+    assert_error(&answer, 413, None);
+    assert!(answer.body["detail"].as_str().unwrap().contains("at most 3 operations"));
+    let padded = json!([{"method": "POST", "path": "/Users", "bulkId": "big",
+        "data": {"schemas": [USER], "userName": "big@example.com", "nickName": "x".repeat(5000)}}]);
+    let answer = scim.post("/Bulk", bulk(padded)).await;
+    assert_error(&answer, 413, None);
+    for malformed in [
+        json!({"schemas": [BULK_REQUEST]}),
+        json!({"schemas": [BULK_REQUEST], "Operations": {"method": "POST"}}),
+        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": []}),
+        json!([{"method": "POST"}]),
+    ] {
+        let answer = scim.post("/Bulk", malformed).await;
+        assert_error(&answer, 400, Some("invalidSyntax"));
+    }
+    assert_eq!(events_in_log(&server), before, "nothing was written");
+    let answer = scim.get("/Bulk").await;
+    assert_error(&answer, 405, None);
+
+    let config = scim.get("/ServiceProviderConfig").await;
+    assert_eq!(
+        config.body["bulk"],
+        json!({"supported": true, "maxOperations": 3, "maxPayloadSize": 4096})
+    );
+    let empty = scim.post("/Bulk", bulk(json!([]))).await;
+    assert_eq!(empty.status, 200);
+    assert_eq!(empty.body["Operations"], json!([]));
+}
