@@ -113,6 +113,17 @@ pub struct Caller {
     pub context: events::CommandContext,
 }
 
+impl Caller {
+    /// The caller, with the request body it sent recorded in every event
+    /// its command appends. Redact secrets first: the log is forever.
+    pub fn with_body(mut self, redacted: serde_json::Value) -> Caller {
+        if let Some(request) = &mut self.context.request {
+            request.body = Some(redacted);
+        }
+        self
+    }
+}
+
 impl axum::extract::FromRequestParts<AppState> for Caller {
     type Rejection = crate::error::ApiError;
 
@@ -135,6 +146,20 @@ impl axum::extract::FromRequestParts<AppState> for Caller {
             request_id: parts.extensions.get::<crate::server::RequestId>().map(|id| id.0.clone()),
             user_agent: header_text("user-agent"),
             correlation_id: header_text("x-correlation-id"),
+            // Handlers that read a body add it, redacted.
+            request: Some(events::RequestRecord {
+                method: parts.method.as_str().to_owned(),
+                target: {
+                    // Nested routers see their own suffix; record what was sent.
+                    let uri = parts
+                        .extensions
+                        .get::<axum::extract::OriginalUri>()
+                        .map_or(&parts.uri, |original| &original.0);
+                    uri.path_and_query()
+                        .map_or_else(|| uri.path().to_owned(), |target| target.as_str().to_owned())
+                },
+                body: None,
+            }),
         };
         Ok(Caller { principal, context })
     }

@@ -140,6 +140,8 @@ pub async fn token(
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned),
         correlation_id: None,
+        // The form carries the client secret: the request is not recorded.
+        request: None,
     };
     let lifetime = jiff::SignedDuration::try_from(state.config.oauth_token_lifetime)
         .unwrap_or(jiff::SignedDuration::from_hours(1));

@@ -51,6 +51,18 @@ pub enum Actor {
     System,
 }
 
+/// The HTTP request a command came from, as its client sent it: what an
+/// auditor reads to see exactly what an identity provider asked, before
+/// rollcall normalised it. Secrets in the body are already redacted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub method: String,
+    /// Path and query, as in the request line.
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+}
+
 /// Who asked for a command and through which request: copied into the
 /// metadata of every event the command appends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,11 +71,18 @@ pub struct CommandContext {
     pub request_id: Option<String>,
     pub user_agent: Option<String>,
     pub correlation_id: Option<String>,
+    pub request: Option<RequestRecord>,
 }
 
 impl CommandContext {
     pub fn new(actor: Actor) -> CommandContext {
-        CommandContext { actor, request_id: None, user_agent: None, correlation_id: None }
+        CommandContext {
+            actor,
+            request_id: None,
+            user_agent: None,
+            correlation_id: None,
+            request: None,
+        }
     }
 }
 
@@ -79,6 +98,8 @@ pub struct Metadata {
     pub user_agent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestRecord>,
 }
 
 impl Metadata {
@@ -91,6 +112,7 @@ impl Metadata {
             request_id: context.request_id.clone(),
             user_agent: context.user_agent.clone(),
             correlation_id: context.correlation_id.clone(),
+            request: context.request.clone(),
         }
     }
 }

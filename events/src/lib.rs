@@ -31,7 +31,7 @@ pub mod time;
 
 pub use envelope::{
     Actor, CommandContext, EventRef, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
-    SYSTEM_TENANT,
+    RequestRecord, SYSTEM_TENANT,
 };
 pub use error::{AppendError, DecodeError, ExecuteError, LogError, NestedError};
 pub use event::Event;

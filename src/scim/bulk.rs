@@ -21,14 +21,14 @@ use std::collections::{BTreeSet, HashMap};
 use axum::http::StatusCode;
 use axum::response::Response;
 use events::sqlite::SqliteTx;
-use events::{CommandContext, NestedError};
+use events::{CommandContext, NestedError, RequestRecord};
 use projections::directory::schema::ResourceKind;
 use projections::directory::store;
 use serde_json::{Map, Value, json};
 
 use super::document::normalize;
 use super::render::{self, BaseUrl};
-use super::resources::{Edit, ScimBody, Target, create_from, delete, respond, update};
+use super::resources::{Edit, ScimBody, Target, create_from, delete, redact, respond, update};
 use crate::auth::Caller;
 use crate::error::{Error, InvalidKind, ScimError};
 use crate::server::AppState;
@@ -73,6 +73,8 @@ struct Operation {
     /// The resource's id, or a `bulkId:` reference; `None` for a POST.
     id: Option<String>,
     data: Value,
+    /// The operation as sent (data redacted), for its events' metadata.
+    request: RequestRecord,
 }
 
 /// A checked Bulk request.
@@ -194,6 +196,11 @@ impl Operation {
                 format!("a {} operation needs data: a JSON object", method.as_str()),
             ));
         }
+        let request = RequestRecord {
+            method: method.as_str().to_owned(),
+            target: path.to_owned(),
+            body: (!data.is_null()).then(|| redact(&data)),
+        };
         Ok(Operation {
             method,
             bulk_id,
@@ -201,6 +208,7 @@ impl Operation {
             kind,
             id,
             data,
+            request,
         })
     }
 
@@ -376,7 +384,18 @@ impl Run<'_, '_> {
             Some(bulk_id) => self.created.get(bulk_id).cloned().unwrap_or_else(|| id.to_owned()),
             None => id.to_owned(),
         });
-        let (tenant, kind, context) = (self.tenant, operation.kind, self.context);
+        let (tenant, kind) = (self.tenant, operation.kind);
+        // Each operation's events say which operation asked for them; the
+        // target is the operation's path under the Bulk request's root.
+        let request = self.context.request.as_ref().map(|bulk| RequestRecord {
+            target: format!(
+                "{}/{}",
+                bulk.target.split('?').next().unwrap_or_default().trim_end_matches("/Bulk"),
+                operation.request.target.trim_start_matches('/')
+            ),
+            ..operation.request.clone()
+        });
+        let context = &CommandContext { request, ..self.context.clone() };
         let version = operation.version.as_deref();
         let method = operation.method.as_str().to_owned();
         let bulk_id = operation.bulk_id.clone();

@@ -692,6 +692,7 @@ pub async fn create_resource(
 ) -> Result<Response, ScimError> {
     let document = normalize(kind, &body)?;
     let tenant = caller.principal.tenant_id.clone();
+    let caller = caller.with_body(redact(&body));
     let id = {
         let tenant = tenant.clone();
         state
@@ -791,6 +792,7 @@ pub async fn update_resource(
 ) -> Result<Response, ScimError> {
     let precondition = if_match(&headers);
     let tenant = caller.principal.tenant_id.clone();
+    let caller = caller.with_body(redact(&body));
     // A replacement is checked before it queues for the writer.
     let edit = match write {
         Write::Replace => Edit::Replace(normalize(kind, &body)?, body),

@@ -73,6 +73,24 @@ async fn bulk_ids_resolve_in_paths_and_data_in_any_order() {
     assert_eq!(group.headers["etag"], operations[2]["version"].as_str().unwrap());
     let user = scim.get(&format!("/Users/{user_id}")).await;
     assert_eq!(user.headers["etag"], operations[1]["version"].as_str().unwrap());
+
+    // Each operation's events record that operation as sent, under the
+    // Bulk request's id.
+    let tenant = server.store.log().read_forward(0, None).last().unwrap().unwrap().tenant;
+    let created = server.store.log().read_stream(&tenant, &format!("user:{user_id}")).unwrap();
+    let metadata = created[0].metadata().unwrap();
+    assert_eq!(metadata.request_id.as_deref(), Some("req-under-test"));
+    assert_eq!(
+        metadata.request,
+        Some(events::RequestRecord {
+            method: "POST".to_owned(),
+            target: "/scim/v2/Users".to_owned(),
+            body: Some(json!({"schemas": [USER], "userName": "alice@example.com"})),
+        })
+    );
+    let renamed = server.store.log().read_stream(&tenant, &format!("group:{group_id}")).unwrap();
+    let request = renamed.last().unwrap().metadata().unwrap().request.unwrap();
+    assert_eq!(request.target, "/scim/v2/Groups/bulkId:staff", "as the client wrote it");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -221,6 +221,15 @@ async fn writes_record_business_events_with_who_and_how() {
     assert!(matches!(metadata.actor, events::Actor::Token { .. }));
     assert_eq!(metadata.request_id.as_deref(), Some("req-under-test"));
     assert_eq!(metadata.user_agent.as_deref(), Some("Azure Active Directory SCIM Client"));
+    // The request as the IdP sent it, before normalisation, for auditors.
+    assert_eq!(
+        metadata.request,
+        Some(events::RequestRecord {
+            method: "POST".to_owned(),
+            target: "/scim/v2/Users".to_owned(),
+            body: Some(json!({"schemas": [USER], "userName": "bjensen"})),
+        })
+    );
     // A PUT that carries a password records it redacted.
     scim.put(
         &format!("/Users/{id}"),
@@ -232,6 +241,12 @@ async fn writes_record_business_events_with_who_and_how() {
     assert_eq!(last.event_type, "UserUpdated");
     assert!(!last.payload.contains("s3cret"), "{}", last.payload);
     assert!(last.payload.contains("<redacted>"));
+    let request = last.metadata().unwrap().request.unwrap();
+    assert_eq!((request.method.as_str(), request.target), ("PUT", format!("/scim/v2/Users/{id}")));
+    assert_eq!(
+        request.body,
+        Some(json!({"userName": "bjensen", "password": "<redacted>", "title": "x"}))
+    );
     // However it is named, a password is neither stored nor echoed nor
     // recorded in clear (review finding: URN-qualified and padded names).
     let sneaky = scim
@@ -249,6 +264,8 @@ async fn writes_record_business_events_with_who_and_how() {
     assert_eq!(patched.status, 200, "{}", patched.body);
     for event in server.store.log().read_stream(&tenant, &format!("user:{sneaky_id}")).unwrap() {
         assert!(!event.payload.contains("hunter2"), "{}: {}", event.event_type, event.payload);
+        assert!(!event.metadata.contains("hunter2"), "{}: {}", event.event_type, event.metadata);
+        assert!(event.metadata.contains("<redacted>"), "{}", event.metadata);
     }
     // Whatever case the body uses for Operations, what is recorded is what
     // was applied.
