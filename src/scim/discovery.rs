@@ -89,8 +89,8 @@ pub fn resource_types(base: &BaseUrl) -> Value {
     list_response(items)
 }
 
-fn schemas() -> Vec<Schema> {
-    vec![user_schema(), enterprise_user_schema(), group_schema()]
+fn schemas() -> [&'static Schema; 3] {
+    [user_schema(), enterprise_user_schema(), group_schema()]
 }
 
 pub fn schema(base: &BaseUrl, id: &str) -> Option<Value> {

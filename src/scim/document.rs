@@ -44,9 +44,9 @@ pub fn normalize(kind: ResourceKind, body: &Value) -> Result<Document, Error> {
         if key.eq_ignore_ascii_case("schemas") {
             check_schemas(value)?;
         } else if is_urn(key) {
-            normalize_urn_key(&core, &extensions, key, value, &mut document)?;
+            normalize_urn_key(core, extensions, key, value, &mut document)?;
         } else {
-            normalize_top_level(&core, key, value, &mut document)?;
+            normalize_top_level(core, key, value, &mut document)?;
         }
     }
     strip_secrets(&mut document);
@@ -63,9 +63,11 @@ pub fn normalize(kind: ResourceKind, body: &Value) -> Result<Document, Error> {
     Ok(document)
 }
 
-/// The draft URNs some clients still send, read as the final ones.
-const LEGACY_CORE: &str = "urn:scim:schemas:core:2.0";
-const LEGACY_ENTERPRISE: &str = "urn:scim:schemas:extension:enterprise:2.0";
+/// The draft (and SCIM 1.x) URNs some clients still send, read as the
+/// final ones: OneLogin's documented templates use both.
+const LEGACY_CORE: [&str; 2] = ["urn:scim:schemas:core:2.0", "urn:scim:schemas:core:1.0"];
+const LEGACY_ENTERPRISE: [&str; 2] =
+    ["urn:scim:schemas:extension:enterprise:2.0", "urn:scim:schemas:extension:enterprise:1.0"];
 
 /// Whether a key names a password, wherever it stands (`password`,
 /// `Password `, `urn:...:User:password`): such values are never stored.
@@ -97,7 +99,7 @@ fn strip_secrets_in(value: &mut Value) {
 /// `urn:...:enterprise:2.0:User:department`).
 fn normalize_urn_key(
     core: &Schema,
-    extensions: &[Schema],
+    extensions: &[&Schema],
     key: &str,
     value: &Value,
     document: &mut Document,
@@ -108,10 +110,12 @@ fn normalize_urn_key(
             .filter(|head| head.eq_ignore_ascii_case(prefix))
             .map(|_| format!("{current}{}", key.get(prefix.len()..).unwrap_or_default()))
     };
-    let current_key =
-        legacy(LEGACY_ENTERPRISE, ENTERPRISE_USER_SCHEMA).or_else(|| legacy(LEGACY_CORE, core.id));
+    let current_key = LEGACY_ENTERPRISE
+        .iter()
+        .find_map(|prefix| legacy(prefix, ENTERPRISE_USER_SCHEMA))
+        .or_else(|| LEGACY_CORE.iter().find_map(|prefix| legacy(prefix, core.id)));
     let key = current_key.as_deref().unwrap_or(key);
-    let known = std::iter::once(core).chain(extensions);
+    let known = std::iter::once(core).chain(extensions.iter().copied());
     if known.clone().any(|schema| schema.id.eq_ignore_ascii_case(key)) {
         return normalize_schema_object(core, extensions, key, value, document);
     }
@@ -169,7 +173,7 @@ fn check_schemas(value: &Value) -> Result<(), Error> {
 /// extension's attributes in an object.
 fn normalize_schema_object(
     core: &Schema,
-    extensions: &[Schema],
+    extensions: &[&Schema],
     key: &str,
     value: &Value,
     document: &mut Document,
@@ -177,8 +181,9 @@ fn normalize_schema_object(
     if value.is_null() {
         return Ok(());
     }
-    let known =
-        std::iter::once(core).chain(extensions).find(|schema| schema.id.eq_ignore_ascii_case(key));
+    let known = std::iter::once(core)
+        .chain(extensions.iter().copied())
+        .find(|schema| schema.id.eq_ignore_ascii_case(key));
     let Some(schema) = known else {
         // An extension rollcall does not know: kept as sent, to be mapped.
         document.insert(key.to_owned(), value.clone());
@@ -559,6 +564,15 @@ mod tests {
                 "urn:scim:schemas:extension:enterprise:2.0:employeeNumber": "7"
             }),
             json!({"userName": "b", ENTERPRISE: {"department": "Sales", "employeeNumber": "7"}}),
+        );
+        check(
+            ResourceKind::User,
+            json!({
+                "schemas": ["urn:scim:schemas:core:1.0", "urn:scim:schemas:extension:enterprise:1.0"],
+                "userName": "c",
+                "urn:scim:schemas:extension:enterprise:1.0": {"division": "West"}
+            }),
+            json!({"userName": "c", ENTERPRISE: {"division": "West"}}),
         );
     }
 

@@ -214,9 +214,9 @@ fn starts_with_ignoring_case(text: &str, prefix: &str) -> bool {
 }
 
 /// The core or extension schema of `kind` whose URN is `urn`, in any case.
-fn schema_named(kind: ResourceKind, urn: &str) -> Option<Schema> {
+fn schema_named(kind: ResourceKind, urn: &str) -> Option<&'static Schema> {
     std::iter::once(kind.core_schema())
-        .chain(kind.extension_schemas())
+        .chain(kind.extension_schemas().iter().copied())
         .find(|schema| schema.id.eq_ignore_ascii_case(urn))
 }
 
@@ -287,7 +287,7 @@ fn apply_key(
     strictness: Strictness,
 ) -> Result<(), Error> {
     if let Some(schema) = schema_named(kind, key) {
-        return apply_schema(kind, document, op, &schema, value);
+        return apply_schema(kind, document, op, schema, value);
     }
     if names_custom_extension(kind, document, op, key, value) {
         return apply_custom_extension(document, op, key, value);
@@ -488,9 +488,9 @@ enum Target {
 #[derive(Debug, Clone)]
 struct Defined {
     container: Container,
-    attribute: Attribute,
+    attribute: &'static Attribute,
     filter: Option<Filter>,
-    sub_attribute: Option<Attribute>,
+    sub_attribute: Option<&'static Attribute>,
 }
 
 impl Target {
@@ -543,7 +543,7 @@ fn locate(kind: ResourceKind, path: &PatchPath) -> Result<Location, Error> {
                     attribute.name, sub.name
                 )));
             }
-            Some(sub) => Some(sub.clone()),
+            Some(sub) => Some(sub),
             None => {
                 return Ok(Location::Unknown(format!(
                     "{} has no sub-attribute {name}",
@@ -562,7 +562,7 @@ fn locate(kind: ResourceKind, path: &PatchPath) -> Result<Location, Error> {
                 ),
             ));
         }
-        check_value_filter(&attribute, filter)?;
+        check_value_filter(attribute, filter)?;
     }
     let container = match resolved.schema {
         Some(schema) if schema != core_id => Container::Extension(schema.to_owned()),
@@ -726,7 +726,7 @@ fn set_at(
             let Defined { attribute, filter, sub_attribute, .. } = defined.as_ref();
             if filter.is_some() || (attribute.multi_valued && sub_attribute.is_some()) {
                 let selection = Selection { kind, attribute, filter: filter.as_ref() };
-                set_in_elements(container, &selection, sub_attribute.as_ref(), op, value)
+                set_in_elements(container, &selection, *sub_attribute, op, value)
             } else if let Some(sub_attribute) = sub_attribute {
                 set_sub_attribute(container, attribute, sub_attribute, value)
             } else {
@@ -2048,9 +2048,9 @@ mod tests {
                 "title has no sub-attribute x",
             ),
             (
-                json!([{"op": "add", "path": "department", "value": "x"}]),
+                json!([{"op": "add", "path": "shoeSize", "value": "x"}]),
                 "invalidPath",
-                "no attribute is named department",
+                "no attribute is named shoeSize",
             ),
             (
                 json!([{"op": "add", "path": "urn:ietf:params:scim:schemas:core:2.0:Group:displayName", "value": "x"}]),

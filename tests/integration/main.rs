@@ -11,6 +11,7 @@ mod dialects;
 mod directory;
 mod oauth;
 mod scim;
+mod sequences;
 mod server;
 mod tidy;
 mod util;

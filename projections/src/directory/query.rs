@@ -407,7 +407,7 @@ impl Translator {
                 return self.json_leaf(
                     "r.document",
                     json,
-                    Semantics::of(resolved.sub_attribute.as_ref()),
+                    Semantics::of(resolved.sub_attribute),
                     comparison,
                 );
             }
@@ -455,7 +455,7 @@ impl Translator {
             _ => {}
         }
         let schema = resolved.schema.filter(|s| *s == ENTERPRISE_USER_SCHEMA);
-        let attribute = &resolved.attribute;
+        let attribute = resolved.attribute;
         let mut json = json_path(schema, &[name]);
         if attribute.multi_valued {
             json.push_str("[0]");
@@ -463,18 +463,18 @@ impl Translator {
         let target = match (attribute.kind, sub) {
             (AttributeType::Complex, Some(sub)) => {
                 json.push_str(&format!(".\"{sub}\""));
-                resolved.target().clone()
+                resolved.target()
             }
             (AttributeType::Complex, None) if attribute.sub_attribute("value").is_some() => {
                 json.push_str(".\"value\"");
-                attribute.sub_attribute("value").cloned().unwrap_or_else(|| attribute.clone())
+                attribute.sub_attribute("value").unwrap_or(attribute)
             }
             (AttributeType::Complex, None) => {
                 return Err(QueryError::InvalidFilter(format!(
                     "cannot sort by the complex attribute '{path}'"
                 )));
             }
-            _ => attribute.clone(),
+            _ => attribute,
         };
         let json = self.param(SqlValue::Text(json));
         let folds = matches!(target.kind, AttributeType::String | AttributeType::Reference)
@@ -666,7 +666,7 @@ impl Translator {
                     )));
                 }
                 let schema = resolved.schema.filter(|s| *s == ENTERPRISE_USER_SCHEMA);
-                (json_path(schema, &[resolved.attribute.name]), Some(&resolved.attribute))
+                (json_path(schema, &[resolved.attribute.name]), Some(resolved.attribute))
             }
             None => (json_path(path.schema.as_deref(), &[path.name.as_str()]), None),
         };

@@ -7,6 +7,8 @@
 //! response leaves out, and what `/Schemas` publishes. Attribute names are
 //! matched case-insensitively everywhere, as RFC 7643 section 2.1 asks.
 
+use std::sync::LazyLock;
+
 use super::filter::AttrPath;
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -235,7 +237,13 @@ fn typed_values(
 }
 
 /// `id`, `externalId` and `meta`: on every resource (RFC 7643 section 3.1).
-pub fn common_attributes() -> Vec<Attribute> {
+/// `id`, `externalId` and `meta`, built once.
+pub fn common_attributes() -> &'static [Attribute] {
+    static COMMON: LazyLock<Vec<Attribute>> = LazyLock::new(build_common_attributes);
+    &COMMON
+}
+
+fn build_common_attributes() -> Vec<Attribute> {
     vec![
         Attribute::string(
             "id",
@@ -278,7 +286,13 @@ pub fn common_attributes() -> Vec<Attribute> {
     ]
 }
 
-pub fn user_schema() -> Schema {
+/// The core User schema (RFC 7643 section 4.1), built once.
+pub fn user_schema() -> &'static Schema {
+    static USER: LazyLock<Schema> = LazyLock::new(build_user_schema);
+    &USER
+}
+
+fn build_user_schema() -> Schema {
     use Attribute as A;
     let work_home_other: &'static [&'static str] = &["work", "home", "other"];
     Schema {
@@ -398,7 +412,13 @@ pub fn user_schema() -> Schema {
     }
 }
 
-pub fn enterprise_user_schema() -> Schema {
+/// The enterprise User extension (RFC 7643 section 4.3), built once.
+pub fn enterprise_user_schema() -> &'static Schema {
+    static ENTERPRISE: LazyLock<Schema> = LazyLock::new(build_enterprise_user_schema);
+    &ENTERPRISE
+}
+
+fn build_enterprise_user_schema() -> Schema {
     use Attribute as A;
     Schema {
         id: ENTERPRISE_USER_SCHEMA,
@@ -432,7 +452,13 @@ pub fn enterprise_user_schema() -> Schema {
     }
 }
 
-pub fn group_schema() -> Schema {
+/// The core Group schema (RFC 7643 section 4.2), built once.
+pub fn group_schema() -> &'static Schema {
+    static GROUP: LazyLock<Schema> = LazyLock::new(build_group_schema);
+    &GROUP
+}
+
+fn build_group_schema() -> Schema {
     use Attribute as A;
     Schema {
         id: GROUP_SCHEMA,
@@ -470,7 +496,7 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
-    pub fn core_schema(self) -> Schema {
+    pub fn core_schema(self) -> &'static Schema {
         match self {
             ResourceKind::User => user_schema(),
             ResourceKind::Group => group_schema(),
@@ -478,10 +504,12 @@ impl ResourceKind {
     }
 
     /// The extension schemas this kind of resource may carry.
-    pub fn extension_schemas(self) -> Vec<Schema> {
+    pub fn extension_schemas(self) -> &'static [&'static Schema] {
+        static USER_EXTENSIONS: LazyLock<[&'static Schema; 1]> =
+            LazyLock::new(|| [enterprise_user_schema()]);
         match self {
-            ResourceKind::User => vec![enterprise_user_schema()],
-            ResourceKind::Group => Vec::new(),
+            ResourceKind::User => &*USER_EXTENSIONS,
+            ResourceKind::Group => &[],
         }
     }
 }
@@ -492,45 +520,50 @@ pub struct Resolved {
     /// The URN of the schema holding the attribute (`None` for the common
     /// attributes `id`, `externalId`, `meta`).
     pub schema: Option<&'static str>,
-    pub attribute: Attribute,
-    pub sub_attribute: Option<Attribute>,
+    pub attribute: &'static Attribute,
+    pub sub_attribute: Option<&'static Attribute>,
 }
 
 impl Resolved {
     /// The definition the path ends at: the sub-attribute if named.
-    pub fn target(&self) -> &Attribute {
-        self.sub_attribute.as_ref().unwrap_or(&self.attribute)
+    pub fn target(&self) -> &'static Attribute {
+        self.sub_attribute.unwrap_or(self.attribute)
     }
 }
 
 /// Resolves a path against a resource kind's schemas, case-insensitively.
-/// An unqualified name is looked up in the common attributes and the core
-/// schema; a qualified one only in the schema its URN names. `None` means
-/// the path names no attribute rollcall knows (an unknown extension, say).
+/// An unqualified name is looked up in the common attributes, then the core
+/// schema, then the extensions (Entra ID sends `manager` bare); a qualified
+/// one only in the schema its URN names. `None` means the path names no
+/// attribute rollcall knows (an unknown extension, say).
 pub fn resolve(kind: ResourceKind, path: &AttrPath) -> Option<Resolved> {
     let core = kind.core_schema();
     let (schema_id, attribute) = match &path.schema {
         None => {
-            match common_attributes().into_iter().find(|a| a.name.eq_ignore_ascii_case(&path.name))
-            {
-                Some(common) => (None, common),
-                None => (Some(core.id), core.attribute(&path.name)?.clone()),
+            let common =
+                common_attributes().iter().find(|a| a.name.eq_ignore_ascii_case(&path.name));
+            match (common, core.attribute(&path.name)) {
+                (Some(common), _) => (None, common),
+                (None, Some(attribute)) => (Some(core.id), attribute),
+                (None, None) => kind.extension_schemas().iter().find_map(|extension| {
+                    Some((Some(extension.id), extension.attribute(&path.name)?))
+                })?,
             }
         }
         Some(urn) if urn.eq_ignore_ascii_case(core.id) => {
-            (Some(core.id), core.attribute(&path.name)?.clone())
+            (Some(core.id), core.attribute(&path.name)?)
         }
         Some(urn) => {
             let extension = kind
                 .extension_schemas()
-                .into_iter()
+                .iter()
                 .find(|schema| schema.id.eq_ignore_ascii_case(urn))?;
-            (Some(extension.id), extension.attribute(&path.name)?.clone())
+            (Some(extension.id), extension.attribute(&path.name)?)
         }
     };
     let sub_attribute = match &path.sub_attribute {
         None => None,
-        Some(name) => Some(attribute.sub_attribute(name)?.clone()),
+        Some(name) => Some(attribute.sub_attribute(name)?),
     };
     Some(Resolved { schema: schema_id, attribute, sub_attribute })
 }
@@ -577,11 +610,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(core.target().canonical_values, &["work", "home", "other"]);
+        let department = resolve(ResourceKind::User, &path(None, "department", None)).unwrap();
         assert_eq!(
-            resolve(ResourceKind::User, &path(None, "department", None)),
-            None,
-            "department is the extension's"
+            department.schema,
+            Some(ENTERPRISE_USER_SCHEMA),
+            "a bare name no core attribute has is the extension's"
         );
+        let manager = resolve(ResourceKind::User, &path(None, "manager", Some("value"))).unwrap();
+        assert_eq!(
+            (manager.schema, manager.target().name),
+            (Some(ENTERPRISE_USER_SCHEMA), "value")
+        );
+        assert_eq!(resolve(ResourceKind::Group, &path(None, "department", None)), None);
         assert_eq!(
             resolve(ResourceKind::Group, &path(Some(ENTERPRISE_USER_SCHEMA), "manager", None)),
             None
