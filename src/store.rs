@@ -50,6 +50,30 @@ impl Store {
         query(&connection)
     }
 
+    /// Runs several reads on one pooled connection inside one read
+    /// transaction: they see one snapshot, and SQLite takes its locks once
+    /// rather than once per statement. Synchronous, like [`Store::read`].
+    pub fn snapshot<T>(
+        &self,
+        reads: impl FnOnce(&Connection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let connection = self.log.reader()?;
+        let storage = |context| move |error| Error::from(events::LogError::storage(context, error));
+        connection
+            .prepare_cached("BEGIN DEFERRED")
+            .and_then(|mut begin| begin.execute([]))
+            .map_err(storage("beginning a read snapshot"))?;
+        let outcome = reads(&connection);
+        // Ending a read transaction cannot lose anything; should COMMIT
+        // fail, roll back, so the pooled connection never keeps an old
+        // snapshot for its next borrower.
+        let ended = connection.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([]));
+        if ended.is_err() && !connection.is_autocommit() {
+            let _ = connection.execute_batch("ROLLBACK");
+        }
+        outcome
+    }
+
     /// Runs a command on the writer thread; see `SqliteLog::execute`.
     pub fn command<T, F>(&self, command: F) -> Pending<T, Error>
     where

@@ -22,10 +22,12 @@ use events::event::{
 };
 use events::sqlite::SqliteTx;
 use events::{CommandContext, Event, ExpectedVersion};
+use projections::directory::filter::Filter;
 use projections::directory::query::{self, QueryError};
 use projections::directory::schema::ResourceKind;
 use projections::directory::store::{self, ResourceRow};
 use projections::functions::fold;
+use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use super::discovery::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, list_page};
@@ -582,27 +584,25 @@ impl ListRequest {
 }
 
 fn related(
-    state: &AppState,
+    connection: &Connection,
     tenant: &str,
     row: &ResourceRow,
     load_members: bool,
 ) -> Result<Related, Error> {
-    state.store.read(|connection| {
-        Ok(match row.kind {
-            ResourceKind::User => {
-                Related { members: None, groups: store::groups_of(connection, tenant, &row.id)? }
-            }
-            ResourceKind::Group if load_members => Related {
-                members: Some(store::members(connection, tenant, &row.id)?),
-                groups: Vec::new(),
-            },
-            ResourceKind::Group => Related::default(),
-        })
+    Ok(match row.kind {
+        ResourceKind::User => {
+            Related { members: None, groups: store::groups_of(connection, tenant, &row.id)? }
+        }
+        ResourceKind::Group if load_members => Related {
+            members: Some(store::members(connection, tenant, &row.id)?),
+            groups: Vec::new(),
+        },
+        ResourceKind::Group => Related::default(),
     })
 }
 
 fn shown(
-    state: &AppState,
+    connection: &Connection,
     base: &BaseUrl,
     tenant: &str,
     row: &ResourceRow,
@@ -610,7 +610,8 @@ fn shown(
     excluded: &[Selector],
 ) -> Result<Value, Error> {
     let load_members = render::wants_members(attributes, excluded);
-    let mut resource = render::resource(base, row, &related(state, tenant, row, load_members)?);
+    let mut resource =
+        render::resource(base, row, &related(connection, tenant, row, load_members)?);
     if !attributes.is_empty() {
         render::keep_only(&mut resource, attributes);
     }
@@ -619,14 +620,12 @@ fn shown(
 }
 
 fn read_one(
-    state: &AppState,
+    connection: &Connection,
     tenant: &str,
     kind: ResourceKind,
     id: &str,
 ) -> Result<ResourceRow, Error> {
-    state
-        .store
-        .read(|connection| Ok(store::get(connection, tenant, kind, id)?))?
+    store::get(connection, tenant, kind, id)?
         .ok_or_else(|| Error::not_found(format!("{} {id}", kind_label(kind))))
 }
 
@@ -643,44 +642,40 @@ fn list(
     base: &BaseUrl,
     tenant: &str,
     kinds: &[ResourceKind],
+    filter: Option<&Filter>,
     request: &ListRequest,
 ) -> Result<Value, Error> {
-    let filter = match &request.filter {
-        Some(text) => Some(
-            parse_filter(text)
-                .map_err(|error| Error::invalid_as(InvalidKind::Filter, error.to_string()))?,
-        ),
-        None => None,
-    };
     let sort = request.sort()?;
     let (start_index, count) = request.window();
-    let mut offset = start_index - 1;
-    let mut remaining = count;
-    let mut total = 0;
-    let mut rows = Vec::new();
-    for kind in kinds {
-        let page = state.store.read(|connection| {
-            query::search_sorted(
+    // One snapshot: the page, its total and each resource's relations
+    // agree with each other however writes interleave.
+    state.store.snapshot(|connection| {
+        let mut offset = start_index - 1;
+        let mut remaining = count;
+        let mut total = 0;
+        let mut rows = Vec::new();
+        for kind in kinds {
+            let page = query::search_sorted(
                 connection,
                 tenant,
                 *kind,
-                filter.as_ref(),
+                filter,
                 sort.as_ref(),
                 offset,
                 remaining,
             )
-            .map_err(invalid_filter)
-        })?;
-        offset = offset.saturating_sub(page.total_results);
-        remaining -= u64::try_from(page.resources.len()).unwrap_or(remaining).min(remaining);
-        total += page.total_results;
-        rows.extend(page.resources);
-    }
-    let items = rows
-        .iter()
-        .map(|row| shown(state, base, tenant, row, &request.attributes, &request.excluded))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(list_page(total, start_index, items))
+            .map_err(invalid_filter)?;
+            offset = offset.saturating_sub(page.total_results);
+            remaining -= u64::try_from(page.resources.len()).unwrap_or(remaining).min(remaining);
+            total += page.total_results;
+            rows.extend(page.resources);
+        }
+        let items = rows
+            .iter()
+            .map(|row| shown(connection, base, tenant, row, &request.attributes, &request.excluded))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(list_page(total, start_index, items))
+    })
 }
 
 pub async fn create_resource(
@@ -701,8 +696,11 @@ pub async fn create_resource(
             .await
             .map_err(Error::from)?
     };
-    let row = read_one(&state, &tenant, kind, &id)?;
-    let resource = shown(&state, &base, &tenant, &row, &[], &[])?;
+    let (row, resource) = state.store.snapshot(|connection| {
+        let row = read_one(connection, &tenant, kind, &id)?;
+        let resource = shown(connection, &base, &tenant, &row, &[], &[])?;
+        Ok((row, resource))
+    })?;
     let mut response = respond(StatusCode::CREATED, &resource, Some(&render::etag(row.version)));
     if let Ok(location) = HeaderValue::from_str(&base.resource(kind, &id)) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -722,8 +720,12 @@ pub async fn get_resource(
         query.map_err(|rejection| Error::invalid_as(InvalidKind::Syntax, rejection.body_text()))?;
     let request = ListRequest::from_query(&pairs)?;
     let tenant = &caller.principal.tenant_id;
-    let row = read_one(&state, tenant, kind, &id)?;
-    let resource = shown(&state, &base, tenant, &row, &request.attributes, &request.excluded)?;
+    let (row, resource) = state.store.snapshot(|connection| {
+        let row = read_one(connection, tenant, kind, &id)?;
+        let resource =
+            shown(connection, &base, tenant, &row, &request.attributes, &request.excluded)?;
+        Ok((row, resource))
+    })?;
     Ok(respond(StatusCode::OK, &resource, Some(&render::etag(row.version))))
 }
 
@@ -751,9 +753,10 @@ pub async fn search_resources(
     list_off_the_runtime(state, base, caller.principal.tenant_id, kinds, request).await
 }
 
-/// Runs a listing on the blocking pool: a filter that is not answered by an
-/// index reads every resource of the tenant, and must not hold up the async
-/// workers that serve everybody else's requests meanwhile.
+/// Runs a listing. One whose filter is answered by an index (an IdP's
+/// matching lookup, by far the most frequent) runs right here; any other
+/// may read every resource of the tenant, so it runs on the blocking pool,
+/// where it cannot hold up the async workers that serve everybody else.
 async fn list_off_the_runtime(
     state: AppState,
     base: BaseUrl,
@@ -761,9 +764,25 @@ async fn list_off_the_runtime(
     kinds: &'static [ResourceKind],
     request: ListRequest,
 ) -> Result<Response, ScimError> {
-    let body = tokio::task::spawn_blocking(move || list(&state, &base, &tenant, kinds, &request))
+    let filter = match &request.filter {
+        Some(text) => Some(
+            parse_filter(text)
+                .map_err(|error| Error::invalid_as(InvalidKind::Filter, error.to_string()))?,
+        ),
+        None => None,
+    };
+    let narrow = filter
+        .as_ref()
+        .is_some_and(|filter| kinds.iter().all(|kind| query::is_narrow(*kind, filter)));
+    let body = if narrow && request.sort_by.is_none() {
+        list(&state, &base, &tenant, kinds, filter.as_ref(), &request)?
+    } else {
+        tokio::task::spawn_blocking(move || {
+            list(&state, &base, &tenant, kinds, filter.as_ref(), &request)
+        })
         .await
-        .map_err(|error| Error::Internal(format!("listing task failed: {error}")))??;
+        .map_err(|error| Error::Internal(format!("listing task failed: {error}")))??
+    };
     Ok(respond(StatusCode::OK, &body, None))
 }
 
@@ -810,19 +829,25 @@ pub async fn update_resource(
             .await
             .map_err(Error::from)?;
     }
-    let row = read_one(&state, &tenant, kind, &id)?;
-    if matches!(write, Write::Patch) && kind == ResourceKind::Group {
-        let members =
-            state.store.read(|connection| Ok(store::member_count(connection, &tenant, &id)?))?;
-        if members > state.config.patch_response_members_max {
-            let mut response = StatusCode::NO_CONTENT.into_response();
-            if let Ok(etag) = HeaderValue::from_str(&render::etag(row.version)) {
-                response.headers_mut().insert(header::ETAG, etag);
-            }
-            return Ok(response);
+    let members_max = state.config.patch_response_members_max;
+    let (row, resource) = state.store.snapshot(|connection| {
+        let row = read_one(connection, &tenant, kind, &id)?;
+        if matches!(write, Write::Patch)
+            && kind == ResourceKind::Group
+            && store::member_count(connection, &tenant, &id)? > members_max
+        {
+            return Ok((row, None));
         }
-    }
-    let resource = shown(&state, &base, &tenant, &row, &[], &[])?;
+        let resource = shown(connection, &base, &tenant, &row, &[], &[])?;
+        Ok((row, Some(resource)))
+    })?;
+    let Some(resource) = resource else {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        if let Ok(etag) = HeaderValue::from_str(&render::etag(row.version)) {
+            response.headers_mut().insert(header::ETAG, etag);
+        }
+        return Ok(response);
+    };
     Ok(respond(StatusCode::OK, &resource, Some(&render::etag(row.version))))
 }
 

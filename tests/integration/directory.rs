@@ -460,3 +460,34 @@ fn value_filters_over_lists_of_plain_values_match_nothing_instead_of_failing() {
     check(&store, ResourceKind::User, r#"urn:example:tags:tags[value eq "a"]"#, &[]);
     check(&store, ResourceKind::User, r#"urn:example:tags:tags eq "A""#, &["u4"]);
 }
+
+#[test]
+fn only_equalities_on_indexed_columns_are_narrow() {
+    let narrow = |kind, text: &str| {
+        projections::directory::query::is_narrow(kind, &parse_filter(text).unwrap())
+    };
+    for text in [
+        r#"userName eq "bjensen""#,
+        r#"USERNAME eq "BJensen""#,
+        r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "b""#,
+        r#"externalId eq "00u1""#,
+        r#"id eq "01j""#,
+        r#"externalId eq "x" and title co "boss""#,
+        r#"active eq true and userName eq "b""#,
+    ] {
+        assert!(narrow(ResourceKind::User, text), "{text}");
+    }
+    for text in [
+        r#"userName sw "b""#,
+        r#"userName eq "b" or title eq "x""#,
+        r#"not (userName eq "b")"#,
+        r#"displayName eq "Babs""#,
+        r#"emails[type eq "work"].value eq "b@example.com""#,
+        r#"meta.resourceType eq "User""#,
+        r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq "7""#,
+    ] {
+        assert!(!narrow(ResourceKind::User, text), "{text}");
+    }
+    assert!(narrow(ResourceKind::Group, r#"displayName eq "Admins""#));
+    assert!(!narrow(ResourceKind::Group, r#"members[value eq "01j"]"#));
+}

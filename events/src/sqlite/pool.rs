@@ -28,6 +28,9 @@ pub struct ReadPool {
 struct PoolState {
     idle: Vec<Connection>,
     open: usize,
+    /// Callers blocked in `get`: a returned connection wakes one only if
+    /// there is one (an unneeded wake is still a futex syscall per read).
+    waiting: usize,
 }
 
 impl ReadPool {
@@ -37,7 +40,7 @@ impl ReadPool {
             connections_max: connections_max.max(1),
             busy_timeout_ms,
             connection_setup: None,
-            state: Mutex::new(PoolState { idle: Vec::new(), open: 0 }),
+            state: Mutex::new(PoolState { idle: Vec::new(), open: 0, waiting: 0 }),
             returned: Condvar::new(),
         }
     }
@@ -71,13 +74,18 @@ impl ReadPool {
                         Ok(PooledConnection { pool: self, connection: Some(connection) })
                     }
                     Err(error) => {
-                        self.lock().open -= 1;
-                        self.returned.notify_one();
+                        let mut state = self.lock();
+                        state.open -= 1;
+                        if state.waiting > 0 {
+                            self.returned.notify_one();
+                        }
                         Err(error)
                     }
                 };
             }
+            state.waiting += 1;
             state = self.returned.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            state.waiting -= 1;
         }
     }
 
@@ -119,8 +127,11 @@ impl std::ops::Deref for PooledConnection<'_> {
 impl Drop for PooledConnection<'_> {
     fn drop(&mut self) {
         if let Some(connection) = self.connection.take() {
-            self.pool.lock().idle.push(connection);
-            self.pool.returned.notify_one();
+            let mut state = self.pool.lock();
+            state.idle.push(connection);
+            if state.waiting > 0 {
+                self.pool.returned.notify_one();
+            }
         }
     }
 }

@@ -22,7 +22,9 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, params_from_iter};
 
 use super::filter::{AttrPath, CompareOp, CompareValue, Filter};
-use super::schema::{Attribute, AttributeType, ENTERPRISE_USER_SCHEMA, ResourceKind, resolve};
+use super::schema::{
+    Attribute, AttributeType, ENTERPRISE_USER_SCHEMA, Resolved, ResourceKind, resolve,
+};
 use super::store::{RESOURCE_COLUMNS, ResourceRow, kind_name, resource_from_row};
 use crate::ProjectionError;
 use crate::functions::fold;
@@ -101,15 +103,9 @@ pub fn search_sorted(
     let storage = |context| {
         move |error| QueryError::Storage(ProjectionError::Storage { context, source: error })
     };
-    let total: i64 = connection
-        .prepare(&format!("SELECT count(*) {from}"))
-        .and_then(|mut statement| {
-            statement.query_row(params_from_iter(params.iter()), |row| row.get(0))
-        })
-        .map_err(storage("counting search results"))?;
     let mut resources = Vec::new();
     if limit > 0 {
-        let mut page_params = params;
+        let mut page_params = params.clone();
         page_params.extend(order_params);
         page_params.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         page_params.push(SqlValue::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
@@ -119,7 +115,7 @@ pub fn search_sorted(
             limit_at + 1
         );
         resources = connection
-            .prepare(&sql)
+            .prepare_cached(&sql)
             .and_then(|mut statement| {
                 statement
                     .query_map(params_from_iter(page_params.iter()), resource_from_row)?
@@ -127,7 +123,72 @@ pub fn search_sorted(
             })
             .map_err(storage("reading search results"))?;
     }
+    let returned = u64::try_from(resources.len()).unwrap_or(u64::MAX);
+    // A first page that is not full holds every match: no need to count.
+    if offset == 0 && returned < limit {
+        return Ok(Page { total_results: returned, resources });
+    }
+    let total: i64 = connection
+        .prepare_cached(&format!("SELECT count(*) {from}"))
+        .and_then(|mut statement| {
+            statement.query_row(params_from_iter(params.iter()), |row| row.get(0))
+        })
+        .map_err(storage("counting search results"))?;
     Ok(Page { total_results: u64::try_from(total).unwrap_or(0), resources })
+}
+
+/// A resource attribute kept in a column of `scim_resources`.
+struct Column {
+    column: &'static str,
+    semantics: Semantics,
+    /// An equality on it is answered through an index.
+    indexed: bool,
+}
+
+fn column_of(kind: ResourceKind, resolved: &Resolved) -> Option<Column> {
+    let sub = resolved.sub_attribute.map(|sub| sub.name);
+    let unique_name = match kind {
+        ResourceKind::User => "userName",
+        ResourceKind::Group => "displayName",
+    };
+    let (column, semantics, indexed) = match (resolved.attribute.name, sub) {
+        ("id", None) => ("r.id", Semantics::exact_string(), true),
+        ("externalId", None) => ("r.external_id", Semantics::exact_string(), true),
+        (name, None)
+            if name == unique_name
+                && resolved.schema.is_some_and(|s| s != ENTERPRISE_USER_SCHEMA) =>
+        {
+            let folded = Semantics { kind: AttributeType::String, case_exact: false, folded: true };
+            ("r.name_key", folded, true)
+        }
+        ("meta", Some("created")) => {
+            let time = Semantics { kind: AttributeType::DateTime, case_exact: true, folded: false };
+            ("r.created", time, false)
+        }
+        ("meta", Some("lastModified")) => {
+            let time = Semantics { kind: AttributeType::DateTime, case_exact: true, folded: false };
+            ("r.last_modified", time, false)
+        }
+        ("meta", Some("resourceType")) => ("r.kind", Semantics::exact_string(), false),
+        _ => return None,
+    };
+    Some(Column { column, semantics, indexed })
+}
+
+/// Whether a search by `filter` reads a handful of rows whatever the
+/// tenant's size: an equality on an indexed column (id, externalId, the
+/// unique name), alone or and-ed with anything. Such a search is cheap
+/// enough to run on the async workers; any other may scan the tenant.
+pub fn is_narrow(kind: ResourceKind, filter: &Filter) -> bool {
+    match filter {
+        Filter::Compare { path, op: CompareOp::Equal, value: CompareValue::String(_) } => {
+            resolve(kind, path)
+                .and_then(|resolved| column_of(kind, &resolved))
+                .is_some_and(|column| column.indexed)
+        }
+        Filter::And(left, right) => is_narrow(kind, left) || is_narrow(kind, right),
+        _ => false,
+    }
 }
 
 /// Where a path is read from.
@@ -318,34 +379,7 @@ impl Translator {
         if let Some(resolved) = &resolved {
             let name = resolved.attribute.name;
             let sub = resolved.sub_attribute.as_ref().map(|sub| sub.name);
-            let unique_name = match self.kind {
-                ResourceKind::User => "userName",
-                ResourceKind::Group => "displayName",
-            };
-            let column = match (name, sub) {
-                ("id", None) => Some(("r.id", Semantics::exact_string())),
-                ("externalId", None) => Some(("r.external_id", Semantics::exact_string())),
-                (name, None)
-                    if name == unique_name
-                        && resolved.schema.is_some_and(|s| s != ENTERPRISE_USER_SCHEMA) =>
-                {
-                    Some((
-                        "r.name_key",
-                        Semantics { kind: AttributeType::String, case_exact: false, folded: true },
-                    ))
-                }
-                ("meta", Some("created")) => Some((
-                    "r.created",
-                    Semantics { kind: AttributeType::DateTime, case_exact: true, folded: false },
-                )),
-                ("meta", Some("lastModified")) => Some((
-                    "r.last_modified",
-                    Semantics { kind: AttributeType::DateTime, case_exact: true, folded: false },
-                )),
-                ("meta", Some("resourceType")) => Some(("r.kind", Semantics::exact_string())),
-                _ => None,
-            };
-            if let Some((column, semantics)) = column {
+            if let Some(Column { column, semantics, .. }) = column_of(self.kind, resolved) {
                 return self.column_leaf(column, semantics, comparison);
             }
             if name == "meta" {
