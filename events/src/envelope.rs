@@ -105,14 +105,22 @@ pub struct Metadata {
 impl Metadata {
     /// Metadata for one new event of a command: a fresh event id, the rest
     /// from the command's context.
-    pub fn for_new_event(context: &CommandContext) -> Metadata {
+    ///
+    /// The request's body goes only where `with_body` says: a request that
+    /// appends several events records its body once, on the first, and the
+    /// others name the request (method, target, request id) without it.
+    pub fn for_new_event(context: &CommandContext, with_body: bool) -> Metadata {
         Metadata {
             event_id: ulid::Ulid::generate().to_string(),
             actor: context.actor.clone(),
             request_id: context.request_id.clone(),
             user_agent: context.user_agent.clone(),
             correlation_id: context.correlation_id.clone(),
-            request: context.request.clone(),
+            request: context.request.as_ref().map(|request| RequestRecord {
+                method: request.method.clone(),
+                target: request.target.clone(),
+                body: if with_body { request.body.clone() } else { None },
+            }),
         }
     }
 }

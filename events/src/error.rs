@@ -88,6 +88,10 @@ pub enum NestedError<E> {
     /// Storage failed: the whole command is lost, and should give up.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The step panicked; its writes were undone, the command's others
+    /// stand.
+    #[error("the step panicked: {0}")]
+    Panicked(String),
 }
 
 /// A stored event that cannot be turned into an [`crate::Event`].

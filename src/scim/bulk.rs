@@ -212,14 +212,30 @@ impl Operation {
         })
     }
 
-    /// The `bulkId`s this operation refers to, in its path or its data.
-    fn references(&self) -> BTreeSet<String> {
-        let mut found = BTreeSet::new();
+    /// The `bulkId`s this operation refers to: those in a new group's
+    /// `members` (which a cycle may defer), and all the others (its path,
+    /// and everything else in its data).
+    fn references(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        let mut members = BTreeSet::new();
+        let mut others = BTreeSet::new();
         if let Some(bulk_id) = self.id.as_deref().and_then(|id| id.strip_prefix(BULK_ID_PREFIX)) {
-            found.insert(bulk_id.to_owned());
+            others.insert(bulk_id.to_owned());
         }
-        collect_references(&self.data, &mut found);
-        found
+        let deferrable = self.method == Method::Post && self.kind == ResourceKind::Group;
+        match self.data.as_object() {
+            Some(fields) if deferrable => {
+                for (key, value) in fields {
+                    let into = if key.eq_ignore_ascii_case("members") {
+                        &mut members
+                    } else {
+                        &mut others
+                    };
+                    collect_references(value, into);
+                }
+            }
+            _ => collect_references(&self.data, &mut others),
+        }
+        (members, others)
     }
 }
 
@@ -322,48 +338,251 @@ impl Outcome {
     }
 }
 
-/// Whether an operation can run now.
-enum Readiness {
-    Ready,
-    /// It refers to a resource that another operation has yet to create.
-    Waits,
-    /// It refers to a `bulkId` that no operation of the request created.
-    Broken(String),
+/// One thing to do, in the order worked out before any write.
+#[derive(Debug)]
+enum Step {
+    /// Answer an operation that cannot run (malformed, or its references
+    /// cannot be met) with the failure already decided.
+    Settle(usize),
+    /// Run an operation. `deferring` are bulkIds among a new group's
+    /// members that close a cycle: the group is created without them.
+    Run { index: usize, deferring: BTreeSet<String> },
+    /// Add to a group created by `Run` the members it deferred.
+    AddDeferred(usize),
 }
 
-/// A run of a Bulk request inside the writer's command.
-struct Run<'r, 'c> {
-    transaction: &'r mut SqliteTx<'c>,
-    tenant: &'r str,
-    context: &'r CommandContext,
-    base: &'r BaseUrl,
+/// Orders the operations so that each runs after those creating what it
+/// refers to (Kahn's algorithm, request order among the ready ones), in
+/// time linear in operations and references. A cycle is broken at the
+/// first new group whose unmet references are all members; one that
+/// cannot be broken is answered 409. Fills `failures` for what cannot run.
+// Every index below is an operation's, below `count`, the length of every
+// vector indexed: they cannot be out of bounds.
+#[allow(clippy::indexing_slicing)]
+fn schedule(operations: &[Option<Operation>], failures: &mut [Option<Outcome>]) -> Vec<Step> {
+    let count = operations.len();
+    let declared: HashMap<&str, usize> = operations
+        .iter()
+        .enumerate()
+        .filter_map(|(index, operation)| match operation {
+            Some(Operation { method: Method::Post, bulk_id: Some(bulk_id), .. }) => {
+                Some((bulk_id.as_str(), index))
+            }
+            _ => None,
+        })
+        .collect();
+    // For each operation: what it waits on through members and otherwise.
+    let mut waits_members: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); count];
+    let mut waits_others: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); count];
+    let mut steps = Vec::with_capacity(count);
+    let mut done = vec![false; count];
+    // Operations answered without running: they still take their turn in
+    // request order, so failOnErrors counts them where they stand.
+    let mut settle_only = vec![false; count];
+    for (index, operation) in operations.iter().enumerate() {
+        let Some(operation) = operation else {
+            settle_only[index] = true;
+            continue;
+        };
+        let (members, others) = operation.references();
+        let mut broken = None;
+        for (references, waits) in
+            [(&members, &mut waits_members[index]), (&others, &mut waits_others[index])]
+        {
+            for bulk_id in references {
+                match declared.get(bulk_id.as_str()) {
+                    Some(&by) if by != index && operations[by].is_some() => {
+                        waits.insert(by);
+                    }
+                    _ => broken = broken.or(Some(bulk_id.clone())),
+                }
+            }
+        }
+        if let Some(bulk_id) = broken {
+            failures[index] = Some(Outcome::failed(
+                operation.method.as_str().to_owned(),
+                operation.bulk_id.clone(),
+                Error::conflict(format!(
+                    "bulkId {bulk_id:?} names no resource created by another operation of this request"
+                )),
+            ));
+            settle_only[index] = true;
+            waits_members[index].clear();
+            waits_others[index].clear();
+        }
+    }
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); count];
+    let mut pending_all = vec![0usize; count];
+    let mut pending_others = vec![0usize; count];
+    for index in (0..count).filter(|index| !done[*index]) {
+        let all: BTreeSet<usize> =
+            waits_members[index].union(&waits_others[index]).copied().collect();
+        pending_all[index] = all.len();
+        pending_others[index] = waits_others[index].len();
+        for by in all {
+            dependents[by].push(index);
+        }
+    }
+    let mut ready: BTreeSet<usize> =
+        (0..count).filter(|index| !done[*index] && pending_all[*index] == 0).collect();
+    let mut remaining = done.iter().filter(|done| !**done).count();
+    let mut deferred = Vec::new();
+    let finish = |index: usize,
+                  done: &mut Vec<bool>,
+                  ready: &mut BTreeSet<usize>,
+                  pending_all: &mut Vec<usize>,
+                  pending_others: &mut Vec<usize>| {
+        done[index] = true;
+        for &dependent in &dependents[index] {
+            if done[dependent] {
+                continue;
+            }
+            pending_all[dependent] -= 1;
+            if waits_others[dependent].contains(&index) {
+                pending_others[dependent] -= 1;
+            }
+            if pending_all[dependent] == 0 {
+                ready.insert(dependent);
+            }
+        }
+    };
+    while remaining > 0 {
+        if let Some(index) = ready.pop_first() {
+            steps.push(if settle_only[index] {
+                Step::Settle(index)
+            } else {
+                Step::Run { index, deferring: BTreeSet::new() }
+            });
+            finish(index, &mut done, &mut ready, &mut pending_all, &mut pending_others);
+            remaining -= 1;
+            continue;
+        }
+        // Only cycles are left.
+        let breakable = (0..count).find(|index| {
+            !done[*index]
+                && !settle_only[*index]
+                && pending_others[*index] == 0
+                && operations[*index].as_ref().is_some_and(|operation| {
+                    operation.method == Method::Post && operation.kind == ResourceKind::Group
+                })
+        });
+        let Some(index) = breakable else {
+            for index in (0..count).filter(|index| !done[*index]) {
+                if let Some(operation) = &operations[index] {
+                    failures[index] = Some(Outcome::failed(
+                        operation.method.as_str().to_owned(),
+                        operation.bulk_id.clone(),
+                        Error::conflict(
+                            "the bulkId references of this operation form a cycle that cannot be broken",
+                        ),
+                    ));
+                }
+                steps.push(Step::Settle(index));
+            }
+            break;
+        };
+        let deferring = waits_members[index]
+            .iter()
+            .filter(|by| !done[**by])
+            .filter_map(|by| operations[*by].as_ref().and_then(|op| op.bulk_id.clone()))
+            .collect();
+        steps.push(Step::Run { index, deferring });
+        deferred.push(index);
+        finish(index, &mut done, &mut ready, &mut pending_all, &mut pending_others);
+        remaining -= 1;
+    }
+    steps.extend(deferred.into_iter().map(Step::AddDeferred));
+    steps
+}
+
+/// The members of a new group that name any of `deferring`, taken out of
+/// its data to break a cycle (section 3.7.1).
+fn take_deferred_members(data: &mut Value, deferring: &BTreeSet<String>) -> Vec<Value> {
+    let Some(Value::Array(members)) = data.as_object_mut().and_then(|fields| {
+        fields.iter_mut().find(|(key, _)| key.eq_ignore_ascii_case("members")).map(|(_, v)| v)
+    }) else {
+        return Vec::new();
+    };
+    let names_deferred = |member: &Value| {
+        let mut found = BTreeSet::new();
+        collect_references(member, &mut found);
+        !found.is_disjoint(deferring)
+    };
+    let (taken, kept): (Vec<Value>, Vec<Value>) =
+        std::mem::take(members).into_iter().partition(|member| names_deferred(member));
+    *members = kept;
+    taken
+}
+
+/// A Bulk request on its way through the writer: the schedule, where it
+/// stands, and what each operation came to. It runs as a series of writer
+/// commands, each stopping after `COMMAND_BUDGET`, so a large request never
+/// holds the single writer long and other requests' writes interleave.
+pub struct Progress {
+    tenant: String,
+    context: CommandContext,
+    base: BaseUrl,
+    operations: Vec<Option<Operation>>,
+    steps: std::vec::IntoIter<Step>,
+    failures: Vec<Option<Outcome>>,
     outcomes: Vec<Option<Outcome>>,
     /// bulkId -> the id its POST created.
     created: HashMap<String, String>,
-    /// bulkId -> the index of the POST that declares it.
-    declared: HashMap<String, usize>,
+    /// Members taken out of a new group to break a cycle, by operation.
+    stashed: HashMap<usize, Vec<Value>>,
     errors: usize,
     fail_on_errors: Option<usize>,
 }
 
-impl Run<'_, '_> {
+/// How long one writer command of a Bulk request may run before it yields
+/// the writer to other requests (it always completes at least one step).
+const COMMAND_BUDGET: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl Progress {
+    pub fn new(
+        request: BulkRequest,
+        tenant: String,
+        context: CommandContext,
+        base: BaseUrl,
+    ) -> Progress {
+        let count = request.operations.len();
+        let mut failures: Vec<Option<Outcome>> = Vec::with_capacity(count);
+        let mut operations: Vec<Option<Operation>> = Vec::with_capacity(count);
+        for checked in request.operations {
+            match checked {
+                Ok(operation) => {
+                    operations.push(Some(operation));
+                    failures.push(None);
+                }
+                Err(outcome) => {
+                    operations.push(None);
+                    failures.push(Some(*outcome));
+                }
+            }
+        }
+        let steps = schedule(&operations, &mut failures);
+        Progress {
+            tenant,
+            context,
+            base,
+            operations,
+            steps: steps.into_iter(),
+            failures,
+            outcomes: (0..count).map(|_| None).collect(),
+            created: HashMap::new(),
+            stashed: HashMap::new(),
+            errors: 0,
+            fail_on_errors: request.fail_on_errors,
+        }
+    }
+
     fn stopped(&self) -> bool {
         self.fail_on_errors.is_some_and(|limit| self.errors >= limit)
     }
 
-    fn readiness(&self, index: usize, operation: &Operation) -> Readiness {
-        for bulk_id in operation.references() {
-            if self.created.contains_key(&bulk_id) {
-                continue;
-            }
-            match self.declared.get(&bulk_id) {
-                Some(&by) if by != index && self.outcomes.get(by).is_some_and(Option::is_none) => {
-                    return Readiness::Waits;
-                }
-                _ => return Readiness::Broken(bulk_id),
-            }
-        }
-        Readiness::Ready
+    /// Whether every step has run (or failOnErrors stopped the request).
+    pub fn finished(&self) -> bool {
+        self.stopped() || self.steps.len() == 0
     }
 
     fn settle(&mut self, index: usize, outcome: Outcome) {
@@ -375,18 +594,34 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Runs one operation in its own savepoint. `Err` only for a storage
-    /// failure, which ends the whole request.
-    fn execute(&mut self, operation: &Operation) -> Result<Outcome, Error> {
-        let mut data = operation.data.clone();
-        substitute(&mut data, &self.created);
-        let id = operation.id.as_deref().map(|id| match id.strip_prefix(BULK_ID_PREFIX) {
-            Some(bulk_id) => self.created.get(bulk_id).cloned().unwrap_or_else(|| id.to_owned()),
-            None => id.to_owned(),
-        });
-        let (tenant, kind) = (self.tenant, operation.kind);
-        // Each operation's events say which operation asked for them; the
-        // target is the operation's path under the Bulk request's root.
+    /// Runs steps until the budget is spent, inside one writer command.
+    /// `Err` only for a storage failure, which ends the whole request.
+    pub fn advance(&mut self, transaction: &mut SqliteTx<'_>) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        while !self.stopped() {
+            let Some(step) = self.steps.next() else { break };
+            match step {
+                Step::Settle(index) => {
+                    if let Some(outcome) = self.failures.get_mut(index).and_then(Option::take) {
+                        self.settle(index, outcome);
+                    }
+                }
+                Step::Run { index, deferring } => {
+                    let outcome = self.execute(transaction, index, &deferring)?;
+                    self.settle(index, outcome);
+                }
+                Step::AddDeferred(index) => self.add_deferred(transaction, index)?,
+            }
+            if started.elapsed() >= COMMAND_BUDGET {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The operation's own context: its events say which operation asked
+    /// for them, its target the operation's path under the Bulk root.
+    fn context_of(&self, operation: &Operation) -> CommandContext {
         let request = self.context.request.as_ref().map(|bulk| RequestRecord {
             target: format!(
                 "{}/{}",
@@ -395,32 +630,69 @@ impl Run<'_, '_> {
             ),
             ..operation.request.clone()
         });
-        let context = &CommandContext { request, ..self.context.clone() };
-        let version = operation.version.as_deref();
+        CommandContext { request, ..self.context.clone() }
+    }
+
+    fn execute(
+        &mut self,
+        transaction: &mut SqliteTx<'_>,
+        index: usize,
+        deferring: &BTreeSet<String>,
+    ) -> Result<Outcome, Error> {
+        let Some(Some(operation)) = self.operations.get(index) else {
+            return Err(Error::Internal(format!("bulk operation {index} is missing")));
+        };
         let method = operation.method.as_str().to_owned();
         let bulk_id = operation.bulk_id.clone();
-        let outcome = |tx: &mut SqliteTx<'_>| -> Result<(StatusCode, String), Error> {
-            match (operation.method, id) {
+        let kind = operation.kind;
+        let mut data = operation.data.clone();
+        if !deferring.is_empty() {
+            self.stashed.insert(index, take_deferred_members(&mut data, deferring));
+        }
+        let id = operation.id.as_deref().map(|id| match id.strip_prefix(BULK_ID_PREFIX) {
+            Some(bulk_id) => self.created.get(bulk_id).cloned().unwrap_or_else(|| id.to_owned()),
+            None => id.to_owned(),
+        });
+        let location = id
+            .as_deref()
+            .filter(|id| !id.starts_with(BULK_ID_PREFIX))
+            .map(|id| self.base.resource(kind, id));
+        let failed = |error: Error| Outcome {
+            location: location.clone(),
+            ..Outcome::failed(method.clone(), bulk_id.clone(), error)
+        };
+        // A referenced operation ran before this one; if it created
+        // nothing, it failed, and this one cannot run.
+        let (members, others) = operation.references();
+        let unmet = members
+            .iter()
+            .chain(&others)
+            .find(|bulk_id| !self.created.contains_key(*bulk_id) && !deferring.contains(*bulk_id));
+        if let Some(unmet) = unmet {
+            return Ok(failed(Error::conflict(format!(
+                "the operation with bulkId {unmet:?} did not succeed, so this one cannot run"
+            ))));
+        }
+        substitute(&mut data, &self.created);
+        let context = self.context_of(operation);
+        let (tenant, version) = (self.tenant.as_str(), operation.version.as_deref());
+        let run = |tx: &mut SqliteTx<'_>| -> Result<(StatusCode, String), Error> {
+            match (operation.method, id.clone()) {
                 (Method::Post, _) => {
-                    Ok((StatusCode::CREATED, create_from(tx, tenant, kind, &data, context)?))
+                    Ok((StatusCode::CREATED, create_from(tx, tenant, kind, &data, &context)?))
                 }
                 (Method::Put, Some(id)) => {
                     let edit = Edit::Replace(normalize(kind, &data)?, data);
-                    update(tx, Target { tenant, kind, id: &id }, version, edit, context)?;
+                    update(tx, Target { tenant, kind, id: &id }, version, edit, &context)?;
                     Ok((StatusCode::OK, id))
                 }
                 (Method::Patch, Some(id)) => {
-                    update(
-                        tx,
-                        Target { tenant, kind, id: &id },
-                        version,
-                        Edit::Patch(data),
-                        context,
-                    )?;
+                    let edit = Edit::Patch(data);
+                    update(tx, Target { tenant, kind, id: &id }, version, edit, &context)?;
                     Ok((StatusCode::OK, id))
                 }
                 (Method::Delete, Some(id)) => {
-                    delete(tx, Target { tenant, kind, id: &id }, version, context)?;
+                    delete(tx, Target { tenant, kind, id: &id }, version, &context)?;
                     Ok((StatusCode::NO_CONTENT, id))
                 }
                 (_, None) => {
@@ -428,14 +700,14 @@ impl Run<'_, '_> {
                 }
             }
         };
-        Ok(match self.transaction.nested(outcome) {
+        Ok(match transaction.nested(run) {
             Ok((status, id)) => {
                 if let (Method::Post, Some(bulk_id)) = (operation.method, &operation.bulk_id) {
                     self.created.insert(bulk_id.clone(), id.clone());
                 }
                 let version = match operation.method {
                     Method::Delete => None,
-                    _ => store::get(self.transaction.connection(), tenant, kind, &id)?
+                    _ => store::get(transaction.connection(), tenant, kind, &id)?
                         .map(|row| render::etag(row.version)),
                 };
                 Outcome {
@@ -447,187 +719,63 @@ impl Run<'_, '_> {
                     error: None,
                 }
             }
-            Err(NestedError::Step(error)) => Outcome::failed(method, bulk_id, error),
+            Err(NestedError::Step(error)) => failed(error),
+            Err(NestedError::Panicked(message)) => {
+                failed(Error::Internal(format!("bulk operation panicked: {message}")))
+            }
             Err(NestedError::Log(error)) => return Err(error.into()),
         })
     }
-}
 
-/// The members of a new group that refer to groups not created yet, taken
-/// out of its data to break a cycle (section 3.7.1).
-fn take_unresolved_members(data: &mut Value, created: &HashMap<String, String>) -> Vec<Value> {
-    let Some(Value::Array(members)) = data.as_object_mut().and_then(|fields| {
-        fields.iter_mut().find(|(key, _)| key.eq_ignore_ascii_case("members")).map(|(_, v)| v)
-    }) else {
-        return Vec::new();
-    };
-    let unresolved = |member: &Value| {
-        let mut found = BTreeSet::new();
-        collect_references(member, &mut found);
-        found.iter().any(|bulk_id| !created.contains_key(bulk_id))
-    };
-    let (taken, kept): (Vec<Value>, Vec<Value>) =
-        std::mem::take(members).into_iter().partition(|member| unresolved(member));
-    *members = kept;
-    taken
-}
-
-/// Runs a checked Bulk request inside one writer command; returns the
-/// BulkResponse. `Err` only when storage fails, and then nothing is kept.
-pub fn run(
-    transaction: &mut SqliteTx<'_>,
-    tenant: &str,
-    request: BulkRequest,
-    context: &CommandContext,
-    base: &BaseUrl,
-) -> Result<Value, Error> {
-    let count = request.operations.len();
-    let mut failures: Vec<Option<Outcome>> = Vec::with_capacity(count);
-    let mut operations: Vec<Option<Operation>> = Vec::with_capacity(count);
-    for checked in request.operations {
-        match checked {
-            Ok(operation) => {
-                operations.push(Some(operation));
-                failures.push(None);
-            }
-            Err(outcome) => {
-                operations.push(None);
-                failures.push(Some(*outcome));
-            }
-        }
-    }
-    let declared = operations
-        .iter()
-        .enumerate()
-        .filter_map(|(index, operation)| match operation {
-            Some(Operation { method: Method::Post, bulk_id: Some(bulk_id), .. }) => {
-                Some((bulk_id.clone(), index))
-            }
-            _ => None,
-        })
-        .collect();
-    let mut run = Run {
-        transaction,
-        tenant,
-        context,
-        base,
-        outcomes: (0..count).map(|_| None).collect(),
-        created: HashMap::new(),
-        declared,
-        errors: 0,
-        fail_on_errors: request.fail_on_errors,
-    };
-    // Groups created without the members that closed a cycle, and those.
-    let mut deferred: Vec<(usize, Vec<Value>)> = Vec::new();
-    let mut waiting: Vec<usize> = (0..count).collect();
-    while !waiting.is_empty() && !run.stopped() {
-        let mut still = Vec::new();
-        let mut progressed = false;
-        for index in waiting {
-            if run.stopped() {
-                break;
-            }
-            if let Some(outcome) = failures.get_mut(index).and_then(Option::take) {
-                run.settle(index, outcome);
-                progressed = true;
-                continue;
-            }
-            let Some(Some(operation)) = operations.get(index) else { continue };
-            let outcome = match run.readiness(index, operation) {
-                Readiness::Waits => {
-                    still.push(index);
-                    continue;
-                }
-                Readiness::Broken(bulk_id) => Outcome::failed(
-                    operation.method.as_str().to_owned(),
-                    operation.bulk_id.clone(),
-                    Error::conflict(format!(
-                        "bulkId {bulk_id:?} names no resource created by this request"
-                    )),
-                ),
-                Readiness::Ready => run.execute(operation)?,
-            };
-            run.settle(index, outcome);
-            progressed = true;
-        }
-        waiting = still;
-        if progressed || waiting.is_empty() || run.stopped() {
-            continue;
-        }
-        // Every operation left waits on another: a cycle. Break it at a new
-        // group whose only unmet references are members.
-        let breakable = waiting.iter().position(|&index| {
-            let Some(Some(operation)) = operations.get(index) else { return false };
-            if operation.method != Method::Post || operation.kind != ResourceKind::Group {
-                return false;
-            }
-            let mut data = operation.data.clone();
-            take_unresolved_members(&mut data, &run.created);
-            let mut rest = BTreeSet::new();
-            collect_references(&data, &mut rest);
-            rest.iter().all(|bulk_id| run.created.contains_key(bulk_id))
-        });
-        let Some(position) = breakable else {
-            for index in std::mem::take(&mut waiting) {
-                let Some(Some(operation)) = operations.get(index) else { continue };
-                let outcome = Outcome::failed(
-                    operation.method.as_str().to_owned(),
-                    operation.bulk_id.clone(),
-                    Error::conflict(
-                        "the bulkId references of this operation form a cycle that cannot be broken",
-                    ),
-                );
-                run.settle(index, outcome);
-            }
-            break;
+    /// Adds to a group the members it was created without. The group's
+    /// creation stands whatever happens here: a member whose operation
+    /// failed is left out, and a failed add is logged, not reported as the
+    /// POST's failure.
+    fn add_deferred(&mut self, transaction: &mut SqliteTx<'_>, index: usize) -> Result<(), Error> {
+        let Some(Some(operation)) = self.operations.get(index) else { return Ok(()) };
+        let Some(id) = operation.bulk_id.as_ref().and_then(|bulk_id| self.created.get(bulk_id))
+        else {
+            return Ok(());
         };
-        let index = waiting.remove(position);
-        let Some(Some(operation)) = operations.get_mut(index) else { continue };
-        let taken = take_unresolved_members(&mut operation.data, &run.created);
-        let outcome = run.execute(operation)?;
-        if outcome.error.is_none() {
-            deferred.push((index, taken));
-        }
-        run.settle(index, outcome);
-    }
-    for (index, mut members) in deferred {
-        members.iter_mut().for_each(|member| substitute(member, &run.created));
+        let mut members = self.stashed.remove(&index).unwrap_or_default();
+        members.iter_mut().for_each(|member| substitute(member, &self.created));
         members.retain(|member| {
             let mut unresolved = BTreeSet::new();
             collect_references(member, &mut unresolved);
             unresolved.is_empty()
         });
-        let Some(Some(operation)) = operations.get(index) else { continue };
-        let Some(id) = operation.bulk_id.as_ref().and_then(|bulk_id| run.created.get(bulk_id))
-        else {
-            continue;
-        };
         if members.is_empty() {
-            continue;
+            return Ok(());
         }
-        let id = id.clone();
+        let (id, tenant) = (id.clone(), self.tenant.as_str());
+        let context = self.context_of(operation);
         let patch = json!({"Operations": [{"op": "add", "path": "members", "value": members}]});
         let target = Target { tenant, kind: ResourceKind::Group, id: &id };
-        let added =
-            run.transaction.nested(|tx| update(tx, target, None, Edit::Patch(patch), context));
-        match added {
+        match transaction.nested(|tx| update(tx, target, None, Edit::Patch(patch), &context)) {
             Ok(()) => {
                 let version =
-                    store::get(run.transaction.connection(), tenant, ResourceKind::Group, &id)?
+                    store::get(transaction.connection(), tenant, ResourceKind::Group, &id)?
                         .map(|row| render::etag(row.version));
-                if let Some(Some(outcome)) = run.outcomes.get_mut(index) {
+                if let Some(Some(outcome)) = self.outcomes.get_mut(index) {
                     outcome.version = version;
                 }
             }
             Err(NestedError::Step(error)) => {
-                let method = Method::Post.as_str().to_owned();
-                run.settle(index, Outcome::failed(method, operation.bulk_id.clone(), error));
+                tracing::warn!(group = %id, %error, "adding a bulk group's deferred members failed");
+            }
+            Err(NestedError::Panicked(message)) => {
+                tracing::error!(group = %id, %message, "adding a bulk group's deferred members panicked");
             }
             Err(NestedError::Log(error)) => return Err(error.into()),
         }
+        Ok(())
     }
-    let answered: Vec<Value> = run.outcomes.iter().flatten().map(Outcome::to_json).collect();
-    Ok(json!({"schemas": [BULK_RESPONSE], "Operations": answered}))
+
+    /// The BulkResponse: every operation that ran, in request order.
+    pub fn response(&self) -> Value {
+        let answered: Vec<Value> = self.outcomes.iter().flatten().map(Outcome::to_json).collect();
+        json!({"schemas": [BULK_RESPONSE], "Operations": answered})
+    }
 }
 
 /// `POST /Bulk`.
@@ -638,11 +786,18 @@ pub async fn bulk(
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let request = BulkRequest::parse(&body, state.config.bulk_operations_max)?;
-    let tenant = caller.principal.tenant_id.clone();
-    let response = state
-        .store
-        .command(move |tx| run(tx, &tenant, request, &caller.context, &base))
-        .await
-        .map_err(Error::from)?;
-    Ok(respond(StatusCode::OK, &response, None))
+    drop(body);
+    let mut progress =
+        Progress::new(request, caller.principal.tenant_id.clone(), caller.context, base);
+    while !progress.finished() {
+        progress = state
+            .store
+            .command(move |tx| {
+                progress.advance(tx)?;
+                Ok(progress)
+            })
+            .await
+            .map_err(Error::from)?;
+    }
+    Ok(respond(StatusCode::OK, &progress.response(), None))
 }

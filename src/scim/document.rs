@@ -70,10 +70,11 @@ const LEGACY_ENTERPRISE: [&str; 2] =
     ["urn:scim:schemas:extension:enterprise:2.0", "urn:scim:schemas:extension:enterprise:1.0"];
 
 /// Whether a key names a password, wherever it stands (`password`,
-/// `Password `, `urn:...:User:password`): such values are never stored.
+/// `Password `, `urn:...:User:password`, `credentials.password`): such
+/// values are never stored.
 pub fn is_secret_key(key: &str) -> bool {
-    let key = key.trim().to_ascii_lowercase();
-    key == "password" || key.ends_with(":password")
+    // Any name the key is made of: `urn:...:credentials.password` too.
+    key.split([':', '.']).any(|name| name.trim().eq_ignore_ascii_case("password"))
 }
 
 /// Removes every password-named key, at any depth (custom extensions

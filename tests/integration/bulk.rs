@@ -3,6 +3,8 @@
 //! failOnErrors, If-Match per operation, the limits, and that a failed
 //! operation writes nothing while the others stand.
 
+use std::sync::atomic::Ordering;
+
 use events::EventLog;
 use serde_json::{Value, json};
 
@@ -162,7 +164,12 @@ async fn a_failed_operation_writes_nothing_and_the_others_stand() {
         json!(["urn:ietf:params:scim:api:messages:2.0:Error"])
     );
     assert!(operations[3]["response"]["detail"].as_str().unwrap().contains("dup"));
-    assert!(operations[1].get("location").is_none());
+    assert!(operations[1].get("location").is_none(), "a failed POST has no location");
+    assert_eq!(
+        operations[2]["location"],
+        format!("{}/scim/v2/Users/no-such-user", server.base),
+        "RFC 7644 3.7.3: other failed operations say where"
+    );
     assert_eq!(
         events_in_log(&server),
         before + 2,
@@ -331,4 +338,103 @@ async fn malformed_and_oversize_bulk_requests_fail_whole() {
     let empty = scim.post("/Bulk", bulk(json!([]))).await;
     assert_eq!(empty.status, 200);
     assert_eq!(empty.body["Operations"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_cycle_keeps_its_groups_and_drops_nothing_silently() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    // A typo among a cycle's references fails the operation up front (it
+    // used to be deferred and dropped), and what waited on it fails too.
+    let answer = scim
+        .post(
+            "/Bulk",
+            bulk(json!([
+                {"method": "POST", "path": "/Groups", "bulkId": "g1",
+                 "data": {"schemas": [GROUP], "displayName": "G1",
+                          "members": [{"type": "Group", "value": "bulkId:g2"},
+                                      {"type": "Group", "value": "bulkId:typo"}]}},
+                {"method": "POST", "path": "/Groups", "bulkId": "g2",
+                 "data": {"schemas": [GROUP], "displayName": "G2",
+                          "members": [{"type": "Group", "value": "bulkId:g1"}]}}
+            ])),
+        )
+        .await;
+    let statuses: Vec<&str> = answer.body["Operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["409", "409"], "{}", answer.body);
+    assert!(answer.body["Operations"][0]["response"]["detail"].as_str().unwrap().contains("typo"));
+    assert_eq!(scim.get("/Groups").await.body["totalResults"], 0);
+
+    // A group created to break a cycle stays created (201) even when its
+    // deferred members can no longer be added, and the deferred add is
+    // recorded as the group's own operation.
+    let answer = scim
+        .post(
+            "/Bulk",
+            bulk(json!([
+                {"method": "POST", "path": "/Groups", "bulkId": "a",
+                 "data": {"schemas": [GROUP], "displayName": "A",
+                          "members": [{"type": "Group", "value": "bulkId:b"}]}},
+                {"method": "POST", "path": "/Groups", "bulkId": "b",
+                 "data": {"schemas": [GROUP], "displayName": "B",
+                          "members": [{"type": "Group", "value": "bulkId:a"}]}},
+                {"method": "DELETE", "path": "/Groups/bulkId:a"}
+            ])),
+        )
+        .await;
+    let statuses: Vec<&str> = answer.body["Operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["201", "201", "204"], "{}", answer.body);
+
+    let answer = scim
+        .post(
+            "/Bulk",
+            bulk(json!([
+                {"method": "POST", "path": "/Groups", "bulkId": "c",
+                 "data": {"schemas": [GROUP], "displayName": "C",
+                          "members": [{"type": "Group", "value": "bulkId:d"}]}},
+                {"method": "POST", "path": "/Groups", "bulkId": "d",
+                 "data": {"schemas": [GROUP], "displayName": "D",
+                          "members": [{"type": "Group", "value": "bulkId:c"}]}}
+            ])),
+        )
+        .await;
+    let c = id_of(&answer.body["Operations"][0]);
+    let tenant = server.store.log().read_forward(0, None).last().unwrap().unwrap().tenant;
+    let history = server.store.log().read_stream(&tenant, &format!("group:{c}")).unwrap();
+    let added = history.iter().find(|event| event.event_type == "GroupMembersAdded").unwrap();
+    let request = added.metadata().unwrap().request.unwrap();
+    assert_eq!((request.method.as_str(), request.target.as_str()), ("POST", "/scim/v2/Groups"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_bulk_request_yields_the_writer_between_slices() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let batches_before = server.store.log().stats().batches_committed.load(Ordering::Relaxed);
+    let operations: Vec<Value> = (0..1000)
+        .map(|n| {
+            json!({"method": "POST", "path": "/Users", "bulkId": format!("u{n}"),
+                   "data": {"schemas": [USER], "userName": format!("bulk{n}@example.com"),
+                            "name": {"givenName": "Bulk", "familyName": n.to_string()}}})
+        })
+        .collect();
+    let answer = scim.post("/Bulk", bulk(Value::Array(operations))).await;
+    assert_eq!(answer.status, 200);
+    let operations = answer.body["Operations"].as_array().unwrap();
+    assert_eq!(operations.len(), 1000);
+    assert!(operations.iter().all(|op| op["status"] == "201"));
+    let batches =
+        server.store.log().stats().batches_committed.load(Ordering::Relaxed) - batches_before;
+    assert!(batches > 1, "a thousand creates took {batches} writer command(s)");
+    assert_eq!(scim.get("/Users?count=0").await.body["totalResults"], 1000);
 }

@@ -262,10 +262,44 @@ async fn writes_record_business_events_with_who_and_how() {
         )
         .await;
     assert_eq!(patched.status, 200, "{}", patched.body);
+    // Review finding: a password under a dotted custom path, or a dotted
+    // key in a path-less value, reached the log.
+    let dotted = scim
+        .patch(
+            &format!("/Users/{sneaky_id}"),
+            json!([
+                {"op": "add", "path": "urn:example:custom:credentials.password", "value": "hunter2"},
+                {"op": "add", "value": {"credentials.password": "hunter2", "title": "z"}}
+            ]),
+        )
+        .await;
+    assert_eq!(dotted.status, 200, "{}", dotted.body);
+    assert!(!dotted.body.to_string().contains("hunter2"), "{}", dotted.body);
     for event in server.store.log().read_stream(&tenant, &format!("user:{sneaky_id}")).unwrap() {
         assert!(!event.payload.contains("hunter2"), "{}: {}", event.event_type, event.payload);
         assert!(!event.metadata.contains("hunter2"), "{}: {}", event.event_type, event.metadata);
         assert!(event.metadata.contains("<redacted>"), "{}", event.metadata);
+    }
+    // A request that appends several events records its body once, on
+    // the first; the others name the request without repeating it.
+    let member = scim.create_user("member").await["id"].as_str().unwrap().to_owned();
+    let group = scim.post("/Groups", json!({"schemas": [GROUP], "displayName": "Old"})).await;
+    let group_id = group.body["id"].as_str().unwrap().to_owned();
+    let replaced = scim
+        .put(
+            &format!("/Groups/{group_id}"),
+            json!({"schemas": [GROUP], "displayName": "New", "members": [{"value": member}]}),
+        )
+        .await;
+    assert_eq!(replaced.status, 200, "{}", replaced.body);
+    let history = server.store.log().read_stream(&tenant, &format!("group:{group_id}")).unwrap();
+    let put: Vec<_> = history.iter().skip(1).map(|event| event.metadata().unwrap()).collect();
+    assert_eq!(put.len(), 3, "GroupUpdated, GroupRenamed, GroupMembersAdded");
+    assert!(put[0].request.as_ref().unwrap().body.is_some());
+    for later in &put[1..] {
+        let request = later.request.as_ref().unwrap();
+        assert_eq!((request.method.as_str(), request.body.as_ref()), ("PUT", None));
+        assert_eq!(later.request_id, put[0].request_id);
     }
     // Whatever case the body uses for Operations, what is recorded is what
     // was applied.

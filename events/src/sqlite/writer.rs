@@ -148,7 +148,13 @@ impl<'c> SqliteTx<'c> {
         let connection = self.connection;
         let opened = connection.prepare_cached("SAVEPOINT step").and_then(|mut s| s.execute([]));
         self.storage("opening a step's savepoint", opened).map_err(NestedError::Log)?;
-        let outcome = step(self);
+        // A panicking step is undone alone, like a failing one; the command
+        // and its other steps go on.
+        let outcome = match catch_unwind(AssertUnwindSafe(|| step(self))) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(NestedError::Step(error)),
+            Err(panic) => Err(NestedError::Panicked(panic_message(&panic))),
+        };
         let closed = match &outcome {
             Ok(_) if !self.poisoned => {
                 connection.prepare_cached("RELEASE step").and_then(|mut s| s.execute([]))
@@ -170,7 +176,7 @@ impl<'c> SqliteTx<'c> {
                 message: "a storage error inside the step dooms its command".to_owned(),
             }));
         }
-        outcome.map_err(NestedError::Step)
+        outcome
     }
 
     fn forget_caches(&mut self) {
@@ -283,7 +289,8 @@ impl LogTransaction for SqliteTx<'_> {
         let first_version = actual.unwrap_or(0) + 1;
         for (version, event) in (first_version..).zip(events) {
             position += 1;
-            let metadata = serde_json::to_string(&Metadata::for_new_event(context))
+            let with_body = version == first_version;
+            let metadata = serde_json::to_string(&Metadata::for_new_event(context, with_body))
                 .map_err(|error| LogError::storage("encoding metadata", error))?;
             let canonical = CanonicalEvent {
                 position,

@@ -151,6 +151,13 @@ async fn a_failing_step_of_a_command_is_undone_alone() {
                     reason: "decided to fail".to_owned(),
                 })
             });
+            let panicked = tx.nested(|tx| -> Result<(), AppendError> {
+                tx.append("t1", "panicky", ExpectedVersion::NoStream, &[event("A", 9)], &context())?;
+                panic!("a bug in one step");
+            });
+            assert!(
+                matches!(&panicked, Err(NestedError::Panicked(message)) if message.contains("a bug"))
+            );
             let third = tx.nested(|tx| {
                 tx.append("t1", "three", ExpectedVersion::NoStream, &[event("A", 3)], &context())
             });
@@ -166,6 +173,7 @@ async fn a_failing_step_of_a_command_is_undone_alone() {
     assert!(first_kept && second_failed);
     assert_eq!(third.unwrap()[0].position, 2, "the undone step left no gap");
     assert!(log.read_stream("t1", "two").unwrap().is_empty());
+    assert!(log.read_stream("t1", "panicky").unwrap().is_empty(), "a panicking step is undone");
     assert_eq!(log.read_stream("t1", "three").unwrap().len(), 1);
     assert_eq!(
         log.verify(VerifyScope::All).unwrap().failure,
