@@ -110,10 +110,22 @@ pub fn search_sorted(
         page_params.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         page_params.push(SqlValue::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
         let limit_at = page_params.len() - 1;
-        let sql = format!(
-            "SELECT {RESOURCE_COLUMNS} {from} ORDER BY {order} LIMIT ?{limit_at} OFFSET ?{}",
-            limit_at + 1
-        );
+        let offset_at = limit_at + 1;
+        let sql = if sort.is_none() {
+            // Creation order: skip through the (tenant, kind, created)
+            // index alone, which also holds each id, and read only the
+            // page's rows; OFFSET over whole rows made a page near the end
+            // of 100,000 users cost 70 ms.
+            format!(
+                "SELECT {RESOURCE_COLUMNS} FROM scim_resources r WHERE r.tenant_id = ?1 AND r.id IN \
+                 (SELECT r.id {from} ORDER BY {order} LIMIT ?{limit_at} OFFSET ?{offset_at}) \
+                 ORDER BY {order}"
+            )
+        } else {
+            format!(
+                "SELECT {RESOURCE_COLUMNS} {from} ORDER BY {order} LIMIT ?{limit_at} OFFSET ?{offset_at}"
+            )
+        };
         resources = connection
             .prepare_cached(&sql)
             .and_then(|mut statement| {
