@@ -1,20 +1,21 @@
 //! POST /Bulk (RFC 7644 section 3.7): many writes in one request.
 //!
-//! The whole request is one command on the log's writer, and each operation
-//! runs in a savepoint of its own inside it (`SqliteTx::nested`): an
-//! operation that fails writes nothing and the others go on, and the request
-//! costs one commit. Operations run in the order sent, except one that
-//! refers by `bulkId` to a resource another operation of the request has
-//! yet to create: it waits until that one has run. A cycle of such
+//! A request is checked and scheduled before anything is written: each
+//! operation runs after those that create the `bulkId`s it names (Kahn's
+//! algorithm, request order among the ready), and a cycle of such
 //! references between new groups is broken as section 3.7.1 describes: a
 //! group is created without the members that close the cycle, and they are
-//! added once everything else has run.
+//! added once everything else has run. The schedule then runs as a series
+//! of writer commands, each yielding the writer after `COMMAND_BUDGET`, and
+//! each operation in a savepoint of its own inside them
+//! (`SqliteTx::nested`): an operation that fails or panics writes nothing
+//! and the others go on.
 //!
-//! This module parses and orders operations and shapes the BulkResponse; it
-//! must not decide any write itself: each operation is the same `create`,
-//! `update` or `delete` that the single-resource endpoints run. Only a
-//! malformed or over-size request fails as a whole; an operation's failure
-//! is that operation's answer.
+//! This module parses, orders and shapes the BulkResponse; it must not
+//! decide any write itself: each operation is the same `create`, `update`
+//! or `delete` that the single-resource endpoints run. Only a malformed or
+//! over-size request fails as a whole; an operation's failure is that
+//! operation's answer.
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -22,6 +22,16 @@ fn events_in_log(server: &TestServer) -> usize {
     server.store.log().read_forward(0, None).count()
 }
 
+/// Each answered operation's status, in order.
+fn statuses(response: &Value) -> Vec<&str> {
+    response["Operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|operation| operation["status"].as_str().unwrap())
+        .collect()
+}
+
 /// The id at the end of an operation's location.
 fn id_of(operation: &Value) -> String {
     operation["location"].as_str().unwrap().rsplit('/').next().unwrap().to_owned()
@@ -52,8 +62,7 @@ async fn bulk_ids_resolve_in_paths_and_data_in_any_order() {
     assert_eq!(answer.body["schemas"], json!([BULK_RESPONSE]));
     let operations = answer.body["Operations"].as_array().unwrap();
     assert_eq!(operations.len(), 3);
-    let statuses: Vec<&str> = operations.iter().map(|op| op["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["201", "201", "200"]);
+    assert_eq!(statuses(&answer.body), ["201", "201", "200"]);
     assert_eq!(operations[0]["bulkId"], "staff");
     assert_eq!(operations[1]["method"], "POST");
     assert!(operations.iter().all(|op| op.get("response").is_none()));
@@ -156,8 +165,7 @@ async fn a_failed_operation_writes_nothing_and_the_others_stand() {
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let operations = answer.body["Operations"].as_array().unwrap();
-    let statuses: Vec<&str> = operations.iter().map(|op| op["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["201", "409", "404", "409", "201"]);
+    assert_eq!(statuses(&answer.body), ["201", "409", "404", "409", "201"]);
     assert_eq!(operations[1]["response"]["scimType"], "uniqueness");
     assert_eq!(
         operations[1]["response"]["schemas"],
@@ -198,13 +206,7 @@ async fn fail_on_errors_stops_at_the_limit() {
         )
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let statuses: Vec<&str> = answer.body["Operations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|op| op["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["404", "201", "404"], "the fourth is never run");
+    assert_eq!(statuses(&answer.body), ["404", "201", "404"], "the fourth is never run");
     let b = scim.get("/Users?filter=userName%20eq%20%22b@example.com%22").await;
     assert_eq!(b.body["totalResults"], 0);
 
@@ -275,8 +277,10 @@ async fn unresolvable_and_malformed_operations_answer_alone() {
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let operations = answer.body["Operations"].as_array().unwrap();
-    let statuses: Vec<&str> = operations.iter().map(|op| op["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["409", "400", "400", "400", "400", "400", "201", "400", "409", "400"]);
+    assert_eq!(
+        statuses(&answer.body),
+        ["409", "400", "400", "400", "400", "400", "201", "400", "409", "400"]
+    );
     let scim_types: Vec<&str> =
         operations.iter().filter_map(|op| op["response"]["scimType"].as_str()).collect();
     assert_eq!(
@@ -360,13 +364,7 @@ async fn a_broken_cycle_keeps_its_groups_and_drops_nothing_silently() {
             ])),
         )
         .await;
-    let statuses: Vec<&str> = answer.body["Operations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|op| op["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["409", "409"], "{}", answer.body);
+    assert_eq!(statuses(&answer.body), ["409", "409"], "{}", answer.body);
     assert!(answer.body["Operations"][0]["response"]["detail"].as_str().unwrap().contains("typo"));
     assert_eq!(scim.get("/Groups").await.body["totalResults"], 0);
 
@@ -387,13 +385,7 @@ async fn a_broken_cycle_keeps_its_groups_and_drops_nothing_silently() {
             ])),
         )
         .await;
-    let statuses: Vec<&str> = answer.body["Operations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|op| op["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["201", "201", "204"], "{}", answer.body);
+    assert_eq!(statuses(&answer.body), ["201", "201", "204"], "{}", answer.body);
 
     let answer = scim
         .post(
