@@ -138,7 +138,8 @@ impl<'c> SqliteTx<'c> {
 
     /// Runs `step` in a savepoint of its own inside the command's, for a
     /// command made of independent steps (a SCIM Bulk request): an `Err`
-    /// undoes that step's writes only, and the command goes on. A storage
+    /// (or a panic) undoes that step's writes only, and the command goes
+    /// on. A storage
     /// error inside the step still dooms the whole command, as it would
     /// anywhere else in it.
     pub fn nested<T, E>(
