@@ -54,6 +54,9 @@ pub struct ServerConfig {
     /// The most operations one Bulk request may carry (advertised as
     /// `maxOperations`; more is 413).
     pub bulk_operations_max: usize,
+    /// How long one writer command of a Bulk request may run before the
+    /// request yields the writer to others and goes on in the next.
+    pub bulk_command_budget: Duration,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +69,7 @@ impl Default for ServerConfig {
             patch_response_members_max: 1000,
             oauth_token_lifetime: Duration::from_secs(3600),
             bulk_operations_max: 1000,
+            bulk_command_budget: Duration::from_millis(20),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! references between new groups is broken as section 3.7.1 describes: a
 //! group is created without the members that close the cycle, and they are
 //! added once everything else has run. The schedule then runs as a series
-//! of writer commands, each yielding the writer after `COMMAND_BUDGET`, and
+//! of writer commands, each yielding the writer after the configured budget
+//! (`bulk_command_budget`, 20 ms by default), and
 //! each operation in a savepoint of its own inside them
 //! (`SqliteTx::nested`): an operation that fails or panics writes nothing
 //! and the others go on.
@@ -517,7 +518,7 @@ fn take_deferred_members(data: &mut Value, deferring: &BTreeSet<String>) -> Vec<
 
 /// A Bulk request on its way through the writer: the schedule, where it
 /// stands, and what each operation came to. It runs as a series of writer
-/// commands, each stopping after `COMMAND_BUDGET`, so a large request never
+/// commands, each stopping once its budget is spent, so a large request never
 /// holds the single writer long and other requests' writes interleave.
 pub struct Progress {
     tenant: String,
@@ -533,11 +534,10 @@ pub struct Progress {
     stashed: HashMap<usize, Vec<Value>>,
     errors: usize,
     fail_on_errors: Option<usize>,
+    /// How long one writer command may run before it yields the writer to
+    /// other requests (it always completes at least one step).
+    budget: std::time::Duration,
 }
-
-/// How long one writer command of a Bulk request may run before it yields
-/// the writer to other requests (it always completes at least one step).
-const COMMAND_BUDGET: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Progress {
     pub fn new(
@@ -545,6 +545,7 @@ impl Progress {
         tenant: String,
         context: CommandContext,
         base: BaseUrl,
+        budget: std::time::Duration,
     ) -> Progress {
         let count = request.operations.len();
         let mut failures: Vec<Option<Outcome>> = Vec::with_capacity(count);
@@ -574,6 +575,7 @@ impl Progress {
             stashed: HashMap::new(),
             errors: 0,
             fail_on_errors: request.fail_on_errors,
+            budget,
         }
     }
 
@@ -613,7 +615,7 @@ impl Progress {
                 }
                 Step::AddDeferred(index) => self.add_deferred(transaction, index)?,
             }
-            if started.elapsed() >= COMMAND_BUDGET {
+            if started.elapsed() >= self.budget {
                 break;
             }
         }
@@ -788,8 +790,13 @@ pub async fn bulk(
 ) -> Result<Response, ScimError> {
     let request = BulkRequest::parse(&body, state.config.bulk_operations_max)?;
     drop(body);
-    let mut progress =
-        Progress::new(request, caller.principal.tenant_id.clone(), caller.context, base);
+    let mut progress = Progress::new(
+        request,
+        caller.principal.tenant_id.clone(),
+        caller.context,
+        base,
+        state.config.bulk_command_budget,
+    );
     while !progress.finished() {
         progress = state
             .store
