@@ -5,7 +5,7 @@ use projections::directory::schema::{
     Attribute, ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, Schema, USER_SCHEMA, enterprise_user_schema,
     group_schema, user_schema,
 };
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::render::BaseUrl;
 use crate::server::ServerConfig;
@@ -144,22 +144,18 @@ fn attribute_json(attribute: &Attribute) -> Value {
 
 /// A ListResponse holding all of `items`.
 pub fn list_response(items: Vec<Value>) -> Value {
-    json!({
-        "schemas": [LIST_RESPONSE],
-        "totalResults": items.len(),
-        "startIndex": 1,
-        "itemsPerPage": items.len(),
-        "Resources": items,
-    })
+    let total = u64::try_from(items.len()).unwrap_or(u64::MAX);
+    list_page(total, 1, items)
 }
 
 /// A ListResponse page.
 pub fn list_page(total: u64, start_index: u64, items: Vec<Value>) -> Value {
-    json!({
-        "schemas": [LIST_RESPONSE],
-        "totalResults": total,
-        "startIndex": start_index,
-        "itemsPerPage": items.len(),
-        "Resources": items,
-    })
+    // Built by hand: `json!` would serialise `items` into a copy of itself.
+    let mut page = Map::new();
+    page.insert("schemas".to_owned(), json!([LIST_RESPONSE]));
+    page.insert("totalResults".to_owned(), Value::from(total));
+    page.insert("startIndex".to_owned(), Value::from(start_index));
+    page.insert("itemsPerPage".to_owned(), Value::from(items.len()));
+    page.insert("Resources".to_owned(), Value::Array(items));
+    Value::Object(page)
 }

@@ -42,8 +42,9 @@ pub struct Related {
     pub groups: Vec<(String, String)>,
 }
 
-/// The full SCIM representation of a resource.
-pub fn resource(base: &BaseUrl, row: &ResourceRow, related: &Related) -> Value {
+/// The full SCIM representation of a resource. Takes the row by value: its
+/// document's values move into the answer rather than being copied.
+pub fn resource(base: &BaseUrl, row: ResourceRow, related: &Related) -> Value {
     let core = match row.kind {
         ResourceKind::User => USER_SCHEMA,
         ResourceKind::Group => GROUP_SCHEMA,
@@ -52,18 +53,18 @@ pub fn resource(base: &BaseUrl, row: &ResourceRow, related: &Related) -> Value {
     // every URN used in the document names a schema in use.
     let mut schemas = vec![Value::from(core)];
     let mut custom = Vec::new();
-    let mut body = Map::new();
-    for (key, value) in &row.document {
+    for key in row.document.keys() {
         if key.eq_ignore_ascii_case(ENTERPRISE_USER_SCHEMA) {
             schemas.push(Value::from(ENTERPRISE_USER_SCHEMA));
         } else if key.starts_with("urn:") {
             custom.push(Value::from(key.clone()));
         }
-        body.insert(key.clone(), value.clone());
     }
+    let mut body = row.document;
     schemas.extend(custom);
     body.insert("schemas".to_owned(), Value::Array(schemas));
-    body.insert("id".to_owned(), Value::from(row.id.clone()));
+    let location = base.resource(row.kind, &row.id);
+    body.insert("id".to_owned(), Value::from(row.id));
     if let Some(members) = &related.members {
         let members: Vec<Value> = members
             .iter()
@@ -101,7 +102,7 @@ pub fn resource(base: &BaseUrl, row: &ResourceRow, related: &Related) -> Value {
             "resourceType": match row.kind { ResourceKind::User => "User", ResourceKind::Group => "Group" },
             "created": row.created,
             "lastModified": row.last_modified,
-            "location": base.resource(row.kind, &row.id),
+            "location": location,
             "version": etag(row.version),
         }),
     );

@@ -415,7 +415,10 @@ mod differential {
             .iter()
             .map(|row| {
                 let groups = store::groups_of(&connection, TENANT, &row.id).unwrap();
-                (row.id.clone(), render::resource(&base, row, &Related { members: None, groups }))
+                (
+                    row.id.clone(),
+                    render::resource(&base, row.clone(), &Related { members: None, groups }),
+                )
             })
             .collect();
         let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(400));
