@@ -164,7 +164,12 @@ impl SqliteLog {
         }
         connection
             .execute_batch(&format!(
-                "PRAGMA synchronous={}; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint={};",
+                // temp_store=MEMORY keeps the savepoint journal (each
+                // command's undo pages) in memory: past 64 KiB per batch
+                // SQLite otherwise spills it to a temporary file, two write
+                // calls per page, on the writer's critical path.
+                "PRAGMA synchronous={}; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint={}; \
+                 PRAGMA temp_store=MEMORY;",
                 options.durability.pragma(),
                 options.wal_checkpoint_pages
             ))
