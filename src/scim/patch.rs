@@ -35,13 +35,16 @@
 //! * `emails.display` without a filter acts on every email;
 //! * `password` is accepted and dropped, as `normalize` drops it;
 //! * a value path is matched by `eval::matches`, with the same comparison
-//!   rules as a search filter.
+//!   rules as a search filter;
+//! * a Group PATCH that only adds members, or removes them by id, besides
+//!   touching other attributes, is split by [`membership_patch`] so the
+//!   command can apply it without the group's whole member list.
 
 use projections::directory::filter::{AttrPath, CompareOp, CompareValue, Filter};
 use projections::directory::schema::{
-    Attribute, AttributeType, Mutability, ResourceKind, Schema, resolve,
+    Attribute, AttributeType, GROUP_SCHEMA, Mutability, ResourceKind, Schema, group_schema, resolve,
 };
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -65,14 +68,120 @@ pub fn apply_patch(
     document: &Document,
     body: &Value,
 ) -> Result<Document, Error> {
+    apply_patch_except(kind, document, body, &BTreeSet::new())
+}
+
+/// [`apply_patch`], leaving out the operations at the `skipped` indexes
+/// (applied elsewhere: see [`membership_patch`]). Errors name operations by
+/// their index in the request, skipped ones counted.
+pub fn apply_patch_except(
+    kind: ResourceKind,
+    document: &Document,
+    body: &Value,
+    skipped: &BTreeSet<usize>,
+) -> Result<Document, Error> {
     let operations = read_body(body)?;
     let mut patched = document.clone();
     for (index, operation) in operations.iter().enumerate() {
+        if skipped.contains(&index) {
+            continue;
+        }
         apply_operation(kind, &mut patched, operation)
             .map_err(|error| in_operation(index, error))?;
     }
     check_required(kind, &patched)?;
     Ok(patched)
+}
+
+/// A Group PATCH whose operations on `members` each add members, or remove
+/// members named by id: how every IdP sends a membership change. Such a
+/// PATCH can be applied one id at a time against the membership table,
+/// without reading the group's whole member list.
+#[derive(Debug, Default)]
+pub struct MembershipPatch {
+    /// Indexes of the operations on members; the others leave members alone.
+    pub member_operations: BTreeSet<usize>,
+    /// What those operations do, in request order.
+    pub steps: Vec<MemberStep>,
+}
+
+#[derive(Debug)]
+pub enum MemberStep {
+    /// Adds these member items (canonical, each with a string `value`).
+    Add(Vec<Value>),
+    /// Removes the members with these ids (absent ones are no-ops).
+    Remove(Vec<String>),
+}
+
+/// Splits a Group PATCH `body` into its member additions and removals by id
+/// and its other operations; `None` when some operation needs the whole
+/// member list (a replace of `members`, a remove of all of them, a filter
+/// other than `value eq "id"`, a path-less value that names members).
+/// Errors in a member operation's items are reported as `apply_patch`
+/// reports them.
+pub fn membership_patch(body: &Value) -> Result<Option<MembershipPatch>, Error> {
+    let operations = read_body(body)?;
+    let Some(members) = group_schema().attribute("members") else { return Ok(None) };
+    let mut plan = MembershipPatch::default();
+    for (index, operation) in operations.iter().enumerate() {
+        let Some(path) = operation.path else {
+            let names_members = operation.value.and_then(Value::as_object).is_some_and(|fields| {
+                fields.keys().any(|key| key.to_ascii_lowercase().ends_with("members"))
+            });
+            if names_members {
+                return Ok(None);
+            }
+            continue;
+        };
+        // A path that does not parse is reported by the document's pass.
+        let Ok(path) = parse_patch_path(path) else { continue };
+        let on_members = path.name.eq_ignore_ascii_case(members.name)
+            && path.schema.as_deref().is_none_or(|urn| urn.eq_ignore_ascii_case(GROUP_SCHEMA));
+        if !on_members {
+            continue;
+        }
+        let by_id = |value: &Value| -> Result<Option<Vec<Value>>, Error> {
+            let items =
+                canonical_items(members, value).map_err(|error| in_operation(index, error))?;
+            Ok(items.iter().all(|item| identity(members, item).is_some()).then_some(items))
+        };
+        let step = match (operation.op, &path.filter, &path.sub_attribute, operation.value) {
+            (Op::Add, None, None, Some(value)) => match by_id(value)? {
+                Some(items) => MemberStep::Add(items),
+                None => return Ok(None),
+            },
+            (Op::Remove, None, None, Some(value)) if !value.is_null() => match by_id(value)? {
+                Some(items) => MemberStep::Remove(
+                    items
+                        .iter()
+                        .filter_map(|item| identity(members, item))
+                        .map(str::to_owned)
+                        .collect(),
+                ),
+                None => return Ok(None),
+            },
+            (Op::Remove, Some(filter), None, _) => match id_equality(filter) {
+                Some(id) => MemberStep::Remove(vec![id.to_owned()]),
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        plan.member_operations.insert(index);
+        plan.steps.push(step);
+    }
+    Ok(Some(plan))
+}
+
+/// The id in a member filter of the form `value eq "id"`.
+fn id_equality(filter: &Filter) -> Option<&str> {
+    match filter {
+        Filter::Compare {
+            path: AttrPath { schema: None, name, sub_attribute: None },
+            op: CompareOp::Equal,
+            value: CompareValue::String(id),
+        } if name.eq_ignore_ascii_case("value") => Some(id),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

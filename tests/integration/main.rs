@@ -9,6 +9,7 @@ mod bulk;
 mod cli;
 mod dialects;
 mod directory;
+mod membership;
 mod oauth;
 mod scim;
 mod sequences;

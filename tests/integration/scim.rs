@@ -201,7 +201,7 @@ async fn put_replaces_every_writable_attribute_and_keeps_id_and_created() {
     server.stop().await.unwrap();
 }
 
-async fn tenant_id(server: &TestServer, name: &str) -> String {
+pub(crate) async fn tenant_id(server: &TestServer, name: &str) -> String {
     server
         .store
         .read(|connection| Ok(projections::tenancy::tenant_by_name(connection, name)?))
