@@ -25,7 +25,7 @@ use events::{CommandContext, Event, ExpectedVersion};
 use projections::directory::filter::Filter;
 use projections::directory::query::{self, QueryError};
 use projections::directory::schema::ResourceKind;
-use projections::directory::store::{self, ResourceRow};
+use projections::directory::store::{self, MemberRow, ResourceRow};
 use projections::functions::fold;
 use rusqlite::Connection;
 use serde_json::{Value, json};
@@ -289,14 +289,15 @@ fn check_unique(
     Ok(())
 }
 
-/// Creates a resource; returns its id.
+/// Creates a resource; returns it as the directory now holds it, with its
+/// members, so the answer needs no read back (and no second transaction).
 fn create(
     tx: &mut SqliteTx<'_>,
     tenant: &str,
     kind: ResourceKind,
     mut document: Document,
     context: &CommandContext,
-) -> Result<String, Error> {
+) -> Result<(ResourceRow, Related), Error> {
     check_unique(tx, tenant, kind, &document, None)?;
     let id = ulid::Ulid::generate().to_string().to_ascii_lowercase();
     let event = match kind {
@@ -306,8 +307,31 @@ fn create(
             Event::GroupCreated(GroupCreated { group_id: id.clone(), document, members })
         }
     };
-    record(tx, tenant, &stream(kind, &id), ExpectedVersion::NoStream, &[event], context)?;
-    Ok(id)
+    let events = [event];
+    let recorded =
+        record(tx, tenant, &stream(kind, &id), ExpectedVersion::NoStream, &events, context)?;
+    let [event] = events;
+    let (document, related) = match event {
+        // A new user is in no group: no group can name an id not yet made.
+        Event::UserCreated(UserCreated { document, .. }) => (document, Related::default()),
+        Event::GroupCreated(GroupCreated { document, mut members, .. }) => {
+            // In the order `store::members` reads them back.
+            members.sort_by(|a, b| a.value.cmp(&b.value));
+            let members = members
+                .into_iter()
+                .map(|member| MemberRow {
+                    member_id: member.value,
+                    kind: member.kind,
+                    display: None,
+                })
+                .collect();
+            (document, Related { members: Some(members), groups: Vec::new() })
+        }
+        _ => return Err(Error::Internal("create recorded an unexpected event".to_owned())),
+    };
+    let recorded =
+        recorded.first().ok_or_else(|| Error::Internal("create recorded no event".to_owned()))?;
+    Ok((store::created_row(recorded, kind, &id, document), related))
 }
 
 fn current(
@@ -537,7 +561,7 @@ pub(super) fn create_from(
     body: &Value,
     context: &CommandContext,
 ) -> Result<String, Error> {
-    create(tx, tenant, kind, normalize(kind, body)?, context)
+    Ok(create(tx, tenant, kind, normalize(kind, body)?, context)?.0.id)
 }
 
 /// Applies a PUT or PATCH to an existing resource, under its If-Match.
@@ -836,18 +860,13 @@ pub async fn create_resource(
     let document = normalize(kind, &body)?;
     let tenant = caller.principal.tenant_id.clone();
     let caller = caller.with_body(redact(&body));
-    let id = {
-        let tenant = tenant.clone();
-        state
-            .store
-            .command(move |tx| create(tx, &tenant, kind, document, &caller.context))
-            .await
-            .map_err(Error::from)?
-    };
-    let (version, resource) = state.store.snapshot(|connection| {
-        let row = read_one(connection, &tenant, kind, &id)?;
-        Ok((row.version, shown(connection, &base, &tenant, row, &[], &[])?))
-    })?;
+    let (row, related) = state
+        .store
+        .command(move |tx| create(tx, &tenant, kind, document, &caller.context))
+        .await
+        .map_err(Error::from)?;
+    let (id, version) = (row.id.clone(), row.version);
+    let resource = render::resource(&base, row, &related);
     let mut response = respond(StatusCode::CREATED, &resource, Some(&render::etag(version)));
     if let Ok(location) = HeaderValue::from_str(&base.resource(kind, &id)) {
         response.headers_mut().insert(header::LOCATION, location);

@@ -828,3 +828,54 @@ async fn patch_group_membership_in_every_dialect() {
     assert_eq!(user["groups"][0]["display"], "Everyone");
     server.stop().await.unwrap();
 }
+
+/// A create is answered from what the command wrote, not read back: the
+/// answer must be exactly what a GET then returns (ETag included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_resource_is_answered_as_it_is_read_back() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let user = scim
+        .post(
+            "/Users",
+            json!({
+                "schemas": [USER, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+                "userName": "Read.Back@example.com",
+                "externalId": "ext-1",
+                "name": {"givenName": "Read", "familyName": "Back"},
+                "emails": [{"value": "read.back@example.com", "type": "work", "primary": true}],
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "QA"},
+                "password": "never kept",
+            }),
+        )
+        .await;
+    assert_eq!(user.status, 201, "{}", user.body);
+    let user_id = user.body["id"].as_str().unwrap().to_owned();
+    let other = scim.create_user("other").await["id"].as_str().unwrap().to_owned();
+    let group = scim
+        .post(
+            "/Groups",
+            json!({"displayName": "Readers", "externalId": "g-1", "members": [
+                {"value": other}, {"value": user_id}, {"value": "unknown-ref", "type": "Group"},
+                {"value": other},
+            ]}),
+        )
+        .await;
+    assert_eq!(group.status, 201, "{}", group.body);
+    let empty = scim.post("/Groups", json!({"displayName": "Nobody"})).await;
+    for created in [&user, &group, &empty] {
+        let location = created.headers["location"].to_str().unwrap();
+        let path = location.split("/scim/v2").nth(1).unwrap();
+        let read = scim.get(path).await;
+        if created.body["schemas"][0] == USER {
+            // The user's groups changed since it was created.
+            let mut read_body = read.body.clone();
+            read_body.as_object_mut().unwrap().remove("groups");
+            assert_eq!(created.body, read_body);
+        } else {
+            assert_eq!(created.body, read.body);
+        }
+        assert_eq!(created.headers["etag"], read.headers["etag"]);
+    }
+    server.stop().await.unwrap();
+}

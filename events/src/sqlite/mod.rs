@@ -92,9 +92,6 @@ pub struct LogOptions {
     pub wal_checkpoint_pages: u32,
     /// How long a connection waits for another process's lock.
     pub busy_timeout_ms: u64,
-    /// Bytes of the database file each read connection maps into memory
-    /// (SQLite's `mmap_size`; 0 reads every page with a system call).
-    pub read_mmap_bytes: u64,
     /// Events fetched per page by forward reads: bounds their memory.
     pub read_page_events: usize,
     /// Recompute each event's hash when reading it (the "pair" of the check
@@ -115,7 +112,6 @@ impl Default for LogOptions {
             queue_commands_max: 16_384,
             wal_checkpoint_pages: 1_000,
             busy_timeout_ms: 10_000,
-            read_mmap_bytes: 256 * 1024 * 1024,
             read_page_events: 1000,
             verify_hashes_on_read: true,
             connection_setup: None,

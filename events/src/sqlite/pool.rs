@@ -20,7 +20,6 @@ pub struct ReadPool {
     /// Upper bound on open read connections; a caller beyond it waits.
     connections_max: usize,
     busy_timeout_ms: u64,
-    mmap_bytes: i64,
     connection_setup: Option<fn(&Connection) -> rusqlite::Result<()>>,
     state: Mutex<PoolState>,
     returned: Condvar,
@@ -40,7 +39,6 @@ impl ReadPool {
             path,
             connections_max: connections_max.max(1),
             busy_timeout_ms,
-            mmap_bytes: 0,
             connection_setup: None,
             state: Mutex::new(PoolState { idle: Vec::new(), open: 0, waiting: 0 }),
             returned: Condvar::new(),
@@ -51,7 +49,6 @@ impl ReadPool {
     pub fn for_log(path: &std::path::Path, options: &super::LogOptions) -> ReadPool {
         ReadPool {
             connection_setup: options.connection_setup,
-            mmap_bytes: i64::try_from(options.read_mmap_bytes).unwrap_or(i64::MAX),
             ..ReadPool::new(path.to_owned(), options.read_connections_max, options.busy_timeout_ms)
         }
     }
@@ -102,12 +99,6 @@ impl ReadPool {
             .busy_timeout(std::time::Duration::from_millis(self.busy_timeout_ms))
             .map_err(|error| LogError::storage("configuring a read connection", error))?;
         connection.set_prepared_statement_cache_capacity(64);
-        // Readers reach the database file's pages through a shared mapping
-        // instead of a pread into each connection's own cache: no system
-        // call per page, and no copy per connection.
-        connection
-            .pragma_update(None, "mmap_size", self.mmap_bytes)
-            .map_err(|error| LogError::storage("configuring a read connection", error))?;
         super::stable_query_plans(&connection)?;
         if let Some(setup) = self.connection_setup {
             setup(&connection)

@@ -139,6 +139,25 @@ fn document_json(document: &ScimDocument) -> String {
     serde_json::to_string(document).unwrap_or_else(|_| "{}".to_owned())
 }
 
+/// The row a created resource has once `recorded` is folded: what `insert`
+/// writes, for a command to answer with without reading it back.
+pub fn created_row(
+    recorded: &RecordedEvent,
+    kind: ResourceKind,
+    id: &str,
+    document: ScimDocument,
+) -> ResourceRow {
+    ResourceRow {
+        kind,
+        id: id.to_owned(),
+        external_id: external_id(&document).map(str::to_owned),
+        document,
+        created: recorded.recorded_at.clone(),
+        last_modified: recorded.recorded_at.clone(),
+        version: recorded.version,
+    }
+}
+
 fn insert(
     connection: &Connection,
     recorded: &RecordedEvent,
