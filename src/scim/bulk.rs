@@ -755,12 +755,9 @@ impl Progress {
         let patch = json!({"Operations": [{"op": "add", "path": "members", "value": members}]});
         let target = Target { tenant, kind: ResourceKind::Group, id: &id };
         match transaction.nested(|tx| update(tx, target, None, Edit::Patch(patch), &context)) {
-            Ok(()) => {
-                let version =
-                    store::get(transaction.connection(), tenant, ResourceKind::Group, &id)?
-                        .map(|row| render::etag(row.version));
+            Ok(row) => {
                 if let Some(Some(outcome)) = self.outcomes.get_mut(index) {
-                    outcome.version = version;
+                    outcome.version = Some(render::etag(row.version));
                 }
             }
             Err(NestedError::Step(error)) => {

@@ -353,15 +353,15 @@ fn is_active(document: &Document) -> bool {
 fn change(
     tx: &mut SqliteTx<'_>,
     tenant: &str,
-    row: &ResourceRow,
+    row: ResourceRow,
     mut document: Document,
     change: ScimChange,
     context: &CommandContext,
-) -> Result<(), Error> {
+) -> Result<ResourceRow, Error> {
     let kind = row.kind;
     let id = row.id.as_str();
     let mut events = Vec::new();
-    check_rename(tx, tenant, row, &document)?;
+    check_rename(tx, tenant, &row, &document)?;
     match kind {
         ResourceKind::User => {
             if document != row.document {
@@ -390,10 +390,10 @@ fn change(
                 members.into_iter().filter(|member| !before.contains_key(&member.value)).collect();
             let removed: Vec<String> =
                 before.into_keys().filter(|member| !after.contains(member)).collect();
-            events = group_events(row, document, change, added, removed);
+            events = group_events(&row, document, change, added, removed);
         }
     }
-    record_change(tx, tenant, row, &events, context)
+    record_change(tx, tenant, row, events, context)
 }
 
 /// A renamed resource must keep its name unique in the tenant.
@@ -452,20 +452,33 @@ fn group_events(
     events
 }
 
-/// Records a change's events in the resource's stream; no events, no write.
+/// Records a change's events in the resource's stream (no events, no
+/// write); returns the resource as the directory now holds it.
 fn record_change(
     tx: &mut SqliteTx<'_>,
     tenant: &str,
-    row: &ResourceRow,
-    events: &[Event],
+    row: ResourceRow,
+    events: Vec<Event>,
     context: &CommandContext,
-) -> Result<(), Error> {
+) -> Result<ResourceRow, Error> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(row);
     }
     let expected = ExpectedVersion::Exact(row.version);
-    record(tx, tenant, &stream(row.kind, &row.id), expected, events, context)?;
-    Ok(())
+    let recorded = record(tx, tenant, &stream(row.kind, &row.id), expected, &events, context)?;
+    let Some(last) = recorded.last() else { return Ok(row) };
+    let document = events.into_iter().find_map(|event| match event {
+        Event::UserUpdated(UserUpdated { document, .. })
+        | Event::GroupUpdated(GroupUpdated { document, .. }) => Some(document),
+        _ => None,
+    });
+    Ok(match document {
+        Some(document) => store::updated_row(row, last, document),
+        None => {
+            let document = row.document.clone();
+            store::updated_row(row, last, document)
+        }
+    })
 }
 
 /// A Group PATCH that adds and removes members by id (see
@@ -475,16 +488,16 @@ fn record_change(
 fn patch_members(
     tx: &mut SqliteTx<'_>,
     tenant: &str,
-    row: &ResourceRow,
+    row: ResourceRow,
     body: &Value,
     plan: MembershipPatch,
     context: &CommandContext,
-) -> Result<(), Error> {
+) -> Result<ResourceRow, Error> {
     let group = ResourceKind::Group;
     let patched =
         super::patch::apply_patch_except(group, &row.document, body, &plan.member_operations)?;
     let document = normalize(group, &Value::Object(patched))?;
-    check_rename(tx, tenant, row, &document)?;
+    check_rename(tx, tenant, &row, &document)?;
     // Net effect, in request order: new members, and current ones that go.
     let mut added: Vec<Option<MemberRef>> = Vec::new();
     let mut added_at: HashMap<String, usize> = HashMap::new();
@@ -533,8 +546,8 @@ fn patch_members(
     let operations = super::patch::operations(body).cloned().unwrap_or(Value::Null);
     let change = ScimChange::Patch { operations: redact(&operations) };
     let added = added.into_iter().flatten().collect();
-    let events = group_events(row, document, change, added, removed.into_iter().collect());
-    record_change(tx, tenant, row, &events, context)
+    let events = group_events(&row, document, change, added, removed.into_iter().collect());
+    record_change(tx, tenant, row, events, context)
 }
 
 /// One existing resource of one tenant, as a write names it.
@@ -571,7 +584,7 @@ pub(super) fn update(
     precondition: Option<&str>,
     edit: Edit,
     context: &CommandContext,
-) -> Result<(), Error> {
+) -> Result<ResourceRow, Error> {
     let row = current(tx, tenant, kind, id)?;
     check_if_match(precondition, &row)?;
     let (document, recorded) = match edit {
@@ -579,7 +592,7 @@ pub(super) fn update(
         Edit::Patch(body) => {
             if kind == ResourceKind::Group {
                 if let Some(plan) = super::patch::membership_patch(&body)? {
-                    return patch_members(tx, tenant, &row, &body, plan, context);
+                    return patch_members(tx, tenant, row, &body, plan, context);
                 }
             }
             let before = with_members(tx, tenant, &row)?;
@@ -589,7 +602,7 @@ pub(super) fn update(
             (document, ScimChange::Patch { operations: redact(&operations) })
         }
     };
-    change(tx, tenant, &row, document, recorded, context)
+    change(tx, tenant, row, document, recorded, context)
 }
 
 /// Deletes a resource, under its If-Match.
@@ -985,30 +998,42 @@ pub async fn update_resource(
         Write::Replace => Edit::Replace(normalize(kind, &body)?, body),
         Write::Patch => Edit::Patch(body),
     };
-    {
+    // The command answers with the resource as it wrote it, and a user's
+    // groups while its pages are at hand: no read back in a second
+    // transaction. A group's members are read afterwards, if shown at all.
+    let (row, groups) = {
         let tenant = tenant.clone();
-        let id = id.clone();
         state
             .store
             .command(move |tx| {
                 let target = Target { tenant: &tenant, kind, id: &id };
-                update(tx, target, precondition.as_deref(), edit, &caller.context)
+                let row = update(tx, target, precondition.as_deref(), edit, &caller.context)?;
+                let groups = match kind {
+                    ResourceKind::User => {
+                        Some(store::groups_of(tx.connection(), &tenant, &row.id)?)
+                    }
+                    ResourceKind::Group => None,
+                };
+                Ok::<_, Error>((row, groups))
             })
             .await
-            .map_err(Error::from)?;
-    }
-    let members_max = state.config.patch_response_members_max;
-    let (version, resource) = state.store.snapshot(|connection| {
-        let row = read_one(connection, &tenant, kind, &id)?;
-        let version = row.version;
-        if matches!(write, Write::Patch)
-            && kind == ResourceKind::Group
-            && store::has_more_members_than(connection, &tenant, &id, members_max)?
-        {
-            return Ok((version, None));
+            .map_err(Error::from)?
+    };
+    let version = row.version;
+    let resource = match groups {
+        Some(groups) => Some(render::resource(&base, row, &Related { members: None, groups })),
+        None => {
+            let members_max = state.config.patch_response_members_max;
+            state.store.snapshot(|connection| {
+                if matches!(write, Write::Patch)
+                    && store::has_more_members_than(connection, &tenant, &row.id, members_max)?
+                {
+                    return Ok(None);
+                }
+                Ok(Some(shown(connection, &base, &tenant, row, &[], &[])?))
+            })?
         }
-        Ok((version, Some(shown(connection, &base, &tenant, row, &[], &[])?)))
-    })?;
+    };
     let Some(resource) = resource else {
         let mut response = StatusCode::NO_CONTENT.into_response();
         if let Ok(etag) = HeaderValue::from_str(&render::etag(version)) {

@@ -829,10 +829,10 @@ async fn patch_group_membership_in_every_dialect() {
     server.stop().await.unwrap();
 }
 
-/// A create is answered from what the command wrote, not read back: the
+/// Writes are answered from what their command wrote, not read back: the
 /// answer must be exactly what a GET then returns (ETag included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_created_resource_is_answered_as_it_is_read_back() {
+async fn writes_are_answered_exactly_as_they_read_back() {
     let server = TestServer::start().await;
     let scim = Scim::new(&server, "acme").await;
     let user = scim
@@ -877,5 +877,35 @@ async fn a_created_resource_is_answered_as_it_is_read_back() {
         }
         assert_eq!(created.headers["etag"], read.headers["etag"]);
     }
+
+    // Writes too are answered from what the command wrote: a deactivating
+    // PATCH (two events), a no-op PATCH, a PUT, a group PATCH.
+    let user_path = format!("/Users/{user_id}");
+    let group_path = format!("/Groups/{}", group.body["id"].as_str().unwrap());
+    let deactivate = json!([{"op": "replace", "path": "active", "value": false},
+        {"op": "replace", "path": "externalId", "value": "ext-2"}]);
+    let rename = json!([{"op": "replace", "path": "displayName", "value": "Writers"},
+        {"op": "add", "path": "members", "value": [{"value": "another-ref"}]}]);
+    let steps = [
+        (user_path.clone(), reqwest::Method::PATCH, patch_body(deactivate.clone())),
+        (user_path.clone(), reqwest::Method::PATCH, patch_body(deactivate)),
+        (
+            user_path.clone(),
+            reqwest::Method::PUT,
+            json!({"schemas": [USER], "userName": "read.back@example.com", "active": true}),
+        ),
+        (group_path.clone(), reqwest::Method::PATCH, patch_body(rename)),
+    ];
+    for (path, method, body) in steps {
+        let written = scim.send(method.clone(), &path, Some(body)).await;
+        assert_eq!(written.status, 200, "{method} {path}: {}", written.body);
+        let read = scim.get(&path).await;
+        assert_eq!(written.body, read.body, "{method} {path}");
+        assert_eq!(written.headers["etag"], read.headers["etag"], "{method} {path}");
+    }
     server.stop().await.unwrap();
+}
+
+fn patch_body(operations: Value) -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations})
 }

@@ -158,6 +158,20 @@ pub fn created_row(
     }
 }
 
+/// The row a resource has once the events of one change to it, ending
+/// with `last`, are folded (`document`: the new one, or the old one if it
+/// did not change): what `replace` and `touch` leave, for a command to
+/// answer with without reading it back.
+pub fn updated_row(row: ResourceRow, last: &RecordedEvent, document: ScimDocument) -> ResourceRow {
+    ResourceRow {
+        external_id: external_id(&document).map(str::to_owned),
+        document,
+        last_modified: last.recorded_at.clone(),
+        version: last.version,
+        ..row
+    }
+}
+
 fn insert(
     connection: &Connection,
     recorded: &RecordedEvent,
