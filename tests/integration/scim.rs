@@ -903,7 +903,31 @@ async fn writes_are_answered_exactly_as_they_read_back() {
         assert_eq!(written.body, read.body, "{method} {path}");
         assert_eq!(written.headers["etag"], read.headers["etag"], "{method} {path}");
     }
+    // The indexed columns moved with the writes that changed them (they are
+    // written apart from the document, and only when they change).
+    assert_eq!(found(&scim, r#"externalId eq "ext-1""#).await, 0);
+    // The PUT left externalId out: cleared.
+    assert_eq!(found(&scim, r#"externalId eq "ext-2""#).await, 0);
+    assert_eq!(found(&scim, r#"userName eq "read.back@example.com""#).await, 1);
+    let renamed = scim
+        .send(
+            reqwest::Method::PATCH,
+            &user_path,
+            Some(patch_body(
+                json!([{"op": "replace", "value": {"userName": "renamed", "externalId": "ext-3"}}]),
+            )),
+        )
+        .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    assert_eq!(found(&scim, r#"userName eq "read.back@example.com""#).await, 0);
+    assert_eq!(found(&scim, r#"userName eq "RENAMED""#).await, 1);
+    assert_eq!(found(&scim, r#"externalId eq "ext-3""#).await, 1);
     server.stop().await.unwrap();
+}
+
+async fn found(scim: &Scim<'_>, filter: &str) -> Value {
+    let path = format!("/Users?filter={}", filter.replace(' ', "%20").replace('"', "%22"));
+    scim.get(&path).await.body["totalResults"].clone()
 }
 
 fn patch_body(operations: Value) -> Value {
