@@ -114,43 +114,59 @@ pub enum MemberStep {
 }
 
 /// Splits a Group PATCH `body` into its member additions and removals by id
-/// and its other operations; `None` when some operation needs the whole
-/// member list (a replace of `members`, a remove of all of them, a filter
-/// other than `value eq "id"`, a path-less value that names members).
-/// Errors in a member operation's items are reported as `apply_patch`
-/// reports them.
+/// and its other operations; `None` (take the whole-list path) whenever in
+/// doubt: a replace of `members`, a remove of all of them, `add` with an
+/// empty value (which clears them), a filter other than `value eq "id"`, a
+/// member item that is not valid (so errors come in request order), a
+/// path-less value or a path that goes through a schema URN (where members
+/// could hide), or anything else that mentions members.
 pub fn membership_patch(body: &Value) -> Result<Option<MembershipPatch>, Error> {
     let operations = read_body(body)?;
     let Some(members) = group_schema().attribute("members") else { return Ok(None) };
     let mut plan = MembershipPatch::default();
     for (index, operation) in operations.iter().enumerate() {
-        let Some(path) = operation.path else {
-            let names_members = operation.value.and_then(Value::as_object).is_some_and(|fields| {
-                fields.keys().any(|key| key.to_ascii_lowercase().ends_with("members"))
-            });
-            if names_members {
+        let Some(text) = operation.path else {
+            let may_name_members =
+                operation.value.and_then(Value::as_object).is_some_and(|fields| {
+                    fields.keys().any(|key| {
+                        let key = key.to_ascii_lowercase();
+                        key.contains("members") || key.starts_with("urn:")
+                    })
+                });
+            if may_name_members {
                 return Ok(None);
             }
             continue;
         };
+        let mentions_members = text.to_ascii_lowercase().contains("members");
         // A path that does not parse is reported by the document's pass.
-        let Ok(path) = parse_patch_path(path) else { continue };
-        let on_members = path.name.eq_ignore_ascii_case(members.name)
-            && path.schema.as_deref().is_none_or(|urn| urn.eq_ignore_ascii_case(GROUP_SCHEMA));
-        if !on_members {
+        let Ok(path) = parse_patch_path(text) else {
+            if mentions_members {
+                return Ok(None);
+            }
+            continue;
+        };
+        if path.schema.as_deref().is_some_and(|urn| !urn.eq_ignore_ascii_case(GROUP_SCHEMA)) {
+            return Ok(None);
+        }
+        if !path.name.eq_ignore_ascii_case(members.name) {
+            if mentions_members {
+                return Ok(None);
+            }
             continue;
         }
-        let by_id = |value: &Value| -> Result<Option<Vec<Value>>, Error> {
-            let items =
-                canonical_items(members, value).map_err(|error| in_operation(index, error))?;
-            Ok(items.iter().all(|item| identity(members, item).is_some()).then_some(items))
+        let by_id = |value: &Value| -> Option<Vec<Value>> {
+            let items = canonical_items(members, value).ok()?;
+            items.iter().all(|item| identity(members, item).is_some()).then_some(items)
         };
         let step = match (operation.op, &path.filter, &path.sub_attribute, operation.value) {
-            (Op::Add, None, None, Some(value)) => match by_id(value)? {
-                Some(items) => MemberStep::Add(items),
-                None => return Ok(None),
-            },
-            (Op::Remove, None, None, Some(value)) if !value.is_null() => match by_id(value)? {
+            (Op::Add, None, None, Some(value)) if !value.is_null() && !is_empty_string(value) => {
+                match by_id(value) {
+                    Some(items) => MemberStep::Add(items),
+                    None => return Ok(None),
+                }
+            }
+            (Op::Remove, None, None, Some(value)) if !value.is_null() => match by_id(value) {
                 Some(items) => MemberStep::Remove(
                     items
                         .iter()
@@ -170,6 +186,19 @@ pub fn membership_patch(body: &Value) -> Result<Option<MembershipPatch>, Error> 
         plan.steps.push(step);
     }
     Ok(Some(plan))
+}
+
+impl MembershipPatch {
+    /// Whether some addition names `id` (the group itself: refused only if
+    /// it stays listed, which the whole-list path decides).
+    pub fn adds(&self, id: &str) -> bool {
+        self.steps.iter().any(|step| match step {
+            MemberStep::Add(items) => {
+                items.iter().any(|item| item.get("value").and_then(Value::as_str) == Some(id))
+            }
+            MemberStep::Remove(_) => false,
+        })
+    }
 }
 
 /// The id in a member filter of the form `value eq "id"`.

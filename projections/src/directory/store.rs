@@ -346,15 +346,6 @@ pub fn id_by_name(
         .map_err(ProjectionError::storage("looking up a resource by name"))
 }
 
-/// The kind of the resource with `id`, if it exists in `tenant`.
-pub fn kind_of(
-    connection: &Connection,
-    tenant: &str,
-    id: &str,
-) -> Result<Option<ResourceKind>, ProjectionError> {
-    Ok(kinds_of(connection, tenant, &[id])?.remove(id))
-}
-
 /// The kinds of those of `ids` that are resources of the tenant, in one
 /// statement however many there are (a PATCH may name 10,000 members).
 pub fn kinds_of(
