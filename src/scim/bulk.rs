@@ -19,6 +19,7 @@
 //! operation's answer.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -297,7 +298,7 @@ fn substitute(value: &mut Value, created: &HashMap<String, String>) {
 }
 
 /// What became of one operation, as the BulkResponse says it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Outcome {
     method: String,
     bulk_id: Option<String>,
@@ -349,15 +350,21 @@ enum Step {
     /// Run an operation. `deferring` are bulkIds among a new group's
     /// members that close a cycle: the group is created without them.
     Run { index: usize, deferring: BTreeSet<String> },
-    /// Add to a group created by `Run` the members it deferred.
+    /// Add to a group created by `Run` the members it deferred, once their
+    /// operations have run (even after failOnErrors stopped the request).
     AddDeferred(usize),
 }
 
 /// Orders the operations so that each runs after those creating what it
 /// refers to (Kahn's algorithm, request order among the ready ones), in
-/// time linear in operations and references. A cycle is broken at the
-/// first new group whose unmet references are all members; one that
-/// cannot be broken is answered 409. Fills `failures` for what cannot run.
+/// time linear in operations and references. When only cycles are left,
+/// one is broken at the first new group on it (a strongly connected
+/// component, found again at each break) whose unmet references are all
+/// members of that same cycle: it is created without them, they are added
+/// the moment their operations have run, and operations naming the group by
+/// its path wait for that add, so they see the group as the request order
+/// says. A cycle that cannot be broken, and what waits on it, is answered
+/// 409. Fills `failures` for what cannot run.
 // Every index below is an operation's, below `count`, the length of every
 // vector indexed: they cannot be out of bounds.
 #[allow(clippy::indexing_slicing)]
@@ -377,7 +384,7 @@ fn schedule(operations: &[Option<Operation>], failures: &mut [Option<Outcome>]) 
     let mut waits_members: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); count];
     let mut waits_others: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); count];
     let mut steps = Vec::with_capacity(count);
-    let mut done = vec![false; count];
+    let done = vec![false; count];
     // Operations answered without running: they still take their turn in
     // request order, so failOnErrors counts them where they stand.
     let mut settle_only = vec![false; count];
@@ -413,69 +420,86 @@ fn schedule(operations: &[Option<Operation>], failures: &mut [Option<Outcome>]) 
             waits_others[index].clear();
         }
     }
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); count];
-    let mut pending_all = vec![0usize; count];
-    let mut pending_others = vec![0usize; count];
-    for index in (0..count).filter(|index| !done[*index]) {
+    let mut graph = Graph {
+        waits_others: &waits_others,
+        dependents: vec![Vec::new(); count],
+        pending_all: vec![0; count],
+        pending_others: vec![0; count],
+        done,
+        ready: BTreeSet::new(),
+    };
+    for index in 0..count {
         let all: BTreeSet<usize> =
             waits_members[index].union(&waits_others[index]).copied().collect();
-        pending_all[index] = all.len();
-        pending_others[index] = waits_others[index].len();
+        graph.pending_all[index] = all.len();
+        graph.pending_others[index] = waits_others[index].len();
         for by in all {
-            dependents[by].push(index);
+            graph.dependents[by].push(index);
         }
     }
-    let mut ready: BTreeSet<usize> =
-        (0..count).filter(|index| !done[*index] && pending_all[*index] == 0).collect();
-    let mut remaining = done.iter().filter(|done| !**done).count();
-    let mut deferred = Vec::new();
+    graph.ready = (0..count).filter(|index| graph.pending_all[*index] == 0).collect();
+    let mut remaining = count;
+    // Groups created without some members, with the operations those
+    // members still wait for: each add runs the moment they have all run.
+    let mut adds: Vec<(usize, BTreeSet<usize>)> = Vec::new();
     let finish = |index: usize,
-                  done: &mut Vec<bool>,
-                  ready: &mut BTreeSet<usize>,
-                  pending_all: &mut Vec<usize>,
-                  pending_others: &mut Vec<usize>| {
-        done[index] = true;
-        for &dependent in &dependents[index] {
-            if done[dependent] {
-                continue;
-            }
-            pending_all[dependent] -= 1;
-            if waits_others[dependent].contains(&index) {
-                pending_others[dependent] -= 1;
-            }
-            if pending_all[dependent] == 0 {
-                ready.insert(dependent);
-            }
+                  graph: &mut Graph<'_>,
+                  steps: &mut Vec<Step>,
+                  adds: &mut Vec<(usize, BTreeSet<usize>)>| {
+        graph.finish(index);
+        for (_, waiting) in adds.iter_mut() {
+            waiting.remove(&index);
         }
+        adds.retain(|(group, waiting)| {
+            if waiting.is_empty() {
+                steps.push(Step::AddDeferred(*group));
+            }
+            !waiting.is_empty()
+        });
     };
     while remaining > 0 {
-        if let Some(index) = ready.pop_first() {
+        if let Some(index) = graph.ready.pop_first() {
             steps.push(if settle_only[index] {
                 Step::Settle(index)
             } else {
                 Step::Run { index, deferring: BTreeSet::new() }
             });
-            finish(index, &mut done, &mut ready, &mut pending_all, &mut pending_others);
+            finish(index, &mut graph, &mut steps, &mut adds);
             remaining -= 1;
             continue;
         }
-        // Only cycles are left.
+        // Only cycles are left, and what waits on them. A cycle is broken
+        // at a new group on it whose unmet references are all members of
+        // that same cycle (section 3.7.1).
+        let component = components(&graph.done, |index| {
+            waits_members[index].iter().chain(&waits_others[index]).copied()
+        });
+        let mut sizes: HashMap<usize, usize> = HashMap::new();
+        for index in (0..count).filter(|index| !graph.done[*index]) {
+            *sizes.entry(component[index]).or_default() += 1;
+        }
         let breakable = (0..count).find(|index| {
-            !done[*index]
-                && !settle_only[*index]
-                && pending_others[*index] == 0
-                && operations[*index].as_ref().is_some_and(|operation| {
+            let index = *index;
+            !graph.done[index]
+                && !settle_only[index]
+                && graph.pending_others[index] == 0
+                && sizes.get(&component[index]).is_some_and(|size| *size > 1)
+                && waits_members[index]
+                    .iter()
+                    .all(|by| graph.done[*by] || component[*by] == component[index])
+                && operations[index].as_ref().is_some_and(|operation| {
                     operation.method == Method::Post && operation.kind == ResourceKind::Group
                 })
         });
         let Some(index) = breakable else {
-            for index in (0..count).filter(|index| !done[*index]) {
+            for index in (0..count).filter(|index| !graph.done[*index]) {
                 if let Some(operation) = &operations[index] {
                     failures[index] = Some(Outcome::failed(
                         operation.method.as_str().to_owned(),
                         operation.bulk_id.clone(),
                         Error::conflict(
-                            "the bulkId references of this operation form a cycle that cannot be broken",
+                            "the bulkId references of this operation, or of those it waits for, \
+                             form a cycle that cannot be broken",
                         ),
                     ));
                 }
@@ -483,28 +507,162 @@ fn schedule(operations: &[Option<Operation>], failures: &mut [Option<Outcome>]) 
             }
             break;
         };
-        let deferring = waits_members[index]
+        let waiting: BTreeSet<usize> =
+            waits_members[index].iter().copied().filter(|by| !graph.done[*by]).collect();
+        let deferring = waiting
             .iter()
-            .filter(|by| !done[**by])
             .filter_map(|by| operations[*by].as_ref().and_then(|op| op.bulk_id.clone()))
             .collect();
+        // What names this group by its path (a PATCH, PUT or DELETE of it)
+        // comes after its deferred members are added.
+        let own = operations[index].as_ref().and_then(|op| op.bulk_id.as_deref());
+        let naming: Vec<usize> = (0..count)
+            .filter(|other| !graph.done[*other] && *other != index)
+            .filter(|other| {
+                operations[*other].as_ref().is_some_and(|op| {
+                    op.id.as_deref().and_then(|id| id.strip_prefix(BULK_ID_PREFIX)) == own
+                })
+            })
+            .collect();
+        for other in naming {
+            for by in &waiting {
+                graph.wait(other, *by);
+            }
+        }
         steps.push(Step::Run { index, deferring });
-        deferred.push(index);
-        finish(index, &mut done, &mut ready, &mut pending_all, &mut pending_others);
+        adds.push((index, waiting));
+        finish(index, &mut graph, &mut steps, &mut adds);
         remaining -= 1;
     }
-    steps.extend(deferred.into_iter().map(Step::AddDeferred));
     steps
+}
+
+/// The dependency graph `schedule` walks: who waits on whom, and what is
+/// ready to run.
+struct Graph<'a> {
+    waits_others: &'a [BTreeSet<usize>],
+    dependents: Vec<Vec<usize>>,
+    pending_all: Vec<usize>,
+    pending_others: Vec<usize>,
+    done: Vec<bool>,
+    ready: BTreeSet<usize>,
+}
+
+// Indexes are operations', below the length of every vector here.
+#[allow(clippy::indexing_slicing)]
+impl Graph<'_> {
+    fn finish(&mut self, index: usize) {
+        self.done[index] = true;
+        for &dependent in &self.dependents[index] {
+            if self.done[dependent] {
+                continue;
+            }
+            self.pending_all[dependent] -= 1;
+            if self.waits_others[dependent].contains(&index) {
+                self.pending_others[dependent] -= 1;
+            }
+            if self.pending_all[dependent] == 0 {
+                self.ready.insert(dependent);
+            }
+        }
+    }
+
+    /// `waiter` also waits for `on` (which has not run yet).
+    fn wait(&mut self, waiter: usize, on: usize) {
+        if !self.done[on] {
+            self.pending_all[waiter] += 1;
+            self.dependents[on].push(waiter);
+        }
+    }
+}
+
+/// The strongly connected components (Tarjan's algorithm, without
+/// recursion) of the operations not `done`, by the edges `waits`: a
+/// component number per operation. Two operations share one exactly when
+/// each waits, through others, on the other: they are on one cycle.
+// Indexes are operations', below `done.len()`, the length of every vector.
+#[allow(clippy::indexing_slicing)]
+fn components<I: Iterator<Item = usize>>(done: &[bool], waits: impl Fn(usize) -> I) -> Vec<usize> {
+    struct Walk {
+        order: Vec<usize>,
+        low: Vec<usize>,
+        on_stack: Vec<bool>,
+        stack: Vec<usize>,
+        next_order: usize,
+        /// The nodes being visited, each with its edges and the next to follow.
+        calls: Vec<(usize, Vec<usize>, usize)>,
+    }
+    impl Walk {
+        fn visit(&mut self, node: usize, edges: Vec<usize>) {
+            self.order[node] = self.next_order;
+            self.low[node] = self.next_order;
+            self.next_order += 1;
+            self.stack.push(node);
+            self.on_stack[node] = true;
+            self.calls.push((node, edges, 0));
+        }
+    }
+    let count = done.len();
+    let unvisited = usize::MAX;
+    let mut walk = Walk {
+        order: vec![unvisited; count],
+        low: vec![0; count],
+        on_stack: vec![false; count],
+        stack: Vec::new(),
+        next_order: 0,
+        calls: Vec::new(),
+    };
+    let edges = |node: usize| -> Vec<usize> { waits(node).filter(|next| !done[*next]).collect() };
+    let mut component = vec![unvisited; count];
+    let mut next_component = 0;
+    for root in (0..count).filter(|root| !done[*root]) {
+        if walk.order[root] != unvisited {
+            continue;
+        }
+        walk.visit(root, edges(root));
+        while let Some(top) = walk.calls.len().checked_sub(1) {
+            let (node, position) = (walk.calls[top].0, walk.calls[top].2);
+            if let Some(&next) = walk.calls[top].1.get(position) {
+                walk.calls[top].2 += 1;
+                if walk.order[next] == unvisited {
+                    walk.visit(next, edges(next));
+                } else if walk.on_stack[next] {
+                    walk.low[node] = walk.low[node].min(walk.order[next]);
+                }
+                continue;
+            }
+            walk.calls.pop();
+            if let Some(&(caller, _, _)) = walk.calls.last() {
+                walk.low[caller] = walk.low[caller].min(walk.low[node]);
+            }
+            if walk.low[node] == walk.order[node] {
+                while let Some(member) = walk.stack.pop() {
+                    walk.on_stack[member] = false;
+                    component[member] = next_component;
+                    if member == node {
+                        break;
+                    }
+                }
+                next_component += 1;
+            }
+        }
+    }
+    component
 }
 
 /// The members of a new group that name any of `deferring`, taken out of
 /// its data to break a cycle (section 3.7.1).
 fn take_deferred_members(data: &mut Value, deferring: &BTreeSet<String>) -> Vec<Value> {
-    let Some(Value::Array(members)) = data.as_object_mut().and_then(|fields| {
+    let Some(members) = data.as_object_mut().and_then(|fields| {
         fields.iter_mut().find(|(key, _)| key.eq_ignore_ascii_case("members")).map(|(_, v)| v)
     }) else {
         return Vec::new();
     };
+    // `normalize` reads a lone member as a list of one: so does this.
+    if !members.is_array() && !members.is_null() {
+        *members = Value::Array(vec![members.take()]);
+    }
+    let Value::Array(members) = members else { return Vec::new() };
     let names_deferred = |member: &Value| {
         let mut found = BTreeSet::new();
         collect_references(member, &mut found);
@@ -583,9 +741,9 @@ impl Progress {
         self.fail_on_errors.is_some_and(|limit| self.errors >= limit)
     }
 
-    /// Whether every step has run (or failOnErrors stopped the request).
+    /// Whether every step has run or been passed over.
     pub fn finished(&self) -> bool {
-        self.stopped() || self.steps.len() == 0
+        self.steps.len() == 0
     }
 
     fn settle(&mut self, index: usize, outcome: Outcome) {
@@ -601,8 +759,12 @@ impl Progress {
     /// `Err` only for a storage failure, which ends the whole request.
     pub fn advance(&mut self, transaction: &mut SqliteTx<'_>) -> Result<(), Error> {
         let started = std::time::Instant::now();
-        while !self.stopped() {
-            let Some(step) = self.steps.next() else { break };
+        while let Some(step) = self.steps.next() {
+            // After failOnErrors stops the request, only the member adds
+            // of groups already created still run: their 201 stands.
+            if self.stopped() && !matches!(step, Step::AddDeferred(_)) {
+                continue;
+            }
             match step {
                 Step::Settle(index) => {
                     if let Some(outcome) = self.failures.get_mut(index).and_then(Option::take) {
@@ -677,6 +839,16 @@ impl Progress {
             ))));
         }
         substitute(&mut data, &self.created);
+        // Every reference must be resolved by now; one left over (a
+        // deferred member somewhere it could not be taken from) would be
+        // stored as the text "bulkId:...".
+        let mut unresolved = BTreeSet::new();
+        collect_references(&data, &mut unresolved);
+        if let Some(bulk_id) = unresolved.first() {
+            return Ok(failed(Error::conflict(format!(
+                "bulkId {bulk_id:?} is named where it cannot be resolved before this operation runs"
+            ))));
+        }
         let context = self.context_of(operation);
         let (tenant, version) = (self.tenant.as_str(), operation.version.as_deref());
         let run = |tx: &mut SqliteTx<'_>| -> Result<(StatusCode, String), Error> {
@@ -722,8 +894,14 @@ impl Progress {
                     error: None,
                 }
             }
-            Err(NestedError::Step(error)) => failed(error),
+            Err(NestedError::Step(error)) => {
+                if let Error::Internal(cause) = &error {
+                    tracing::error!(operation = index, %cause, "a bulk operation failed inside");
+                }
+                failed(error)
+            }
             Err(NestedError::Panicked(message)) => {
+                tracing::error!(operation = index, %message, "a bulk operation panicked");
                 failed(Error::Internal(format!("bulk operation panicked: {message}")))
             }
             Err(NestedError::Log(error)) => return Err(error.into()),
@@ -771,11 +949,47 @@ impl Progress {
         Ok(())
     }
 
+    /// Answers every operation still without an outcome with `error`: the
+    /// writer refused the slice they were in, or did not keep it. Those
+    /// that failed on their own still say why.
+    fn answer_rest(&mut self, error: Error) {
+        let status = error.status();
+        let body = ScimError(error).body();
+        for index in 0..self.outcomes.len() {
+            if matches!(self.outcomes.get(index), Some(Some(_))) {
+                continue;
+            }
+            let outcome = match self.failures.get_mut(index).and_then(Option::take) {
+                Some(outcome) => outcome,
+                None => {
+                    let Some(Some(operation)) = self.operations.get(index) else { continue };
+                    Outcome {
+                        method: operation.method.as_str().to_owned(),
+                        bulk_id: operation.bulk_id.clone(),
+                        location: None,
+                        version: None,
+                        status,
+                        error: Some(body.clone()),
+                    }
+                }
+            };
+            if let Some(slot) = self.outcomes.get_mut(index) {
+                *slot = Some(outcome);
+            }
+        }
+    }
+
     /// The BulkResponse: every operation that ran, in request order.
     pub fn response(&self) -> Value {
         let answered: Vec<Value> = self.outcomes.iter().flatten().map(Outcome::to_json).collect();
         json!({"schemas": [BULK_RESPONSE], "Operations": answered})
     }
+}
+
+/// The request's progress, even if a slice panicked holding it (its
+/// outcomes are then replaced by `answer_rest`).
+fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `POST /Bulk`.
@@ -787,22 +1001,79 @@ pub async fn bulk(
 ) -> Result<Response, ScimError> {
     let request = BulkRequest::parse(&body, state.config.bulk_operations_max)?;
     drop(body);
-    let mut progress = Progress::new(
+    let progress = Progress::new(
         request,
         caller.principal.tenant_id.clone(),
         caller.context,
         base,
         state.config.bulk_command_budget,
     );
-    while !progress.finished() {
-        progress = state
-            .store
-            .command(move |tx| {
-                progress.advance(tx)?;
-                Ok(progress)
-            })
-            .await
-            .map_err(Error::from)?;
+    // Shared with each slice's command, so a slice the writer refuses or
+    // does not keep leaves the outcomes of those before it to answer with.
+    let progress = Arc::new(Mutex::new(progress));
+    let mut committed = 0usize;
+    while !lock(&progress).finished() {
+        let kept = lock(&progress).outcomes.clone();
+        let shared = progress.clone();
+        let ran = state.store.command(move |tx| lock(&shared).advance(tx)).await;
+        match ran {
+            Ok(()) => committed += 1,
+            // Nothing was written yet: the request fails as a whole.
+            Err(error) if committed == 0 => return Err(Error::from(error).into()),
+            // Earlier slices stand: answer them, and the rest with the error.
+            Err(error) => {
+                let error = Error::from(error);
+                tracing::warn!(%error, "a bulk request stopped part-way; answering what was written");
+                let mut progress = lock(&progress);
+                progress.outcomes = kept;
+                progress.answer_rest(error);
+                break;
+            }
+        }
     }
-    Ok(respond(StatusCode::OK, &progress.response(), None))
+    let response = lock(&progress).response();
+    Ok(respond(StatusCode::OK, &response, None))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_a_refused_slice_held_are_answered_with_its_error() {
+        let body = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+            "Operations": [
+                {"method": "POST", "path": "/Users", "bulkId": "u1", "data": {"userName": "a"}},
+                {"method": "POST", "path": "/Users", "bulkId": "u1", "data": {"userName": "b"}},
+                {"method": "DELETE", "path": "/Users/some-id"}
+            ]
+        });
+        let request = BulkRequest::parse(&body, 10).unwrap();
+        let context = CommandContext::new(events::Actor::System);
+        let base = BaseUrl("http://localhost/scim/v2".to_owned());
+        let mut progress =
+            Progress::new(request, "t".to_owned(), context, base, std::time::Duration::ZERO);
+        // The first operation ran in a slice that was kept.
+        progress.outcomes[0] = Some(Outcome {
+            method: "POST".to_owned(),
+            bulk_id: Some("u1".to_owned()),
+            location: Some("http://localhost/scim/v2/Users/x".to_owned()),
+            version: Some("W/\"1\"".to_owned()),
+            status: StatusCode::CREATED,
+            error: None,
+        });
+        progress.answer_rest(Error::Overloaded);
+        let response = progress.response();
+        let statuses: Vec<&str> = response["Operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|operation| operation["status"].as_str().unwrap())
+            .collect();
+        // The duplicate bulkId keeps its own failure; the DELETE never ran.
+        assert_eq!(statuses, ["201", "400", "503"]);
+        assert_eq!(response["Operations"][2]["method"], "DELETE");
+    }
 }

@@ -436,3 +436,93 @@ async fn a_large_bulk_request_yields_the_writer_between_slices() {
     assert!(batches >= 1000, "a thousand creates took {batches} writer command(s)");
     assert_eq!(scim.get("/Users?count=0").await.body["totalResults"], 1000);
 }
+
+/// Members of the group a cycle is broken at, as a GET shows them.
+async fn member_ids(scim: &Scim<'_>, id: &str) -> Vec<String> {
+    let group = scim.get(&format!("/Groups/{id}")).await.body;
+    let mut ids: Vec<String> = group["members"]
+        .as_array()
+        .map(|members| members.iter().map(|m| m["value"].as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_is_broken_inside_it_and_later_operations_see_its_members() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let pair = |members_of_g1: Value| {
+        json!([
+            {"method": "POST", "path": "/Groups", "bulkId": "g1",
+             "data": {"schemas": [GROUP], "displayName": "G1", "members": members_of_g1}},
+            {"method": "POST", "path": "/Groups", "bulkId": "g2",
+             "data": {"schemas": [GROUP], "displayName": "G2", "members": [{"value": "bulkId:g1"}]}}
+        ])
+    };
+
+    // A lone member object (read as a list of one) is deferred like a list.
+    let answer =
+        scim.post("/Bulk", bulk(pair(json!({"type": "Group", "value": "bulkId:g2"})))).await;
+    assert_eq!(statuses(&answer.body), ["201", "201"], "{}", answer.body);
+    let (g1, g2) = (id_of(&answer.body["Operations"][0]), id_of(&answer.body["Operations"][1]));
+    assert_eq!(member_ids(&scim, &g1).await, vec![g2.clone()]);
+    assert_eq!(member_ids(&scim, &g2).await, vec![g1.clone()]);
+    for id in [&g1, &g2] {
+        assert_eq!(scim.delete(&format!("/Groups/{id}")).await.status, 204);
+    }
+
+    // An operation on the group comes after its deferred members are in:
+    // the remove of all members leaves it empty, as in request order.
+    let mut operations = pair(json!([{"value": "bulkId:g2"}]));
+    operations.as_array_mut().unwrap().push(json!({"method": "PATCH", "path": "/Groups/bulkId:g1",
+        "data": {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                 "Operations": [{"op": "remove", "path": "members"}]}}));
+    let answer = scim.post("/Bulk", bulk(operations)).await;
+    assert_eq!(statuses(&answer.body), ["201", "201", "200"], "{}", answer.body);
+    let g1 = id_of(&answer.body["Operations"][0]);
+    assert_eq!(member_ids(&scim, &g1).await, Vec::<String>::new());
+    let version = |operation: &Value| operation["version"].as_str().unwrap().to_owned();
+    let read = scim.get(&format!("/Groups/{g1}")).await;
+    assert_eq!(read.headers["etag"].to_str().unwrap(), version(&answer.body["Operations"][2]));
+    for operation in answer.body["Operations"].as_array().unwrap().iter().take(2) {
+        scim.delete(&format!("/Groups/{}", id_of(operation))).await;
+    }
+
+    // failOnErrors stopping the request does not take a created group's
+    // deferred members away.
+    let mut operations = pair(json!([{"value": "bulkId:g2"}]));
+    operations.as_array_mut().unwrap().push(json!({"method": "PATCH", "path": "/Groups/bulkId:g2",
+        "data": {"Operations": [{"op": "replace", "path": "id", "value": "nope"}]}}));
+    let mut request = bulk(operations);
+    request["failOnErrors"] = json!(1);
+    let answer = scim.post("/Bulk", request).await;
+    assert_eq!(statuses(&answer.body), ["201", "201", "400"], "{}", answer.body);
+    let (g1, g2) = (id_of(&answer.body["Operations"][0]), id_of(&answer.body["Operations"][1]));
+    assert_eq!(member_ids(&scim, &g1).await, vec![g2.clone()]);
+    for id in [&g1, &g2] {
+        scim.delete(&format!("/Groups/{id}")).await;
+    }
+
+    // A group that only waits on a cycle of users (which cannot be broken)
+    // is not on that cycle: it fails with them instead of being created
+    // without its member.
+    let answer = scim
+        .post(
+            "/Bulk",
+            bulk(json!([
+                {"method": "POST", "path": "/Groups", "bulkId": "g3",
+                 "data": {"schemas": [GROUP], "displayName": "G3", "members": [{"value": "bulkId:u1"}]}},
+                {"method": "POST", "path": "/Users", "bulkId": "u1",
+                 "data": {"schemas": [USER, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"], "userName": "u1",
+                          "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"manager": {"value": "bulkId:u2"}}}},
+                {"method": "POST", "path": "/Users", "bulkId": "u2",
+                 "data": {"schemas": [USER, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"], "userName": "u2",
+                          "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"manager": {"value": "bulkId:u1"}}}}
+            ])),
+        )
+        .await;
+    assert_eq!(statuses(&answer.body), ["409", "409", "409"], "{}", answer.body);
+    assert_eq!(scim.get("/Groups").await.body["totalResults"], 0);
+    server.stop().await.unwrap();
+}
