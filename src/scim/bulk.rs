@@ -26,7 +26,6 @@ use axum::response::Response;
 use events::sqlite::SqliteTx;
 use events::{CommandContext, NestedError, RequestRecord};
 use projections::directory::schema::ResourceKind;
-use projections::directory::store;
 use serde_json::{Map, Value, json};
 
 use super::document::normalize;
@@ -851,24 +850,28 @@ impl Progress {
         }
         let context = self.context_of(operation);
         let (tenant, version) = (self.tenant.as_str(), operation.version.as_deref());
-        let run = |tx: &mut SqliteTx<'_>| -> Result<(StatusCode, String), Error> {
+        // Each write answers with the row it left (no version for a DELETE).
+        let run = |tx: &mut SqliteTx<'_>| -> Result<(StatusCode, String, Option<u64>), Error> {
             match (operation.method, id.clone()) {
                 (Method::Post, _) => {
-                    Ok((StatusCode::CREATED, create_from(tx, tenant, kind, &data, &context)?))
+                    let row = create_from(tx, tenant, kind, &data, &context)?;
+                    Ok((StatusCode::CREATED, row.id, Some(row.version)))
                 }
                 (Method::Put, Some(id)) => {
                     let edit = Edit::Replace(normalize(kind, &data)?, data);
-                    update(tx, Target { tenant, kind, id: &id }, version, edit, &context)?;
-                    Ok((StatusCode::OK, id))
+                    let row =
+                        update(tx, Target { tenant, kind, id: &id }, version, edit, &context)?;
+                    Ok((StatusCode::OK, id, Some(row.version)))
                 }
                 (Method::Patch, Some(id)) => {
                     let edit = Edit::Patch(data);
-                    update(tx, Target { tenant, kind, id: &id }, version, edit, &context)?;
-                    Ok((StatusCode::OK, id))
+                    let row =
+                        update(tx, Target { tenant, kind, id: &id }, version, edit, &context)?;
+                    Ok((StatusCode::OK, id, Some(row.version)))
                 }
                 (Method::Delete, Some(id)) => {
                     delete(tx, Target { tenant, kind, id: &id }, version, &context)?;
-                    Ok((StatusCode::NO_CONTENT, id))
+                    Ok((StatusCode::NO_CONTENT, id, None))
                 }
                 (_, None) => {
                     Err(Error::invalid_as(InvalidKind::Path, "the path names no resource"))
@@ -876,20 +879,15 @@ impl Progress {
             }
         };
         Ok(match transaction.nested(run) {
-            Ok((status, id)) => {
+            Ok((status, id, version)) => {
                 if let (Method::Post, Some(bulk_id)) = (operation.method, &operation.bulk_id) {
                     self.created.insert(bulk_id.clone(), id.clone());
                 }
-                let version = match operation.method {
-                    Method::Delete => None,
-                    _ => store::get(transaction.connection(), tenant, kind, &id)?
-                        .map(|row| render::etag(row.version)),
-                };
                 Outcome {
                     method,
                     bulk_id,
                     location: Some(self.base.resource(kind, &id)),
-                    version,
+                    version: version.map(render::etag),
                     status,
                     error: None,
                 }

@@ -566,15 +566,15 @@ pub(super) enum Edit {
     Patch(Value),
 }
 
-/// Creates a resource from a request body; returns its id.
+/// Creates a resource from a request body; returns it as written.
 pub(super) fn create_from(
     tx: &mut SqliteTx<'_>,
     tenant: &str,
     kind: ResourceKind,
     body: &Value,
     context: &CommandContext,
-) -> Result<String, Error> {
-    Ok(create(tx, tenant, kind, normalize(kind, body)?, context)?.0.id)
+) -> Result<ResourceRow, Error> {
+    Ok(create(tx, tenant, kind, normalize(kind, body)?, context)?.0)
 }
 
 /// Applies a PUT or PATCH to an existing resource, under its If-Match.

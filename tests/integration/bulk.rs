@@ -468,6 +468,12 @@ async fn a_cycle_is_broken_inside_it_and_later_operations_see_its_members() {
     let (g1, g2) = (id_of(&answer.body["Operations"][0]), id_of(&answer.body["Operations"][1]));
     assert_eq!(member_ids(&scim, &g1).await, vec![g2.clone()]);
     assert_eq!(member_ids(&scim, &g2).await, vec![g1.clone()]);
+    // Each answer's version is the ETag its resource has now (g1's after
+    // its deferred members were added).
+    for (operation, id) in [(0, &g1), (1, &g2)] {
+        let etag = scim.get(&format!("/Groups/{id}")).await.headers["etag"].clone();
+        assert_eq!(answer.body["Operations"][operation]["version"], etag.to_str().unwrap());
+    }
     for id in [&g1, &g2] {
         assert_eq!(scim.delete(&format!("/Groups/{id}")).await.status, 204);
     }
