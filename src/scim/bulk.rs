@@ -504,6 +504,8 @@ fn schedule(operations: &[Option<Operation>], failures: &mut [Option<Outcome>]) 
                 }
                 steps.push(Step::Settle(index));
             }
+            // Groups still waiting for members from those: add what did run.
+            steps.extend(adds.drain(..).map(|(group, _)| Step::AddDeferred(group)));
             break;
         };
         let waiting: BTreeSet<usize> =

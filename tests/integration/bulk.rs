@@ -530,5 +530,33 @@ async fn a_cycle_is_broken_inside_it_and_later_operations_see_its_members() {
         .await;
     assert_eq!(statuses(&answer.body), ["409", "409", "409"], "{}", answer.body);
     assert_eq!(scim.get("/Groups").await.body["totalResults"], 0);
+
+    // A broken cycle's group gets the deferred members whose operations
+    // ran, even when another of them then fails with a cycle of users.
+    let enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let answer = scim
+        .post(
+            "/Bulk",
+            bulk(json!([
+                {"method": "POST", "path": "/Groups", "bulkId": "g1",
+                 "data": {"schemas": [GROUP], "displayName": "G1",
+                          "members": [{"value": "bulkId:g2"}, {"value": "bulkId:g3"}]}},
+                {"method": "POST", "path": "/Groups", "bulkId": "g2",
+                 "data": {"schemas": [GROUP], "displayName": "G2", "members": [{"value": "bulkId:g1"}]}},
+                {"method": "POST", "path": "/Groups", "bulkId": "g3",
+                 "data": {"schemas": [GROUP], "displayName": "G3", "externalId": "bulkId:u1",
+                          "members": [{"value": "bulkId:g1"}]}},
+                {"method": "POST", "path": "/Users", "bulkId": "u1",
+                 "data": {"schemas": [USER, enterprise], "userName": "u1",
+                          enterprise: {"manager": {"value": "bulkId:u2"}}}},
+                {"method": "POST", "path": "/Users", "bulkId": "u2",
+                 "data": {"schemas": [USER, enterprise], "userName": "u2",
+                          enterprise: {"manager": {"value": "bulkId:u1"}}}}
+            ])),
+        )
+        .await;
+    assert_eq!(statuses(&answer.body), ["201", "201", "409", "409", "409"], "{}", answer.body);
+    let (g1, g2) = (id_of(&answer.body["Operations"][0]), id_of(&answer.body["Operations"][1]));
+    assert_eq!(member_ids(&scim, &g1).await, vec![g2]);
     server.stop().await.unwrap();
 }
