@@ -81,6 +81,9 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
     next.run(request).await
 }
 
+/// Tokens whose last stamp is remembered before old ones are forgotten.
+const TOUCHES_KEPT_MAX: usize = 4096;
+
 /// Writes "last used" through the writer, at most once per interval per
 /// token, without making the request wait for it.
 fn note_use(state: &AppState, token: &TokenRecord) {
@@ -93,6 +96,13 @@ fn note_use(state: &AppState, token: &TokenRecord) {
             .is_none_or(|last| now.duration_since(*last) >= state.config.token_touch_interval);
         if !due {
             return;
+        }
+        // Each OAuth grant is a new token id: forget stamps old enough that
+        // their tokens would be written again anyway, so the map stays the
+        // size of the tokens in use.
+        if touches.len() >= TOUCHES_KEPT_MAX {
+            let interval = state.config.token_touch_interval;
+            touches.retain(|_, last| now.duration_since(*last) < interval);
         }
         touches.insert(token.token_id.clone(), now);
     }

@@ -322,7 +322,12 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
         public_url: serve.public_url.clone(),
         patch_response_members_max: serve.patch_response_members_max,
         bulk_operations_max: serve.bulk_operations_max,
-        oauth_token_lifetime: Duration::from_secs(serve.oauth_token_lifetime_seconds.max(1)),
+        // Clamped to what a token may live at all, so the expiry stored and
+        // the `expires_in` answered always agree.
+        oauth_token_lifetime: Duration::from_secs(serve.oauth_token_lifetime_seconds.clamp(
+            1,
+            u64::try_from(tenancy::TOKEN_LIFETIME_DAYS_MAX * 24 * 3600).unwrap_or(u64::MAX),
+        )),
         ..ServerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

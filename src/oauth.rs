@@ -49,26 +49,71 @@ fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>
     // RFC 6749 section 2.3.1: both parts are form-urlencoded in the header.
     Some(pair.and_then(|pair| {
         let (id, secret) = pair.split_once(':').ok_or(())?;
-        let unescape = |text: &str| -> Result<String, ()> {
-            let pairs: Vec<(String, String)> =
-                serde_urlencoded::from_str(&format!("x={text}")).map_err(drop)?;
-            pairs.into_iter().next().map(|(_, value)| value).ok_or(())
-        };
-        Ok((unescape(id)?, unescape(secret)?))
+        Ok((form_unescape(id)?, form_unescape(secret)?))
     }))
+}
+
+/// Undoes application/x-www-form-urlencoded escaping of one value: `+` is
+/// a space, `%XY` a byte. A malformed escape, or bytes that are not UTF-8,
+/// are an error, never guessed at.
+fn form_unescape(text: &str) -> Result<String, ()> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.bytes();
+    while let Some(byte) = rest.next() {
+        bytes.push(match byte {
+            b'+' => b' ',
+            b'%' => {
+                let digit =
+                    |byte: Option<u8>| byte.and_then(|b| (b as char).to_digit(16)).ok_or(());
+                let (high, low) = (digit(rest.next())?, digit(rest.next())?);
+                u8::try_from(high * 16 + low).map_err(drop)?
+            }
+            other => other,
+        });
+    }
+    String::from_utf8(bytes).map_err(drop)
+}
+
+/// The form's fields; `None` when one is repeated (RFC 6749 section 3.2:
+/// parameters must not be included more than once).
+fn fields_once(form: Vec<(String, String)>) -> Option<HashMap<String, String>> {
+    let mut fields = HashMap::with_capacity(form.len());
+    for (name, value) in form {
+        if fields.insert(name, value).is_some() {
+            return None;
+        }
+    }
+    Some(fields)
+}
+
+/// Whether `client_id` has the shape rollcall gives client ids, so it can
+/// be logged: anything else (a secret pasted in the wrong field, a
+/// megabyte of junk) is not written to the log.
+fn loggable_client_id(client_id: &str) -> bool {
+    client_id.len() == tenancy::CLIENT_ID_PREFIX.len() + 26
+        && client_id.starts_with(tenancy::CLIENT_ID_PREFIX)
+        && client_id.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
 }
 
 pub async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
     request_id: Option<axum::Extension<RequestId>>,
-    form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
+    form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "the body must be application/x-www-form-urlencoded",
+            false,
+        );
+    };
+    let Some(form) = fields_once(form) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "a parameter is given more than once",
             false,
         );
     };
@@ -105,7 +150,18 @@ pub async fn token(
     let basic = from_header.is_some();
     let (client_id, client_secret) =
         match (from_header, form.get("client_id"), form.get("client_secret")) {
-            (Some(Ok(credentials)), _, None) => credentials,
+            // A body client_id beside Basic must name the same client.
+            (Some(Ok(credentials)), id, None) if id.is_none_or(|id| *id == credentials.0) => {
+                credentials
+            }
+            (Some(Ok(_)), _, None) => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "client_id in the body differs from the Basic credentials",
+                    true,
+                );
+            }
             (Some(Err(())), _, _) => {
                 return oauth_error(
                     StatusCode::UNAUTHORIZED,
@@ -168,7 +224,11 @@ pub async fn token(
             response
         }
         Ok(Err(ClientRefusal::InvalidClient)) => {
-            tracing::info!(client_id, "client credentials refused");
+            if loggable_client_id(&client_id) {
+                tracing::info!(client_id, "client credentials refused");
+            } else {
+                tracing::info!(client_id_length = client_id.len(), "client credentials refused");
+            }
             oauth_error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",

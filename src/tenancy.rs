@@ -23,6 +23,8 @@ pub const TENANT_NAME_LENGTH_MAX: usize = 63;
 pub const TOKEN_LABEL_LENGTH_MAX: usize = 200;
 /// The longest lifetime a token may be issued with (ten years).
 pub const TOKEN_LIFETIME_DAYS_MAX: i64 = 3650;
+/// What every OAuth client id starts with (a ULID follows).
+pub const CLIENT_ID_PREFIX: &str = "rcc_";
 /// Every secret starts with this, so secret scanners can recognise it.
 pub const SECRET_PREFIX: &str = "rc_";
 
@@ -216,7 +218,10 @@ pub fn register_client(
     let secret_sha256 = events::hash::to_hex(&secret_hash(secret.expose()));
     store.command(move |tx| {
         let tenant = tenant.resolve(tx.connection())?;
-        let client_id = format!("rcc_{}", ulid::Ulid::generate().to_string().to_ascii_lowercase());
+        let client_id = format!(
+            "{CLIENT_ID_PREFIX}{}",
+            ulid::Ulid::generate().to_string().to_ascii_lowercase()
+        );
         let event = Event::ClientRegistered(ClientRegistered {
             client_id: client_id.clone(),
             secret_sha256,
@@ -249,7 +254,8 @@ pub fn revoke_client(
         if client.revoked_at.is_some() {
             return Ok(Revoked::Already);
         }
-        for token in tenancy::live_tokens_of_client(tx.connection(), &client_id)? {
+        let now = events::time::now_millis();
+        for token in tenancy::live_tokens_of_client(tx.connection(), &client_id, &now)? {
             record_revocation(tx, &token, &context)?;
         }
         let stream = format!("client:{client_id}");
@@ -295,6 +301,18 @@ pub fn grant_client_credentials(
 ) -> Pending<Result<(TokenRecord, Secret), ClientRefusal>, Error> {
     let client_id = client_id.to_owned();
     let presented = secret_hash(client_secret);
+    // Refused on a read connection first: a flood of wrong credentials must
+    // never queue for the single writer that the identity providers' writes
+    // need. The writer checks again (a revocation may land in between).
+    let admitted = store.read(|connection| {
+        Ok(tenancy::client_by_id(connection, &client_id)?
+            .is_some_and(|client| client.revoked_at.is_none() && client.secret_sha256 == presented))
+    });
+    match admitted {
+        Ok(true) => {}
+        Ok(false) => return Pending::ready(Ok(Err(ClientRefusal::InvalidClient))),
+        Err(error) => return Pending::ready(Err(events::ExecuteError::Command(error))),
+    }
     let secret = match new_secret() {
         Ok(secret) => secret,
         Err(error) => return Pending::ready(Err(events::ExecuteError::Command(error))),

@@ -157,16 +157,21 @@ pub fn list_clients(
     .map_err(ProjectionError::storage("listing OAuth clients"))
 }
 
-/// The live (unrevoked) tokens issued to an OAuth client.
+/// A client's tokens that still work at `now` (neither revoked nor
+/// expired: a client that took a token an hour for a year has 8,760, and
+/// revoking it should not record 8,760 revocations of dead ones). Times
+/// are fixed-width UTC text, so they compare as strings.
 pub fn live_tokens_of_client(
     connection: &Connection,
     client_id: &str,
+    now: &str,
 ) -> Result<Vec<TokenRecord>, ProjectionError> {
     connection
         .prepare_cached(&format!(
-            "SELECT {TOKEN_COLUMNS} WHERE t.client_id = ?1 AND t.revoked_at IS NULL"
+            "SELECT {TOKEN_COLUMNS} WHERE t.client_id = ?1 AND t.revoked_at IS NULL \
+             AND (t.expires_at IS NULL OR t.expires_at > ?2)"
         ))
-        .and_then(|mut statement| statement.query_map([client_id], token_from_row)?.collect())
+        .and_then(|mut statement| statement.query_map([client_id, now], token_from_row)?.collect())
         .map_err(ProjectionError::storage("listing a client's tokens"))
 }
 

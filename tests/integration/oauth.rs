@@ -2,10 +2,11 @@
 //! the token endpoint and its errors (section 5.2), and access tokens that
 //! work on /scim/v2 like issued ones and expire on time.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine;
-use events::{Actor, CommandContext};
+use events::{Actor, CommandContext, EventLog};
 use rollcall::server::ServerConfig;
 use rollcall::tenancy::{self, TenantRef};
 use serde_json::Value;
@@ -110,6 +111,7 @@ async fn refusals_follow_rfc_6749() {
     let server = TestServer::start().await;
     let (client_id, secret) = register(&server).await;
     let head = events::EventLog::head(server.store.log()).unwrap();
+    let junk = format!("{secret}&junk=1");
     let cases: Vec<Case<'_>> = vec![
         (
             vec![
@@ -151,7 +153,42 @@ async fn refusals_follow_rfc_6749() {
             400,
             "invalid_scope",
         ),
+        // RFC 6749 3.2: a parameter given twice.
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("grant_type", "client_credentials"),
+                ("client_id", &client_id),
+                ("client_secret", &secret),
+            ],
+            None,
+            400,
+            "invalid_request",
+        ),
+        // Basic names one client, the body another.
+        (
+            vec![("grant_type", "client_credentials"), ("client_id", "rcc_other")],
+            Some((&client_id, &secret)),
+            400,
+            "invalid_request",
+        ),
+        // Basic credentials are form-urlencoded: an unescaped "&" is not
+        // the end of the secret.
+        (
+            vec![("grant_type", "client_credentials")],
+            Some((&client_id, &junk)),
+            401,
+            "invalid_client",
+        ),
+        (
+            vec![("grant_type", "client_credentials")],
+            Some((&client_id, "%zz")),
+            401,
+            "invalid_client",
+        ),
     ];
+    let writes = server.store.log().stats().commands_committed.load(Ordering::Relaxed)
+        + server.store.log().stats().commands_rolled_back.load(Ordering::Relaxed);
     for (form, basic, status, error) in cases {
         let (got, headers, body) = token_request(&server, &form, basic).await;
         assert_eq!((got, body["error"].as_str()), (status, Some(error)), "{form:?} {body}");
@@ -174,6 +211,16 @@ async fn refusals_follow_rfc_6749() {
         head,
         "refusals record nothing"
     );
+    // ... and wrong credentials never queue for the writer.
+    let after = server.store.log().stats().commands_committed.load(Ordering::Relaxed)
+        + server.store.log().stats().commands_rolled_back.load(Ordering::Relaxed);
+    assert_eq!(after, writes, "refusals reach no writer command");
+    // Percent-encoded Basic credentials are decoded.
+    let escaped = client_id.replace('_', "%5F");
+    let (status, _, body) =
+        token_request(&server, &[("grant_type", "client_credentials")], Some((&escaped, &secret)))
+            .await;
+    assert_eq!(status, 200, "{body}");
     server.stop().await.unwrap();
 }
 
@@ -197,9 +244,19 @@ async fn access_tokens_expire_on_time_and_die_with_their_client() {
 
     let (_, _, body) = token_request(&server, &grant, None).await;
     let fresh = body["access_token"].as_str().unwrap().to_owned();
+    let revocations = |server: &TestServer| {
+        server
+            .store
+            .log()
+            .read_forward(0, None)
+            .filter(|event| event.as_ref().unwrap().event_type == "TokenRevoked")
+            .count()
+    };
     tenancy::revoke_client(&server.store, &client_id, CommandContext::new(Actor::System))
         .await
         .unwrap();
+    // Only the live token is revoked; the expired one needs no event.
+    assert_eq!(revocations(&server), 1);
     assert_eq!(
         server.get("/scim/v2/Users", Some(&fresh)).await.status(),
         401,
