@@ -32,6 +32,22 @@ fn statuses(response: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// A POST of a new group whose members are other operations' bulkIds.
+fn new_group(bulk_id: &str, name: &str, members: &[&str]) -> Value {
+    let members: Vec<Value> =
+        members.iter().map(|member| json!({"value": format!("bulkId:{member}")})).collect();
+    json!({"method": "POST", "path": "/Groups", "bulkId": bulk_id,
+           "data": {"schemas": [GROUP], "displayName": name, "members": members}})
+}
+
+/// A POST of a new user whose manager is another operation's user.
+fn new_user_managed_by(bulk_id: &str, manager: &str) -> Value {
+    let enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    json!({"method": "POST", "path": "/Users", "bulkId": bulk_id,
+           "data": {"schemas": [USER, enterprise], "userName": bulk_id,
+                    enterprise: {"manager": {"value": format!("bulkId:{manager}")}}}})
+}
+
 /// The id at the end of an operation's location.
 fn id_of(operation: &Value) -> String {
     operation["location"].as_str().unwrap().rsplit('/').next().unwrap().to_owned()
@@ -112,14 +128,7 @@ async fn circular_references_between_new_groups_are_resolved() {
     let answer = scim
         .post(
             "/Bulk",
-            bulk(json!([
-                {"method": "POST", "path": "/Groups", "bulkId": "a",
-                 "data": {"schemas": [GROUP], "displayName": "Group A",
-                          "members": [{"type": "Group", "value": "bulkId:b"}]}},
-                {"method": "POST", "path": "/Groups", "bulkId": "b",
-                 "data": {"schemas": [GROUP], "displayName": "Group B",
-                          "members": [{"type": "Group", "value": "bulkId:a"}]}}
-            ])),
+            bulk(json!([new_group("a", "Group A", &["b"]), new_group("b", "Group B", &["a"])])),
         )
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -353,15 +362,7 @@ async fn a_broken_cycle_keeps_its_groups_and_drops_nothing_silently() {
     let answer = scim
         .post(
             "/Bulk",
-            bulk(json!([
-                {"method": "POST", "path": "/Groups", "bulkId": "g1",
-                 "data": {"schemas": [GROUP], "displayName": "G1",
-                          "members": [{"type": "Group", "value": "bulkId:g2"},
-                                      {"type": "Group", "value": "bulkId:typo"}]}},
-                {"method": "POST", "path": "/Groups", "bulkId": "g2",
-                 "data": {"schemas": [GROUP], "displayName": "G2",
-                          "members": [{"type": "Group", "value": "bulkId:g1"}]}}
-            ])),
+            bulk(json!([new_group("g1", "G1", &["g2", "typo"]), new_group("g2", "G2", &["g1"])])),
         )
         .await;
     assert_eq!(statuses(&answer.body), ["409", "409"], "{}", answer.body);
@@ -375,12 +376,8 @@ async fn a_broken_cycle_keeps_its_groups_and_drops_nothing_silently() {
         .post(
             "/Bulk",
             bulk(json!([
-                {"method": "POST", "path": "/Groups", "bulkId": "a",
-                 "data": {"schemas": [GROUP], "displayName": "A",
-                          "members": [{"type": "Group", "value": "bulkId:b"}]}},
-                {"method": "POST", "path": "/Groups", "bulkId": "b",
-                 "data": {"schemas": [GROUP], "displayName": "B",
-                          "members": [{"type": "Group", "value": "bulkId:a"}]}},
+                new_group("a", "A", &["b"]),
+                new_group("b", "B", &["a"]),
                 {"method": "DELETE", "path": "/Groups/bulkId:a"}
             ])),
         )
@@ -388,17 +385,7 @@ async fn a_broken_cycle_keeps_its_groups_and_drops_nothing_silently() {
     assert_eq!(statuses(&answer.body), ["201", "201", "204"], "{}", answer.body);
 
     let answer = scim
-        .post(
-            "/Bulk",
-            bulk(json!([
-                {"method": "POST", "path": "/Groups", "bulkId": "c",
-                 "data": {"schemas": [GROUP], "displayName": "C",
-                          "members": [{"type": "Group", "value": "bulkId:d"}]}},
-                {"method": "POST", "path": "/Groups", "bulkId": "d",
-                 "data": {"schemas": [GROUP], "displayName": "D",
-                          "members": [{"type": "Group", "value": "bulkId:c"}]}}
-            ])),
-        )
+        .post("/Bulk", bulk(json!([new_group("c", "C", &["d"]), new_group("d", "D", &["c"])])))
         .await;
     let c = id_of(&answer.body["Operations"][0]);
     let tenant = server.store.log().read_forward(0, None).last().unwrap().unwrap().tenant;
@@ -456,8 +443,7 @@ async fn a_cycle_is_broken_inside_it_and_later_operations_see_its_members() {
         json!([
             {"method": "POST", "path": "/Groups", "bulkId": "g1",
              "data": {"schemas": [GROUP], "displayName": "G1", "members": members_of_g1}},
-            {"method": "POST", "path": "/Groups", "bulkId": "g2",
-             "data": {"schemas": [GROUP], "displayName": "G2", "members": [{"value": "bulkId:g1"}]}}
+            new_group("g2", "G2", &["g1"])
         ])
     };
 
@@ -517,14 +503,9 @@ async fn a_cycle_is_broken_inside_it_and_later_operations_see_its_members() {
         .post(
             "/Bulk",
             bulk(json!([
-                {"method": "POST", "path": "/Groups", "bulkId": "g3",
-                 "data": {"schemas": [GROUP], "displayName": "G3", "members": [{"value": "bulkId:u1"}]}},
-                {"method": "POST", "path": "/Users", "bulkId": "u1",
-                 "data": {"schemas": [USER, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"], "userName": "u1",
-                          "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"manager": {"value": "bulkId:u2"}}}},
-                {"method": "POST", "path": "/Users", "bulkId": "u2",
-                 "data": {"schemas": [USER, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"], "userName": "u2",
-                          "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"manager": {"value": "bulkId:u1"}}}}
+                new_group("g3", "G3", &["u1"]),
+                new_user_managed_by("u1", "u2"),
+                new_user_managed_by("u2", "u1")
             ])),
         )
         .await;
@@ -533,25 +514,18 @@ async fn a_cycle_is_broken_inside_it_and_later_operations_see_its_members() {
 
     // A broken cycle's group gets the deferred members whose operations
     // ran, even when another of them then fails with a cycle of users.
-    let enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let mut g3 = new_group("g3", "G3", &["g1"]);
+    // Waiting on u1 otherwise than as a member: g3 cannot be broken at.
+    g3["data"]["externalId"] = json!("bulkId:u1");
     let answer = scim
         .post(
             "/Bulk",
             bulk(json!([
-                {"method": "POST", "path": "/Groups", "bulkId": "g1",
-                 "data": {"schemas": [GROUP], "displayName": "G1",
-                          "members": [{"value": "bulkId:g2"}, {"value": "bulkId:g3"}]}},
-                {"method": "POST", "path": "/Groups", "bulkId": "g2",
-                 "data": {"schemas": [GROUP], "displayName": "G2", "members": [{"value": "bulkId:g1"}]}},
-                {"method": "POST", "path": "/Groups", "bulkId": "g3",
-                 "data": {"schemas": [GROUP], "displayName": "G3", "externalId": "bulkId:u1",
-                          "members": [{"value": "bulkId:g1"}]}},
-                {"method": "POST", "path": "/Users", "bulkId": "u1",
-                 "data": {"schemas": [USER, enterprise], "userName": "u1",
-                          enterprise: {"manager": {"value": "bulkId:u2"}}}},
-                {"method": "POST", "path": "/Users", "bulkId": "u2",
-                 "data": {"schemas": [USER, enterprise], "userName": "u2",
-                          enterprise: {"manager": {"value": "bulkId:u1"}}}}
+                new_group("g1", "G1", &["g2", "g3"]),
+                new_group("g2", "G2", &["g1"]),
+                g3,
+                new_user_managed_by("u1", "u2"),
+                new_user_managed_by("u2", "u1")
             ])),
         )
         .await;
