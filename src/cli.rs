@@ -24,6 +24,7 @@ use projections::tenancy as tenancy_projection;
 
 use crate::server::{AppState, ServerConfig};
 use crate::store::Store;
+use crate::sync::settings::Setting;
 use crate::tenancy::{self, Revoked, TenantRef, TokenRequest};
 
 /// rollcall: an event-sourced SCIM 2.0 provisioning engine.
@@ -74,6 +75,85 @@ pub enum Command {
     },
     /// Walk the hash chain and name the first event that does not match.
     Verify(VerifyArgs),
+    /// Synchronize pending directory changes into the members, or preview
+    /// them (`--preview`); `sync history`, `sync approve RUN`, `sync reject RUN`.
+    Sync(SyncArgs),
+    /// Show or set a tenant's attribute mapping (JSON; docs/api.md).
+    Mapping {
+        #[command(subcommand)]
+        command: SettingCommand,
+    },
+    /// Show or set a tenant's group-to-role bindings (JSON; docs/api.md).
+    Roles {
+        #[command(subcommand)]
+        command: SettingCommand,
+    },
+    /// Show or set a tenant's Synchronize settings: daily schedule,
+    /// deprovisioning safeguard, grace before purge (JSON; docs/api.md).
+    Schedule {
+        #[command(subcommand)]
+        command: SettingCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SyncArgs {
+    #[command(subcommand)]
+    pub command: Option<SyncCommand>,
+    #[arg(long, env = "ROLLCALL_TENANT")]
+    pub tenant: Option<String>,
+    /// Show what a run would do, and write nothing.
+    #[arg(long)]
+    pub preview: bool,
+    /// Preview items to skip and to show.
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// The tenant's runs, newest first.
+    History {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a run the safeguard held: runs Synchronize without it.
+    Approve {
+        run_id: String,
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+    },
+    /// Reject a held run: members stay as they are, the changes pending.
+    Reject {
+        run_id: String,
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SettingCommand {
+    /// Print the current value (the default until one is set) as JSON.
+    Show {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+    },
+    /// Set it from a JSON file (`-` reads standard input).
+    Set {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +204,10 @@ pub struct ServeArgs {
     /// Log lines as human text or as JSON objects.
     #[arg(long, env = "ROLLCALL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Seconds between the scheduler's checks for due daily runs; 0 turns
+    /// the daily runs off in this process.
+    #[arg(long, env = "ROLLCALL_SCHEDULER_INTERVAL_SECONDS", default_value_t = 60)]
+    pub scheduler_interval_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -256,7 +340,7 @@ fn open_store_read_only(settings: &Settings) -> anyhow::Result<Store> {
         .with_context(|| format!("opening the database {} to read it", settings.db.display()))
 }
 
-fn cli_context() -> CommandContext {
+pub(crate) fn cli_context() -> CommandContext {
     let user = std::env::var("USER").ok().or_else(|| std::env::var("LOGNAME").ok());
     CommandContext::new(Actor::Cli { user })
 }
@@ -301,7 +385,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // repair the guards whose absence it is there to report.
             verify_command(&open_store_read_only(&settings)?, &verify)
         }
+        Command::Sync(sync) => {
+            init_logging("warn", LogFormat::Text);
+            let store = if sync.preview && sync.command.is_none() {
+                open_store_read_only(&settings)?
+            } else {
+                open_store(&settings)?
+            };
+            crate::sync::cli::sync_command(&store, sync)
+        }
+        Command::Mapping { command } => setting_command(&settings, Setting::Mapping, command),
+        Command::Roles { command } => setting_command(&settings, Setting::Roles, command),
+        Command::Schedule { command } => setting_command(&settings, Setting::Sync, command),
     }
+}
+
+fn setting_command(
+    settings: &Settings,
+    setting: Setting,
+    command: SettingCommand,
+) -> anyhow::Result<ExitCode> {
+    init_logging("warn", LogFormat::Text);
+    let store = match command {
+        SettingCommand::Show { .. } => open_store_read_only(settings)?,
+        SettingCommand::Set { .. } => open_store(settings)?,
+    };
+    crate::sync::cli::setting_command(&store, setting, command)
 }
 
 fn describe_db(path: &Path, existed: bool) -> String {
@@ -341,6 +450,13 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
         let bound = listener.local_addr().context("reading the bound address")?;
         eprintln!("rollcall: listening on http://{bound}  (SCIM base URL http://{bound}/scim/v2)");
         tracing::info!(%bound, "listening");
+        if serve.scheduler_interval_seconds > 0 {
+            tokio::spawn(crate::sync::scheduler::run_forever(
+                store.clone(),
+                Arc::new(crate::sync::scheduler::SystemClock),
+                Duration::from_secs(serve.scheduler_interval_seconds),
+            ));
+        }
         crate::server::run(listener, AppState::new(store, config), shutdown_signal())
             .await
             .context("serving HTTP")

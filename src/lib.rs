@@ -27,4 +27,5 @@ pub mod oauth;
 pub mod scim;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod tenancy;

@@ -136,15 +136,15 @@ pub async fn token(
             );
         }
     }
-    if let Some(scope) = form.get("scope") {
-        if !scope.split_whitespace().all(|item| item == "scim") {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_scope",
-                "the only scope is scim",
-                false,
-            );
-        }
+    if let Some(scope) = form.get("scope")
+        && !scope.split_whitespace().all(|item| item == "scim")
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "the only scope is scim",
+            false,
+        );
     }
     let from_header = basic_credentials(&headers);
     let basic = from_header.is_some();

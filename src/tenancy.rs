@@ -142,13 +142,13 @@ pub fn issue_token(
     context: CommandContext,
 ) -> Pending<(TokenRecord, Secret), Error> {
     let prepared = (|| {
-        if let Some(label) = &request.label {
-            if label.chars().count() > TOKEN_LABEL_LENGTH_MAX || label.chars().any(char::is_control)
-            {
-                return Err(Error::invalid(format!(
-                    "a token label is at most {TOKEN_LABEL_LENGTH_MAX} printable characters"
-                )));
-            }
+        if let Some(label) = &request.label
+            && (label.chars().count() > TOKEN_LABEL_LENGTH_MAX
+                || label.chars().any(char::is_control))
+        {
+            return Err(Error::invalid(format!(
+                "a token label is at most {TOKEN_LABEL_LENGTH_MAX} printable characters"
+            )));
         }
         let expires_at = match request.lifetime {
             None => None,
@@ -201,13 +201,13 @@ pub fn register_client(
     label: Option<String>,
     context: CommandContext,
 ) -> Pending<(ClientRecord, Secret), Error> {
-    if let Some(label) = &label {
-        if label.chars().count() > TOKEN_LABEL_LENGTH_MAX || label.chars().any(char::is_control) {
-            let error = Error::invalid(format!(
-                "a client label is at most {TOKEN_LABEL_LENGTH_MAX} printable characters"
-            ));
-            return Pending::ready(Err(events::ExecuteError::Command(error)));
-        }
+    if let Some(label) = &label
+        && (label.chars().count() > TOKEN_LABEL_LENGTH_MAX || label.chars().any(char::is_control))
+    {
+        let error = Error::invalid(format!(
+            "a client label is at most {TOKEN_LABEL_LENGTH_MAX} printable characters"
+        ));
+        return Pending::ready(Err(events::ExecuteError::Command(error)));
     }
     let secret = match new_secret() {
         Ok(secret) => {

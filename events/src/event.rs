@@ -210,6 +210,187 @@ pub struct GroupDeleted {
     pub group_id: String,
 }
 
+/// A tenant's attribute mapping was set: which SCIM attribute fills which
+/// member property, and how. Stream `config:mapping`. The mapping is kept
+/// as the admin gave it (validated), so a replay applies the same rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributeMappingChanged {
+    pub mapping: Value,
+}
+
+/// A tenant's group-to-role bindings were set. Stream `config:roles`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleBindingChanged {
+    pub bindings: Value,
+}
+
+/// A tenant's Synchronize settings were set: the daily schedule, the
+/// deprovisioning safeguard and the grace before a leaver is purged.
+/// Stream `config:sync`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleChanged {
+    pub settings: Value,
+}
+
+/// A provisioned user became a member of the application. Stream
+/// `member:<member_id>`. `properties` are the mapped properties as applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberJoined {
+    pub member_id: String,
+    pub user_id: String,
+    pub external_id: Option<String>,
+    pub user_name: String,
+    pub properties: serde_json::Map<String, Value>,
+    pub roles: Vec<String>,
+}
+
+/// One property's value before and after a change (`null`: absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PropertyChange {
+    pub from: Value,
+    pub to: Value,
+}
+
+/// A member's mapped properties changed (only those that did), or the
+/// SCIM user it comes from was renamed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberUpdated {
+    pub member_id: String,
+    pub changes: std::collections::BTreeMap<String, PropertyChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+}
+
+/// A member's roles were recomputed from its groups and changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRolesChanged {
+    pub member_id: String,
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+}
+
+/// A member was disabled (its user was deactivated). The application
+/// revokes the member's sessions when `revoke_sessions` says so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberDisabled {
+    pub member_id: String,
+    pub revoke_sessions: bool,
+}
+
+/// A disabled member was enabled again (its user was reactivated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEnabled {
+    pub member_id: String,
+}
+
+/// A member left (its user was deleted). Until `grace_until` a user
+/// re-created with the same externalId restores the same member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberLeft {
+    pub member_id: String,
+    pub grace_until: String,
+}
+
+/// A member that had left came back within its grace: a new SCIM user with
+/// the same externalId now stands behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRestored {
+    pub member_id: String,
+    pub user_id: String,
+    pub user_name: String,
+}
+
+/// A leaver's grace ended: its personal properties are dropped from the
+/// member directory (the log keeps what it recorded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberPurged {
+    pub member_id: String,
+}
+
+/// The application changed a member's app-owned properties (never mapped
+/// ones): `null` in `to` removes one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAppPropertiesChanged {
+    pub member_id: String,
+    pub changes: std::collections::BTreeMap<String, PropertyChange>,
+}
+
+/// A pending change of one user could not be applied at a Synchronize
+/// (a value the mapping does not allow, say), or was held by the
+/// deprovisioning safeguard. Stream `sync:<run_id>`. The change stays
+/// pending until a later run applies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberChangeDeferred {
+    pub run_id: String,
+    pub user_id: String,
+    /// `rejected` or `held`.
+    pub reason: String,
+    pub detail: String,
+}
+
+/// A Synchronize run began. Stream `sync:<run_id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStarted {
+    pub run_id: String,
+    /// `manual` (the admin API or console), `cli`, `scheduled` or
+    /// `approval` (applying a held run).
+    pub trigger: String,
+    /// The member checkpoint the run starts from.
+    pub from_position: u64,
+    /// The log position whose directory state the run applies.
+    pub to_position: u64,
+    /// Set when the deprovisioning safeguard holds this run's disables and
+    /// leaves: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_reason: Option<String>,
+    /// For a scheduled run: the scheduled instant it is for (so the
+    /// scheduler never runs one instant twice, whatever the clocks say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<String>,
+}
+
+/// A batch of a run was applied (its member events are in the same
+/// transaction): a crash resumes after `through_user`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncBatchApplied {
+    pub run_id: String,
+    pub through_user: String,
+    pub counts: Value,
+}
+
+/// A run ended: the member checkpoint moves to `position`. `status` is
+/// `completed`, or `held` when the safeguard held its deprovisioning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncCompleted {
+    pub run_id: String,
+    pub status: String,
+    pub position: u64,
+    pub counts: Value,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_reason: Option<String>,
+}
+
+/// A run stopped on an error; nothing after its last batch was applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncFailed {
+    pub run_id: String,
+    pub error: String,
+}
+
+/// An admin decided on a held run: `approved` (its held changes were
+/// applied by the run named in `applied_by`) or `rejected` (they stay
+/// pending and members are untouched).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncDecided {
+    pub run_id: String,
+    pub decision: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_by: Option<String>,
+}
+
 macro_rules! events {
     ($($name:ident = $version:literal),* $(,)?) => {
         /// Every fact rollcall records. The variant name is the stored event
@@ -274,6 +455,24 @@ events! {
     GroupMembersAdded = 1,
     GroupMembersRemoved = 1,
     GroupDeleted = 1,
+    AttributeMappingChanged = 1,
+    RoleBindingChanged = 1,
+    ScheduleChanged = 1,
+    MemberJoined = 1,
+    MemberUpdated = 1,
+    MemberRolesChanged = 1,
+    MemberDisabled = 1,
+    MemberEnabled = 1,
+    MemberLeft = 1,
+    MemberRestored = 1,
+    MemberPurged = 1,
+    MemberAppPropertiesChanged = 1,
+    MemberChangeDeferred = 1,
+    SyncStarted = 1,
+    SyncBatchApplied = 1,
+    SyncCompleted = 1,
+    SyncFailed = 1,
+    SyncDecided = 1,
 }
 
 impl Event {

@@ -9,6 +9,8 @@
 //!
 //! * [`directory`] is the SCIM directory; today its shared filter AST.
 //! * [`schema`] creates the projection tables beside the events table.
+//! * [`members`] is the member directory the application reads, with the
+//!   Synchronize runs, checkpoints and settings that drive it.
 //! * [`tenancy`] holds tenants and tokens: the lookup of a bearer token's
 //!   hash, the tenant list, the token list.
 //!
@@ -19,6 +21,7 @@
 
 pub mod directory;
 pub mod functions;
+pub mod members;
 pub mod schema;
 pub mod tenancy;
 
@@ -48,5 +51,6 @@ pub fn apply(
     event: &Event,
 ) -> Result<(), ProjectionError> {
     tenancy::apply(connection, recorded, event)?;
-    directory::store::apply(connection, recorded, event)
+    directory::store::apply(connection, recorded, event)?;
+    members::apply(connection, recorded, event)
 }

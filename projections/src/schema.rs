@@ -85,6 +85,81 @@ CREATE TABLE IF NOT EXISTS scim_members (
 ) STRICT, WITHOUT ROWID;
 
 CREATE INDEX IF NOT EXISTS scim_members_by_member ON scim_members (tenant_id, member_id);
+
+-- The member directory: what Synchronize applied. `properties` and
+-- `app_properties` are JSON objects, `roles` a JSON list.
+CREATE TABLE IF NOT EXISTS members (
+    tenant_id TEXT NOT NULL,
+    member_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    external_id TEXT,
+    user_name TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'disabled', 'left', 'purged')),
+    properties TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    app_properties TEXT NOT NULL,
+    joined_at TEXT NOT NULL,
+    left_at TEXT,
+    grace_until TEXT,
+    disabled_at TEXT,
+    revoke_sessions INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_position INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, member_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS members_by_user ON members (tenant_id, user_id);
+CREATE INDEX IF NOT EXISTS members_by_external_id ON members (tenant_id, external_id) WHERE external_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS members_by_status ON members (tenant_id, status);
+
+-- A tenant's mapping, role bindings and Synchronize settings, as last set.
+CREATE TABLE IF NOT EXISTS member_settings (
+    tenant_id TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('mapping', 'roles', 'sync')),
+    value TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, kind)
+) STRICT, WITHOUT ROWID;
+
+-- The log position the member directory reflects, per tenant.
+CREATE TABLE IF NOT EXISTS member_checkpoints (
+    tenant_id TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    run_id TEXT NOT NULL
+) STRICT;
+
+-- Users whose change the last run rejected or held: still pending.
+CREATE TABLE IF NOT EXISTS member_deferred (
+    tenant_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, user_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS sync_runs (
+    tenant_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    from_position INTEGER NOT NULL,
+    to_position INTEGER NOT NULL,
+    through_user TEXT,
+    counts TEXT NOT NULL,
+    duration_ms INTEGER,
+    held_reason TEXT,
+    error TEXT,
+    applied_by TEXT,
+    scheduled_for TEXT,
+    PRIMARY KEY (tenant_id, run_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS sync_runs_by_start ON sync_runs (tenant_id, started_at);
 "#;
 
 /// Creates the projection tables if they are missing. Run through the

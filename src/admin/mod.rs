@@ -1,10 +1,13 @@
 //! The admin API under /api/v1, for `admin`-scope tokens: the caller's
-//! tenant, and its tokens (list, issue, revoke).
+//! tenant, its tokens (list, issue, revoke), and (in [`provisioning`])
+//! Synchronize and the member directory.
 //!
 //! Every handler works within the caller's tenant only: a token id of
 //! another tenant is 404, exactly like one that does not exist. Handlers
 //! translate HTTP to the commands of [`crate::tenancy`] and back; they
 //! decide nothing themselves.
+
+pub mod provisioning;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Request, State};
@@ -28,6 +31,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/tenant", get(current_tenant))
         .route("/tokens", get(list_tokens).post(issue_token))
         .route("/tokens/{token_id}", delete(revoke_token))
+        .merge(provisioning::routes())
         .layer(middleware::from_fn_with_state(gate, require_token))
 }
 

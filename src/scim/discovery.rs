@@ -75,10 +75,10 @@ pub fn resource_type(base: &BaseUrl, name: &str) -> Option<Value> {
         "schema": schema,
         "meta": {"resourceType": "ResourceType", "location": format!("{}/ResourceTypes/{id}", base.0)}
     });
-    if !extensions.is_empty() {
-        if let Some(fields) = resource_type.as_object_mut() {
-            fields.insert("schemaExtensions".to_owned(), Value::Array(extensions));
-        }
+    if !extensions.is_empty()
+        && let Some(fields) = resource_type.as_object_mut()
+    {
+        fields.insert("schemaExtensions".to_owned(), Value::Array(extensions));
     }
     Some(resource_type)
 }

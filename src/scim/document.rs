@@ -120,31 +120,30 @@ fn normalize_urn_key(
     if known.clone().any(|schema| schema.id.eq_ignore_ascii_case(key)) {
         return normalize_schema_object(core, extensions, key, value, document);
     }
-    if let Some((prefix, name)) = key.rsplit_once(':') {
-        if let Some(schema) = known.clone().find(|schema| schema.id.eq_ignore_ascii_case(prefix)) {
-            if schema.id == core.id {
-                return normalize_top_level(core, name, value, document);
-            }
-            let mut wrapped = Map::new();
-            wrapped.insert(name.to_owned(), value.clone());
-            let mut attributes = Document::new();
-            normalize_schema_object(
-                core,
-                extensions,
-                schema.id,
-                &Value::Object(wrapped),
-                &mut attributes,
-            )?;
-            if let Some(Value::Object(new)) = attributes.remove(schema.id) {
-                let slot = document
-                    .entry(schema.id.to_owned())
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(existing) = slot {
-                    existing.extend(new);
-                }
-            }
-            return Ok(());
+    if let Some((prefix, name)) = key.rsplit_once(':')
+        && let Some(schema) = known.clone().find(|schema| schema.id.eq_ignore_ascii_case(prefix))
+    {
+        if schema.id == core.id {
+            return normalize_top_level(core, name, value, document);
         }
+        let mut wrapped = Map::new();
+        wrapped.insert(name.to_owned(), value.clone());
+        let mut attributes = Document::new();
+        normalize_schema_object(
+            core,
+            extensions,
+            schema.id,
+            &Value::Object(wrapped),
+            &mut attributes,
+        )?;
+        if let Some(Value::Object(new)) = attributes.remove(schema.id) {
+            let slot =
+                document.entry(schema.id.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(existing) = slot {
+                existing.extend(new);
+            }
+        }
+        return Ok(());
     }
     // Unknown names under the core schemas' URNs are not extensions.
     if key.to_ascii_lowercase().starts_with("urn:ietf:params:scim:schemas:core:") {

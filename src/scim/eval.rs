@@ -53,6 +53,54 @@ pub fn matches(
     evaluate(scope, element, filter)
 }
 
+/// The values a path selects in a User's canonical document, for the
+/// member attribute mapping: `[URN ":"] name ["[" filter "]"] ["." sub]`.
+///
+/// Elements of a multi-valued attribute are filtered by `filter` (with the
+/// same typed comparisons as everywhere else) and come with a `primary`
+/// one first, so "the email" of a user is its primary email when it has
+/// one. A bare name that no core attribute has is looked up in the
+/// extensions, as `resolve` does.
+pub fn select<'v>(
+    kind: ResourceKind,
+    document: &'v serde_json::Map<String, Value>,
+    path: &AttrPath,
+    filter: Option<&Filter>,
+) -> Vec<&'v Value> {
+    let in_map = |map: &'v serde_json::Map<String, Value>, name: &str| -> Option<&'v Value> {
+        map.get(name).or_else(|| {
+            map.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value)
+        })
+    };
+    let attribute = match &path.schema {
+        Some(urn) if !urn.eq_ignore_ascii_case(core_schema_id(kind)) => {
+            in_map(document, urn).and_then(|holder| field(holder, &path.name))
+        }
+        Some(_) => in_map(document, &path.name),
+        None => in_map(document, &path.name).or_else(|| {
+            document
+                .iter()
+                .filter(|(key, _)| key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:")))
+                .find_map(|(_, holder)| field(holder, &path.name))
+        }),
+    };
+    let mut elements = flatten(attribute);
+    if let Some(filter) = filter {
+        let whole = AttrPath { sub_attribute: None, ..path.clone() };
+        let definition = resolve(kind, &whole).map(|resolved| resolved.target().clone());
+        elements.retain(|element| evaluate(Scope::Element(definition.as_ref()), element, filter));
+    }
+    // Stable: among non-primary elements the document's order stays.
+    elements.sort_by_key(|element| field(element, "primary") != Some(&Value::Bool(true)));
+    match &path.sub_attribute {
+        Some(sub_attribute) => elements
+            .into_iter()
+            .flat_map(|element| flatten(field(element, sub_attribute)))
+            .collect(),
+        None => elements,
+    }
+}
+
 /// What the paths of a filter are relative to.
 #[derive(Debug, Clone, Copy)]
 enum Scope<'a> {
@@ -302,10 +350,10 @@ fn value_path(scope: Scope<'_>, element: &Value, path: &AttrPath, filter: &Filte
     let Some(Found { values, definition }) = lookup(scope, element, path) else {
         return false;
     };
-    if let Some(attribute) = &definition {
-        if !attribute.multi_valued || attribute.kind != AttributeType::Complex {
-            return false;
-        }
+    if let Some(attribute) = &definition
+        && (!attribute.multi_valued || attribute.kind != AttributeType::Complex)
+    {
+        return false;
     }
     let inner = Scope::Element(definition.as_ref());
     values.into_iter().any(|value| evaluate(inner, value, filter))

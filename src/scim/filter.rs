@@ -323,19 +323,19 @@ impl Parser {
             self.expect(&TokenKind::CloseBracket, "']'")?;
             self.depth -= 1;
             // Entra ID's `emails[type eq "work"].value eq "x"`.
-            if let Some(Token { kind: TokenKind::Word(word), offset }) = self.peek().cloned() {
-                if let Some(sub_attribute) = word.strip_prefix('.') {
-                    self.next += 1;
-                    let sub_path = attribute_path(sub_attribute)
-                        .map_err(|message| self.error_at(offset, message))?;
-                    if sub_path.schema.is_some() || sub_path.sub_attribute.is_some() {
-                        return Err(
-                            self.error_at(offset, format!("'{word}' is not a sub-attribute name"))
-                        );
-                    }
-                    let comparison = self.comparison(sub_path)?;
-                    inner = Filter::And(Box::new(inner), Box::new(comparison));
+            if let Some(Token { kind: TokenKind::Word(word), offset }) = self.peek().cloned()
+                && let Some(sub_attribute) = word.strip_prefix('.')
+            {
+                self.next += 1;
+                let sub_path = attribute_path(sub_attribute)
+                    .map_err(|message| self.error_at(offset, message))?;
+                if sub_path.schema.is_some() || sub_path.sub_attribute.is_some() {
+                    return Err(
+                        self.error_at(offset, format!("'{word}' is not a sub-attribute name"))
+                    );
                 }
+                let comparison = self.comparison(sub_path)?;
+                inner = Filter::And(Box::new(inner), Box::new(comparison));
             }
             return Ok(Filter::ValuePath { path, filter: Box::new(inner) });
         }

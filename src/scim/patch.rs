@@ -547,16 +547,16 @@ fn apply_custom_extension(
 /// A PATCH path, parsed: `[URN ":"] name ["." sub]` or
 /// `[URN ":"] name "[" filter "]" ["." sub]`.
 #[derive(Debug, Clone, PartialEq)]
-struct PatchPath {
-    schema: Option<String>,
-    name: String,
-    filter: Option<Filter>,
-    sub_attribute: Option<String>,
+pub(crate) struct PatchPath {
+    pub(crate) schema: Option<String>,
+    pub(crate) name: String,
+    pub(crate) filter: Option<Filter>,
+    pub(crate) sub_attribute: Option<String>,
 }
 
 /// Parses a path with the filter parser's own pieces: `attribute_path` for
 /// the names, `parse_filter` for what is between the brackets.
-fn parse_patch_path(text: &str) -> Result<PatchPath, Error> {
+pub(crate) fn parse_patch_path(text: &str) -> Result<PatchPath, Error> {
     let text = text.trim();
     let invalid = |detail: &str| {
         Error::invalid_as(InvalidKind::Path, format!("'{text}' is not a valid path: {detail}"))
@@ -654,11 +654,11 @@ enum Location {
 
 fn locate(kind: ResourceKind, path: &PatchPath) -> Result<Location, Error> {
     let core_id = kind.core_schema().id;
-    if let Some(urn) = &path.schema {
-        if starts_with_ignoring_case(urn, CORE_SCHEMA_PREFIX) && !urn.eq_ignore_ascii_case(core_id)
-        {
-            return Ok(Location::Unknown(format!("{urn} is not a schema of this resource")));
-        }
+    if let Some(urn) = &path.schema
+        && starts_with_ignoring_case(urn, CORE_SCHEMA_PREFIX)
+        && !urn.eq_ignore_ascii_case(core_id)
+    {
+        return Ok(Location::Unknown(format!("{urn} is not a schema of this resource")));
     }
     let attribute_path =
         AttrPath { schema: path.schema.clone(), name: path.name.clone(), sub_attribute: None };
@@ -798,10 +798,10 @@ fn container_mut<'d>(
 
 /// An extension left without attributes is no longer stored.
 fn drop_empty_container(document: &mut Document, container: &Container) {
-    if let Container::Extension(urn) = container {
-        if let Some(key) = existing_key(document, urn) {
-            drop_if_empty(document, &key);
-        }
+    if let Container::Extension(urn) = container
+        && let Some(key) = existing_key(document, urn)
+    {
+        drop_if_empty(document, &key);
     }
 }
 
@@ -1247,10 +1247,10 @@ fn remove_custom(container: &mut Map<String, Value>, name: &str, sub_attribute: 
             container.remove(&key);
         }
         Some(sub_attribute) => {
-            if let Some(Value::Object(object)) = container.get_mut(&key) {
-                if let Some(sub_key) = existing_key(object, sub_attribute) {
-                    object.remove(&sub_key);
-                }
+            if let Some(Value::Object(object)) = container.get_mut(&key)
+                && let Some(sub_key) = existing_key(object, sub_attribute)
+            {
+                object.remove(&sub_key);
             }
             drop_if_empty(container, &key);
         }

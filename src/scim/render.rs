@@ -199,10 +199,10 @@ fn select_below(value: &Value, below: &str, already: Option<&Value>) -> Value {
                 Some(Value::Object(existing)) => existing.clone(),
                 _ => Map::new(),
             };
-            if let Some(key) = find_key(fields, below) {
-                if let Some(inner) = fields.get(key) {
-                    out.insert(key.clone(), inner.clone());
-                }
+            if let Some(key) = find_key(fields, below)
+                && let Some(inner) = fields.get(key)
+            {
+                out.insert(key.clone(), inner.clone());
             }
             Value::Object(out)
         }

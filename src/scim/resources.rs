@@ -275,16 +275,16 @@ fn check_unique(
     own_id: Option<&str>,
 ) -> Result<(), Error> {
     let name = store::unique_name(kind, document);
-    if let Some(existing) = store::id_by_name(tx.connection(), tenant, kind, name)? {
-        if Some(existing.as_str()) != own_id {
-            let attribute = match kind {
-                ResourceKind::User => "userName",
-                ResourceKind::Group => "displayName",
-            };
-            return Err(Error::Duplicate {
-                message: format!("{attribute} {name:?} is already taken in this tenant"),
-            });
-        }
+    if let Some(existing) = store::id_by_name(tx.connection(), tenant, kind, name)?
+        && Some(existing.as_str()) != own_id
+    {
+        let attribute = match kind {
+            ResourceKind::User => "userName",
+            ResourceKind::Group => "displayName",
+        };
+        return Err(Error::Duplicate {
+            message: format!("{attribute} {name:?} is already taken in this tenant"),
+        });
     }
     Ok(())
 }
@@ -590,18 +590,18 @@ pub(super) fn update(
     let (document, recorded) = match edit {
         Edit::Replace(document, body) => (document, ScimChange::Put { body: redact(&body) }),
         Edit::Patch(body) => {
-            if kind == ResourceKind::Group {
-                if let Some(plan) = super::patch::membership_patch(&body)? {
-                    let skipped = &plan.member_operations;
-                    let patched =
-                        super::patch::apply_patch_except(kind, &row.document, &body, skipped)?;
-                    let document = normalize(kind, &Value::Object(patched))?;
-                    // Members reached the document some way the split did
-                    // not foresee, or the group adds itself: the whole-list
-                    // path decides (nothing is written yet).
-                    if !document.contains_key("members") && !plan.adds(&row.id) {
-                        return patch_members(tx, tenant, row, document, &body, plan, context);
-                    }
+            if kind == ResourceKind::Group
+                && let Some(plan) = super::patch::membership_patch(&body)?
+            {
+                let skipped = &plan.member_operations;
+                let patched =
+                    super::patch::apply_patch_except(kind, &row.document, &body, skipped)?;
+                let document = normalize(kind, &Value::Object(patched))?;
+                // Members reached the document some way the split did
+                // not foresee, or the group adds itself: the whole-list
+                // path decides (nothing is written yet).
+                if !document.contains_key("members") && !plan.adds(&row.id) {
+                    return patch_members(tx, tenant, row, document, &body, plan, context);
                 }
             }
             let before = with_members(tx, tenant, &row)?;

@@ -14,5 +14,6 @@ mod oauth;
 mod scim;
 mod sequences;
 mod server;
+mod synchronize;
 mod tidy;
 mod util;

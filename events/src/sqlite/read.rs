@@ -130,11 +130,12 @@ impl Iterator for Forward<'_> {
     type Item = Result<RecordedEvent, LogError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.page.is_empty() && !self.exhausted {
-            if let Err(error) = self.fill() {
-                self.exhausted = true;
-                return Some(Err(error));
-            }
+        if self.page.is_empty()
+            && !self.exhausted
+            && let Err(error) = self.fill()
+        {
+            self.exhausted = true;
+            return Some(Err(error));
         }
         let event = self.page.pop_front()?;
         Some(check(event, self.verify_hashes))

@@ -131,6 +131,8 @@ pub(crate) fn apply(
         | Event::TokenRevoked(_)
         | Event::ClientRegistered(_)
         | Event::ClientRevoked(_) => Ok(()),
+        // The member directory's and Synchronize's events.
+        _ => Ok(()),
     }
 }
 
@@ -465,4 +467,64 @@ pub fn groups_of(
                 .collect()
         })
         .map_err(ProjectionError::storage("reading a member's groups"))
+}
+
+/// Every id of `kind` in the tenant, in id order (what a full
+/// Synchronize walks).
+pub fn all_ids(
+    connection: &Connection,
+    tenant: &str,
+    kind: ResourceKind,
+) -> Result<Vec<String>, ProjectionError> {
+    connection
+        .prepare_cached(
+            "SELECT id FROM scim_resources WHERE tenant_id = ?1 AND kind = ?2 ORDER BY id",
+        )
+        .and_then(|mut statement| {
+            statement.query_map(params![tenant, kind_name(kind)], |row| row.get(0))?.collect()
+        })
+        .map_err(ProjectionError::storage("listing resource ids"))
+}
+
+/// The ids of the resources of `kind` with this externalId.
+pub fn ids_by_external_id(
+    connection: &Connection,
+    tenant: &str,
+    kind: ResourceKind,
+    external_id: &str,
+) -> Result<Vec<String>, ProjectionError> {
+    connection
+        .prepare_cached(
+            "SELECT id FROM scim_resources WHERE tenant_id = ?1 AND kind = ?2 AND external_id = ?3",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![tenant, kind_name(kind), external_id], |row| row.get(0))?
+                .collect()
+        })
+        .map_err(ProjectionError::storage("looking up resources by externalId"))
+}
+
+/// The users in a group, directly or through groups nested in it (each
+/// once, a cycle of groups followed once).
+pub fn users_under(
+    connection: &Connection,
+    tenant: &str,
+    group_id: &str,
+) -> Result<Vec<String>, ProjectionError> {
+    connection
+        .prepare_cached(
+            "WITH RECURSIVE nested (id) AS ( \
+                 SELECT ?2 \
+                 UNION \
+                 SELECT m.member_id FROM scim_members m JOIN nested n ON m.group_id = n.id \
+                 WHERE m.tenant_id = ?1 AND m.member_type = 'Group' \
+             ) \
+             SELECT DISTINCT m.member_id FROM scim_members m JOIN nested n ON m.group_id = n.id \
+             WHERE m.tenant_id = ?1 AND m.member_type = 'User'",
+        )
+        .and_then(|mut statement| {
+            statement.query_map(params![tenant, group_id], |row| row.get(0))?.collect()
+        })
+        .map_err(ProjectionError::storage("listing the users under a group"))
 }

@@ -1,0 +1,762 @@
+//! The member directory: what the application applied of the SCIM
+//! directory, folded from the member and Synchronize events.
+//!
+//! It owns the `members`, `member_settings`, `member_checkpoints`,
+//! `member_deferred` and `sync_runs` tables. Unlike the SCIM directory it
+//! advances only when a Synchronize appends member events; nothing here
+//! reads the SCIM tables, and nothing here decides: which member joins,
+//! changes or leaves is decided by the Synchronize in `src/sync` before the
+//! events are appended.
+
+use std::collections::BTreeMap;
+
+use events::event::{
+    AttributeMappingChanged, MemberAppPropertiesChanged, MemberChangeDeferred, MemberDisabled,
+    MemberEnabled, MemberJoined, MemberLeft, MemberPurged, MemberRestored, MemberRolesChanged,
+    MemberUpdated, PropertyChange, RoleBindingChanged, ScheduleChanged, SyncBatchApplied,
+    SyncCompleted, SyncDecided, SyncFailed, SyncStarted,
+};
+use events::{Event, Metadata, RecordedEvent};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::{Map, Value};
+
+use crate::ProjectionError;
+
+/// A member's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemberStatus {
+    Active,
+    Disabled,
+    /// Deleted in the IdP; restorable until its grace ends.
+    Left,
+    /// Left and past its grace: personal properties dropped.
+    Purged,
+}
+
+impl MemberStatus {
+    pub const ALL: [MemberStatus; 4] =
+        [MemberStatus::Active, MemberStatus::Disabled, MemberStatus::Left, MemberStatus::Purged];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Active => "active",
+            MemberStatus::Disabled => "disabled",
+            MemberStatus::Left => "left",
+            MemberStatus::Purged => "purged",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<MemberStatus> {
+        MemberStatus::ALL.into_iter().find(|status| status.as_str() == text)
+    }
+}
+
+/// A member as the application reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberRow {
+    pub member_id: String,
+    /// The SCIM user it comes from (the latest one, after a restore).
+    pub user_id: String,
+    pub external_id: Option<String>,
+    pub user_name: String,
+    pub status: MemberStatus,
+    pub properties: Map<String, Value>,
+    pub roles: Vec<String>,
+    pub app_properties: Map<String, Value>,
+    pub joined_at: String,
+    pub left_at: Option<String>,
+    pub grace_until: Option<String>,
+    pub disabled_at: Option<String>,
+    pub revoke_sessions: bool,
+    pub updated_at: String,
+    /// The member stream's version: the expected version of its next event.
+    pub version: u64,
+    /// The position of the last event applied to it.
+    pub last_position: u64,
+}
+
+/// A Synchronize run as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncRunRow {
+    pub run_id: String,
+    pub trigger: String,
+    pub actor: Value,
+    /// running, completed, held, failed, approved, rejected.
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub from_position: u64,
+    pub to_position: u64,
+    pub through_user: Option<String>,
+    pub counts: Value,
+    pub duration_ms: Option<u64>,
+    pub held_reason: Option<String>,
+    pub error: Option<String>,
+    pub applied_by: Option<String>,
+}
+
+/// A user whose change a run could not apply, or held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredRow {
+    pub user_id: String,
+    pub reason: String,
+    pub detail: String,
+    pub run_id: String,
+}
+
+fn sql_integer(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn json_text(value: &impl serde::Serialize) -> String {
+    // Maps and lists of strings and JSON values always serialise.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+pub(crate) fn apply(
+    connection: &Connection,
+    recorded: &RecordedEvent,
+    event: &Event,
+) -> Result<(), ProjectionError> {
+    let tenant = recorded.tenant.as_str();
+    match event {
+        Event::AttributeMappingChanged(AttributeMappingChanged { mapping }) => {
+            set_setting(connection, recorded, "mapping", mapping)
+        }
+        Event::RoleBindingChanged(RoleBindingChanged { bindings }) => {
+            set_setting(connection, recorded, "roles", bindings)
+        }
+        Event::ScheduleChanged(ScheduleChanged { settings }) => {
+            set_setting(connection, recorded, "sync", settings)
+        }
+        Event::MemberJoined(joined) => insert_member(connection, recorded, joined),
+        Event::MemberUpdated(MemberUpdated { member_id, changes, user_name, external_id }) => {
+            let properties =
+                changed_properties(connection, tenant, member_id, "properties", changes)?;
+            update_member(
+                connection,
+                recorded,
+                member_id,
+                "properties = ?3, user_name = coalesce(?4, user_name), external_id = coalesce(?5, external_id)",
+                params![properties, user_name, external_id],
+            )
+        }
+        Event::MemberAppPropertiesChanged(MemberAppPropertiesChanged { member_id, changes }) => {
+            let properties =
+                changed_properties(connection, tenant, member_id, "app_properties", changes)?;
+            update_member(
+                connection,
+                recorded,
+                member_id,
+                "app_properties = ?3",
+                params![properties],
+            )
+        }
+        Event::MemberRolesChanged(MemberRolesChanged { member_id, to, .. }) => {
+            update_member(connection, recorded, member_id, "roles = ?3", params![json_text(to)])
+        }
+        Event::MemberDisabled(MemberDisabled { member_id, revoke_sessions }) => update_member(
+            connection,
+            recorded,
+            member_id,
+            "status = 'disabled', disabled_at = ?3, revoke_sessions = ?4",
+            params![recorded.recorded_at, revoke_sessions],
+        ),
+        Event::MemberEnabled(MemberEnabled { member_id }) => update_member(
+            connection,
+            recorded,
+            member_id,
+            "status = 'active', disabled_at = NULL, revoke_sessions = 0",
+            params![],
+        ),
+        Event::MemberLeft(MemberLeft { member_id, grace_until }) => update_member(
+            connection,
+            recorded,
+            member_id,
+            "status = 'left', left_at = ?3, grace_until = ?4, revoke_sessions = 1",
+            params![recorded.recorded_at, grace_until],
+        ),
+        Event::MemberRestored(MemberRestored { member_id, user_id, user_name }) => update_member(
+            connection,
+            recorded,
+            member_id,
+            "status = 'active', user_id = ?3, user_name = ?4, left_at = NULL, grace_until = NULL, \
+             disabled_at = NULL, revoke_sessions = 0",
+            params![user_id, user_name],
+        ),
+        // Personal values go; the member's id, its times and the fact that
+        // it was a member stay, so joiners-and-leavers still count it.
+        Event::MemberPurged(MemberPurged { member_id }) => update_member(
+            connection,
+            recorded,
+            member_id,
+            "status = 'purged', user_name = '', external_id = NULL, properties = '{}', \
+             app_properties = '{}', roles = '[]'",
+            params![],
+        ),
+        Event::MemberChangeDeferred(MemberChangeDeferred { run_id, user_id, reason, detail }) => {
+            connection
+                .prepare_cached(
+                    "INSERT INTO member_deferred (tenant_id, user_id, reason, detail, run_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
+                     reason = excluded.reason, detail = excluded.detail, run_id = excluded.run_id",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![tenant, user_id, reason, detail, run_id])
+                })
+                .map(drop)
+                .map_err(ProjectionError::storage("projecting MemberChangeDeferred"))
+        }
+        Event::SyncStarted(SyncStarted {
+            run_id,
+            trigger,
+            from_position,
+            to_position,
+            held_reason,
+            scheduled_for,
+        }) => {
+            let actor = serde_json::from_str::<Metadata>(&recorded.metadata)
+                .map(|metadata| json_text(&metadata.actor))
+                .unwrap_or_else(|_| "null".to_owned());
+            connection
+                .prepare_cached(
+                    "INSERT INTO sync_runs (tenant_id, run_id, trigger, actor, status, started_at, \
+                     from_position, to_position, counts, held_reason, scheduled_for) \
+                     VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, '{}', ?8, ?9)",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        tenant,
+                        run_id,
+                        trigger,
+                        actor,
+                        recorded.recorded_at,
+                        sql_integer(*from_position),
+                        sql_integer(*to_position),
+                        held_reason,
+                        scheduled_for
+                    ])
+                })
+                .map(drop)
+                .map_err(ProjectionError::storage("projecting SyncStarted"))
+        }
+        Event::SyncBatchApplied(SyncBatchApplied { run_id, through_user, counts }) => update_run(
+            connection,
+            "through_user = ?3, counts = ?4",
+            params![tenant, run_id, through_user, json_text(counts)],
+        ),
+        Event::SyncCompleted(SyncCompleted {
+            run_id,
+            status,
+            position,
+            counts,
+            duration_ms,
+            held_reason,
+        }) => {
+            update_run(
+                connection,
+                "status = ?3, counts = ?4, duration_ms = ?5, held_reason = ?6, finished_at = ?7",
+                params![
+                    tenant,
+                    run_id,
+                    status,
+                    json_text(counts),
+                    sql_integer(*duration_ms),
+                    held_reason,
+                    recorded.recorded_at
+                ],
+            )?;
+            // Every user deferred before this run was in its work, and
+            // deferred again under this run's id if it still could not be
+            // applied: older rows are settled.
+            connection
+                .prepare_cached("DELETE FROM member_deferred WHERE tenant_id = ?1 AND run_id != ?2")
+                .and_then(|mut statement| statement.execute(params![tenant, run_id]))
+                .map_err(ProjectionError::storage("projecting SyncCompleted"))?;
+            connection
+                .prepare_cached(
+                    "INSERT INTO member_checkpoints (tenant_id, position, run_id) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET position = excluded.position, \
+                     run_id = excluded.run_id",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![tenant, sql_integer(*position), run_id])
+                })
+                .map(drop)
+                .map_err(ProjectionError::storage("projecting SyncCompleted"))
+        }
+        Event::SyncFailed(SyncFailed { run_id, error }) => update_run(
+            connection,
+            "status = 'failed', error = ?3, finished_at = ?4",
+            params![tenant, run_id, error, recorded.recorded_at],
+        ),
+        Event::SyncDecided(SyncDecided { run_id, decision, applied_by }) => update_run(
+            connection,
+            "status = ?3, applied_by = ?4",
+            params![tenant, run_id, decision, applied_by],
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn set_setting(
+    connection: &Connection,
+    recorded: &RecordedEvent,
+    kind: &str,
+    value: &Value,
+) -> Result<(), ProjectionError> {
+    connection
+        .prepare_cached(
+            "INSERT INTO member_settings (tenant_id, kind, value, position) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (tenant_id, kind) DO UPDATE SET value = excluded.value, \
+             position = excluded.position",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                recorded.tenant,
+                kind,
+                json_text(value),
+                sql_integer(recorded.position)
+            ])
+        })
+        .map(drop)
+        .map_err(ProjectionError::storage("projecting a member setting"))
+}
+
+fn insert_member(
+    connection: &Connection,
+    recorded: &RecordedEvent,
+    joined: &MemberJoined,
+) -> Result<(), ProjectionError> {
+    connection
+        .prepare_cached(
+            "INSERT INTO members (tenant_id, member_id, user_id, external_id, user_name, status, \
+             properties, roles, app_properties, joined_at, revoke_sessions, updated_at, version, \
+             last_position) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, '{}', ?8, 0, ?8, ?9, ?10)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                recorded.tenant,
+                joined.member_id,
+                joined.user_id,
+                joined.external_id,
+                joined.user_name,
+                json_text(&joined.properties),
+                json_text(&joined.roles),
+                recorded.recorded_at,
+                sql_integer(recorded.version),
+                sql_integer(recorded.position)
+            ])
+        })
+        .map(drop)
+        .map_err(ProjectionError::storage("projecting MemberJoined"))
+}
+
+/// Sets `assignments` (which may use ?3 and up) on one member, with its
+/// version, position and time.
+fn update_member(
+    connection: &Connection,
+    recorded: &RecordedEvent,
+    member_id: &str,
+    assignments: &str,
+    extra: &[&dyn rusqlite::ToSql],
+) -> Result<(), ProjectionError> {
+    let sql = format!(
+        "UPDATE members SET {assignments}, version = ?{v}, last_position = ?{p}, updated_at = ?{t} \
+         WHERE tenant_id = ?1 AND member_id = ?2",
+        v = extra.len() + 3,
+        p = extra.len() + 4,
+        t = extra.len() + 5,
+    );
+    let version = sql_integer(recorded.version);
+    let position = sql_integer(recorded.position);
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&recorded.tenant, &member_id];
+    values.extend_from_slice(extra);
+    values.push(&version);
+    values.push(&position);
+    values.push(&recorded.recorded_at);
+    connection
+        .prepare_cached(&sql)
+        .and_then(|mut statement| statement.execute(values.as_slice()))
+        .map(drop)
+        .map_err(ProjectionError::storage("projecting a member event"))
+}
+
+/// Sets `assignments` (which may use ?3 and up; ?1 is the tenant, ?2 the
+/// run) on one run.
+fn update_run(
+    connection: &Connection,
+    assignments: &str,
+    values: &[&dyn rusqlite::ToSql],
+) -> Result<(), ProjectionError> {
+    connection
+        .prepare_cached(&format!(
+            "UPDATE sync_runs SET {assignments} WHERE tenant_id = ?1 AND run_id = ?2"
+        ))
+        .and_then(|mut statement| statement.execute(values))
+        .map(drop)
+        .map_err(ProjectionError::storage("projecting a Synchronize run"))
+}
+
+/// A member's `column` (a JSON object) with `changes` applied: a `null`
+/// target removes the property.
+fn changed_properties(
+    connection: &Connection,
+    tenant: &str,
+    member_id: &str,
+    column: &str,
+    changes: &BTreeMap<String, PropertyChange>,
+) -> Result<String, ProjectionError> {
+    let text: Option<String> = connection
+        .prepare_cached(&format!(
+            "SELECT {column} FROM members WHERE tenant_id = ?1 AND member_id = ?2"
+        ))
+        .and_then(|mut statement| {
+            statement.query_row(params![tenant, member_id], |row| row.get(0)).optional()
+        })
+        .map_err(ProjectionError::storage("reading a member's properties"))?;
+    let mut properties: Map<String, Value> =
+        text.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
+    for (name, change) in changes {
+        if change.to.is_null() {
+            properties.remove(name);
+        } else {
+            properties.insert(name.clone(), change.to.clone());
+        }
+    }
+    Ok(json_text(&properties))
+}
+
+const MEMBER_COLUMNS: &str = "member_id, user_id, external_id, user_name, status, properties, \
+    roles, app_properties, joined_at, left_at, grace_until, disabled_at, revoke_sessions, \
+    updated_at, version, last_position";
+
+fn member_from_row(row: &Row<'_>) -> rusqlite::Result<MemberRow> {
+    let json_object = |text: String| serde_json::from_str(&text).unwrap_or_default();
+    let status: String = row.get(4)?;
+    Ok(MemberRow {
+        member_id: row.get(0)?,
+        user_id: row.get(1)?,
+        external_id: row.get(2)?,
+        user_name: row.get(3)?,
+        status: MemberStatus::parse(&status).unwrap_or(MemberStatus::Purged),
+        properties: json_object(row.get(5)?),
+        roles: serde_json::from_str(&row.get::<_, String>(6)?).unwrap_or_default(),
+        app_properties: json_object(row.get(7)?),
+        joined_at: row.get(8)?,
+        left_at: row.get(9)?,
+        grace_until: row.get(10)?,
+        disabled_at: row.get(11)?,
+        revoke_sessions: row.get(12)?,
+        updated_at: row.get(13)?,
+        version: u64::try_from(row.get::<_, i64>(14)?).unwrap_or(0),
+        last_position: u64::try_from(row.get::<_, i64>(15)?).unwrap_or(0),
+    })
+}
+
+/// One member by its id.
+pub fn member(
+    connection: &Connection,
+    tenant: &str,
+    member_id: &str,
+) -> Result<Option<MemberRow>, ProjectionError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {MEMBER_COLUMNS} FROM members WHERE tenant_id = ?1 AND member_id = ?2"
+        ))
+        .and_then(|mut statement| {
+            statement.query_row(params![tenant, member_id], member_from_row).optional()
+        })
+        .map_err(ProjectionError::storage("reading a member"))
+}
+
+/// The member a SCIM user stands behind, if any (not purged).
+pub fn member_of_user(
+    connection: &Connection,
+    tenant: &str,
+    user_id: &str,
+) -> Result<Option<MemberRow>, ProjectionError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {MEMBER_COLUMNS} FROM members WHERE tenant_id = ?1 AND user_id = ?2 \
+             AND status != 'purged' ORDER BY joined_at DESC LIMIT 1"
+        ))
+        .and_then(|mut statement| {
+            statement.query_row(params![tenant, user_id], member_from_row).optional()
+        })
+        .map_err(ProjectionError::storage("reading a user's member"))
+}
+
+/// A member that left, still in its grace, with this externalId.
+pub fn left_member_by_external_id(
+    connection: &Connection,
+    tenant: &str,
+    external_id: &str,
+) -> Result<Option<MemberRow>, ProjectionError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {MEMBER_COLUMNS} FROM members WHERE tenant_id = ?1 AND external_id = ?2 \
+             AND status = 'left' ORDER BY left_at DESC LIMIT 1"
+        ))
+        .and_then(|mut statement| {
+            statement.query_row(params![tenant, external_id], member_from_row).optional()
+        })
+        .map_err(ProjectionError::storage("reading a left member"))
+}
+
+/// Members that left and whose grace ended before `now` (RFC 3339).
+pub fn leavers_past_grace(
+    connection: &Connection,
+    tenant: &str,
+    now: &str,
+) -> Result<Vec<MemberRow>, ProjectionError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {MEMBER_COLUMNS} FROM members WHERE tenant_id = ?1 AND status = 'left' \
+             AND grace_until <= ?2 ORDER BY member_id"
+        ))
+        .and_then(|mut statement| {
+            statement.query_map(params![tenant, now], member_from_row)?.collect()
+        })
+        .map_err(ProjectionError::storage("reading leavers past their grace"))
+}
+
+/// What a member list may be narrowed to.
+#[derive(Debug, Clone, Default)]
+pub struct MemberQuery {
+    pub status: Option<MemberStatus>,
+    pub role: Option<String>,
+    /// A case-insensitive substring of the userName or any property value
+    /// (an email, a name).
+    pub search: Option<String>,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// A page of members, in userName order, and how many match in all.
+pub fn list_members(
+    connection: &Connection,
+    tenant: &str,
+    query: &MemberQuery,
+) -> Result<(u64, Vec<MemberRow>), ProjectionError> {
+    let condition = "tenant_id = ?1 AND (?2 IS NULL OR status = ?2) \
+        AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(members.roles) WHERE value = ?3)) \
+        AND (?4 IS NULL OR instr(lower(user_name), ?4) > 0 \
+             OR EXISTS (SELECT 1 FROM json_each(members.properties) \
+                        WHERE instr(lower(CAST(value AS TEXT)), ?4) > 0))";
+    let status = query.status.map(MemberStatus::as_str);
+    let search = query.search.as_deref().map(str::to_lowercase);
+    let storage = ProjectionError::storage;
+    let total: i64 = connection
+        .prepare_cached(&format!("SELECT count(*) FROM members WHERE {condition}"))
+        .and_then(|mut statement| {
+            statement.query_row(params![tenant, status, query.role, search], |row| row.get(0))
+        })
+        .map_err(storage("counting members"))?;
+    let rows = connection
+        .prepare_cached(&format!(
+            "SELECT {MEMBER_COLUMNS} FROM members WHERE {condition} \
+             ORDER BY user_name COLLATE NOCASE, member_id LIMIT ?5 OFFSET ?6"
+        ))
+        .and_then(|mut statement| {
+            statement
+                .query_map(
+                    params![
+                        tenant,
+                        status,
+                        query.role,
+                        search,
+                        sql_integer(query.limit),
+                        sql_integer(query.offset)
+                    ],
+                    member_from_row,
+                )?
+                .collect()
+        })
+        .map_err(storage("listing members"))?;
+    Ok((u64::try_from(total).unwrap_or(0), rows))
+}
+
+/// How many members have each status.
+pub fn status_counts(
+    connection: &Connection,
+    tenant: &str,
+) -> Result<BTreeMap<&'static str, u64>, ProjectionError> {
+    let mut counts: BTreeMap<&'static str, u64> =
+        MemberStatus::ALL.into_iter().map(|status| (status.as_str(), 0)).collect();
+    let mut statement = connection
+        .prepare_cached("SELECT status, count(*) FROM members WHERE tenant_id = ?1 GROUP BY status")
+        .map_err(ProjectionError::storage("counting members"))?;
+    let rows = statement
+        .query_map(params![tenant], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+        .map_err(ProjectionError::storage("counting members"))?;
+    for row in rows {
+        let (status, count) = row.map_err(ProjectionError::storage("counting members"))?;
+        if let Some(status) = MemberStatus::parse(&status) {
+            counts.insert(status.as_str(), u64::try_from(count).unwrap_or(0));
+        }
+    }
+    Ok(counts)
+}
+
+/// Every (user id, member) pair of members that are not purged, in user id
+/// order: what a full re-application walks beside the directory's users.
+pub fn member_user_ids(
+    connection: &Connection,
+    tenant: &str,
+) -> Result<Vec<String>, ProjectionError> {
+    connection
+        .prepare_cached(
+            "SELECT user_id FROM members WHERE tenant_id = ?1 AND status IN ('active', 'disabled') \
+             ORDER BY user_id",
+        )
+        .and_then(|mut statement| statement.query_map(params![tenant], |row| row.get(0))?.collect())
+        .map_err(ProjectionError::storage("listing members' users"))
+}
+
+/// A tenant's stored setting (`mapping`, `roles`, `sync`) and the position
+/// of the event that set it.
+pub fn setting(
+    connection: &Connection,
+    tenant: &str,
+    kind: &str,
+) -> Result<Option<(Value, u64)>, ProjectionError> {
+    let row: Option<(String, i64)> = connection
+        .prepare_cached(
+            "SELECT value, position FROM member_settings WHERE tenant_id = ?1 AND kind = ?2",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![tenant, kind], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(ProjectionError::storage("reading a member setting"))?;
+    Ok(row.map(|(text, position)| {
+        (serde_json::from_str(&text).unwrap_or(Value::Null), u64::try_from(position).unwrap_or(0))
+    }))
+}
+
+/// The log position the member directory reflects, 0 before any run.
+pub fn checkpoint(connection: &Connection, tenant: &str) -> Result<u64, ProjectionError> {
+    let position: Option<i64> = connection
+        .prepare_cached("SELECT position FROM member_checkpoints WHERE tenant_id = ?1")
+        .and_then(|mut statement| statement.query_row(params![tenant], |row| row.get(0)).optional())
+        .map_err(ProjectionError::storage("reading the member checkpoint"))?;
+    Ok(position.and_then(|position| u64::try_from(position).ok()).unwrap_or(0))
+}
+
+/// Users whose change an earlier run deferred, in user id order.
+pub fn deferred(
+    connection: &Connection,
+    tenant: &str,
+) -> Result<Vec<DeferredRow>, ProjectionError> {
+    connection
+        .prepare_cached(
+            "SELECT user_id, reason, detail, run_id FROM member_deferred WHERE tenant_id = ?1 \
+             ORDER BY user_id",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![tenant], |row| {
+                    Ok(DeferredRow {
+                        user_id: row.get(0)?,
+                        reason: row.get(1)?,
+                        detail: row.get(2)?,
+                        run_id: row.get(3)?,
+                    })
+                })?
+                .collect()
+        })
+        .map_err(ProjectionError::storage("reading deferred changes"))
+}
+
+const RUN_COLUMNS: &str = "run_id, trigger, actor, status, started_at, finished_at, from_position, \
+    to_position, through_user, counts, duration_ms, held_reason, error, applied_by";
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<SyncRunRow> {
+    let position = |value: i64| u64::try_from(value).unwrap_or(0);
+    Ok(SyncRunRow {
+        run_id: row.get(0)?,
+        trigger: row.get(1)?,
+        actor: serde_json::from_str(&row.get::<_, String>(2)?).unwrap_or(Value::Null),
+        status: row.get(3)?,
+        started_at: row.get(4)?,
+        finished_at: row.get(5)?,
+        from_position: position(row.get(6)?),
+        to_position: position(row.get(7)?),
+        through_user: row.get(8)?,
+        counts: serde_json::from_str(&row.get::<_, String>(9)?).unwrap_or(Value::Null),
+        duration_ms: row.get::<_, Option<i64>>(10)?.map(position),
+        held_reason: row.get(11)?,
+        error: row.get(12)?,
+        applied_by: row.get(13)?,
+    })
+}
+
+/// One run by id.
+pub fn run(
+    connection: &Connection,
+    tenant: &str,
+    run_id: &str,
+) -> Result<Option<SyncRunRow>, ProjectionError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM sync_runs WHERE tenant_id = ?1 AND run_id = ?2"
+        ))
+        .and_then(|mut statement| {
+            statement.query_row(params![tenant, run_id], run_from_row).optional()
+        })
+        .map_err(ProjectionError::storage("reading a Synchronize run"))
+}
+
+/// The tenant's unfinished run (started, never completed nor failed), if a
+/// crash left one.
+pub fn unfinished_run(
+    connection: &Connection,
+    tenant: &str,
+) -> Result<Option<SyncRunRow>, ProjectionError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM sync_runs WHERE tenant_id = ?1 AND status = 'running' \
+             ORDER BY started_at DESC LIMIT 1"
+        ))
+        .and_then(|mut statement| statement.query_row(params![tenant], run_from_row).optional())
+        .map_err(ProjectionError::storage("reading an unfinished Synchronize run"))
+}
+
+/// Runs, newest first.
+pub fn runs(
+    connection: &Connection,
+    tenant: &str,
+    offset: u64,
+    limit: u64,
+) -> Result<(u64, Vec<SyncRunRow>), ProjectionError> {
+    let total: i64 = connection
+        .prepare_cached("SELECT count(*) FROM sync_runs WHERE tenant_id = ?1")
+        .and_then(|mut statement| statement.query_row(params![tenant], |row| row.get(0)))
+        .map_err(ProjectionError::storage("counting Synchronize runs"))?;
+    let rows = connection
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM sync_runs WHERE tenant_id = ?1 \
+             ORDER BY started_at DESC, run_id DESC LIMIT ?2 OFFSET ?3"
+        ))
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![tenant, sql_integer(limit), sql_integer(offset)], run_from_row)?
+                .collect()
+        })
+        .map_err(ProjectionError::storage("listing Synchronize runs"))?;
+    Ok((u64::try_from(total).unwrap_or(0), rows))
+}
+
+/// The latest scheduled instant a run was started for.
+pub fn last_scheduled_for(
+    connection: &Connection,
+    tenant: &str,
+) -> Result<Option<String>, ProjectionError> {
+    connection
+        .prepare_cached("SELECT max(scheduled_for) FROM sync_runs WHERE tenant_id = ?1")
+        .and_then(|mut statement| statement.query_row(params![tenant], |row| row.get(0)))
+        .map_err(ProjectionError::storage("reading the last scheduled run"))
+}

@@ -1,0 +1,706 @@
+//! Synchronize: moving what the SCIM directory holds into the member
+//! directory, through the tenant's mapping and role bindings.
+//!
+//! It owns the pending set (which users' members may differ from what the
+//! directory now says), the preview (what a run would do, written nowhere),
+//! the run (batches of member events, each batch one writer command that
+//! also records how far the run got), single-flight per tenant, and the
+//! deprovisioning safeguard. The decisions for one user live in [`plan`];
+//! the configuration shapes in [`config`]; the daily trigger in
+//! [`scheduler`]. It never writes the SCIM directory, and it never writes a
+//! member table except through events (`store::record`).
+//!
+//! **Pending.** The member directory reflects the log up to its checkpoint
+//! (the position the last completed run reached). Users touched by SCIM
+//! events after it, users whose change a run deferred (rejected or held),
+//! and, when the mapping or bindings changed after it (or a group was
+//! renamed, deleted or nested), every user and member, are pending. Each
+//! pending user's effect is decided from the directory as it stands, so a
+//! rerun of anything already applied finds nothing to do.
+
+pub mod cli;
+pub mod config;
+pub mod plan;
+pub mod scheduler;
+pub mod settings;
+
+use std::collections::BTreeSet;
+use std::fs::{File, TryLockError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use events::event::{
+    Event, MemberChangeDeferred, MemberDisabled, MemberEnabled, MemberJoined, MemberLeft,
+    MemberPurged, MemberRestored, MemberRolesChanged, MemberUpdated, SyncBatchApplied,
+    SyncCompleted, SyncFailed, SyncStarted,
+};
+use events::sqlite::{SqliteTx, VisitError};
+use events::{Actor, CommandContext, EventLog, ExpectedVersion, LogTransaction};
+use jiff::Timestamp;
+use projections::directory::schema::ResourceKind;
+use projections::directory::store as directory;
+use projections::members::{self, MemberStatus, SyncRunRow};
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::store::{Store, record};
+use plan::{Action, Counts, Effect, Rules};
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The admin API or console.
+    Manual,
+    /// `rollcall sync` at the command line.
+    Cli,
+    /// The daily schedule.
+    Scheduled,
+    /// `sync approve`: applies what a held run held.
+    Approval,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Cli => "cli",
+            Trigger::Scheduled => "scheduled",
+            Trigger::Approval => "approval",
+        }
+    }
+}
+
+/// How a run is cut into writer commands.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Users decided and applied per batch (one transaction each).
+    pub batch_users: usize,
+    /// For a scheduled run, the scheduled instant it is for.
+    pub scheduled_for: Option<Timestamp>,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions { batch_users: 500, scheduled_for: None }
+    }
+}
+
+/// The users whose members may need a change, and the groups touched.
+#[derive(Debug, Clone, Default)]
+pub struct PendingSet {
+    pub users: BTreeSet<String>,
+    pub groups: BTreeSet<String>,
+    /// The member checkpoint and the log head the set was computed at.
+    pub checkpoint: u64,
+    pub head: u64,
+    /// Every user and member is pending (a mapping, binding or group
+    /// structure change since the checkpoint).
+    pub full: bool,
+}
+
+/// Computes the pending set of a tenant.
+pub fn pending_set(store: &Store, tenant: &str, rules: &Rules) -> Result<PendingSet, Error> {
+    let (checkpoint, head) = store
+        .read(|connection| Ok((members::checkpoint(connection, tenant)?, store.log().head()?)))?;
+    let mut pending = PendingSet {
+        checkpoint,
+        head,
+        full: rules.mapping_position > checkpoint || rules.bindings_position > checkpoint,
+        ..PendingSet::default()
+    };
+    let scanned = store.log().visit_forward(checkpoint, Some(tenant), |event| {
+        if event.position > head {
+            return Ok(());
+        }
+        if let Some(user) = event.stream.strip_prefix("user:") {
+            pending.users.insert(user.to_owned());
+        } else if let Some(group) = event.stream.strip_prefix("group:") {
+            pending.groups.insert(group.to_owned());
+            if pending.full {
+                return Ok(());
+            }
+            match event.event_type {
+                "GroupCreated" | "GroupMembersAdded" | "GroupMembersRemoved" => {
+                    let decoded = Event::decode(
+                        event.event_type,
+                        event.schema_version,
+                        event.payload,
+                        event.recorded_at,
+                    )
+                    .map_err(|error| Error::Internal(error.to_string()))?;
+                    match decoded {
+                        Event::GroupCreated(created) => note_members(&mut pending, created.members),
+                        Event::GroupMembersAdded(added) => {
+                            note_members(&mut pending, added.members)
+                        }
+                        Event::GroupMembersRemoved(removed) => {
+                            pending.users.extend(removed.member_ids);
+                        }
+                        _ => {}
+                    }
+                }
+                // A group renamed, re-identified or deleted may gain or lose
+                // a binding for every user under it, and a deleted group's
+                // members are no longer listed anywhere: decide again for all.
+                "GroupUpdated" | "GroupRenamed" | "GroupDeleted" => pending.full = true,
+                _ => {}
+            }
+        }
+        Ok::<(), Error>(())
+    });
+    match scanned {
+        Ok(_) => {}
+        Err(VisitError::Visitor(error)) => return Err(error),
+        Err(VisitError::Log(error)) => return Err(error.into()),
+    }
+    store.read(|connection| {
+        if pending.full {
+            pending.users.extend(directory::all_ids(connection, tenant, ResourceKind::User)?);
+            pending.users.extend(members::member_user_ids(connection, tenant)?);
+        }
+        pending
+            .users
+            .extend(members::deferred(connection, tenant)?.into_iter().map(|row| row.user_id));
+        Ok(())
+    })?;
+    Ok(pending)
+}
+
+/// A group that gained a group as a member changes the roles of everyone
+/// under that group: decide again for all.
+fn note_members(pending: &mut PendingSet, added: Vec<events::event::MemberRef>) {
+    for member in added {
+        match member.kind {
+            events::event::MemberKind::User => {
+                pending.users.insert(member.value);
+            }
+            events::event::MemberKind::Group => pending.full = true,
+        }
+    }
+}
+
+/// What a run would do, without doing it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    /// How many users and groups have changes not yet synchronized.
+    pub pending_users: u64,
+    pub pending_groups: u64,
+    pub counts: Counts,
+    /// How many effects in all (the listing is paged).
+    pub total: u64,
+    pub offset: u64,
+    pub items: Vec<Effect>,
+    /// Set when a run now would be held by the deprovisioning safeguard.
+    pub safeguard: Option<String>,
+    pub checkpoint: u64,
+    pub head: u64,
+}
+
+/// The preview of a tenant's next run: every pending effect counted, one
+/// page of them listed. Blocking: call it from a blocking thread.
+pub fn preview(store: &Store, tenant: &str, offset: u64, limit: u64) -> Result<Preview, Error> {
+    let rules = store.snapshot(|connection| Rules::load(connection, tenant))?;
+    let pending = pending_set(store, tenant, &rules)?;
+    let now = events::time::format_millis(Timestamp::now());
+    store.snapshot(|connection| {
+        let mut counts = Counts::default();
+        let mut items = Vec::new();
+        let mut total = 0_u64;
+        let mut deprovisioning = 0_u64;
+        let mut keep = |effect: Effect, counts: &mut Counts| {
+            counts.add(&effect);
+            if total >= offset && (items.len() as u64) < limit {
+                items.push(effect);
+            }
+            total += 1;
+        };
+        for user in &pending.users {
+            if let Some(effect) = plan::effect(connection, tenant, &rules, user)? {
+                if effect.action.is_deprovisioning() {
+                    deprovisioning += 1;
+                }
+                keep(effect, &mut counts);
+            }
+        }
+        for effect in plan::purges(connection, tenant, &now)? {
+            keep(effect, &mut counts);
+        }
+        let active = members::status_counts(connection, tenant)?
+            .get(MemberStatus::Active.as_str())
+            .copied()
+            .unwrap_or(0);
+        Ok(Preview {
+            // Every effect but a purge is one current user's.
+            pending_users: total - counts.purge,
+            pending_groups: pending.groups.len() as u64,
+            safeguard: safeguard_reason(&rules, active, deprovisioning),
+            counts,
+            total,
+            offset,
+            items,
+            checkpoint: pending.checkpoint,
+            head: pending.head,
+        })
+    })
+}
+
+/// Why a run that disables or removes `deprovisioning` of `active` members
+/// must be held, if it must.
+pub fn safeguard_reason(rules: &Rules, active: u64, deprovisioning: u64) -> Option<String> {
+    let safeguard = &rules.settings.safeguard;
+    let share = u64::from(safeguard.share_percent);
+    let over_share = deprovisioning.saturating_mul(100) > share.saturating_mul(active);
+    (deprovisioning >= u64::from(safeguard.minimum) && deprovisioning > 0 && over_share).then(
+        || {
+            format!(
+                "this run would disable or remove {deprovisioning} of {active} active members, \
+             more than the safeguard's {share}% (and at least {} members): an admin must \
+             approve it",
+                safeguard.minimum
+            )
+        },
+    )
+}
+
+/// Holds the tenant's Synchronize lock while a run goes on: an OS file
+/// lock beside the database, so two runs of one tenant never overlap,
+/// whether they are triggered in one process or two (the server and the
+/// CLI), and a crashed run's lock goes with its process.
+struct RunLock {
+    _file: File,
+}
+
+fn lock_path(store: &Store, tenant: &str) -> PathBuf {
+    let mut path = store.log().path().as_os_str().to_owned();
+    path.push(format!(".sync-{tenant}.lock"));
+    PathBuf::from(path)
+}
+
+fn take_lock(store: &Store, tenant: &str) -> Result<RunLock, Error> {
+    let path = lock_path(store, tenant);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|error| Error::Internal(format!("opening {}: {error}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock { _file: file }),
+        Err(TryLockError::WouldBlock) => Err(Error::conflict(
+            "a Synchronize is already running for this tenant; wait for it to finish \
+             (GET /api/v1/provisioning/syncs shows it)",
+        )),
+        Err(TryLockError::Error(error)) => {
+            Err(Error::Internal(format!("locking {}: {error}", path.display())))
+        }
+    }
+}
+
+/// Runs Synchronize for a tenant to the end and returns its record.
+/// Blocking: call it from a blocking thread.
+///
+/// If an earlier run of the tenant was cut off (a crash), this resumes it
+/// after its last applied batch instead of starting a new one.
+pub fn run(
+    store: &Store,
+    tenant: &str,
+    trigger: Trigger,
+    context: CommandContext,
+    options: RunOptions,
+) -> Result<SyncRunRow, Error> {
+    let _lock = take_lock(store, tenant)?;
+    let started = Instant::now();
+    let rules = Arc::new(store.snapshot(|connection| Rules::load(connection, tenant))?);
+    let pending = pending_set(store, tenant, &rules)?;
+    let unfinished = store.read(|connection| Ok(members::unfinished_run(connection, tenant)?))?;
+    let (run_id, held_reason, cursor, mut counts) = match unfinished {
+        Some(run) => {
+            let counts = serde_json::from_value(run.counts.clone()).unwrap_or_default();
+            (run.run_id, run.held_reason, run.through_user, counts)
+        }
+        None => {
+            let run_id = ulid::Ulid::generate().to_string();
+            let held_reason = if trigger == Trigger::Approval {
+                None
+            } else {
+                store.snapshot(|connection| {
+                    let mut deprovisioning = 0_u64;
+                    for user in &pending.users {
+                        if would_deprovision(connection, tenant, user)? {
+                            deprovisioning += 1;
+                        }
+                    }
+                    let active = members::status_counts(connection, tenant)?
+                        .get(MemberStatus::Active.as_str())
+                        .copied()
+                        .unwrap_or(0);
+                    Ok(safeguard_reason(&rules, active, deprovisioning))
+                })?
+            };
+            let started_event = SyncStarted {
+                run_id: run_id.clone(),
+                trigger: trigger.as_str().to_owned(),
+                from_position: pending.checkpoint,
+                to_position: pending.head,
+                held_reason: held_reason.clone(),
+                scheduled_for: options.scheduled_for.map(format_now),
+            };
+            let tenant_id = tenant.to_owned();
+            let context = context.clone();
+            store
+                .command(move |tx| {
+                    let stream = format!("sync:{}", started_event.run_id);
+                    record(
+                        tx,
+                        &tenant_id,
+                        &stream,
+                        ExpectedVersion::NoStream,
+                        &[Event::SyncStarted(started_event)],
+                        &context,
+                    )
+                    .map(drop)
+                })
+                .wait()?;
+            (run_id, held_reason, None, Counts::default())
+        }
+    };
+    let context = CommandContext { correlation_id: Some(run_id.clone()), ..context };
+    let outcome = apply_all(
+        store,
+        tenant,
+        &run_id,
+        &rules,
+        &pending,
+        cursor.as_deref(),
+        held_reason.is_some(),
+        &mut counts,
+        &context,
+        options,
+    )
+    .and_then(|()| {
+        let completed = SyncCompleted {
+            run_id: run_id.clone(),
+            status: if held_reason.is_some() { "held" } else { "completed" }.to_owned(),
+            position: pending.head,
+            counts: counts.to_value(),
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            held_reason: held_reason.clone(),
+        };
+        let rules = Arc::clone(&rules);
+        let tenant_id = tenant.to_owned();
+        let context = context.clone();
+        store
+            .command(move |tx| {
+                // Leavers past their grace are purged as the run ends.
+                let now = Timestamp::now();
+                let mut purged = Counts::default();
+                for effect in plan::purges(tx.connection(), &tenant_id, &format_now(now))? {
+                    purged.add(&effect);
+                    apply_effect(tx, &tenant_id, &rules, effect, now, &context)?;
+                }
+                let mut completed = completed;
+                let mut total: Counts =
+                    serde_json::from_value(completed.counts.clone()).unwrap_or_default();
+                total.merge(&purged);
+                completed.counts = total.to_value();
+                append_to_run(
+                    tx,
+                    &tenant_id,
+                    &completed.run_id.clone(),
+                    Event::SyncCompleted(completed),
+                    &context,
+                )
+            })
+            .wait()
+            .map_err(Error::from)
+    });
+    if let Err(error) = outcome {
+        let failed = SyncFailed { run_id: run_id.clone(), error: error.to_string() };
+        let tenant_id = tenant.to_owned();
+        let context = context.clone();
+        // Best effort: if the writer is gone, the run stays unfinished and
+        // the next trigger resumes it.
+        let _ = store
+            .command(move |tx| {
+                append_to_run(
+                    tx,
+                    &tenant_id,
+                    &failed.run_id.clone(),
+                    Event::SyncFailed(failed),
+                    &context,
+                )
+            })
+            .wait();
+        return Err(error);
+    }
+    store.read(|connection| {
+        members::run(connection, tenant, &run_id)?
+            .ok_or_else(|| Error::Internal("a finished run has no record".to_owned()))
+    })
+}
+
+fn format_now(now: Timestamp) -> String {
+    events::time::format_millis(now)
+}
+
+/// Whether applying this user's pending change would disable or remove
+/// its member (the safeguard's count; no mapping is evaluated).
+fn would_deprovision(connection: &Connection, tenant: &str, user_id: &str) -> Result<bool, Error> {
+    let Some(member) = members::member_of_user(connection, tenant, user_id)? else {
+        return Ok(false);
+    };
+    Ok(match directory::get(connection, tenant, ResourceKind::User, user_id)? {
+        None => matches!(member.status, MemberStatus::Active | MemberStatus::Disabled),
+        Some(user) => {
+            member.status == MemberStatus::Active
+                && matches!(user.document.get("active"), Some(Value::Bool(false)))
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_all(
+    store: &Store,
+    tenant: &str,
+    run_id: &str,
+    rules: &Arc<Rules>,
+    pending: &PendingSet,
+    cursor: Option<&str>,
+    holding: bool,
+    counts: &mut Counts,
+    context: &CommandContext,
+    options: RunOptions,
+) -> Result<(), Error> {
+    let users: Vec<String> = pending
+        .users
+        .iter()
+        .filter(|user| cursor.is_none_or(|cursor| user.as_str() > cursor))
+        .cloned()
+        .collect();
+    for batch in users.chunks(options.batch_users.max(1)) {
+        let batch = batch.to_vec();
+        let rules = Arc::clone(rules);
+        let tenant_id = tenant.to_owned();
+        let run_id = run_id.to_owned();
+        let context = context.clone();
+        let so_far = counts.clone();
+        *counts = store
+            .command(move |tx| {
+                let now = Timestamp::now();
+                let mut counts = so_far;
+                let mut deferred = Vec::new();
+                for user in &batch {
+                    let Some(mut effect) = plan::effect(tx.connection(), &tenant_id, &rules, user)?
+                    else {
+                        continue;
+                    };
+                    if holding && effect.action.is_deprovisioning() {
+                        effect.action = Action::Held;
+                        deferred.push((
+                            user.clone(),
+                            "held",
+                            "held by the deprovisioning safeguard".to_owned(),
+                        ));
+                        counts.add(&effect);
+                        continue;
+                    }
+                    if let Some(reason) = &effect.reason {
+                        deferred.push((user.clone(), "rejected", reason.clone()));
+                    }
+                    counts.add(&effect);
+                    apply_effect(tx, &tenant_id, &rules, effect, now, &context)?;
+                }
+                let through_user = batch.last().cloned().unwrap_or_default();
+                let mut events: Vec<Event> = deferred
+                    .into_iter()
+                    .map(|(user_id, reason, detail)| {
+                        Event::MemberChangeDeferred(MemberChangeDeferred {
+                            run_id: run_id.clone(),
+                            user_id,
+                            reason: reason.to_owned(),
+                            detail,
+                        })
+                    })
+                    .collect();
+                events.push(Event::SyncBatchApplied(SyncBatchApplied {
+                    run_id: run_id.clone(),
+                    through_user,
+                    counts: counts.to_value(),
+                }));
+                let stream = format!("sync:{run_id}");
+                let version = tx.stream_version(&tenant_id, &stream)?;
+                record(tx, &tenant_id, &stream, expected(version), &events, &context)?;
+                Ok(counts)
+            })
+            .wait()?;
+    }
+    Ok(())
+}
+
+fn expected(version: Option<u64>) -> ExpectedVersion {
+    version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact)
+}
+
+fn append_to_run(
+    tx: &mut SqliteTx<'_>,
+    tenant: &str,
+    run_id: &str,
+    event: Event,
+    context: &CommandContext,
+) -> Result<(), Error> {
+    let stream = format!("sync:{run_id}");
+    let version = tx.stream_version(tenant, &stream)?;
+    record(tx, tenant, &stream, expected(version), &[event], context).map(drop)
+}
+
+/// Appends one effect's member events (a rejected effect appends none).
+fn apply_effect(
+    tx: &mut SqliteTx<'_>,
+    tenant: &str,
+    rules: &Rules,
+    effect: Effect,
+    now: Timestamp,
+    context: &CommandContext,
+) -> Result<(), Error> {
+    let Effect { user_id, user_name, action, changes, roles, plan, .. } = effect;
+    if matches!(action, Action::Rejected | Action::Held) {
+        return Ok(());
+    }
+    if action == Action::Join {
+        let member_id = ulid::Ulid::generate().to_string();
+        let joined = MemberJoined {
+            member_id: member_id.clone(),
+            user_id,
+            external_id: plan.external_id,
+            user_name,
+            properties: plan.properties,
+            roles: plan.roles,
+        };
+        record(
+            tx,
+            tenant,
+            &format!("member:{member_id}"),
+            ExpectedVersion::NoStream,
+            &[Event::MemberJoined(joined)],
+            context,
+        )?;
+        return Ok(());
+    }
+    let Some(member) = plan.member else {
+        return Err(Error::Internal(format!("a {action:?} without a member")));
+    };
+    let member_id = member.member_id;
+    let mut events = Vec::new();
+    match action {
+        Action::Restore => events.push(Event::MemberRestored(MemberRestored {
+            member_id: member_id.clone(),
+            user_id,
+            user_name,
+        })),
+        Action::Enable => {
+            events.push(Event::MemberEnabled(MemberEnabled { member_id: member_id.clone() }))
+        }
+        Action::Leave => events.push(Event::MemberLeft(MemberLeft {
+            member_id: member_id.clone(),
+            grace_until: rules.grace_until(now),
+        })),
+        Action::Purge => {
+            events.push(Event::MemberPurged(MemberPurged { member_id: member_id.clone() }))
+        }
+        _ => {}
+    }
+    let renamed = plan.renamed;
+    if !changes.is_empty() || renamed.is_some() {
+        let (user_name, external_id) = match renamed {
+            Some((user_name, external_id)) => (Some(user_name), external_id),
+            None => (None, None),
+        };
+        events.push(Event::MemberUpdated(MemberUpdated {
+            member_id: member_id.clone(),
+            changes,
+            user_name,
+            external_id,
+        }));
+    }
+    if let Some(roles) = roles {
+        events.push(Event::MemberRolesChanged(MemberRolesChanged {
+            member_id: member_id.clone(),
+            from: roles.from,
+            to: roles.to,
+        }));
+    }
+    if action == Action::Disable {
+        events.push(Event::MemberDisabled(MemberDisabled {
+            member_id: member_id.clone(),
+            revoke_sessions: true,
+        }));
+    }
+    if events.is_empty() {
+        return Ok(());
+    }
+    record(
+        tx,
+        tenant,
+        &format!("member:{member_id}"),
+        ExpectedVersion::Exact(member.version),
+        &events,
+        context,
+    )?;
+    Ok(())
+}
+
+/// The actor of a run the scheduler starts.
+pub fn scheduler_context() -> CommandContext {
+    CommandContext::new(Actor::Scheduler)
+}
+
+/// An admin's decision on a held run. Approving runs Synchronize at once
+/// without the safeguard (the approval is the admin's word for it) and
+/// names that run; rejecting leaves members untouched and the held changes
+/// pending. Blocking.
+pub fn decide(
+    store: &Store,
+    tenant: &str,
+    run_id: &str,
+    approve: bool,
+    context: CommandContext,
+    options: RunOptions,
+) -> Result<SyncRunRow, Error> {
+    let held = store.read(|connection| Ok(members::run(connection, tenant, run_id)?))?;
+    let held = held.ok_or_else(|| Error::not_found(format!("Synchronize run {run_id}")))?;
+    if held.status != "held" {
+        return Err(Error::conflict(format!(
+            "run {run_id} is {}, not held: only a held run can be approved or rejected",
+            held.status
+        )));
+    }
+    let applied_by = if approve {
+        Some(run(store, tenant, Trigger::Approval, context.clone(), options)?.run_id)
+    } else {
+        None
+    };
+    let decided = events::event::SyncDecided {
+        run_id: run_id.to_owned(),
+        decision: if approve { "approved" } else { "rejected" }.to_owned(),
+        applied_by,
+    };
+    let tenant_id = tenant.to_owned();
+    store
+        .command(move |tx| {
+            let run_id = decided.run_id.clone();
+            // Two admins deciding at once: the second finds it decided.
+            let status = members::run(tx.connection(), &tenant_id, &run_id)?.map(|run| run.status);
+            if status.as_deref() != Some("held") {
+                return Err(Error::conflict(format!("run {run_id} was already decided")));
+            }
+            append_to_run(tx, &tenant_id, &run_id, Event::SyncDecided(decided), &context)
+        })
+        .wait()?;
+    store.read(|connection| {
+        members::run(connection, tenant, run_id)?
+            .ok_or_else(|| Error::not_found(format!("Synchronize run {run_id}")))
+    })
+}

@@ -1,0 +1,436 @@
+//! What Synchronize would do to one user's member: the decision, made from
+//! the SCIM directory as it stands, the member as it stands, and the
+//! tenant's mapping and role bindings. Pure reads; nothing here writes.
+//!
+//! The preview and the run share these functions, so what the preview
+//! shows is what the run applies (the run decides again inside the writer,
+//! on the directory as it is at that moment).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use events::event::PropertyChange;
+use jiff::Timestamp;
+use projections::directory::schema::ResourceKind;
+use projections::directory::store as directory;
+use projections::members::{self, MemberRow, MemberStatus};
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::config::{
+    GroupMatch, Mapping, PropertyRule, RoleBindings, SyncSettings, convert, is_allowed,
+    stored_or_default,
+};
+use crate::error::Error;
+use crate::scim::eval;
+use crate::scim::patch::PatchPath;
+
+/// A tenant's rules, loaded once per preview or run.
+pub struct Rules {
+    pub mapping: Mapping,
+    compiled: Vec<(PropertyRule, PatchPath)>,
+    pub bindings: RoleBindings,
+    pub settings: SyncSettings,
+    /// The roles each user's bound groups grant (users in no bound group
+    /// are absent).
+    roles_by_user: HashMap<String, BTreeSet<String>>,
+    /// Positions of the events that last set the mapping and the bindings.
+    pub mapping_position: u64,
+    pub bindings_position: u64,
+}
+
+impl Rules {
+    pub fn load(connection: &Connection, tenant: &str) -> Result<Rules, Error> {
+        let (mapping, mapping_position) = stored(connection, tenant, "mapping")?;
+        let (bindings, bindings_position) = stored(connection, tenant, "roles")?;
+        let (settings, _) = stored::<SyncSettings>(connection, tenant, "sync")?;
+        let mapping: Mapping = mapping;
+        let bindings: RoleBindings = bindings;
+        // Stored mappings were validated before they were recorded.
+        let compiled = mapping.validate()?;
+        let mut roles_by_user: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for binding in &bindings.bindings {
+            let groups = match binding.by {
+                GroupMatch::DisplayName => {
+                    directory::id_by_name(connection, tenant, ResourceKind::Group, &binding.group)?
+                        .into_iter()
+                        .collect()
+                }
+                GroupMatch::ExternalId => directory::ids_by_external_id(
+                    connection,
+                    tenant,
+                    ResourceKind::Group,
+                    &binding.group,
+                )?,
+            };
+            for group in groups {
+                for user in directory::users_under(connection, tenant, &group)? {
+                    roles_by_user.entry(user).or_default().insert(binding.role.clone());
+                }
+            }
+        }
+        Ok(Rules {
+            mapping,
+            compiled,
+            bindings,
+            settings,
+            roles_by_user,
+            mapping_position,
+            bindings_position,
+        })
+    }
+
+    /// The properties the mapping gives a user's document, or why it cannot.
+    pub fn properties(&self, document: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+        let mut properties = Map::new();
+        for (rule, path) in &self.compiled {
+            let selected = eval::select(
+                ResourceKind::User,
+                document,
+                &AttrPathOf(path).attr_path(),
+                path.filter.as_ref(),
+            );
+            let value = convert(rule, selected)
+                .map_err(|reason| format!("{} ({}): {reason}", rule.property, rule.source))?
+                .or_else(|| {
+                    rule.default.as_ref().and_then(|d| convert(rule, vec![d]).ok().flatten())
+                });
+            if let Some(value) = value {
+                if !is_allowed(rule, &value) {
+                    return Err(format!(
+                        "{} ({}): {} is not one of the allowed values {}",
+                        rule.property,
+                        rule.source,
+                        value,
+                        Value::Array(rule.allowed.clone().unwrap_or_default())
+                    ));
+                }
+                properties.insert(rule.property.clone(), value);
+            }
+        }
+        Ok(properties)
+    }
+
+    /// A user's roles: those of its bound groups, else the default role.
+    pub fn roles(&self, user_id: &str) -> Vec<String> {
+        match self.roles_by_user.get(user_id) {
+            Some(roles) if !roles.is_empty() => roles.iter().cloned().collect(),
+            _ => self.bindings.default_role.iter().cloned().collect(),
+        }
+    }
+
+    pub fn grace_until(&self, now: Timestamp) -> String {
+        let days = i64::from(self.settings.grace_days);
+        let until = now
+            .checked_add(jiff::SignedDuration::from_hours(days.saturating_mul(24)))
+            .unwrap_or(now);
+        events::time::format_millis(until)
+    }
+}
+
+/// The attribute part of a parsed PATCH path, as a filter path.
+struct AttrPathOf<'a>(&'a PatchPath);
+
+impl AttrPathOf<'_> {
+    fn attr_path(&self) -> projections::directory::filter::AttrPath {
+        projections::directory::filter::AttrPath {
+            schema: self.0.schema.clone(),
+            name: self.0.name.clone(),
+            sub_attribute: self.0.sub_attribute.clone(),
+        }
+    }
+}
+
+fn stored<T: serde::de::DeserializeOwned + Default>(
+    connection: &Connection,
+    tenant: &str,
+    kind: &str,
+) -> Result<(T, u64), Error> {
+    let stored = members::setting(connection, tenant, kind)?;
+    let position = stored.as_ref().map_or(0, |(_, position)| *position);
+    Ok((stored_or_default(stored.map(|(value, _)| value)), position))
+}
+
+/// What happens to a member's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Join,
+    Restore,
+    Update,
+    Disable,
+    Enable,
+    Leave,
+    Purge,
+    Rejected,
+    Held,
+}
+
+impl Action {
+    pub fn is_deprovisioning(self) -> bool {
+        matches!(self, Action::Disable | Action::Leave)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoleChange {
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+}
+
+/// One member's pending change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Effect {
+    pub user_id: String,
+    /// `None` for a join (its id is made when it is applied) and for a
+    /// rejected join.
+    pub member_id: Option<String>,
+    pub user_name: String,
+    pub action: Action,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub changes: BTreeMap<String, PropertyChange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<RoleChange>,
+    /// Why a change is rejected or held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip)]
+    pub plan: Plan,
+}
+
+/// What applying an effect needs beyond what the preview shows.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    pub member: Option<MemberStub>,
+    pub external_id: Option<String>,
+    pub properties: Map<String, Value>,
+    pub roles: Vec<String>,
+    /// Set when the SCIM user's userName or externalId changed.
+    pub renamed: Option<(String, Option<String>)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberStub {
+    pub member_id: String,
+    pub version: u64,
+}
+
+impl From<&MemberRow> for MemberStub {
+    fn from(member: &MemberRow) -> MemberStub {
+        MemberStub { member_id: member.member_id.clone(), version: member.version }
+    }
+}
+
+/// The user behind an effect, as the directory holds it.
+struct UserNow {
+    external_id: Option<String>,
+    user_name: String,
+    active: bool,
+    document: Map<String, Value>,
+}
+
+fn user_now(
+    connection: &Connection,
+    tenant: &str,
+    user_id: &str,
+) -> Result<Option<UserNow>, Error> {
+    let Some(row) = directory::get(connection, tenant, ResourceKind::User, user_id)? else {
+        return Ok(None);
+    };
+    let active = !matches!(row.document.get("active"), Some(Value::Bool(false)));
+    Ok(Some(UserNow {
+        external_id: row.external_id,
+        user_name: directory::unique_name(ResourceKind::User, &row.document).to_owned(),
+        active,
+        document: row.document,
+    }))
+}
+
+/// The pending change of one user's member, `None` when there is none.
+pub fn effect(
+    connection: &Connection,
+    tenant: &str,
+    rules: &Rules,
+    user_id: &str,
+) -> Result<Option<Effect>, Error> {
+    let user = user_now(connection, tenant, user_id)?;
+    let member = members::member_of_user(connection, tenant, user_id)?
+        .filter(|member| matches!(member.status, MemberStatus::Active | MemberStatus::Disabled));
+    let base = |action: Action, member: Option<&MemberRow>, user_name: &str| Effect {
+        user_id: user_id.to_owned(),
+        member_id: member.map(|member| member.member_id.clone()),
+        user_name: user_name.to_owned(),
+        action,
+        changes: BTreeMap::new(),
+        roles: None,
+        reason: None,
+        plan: Plan { member: member.map(MemberStub::from), ..Plan::default() },
+    };
+    let Some(user) = user else {
+        // Deleted in the IdP: its member leaves (once).
+        return Ok(member.map(|member| base(Action::Leave, Some(&member), &member.user_name)));
+    };
+    let properties = rules.properties(&user.document);
+    let roles = rules.roles(user_id);
+    let (member, restoring) = match member {
+        Some(member) => (Some(member), false),
+        None if user.active => {
+            let left = match &user.external_id {
+                Some(external_id) => {
+                    members::left_member_by_external_id(connection, tenant, external_id)?
+                }
+                None => None,
+            };
+            let restoring = left.is_some();
+            (left, restoring)
+        }
+        // A user created inactive is not a member until it is activated.
+        None => return Ok(None),
+    };
+    let Some(member) = member else {
+        let mut effect = base(Action::Join, None, &user.user_name);
+        match properties {
+            Ok(properties) => {
+                effect.plan.properties = properties;
+                effect.plan.roles = roles;
+                effect.plan.external_id = user.external_id;
+            }
+            Err(reason) => {
+                effect.action = Action::Rejected;
+                effect.reason = Some(reason);
+            }
+        }
+        return Ok(Some(effect));
+    };
+    let lifecycle = if restoring {
+        Some(Action::Restore)
+    } else {
+        match (member.status, user.active) {
+            (MemberStatus::Active, false) => Some(Action::Disable),
+            (MemberStatus::Disabled, true) => Some(Action::Enable),
+            _ => None,
+        }
+    };
+    let mut effect = base(lifecycle.unwrap_or(Action::Update), Some(&member), &user.user_name);
+    match properties {
+        Ok(properties) => {
+            effect.changes = diff(&member.properties, &properties);
+            effect.plan.properties = properties;
+        }
+        Err(reason) => {
+            // A deactivation still disables: a bad value must never keep
+            // a deprovisioned user in. Anything else waits for a fix.
+            effect.reason = Some(reason);
+            if lifecycle != Some(Action::Disable) {
+                effect.action = Action::Rejected;
+            }
+            return Ok(Some(effect));
+        }
+    }
+    if member.roles != roles {
+        effect.roles = Some(RoleChange { from: member.roles.clone(), to: roles.clone() });
+    }
+    effect.plan.roles = roles;
+    if restoring || member.user_name != user.user_name || member.external_id != user.external_id {
+        effect.plan.renamed = Some((user.user_name.clone(), user.external_id.clone()));
+    }
+    let changed = lifecycle.is_some()
+        || !effect.changes.is_empty()
+        || effect.roles.is_some()
+        || effect.plan.renamed.is_some();
+    Ok(changed.then_some(effect))
+}
+
+/// The property changes from `before` to `after` (absent is `null`).
+pub fn diff(
+    before: &Map<String, Value>,
+    after: &Map<String, Value>,
+) -> BTreeMap<String, PropertyChange> {
+    let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let from = before.get(name).cloned().unwrap_or(Value::Null);
+            let to = after.get(name).cloned().unwrap_or(Value::Null);
+            (from != to).then(|| (name.clone(), PropertyChange { from, to }))
+        })
+        .collect()
+}
+
+/// The effects of purging leavers whose grace ended by `now`.
+pub fn purges(connection: &Connection, tenant: &str, now: &str) -> Result<Vec<Effect>, Error> {
+    Ok(members::leavers_past_grace(connection, tenant, now)?
+        .into_iter()
+        .map(|member| Effect {
+            user_id: member.user_id.clone(),
+            member_id: Some(member.member_id.clone()),
+            user_name: member.user_name.clone(),
+            action: Action::Purge,
+            changes: BTreeMap::new(),
+            roles: None,
+            reason: None,
+            plan: Plan { member: Some(MemberStub::from(&member)), ..Plan::default() },
+        })
+        .collect())
+}
+
+/// How many effects of each kind, as the API and the run record show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Counts {
+    pub join: u64,
+    pub restore: u64,
+    pub update: u64,
+    pub role_change: u64,
+    pub disable: u64,
+    pub enable: u64,
+    pub leave: u64,
+    pub purge: u64,
+    pub rejected: u64,
+    pub held: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, effect: &Effect) {
+        let slot = match effect.action {
+            Action::Join => &mut self.join,
+            Action::Restore => &mut self.restore,
+            Action::Update => &mut self.update,
+            Action::Disable => &mut self.disable,
+            Action::Enable => &mut self.enable,
+            Action::Leave => &mut self.leave,
+            Action::Purge => &mut self.purge,
+            Action::Rejected => &mut self.rejected,
+            Action::Held => &mut self.held,
+        };
+        // An update is counted once, whether it stands alone or comes with
+        // a lifecycle change; a change of roles alone is a role change.
+        let updated = !effect.changes.is_empty()
+            || (effect.action == Action::Update && effect.roles.is_none());
+        if effect.action != Action::Update {
+            *slot += 1;
+        }
+        if updated && !matches!(effect.action, Action::Rejected | Action::Held) {
+            self.update += 1;
+        }
+        if effect.roles.is_some() {
+            self.role_change += 1;
+        }
+    }
+
+    pub fn merge(&mut self, other: &Counts) {
+        self.join += other.join;
+        self.restore += other.restore;
+        self.update += other.update;
+        self.role_change += other.role_change;
+        self.disable += other.disable;
+        self.enable += other.enable;
+        self.leave += other.leave;
+        self.purge += other.purge;
+        self.rejected += other.rejected;
+        self.held += other.held;
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}

@@ -1,0 +1,523 @@
+//! Synchronize end to end: SCIM pushes on one side, the admin API's
+//! preview, runs and member directory on the other, over a real server and
+//! a real SQLite file.
+
+use events::event::TokenScope;
+use serde_json::{Value, json};
+
+use crate::scim::Scim;
+use crate::util::TestServer;
+
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// The admin API as an admin token reaches it.
+pub(crate) struct Admin<'s> {
+    server: &'s TestServer,
+    token: String,
+}
+
+impl Admin<'_> {
+    pub(crate) async fn new<'s>(server: &'s TestServer, tenant: &str) -> Admin<'s> {
+        let (_, token) = server.token(tenant, TokenScope::Admin).await;
+        Admin { server, token }
+    }
+
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .server
+            .client
+            .request(method, self.server.url(&format!("/api/v1{path}")))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.send(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    pub(crate) async fn put(&self, path: &str, body: Value) -> Value {
+        let (status, body) = self.send(reqwest::Method::PUT, path, Some(body)).await;
+        assert_eq!(status, 200, "PUT {path}: {body}");
+        body
+    }
+
+    pub(crate) async fn sync(&self) -> Value {
+        let (status, body) = self.send(reqwest::Method::POST, "/provisioning/sync", None).await;
+        assert_eq!(status, 200, "sync: {body}");
+        body
+    }
+
+    /// Every member, keyed by userName.
+    pub(crate) async fn members(&self) -> serde_json::Map<String, Value> {
+        let body = self.get("/members?limit=1000").await;
+        body["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|member| (member["user_name"].as_str().unwrap().to_owned(), member.clone()))
+            .collect()
+    }
+}
+
+fn counts(nonzero: &[(&str, u64)]) -> Value {
+    let mut all = json!({
+        "join": 0, "restore": 0, "update": 0, "role_change": 0, "disable": 0,
+        "enable": 0, "leave": 0, "purge": 0, "rejected": 0, "held": 0
+    });
+    for (kind, count) in nonzero {
+        all[*kind] = json!(count);
+    }
+    all
+}
+
+async fn user(scim: &Scim<'_>, name: &str, external_id: &str, department: &str) -> String {
+    let answer = scim
+        .post(
+            "/Users",
+            json!({
+                "schemas": [USER, ENTERPRISE],
+                "userName": name, "externalId": external_id, "active": true,
+                "name": {"givenName": name.split('@').next().unwrap(), "familyName": "Test"},
+                "emails": [
+                    {"value": format!("home-{name}"), "type": "home"},
+                    {"value": name, "type": "work", "primary": true}
+                ],
+                ENTERPRISE: {"department": department}
+            }),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    answer.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn group(scim: &Scim<'_>, name: &str, members: &[&str]) -> String {
+    let members: Vec<Value> = members.iter().map(|id| json!({"value": id})).collect();
+    let answer = scim
+        .post("/Groups", json!({"schemas": [GROUP], "displayName": name, "members": members}))
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    answer.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn patch_user(scim: &Scim<'_>, id: &str, operations: Value) {
+    let answer = scim
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(json!({"schemas": [PATCH], "Operations": operations})),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+/// The story: push, preview, synchronize; deactivate, delete and
+/// change; preview exactly those; synchronize; a rerun does nothing; a
+/// user re-created within the grace gets its member back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_flow_into_members_at_synchronize_and_only_then() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    admin
+        .put(
+            "/provisioning/role-bindings",
+            json!({
+                "roles": ["admin", "editor", "viewer"],
+                "default_role": "viewer",
+                "bindings": [
+                    {"group": "engineering", "role": "editor"},
+                    {"group": "Admins", "role": "admin"}
+                ]
+            }),
+        )
+        .await;
+
+    let alice = user(&scim, "alice@example.com", "ext-alice", "R&D").await;
+    let bob = user(&scim, "bob@example.com", "ext-bob", "Sales").await;
+    let carol = user(&scim, "carol@example.com", "ext-carol", "Ops").await;
+    group(&scim, "Engineering", &[&alice, &bob]).await;
+    group(&scim, "Admins", &[&carol]).await;
+
+    // Nothing reaches members before Synchronize.
+    assert_eq!(admin.get("/members").await["total"], 0);
+    let preview = admin.get("/provisioning/pending").await;
+    assert_eq!(preview["counts"], counts(&[("join", 3)]), "{preview}");
+    assert_eq!(preview["pending_users"], 3);
+    assert_eq!(preview["pending_groups"], 2);
+    assert_eq!(preview["safeguard"], Value::Null);
+    let joins: Vec<&str> = preview["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(joins, ["join", "join", "join"]);
+
+    let run = admin.sync().await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["trigger"], "manual");
+    assert_eq!(run["counts"], counts(&[("join", 3)]));
+    let members = admin.members().await;
+    let member_alice = &members["alice@example.com"];
+    assert_eq!(member_alice["status"], "active");
+    assert_eq!(
+        member_alice["properties"],
+        json!({
+            "email": "alice@example.com", "given_name": "alice", "family_name": "Test",
+            "department": "R&D"
+        })
+    );
+    assert_eq!(member_alice["roles"], json!(["editor"]));
+    assert_eq!(member_alice["source"], json!({"scim_user_id": alice, "external_id": "ext-alice"}));
+    assert_eq!(members["bob@example.com"]["roles"], json!(["editor"]));
+    assert_eq!(members["carol@example.com"]["roles"], json!(["admin"]));
+    let carol_member = members["carol@example.com"]["member_id"].as_str().unwrap().to_owned();
+
+    // Deactivate one, delete one, change a department.
+    patch_user(&scim, &bob, json!([{"op": "Replace", "path": "active", "value": "False"}])).await;
+    assert_eq!(scim.delete(&format!("/Users/{carol}")).await.status, 204);
+    patch_user(
+        &scim,
+        &alice,
+        json!([{"op": "replace", "path": format!("{ENTERPRISE}:department"), "value": "Platform"}]),
+    )
+    .await;
+    let preview = admin.get("/provisioning/pending").await;
+    assert_eq!(
+        preview["counts"],
+        counts(&[("update", 1), ("disable", 1), ("leave", 1)]),
+        "{preview}"
+    );
+    let by_user: serde_json::Map<String, Value> = preview["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| (item["user_name"].as_str().unwrap().to_owned(), item.clone()))
+        .collect();
+    assert_eq!(by_user["alice@example.com"]["action"], "update");
+    assert_eq!(
+        by_user["alice@example.com"]["changes"],
+        json!({"department": {"from": "R&D", "to": "Platform"}})
+    );
+    assert_eq!(by_user["bob@example.com"]["action"], "disable");
+    assert_eq!(by_user["carol@example.com"]["action"], "leave");
+    // The preview wrote nothing.
+    assert_eq!(admin.members().await["bob@example.com"]["status"], "active");
+
+    let run = admin.sync().await;
+    assert_eq!(run["counts"], counts(&[("update", 1), ("disable", 1), ("leave", 1)]));
+    let members = admin.members().await;
+    assert_eq!(members["alice@example.com"]["properties"]["department"], "Platform");
+    assert_eq!(members["bob@example.com"]["status"], "disabled");
+    assert_eq!(members["bob@example.com"]["revoke_sessions"], true);
+    assert_eq!(members["bob@example.com"]["properties"]["department"], "Sales");
+    assert_eq!(members["carol@example.com"]["status"], "left");
+    assert!(members["carol@example.com"]["grace_until"].as_str().is_some());
+
+    // A rerun with nothing pending changes nothing and appends no member event.
+    let rerun = admin.sync().await;
+    assert_eq!(rerun["counts"], counts(&[]), "{rerun}");
+    assert_eq!(admin.get("/provisioning/pending").await["total"], 0);
+
+    // Re-created with the same externalId within the grace: the same member.
+    let again = user(&scim, "carol@example.com", "ext-carol", "Ops").await;
+    assert_ne!(again, carol);
+    let preview = admin.get("/provisioning/pending").await;
+    // It is not in Admins any more (a new SCIM user): back to the default role.
+    assert_eq!(preview["counts"], counts(&[("restore", 1), ("role_change", 1)]), "{preview}");
+    assert_eq!(preview["items"][0]["roles"], json!({"from": ["admin"], "to": ["viewer"]}));
+    admin.sync().await;
+    let members = admin.members().await;
+    assert_eq!(members["carol@example.com"]["member_id"], carol_member.as_str());
+    assert_eq!(members["carol@example.com"]["status"], "active");
+    assert_eq!(members["carol@example.com"]["source"]["scim_user_id"], again.as_str());
+    assert_eq!(members["carol@example.com"]["roles"], json!(["viewer"]));
+
+    let runs = admin.get("/provisioning/syncs").await;
+    assert_eq!(runs["total"], 4);
+    assert_eq!(runs["runs"][0]["counts"]["restore"], 1);
+}
+
+/// A value the mapping does not allow is rejected with its reason and
+/// applied nowhere; a mapping change re-applies to every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disallowed_value_is_rejected_and_a_mapping_change_reaches_every_member() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let mut mapping = admin.get("/provisioning/mapping").await;
+    mapping["properties"].as_array_mut().unwrap().push(json!({
+        "property": "user_type", "source": "userType", "type": "string",
+        "allowed": ["Premium", "Standard"], "default": "Standard"
+    }));
+    admin.put("/provisioning/mapping", mapping.clone()).await;
+
+    user(&scim, "ann@example.com", "a", "R&D").await;
+    user(&scim, "ben@example.com", "b", "R&D").await;
+    let gold = scim
+        .post(
+            "/Users",
+            json!({"schemas": [USER], "userName": "gus@example.com", "userType": "Gold"}),
+        )
+        .await;
+    assert_eq!(gold.status, 201);
+
+    let preview = admin.get("/provisioning/pending").await;
+    assert_eq!(preview["counts"], counts(&[("join", 2), ("rejected", 1)]), "{preview}");
+    let rejected = preview["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["action"] == "rejected")
+        .unwrap()
+        .clone();
+    assert_eq!(rejected["user_name"], "gus@example.com");
+    let reason = rejected["reason"].as_str().unwrap();
+    assert!(reason.contains("user_type") && reason.contains("\"Gold\""), "{reason}");
+
+    let run = admin.sync().await;
+    assert_eq!(run["counts"], counts(&[("join", 2), ("rejected", 1)]));
+    let members = admin.members().await;
+    assert_eq!(members.len(), 2);
+    assert_eq!(members["ann@example.com"]["properties"]["user_type"], "Standard");
+    // Still pending, with its reason, until the IdP sends an allowed value.
+    let preview = admin.get("/provisioning/pending").await;
+    assert_eq!(preview["counts"], counts(&[("rejected", 1)]), "{preview}");
+
+    // A new property reaches every member at the next run.
+    mapping["properties"].as_array_mut().unwrap().push(json!({
+        "property": "work_email", "source": "emails[type eq \"work\"].value"
+    }));
+    admin.put("/provisioning/mapping", mapping).await;
+    let preview = admin.get("/provisioning/pending").await;
+    assert_eq!(preview["counts"], counts(&[("update", 2), ("rejected", 1)]), "{preview}");
+    admin.sync().await;
+    let members = admin.members().await;
+    assert_eq!(members["ben@example.com"]["properties"]["work_email"], "ben@example.com");
+}
+
+/// Two triggers at once: one run applies the changes, the other is refused
+/// or finds nothing; no member twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_triggers_apply_each_change_once() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    for index in 0..300 {
+        scim.create_user(&format!("user{index}@example.com")).await;
+    }
+    let (first, second) = tokio::join!(
+        admin.send(reqwest::Method::POST, "/provisioning/sync", None),
+        admin.send(reqwest::Method::POST, "/provisioning/sync", None)
+    );
+    let mut joins = 0;
+    for (status, body) in [first, second] {
+        match status {
+            200 => joins += body["counts"]["join"].as_u64().unwrap(),
+            409 => assert!(body["message"].as_str().unwrap().contains("already running"), "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(joins, 300);
+    assert_eq!(admin.get("/members").await["total"], 300);
+}
+
+/// The deprovisioning safeguard holds a mass disable; approving applies
+/// it, rejecting leaves members as they were and the changes pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_deactivation_is_held_until_an_admin_decides() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let mut ids = Vec::new();
+    for index in 0..100 {
+        ids.push(
+            scim.create_user(&format!("user{index:03}@example.com")).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    admin.sync().await;
+    let deactivate = json!([{"op": "replace", "path": "active", "value": false}]);
+    for id in &ids[..30] {
+        patch_user(&scim, id, deactivate.clone()).await;
+    }
+    // One ordinary change rides along: it is applied, not held.
+    patch_user(&scim, &ids[50], json!([{"op": "replace", "path": "title", "value": "Lead"}])).await;
+
+    let preview = admin.get("/provisioning/pending").await;
+    assert!(preview["safeguard"].as_str().unwrap().contains("30 of 100"), "{preview}");
+    let held = admin.sync().await;
+    assert_eq!(held["status"], "held", "{held}");
+    assert!(held["held_reason"].as_str().unwrap().contains("approve"));
+    assert_eq!(held["counts"], counts(&[("held", 30), ("update", 1)]));
+    let members = admin.members().await;
+    assert_eq!(members["user000@example.com"]["status"], "active");
+    assert_eq!(members["user050@example.com"]["properties"]["title"], "Lead");
+
+    // Rejected: untouched, still pending (and held again by the next run).
+    let run_id = held["run_id"].as_str().unwrap();
+    let (status, rejected) = admin
+        .send(reqwest::Method::POST, &format!("/provisioning/syncs/{run_id}/reject"), None)
+        .await;
+    assert_eq!(status, 200, "{rejected}");
+    assert_eq!(rejected["status"], "rejected");
+    assert_eq!(admin.members().await["user000@example.com"]["status"], "active");
+    assert_eq!(admin.get("/provisioning/pending").await["counts"]["disable"], 30);
+    let (status, again) = admin
+        .send(reqwest::Method::POST, &format!("/provisioning/syncs/{run_id}/approve"), None)
+        .await;
+    assert_eq!(status, 409, "{again}");
+
+    let held = admin.sync().await;
+    assert_eq!(held["status"], "held");
+    let run_id = held["run_id"].as_str().unwrap();
+    let (status, approved) = admin
+        .send(reqwest::Method::POST, &format!("/provisioning/syncs/{run_id}/approve"), None)
+        .await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["status"], "approved");
+    let applied_by = approved["applied_by"].as_str().unwrap();
+    let applying = admin.get(&format!("/provisioning/syncs/{applied_by}")).await;
+    assert_eq!(applying["trigger"], "approval");
+    assert_eq!(applying["counts"]["disable"], 30);
+    let members = admin.members().await;
+    assert_eq!(members["user000@example.com"]["status"], "disabled");
+    assert_eq!(members["user031@example.com"]["status"], "active");
+    assert_eq!(admin.get("/provisioning/pending").await["total"], 0);
+}
+
+/// Mapped properties belong to Synchronize; app-owned ones to the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_changes_only_app_owned_properties() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    user(&scim, "ann@example.com", "a", "R&D").await;
+    admin.sync().await;
+    let member = admin.members().await["ann@example.com"].clone();
+    let path = format!("/members/{}", member["member_id"].as_str().unwrap());
+
+    let (status, body) = admin
+        .send(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"app_properties": {"login_method": "sso"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["app_properties"], json!({"login_method": "sso"}));
+    let (status, body) = admin
+        .send(reqwest::Method::PATCH, &path, Some(json!({"app_properties": {"department": "x"}})))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("mapped"), "{body}");
+    let (status, _) = admin
+        .send(reqwest::Method::PATCH, &path, Some(json!({"app_properties": {"shoe_size": 9}})))
+        .await;
+    assert_eq!(status, 400);
+
+    // A later Synchronize leaves the app-owned value alone.
+    patch_user(
+        &scim,
+        member["source"]["scim_user_id"].as_str().unwrap(),
+        json!([{"op": "replace", "path": "title", "value": "Boss"}]),
+    )
+    .await;
+    admin.sync().await;
+    let after = admin.get(&path).await;
+    assert_eq!(after["properties"]["title"], "Boss");
+    assert_eq!(after["app_properties"], json!({"login_method": "sso"}));
+    // Another tenant's member is not found.
+    server.tenant("globex").await;
+    let other = Admin::new(&server, "globex").await;
+    let (status, _) = other.send(reqwest::Method::GET, &path, None).await;
+    assert_eq!(status, 404);
+}
+
+/// The scheduler fires at the tenant's local time, once per day, driven by
+/// a controlled clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_run_fires_at_the_configured_local_time() {
+    use rollcall::sync::scheduler;
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    admin
+        .put(
+            "/provisioning/settings",
+            json!({"schedule": {"time": "02:30", "time_zone": "Europe/Paris"}}),
+        )
+        .await;
+    scim.create_user("ann@example.com").await;
+    let store = server.store.clone();
+    let now = jiff::Timestamp::now();
+    let settings = admin.get("/provisioning/settings").await;
+    let next: jiff::Timestamp = settings["next_run_at"].as_str().unwrap().parse().unwrap();
+    let paris = next.to_zoned(jiff::tz::TimeZone::get("Europe/Paris").unwrap());
+    assert_eq!((paris.hour(), paris.minute()), (2, 30));
+    assert!(next > now);
+
+    let tick = |at: jiff::Timestamp| {
+        let store = store.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                scheduler::tick(&store, at, rollcall::sync::RunOptions::default()).unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let minute = jiff::SignedDuration::from_mins(1);
+    assert_eq!(tick(next - minute).await, 0, "not before its time");
+    assert_eq!(tick(next).await, 1);
+    assert_eq!(tick(next + jiff::SignedDuration::from_hours(3)).await, 0, "once a day");
+    assert_eq!(admin.get("/members").await["total"], 1);
+    let runs = admin.get("/provisioning/syncs").await;
+    assert_eq!(runs["runs"][0]["trigger"], "scheduled");
+    assert_eq!(runs["runs"][0]["actor"], json!({"kind": "scheduler"}));
+    assert_eq!(tick(next + jiff::SignedDuration::from_hours(24)).await, 1, "the next day");
+}
+
+/// The admin API is for admin tokens only, and the SCIM API not for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_and_admin_tokens_stay_on_their_own_side() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let (_, scim_token) = server.token("acme", TokenScope::Scim).await;
+    let refused = server.get("/api/v1/provisioning/pending", Some(&scim_token)).await;
+    assert_eq!(refused.status().as_u16(), 401);
+    let refused = server.get("/scim/v2/Users", Some(&admin.token)).await;
+    assert_eq!(refused.status().as_u16(), 401);
+    assert_eq!(scim.get("/Users").await.status, 200);
+    // Bad input is a JSON error and records nothing.
+    let (status, body) = admin
+        .send(reqwest::Method::PUT, "/provisioning/mapping", Some(json!({"properties": 3})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().is_some());
+    let (status, _) = admin.send(reqwest::Method::GET, "/members?status=gone", None).await;
+    assert_eq!(status, 400);
+    let (status, _) = admin.send(reqwest::Method::GET, "/members/nope", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = admin.send(reqwest::Method::GET, "/provisioning/pending?limit=0", None).await;
+    assert_eq!(status, 400);
+}
