@@ -521,3 +521,201 @@ async fn scim_and_admin_tokens_stay_on_their_own_side() {
     let (status, _) = admin.send(reqwest::Method::GET, "/provisioning/pending?limit=0", None).await;
     assert_eq!(status, 400);
 }
+
+/// Creates users `first..first + count` with Bulk, 1,000 per request.
+async fn bulk_users(scim: &Scim<'_>, first: usize, count: usize) {
+    let mut index = first;
+    while index < first + count {
+        let end = (index + 1000).min(first + count);
+        let operations: Vec<Value> = (index..end)
+            .map(|i| {
+                json!({
+                    "method": "POST", "path": "/Users", "bulkId": format!("u{i}"),
+                    "data": {
+                        "schemas": [USER, ENTERPRISE], "userName": format!("user{i:06}@example.com"),
+                        "externalId": format!("ext{i}"), "title": format!("T{}", i % 7),
+                        ENTERPRISE: {"department": format!("D{}", i % 13)}
+                    }
+                })
+            })
+            .collect();
+        let answer = scim
+            .post(
+                "/Bulk",
+                json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                    "Operations": operations
+                }),
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        index = end;
+    }
+}
+
+/// The CLI twins of the API: preview, run, history, mapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_previews_runs_and_lists_synchronize() {
+    use crate::util::{rollcall, rollcall_ok, stdout};
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    bulk_users(&scim, 0, 5).await;
+    let db = server.db_path();
+
+    let preview = rollcall_ok(&db, &["sync", "--tenant", "acme", "--preview", "--json"]);
+    let preview: Value = serde_json::from_str(&stdout(&preview)).unwrap();
+    assert_eq!(preview["counts"]["join"], 5, "{preview}");
+    let run = rollcall_ok(&db, &["sync", "--tenant", "acme", "--json"]);
+    let run: Value = serde_json::from_str(&stdout(&run)).unwrap();
+    assert_eq!(run["trigger"], "cli");
+    assert_eq!(run["counts"]["join"], 5);
+    assert_eq!(run["actor"]["kind"], "cli");
+    let history = rollcall_ok(&db, &["sync", "history", "--tenant", "acme", "--json"]);
+    let history: Value = serde_json::from_str(&stdout(&history)).unwrap();
+    assert_eq!(history[0]["run_id"], run["run_id"]);
+
+    let file = server.dir.path().join("roles.json");
+    std::fs::write(&file, r#"{"roles": ["staff"], "default_role": "staff"}"#).unwrap();
+    rollcall_ok(&db, &["roles", "set", "--tenant", "acme", "--file", file.to_str().unwrap()]);
+    let shown: Value =
+        serde_json::from_str(&stdout(&rollcall_ok(&db, &["roles", "show", "--tenant", "acme"])))
+            .unwrap();
+    assert_eq!(shown["default_role"], "staff");
+    std::fs::write(&file, r#"{"roles": ["staff"], "default_role": "boss"}"#).unwrap();
+    let refused =
+        rollcall(&db, &["roles", "set", "--tenant", "acme", "--file", file.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(crate::util::stderr(&refused).contains("default_role"));
+    let rerun = rollcall_ok(&db, &["sync", "--tenant", "acme", "--json"]);
+    let rerun: Value = serde_json::from_str(&stdout(&rerun)).unwrap();
+    assert_eq!(rerun["counts"]["role_change"], 5, "{rerun}");
+    let mapping = rollcall_ok(&db, &["mapping", "show", "--tenant", "acme"]);
+    assert!(stdout(&mapping).contains("name.givenName"));
+}
+
+/// A run killed (SIGKILL) in the middle of 50,000 joins resumes where it
+/// stopped: every member exists exactly once, with its properties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_resumes_and_every_member_exists_once() {
+    const USERS: usize = 50_000;
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    bulk_users(&scim, 0, USERS).await;
+    let tenant = scim_tenant(&server).await;
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["sync", "--tenant", "acme"])
+        .env("ROLLCALL_DB", server.db_path())
+        .env("ROLLCALL_DURABILITY", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once a few batches are in, well before the end.
+    let mut applied = 0;
+    for _ in 0..6000 {
+        applied = member_count(&server, &tenant);
+        if applied >= 2000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let after_kill = member_count(&server, &tenant);
+    assert!(applied >= 2000 && after_kill < USERS as u64, "killed at {after_kill}");
+
+    crate::util::rollcall_ok(&server.db_path(), &["sync", "--tenant", "acme"]);
+    let tenant_id = tenant.clone();
+    let (members, distinct, runs) = server
+        .store
+        .read(move |connection| {
+            let count = |sql: &str| -> u64 {
+                connection.query_row(sql, [&tenant_id], |row| row.get::<_, i64>(0)).unwrap() as u64
+            };
+            Ok((
+                count("SELECT count(*) FROM members WHERE tenant_id = ?1"),
+                count("SELECT count(DISTINCT user_id) FROM members WHERE tenant_id = ?1"),
+                count(
+                    "SELECT count(*) FROM sync_runs WHERE tenant_id = ?1 AND status = 'completed'",
+                ),
+            ))
+        })
+        .unwrap();
+    assert_eq!((members, distinct), (USERS as u64, USERS as u64));
+    // The killed run was resumed and completed, not started over.
+    assert_eq!(runs, 1);
+    let admin = Admin::new(&server, "acme").await;
+    let some = admin.get("/members?search=user049999@").await;
+    assert_eq!(some["members"][0]["properties"]["department"], format!("D{}", 49_999 % 13));
+    assert_eq!(admin.get("/provisioning/pending").await["total"], 0);
+}
+
+async fn scim_tenant(server: &TestServer) -> String {
+    let tenants = server
+        .store
+        .read(|connection| Ok(projections::tenancy::list_tenants(connection)?))
+        .unwrap();
+    tenants.into_iter().find(|tenant| tenant.name == "acme").unwrap().tenant_id
+}
+
+fn member_count(server: &TestServer, tenant: &str) -> u64 {
+    let tenant = tenant.to_owned();
+    server
+        .store
+        .read(move |connection| {
+            Ok(connection
+                .query_row("SELECT count(*) FROM members WHERE tenant_id = ?1", [&tenant], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .unwrap() as u64)
+        })
+        .unwrap()
+}
+
+/// After the grace a leaver is purged (personal values gone, the log
+/// keeps its events); a late change to the deleted user resurrects
+/// nothing; a re-create after the purge is a new member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leavers_are_purged_after_the_grace_and_never_resurrected() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let ann = user(&scim, "ann@example.com", "ext-ann", "R&D").await;
+    let ben = user(&scim, "ben@example.com", "ext-ben", "R&D").await;
+    admin.sync().await;
+    let first = admin.members().await["ann@example.com"]["member_id"].as_str().unwrap().to_owned();
+
+    // Ben leaves with the default 30-day grace; a late PATCH is refused and
+    // the next run finds nothing to do.
+    assert_eq!(scim.delete(&format!("/Users/{ben}")).await.status, 204);
+    admin.sync().await;
+    let late = scim
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/Users/{ben}"),
+            Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": true}]})),
+        )
+        .await;
+    assert_eq!(late.status, 404);
+    assert_eq!(admin.get("/provisioning/pending").await["total"], 0);
+    assert_eq!(admin.members().await["ben@example.com"]["status"], "left");
+
+    // With no grace, Ann is purged as her leave is applied.
+    admin.put("/provisioning/settings", json!({"grace_days": 0, "schedule": null})).await;
+    assert_eq!(scim.delete(&format!("/Users/{ann}")).await.status, 204);
+    let run = admin.sync().await;
+    assert_eq!(run["counts"], counts(&[("leave", 1), ("purge", 1)]), "{run}");
+    let purged = admin.get(&format!("/members/{first}")).await;
+    assert_eq!(purged["status"], "purged");
+    assert_eq!(purged["properties"], json!({}));
+    assert_eq!(purged["user_name"], "");
+    assert!(purged["left_at"].as_str().is_some());
+
+    // Re-created after the purge: a new member, not the old one.
+    user(&scim, "ann@example.com", "ext-ann", "R&D").await;
+    admin.sync().await;
+    let again = admin.members().await["ann@example.com"].clone();
+    assert_ne!(again["member_id"], first.as_str());
+    assert_eq!(again["status"], "active");
+}
