@@ -202,8 +202,11 @@ pub struct Preview {
 /// The preview of a tenant's next run: every pending effect counted, one
 /// page of them listed. Blocking: call it from a blocking thread.
 pub fn preview(store: &Store, tenant: &str, offset: u64, limit: u64) -> Result<Preview, Error> {
-    let rules = store.snapshot(|connection| Rules::load(connection, tenant))?;
+    let mut rules = store.snapshot(|connection| Rules::load(connection, tenant))?;
     let pending = pending_set(store, tenant, &rules)?;
+    if !pending.users.is_empty() {
+        store.snapshot(|connection| rules.load_roles(connection, tenant))?;
+    }
     let now = events::time::format_millis(Timestamp::now());
     store.snapshot(|connection| {
         let mut counts = Counts::default();
@@ -313,8 +316,12 @@ pub fn run(
 ) -> Result<SyncRunRow, Error> {
     let _lock = take_lock(store, tenant)?;
     let started = Instant::now();
-    let rules = Arc::new(store.snapshot(|connection| Rules::load(connection, tenant))?);
+    let mut rules = store.snapshot(|connection| Rules::load(connection, tenant))?;
     let pending = pending_set(store, tenant, &rules)?;
+    if !pending.users.is_empty() {
+        store.snapshot(|connection| rules.load_roles(connection, tenant))?;
+    }
+    let rules = Arc::new(rules);
     let unfinished = store.read(|connection| Ok(members::unfinished_run(connection, tenant)?))?;
     let (run_id, held_reason, cursor, mut counts) = match unfinished {
         Some(run) => {

@@ -40,6 +40,8 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// The tenant's mapping, bindings and settings; the users each binding
+    /// reaches are read by [`Rules::load_roles`].
     pub fn load(connection: &Connection, tenant: &str) -> Result<Rules, Error> {
         let (mapping, mapping_position) = stored(connection, tenant, "mapping")?;
         let (bindings, bindings_position) = stored(connection, tenant, "roles")?;
@@ -48,8 +50,22 @@ impl Rules {
         let bindings: RoleBindings = bindings;
         // Stored mappings were validated before they were recorded.
         let compiled = mapping.validate()?;
+        Ok(Rules {
+            mapping,
+            compiled,
+            bindings,
+            settings,
+            roles_by_user: HashMap::new(),
+            mapping_position,
+            bindings_position,
+        })
+    }
+
+    /// Reads which users the bound groups hold (directly or nested): needed
+    /// only when some user is pending, so a run with nothing to do skips it.
+    pub fn load_roles(&mut self, connection: &Connection, tenant: &str) -> Result<(), Error> {
         let mut roles_by_user: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for binding in &bindings.bindings {
+        for binding in &self.bindings.bindings {
             let groups = match binding.by {
                 GroupMatch::DisplayName => {
                     directory::id_by_name(connection, tenant, ResourceKind::Group, &binding.group)?
@@ -69,15 +85,8 @@ impl Rules {
                 }
             }
         }
-        Ok(Rules {
-            mapping,
-            compiled,
-            bindings,
-            settings,
-            roles_by_user,
-            mapping_position,
-            bindings_position,
-        })
+        self.roles_by_user = roles_by_user;
+        Ok(())
     }
 
     /// The properties the mapping gives a user's document, or why it cannot.

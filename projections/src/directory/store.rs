@@ -506,25 +506,41 @@ pub fn ids_by_external_id(
 }
 
 /// The users in a group, directly or through groups nested in it (each
-/// once, a cycle of groups followed once).
+/// once, a cycle of groups followed once): one primary-key range read per
+/// group visited. (A recursive CTE did the same in one statement, but
+/// SQLite drove its final join from the tenant's whole membership table.)
 pub fn users_under(
     connection: &Connection,
     tenant: &str,
     group_id: &str,
 ) -> Result<Vec<String>, ProjectionError> {
-    connection
+    let mut statement = connection
         .prepare_cached(
-            "WITH RECURSIVE nested (id) AS ( \
-                 SELECT ?2 \
-                 UNION \
-                 SELECT m.member_id FROM scim_members m JOIN nested n ON m.group_id = n.id \
-                 WHERE m.tenant_id = ?1 AND m.member_type = 'Group' \
-             ) \
-             SELECT DISTINCT m.member_id FROM scim_members m JOIN nested n ON m.group_id = n.id \
-             WHERE m.tenant_id = ?1 AND m.member_type = 'User'",
+            "SELECT member_id, member_type FROM scim_members WHERE tenant_id = ?1 AND group_id = ?2",
         )
-        .and_then(|mut statement| {
-            statement.query_map(params![tenant, group_id], |row| row.get(0))?.collect()
-        })
-        .map_err(ProjectionError::storage("listing the users under a group"))
+        .map_err(ProjectionError::storage("listing a group's members"))?;
+    let mut users = HashSet::new();
+    let mut seen = HashSet::from([group_id.to_owned()]);
+    let mut queue = vec![group_id.to_owned()];
+    while let Some(group) = queue.pop() {
+        let rows = statement
+            .query_map(params![tenant, group], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(ProjectionError::storage("listing a group's members"))?;
+        for row in rows {
+            let (member, kind) =
+                row.map_err(ProjectionError::storage("listing a group's members"))?;
+            if kind == "Group" {
+                if seen.insert(member.clone()) {
+                    queue.push(member);
+                }
+            } else {
+                users.insert(member);
+            }
+        }
+    }
+    let mut users: Vec<String> = users.into_iter().collect();
+    users.sort_unstable();
+    Ok(users)
 }
