@@ -86,6 +86,8 @@ def main():
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--groups", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--populate-only", action="store_true",
+                        help="stop after creating the users, groups, mapping and bindings (for profiling)")
     args = parser.parse_args()
     scim = Client(args.base_url, args.scim_token)
     admin = Client(args.base_url, args.admin_token)
@@ -120,6 +122,9 @@ def main():
         "bindings": [{"group": f"Group {g}", "role": roles[g % 5]} for g in range(args.groups)],
     })
     populated_s = time.perf_counter() - started
+    if args.populate_only:
+        print(json.dumps({"populate_s": round(populated_s, 1)}))
+        return
     rss_before = peak_rss_mib()
 
     preview, preview_ms = admin.send("GET", "/api/v1/provisioning/pending?limit=100")

@@ -476,7 +476,9 @@ pub fn member(
         .map_err(ProjectionError::storage("reading a member"))
 }
 
-/// The member a SCIM user stands behind, if any (not purged).
+/// The member a SCIM user stands behind, if any (not purged). There is at
+/// most one: a member takes a user id when it joins or is restored, and a
+/// user id is never reused.
 pub fn member_of_user(
     connection: &Connection,
     tenant: &str,
@@ -485,8 +487,7 @@ pub fn member_of_user(
     connection
         .prepare_cached(&format!(
             "SELECT {MEMBER_COLUMNS} FROM members INDEXED BY members_by_user \
-             WHERE tenant_id = ?1 AND user_id = ?2 \
-             AND status != 'purged' ORDER BY joined_at DESC LIMIT 1"
+             WHERE tenant_id = ?1 AND user_id = ?2 AND status != 'purged' LIMIT 1"
         ))
         .and_then(|mut statement| {
             statement.query_row(params![tenant, user_id], member_from_row).optional()
@@ -494,12 +495,25 @@ pub fn member_of_user(
         .map_err(ProjectionError::storage("reading a user's member"))
 }
 
-/// A member that left, still in its grace, with this externalId.
+/// A member that left, still in its grace, with this externalId (the
+/// latest to leave, if several did).
 pub fn left_member_by_external_id(
     connection: &Connection,
     tenant: &str,
     external_id: &str,
 ) -> Result<Option<MemberRow>, ProjectionError> {
+    // Almost always there is none: a probe of the status index answers
+    // that without the sort the full query sets up.
+    let any_left: bool = connection
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM members INDEXED BY members_by_status \
+             WHERE tenant_id = ?1 AND status = 'left')",
+        )
+        .and_then(|mut statement| statement.query_row(params![tenant], |row| row.get(0)))
+        .map_err(ProjectionError::storage("looking for left members"))?;
+    if !any_left {
+        return Ok(None);
+    }
     connection
         .prepare_cached(&format!(
             "SELECT {MEMBER_COLUMNS} FROM members INDEXED BY members_by_external_id \

@@ -322,6 +322,7 @@ pub fn run(
         store.snapshot(|connection| rules.load_roles(connection, tenant))?;
     }
     let rules = Arc::new(rules);
+    tracing::debug!(elapsed = ?started.elapsed(), users = pending.users.len(), "synchronize: pending set read");
     let unfinished = store.read(|connection| Ok(members::unfinished_run(connection, tenant)?))?;
     let (run_id, held_reason, cursor, mut counts) = match unfinished {
         Some(run) => {
@@ -334,16 +335,18 @@ pub fn run(
                 None
             } else {
                 store.snapshot(|connection| {
+                    let statuses = members::status_counts(connection, tenant)?;
+                    let active = statuses.get(MemberStatus::Active.as_str()).copied().unwrap_or(0);
+                    if active == 0 {
+                        // Nobody to disable or remove (a first run, say).
+                        return Ok(None);
+                    }
                     let mut deprovisioning = 0_u64;
                     for user in &pending.users {
                         if would_deprovision(connection, tenant, user)? {
                             deprovisioning += 1;
                         }
                     }
-                    let active = members::status_counts(connection, tenant)?
-                        .get(MemberStatus::Active.as_str())
-                        .copied()
-                        .unwrap_or(0);
                     Ok(safeguard_reason(&rules, active, deprovisioning))
                 })?
             };
@@ -374,6 +377,7 @@ pub fn run(
             (run_id, held_reason, None, Counts::default())
         }
     };
+    tracing::debug!(elapsed = ?started.elapsed(), %run_id, "synchronize: run started");
     let context = CommandContext { correlation_id: Some(run_id.clone()), ..context };
     let outcome = apply_all(
         store,
@@ -388,6 +392,7 @@ pub fn run(
         options,
     )
     .and_then(|()| {
+        tracing::debug!(elapsed = ?started.elapsed(), "synchronize: batches applied");
         let completed = SyncCompleted {
             run_id: run_id.clone(),
             status: if held_reason.is_some() { "held" } else { "completed" }.to_owned(),

@@ -719,3 +719,35 @@ async fn leavers_are_purged_after_the_grace_and_never_resurrected() {
     assert_ne!(again["member_id"], first.as_str());
     assert_eq!(again["status"], "active");
 }
+
+/// Entra deletes a user and creates it again (same externalId, new id)
+/// before the next Synchronize: one run applies both, and the member is
+/// restored, not duplicated, wherever the two fall in the run's batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_and_re_create_in_one_run_restores_the_member() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let mut old = Vec::new();
+    for index in 0..5 {
+        old.push(
+            user(&scim, &format!("u{index}@example.com"), &format!("ext{index}"), "R&D").await,
+        );
+    }
+    admin.sync().await;
+    let before = admin.members().await;
+    for (index, id) in old.iter().enumerate() {
+        assert_eq!(scim.delete(&format!("/Users/{id}")).await.status, 204);
+        user(&scim, &format!("u{index}@example.com"), &format!("ext{index}"), "Ops").await;
+    }
+    let run = admin.sync().await;
+    assert_eq!(run["counts"]["restore"], 5, "{run}");
+    assert_eq!(run["counts"]["join"], 0, "{run}");
+    let after = admin.members().await;
+    assert_eq!(after.len(), 5);
+    for (name, member) in &after {
+        assert_eq!(member["member_id"], before[name]["member_id"]);
+        assert_eq!(member["status"], "active");
+        assert_eq!(member["properties"]["department"], "Ops");
+    }
+}
