@@ -366,6 +366,60 @@ mod tests {
     use super::*;
     use crate::scim::filter::parse_filter;
 
+    #[test]
+    fn mapping_sources_select_primary_filtered_extension_and_custom_values() {
+        let document = json!({
+            "userName": "ann",
+            "emails": [
+                {"value": "home@example.com", "type": "home"},
+                {"value": "work@example.com", "type": "work", "primary": true}
+            ],
+            "phoneNumbers": [{"value": "+1", "type": "mobile"}],
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {
+                "department": "R&D", "manager": {"value": "boss"}
+            },
+            "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User": {
+                "folders": ["a", "b"]
+            }
+        });
+        let document = document.as_object().unwrap_or_else(|| unreachable!());
+        let select_text = |path: &str, filter: Option<&str>| -> Vec<Value> {
+            let path =
+                crate::scim::filter::attribute_path(path).unwrap_or_else(|e| unreachable!("{e}"));
+            let filter =
+                filter.map(|text| parse_filter(text).unwrap_or_else(|e| unreachable!("{e}")));
+            select(ResourceKind::User, document, &path, filter.as_ref())
+                .into_iter()
+                .cloned()
+                .collect()
+        };
+        // Unfiltered: the primary first.
+        assert_eq!(select_text("emails.value", None)[0], json!("work@example.com"));
+        assert_eq!(
+            select_text("emails.value", Some("primary eq true")),
+            [json!("work@example.com")]
+        );
+        assert_eq!(
+            select_text("emails.value", Some("type eq \"home\"")),
+            [json!("home@example.com")]
+        );
+        assert_eq!(select_text("phoneNumbers.value", Some("type eq \"mobile\"")), [json!("+1")]);
+        assert!(select_text("phoneNumbers.value", Some("type eq \"work\"")).is_empty());
+        let enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+        assert_eq!(select_text(&format!("{enterprise}:department"), None), [json!("R&D")]);
+        assert_eq!(select_text(&format!("{enterprise}:manager.value"), None), [json!("boss")]);
+        // A bare name only an extension has, and a custom extension's list.
+        assert_eq!(select_text("department", None), [json!("R&D")]);
+        assert_eq!(
+            select_text(
+                "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:folders",
+                None
+            ),
+            [json!("a"), json!("b")]
+        );
+        assert!(select_text("title", None).is_empty());
+    }
+
     const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
     const CUSTOM: &str = "urn:ietf:params:scim:schemas:extension:2.0:Metadata";
 
