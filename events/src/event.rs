@@ -261,6 +261,9 @@ pub struct MemberUpdated {
     pub user_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// The SCIM user no longer has an externalId.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external_id_cleared: bool,
 }
 
 /// A member's roles were recomputed from its groups and changed.
@@ -349,6 +352,9 @@ pub struct SyncStarted {
     /// scheduler never runs one instant twice, whatever the clocks say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_for: Option<String>,
+    /// For an approval: the held run whose held changes this run applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approves: Option<String>,
 }
 
 /// A batch of a run was applied (its member events are in the same

@@ -93,6 +93,8 @@ pub struct SyncRunRow {
     pub held_reason: Option<String>,
     pub error: Option<String>,
     pub applied_by: Option<String>,
+    /// For an approval: the held run it applies.
+    pub approves: Option<String>,
 }
 
 /// A user whose change a run could not apply, or held.
@@ -130,15 +132,22 @@ pub(crate) fn apply(
             set_setting(connection, recorded, "sync", settings)
         }
         Event::MemberJoined(joined) => insert_member(connection, recorded, joined),
-        Event::MemberUpdated(MemberUpdated { member_id, changes, user_name, external_id }) => {
+        Event::MemberUpdated(MemberUpdated {
+            member_id,
+            changes,
+            user_name,
+            external_id,
+            external_id_cleared,
+        }) => {
             let properties =
                 changed_properties(connection, tenant, member_id, "properties", changes)?;
             update_member(
                 connection,
                 recorded,
                 member_id,
-                "properties = ?3, user_name = coalesce(?4, user_name), external_id = coalesce(?5, external_id)",
-                params![properties, user_name, external_id],
+                "properties = ?3, user_name = coalesce(?4, user_name), \
+                 external_id = CASE WHEN ?6 THEN NULL ELSE coalesce(?5, external_id) END",
+                params![properties, user_name, external_id, external_id_cleared],
             )
         }
         Event::MemberAppPropertiesChanged(MemberAppPropertiesChanged { member_id, changes }) => {
@@ -214,6 +223,7 @@ pub(crate) fn apply(
             to_position,
             held_reason,
             scheduled_for,
+            approves,
         }) => {
             let actor = serde_json::from_str::<Metadata>(&recorded.metadata)
                 .map(|metadata| json_text(&metadata.actor))
@@ -221,8 +231,8 @@ pub(crate) fn apply(
             connection
                 .prepare_cached(
                     "INSERT INTO sync_runs (tenant_id, run_id, trigger, actor, status, started_at, \
-                     from_position, to_position, counts, held_reason, scheduled_for) \
-                     VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, '{}', ?8, ?9)",
+                     from_position, to_position, counts, held_reason, scheduled_for, approves) \
+                     VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, '{}', ?8, ?9, ?10)",
                 )
                 .and_then(|mut statement| {
                     statement.execute(params![
@@ -234,7 +244,8 @@ pub(crate) fn apply(
                         sql_integer(*from_position),
                         sql_integer(*to_position),
                         held_reason,
-                        scheduled_for
+                        scheduled_for,
+                        approves
                     ])
                 })
                 .map(drop)
@@ -495,12 +506,13 @@ pub fn member_of_user(
         .map_err(ProjectionError::storage("reading a user's member"))
 }
 
-/// A member that left, still in its grace, with this externalId (the
-/// latest to leave, if several did).
+/// A member that left with this externalId and is still in its grace at
+/// `now` (the latest to leave, if several did).
 pub fn left_member_by_external_id(
     connection: &Connection,
     tenant: &str,
     external_id: &str,
+    now: &str,
 ) -> Result<Option<MemberRow>, ProjectionError> {
     // Almost always there is none: a probe of the status index answers
     // that without the sort the full query sets up.
@@ -518,10 +530,10 @@ pub fn left_member_by_external_id(
         .prepare_cached(&format!(
             "SELECT {MEMBER_COLUMNS} FROM members INDEXED BY members_by_external_id \
              WHERE tenant_id = ?1 AND external_id = ?2 \
-             AND status = 'left' ORDER BY left_at DESC LIMIT 1"
+             AND status = 'left' AND grace_until > ?3 ORDER BY left_at DESC LIMIT 1"
         ))
         .and_then(|mut statement| {
-            statement.query_row(params![tenant, external_id], member_from_row).optional()
+            statement.query_row(params![tenant, external_id, now], member_from_row).optional()
         })
         .map_err(ProjectionError::storage("reading a left member"))
 }
@@ -694,7 +706,7 @@ pub fn deferred(
 }
 
 const RUN_COLUMNS: &str = "run_id, trigger, actor, status, started_at, finished_at, from_position, \
-    to_position, through_user, counts, duration_ms, held_reason, error, applied_by";
+    to_position, through_user, counts, duration_ms, held_reason, error, applied_by, approves";
 
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<SyncRunRow> {
     let position = |value: i64| u64::try_from(value).unwrap_or(0);
@@ -713,6 +725,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<SyncRunRow> {
         held_reason: row.get(11)?,
         error: row.get(12)?,
         applied_by: row.get(13)?,
+        approves: row.get(14)?,
     })
 }
 

@@ -156,6 +156,7 @@ CREATE TABLE IF NOT EXISTS sync_runs (
     error TEXT,
     applied_by TEXT,
     scheduled_for TEXT,
+    approves TEXT,
     PRIMARY KEY (tenant_id, run_id)
 ) STRICT, WITHOUT ROWID;
 

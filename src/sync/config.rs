@@ -147,10 +147,37 @@ impl Mapping {
                     rule.property
                 )));
             }
+            if rule.kind != PropertyType::List && path.sub_attribute.is_none() {
+                let whole = projections::directory::filter::AttrPath {
+                    schema: path.schema.clone(),
+                    name: path.name.clone(),
+                    sub_attribute: None,
+                };
+                let resolved = projections::directory::schema::resolve(
+                    projections::directory::schema::ResourceKind::User,
+                    &whole,
+                );
+                if resolved.is_some_and(|resolved| {
+                    resolved.attribute.kind
+                        == projections::directory::schema::AttributeType::Complex
+                }) {
+                    return Err(Error::invalid(format!(
+                        "property {:?}: {} is complex; name a sub-attribute (such as {}.value) \
+                         or use type list",
+                        rule.property, rule.source, rule.source
+                    )));
+                }
+            }
             if let Some(default) = &rule.default {
-                convert(rule, vec![default]).map_err(|reason| {
+                let converted = convert(rule, vec![default]).map_err(|reason| {
                     Error::invalid(format!("property {:?}: default {reason}", rule.property))
                 })?;
+                if converted.is_some_and(|value| !is_allowed(rule, &value)) {
+                    return Err(Error::invalid(format!(
+                        "property {:?}: the default {default} is not one of the allowed values",
+                        rule.property
+                    )));
+                }
             }
             if let Some(allowed) = &rule.allowed {
                 if allowed.is_empty() {

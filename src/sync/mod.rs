@@ -24,7 +24,7 @@ pub mod plan;
 pub mod scheduler;
 pub mod settings;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{File, TryLockError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,17 +74,19 @@ impl Trigger {
 }
 
 /// How a run is cut into writer commands.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Users decided and applied per batch (one transaction each).
     pub batch_users: usize,
     /// For a scheduled run, the scheduled instant it is for.
     pub scheduled_for: Option<Timestamp>,
+    /// For an approval, the held run whose held changes it applies.
+    pub approves: Option<String>,
 }
 
 impl Default for RunOptions {
     fn default() -> RunOptions {
-        RunOptions { batch_users: 500, scheduled_for: None }
+        RunOptions { batch_users: 500, scheduled_for: None, approves: None }
     }
 }
 
@@ -101,10 +103,36 @@ pub struct PendingSet {
     pub full: bool,
 }
 
-/// Computes the pending set of a tenant.
-pub fn pending_set(store: &Store, tenant: &str, rules: &Rules) -> Result<PendingSet, Error> {
-    let (checkpoint, head) = store
-        .read(|connection| Ok((members::checkpoint(connection, tenant)?, store.log().head()?)))?;
+/// Where a pending set starts and ends: the member checkpoint, and the log
+/// position read *before* the rules were loaded (so a mapping or binding
+/// recorded in between is after the range and makes the next run re-decide
+/// everyone, rather than being passed over).
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    pub checkpoint: u64,
+    pub head: u64,
+}
+
+impl Range {
+    pub fn now(store: &Store, tenant: &str) -> Result<Range, Error> {
+        store.read(|connection| {
+            Ok(Range {
+                checkpoint: members::checkpoint(connection, tenant)?,
+                head: store.log().head()?,
+            })
+        })
+    }
+}
+
+/// Computes the pending set of a tenant over `range`.
+pub fn pending_set(
+    store: &Store,
+    tenant: &str,
+    rules: &Rules,
+    range: Range,
+) -> Result<PendingSet, Error> {
+    let Range { checkpoint, head } = range;
+    let mut removed = Vec::new();
     let mut pending = PendingSet {
         checkpoint,
         head,
@@ -136,9 +164,7 @@ pub fn pending_set(store: &Store, tenant: &str, rules: &Rules) -> Result<Pending
                         Event::GroupMembersAdded(added) => {
                             note_members(&mut pending, added.members)
                         }
-                        Event::GroupMembersRemoved(removed) => {
-                            pending.users.extend(removed.member_ids);
-                        }
+                        Event::GroupMembersRemoved(event) => removed.extend(event.member_ids),
                         _ => {}
                     }
                 }
@@ -157,6 +183,16 @@ pub fn pending_set(store: &Store, tenant: &str, rules: &Rules) -> Result<Pending
         Err(VisitError::Log(error)) => return Err(error.into()),
     }
     store.read(|connection| {
+        // A group taken out of a bound group takes roles from everyone
+        // under it: decide again for all. Removed users are pending.
+        if !pending.full && !removed.is_empty() {
+            let ids: Vec<&str> = removed.iter().map(String::as_str).collect();
+            let kinds = directory::kinds_of(connection, tenant, &ids)?;
+            if kinds.values().any(|kind| *kind == ResourceKind::Group) {
+                pending.full = true;
+            }
+        }
+        pending.users.extend(removed.drain(..));
         if pending.full {
             pending.users.extend(directory::all_ids(connection, tenant, ResourceKind::User)?);
             pending.users.extend(members::member_user_ids(connection, tenant)?);
@@ -202,8 +238,9 @@ pub struct Preview {
 /// The preview of a tenant's next run: every pending effect counted, one
 /// page of them listed. Blocking: call it from a blocking thread.
 pub fn preview(store: &Store, tenant: &str, offset: u64, limit: u64) -> Result<Preview, Error> {
+    let range = Range::now(store, tenant)?;
     let mut rules = store.snapshot(|connection| Rules::load(connection, tenant))?;
-    let pending = pending_set(store, tenant, &rules)?;
+    let pending = pending_set(store, tenant, &rules, range)?;
     if !pending.users.is_empty() {
         store.snapshot(|connection| rules.load_roles(connection, tenant))?;
     }
@@ -256,16 +293,15 @@ pub fn safeguard_reason(rules: &Rules, active: u64, deprovisioning: u64) -> Opti
     let safeguard = &rules.settings.safeguard;
     let share = u64::from(safeguard.share_percent);
     let over_share = deprovisioning.saturating_mul(100) > share.saturating_mul(active);
-    (deprovisioning >= u64::from(safeguard.minimum) && deprovisioning > 0 && over_share).then(
-        || {
-            format!(
-                "this run would disable or remove {deprovisioning} of {active} active members, \
+    let holds = active > 0 && deprovisioning > 0 && deprovisioning >= u64::from(safeguard.minimum);
+    (holds && over_share).then(|| {
+        format!(
+            "this run would disable or remove {deprovisioning} of {active} active members, \
              more than the safeguard's {share}% (and at least {} members): an admin must \
              approve it",
-                safeguard.minimum
-            )
-        },
-    )
+            safeguard.minimum
+        )
+    })
 }
 
 /// Holds the tenant's Synchronize lock while a run goes on: an OS file
@@ -316,40 +352,54 @@ pub fn run(
 ) -> Result<SyncRunRow, Error> {
     let _lock = take_lock(store, tenant)?;
     let started = Instant::now();
+    let unfinished = store.read(|connection| Ok(members::unfinished_run(connection, tenant)?))?;
+    if unfinished.is_none()
+        && let Some(fire) = options.scheduled_for
+    {
+        // Another process's scheduler may have run this instant while this
+        // one waited for the lock.
+        let last = store.read(|connection| Ok(members::last_scheduled_for(connection, tenant)?))?;
+        if last.is_some_and(|last| last >= format_now(fire)) {
+            return Err(Error::conflict("this scheduled Synchronize already ran"));
+        }
+    }
+    // A resumed run keeps its range: what changed after it waits for the
+    // next run, as if the crash had not happened.
+    let range = match &unfinished {
+        Some(run) => Range { checkpoint: run.from_position, head: run.to_position },
+        None => Range::now(store, tenant)?,
+    };
     let mut rules = store.snapshot(|connection| Rules::load(connection, tenant))?;
-    let pending = pending_set(store, tenant, &rules)?;
+    let pending = pending_set(store, tenant, &rules, range)?;
     if !pending.users.is_empty() {
         store.snapshot(|connection| rules.load_roles(connection, tenant))?;
     }
     let rules = Arc::new(rules);
     tracing::debug!(elapsed = ?started.elapsed(), users = pending.users.len(), "synchronize: pending set read");
-    let unfinished = store.read(|connection| Ok(members::unfinished_run(connection, tenant)?))?;
-    let (run_id, held_reason, cursor, mut counts) = match unfinished {
+    let (run_id, held_reason, approves, cursor, mut counts) = match unfinished {
         Some(run) => {
             let counts = serde_json::from_value(run.counts.clone()).unwrap_or_default();
-            (run.run_id, run.held_reason, run.through_user, counts)
+            (run.run_id, run.held_reason, run.approves, run.through_user, counts)
         }
         None => {
             let run_id = ulid::Ulid::generate().to_string();
-            let held_reason = if trigger == Trigger::Approval {
-                None
-            } else {
-                store.snapshot(|connection| {
-                    let statuses = members::status_counts(connection, tenant)?;
-                    let active = statuses.get(MemberStatus::Active.as_str()).copied().unwrap_or(0);
-                    if active == 0 {
-                        // Nobody to disable or remove (a first run, say).
-                        return Ok(None);
+            let approves = options.approves.clone();
+            let exempt = exempt_users(store, tenant, approves.as_deref())?;
+            let held_reason = store.snapshot(|connection| {
+                let statuses = members::status_counts(connection, tenant)?;
+                let active = statuses.get(MemberStatus::Active.as_str()).copied().unwrap_or(0);
+                if active == 0 {
+                    // Nobody to disable or remove (a first run, say).
+                    return Ok(None);
+                }
+                let mut deprovisioning = 0_u64;
+                for user in pending.users.iter().filter(|user| !exempt.contains(*user)) {
+                    if would_deprovision(connection, tenant, user)? {
+                        deprovisioning += 1;
                     }
-                    let mut deprovisioning = 0_u64;
-                    for user in &pending.users {
-                        if would_deprovision(connection, tenant, user)? {
-                            deprovisioning += 1;
-                        }
-                    }
-                    Ok(safeguard_reason(&rules, active, deprovisioning))
-                })?
-            };
+                }
+                Ok(safeguard_reason(&rules, active, deprovisioning))
+            })?;
             let started_event = SyncStarted {
                 run_id: run_id.clone(),
                 trigger: trigger.as_str().to_owned(),
@@ -357,6 +407,7 @@ pub fn run(
                 to_position: pending.head,
                 held_reason: held_reason.clone(),
                 scheduled_for: options.scheduled_for.map(format_now),
+                approves: approves.clone(),
             };
             let tenant_id = tenant.to_owned();
             let context = context.clone();
@@ -374,9 +425,10 @@ pub fn run(
                     .map(drop)
                 })
                 .wait()?;
-            (run_id, held_reason, None, Counts::default())
+            (run_id, held_reason, approves, None, Counts::default())
         }
     };
+    let exempt = exempt_users(store, tenant, approves.as_deref())?;
     tracing::debug!(elapsed = ?started.elapsed(), %run_id, "synchronize: run started");
     let context = CommandContext { correlation_id: Some(run_id.clone()), ..context };
     let outcome = apply_all(
@@ -387,6 +439,7 @@ pub fn run(
         &pending,
         cursor.as_deref(),
         held_reason.is_some(),
+        &exempt,
         &mut counts,
         &context,
         options,
@@ -482,6 +535,7 @@ fn apply_all(
     pending: &PendingSet,
     cursor: Option<&str>,
     holding: bool,
+    exempt: &HashSet<String>,
     counts: &mut Counts,
     context: &CommandContext,
     options: RunOptions,
@@ -499,6 +553,8 @@ fn apply_all(
         let run_id = run_id.to_owned();
         let context = context.clone();
         let so_far = counts.clone();
+        let exempt: HashSet<String> =
+            batch.iter().filter(|user| exempt.contains(*user)).cloned().collect();
         *counts = store
             .command(move |tx| {
                 let now = Timestamp::now();
@@ -509,7 +565,7 @@ fn apply_all(
                     else {
                         continue;
                     };
-                    if holding && effect.action.is_deprovisioning() {
+                    if holding && effect.action.is_deprovisioning() && !exempt.contains(user) {
                         effect.action = Action::Held;
                         deferred.push((
                             user.clone(),
@@ -626,15 +682,19 @@ fn apply_effect(
     }
     let renamed = plan.renamed;
     if !changes.is_empty() || renamed.is_some() {
-        let (user_name, external_id) = match renamed {
-            Some((user_name, external_id)) => (Some(user_name), external_id),
-            None => (None, None),
+        let (user_name, external_id, external_id_cleared) = match renamed {
+            Some((user_name, external_id)) => {
+                let cleared = external_id.is_none();
+                (Some(user_name), external_id, cleared)
+            }
+            None => (None, None, false),
         };
         events.push(Event::MemberUpdated(MemberUpdated {
             member_id: member_id.clone(),
             changes,
             user_name,
             external_id,
+            external_id_cleared,
         }));
     }
     if let Some(roles) = roles {
@@ -669,6 +729,23 @@ pub fn scheduler_context() -> CommandContext {
     CommandContext::new(Actor::Scheduler)
 }
 
+/// The users an approval lifts the hold from: those the approved run
+/// deferred as held (and only those).
+fn exempt_users(
+    store: &Store,
+    tenant: &str,
+    approves: Option<&str>,
+) -> Result<HashSet<String>, Error> {
+    let Some(approved) = approves else { return Ok(HashSet::new()) };
+    store.read(|connection| {
+        Ok(members::deferred(connection, tenant)?
+            .into_iter()
+            .filter(|row| row.reason == "held" && row.run_id == approved)
+            .map(|row| row.user_id)
+            .collect())
+    })
+}
+
 /// An admin's decision on a held run. Approving runs Synchronize at once
 /// without the safeguard (the approval is the admin's word for it) and
 /// names that run; rejecting leaves members untouched and the held changes
@@ -689,7 +766,16 @@ pub fn decide(
             held.status
         )));
     }
+    // What the admin reviewed is this run's held changes; a later run (or
+    // one still going) may hold others, or have found them gone.
+    let latest = store.read(|connection| Ok(members::runs(connection, tenant, 0, 1)?.1))?;
+    if latest.first().is_none_or(|latest| latest.run_id != run_id) {
+        return Err(Error::conflict(format!(
+            "run {run_id} is no longer the latest run; review and decide on the latest held run"
+        )));
+    }
     let applied_by = if approve {
+        let options = RunOptions { approves: Some(run_id.to_owned()), ..options };
         Some(run(store, tenant, Trigger::Approval, context.clone(), options)?.run_id)
     } else {
         None

@@ -286,7 +286,8 @@ pub fn effect(
         None if user.active => {
             let left = match &user.external_id {
                 Some(external_id) => {
-                    members::left_member_by_external_id(connection, tenant, external_id)?
+                    let now = events::time::format_millis(Timestamp::now());
+                    members::left_member_by_external_id(connection, tenant, external_id, &now)?
                 }
                 None => None,
             };
@@ -421,7 +422,7 @@ impl Counts {
         if updated && !matches!(effect.action, Action::Rejected | Action::Held) {
             self.update += 1;
         }
-        if effect.roles.is_some() {
+        if effect.roles.is_some() && !matches!(effect.action, Action::Rejected | Action::Held) {
             self.role_change += 1;
         }
     }

@@ -86,7 +86,14 @@ pub fn due_tenants(store: &Store, now: Timestamp) -> Result<Vec<(String, Timesta
                 members::setting(connection, &tenant.tenant_id, "sync")?.map(|(value, _)| value),
             );
             let Some(schedule) = settings.schedule else { continue };
-            let fire = last_fire(&schedule, now)?;
+            let fire = match last_fire(&schedule, now) {
+                Ok(fire) => fire,
+                Err(error) => {
+                    // One tenant's bad schedule must not stop the others'.
+                    tracing::warn!(tenant = %tenant.tenant_id, %error, "cannot schedule Synchronize");
+                    continue;
+                }
+            };
             let since = members::last_scheduled_for(connection, &tenant.tenant_id)?
                 .unwrap_or(tenant.created_at);
             if format_millis(fire) > since {
@@ -103,7 +110,7 @@ pub fn due_tenants(store: &Store, now: Timestamp) -> Result<Vec<(String, Timesta
 pub fn tick(store: &Store, now: Timestamp, options: RunOptions) -> Result<usize, Error> {
     let mut ran = 0;
     for (tenant, fire) in due_tenants(store, now)? {
-        let options = RunOptions { scheduled_for: Some(fire), ..options };
+        let options = RunOptions { scheduled_for: Some(fire), ..options.clone() };
         match run(store, &tenant, Trigger::Scheduled, scheduler_context(), options) {
             Ok(record) => {
                 ran += 1;

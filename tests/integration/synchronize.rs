@@ -751,3 +751,254 @@ async fn a_delete_and_re_create_in_one_run_restores_the_member() {
         assert_eq!(member["properties"]["department"], "Ops");
     }
 }
+
+/// Taking a nested group out of a bound group takes its role away from
+/// the users under it at the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_nested_group_revokes_the_roles_it_granted() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    admin
+        .put(
+            "/provisioning/role-bindings",
+            json!({"roles": ["admin", "viewer"], "default_role": "viewer",
+                   "bindings": [{"group": "Admins", "role": "admin"}]}),
+        )
+        .await;
+    let alice = user(&scim, "alice@example.com", "a", "R&D").await;
+    let leads = group(&scim, "Leads", &[&alice]).await;
+    let admins = group(&scim, "Admins", &[]).await;
+    let answer = scim
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/Groups/{admins}"),
+            Some(json!({"schemas": [PATCH], "Operations": [
+                {"op": "add", "path": "members", "value": [{"value": leads}]}]})),
+        )
+        .await;
+    assert!(answer.status == 200 || answer.status == 204, "{}", answer.body);
+    admin.sync().await;
+    assert_eq!(admin.members().await["alice@example.com"]["roles"], json!(["admin"]));
+
+    let answer = scim
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/Groups/{admins}"),
+            Some(json!({"schemas": [PATCH], "Operations": [
+                {"op": "remove", "path": format!("members[value eq \"{leads}\"]")}]})),
+        )
+        .await;
+    assert!(answer.status == 200 || answer.status == 204, "{}", answer.body);
+    let run = admin.sync().await;
+    assert_eq!(run["counts"]["role_change"], 1, "{run}");
+    assert_eq!(admin.members().await["alice@example.com"]["roles"], json!(["viewer"]));
+}
+
+/// A run resumed after a crash applies the range it started with: a change
+/// the IdP made after it is left pending, never skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_keeps_its_range_and_later_changes_stay_pending() {
+    use events::event::{Event, SyncBatchApplied, SyncStarted};
+    use events::{Actor, CommandContext, EventLog, ExpectedVersion};
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let first = user(&scim, "a@example.com", "a", "R&D").await;
+    admin.sync().await;
+    let later = [
+        user(&scim, "b@example.com", "b", "R&D").await,
+        user(&scim, "c@example.com", "c", "R&D").await,
+    ];
+    assert!(later.iter().all(|id| id.as_str() > first.as_str()));
+
+    // A run that started, applied a batch ending at `first`, and died.
+    let tenant = scim_tenant(&server).await;
+    let head = server.store.log().head().unwrap();
+    let checkpoint = admin.get("/provisioning/pending").await["checkpoint"].as_u64().unwrap();
+    let stream = "sync:01KCRASHEDRUN0000000000000".to_owned();
+    let events = vec![
+        Event::SyncStarted(SyncStarted {
+            run_id: "01KCRASHEDRUN0000000000000".to_owned(),
+            trigger: "cli".to_owned(),
+            from_position: checkpoint,
+            to_position: head,
+            held_reason: None,
+            scheduled_for: None,
+            approves: None,
+        }),
+        Event::SyncBatchApplied(SyncBatchApplied {
+            run_id: "01KCRASHEDRUN0000000000000".to_owned(),
+            through_user: first.clone(),
+            counts: json!({}),
+        }),
+    ];
+    server
+        .store
+        .command(move |tx| {
+            rollcall::store::record(
+                tx,
+                &tenant,
+                &stream,
+                ExpectedVersion::NoStream,
+                &events,
+                &CommandContext::new(Actor::System),
+            )
+            .map(drop)
+        })
+        .await
+        .unwrap();
+    // After the crash, the IdP changes the user before the cursor.
+    patch_user(&scim, &first, json!([{"op": "replace", "path": "title", "value": "Boss"}])).await;
+
+    let resumed = admin.sync().await;
+    assert_eq!(resumed["run_id"], "01KCRASHEDRUN0000000000000", "{resumed}");
+    assert_eq!(resumed["to_position"], head);
+    assert_eq!(resumed["counts"]["join"], 2);
+    let preview = admin.get("/provisioning/pending").await;
+    assert_eq!(preview["counts"], counts(&[("update", 1)]), "{preview}");
+    admin.sync().await;
+    assert_eq!(admin.members().await["a@example.com"]["properties"]["title"], "Boss");
+}
+
+/// An approval applies what the admin reviewed: only the latest held run
+/// can be approved, and disables that came after it are held again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_lifts_only_the_hold_it_reviewed() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let mut ids = Vec::new();
+    for index in 0..100 {
+        ids.push(
+            scim.create_user(&format!("user{index:03}@example.com")).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    admin.sync().await;
+    let deactivate = json!([{"op": "replace", "path": "active", "value": false}]);
+    for id in &ids[..30] {
+        patch_user(&scim, id, deactivate.clone()).await;
+    }
+    let first = admin.sync().await;
+    let second = admin.sync().await;
+    assert_eq!((first["status"].as_str(), second["status"].as_str()), (Some("held"), Some("held")));
+    let (status, body) = admin
+        .send(
+            reqwest::Method::POST,
+            &format!("/provisioning/syncs/{}/approve", first["run_id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    // 25 more deactivations arrive before the admin approves the 30.
+    for id in &ids[30..55] {
+        patch_user(&scim, id, deactivate.clone()).await;
+    }
+    let (status, approved) = admin
+        .send(
+            reqwest::Method::POST,
+            &format!("/provisioning/syncs/{}/approve", second["run_id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{approved}");
+    let applying = admin
+        .get(&format!("/provisioning/syncs/{}", approved["applied_by"].as_str().unwrap()))
+        .await;
+    assert_eq!(applying["counts"]["disable"], 30, "{applying}");
+    assert_eq!(applying["counts"]["held"], 25, "{applying}");
+    assert_eq!(applying["status"], "held");
+    let members = admin.members().await;
+    assert_eq!(members["user029@example.com"]["status"], "disabled");
+    assert_eq!(members["user030@example.com"]["status"], "active");
+}
+
+/// With no grace, a delete and re-create in one run is a new member: the
+/// old one's grace was over before the re-create was applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_grace_a_re_created_user_is_a_new_member() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    admin.put("/provisioning/settings", json!({"grace_days": 0, "schedule": null})).await;
+    let old = user(&scim, "ann@example.com", "ext-ann", "R&D").await;
+    admin.sync().await;
+    let before = admin.members().await["ann@example.com"]["member_id"].as_str().unwrap().to_owned();
+    assert_eq!(scim.delete(&format!("/Users/{old}")).await.status, 204);
+    user(&scim, "ann@example.com", "ext-ann", "Ops").await;
+    let run = admin.sync().await;
+    assert_eq!(run["counts"], counts(&[("join", 1), ("leave", 1), ("purge", 1)]), "{run}");
+    let after = admin.members().await["ann@example.com"].clone();
+    assert_ne!(after["member_id"], before.as_str());
+    assert_eq!(admin.get(&format!("/members/{before}")).await["status"], "purged");
+}
+
+/// A cleared externalId reaches the member, and a rerun finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleared_external_id_is_cleared_on_the_member() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let ann = user(&scim, "ann@example.com", "ext-ann", "R&D").await;
+    admin.sync().await;
+    patch_user(&scim, &ann, json!([{"op": "remove", "path": "externalId"}])).await;
+    let run = admin.sync().await;
+    assert_eq!(run["counts"]["update"], 1, "{run}");
+    assert_eq!(admin.members().await["ann@example.com"]["source"]["external_id"], Value::Null);
+    assert_eq!(admin.get("/provisioning/pending").await["total"], 0);
+    // Another tenant cannot see the run or the member.
+    server.tenant("globex").await;
+    let other = Admin::new(&server, "globex").await;
+    let run_id = run["run_id"].as_str().unwrap();
+    let (status, _) =
+        other.send(reqwest::Method::GET, &format!("/provisioning/syncs/{run_id}"), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = other
+        .send(reqwest::Method::POST, &format!("/provisioning/syncs/{run_id}/approve"), None)
+        .await;
+    assert_eq!(status, 404);
+}
+
+/// Mappings that would reject every user are refused when they are set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mappings_that_cannot_work_are_refused() {
+    let server = TestServer::start().await;
+    let _scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    for (rule, needle) in [
+        (
+            json!({"property": "t", "source": "userType", "allowed": ["A"], "default": "B"}),
+            "allowed",
+        ),
+        (json!({"property": "n", "source": "name"}), "complex"),
+        (json!({"property": "e", "source": "emails[type eq \"work\"]"}), "complex"),
+        (json!({"property": "e", "source": "emails[type eq"}), "path"),
+        (json!({"property": "x", "source": "title", "type": "list", "split": ""}), "split"),
+        (json!({"property": "bad name!", "source": "title"}), "property"),
+    ] {
+        let (status, body) = admin
+            .send(
+                reqwest::Method::PUT,
+                "/provisioning/mapping",
+                Some(json!({"properties": [rule]})),
+            )
+            .await;
+        assert_eq!(status, 400, "{rule}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(needle), "{rule}: {body}");
+    }
+    // A list may take a complex attribute whole (its values).
+    let (status, body) = admin
+        .send(
+            reqwest::Method::PUT,
+            "/provisioning/mapping",
+            Some(
+                json!({"properties": [{"property": "emails", "source": "emails", "type": "list"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
