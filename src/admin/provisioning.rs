@@ -31,9 +31,9 @@ pub fn routes() -> Router<AppState> {
         .route("/provisioning/syncs/{run_id}", get(one_run))
         .route("/provisioning/syncs/{run_id}/approve", post(approve))
         .route("/provisioning/syncs/{run_id}/reject", post(reject))
-        .route("/provisioning/mapping", get(get_mapping).put(put_mapping))
-        .route("/provisioning/role-bindings", get(get_roles).put(put_roles))
-        .route("/provisioning/settings", get(get_settings).put(put_settings))
+        .route("/provisioning/mapping", setting_routes(Setting::Mapping))
+        .route("/provisioning/role-bindings", setting_routes(Setting::Roles))
+        .route("/provisioning/settings", setting_routes(Setting::Sync))
         .route("/members", get(list_members))
         .route("/members/{member_id}", get(one_member).patch(patch_member))
 }
@@ -215,40 +215,15 @@ async fn put_setting(
     Ok((StatusCode::OK, [("x-rollcall-changed", changed)], Json(value)).into_response())
 }
 
-async fn get_mapping(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    get_setting(&state, &caller, Setting::Mapping)
-}
-
-async fn put_mapping(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiJson(body): ApiJson<Value>,
-) -> Result<Response, ApiError> {
-    put_setting(state, caller, Setting::Mapping, body).await
-}
-
-async fn get_roles(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    get_setting(&state, &caller, Setting::Roles)
-}
-
-async fn put_roles(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiJson(body): ApiJson<Value>,
-) -> Result<Response, ApiError> {
-    put_setting(state, caller, Setting::Roles, body).await
-}
-
-async fn get_settings(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    get_setting(&state, &caller, Setting::Sync)
-}
-
-async fn put_settings(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiJson(body): ApiJson<Value>,
-) -> Result<Response, ApiError> {
-    put_setting(state, caller, Setting::Sync, body).await
+/// `GET` and `PUT` of one setting: the mapping, the role bindings or the
+/// run settings.
+fn setting_routes(setting: Setting) -> axum::routing::MethodRouter<AppState> {
+    get(move |State(state): State<AppState>, caller: Caller| async move {
+        get_setting(&state, &caller, setting)
+    })
+    .put(move |State(state): State<AppState>, caller: Caller, ApiJson(body): ApiJson<Value>| async move {
+        put_setting(state, caller, setting, body).await
+    })
 }
 
 pub fn member_view(member: &MemberRow) -> Value {

@@ -345,20 +345,7 @@ async fn a_mass_deactivation_is_held_until_an_admin_decides() {
     let server = TestServer::start().await;
     let scim = Scim::new(&server, "acme").await;
     let admin = Admin::new(&server, "acme").await;
-    let mut ids = Vec::new();
-    for index in 0..100 {
-        ids.push(
-            scim.create_user(&format!("user{index:03}@example.com")).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
-    admin.sync().await;
-    let deactivate = json!([{"op": "replace", "path": "active", "value": false}]);
-    for id in &ids[..30] {
-        patch_user(&scim, id, deactivate.clone()).await;
-    }
+    let ids = members_then_deactivated(&scim, &admin, 100, 30).await;
     // One ordinary change rides along: it is applied, not held.
     patch_user(&scim, &ids[50], json!([{"op": "replace", "path": "title", "value": "Lead"}])).await;
 
@@ -868,20 +855,7 @@ async fn an_approval_lifts_only_the_hold_it_reviewed() {
     let server = TestServer::start().await;
     let scim = Scim::new(&server, "acme").await;
     let admin = Admin::new(&server, "acme").await;
-    let mut ids = Vec::new();
-    for index in 0..100 {
-        ids.push(
-            scim.create_user(&format!("user{index:03}@example.com")).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
-    admin.sync().await;
-    let deactivate = json!([{"op": "replace", "path": "active", "value": false}]);
-    for id in &ids[..30] {
-        patch_user(&scim, id, deactivate.clone()).await;
-    }
+    let ids = members_then_deactivated(&scim, &admin, 100, 30).await;
     let first = admin.sync().await;
     let second = admin.sync().await;
     assert_eq!((first["status"].as_str(), second["status"].as_str()), (Some("held"), Some("held")));
@@ -896,7 +870,7 @@ async fn an_approval_lifts_only_the_hold_it_reviewed() {
 
     // 25 more deactivations arrive before the admin approves the 30.
     for id in &ids[30..55] {
-        patch_user(&scim, id, deactivate.clone()).await;
+        patch_user(&scim, id, json!([{"op": "replace", "path": "active", "value": false}])).await;
     }
     let (status, approved) = admin
         .send(
@@ -1001,4 +975,24 @@ async fn mappings_that_cannot_work_are_refused() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// `total` users synchronized into members, then the first `deactivated`
+/// of them deactivated in the IdP (not yet synchronized); their ids.
+async fn members_then_deactivated(
+    scim: &Scim<'_>,
+    admin: &Admin<'_>,
+    total: usize,
+    deactivated: usize,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for index in 0..total {
+        let created = scim.create_user(&format!("user{index:03}@example.com")).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    admin.sync().await;
+    for id in &ids[..deactivated] {
+        patch_user(scim, id, json!([{"op": "replace", "path": "active", "value": false}])).await;
+    }
+    ids
 }
