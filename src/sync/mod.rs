@@ -376,15 +376,18 @@ pub fn run(
     }
     let rules = Arc::new(rules);
     tracing::debug!(elapsed = ?started.elapsed(), users = pending.users.len(), "synchronize: pending set read");
-    let (run_id, held_reason, approves, cursor, mut counts) = match unfinished {
+    let approves = match &unfinished {
+        Some(run) => run.approves.clone(),
+        None => options.approves.clone(),
+    };
+    let exempt = exempt_users(store, tenant, approves.as_deref())?;
+    let (run_id, held_reason, cursor, mut counts) = match unfinished {
         Some(run) => {
             let counts = serde_json::from_value(run.counts.clone()).unwrap_or_default();
-            (run.run_id, run.held_reason, run.approves, run.through_user, counts)
+            (run.run_id, run.held_reason, run.through_user, counts)
         }
         None => {
             let run_id = ulid::Ulid::generate().to_string();
-            let approves = options.approves.clone();
-            let exempt = exempt_users(store, tenant, approves.as_deref())?;
             let held_reason = store.snapshot(|connection| {
                 let statuses = members::status_counts(connection, tenant)?;
                 let active = statuses.get(MemberStatus::Active.as_str()).copied().unwrap_or(0);
@@ -425,10 +428,9 @@ pub fn run(
                     .map(drop)
                 })
                 .wait()?;
-            (run_id, held_reason, approves, None, Counts::default())
+            (run_id, held_reason, None, Counts::default())
         }
     };
-    let exempt = exempt_users(store, tenant, approves.as_deref())?;
     tracing::debug!(elapsed = ?started.elapsed(), %run_id, "synchronize: run started");
     let context = CommandContext { correlation_id: Some(run_id.clone()), ..context };
     let outcome = apply_all(
