@@ -163,8 +163,32 @@ CREATE TABLE IF NOT EXISTS sync_runs (
 CREATE INDEX IF NOT EXISTS sync_runs_by_start ON sync_runs (tenant_id, started_at);
 "#;
 
-/// Creates the projection tables if they are missing. Run through the
-/// writer, so it serialises with every other write.
+/// Columns added to a projection table after it first shipped: a file made
+/// by an earlier build gets them (as NULL, which is what the events it
+/// folded said: they predate the fields).
+const ADDED_COLUMNS: &[(&str, &str, &str)] =
+    &[("sync_runs", "scheduled_for", "TEXT"), ("sync_runs", "approves", "TEXT")];
+
+/// Creates the projection tables if they are missing, and adds columns
+/// that later builds introduced. Run through the writer, so it serialises
+/// with every other write.
 pub fn migrate(connection: &Connection) -> Result<(), ProjectionError> {
-    connection.execute_batch(CREATE).map_err(ProjectionError::storage("creating projection tables"))
+    connection
+        .execute_batch(CREATE)
+        .map_err(ProjectionError::storage("creating projection tables"))?;
+    for (table, column, kind) in ADDED_COLUMNS {
+        let present: bool = connection
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+                [table, column],
+                |row| row.get(0),
+            )
+            .map_err(ProjectionError::storage("reading a projection table's columns"))?;
+        if !present {
+            connection
+                .execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+                .map_err(ProjectionError::storage("adding a projection column"))?;
+        }
+    }
+    Ok(())
 }

@@ -136,47 +136,58 @@ pub fn pending_set(
     let mut pending = PendingSet {
         checkpoint,
         head,
-        full: rules.mapping_position > checkpoint || rules.bindings_position > checkpoint,
+        full: checkpoint == 0
+            || rules.mapping_position > checkpoint
+            || rules.bindings_position > checkpoint,
         ..PendingSet::default()
     };
-    let scanned = store.log().visit_forward(checkpoint, Some(tenant), |event| {
-        if event.position > head {
-            return Ok(());
-        }
-        if let Some(user) = event.stream.strip_prefix("user:") {
-            pending.users.insert(user.to_owned());
-        } else if let Some(group) = event.stream.strip_prefix("group:") {
-            pending.groups.insert(group.to_owned());
-            if pending.full {
+    // Before the first run everything is pending: the directory says who
+    // and which groups, without reading the whole log.
+    let first_run = checkpoint == 0;
+    let scanned = store.log().visit_forward(
+        if first_run { head } else { checkpoint },
+        Some(tenant),
+        |event| {
+            if event.position > head {
                 return Ok(());
             }
-            match event.event_type {
-                "GroupCreated" | "GroupMembersAdded" | "GroupMembersRemoved" => {
-                    let decoded = Event::decode(
-                        event.event_type,
-                        event.schema_version,
-                        event.payload,
-                        event.recorded_at,
-                    )
-                    .map_err(|error| Error::Internal(error.to_string()))?;
-                    match decoded {
-                        Event::GroupCreated(created) => note_members(&mut pending, created.members),
-                        Event::GroupMembersAdded(added) => {
-                            note_members(&mut pending, added.members)
-                        }
-                        Event::GroupMembersRemoved(event) => removed.extend(event.member_ids),
-                        _ => {}
-                    }
+            if let Some(user) = event.stream.strip_prefix("user:") {
+                pending.users.insert(user.to_owned());
+            } else if let Some(group) = event.stream.strip_prefix("group:") {
+                pending.groups.insert(group.to_owned());
+                if pending.full {
+                    return Ok(());
                 }
-                // A group renamed, re-identified or deleted may gain or lose
-                // a binding for every user under it, and a deleted group's
-                // members are no longer listed anywhere: decide again for all.
-                "GroupUpdated" | "GroupRenamed" | "GroupDeleted" => pending.full = true,
-                _ => {}
+                match event.event_type {
+                    "GroupCreated" | "GroupMembersAdded" | "GroupMembersRemoved" => {
+                        let decoded = Event::decode(
+                            event.event_type,
+                            event.schema_version,
+                            event.payload,
+                            event.recorded_at,
+                        )
+                        .map_err(|error| Error::Internal(error.to_string()))?;
+                        match decoded {
+                            Event::GroupCreated(created) => {
+                                note_members(&mut pending, created.members)
+                            }
+                            Event::GroupMembersAdded(added) => {
+                                note_members(&mut pending, added.members)
+                            }
+                            Event::GroupMembersRemoved(event) => removed.extend(event.member_ids),
+                            _ => {}
+                        }
+                    }
+                    // A group renamed, re-identified or deleted may gain or lose
+                    // a binding for every user under it, and a deleted group's
+                    // members are no longer listed anywhere: decide again for all.
+                    "GroupUpdated" | "GroupRenamed" | "GroupDeleted" => pending.full = true,
+                    _ => {}
+                }
             }
-        }
-        Ok::<(), Error>(())
-    });
+            Ok::<(), Error>(())
+        },
+    );
     match scanned {
         Ok(_) => {}
         Err(VisitError::Visitor(error)) => return Err(error),
@@ -193,6 +204,9 @@ pub fn pending_set(
             }
         }
         pending.users.extend(removed.drain(..));
+        if first_run {
+            pending.groups.extend(directory::all_ids(connection, tenant, ResourceKind::Group)?);
+        }
         if pending.full {
             pending.users.extend(directory::all_ids(connection, tenant, ResourceKind::User)?);
             pending.users.extend(members::member_user_ids(connection, tenant)?);

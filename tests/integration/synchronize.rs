@@ -996,3 +996,45 @@ async fn members_then_deactivated(
     }
     ids
 }
+
+/// A database made before `sync_runs` gained its later columns opens, gets
+/// them, and synchronizes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_an_earlier_build_gains_the_new_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let opened = path.clone();
+    tokio::task::spawn_blocking(move || {
+        let store = rollcall::store::Store::open(&opened, crate::util::test_log_options()).unwrap();
+        store.shutdown();
+        drop(store);
+        let connection = rusqlite::Connection::open(&opened).unwrap();
+        connection
+            .execute_batch(
+                "ALTER TABLE sync_runs DROP COLUMN approves; \
+                 ALTER TABLE sync_runs DROP COLUMN scheduled_for;",
+            )
+            .unwrap();
+        drop(connection);
+        let store = rollcall::store::Store::open(&opened, crate::util::test_log_options()).unwrap();
+        let tenant = rollcall::tenancy::create_tenant(
+            &store,
+            "acme",
+            events::CommandContext::new(events::Actor::System),
+        )
+        .wait()
+        .unwrap();
+        let run = rollcall::sync::run(
+            &store,
+            &tenant.tenant_id,
+            rollcall::sync::Trigger::Cli,
+            events::CommandContext::new(events::Actor::System),
+            rollcall::sync::RunOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(run.status, "completed");
+        store.shutdown();
+    })
+    .await
+    .unwrap();
+}
