@@ -634,8 +634,9 @@ pub fn status_counts(
     Ok(counts)
 }
 
-/// Every (user id, member) pair of members that are not purged, in user id
-/// order: what a full re-application walks beside the directory's users.
+/// The SCIM user ids of the active and disabled members, in order: what a
+/// full re-application walks beside the directory's users (a member whose
+/// user is gone must leave).
 pub fn member_user_ids(
     connection: &Connection,
     tenant: &str,

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::Error;
+use projections::directory::filter::{AttrPath, Filter};
+
 use crate::scim::patch::{PatchPath, parse_patch_path};
 
 /// A member property's type: what a SCIM value is converted to.
@@ -114,9 +116,20 @@ fn check_name(what: &str, name: &str) -> Result<(), Error> {
     }
 }
 
+/// A rule ready to apply: its source parsed into the attribute path and
+/// value filter `eval::select` takes, and its default converted, once per
+/// run rather than once per user.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    pub rule: PropertyRule,
+    pub path: AttrPath,
+    pub filter: Option<Filter>,
+    pub default: Option<Value>,
+}
+
 impl Mapping {
-    /// Checks a mapping an admin sent, and parses its paths once.
-    pub(crate) fn validate(&self) -> Result<Vec<(PropertyRule, PatchPath)>, Error> {
+    /// Checks a mapping an admin sent, and compiles its rules.
+    pub fn validate(&self) -> Result<Vec<CompiledRule>, Error> {
         if self.properties.len() > PROPERTIES_MAX {
             return Err(Error::invalid(format!(
                 "a mapping has at most {PROPERTIES_MAX} properties"
@@ -132,9 +145,11 @@ impl Mapping {
                     rule.property
                 )));
             }
-            let path = parse_patch_path(&rule.source).map_err(|error| {
-                Error::invalid(format!("property {:?}: {error}", rule.property))
-            })?;
+            let PatchPath { schema, name, filter, sub_attribute } = parse_patch_path(&rule.source)
+                .map_err(|error| {
+                    Error::invalid(format!("property {:?}: {error}", rule.property))
+                })?;
+            let path = AttrPath { schema, name, sub_attribute };
             if rule.split.is_some() && rule.kind != PropertyType::List {
                 return Err(Error::invalid(format!(
                     "property {:?}: split applies to type list only",
@@ -148,14 +163,9 @@ impl Mapping {
                 )));
             }
             if rule.kind != PropertyType::List && path.sub_attribute.is_none() {
-                let whole = projections::directory::filter::AttrPath {
-                    schema: path.schema.clone(),
-                    name: path.name.clone(),
-                    sub_attribute: None,
-                };
                 let resolved = projections::directory::schema::resolve(
                     projections::directory::schema::ResourceKind::User,
-                    &whole,
+                    &path,
                 );
                 if resolved.is_some_and(|resolved| {
                     resolved.attribute.kind
@@ -168,17 +178,21 @@ impl Mapping {
                     )));
                 }
             }
-            if let Some(default) = &rule.default {
-                let converted = convert(rule, vec![default]).map_err(|reason| {
-                    Error::invalid(format!("property {:?}: default {reason}", rule.property))
-                })?;
-                if converted.is_some_and(|value| !is_allowed(rule, &value)) {
-                    return Err(Error::invalid(format!(
-                        "property {:?}: the default {default} is not one of the allowed values",
-                        rule.property
-                    )));
+            let default = match &rule.default {
+                Some(default) => {
+                    let converted = convert(rule, vec![default]).map_err(|reason| {
+                        Error::invalid(format!("property {:?}: default {reason}", rule.property))
+                    })?;
+                    if converted.as_ref().is_some_and(|value| !is_allowed(rule, value)) {
+                        return Err(Error::invalid(format!(
+                            "property {:?}: the default {default} is not one of the allowed values",
+                            rule.property
+                        )));
+                    }
+                    converted
                 }
-            }
+                None => None,
+            };
             if let Some(allowed) = &rule.allowed {
                 if allowed.is_empty() {
                     return Err(Error::invalid(format!(
@@ -195,7 +209,7 @@ impl Mapping {
                     })?;
                 }
             }
-            compiled.push((rule.clone(), path));
+            compiled.push(CompiledRule { rule: rule.clone(), path, filter, default });
         }
         let mut owned = BTreeSet::new();
         for name in &self.app_owned {

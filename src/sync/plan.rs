@@ -18,17 +18,16 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::config::{
-    GroupMatch, Mapping, PropertyRule, RoleBindings, SyncSettings, convert, is_allowed,
+    CompiledRule, GroupMatch, Mapping, RoleBindings, SyncSettings, convert, is_allowed,
     stored_or_default,
 };
 use crate::error::Error;
 use crate::scim::eval;
-use crate::scim::patch::PatchPath;
 
 /// A tenant's rules, loaded once per preview or run.
 pub struct Rules {
     pub mapping: Mapping,
-    compiled: Vec<(PropertyRule, PatchPath)>,
+    compiled: Vec<CompiledRule>,
     pub bindings: RoleBindings,
     pub settings: SyncSettings,
     /// The roles each user's bound groups grant (users in no bound group
@@ -92,18 +91,11 @@ impl Rules {
     /// The properties the mapping gives a user's document, or why it cannot.
     pub fn properties(&self, document: &Map<String, Value>) -> Result<Map<String, Value>, String> {
         let mut properties = Map::new();
-        for (rule, path) in &self.compiled {
-            let selected = eval::select(
-                ResourceKind::User,
-                document,
-                &AttrPathOf(path).attr_path(),
-                path.filter.as_ref(),
-            );
+        for CompiledRule { rule, path, filter, default } in &self.compiled {
+            let selected = eval::select(ResourceKind::User, document, path, filter.as_ref());
             let value = convert(rule, selected)
                 .map_err(|reason| format!("{} ({}): {reason}", rule.property, rule.source))?
-                .or_else(|| {
-                    rule.default.as_ref().and_then(|d| convert(rule, vec![d]).ok().flatten())
-                });
+                .or_else(|| default.clone());
             if let Some(value) = value {
                 if !is_allowed(rule, &value) {
                     return Err(format!(
@@ -134,19 +126,6 @@ impl Rules {
             .checked_add(jiff::SignedDuration::from_hours(days.saturating_mul(24)))
             .unwrap_or(now);
         events::time::format_millis(until)
-    }
-}
-
-/// The attribute part of a parsed PATCH path, as a filter path.
-struct AttrPathOf<'a>(&'a PatchPath);
-
-impl AttrPathOf<'_> {
-    fn attr_path(&self) -> projections::directory::filter::AttrPath {
-        projections::directory::filter::AttrPath {
-            schema: self.0.schema.clone(),
-            name: self.0.name.clone(),
-            sub_attribute: self.0.sub_attribute.clone(),
-        }
     }
 }
 
