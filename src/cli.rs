@@ -73,8 +73,19 @@ pub enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
-    /// Walk the hash chain and name the first event that does not match.
+    /// Walk the hash chain and name the first event that does not match;
+    /// `--since` a checkpoint proves the log only grew since, `--file`
+    /// checks an export offline.
     Verify(VerifyArgs),
+    /// Answers for auditors, from the log alone: joiners and leavers, one
+    /// person's history, the chain head to write down.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Write a tenant's events as NDJSON, one event per line with its
+    /// hash (`rollcall verify --file` checks it offline).
+    Export(ExportArgs),
     /// Synchronize pending directory changes into the members, or preview
     /// them (`--preview`); `sync history`, `sync approve RUN`, `sync reject RUN`.
     Sync(SyncArgs),
@@ -276,10 +287,82 @@ pub enum TokenCommand {
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// Verify one tenant's chain (by name) instead of the whole log.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "file")]
     pub tenant: Option<String>,
+    /// A checkpoint (`POSITION:HASH`, from `rollcall audit checkpoint`)
+    /// the chain must still pass through: proves the log only grew since.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub since: Option<String>,
+    /// Check an export (`rollcall export`) instead of the database; `-`
+    /// reads standard input.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+}
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Who joined, was disabled or enabled, left, came back or was purged
+    /// in a window (by when it took effect), with when the identity
+    /// provider said it and on whose word.
+    JoinersLeavers {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        /// Start: a date (2026-07-01, from 00:00 UTC) or an RFC 3339 instant.
+        #[arg(long)]
+        from: String,
+        /// End: a date (its whole day included) or an instant (excluded).
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
+    /// Every event that touched one user or member, in order, with the
+    /// attribute changes between versions.
+    History {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        /// A SCIM user id, externalId or userName (any the user ever had).
+        #[arg(long, required_unless_present = "member", conflicts_with = "member")]
+        user: Option<String>,
+        /// A member id.
+        #[arg(long)]
+        member: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the tenant's chain head (`POSITION:HASH`) to write down and
+    /// later give to `rollcall verify --since`.
+    Checkpoint {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    #[arg(long, env = "ROLLCALL_TENANT")]
+    pub tenant: String,
+    /// Only events recorded from then (a date or an RFC 3339 instant).
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// Only events recorded before then (a date: its day included).
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 /// Checked settings for opening the database.
@@ -383,7 +466,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             init_logging("warn", LogFormat::Text);
             // Read-only: verify must neither create a missing file nor
             // repair the guards whose absence it is there to report.
+            if let Some(file) = &verify.file {
+                return crate::audit::cli::verify_file_command(file, &verify);
+            }
             verify_command(&open_store_read_only(&settings)?, &verify)
+        }
+        Command::Audit { command } => {
+            init_logging("warn", LogFormat::Text);
+            crate::audit::cli::audit_command(&open_store_read_only(&settings)?, command)
+        }
+        Command::Export(export) => {
+            init_logging("warn", LogFormat::Text);
+            crate::audit::cli::export_command(&open_store_read_only(&settings)?, &export)
         }
         Command::Sync(sync) => {
             init_logging("warn", LogFormat::Text);
@@ -650,9 +744,38 @@ fn verify_command(store: &Store, verify: &VerifyArgs) -> anyhow::Result<ExitCode
         }
         None => (VerifyScope::All, "all".to_owned()),
     };
-    let report = store.log().verify(scope)?;
+    let report = store.log().verify(scope.clone())?;
+    let since = match (&verify.since, &scope) {
+        (None, _) => None,
+        (Some(_), VerifyScope::All) => {
+            anyhow::bail!("--since needs --tenant: a checkpoint is a tenant's")
+        }
+        (Some(text), VerifyScope::Tenant(tenant_id)) => {
+            let checkpoint = crate::audit::chain::Checkpoint::parse(text)?;
+            let problem = if report.is_ok() {
+                crate::audit::chain::check(store, tenant_id, &checkpoint)?
+            } else {
+                None
+            };
+            Some((checkpoint, problem))
+        }
+    };
     if verify.json {
-        println!("{}", crate::audit::verify_report_json(&report, &label));
+        let mut json = crate::audit::verify_report_json(&report, &label);
+        if let (Some((checkpoint, problem)), Some(object)) = (&since, json.as_object_mut()) {
+            object.insert(
+                "since".to_owned(),
+                serde_json::json!({
+                    "checkpoint": checkpoint.to_string(),
+                    "ok": report.is_ok() && problem.is_none(),
+                    "problem": problem,
+                }),
+            );
+            if problem.is_some() {
+                object.insert("ok".to_owned(), false.into());
+            }
+        }
+        println!("{json}");
     } else {
         let names = store.read(|connection| Ok(tenancy_projection::list_tenants(connection)?))?;
         let name_of = |tenant_id: &str| {
@@ -671,9 +794,18 @@ fn verify_command(store: &Store, verify: &VerifyArgs) -> anyhow::Result<ExitCode
         });
         print_table(&["CHAIN", "EVENTS", "HEAD POSITION", "HEAD HASH"], rows)?;
     }
+    if let Some((checkpoint, Some(problem))) = &since {
+        eprintln!("rollcall: verify FAILED against checkpoint {checkpoint}: {problem}");
+        return Ok(ExitCode::from(1));
+    }
     match &report.failure {
         None => {
             eprintln!("rollcall: verify ok: {} events checked ({label})", report.events_checked);
+            if let Some((checkpoint, None)) = &since {
+                eprintln!(
+                    "rollcall: the chain still passes through checkpoint {checkpoint}: the log only grew since"
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(failure) => {
@@ -689,7 +821,10 @@ fn verify_command(store: &Store, verify: &VerifyArgs) -> anyhow::Result<ExitCode
 }
 
 /// Prints rows as left-aligned columns under a header.
-fn print_table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> anyhow::Result<()> {
+pub fn print_table(
+    headers: &[&str],
+    rows: impl Iterator<Item = Vec<String>>,
+) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = rows.collect();
     let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
     for row in &rows {

@@ -168,6 +168,14 @@ impl From<ProjectionError> for Error {
     }
 }
 
+impl From<events::DecodeError> for Error {
+    // A stored event that no longer decodes is a damaged log or a bug, never
+    // the caller's fault.
+    fn from(error: events::DecodeError) -> Error {
+        Error::Internal(error.to_string())
+    }
+}
+
 impl From<AppendError> for Error {
     fn from(error: AppendError) -> Error {
         match error {

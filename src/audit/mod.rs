@@ -1,36 +1,302 @@
-//! The audit API under /api/v1/audit, for `audit`-scope tokens (read-only)
-//! and `admin`-scope tokens. Every answer comes from the log itself.
+//! The audit: answers for auditors from the log alone (never from the
+//! projection tables), the same on every replay. `report` (joiners and
+//! leavers), `history` (one person), `chain` (checkpoints, export, offline
+//! verify), `cli` (their commands); here, the API under /api/v1/audit, for
+//! `audit`-scope tokens (read-only) and `admin`-scope tokens. Nothing here
+//! appends an event.
 
-use axum::extract::State;
+pub mod chain;
+pub mod cli;
+pub mod history;
+pub mod report;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router, middleware};
 use events::event::TokenScope;
 use events::{EventLog, VerifyScope};
+use serde::Deserialize;
 
 use crate::auth::{Caller, Gate, require_token};
 use crate::error::{ApiError, Error};
 use crate::server::{AppState, Surface};
+use report::{Movement, Window};
 
 pub fn router(state: AppState) -> Router<AppState> {
     let gate =
         Gate { state, allowed: &[TokenScope::Audit, TokenScope::Admin], surface: Surface::Api };
     Router::new()
         .route("/audit/verify", get(verify))
+        .route("/audit/checkpoint", get(checkpoint))
+        .route("/audit/joiners-leavers", get(joiners_leavers))
+        .route("/audit/history", get(history_route))
+        .route("/audit/export", get(export))
         .layer(middleware::from_fn_with_state(gate, require_token))
 }
 
+/// Runs blocking work (a walk over the log) off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| Error::Internal(format!("an audit task failed: {error}")))?
+}
+
+fn query<T: serde::de::DeserializeOwned>(
+    raw: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, Error> {
+    raw.map(|Query(value)| value).map_err(|rejection| Error::invalid(rejection.body_text()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyQuery {
+    /// A checkpoint (`POSITION:HASH`) the chain must still pass through.
+    since: Option<String>,
+}
+
 /// Walks the caller's tenant chain and reports its head, or the first event
-/// that does not match.
-async fn verify(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+/// that does not match; with `since`, whether the chain still passes
+/// through that checkpoint.
+async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    raw: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let since = query(raw)?.since.map(|text| chain::Checkpoint::parse(&text)).transpose()?;
     let store = state.store.clone();
     let tenant_id = caller.principal.tenant_id.clone();
-    // A walk over a whole chain is long: keep it off the async workers.
-    let report =
-        tokio::task::spawn_blocking(move || store.log().verify(VerifyScope::Tenant(tenant_id)))
-            .await
-            .map_err(|error| Error::Internal(format!("verify task failed: {error}")))??;
-    Ok(Json(verify_report_json(&report, &caller.principal.tenant_name)).into_response())
+    let (report, problem) = blocking(move || {
+        let report = store.log().verify(VerifyScope::Tenant(tenant_id.clone()))?;
+        let problem = match &since {
+            Some(checkpoint) if report.is_ok() => chain::check(&store, &tenant_id, checkpoint)?,
+            _ => None,
+        };
+        Ok((report, since.map(|checkpoint| (checkpoint, problem))))
+    })
+    .await?;
+    let mut json = verify_report_json(&report, &caller.principal.tenant_name);
+    if let (Some((checkpoint, problem)), Some(object)) = (problem, json.as_object_mut()) {
+        object.insert(
+            "since".to_owned(),
+            serde_json::json!({
+                "checkpoint": checkpoint.to_string(),
+                "ok": report.is_ok() && problem.is_none(),
+                "problem": problem,
+            }),
+        );
+        if problem.is_some() {
+            object.insert("ok".to_owned(), false.into());
+        }
+    }
+    Ok(Json(json).into_response())
+}
+
+/// The caller's tenant head, to write down.
+async fn checkpoint(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let tenant_id = caller.principal.tenant_id.clone();
+    let found = blocking(move || chain::checkpoint(&store, &tenant_id)).await?;
+    let Some((checkpoint, recorded_at)) = found else {
+        return Err(Error::not_found("a chain head (the tenant has no events yet)").into());
+    };
+    Ok(Json(serde_json::json!({
+        "tenant": caller.principal.tenant_name,
+        "position": checkpoint.position,
+        "hash": events::hash::to_hex(&checkpoint.hash),
+        "recorded_at": recorded_at,
+        "checkpoint": checkpoint.to_string(),
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowQuery {
+    from: Option<String>,
+    to: Option<String>,
+    /// `json` (the default) or `csv`.
+    format: Option<String>,
+}
+
+impl WindowQuery {
+    fn window(&self) -> Result<Window, Error> {
+        match (&self.from, &self.to) {
+            (Some(from), Some(to)) => Window::parse(from, to),
+            _ => Err(Error::invalid(
+                "from and to are required (a date like 2026-07-01 or an RFC 3339 instant)",
+            )),
+        }
+    }
+}
+
+/// The report as JSON, the same for the API and the CLI.
+pub fn report_json(tenant: &str, window: Window, movements: &[Movement]) -> serde_json::Value {
+    serde_json::json!({
+        "tenant": tenant,
+        "from": events::time::format_millis(window.from),
+        "to": events::time::format_millis(window.to),
+        "counts": report::counts(movements),
+        "movements": movements,
+    })
+}
+
+async fn joiners_leavers(
+    State(state): State<AppState>,
+    caller: Caller,
+    raw: Result<Query<WindowQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query(raw)?;
+    let window = params.window()?;
+    let csv = match params.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(Error::invalid(format!("format must be json or csv, not {other:?}")).into());
+        }
+    };
+    let store = state.store.clone();
+    let tenant_id = caller.principal.tenant_id.clone();
+    let movements = blocking(move || report::joiners_leavers(&store, &tenant_id, window)).await?;
+    if !csv {
+        return Ok(
+            Json(report_json(&caller.principal.tenant_name, window, &movements)).into_response()
+        );
+    }
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let written = out.write_record(report::COLUMNS).and_then(|()| {
+        movements.iter().try_for_each(|movement| out.write_record(report::row(movement)))
+    });
+    written.map_err(|error| Error::Internal(format!("writing CSV: {error}")))?;
+    let body =
+        out.into_inner().map_err(|error| Error::Internal(format!("writing CSV: {error}")))?;
+    let filename = format!(
+        "joiners-leavers-{}-{}.csv",
+        window.from.strftime("%Y%m%dT%H%M%SZ"),
+        window.to.strftime("%Y%m%dT%H%M%SZ")
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    user: Option<String>,
+    member: Option<String>,
+}
+
+async fn history_route(
+    State(state): State<AppState>,
+    caller: Caller,
+    raw: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let subject = match query(raw)? {
+        HistoryQuery { user: Some(user), member: None } if !user.trim().is_empty() => {
+            history::Subject::User(user)
+        }
+        HistoryQuery { user: None, member: Some(member) } if !member.trim().is_empty() => {
+            history::Subject::Member(member)
+        }
+        _ => {
+            return Err(Error::invalid(
+                "give one of user (SCIM id, externalId or userName) or member",
+            )
+            .into());
+        }
+    };
+    let store = state.store.clone();
+    let tenant_id = caller.principal.tenant_id.clone();
+    let history = blocking(move || history::history(&store, &tenant_id, &subject)).await?;
+    Ok(Json(history).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// Writes into a channel in chunks, so an export streams to the client
+/// from a blocking thread with bounded memory.
+struct ChannelWriter {
+    sender: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= EXPORT_CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.buffer));
+        self.sender.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+/// The receiving end of the export channel as the body's stream.
+struct ReceiverStream(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl futures_core::Stream for ReceiverStream {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(context)
+    }
+}
+
+/// The caller's tenant events (in a window, or all) as NDJSON, streamed.
+async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    raw: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let window = match query(raw)? {
+        ExportQuery { from: Some(from), to: Some(to) } => Some(Window::parse(&from, &to)?),
+        ExportQuery { from: None, to: None } => None,
+        _ => return Err(Error::invalid("give both from and to, or neither").into()),
+    };
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let store = state.store.clone();
+    let tenant_id = caller.principal.tenant_id.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter { sender: sender.clone(), buffer: Vec::new() };
+        if let Err(error) = chain::export(&store, &tenant_id, window, &mut out) {
+            // The status line is gone already: end the body with an error,
+            // so the client sees a broken transfer, not a short export.
+            tracing::error!(%error, "export failed");
+            let _ = sender.blocking_send(Err(std::io::Error::other(error.to_string())));
+        }
+    });
+    let stream = ReceiverStream(receiver);
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream))
+        .into_response())
 }
 
 /// A verify report as JSON, the same for the API and `rollcall verify

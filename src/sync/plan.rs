@@ -320,7 +320,10 @@ pub fn effect(
         effect.roles = Some(RoleChange { from: member.roles.clone(), to: roles.clone() });
     }
     effect.plan.roles = roles;
-    if restoring || member.user_name != user.user_name || member.external_id != user.external_id {
+    // A restore records the new userName itself, and its externalId is the
+    // one it was found by: an update beside it would say nothing new.
+    if (!restoring && member.user_name != user.user_name) || member.external_id != user.external_id
+    {
         effect.plan.renamed = Some((user.user_name.clone(), user.external_id.clone()));
     }
     let changed = lifecycle.is_some()

@@ -4,6 +4,7 @@
 //! in tests/ would be one more binary to link).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod audit;
 mod auth;
 mod bulk;
 mod cli;

@@ -101,6 +101,9 @@ pub struct LogOptions {
     /// layers above can register the SQL functions their queries use. The
     /// log itself knows nothing of what they are.
     pub connection_setup: Option<fn(&Connection) -> rusqlite::Result<()>>,
+    /// Where events' `recorded_at` comes from: the system clock, except in
+    /// benchmarks that simulate months of history.
+    pub clock: fn() -> jiff::Timestamp,
 }
 
 impl Default for LogOptions {
@@ -115,6 +118,7 @@ impl Default for LogOptions {
             read_page_events: 1000,
             verify_hashes_on_read: true,
             connection_setup: None,
+            clock: jiff::Timestamp::now,
         }
     }
 }
@@ -183,10 +187,11 @@ impl SqliteLog {
         let stats = Arc::new(WriterStats::default());
         let writer_stats = stats.clone();
         let wal_sync = (options.durability == Durability::Pipelined).then(|| wal_path(path));
+        let clock = options.clock;
         let writer_thread = std::thread::Builder::new()
             .name("rollcall-log-writer".to_owned())
             .spawn(move || {
-                writer::run(connection, receiver, batch_commands_max, writer_stats, wal_sync)
+                writer::run(connection, receiver, batch_commands_max, writer_stats, wal_sync, clock)
             })
             .map_err(|error| LogError::storage("starting the writer thread", error))?;
         Ok(SqliteLog {
@@ -283,6 +288,18 @@ impl SqliteLog {
         visit: impl FnMut(EventRef<'_>) -> Result<(), E>,
     ) -> Result<Position, VisitError<E>> {
         read::visit_forward(self, after, tenant, visit)
+    }
+
+    /// The first position recorded at or after `instant` (an RFC 3339
+    /// instant in the stored format, `time::format_millis`), or head + 1:
+    /// the start of a window of time as a range of positions.
+    pub fn first_position_at(&self, instant: &str) -> Result<Position, LogError> {
+        read::first_position_at(self, instant)
+    }
+
+    /// The event at `position`, if the log has one.
+    pub fn read_at(&self, position: Position) -> Result<Option<RecordedEvent>, LogError> {
+        read::read_at(self, position)
     }
 
     /// Borrows a read-only connection (for projections' queries). Use it

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use rusqlite::{Row, params};
+use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteLog;
 use crate::log::{ChainHead, VerifyFailure, VerifyProblem, VerifyReport, VerifyScope};
@@ -63,12 +63,66 @@ pub(super) fn read_stream(
     .collect()
 }
 
+/// The event at `position`, if the log has one.
+pub(super) fn read_at(
+    log: &SqliteLog,
+    position: Position,
+) -> Result<Option<RecordedEvent>, LogError> {
+    let connection = log.reader()?;
+    let context = "reading an event";
+    let event = connection
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE position = ?1"))
+        .and_then(|mut statement| {
+            statement.query_row([to_sql_position(position)], from_row).optional()
+        })
+        .map_err(|error| LogError::storage(context, error))?;
+    event.map(|event| check(event, log.options.verify_hashes_on_read)).transpose()
+}
+
 pub(super) fn head(log: &SqliteLog) -> Result<Position, LogError> {
     let connection = log.reader()?;
     let head: i64 = connection
         .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| row.get(0))
         .map_err(|error| LogError::storage("reading the head position", error))?;
     Ok(Position::try_from(head).unwrap_or(0))
+}
+
+/// The first position recorded at or after `instant` (stored format,
+/// `time::format_millis`), or head + 1 when none is. The writer never
+/// records an event earlier than the one before it, so `recorded_at` rises
+/// with the position and a binary search over positions finds it: about 20
+/// primary-key lookups for a million events, instead of an index on time
+/// that every append would pay for.
+pub(super) fn first_position_at(log: &SqliteLog, instant: &str) -> Result<Position, LogError> {
+    let connection = log.reader()?;
+    let context = "finding a position by time";
+    // One read transaction, so the head and the probes see the same log.
+    connection.execute_batch("BEGIN").map_err(|error| LogError::storage(context, error))?;
+    let found = (|| {
+        let head: i64 = connection
+            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| row.get(0))
+            .map_err(|error| LogError::storage(context, error))?;
+        let mut statement = connection
+            .prepare_cached("SELECT recorded_at FROM events WHERE position = ?1")
+            .map_err(|error| LogError::storage(context, error))?;
+        // Invariant: every position below `low` is earlier than `instant`,
+        // every position from `high` on is not.
+        let (mut low, mut high) = (1i64, head + 1);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let recorded_at: Option<String> = statement
+                .query_row([middle], |row| row.get(0))
+                .optional()
+                .map_err(|error| LogError::storage(context, error))?;
+            match recorded_at {
+                Some(recorded_at) if recorded_at.as_str() < instant => low = middle + 1,
+                _ => high = middle,
+            }
+        }
+        Ok(Position::try_from(low).unwrap_or(0))
+    })();
+    let _ = connection.execute_batch("COMMIT");
+    found
 }
 
 /// A forward read, one page of `read_page_events` in memory at a time. Each

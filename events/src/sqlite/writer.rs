@@ -120,14 +120,26 @@ pub struct SqliteTx<'c> {
     head: Option<Position>,
     /// Each tenant's last hash, as of this transaction.
     tenant_hashes: HashMap<String, ChainHash>,
+    /// The last event's `recorded_at`, as of this transaction: a new event
+    /// is never recorded earlier, so positions and times agree.
+    last_recorded_at: Option<String>,
+    /// Where "now" comes from (`LogOptions::clock`).
+    clock: fn() -> jiff::Timestamp,
     /// Set when a storage error happened inside the current command: its
     /// savepoint is rolled back even if the command returns `Ok`.
     poisoned: bool,
 }
 
 impl<'c> SqliteTx<'c> {
-    fn new(connection: &'c Connection) -> SqliteTx<'c> {
-        SqliteTx { connection, head: None, tenant_hashes: HashMap::new(), poisoned: false }
+    fn new(connection: &'c Connection, clock: fn() -> jiff::Timestamp) -> SqliteTx<'c> {
+        SqliteTx {
+            connection,
+            head: None,
+            tenant_hashes: HashMap::new(),
+            last_recorded_at: None,
+            clock,
+            poisoned: false,
+        }
     }
 
     /// The write connection, inside the open transaction and the command's
@@ -182,6 +194,7 @@ impl<'c> SqliteTx<'c> {
 
     fn forget_caches(&mut self) {
         self.head = None;
+        self.last_recorded_at = None;
         self.tenant_hashes.clear();
     }
 
@@ -204,11 +217,20 @@ impl<'c> SqliteTx<'c> {
         // the writer's time while this was `query_row`).
         let result = self
             .connection
-            .prepare_cached("SELECT COALESCE(MAX(position), 0) FROM events")
-            .and_then(|mut statement| statement.query_row([], |row| row.get::<_, i64>(0)));
-        let head = self.storage("reading the head position", result)?;
-        let head = Position::try_from(head).unwrap_or(0);
+            .prepare_cached(
+                "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))
+                    .optional()
+            });
+        let (head, last_recorded_at) = match self.storage("reading the head position", result)? {
+            Some((head, recorded_at)) => (Position::try_from(head).unwrap_or(0), Some(recorded_at)),
+            None => (0, None),
+        };
         self.head = Some(head);
+        self.last_recorded_at = last_recorded_at;
         Ok(head)
     }
 
@@ -287,7 +309,15 @@ impl LogTransaction for SqliteTx<'_> {
         }
         let mut position = self.head()?;
         let mut prev_hash = self.tenant_hash(tenant)?;
-        let recorded_at = crate::time::now_millis();
+        // Never earlier than the event before it, even if the clock steps
+        // back: an auditor's window of time is then a range of positions.
+        // (The fixed-width UTC format compares correctly as text.)
+        let mut recorded_at = crate::time::format_millis((self.clock)());
+        if let Some(last) = &self.last_recorded_at
+            && *last > recorded_at
+        {
+            recorded_at.clone_from(last);
+        }
         let mut recorded = Vec::with_capacity(events.len());
         let first_version = actual.unwrap_or(0) + 1;
         for (version, event) in (first_version..).zip(events) {
@@ -344,6 +374,7 @@ impl LogTransaction for SqliteTx<'_> {
             prev_hash = hash;
         }
         self.head = Some(position);
+        self.last_recorded_at = Some(recorded_at);
         self.tenant_hashes.insert(tenant.to_owned(), prev_hash);
         Ok(recorded)
     }
@@ -375,6 +406,7 @@ pub(crate) fn run(
     batch_commands_max: usize,
     stats: Arc<WriterStats>,
     wal_sync: Option<PathBuf>,
+    clock: fn() -> jiff::Timestamp,
 ) {
     let mut syncer = None;
     if let Some(wal_path) = wal_sync {
@@ -415,7 +447,7 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        let committed = commit_batch(&connection, &mut batch, &stats);
+        let committed = commit_batch(&connection, &mut batch, &stats, clock);
         match (&syncer, committed) {
             (Some((sender, _)), Ok(())) => {
                 let waiting = std::mem::replace(&mut batch, Vec::with_capacity(batch_commands_max));
@@ -496,6 +528,7 @@ fn commit_batch(
     connection: &Connection,
     batch: &mut [Box<dyn Command>],
     stats: &WriterStats,
+    clock: fn() -> jiff::Timestamp,
 ) -> Result<(), LogError> {
     // A transaction left open by an earlier failure (a ROLLBACK that failed
     // too) would make every later BEGIN fail: clear it first.
@@ -512,7 +545,7 @@ fn commit_batch(
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         return Err(LogError::storage("beginning a batch", error));
     }
-    let mut transaction = SqliteTx::new(connection);
+    let mut transaction = SqliteTx::new(connection, clock);
     let mut kept = 0u64;
     let mut aborted: Option<LogError> = None;
     for command in batch.iter_mut() {

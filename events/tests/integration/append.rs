@@ -4,6 +4,8 @@
 use events::log::flatten_append;
 use events::{AppendError, EventLog, ExpectedVersion, LogTransaction, Metadata};
 
+use events::sqlite::LogOptions;
+
 use crate::util::{TestDb, context, event};
 
 #[test]
@@ -169,4 +171,52 @@ fn two_writers_on_one_file_interleave_without_gaps() {
     let report = second.verify(events::VerifyScope::All).unwrap();
     assert_eq!(report.failure, None);
     assert_eq!(report.events_checked, 20);
+}
+
+/// A clock stepped back never records an event before the one ahead of it,
+/// so a window of time is a range of positions, and `first_position_at`
+/// finds its edges.
+#[test]
+fn recorded_times_never_go_back_and_find_positions() {
+    let db = TestDb::new();
+    fn early() -> jiff::Timestamp {
+        "2026-01-01T00:00:00Z".parse().unwrap()
+    }
+    fn late() -> jiff::Timestamp {
+        "2026-03-01T00:00:00Z".parse().unwrap()
+    }
+    fn back() -> jiff::Timestamp {
+        "2025-12-01T00:00:00Z".parse().unwrap()
+    }
+    let mut recorded = Vec::new();
+    for clock in [early as fn() -> jiff::Timestamp, late, back] {
+        let log = db.open_with(LogOptions { clock, ..LogOptions::default() });
+        for n in 0..2 {
+            let events = flatten_append(
+                log.append("t1", "s", ExpectedVersion::Any, vec![event("A", n)], context()).wait(),
+            )
+            .unwrap();
+            recorded.extend(events.into_iter().map(|event| event.recorded_at));
+        }
+        log.shutdown();
+    }
+    assert_eq!(
+        recorded,
+        [
+            "2026-01-01T00:00:00.000Z",
+            "2026-01-01T00:00:00.000Z",
+            "2026-03-01T00:00:00.000Z",
+            "2026-03-01T00:00:00.000Z",
+            "2026-03-01T00:00:00.000Z",
+            "2026-03-01T00:00:00.000Z"
+        ]
+    );
+    let log = db.open();
+    assert_eq!(log.first_position_at("2025-01-01T00:00:00.000Z").unwrap(), 1);
+    assert_eq!(log.first_position_at("2026-01-01T00:00:00.000Z").unwrap(), 1);
+    assert_eq!(log.first_position_at("2026-01-01T00:00:00.001Z").unwrap(), 3);
+    assert_eq!(log.first_position_at("2026-03-01T00:00:00.000Z").unwrap(), 3);
+    assert_eq!(log.first_position_at("2027-01-01T00:00:00.000Z").unwrap(), 7);
+    assert_eq!(log.read_at(3).unwrap().unwrap().position, 3);
+    assert!(log.read_at(7).unwrap().is_none());
 }

@@ -1,0 +1,600 @@
+//! The audit on a scripted history with known answers: joiners and leavers
+//! per window (a rename, a user deleted and re-created within the grace, an
+//! event exactly on a window's edge), one person's history across a rename,
+//! checkpoints against a rewritten chain, and export -> verify round trips;
+//! over the API (audit token) and the CLI alike.
+
+use std::path::Path;
+
+use events::event::TokenScope;
+use serde_json::{Value, json};
+
+use crate::synchronize::Admin;
+use crate::util::{TestServer, rollcall, rollcall_ok, stderr, stdout};
+
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const IDP_AGENT: &str = "Azure-AD-SCIM-Provisioning/1.0";
+
+/// An identity provider: a SCIM token and a User-Agent of its own.
+struct Idp<'s> {
+    server: &'s TestServer,
+    token_id: String,
+    secret: String,
+    client: reqwest::Client,
+}
+
+impl Idp<'_> {
+    async fn new<'s>(server: &'s TestServer, tenant: &str) -> Idp<'s> {
+        let (token_id, secret) = server.token(tenant, TokenScope::Scim).await;
+        let client = reqwest::Client::builder().user_agent(IDP_AGENT).build().unwrap();
+        Idp { server, token_id, secret, client }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .client
+            .request(method.clone(), self.server.url(&format!("/scim/v2{path}")))
+            .bearer_auth(&self.secret);
+        if let Some(body) = body {
+            request =
+                request.header("content-type", "application/scim+json").body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert!((200..300).contains(&status), "{method} {path}: {status} {text}");
+        if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() }
+    }
+
+    async fn user(&self, name: &str, external_id: &str) -> String {
+        let body = json!({
+            "schemas": [USER], "userName": name, "externalId": external_id, "active": true,
+            "name": {"givenName": name.split('@').next().unwrap(), "familyName": "Test"},
+            "emails": [{"value": name, "type": "work", "primary": true}],
+            "title": "Engineer"
+        });
+        let answer = self.send(reqwest::Method::POST, "/Users", Some(body)).await;
+        answer["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn patch(&self, id: &str, operations: Value) {
+        let body = json!({"schemas": [PATCH], "Operations": operations});
+        self.send(reqwest::Method::PATCH, &format!("/Users/{id}"), Some(body)).await;
+    }
+}
+
+/// An instant strictly between what happened before and what happens after.
+async fn mark() -> String {
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let now = events::time::now_millis();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    now
+}
+
+/// `(kind, userName)` of each movement, in order.
+fn movements(report: &Value) -> Vec<(String, String)> {
+    report["movements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|movement| {
+            (
+                movement["kind"].as_str().unwrap().to_owned(),
+                movement["user_name"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected.iter().map(|(kind, name)| ((*kind).to_owned(), (*name).to_owned())).collect()
+}
+
+struct Story {
+    marks: Vec<String>,
+    alice: String,
+    carol_old: String,
+    carol_new: String,
+}
+
+/// Four users and a bound group; then a rename, a deactivation, a delete
+/// and a department change; a re-create within the grace; a reactivation.
+/// A Synchronize after each step, and a mark between steps.
+async fn script(server: &TestServer, idp: &Idp<'_>, admin: &Admin<'_>) -> Story {
+    admin
+        .put(
+            "/provisioning/role-bindings",
+            json!({"roles": ["admin", "editor", "viewer"], "default_role": "viewer",
+                   "bindings": [{"group": "Engineering", "role": "editor"}]}),
+        )
+        .await;
+    let start = mark().await;
+    let alice = idp.user("alice@example.com", "a").await;
+    let bob = idp.user("bob@example.com", "b").await;
+    let carol_old = idp.user("carol@example.com", "c").await;
+    let dave = idp.user("dave@example.com", "d").await;
+    idp.send(
+        reqwest::Method::POST,
+        "/Groups",
+        Some(json!({"schemas": [GROUP], "displayName": "Engineering",
+                    "members": [{"value": alice}, {"value": bob}]})),
+    )
+    .await;
+    admin.sync().await;
+    let m1 = mark().await;
+    idp.patch(
+        &alice,
+        json!([{"op": "replace", "path": "userName", "value": "alice.new@example.com"}]),
+    )
+    .await;
+    idp.patch(&bob, json!([{"op": "replace", "path": "active", "value": false}])).await;
+    idp.send(reqwest::Method::DELETE, &format!("/Users/{carol_old}"), None).await;
+    idp.patch(&dave, json!([{"op": "replace", "path": "title", "value": "Manager"}])).await;
+    admin.sync().await;
+    let m2 = mark().await;
+    let carol_new = idp.user("carol@example.com", "c").await;
+    admin.sync().await;
+    let m3 = mark().await;
+    idp.patch(&bob, json!([{"op": "replace", "path": "active", "value": true}])).await;
+    admin.sync().await;
+    let m4 = mark().await;
+    let _ = server;
+    Story { marks: vec![start, m1, m2, m3, m4], alice, carol_old, carol_new }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiners_and_leavers_per_window_match_the_script() {
+    let server = TestServer::start().await;
+    server.tenant("acme").await;
+    let idp = Idp::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let story = script(&server, &idp, &admin).await;
+    let (_, audit_secret) = server.token("acme", TokenScope::Audit).await;
+    let report = |from: String, to: String| {
+        let server = &server;
+        let audit_secret = audit_secret.clone();
+        async move {
+            let response = server
+                .get(
+                    &format!("/api/v1/audit/joiners-leavers?from={from}&to={to}"),
+                    Some(&audit_secret),
+                )
+                .await;
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let m = &story.marks;
+    let first = report(m[0].clone(), m[1].clone()).await;
+    assert_eq!(
+        movements(&first),
+        pairs(&[
+            ("joined", "alice@example.com"),
+            ("joined", "bob@example.com"),
+            ("joined", "carol@example.com"),
+            ("joined", "dave@example.com")
+        ])
+        .into_iter()
+        .collect::<Vec<_>>(),
+        "{first}"
+    );
+    assert_eq!(first["counts"]["joined"], 4);
+    let second = report(m[1].clone(), m[2].clone()).await;
+    assert_eq!(
+        movements(&second),
+        pairs(&[("disabled", "bob@example.com"), ("left", "carol@example.com")]),
+        "{second}"
+    );
+    let third = report(m[2].clone(), m[3].clone()).await;
+    assert_eq!(movements(&third), pairs(&[("rejoined", "carol@example.com")]), "{third}");
+    let fourth = report(m[3].clone(), m[4].clone()).await;
+    assert_eq!(movements(&fourth), pairs(&[("enabled", "bob@example.com")]), "{fourth}");
+    let all = report(m[0].clone(), m[4].clone()).await;
+    assert_eq!(all["movements"].as_array().unwrap().len(), 8);
+
+    // Both times, and both words: the IdP's token, request and User-Agent
+    // when it said it; the admin's run when it took effect.
+    let left = &second["movements"][1];
+    assert_eq!(left["said_by"]["actor"], json!({"kind": "token", "token_id": idp.token_id}));
+    assert_eq!(left["said_by"]["user_agent"], IDP_AGENT);
+    assert!(left["said_by"]["request_id"].is_string(), "{left}");
+    assert!(left["said_at"].as_str().unwrap() < left["effective_at"].as_str().unwrap());
+    assert!(left["said_position"].as_u64().unwrap() < left["effective_position"].as_u64().unwrap());
+    assert_eq!(left["applied_by"]["actor"]["kind"], "token");
+    assert_ne!(left["applied_by"]["actor"]["token_id"], json!(idp.token_id));
+    assert!(left["applied_by"]["run_id"].is_string());
+    assert_eq!(left["user_id"], json!(story.carol_old));
+    // The restored member is the same member, now behind the new user.
+    let rejoined = &third["movements"][0];
+    assert_eq!(rejoined["member_id"], left["member_id"]);
+    assert_eq!(rejoined["user_id"], json!(story.carol_new));
+
+    // An event exactly on the edge: `from` includes it, `to` excludes it.
+    let edge = second["movements"][0]["effective_at"].as_str().unwrap().to_owned();
+    let from_edge = report(edge.clone(), m[2].clone()).await;
+    assert_eq!(movements(&from_edge).first().unwrap().0, "disabled", "{from_edge}");
+    let to_edge = report(m[1].clone(), edge.clone()).await;
+    assert!(!movements(&to_edge).iter().any(|(kind, _)| kind == "disabled"), "{to_edge}");
+
+    // Dates cover whole days; an empty or malformed window is a clear 400.
+    let today = &m[0][..10];
+    let whole_day = report(today.to_owned(), today.to_owned()).await;
+    assert!(whole_day["movements"].as_array().unwrap().len() >= 8 || m[4][..10] != *today);
+    for query in ["from=2026-07-02&to=2026-07-01", "from=July&to=2026-07-01", "to=2026-07-01"] {
+        let response = server
+            .get(&format!("/api/v1/audit/joiners-leavers?{query}"), Some(&audit_secret))
+            .await;
+        assert_eq!(response.status(), 400, "{query}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["message"].is_string(), "{body}");
+    }
+
+    // CSV for a spreadsheet; the CLI says the same as the API.
+    let csv = server
+        .get(
+            &format!("/api/v1/audit/joiners-leavers?from={}&to={}&format=csv", m[0], m[4]),
+            Some(&audit_secret),
+        )
+        .await;
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = csv.text().await.unwrap();
+    assert!(csv.starts_with("effective_at,kind,member_id,"), "{csv}");
+    assert_eq!(csv.lines().count(), 9);
+    let db = server.db_path();
+    let cli = rollcall_ok(
+        &db,
+        &[
+            "audit",
+            "joiners-leavers",
+            "--tenant",
+            "acme",
+            "--from",
+            &m[0],
+            "--to",
+            &m[4],
+            "--format",
+            "json",
+        ],
+    );
+    let cli: Value = serde_json::from_str(&stdout(&cli)).unwrap();
+    assert_eq!(cli["movements"], all["movements"]);
+    let table = rollcall_ok(
+        &db,
+        &["audit", "joiners-leavers", "--tenant", "acme", "--from", &m[1], "--to", &m[2]],
+    );
+    assert!(
+        stdout(&table).contains("disabled") && stdout(&table).contains("left"),
+        "{}",
+        stdout(&table)
+    );
+    assert!(stderr(&table).contains("disabled 1"), "{}", stderr(&table));
+    let csv_cli = rollcall_ok(
+        &db,
+        &[
+            "audit",
+            "joiners-leavers",
+            "--tenant",
+            "acme",
+            "--from",
+            &m[0],
+            "--to",
+            &m[4],
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(stdout(&csv_cli), csv);
+
+    // A SCIM token reaches no audit route; the audit token changes nothing.
+    let response = server
+        .get("/api/v1/audit/joiners-leavers?from=2026-01-01&to=2026-12-31", Some(&idp.secret))
+        .await;
+    assert!(matches!(response.status().as_u16(), 401 | 403), "{}", response.status());
+    let response = server
+        .client
+        .post(server.url("/api/v1/provisioning/sync"))
+        .bearer_auth(&audit_secret)
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(response.status().as_u16(), 401 | 403), "{}", response.status());
+    let _ = story.alice;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_persons_history_survives_a_rename_and_a_re_create() {
+    let server = TestServer::start().await;
+    server.tenant("acme").await;
+    let idp = Idp::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let story = script(&server, &idp, &admin).await;
+    let (_, audit_secret) = server.token("acme", TokenScope::Audit).await;
+    let history = |query: String| {
+        let server = &server;
+        let audit_secret = audit_secret.clone();
+        async move {
+            let response =
+                server.get(&format!("/api/v1/audit/history?{query}"), Some(&audit_secret)).await;
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, by_new_name) = history("user=alice.new@example.com".to_owned()).await;
+    assert_eq!(status, 200, "{by_new_name}");
+    let (_, by_old_name) = history("user=ALICE@example.com".to_owned()).await;
+    let (_, by_id) = history(format!("user={}", story.alice)).await;
+    let (_, by_external_id) = history("user=a".to_owned()).await;
+    assert_eq!(by_new_name, by_old_name);
+    assert_eq!(by_new_name, by_id);
+    assert_eq!(by_new_name, by_external_id);
+    let kinds: Vec<&str> = by_new_name["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["UserCreated", "MemberJoined", "UserUpdated", "MemberUpdated"],
+        "{by_new_name}"
+    );
+    let rename = &by_new_name["entries"][2];
+    assert_eq!(
+        rename["changes"],
+        json!([{"attribute": "userName", "from": "alice@example.com", "to": "alice.new@example.com"}])
+    );
+    assert_eq!(rename["by"]["user_agent"], IDP_AGENT);
+    let created = &by_new_name["entries"][0];
+    assert!(
+        created["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|change| change["attribute"] == "name.givenName")
+    );
+    assert!(created["payload"].get("document").is_none());
+    let positions: Vec<u64> = by_new_name["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["position"].as_u64().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|pair| pair[0] < pair[1]));
+
+    // Carol, deleted and re-created within the grace: both users, one member.
+    let (_, carol) = history("user=c".to_owned()).await;
+    assert_eq!(carol["user_ids"].as_array().unwrap().len(), 2, "{carol}");
+    assert!(carol["user_ids"].as_array().unwrap().contains(&json!(story.carol_old)));
+    assert!(carol["user_ids"].as_array().unwrap().contains(&json!(story.carol_new)));
+    assert_eq!(carol["member_ids"].as_array().unwrap().len(), 1);
+    let kinds: Vec<&str> = carol["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "UserCreated",
+            "MemberJoined",
+            "UserDeleted",
+            "MemberLeft",
+            "UserCreated",
+            "MemberRestored"
+        ]
+    );
+    let (_, by_member) =
+        history(format!("member={}", carol["member_ids"][0].as_str().unwrap())).await;
+    assert_eq!(by_member, carol);
+
+    let (status, body) = history("user=nobody@example.com".to_owned()).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = history("user=a&member=b".to_owned()).await;
+    assert_eq!(status, 400, "{body}");
+    // Another tenant's person is not found.
+    server.tenant("other").await;
+    let (_, other_secret) = server.token("other", TokenScope::Audit).await;
+    let response = server.get("/api/v1/audit/history?user=a", Some(&other_secret)).await;
+    assert_eq!(response.status(), 404);
+
+    let db = server.db_path();
+    let cli = rollcall_ok(
+        &db,
+        &["audit", "history", "--tenant", "acme", "--user", "alice@example.com", "--json"],
+    );
+    let cli: Value = serde_json::from_str(&stdout(&cli)).unwrap();
+    assert_eq!(cli, by_new_name);
+    let table = rollcall_ok(&db, &["audit", "history", "--tenant", "acme", "--user", "a"]);
+    assert!(
+        stdout(&table).contains("userName: \"alice@example.com\" -> \"alice.new@example.com\""),
+        "{}",
+        stdout(&table)
+    );
+}
+
+/// Rewrites the tenant's chain from `position` on with a changed payload
+/// there, every later hash recomputed: what someone with write access to
+/// the file could do. The guard triggers are dropped to do it.
+fn rewrite_chain(db: &Path, position: i64) {
+    struct Row {
+        position: i64,
+        tenant: String,
+        stream: String,
+        version: i64,
+        event_type: String,
+        schema_version: u32,
+        payload: String,
+        metadata: String,
+        recorded_at: String,
+        prev_hash: Vec<u8>,
+    }
+    let connection = rusqlite::Connection::open(db).unwrap();
+    for trigger in ["events_refuse_update", "events_refuse_delete", "events_append_only"] {
+        connection.execute_batch(&format!("DROP TRIGGER {trigger}")).unwrap();
+    }
+    let tenant: String = connection
+        .query_row("SELECT tenant FROM events WHERE position = ?1", [position], |row| row.get(0))
+        .unwrap();
+    let mut rows: Vec<Row> = connection
+        .prepare(
+            "SELECT position, tenant, stream, version, event_type, schema_version, payload, metadata, \
+             recorded_at, prev_hash FROM events WHERE tenant = ?1 AND position >= ?2 ORDER BY position",
+        )
+        .unwrap()
+        .query_map(rusqlite::params![tenant, position], |row| {
+            Ok(Row {
+                position: row.get(0)?,
+                tenant: row.get(1)?,
+                stream: row.get(2)?,
+                version: row.get(3)?,
+                event_type: row.get(4)?,
+                schema_version: row.get(5)?,
+                payload: row.get(6)?,
+                metadata: row.get(7)?,
+                recorded_at: row.get(8)?,
+                prev_hash: row.get(9)?,
+            })
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows[0].payload = rows[0].payload.replace("Engineer", "Director");
+    assert!(rows[0].payload.contains("Director"), "the edited event should carry a title");
+    let mut prev: [u8; 32] = rows[0].prev_hash.clone().try_into().unwrap();
+    for row in &rows {
+        let canonical = events::hash::CanonicalEvent {
+            position: row.position as u64,
+            tenant: &row.tenant,
+            stream: &row.stream,
+            version: row.version as u64,
+            event_type: &row.event_type,
+            schema_version: row.schema_version,
+            payload: &row.payload,
+            metadata: &row.metadata,
+            recorded_at: &row.recorded_at,
+        };
+        let hash = canonical.chain_hash(&prev);
+        connection
+            .execute(
+                "UPDATE events SET payload = ?1, prev_hash = ?2, hash = ?3 WHERE position = ?4",
+                rusqlite::params![row.payload, prev.to_vec(), hash.to_vec(), row.position],
+            )
+            .unwrap();
+        prev = hash;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_catch_a_rewritten_chain_and_exports_verify_offline() {
+    let server = TestServer::start().await;
+    server.tenant("acme").await;
+    let idp = Idp::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let story = script(&server, &idp, &admin).await;
+    let db = server.db_path();
+    let (_, audit_secret) = server.token("acme", TokenScope::Audit).await;
+
+    let checkpoint =
+        stdout(&rollcall_ok(&db, &["audit", "checkpoint", "--tenant", "acme"])).trim().to_owned();
+    let api: Value =
+        server.get("/api/v1/audit/checkpoint", Some(&audit_secret)).await.json().await.unwrap();
+    assert_eq!(api["checkpoint"], json!(checkpoint));
+    // The log grows: the checkpoint still holds.
+    idp.user("erin@example.com", "e").await;
+    admin.sync().await;
+    rollcall_ok(&db, &["verify", "--tenant", "acme", "--since", &checkpoint]);
+    let verify: Value = server
+        .get(&format!("/api/v1/audit/verify?since={checkpoint}"), Some(&audit_secret))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert_eq!(verify["since"]["ok"], true, "{verify}");
+
+    // Export and check offline, whole and by window, from the API alike.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("acme.ndjson");
+    let file_text = file.to_str().unwrap();
+    rollcall_ok(&db, &["export", "--tenant", "acme", "--output", file_text]);
+    let exported = std::fs::read_to_string(&file).unwrap();
+    let checked =
+        rollcall_ok(&db, &["verify", "--file", file_text, "--since", &checkpoint, "--json"]);
+    let checked: Value = serde_json::from_str(&stdout(&checked)).unwrap();
+    assert_eq!(checked["events_checked"].as_u64().unwrap() as usize, exported.lines().count());
+    let head =
+        stdout(&rollcall_ok(&db, &["audit", "checkpoint", "--tenant", "acme"])).trim().to_owned();
+    assert_eq!(checked["heads"].as_object().unwrap().values().next().unwrap(), &json!(head));
+    let via_api = server.get("/api/v1/audit/export", Some(&audit_secret)).await;
+    assert_eq!(via_api.headers()["content-type"], "application/x-ndjson");
+    assert_eq!(via_api.text().await.unwrap(), exported);
+    let m = &story.marks;
+    let window = server
+        .get(&format!("/api/v1/audit/export?from={}&to={}", m[1], m[2]), Some(&audit_secret))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(window.lines().count() > 4 && window.lines().count() < exported.lines().count());
+    for line in window.lines() {
+        let event: Value = serde_json::from_str(line).unwrap();
+        let at = event["recorded_at"].as_str().unwrap();
+        assert!(at >= m[1].as_str() && at < m[2].as_str(), "{line}");
+    }
+    let window_file = dir.path().join("window.ndjson");
+    std::fs::write(&window_file, &window).unwrap();
+    rollcall_ok(&db, &["verify", "--file", window_file.to_str().unwrap()]);
+
+    // An edited line, a dropped line: each named by its line.
+    let lines: Vec<&str> = exported.lines().collect();
+    let edited = lines[3].replacen("\"version\":1", "\"version\":9", 1);
+    assert_ne!(edited, lines[3]);
+    let mut tampered = lines.clone();
+    tampered[3] = &edited;
+    std::fs::write(&file, tampered.join("\n")).unwrap();
+    let failed = rollcall(&db, &["verify", "--file", file_text]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(stderr(&failed).contains("line 4"), "{}", stderr(&failed));
+    let mut dropped = lines.clone();
+    dropped.remove(5);
+    std::fs::write(&file, dropped.join("\n")).unwrap();
+    let failed = rollcall(&db, &["verify", "--file", file_text]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        stderr(&failed).contains("line 6") && stderr(&failed).contains("missing"),
+        "{}",
+        stderr(&failed)
+    );
+
+    // Someone rewrites the chain from an early event on, hashes and all
+    // (the server stays up, idle: SQLite's locks keep the file sane).
+    let early: i64 = {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        connection
+            .query_row(
+                "SELECT position FROM events WHERE event_type = 'UserCreated' ORDER BY position LIMIT 1",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap()
+    };
+    rewrite_chain(&db, early);
+    // A writer opening the file puts the guards back (and says so).
+    rollcall_ok(&db, &["tenant", "create", "later"]);
+    // The file alone looks fine; the checkpoint does not.
+    rollcall_ok(&db, &["verify", "--tenant", "acme"]);
+    let failed = rollcall(&db, &["verify", "--tenant", "acme", "--since", &checkpoint]);
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    assert!(stderr(&failed).contains("rewritten"), "{}", stderr(&failed));
+    let json = rollcall(&db, &["verify", "--tenant", "acme", "--since", &checkpoint, "--json"]);
+    let json: Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["since"]["ok"], false);
+    // Bad checkpoints are refused clearly.
+    let bad = rollcall(&db, &["verify", "--tenant", "acme", "--since", "12"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("POSITION:HASH"));
+}
