@@ -86,6 +86,9 @@ pub enum Command {
     /// Write a tenant's events as NDJSON, one event per line with its
     /// hash (`rollcall verify --file` checks it offline).
     Export(ExportArgs),
+    /// Refold projections from the log and replace them in one
+    /// transaction; an interrupted rebuild resumes where it stopped.
+    Rebuild(RebuildArgs),
     /// Synchronize pending directory changes into the members, or preview
     /// them (`--preview`); `sync history`, `sync approve RUN`, `sync reject RUN`.
     Sync(SyncArgs),
@@ -297,6 +300,41 @@ pub struct VerifyArgs {
     /// reads standard input.
     #[arg(long, value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// Also refold the whole log into scratch tables and compare them with
+    /// the live projections, naming any table that drifted.
+    #[arg(long, conflicts_with_all = ["file", "since"])]
+    pub projections: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A projection `rollcall rebuild` can replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProjectionArg {
+    Tenancy,
+    Directory,
+    Members,
+}
+
+impl ProjectionArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProjectionArg::Tenancy => "tenancy",
+            ProjectionArg::Directory => "directory",
+            ProjectionArg::Members => "members",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RebuildArgs {
+    /// Rebuild only this projection (repeatable); all of them by default.
+    #[arg(long, value_enum)]
+    pub projection: Vec<ProjectionArg>,
+    /// Fold at most this many events now and stop; the next rebuild goes on
+    /// from there.
+    #[arg(long)]
+    pub max_events: Option<u64>,
     #[arg(long)]
     pub json: bool,
 }
@@ -339,6 +377,19 @@ pub enum AuditCommand {
         member: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// The tenant's SCIM directory and member directory as they were at a
+    /// past instant or log position, folded from the log.
+    AsOf {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        /// An instant (RFC 3339, or a date: its start); state after every
+        /// event recorded at or before it.
+        #[arg(long, required_unless_present = "position", conflicts_with = "position")]
+        at: Option<String>,
+        /// A log position: state after the events up to it.
+        #[arg(long)]
+        position: Option<u64>,
     },
     /// Print the tenant's chain head (`POSITION:HASH`) to write down and
     /// later give to `rollcall verify --since`.
@@ -469,11 +520,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if let Some(file) = &verify.file {
                 return crate::audit::cli::verify_file_command(file, &verify);
             }
+            if verify.projections {
+                return crate::audit::cli::verify_projections_command(
+                    &open_store_read_only(&settings)?,
+                    &verify,
+                );
+            }
             verify_command(&open_store_read_only(&settings)?, &verify)
         }
         Command::Audit { command } => {
             init_logging("warn", LogFormat::Text);
             crate::audit::cli::audit_command(&open_store_read_only(&settings)?, command)
+        }
+        Command::Rebuild(rebuild) => {
+            init_logging("warn", LogFormat::Text);
+            crate::audit::cli::rebuild_command(&open_store(&settings)?, &settings.db, &rebuild)
         }
         Command::Export(export) => {
             init_logging("warn", LogFormat::Text);

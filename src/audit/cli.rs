@@ -11,7 +11,7 @@ use anyhow::Context;
 use super::chain::{self, Checkpoint};
 use super::history::{self, Subject};
 use super::report::{self, Window};
-use crate::cli::{AuditCommand, ExportArgs, ReportFormat, VerifyArgs, print_table};
+use crate::cli::{AuditCommand, ExportArgs, RebuildArgs, ReportFormat, VerifyArgs, print_table};
 use crate::store::Store;
 use crate::tenancy::TenantRef;
 
@@ -88,6 +88,24 @@ pub fn audit_command(store: &Store, command: AuditCommand) -> anyhow::Result<Exi
                 ]
             });
             print_table(&["POSITION", "RECORDED_AT", "EVENT", "BY", "DETAIL"], rows)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::AsOf { tenant, at, position } => {
+            let tenant_id = tenant_id(store, &tenant)?;
+            let position = match (at, position) {
+                (_, Some(position)) => position,
+                (Some(at), None) => super::position_at_or_before(store, &at)?,
+                (None, None) => anyhow::bail!("--at or --position is required"),
+            };
+            let state = super::replay::as_of(store, &tenant_id, position)?;
+            print_json(&state)?;
+            eprintln!(
+                "rollcall: tenant {tenant} as of position {position}{}: {} users, {} groups, {} members",
+                state.recorded_at.as_deref().map(|at| format!(" ({at})")).unwrap_or_default(),
+                state.users.len(),
+                state.groups.len(),
+                state.members.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Checkpoint { tenant, json } => {
@@ -183,4 +201,75 @@ pub fn verify_file_command(path: &Path, args: &VerifyArgs) -> anyhow::Result<Exi
             Ok(ExitCode::from(1))
         }
     }
+}
+
+pub fn verify_projections_command(store: &Store, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let drift = super::replay::check_projections(store)?;
+    if args.json {
+        print_json(&drift)?;
+    } else {
+        print_table(
+            &["TABLE", "LIVE", "REFOLDED", ""],
+            drift.tables.iter().map(|(table, (live, refolded))| {
+                let mark = if live == refolded { "ok" } else { "DRIFT" };
+                vec![table.clone(), live.clone(), refolded.clone(), mark.to_owned()]
+            }),
+        )?;
+    }
+    if drift.drifted.is_empty() {
+        eprintln!(
+            "rollcall: projections ok: the live tables equal a refold of the log up to position {}",
+            drift.position
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "rollcall: projections DRIFTED from the log (position {}): {}; `rollcall rebuild` refolds them",
+            drift.position,
+            drift.drifted.join(", ")
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+pub fn rebuild_command(store: &Store, db: &Path, args: &RebuildArgs) -> anyhow::Result<ExitCode> {
+    let mut names: Vec<&str> = args.projection.iter().map(|projection| projection.name()).collect();
+    if names.is_empty() {
+        names = super::replay::PROJECTIONS.iter().map(|(name, _)| *name).collect();
+    }
+    names.dedup();
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} events ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message("rebuilding");
+    let rebuilt =
+        super::replay::rebuild(store, db, &names, args.max_events, &mut |position, head| {
+            bar.set_length(head);
+            bar.set_position(position);
+        })?;
+    bar.finish_and_clear();
+    if args.json {
+        print_json(&rebuilt)?;
+    }
+    if rebuilt.resumed_from > 0 {
+        eprintln!("rollcall: resumed an interrupted rebuild at position {}", rebuilt.resumed_from);
+    }
+    if rebuilt.complete {
+        eprintln!(
+            "rollcall: rebuilt {} up to position {}",
+            rebuilt.projections.join(", "),
+            rebuilt.position
+        );
+    } else {
+        eprintln!(
+            "rollcall: folded up to position {}; run `rollcall rebuild` again to go on",
+            rebuilt.position
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

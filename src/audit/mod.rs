@@ -8,6 +8,7 @@
 pub mod chain;
 pub mod cli;
 pub mod history;
+pub mod replay;
 pub mod report;
 
 use axum::body::{Body, Bytes};
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/audit/joiners-leavers", get(joiners_leavers))
         .route("/audit/history", get(history_route))
         .route("/audit/export", get(export))
+        .route("/audit/as-of", get(as_of))
         .layer(middleware::from_fn_with_state(gate, require_token))
 }
 
@@ -329,4 +331,80 @@ pub fn verify_report_json(report: &events::VerifyReport, label: &str) -> serde_j
         "failure": failure,
         "missing_guards": report.missing_guards,
     })
+}
+
+/// The last position recorded at or before `at` (an instant, or a date:
+/// its start): the state "as of" that instant.
+pub fn position_at_or_before(
+    store: &crate::store::Store,
+    at: &str,
+) -> Result<events::Position, Error> {
+    let instant = report::instant(at, "at", false)?;
+    let after = instant
+        .checked_add(jiff::SignedDuration::from_millis(1))
+        .map_err(|_| Error::invalid(format!("at {at:?} is out of range")))?;
+    Ok(store.log().first_position_at(&events::time::format_millis(after))?.saturating_sub(1))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AsOfQuery {
+    at: Option<String>,
+    position: Option<u64>,
+    /// `users` (the default), `groups` or `members`.
+    view: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// How many items an as-of page may hold.
+const AS_OF_PAGE_MAX: usize = 1000;
+
+/// The caller's tenant as of an instant or position: counts of each view
+/// and one page of the chosen one.
+async fn as_of(
+    State(state): State<AppState>,
+    caller: Caller,
+    raw: Result<Query<AsOfQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query(raw)?;
+    let view = params.view.clone().unwrap_or_else(|| "users".to_owned());
+    if !matches!(view.as_str(), "users" | "groups" | "members") {
+        return Err(
+            Error::invalid(format!("view must be users, groups or members, not {view:?}")).into()
+        );
+    }
+    let limit = params.limit.unwrap_or(100);
+    if limit == 0 || limit > AS_OF_PAGE_MAX {
+        return Err(Error::invalid(format!("limit must be 1 to {AS_OF_PAGE_MAX}")).into());
+    }
+    let offset = params.offset.unwrap_or(0);
+    let store = state.store.clone();
+    let tenant_id = caller.principal.tenant_id.clone();
+    let (at, position) = (params.at.clone(), params.position);
+    let state = blocking(move || {
+        let position = match (at, position) {
+            (Some(at), None) => position_at_or_before(&store, &at)?,
+            (None, Some(position)) => position,
+            _ => return Err(Error::invalid("give one of at (an instant or a date) or position")),
+        };
+        replay::as_of(&store, &tenant_id, position)
+    })
+    .await?;
+    let items = match view.as_str() {
+        "groups" => &state.groups,
+        "members" => &state.members,
+        _ => &state.users,
+    };
+    let page: Vec<&serde_json::Value> = items.iter().skip(offset).take(limit).collect();
+    Ok(Json(serde_json::json!({
+        "tenant": caller.principal.tenant_name,
+        "position": state.position,
+        "recorded_at": state.recorded_at,
+        "counts": {"users": state.users.len(), "groups": state.groups.len(), "members": state.members.len()},
+        "view": view,
+        "offset": offset,
+        "items": page,
+    }))
+    .into_response())
 }

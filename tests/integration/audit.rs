@@ -73,9 +73,10 @@ async fn mark() -> String {
     now
 }
 
-/// `(kind, userName)` of each movement, in order.
+/// `(kind, userName)` of each movement, sorted: one run applies its users
+/// in id order, and ids made in the same millisecond are in no set order.
 fn movements(report: &Value) -> Vec<(String, String)> {
-    report["movements"]
+    let mut movements: Vec<(String, String)> = report["movements"]
         .as_array()
         .unwrap()
         .iter()
@@ -85,7 +86,19 @@ fn movements(report: &Value) -> Vec<(String, String)> {
                 movement["user_name"].as_str().unwrap_or_default().to_owned(),
             )
         })
-        .collect()
+        .collect();
+    movements.sort();
+    movements
+}
+
+/// The report's movement of one kind.
+fn of_kind<'r>(report: &'r Value, kind: &str) -> &'r Value {
+    report["movements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|movement| movement["kind"] == kind)
+        .unwrap()
 }
 
 fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -193,10 +206,17 @@ async fn joiners_and_leavers_per_window_match_the_script() {
     assert_eq!(movements(&fourth), pairs(&[("enabled", "bob@example.com")]), "{fourth}");
     let all = report(m[0].clone(), m[4].clone()).await;
     assert_eq!(all["movements"].as_array().unwrap().len(), 8);
+    let positions: Vec<u64> = all["movements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|movement| movement["effective_position"].as_u64().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "in the order they took effect");
 
     // Both times, and both words: the IdP's token, request and User-Agent
     // when it said it; the admin's run when it took effect.
-    let left = &second["movements"][1];
+    let left = of_kind(&second, "left");
     assert_eq!(left["said_by"]["actor"], json!({"kind": "token", "token_id": idp.token_id}));
     assert_eq!(left["said_by"]["user_agent"], IDP_AGENT);
     assert!(left["said_by"]["request_id"].is_string(), "{left}");
@@ -212,9 +232,9 @@ async fn joiners_and_leavers_per_window_match_the_script() {
     assert_eq!(rejoined["user_id"], json!(story.carol_new));
 
     // An event exactly on the edge: `from` includes it, `to` excludes it.
-    let edge = second["movements"][0]["effective_at"].as_str().unwrap().to_owned();
+    let edge = of_kind(&second, "disabled")["effective_at"].as_str().unwrap().to_owned();
     let from_edge = report(edge.clone(), m[2].clone()).await;
-    assert_eq!(movements(&from_edge).first().unwrap().0, "disabled", "{from_edge}");
+    assert!(movements(&from_edge).iter().any(|(kind, _)| kind == "disabled"), "{from_edge}");
     let to_edge = report(m[1].clone(), edge.clone()).await;
     assert!(!movements(&to_edge).iter().any(|(kind, _)| kind == "disabled"), "{to_edge}");
 
@@ -597,4 +617,166 @@ async fn checkpoints_catch_a_rewritten_chain_and_exports_verify_offline() {
     let bad = rollcall(&db, &["verify", "--tenant", "acme", "--since", "12"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("POSITION:HASH"));
+}
+
+/// Every folded table's rows, in a total order, as text.
+fn dump(db: &Path) -> Vec<(String, Vec<String>)> {
+    let connection = rusqlite::Connection::open(db).unwrap();
+    rollcall::audit::replay::all_tables()
+        .into_iter()
+        .map(|table| {
+            let mut statement = connection.prepare(&format!("SELECT * FROM {table}")).unwrap();
+            let width = statement.column_count();
+            let mut rows: Vec<String> = statement
+                .query_map([], |row| {
+                    Ok((0..width)
+                        .map(|index| format!("{:?}", row.get_ref(index).unwrap()))
+                        .collect::<Vec<_>>()
+                        .join("|"))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            rows.sort();
+            (table.to_owned(), rows)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_of_and_rebuilds_come_from_the_log_alone() {
+    let server = TestServer::start().await;
+    server.tenant("acme").await;
+    let idp = Idp::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let story = script(&server, &idp, &admin).await;
+    // A group renamed and a member moved, then a Synchronize.
+    let groups = idp.send(reqwest::Method::GET, "/Groups", None).await;
+    let group_id = groups["Resources"][0]["id"].as_str().unwrap().to_owned();
+    idp.send(
+        reqwest::Method::PATCH,
+        &format!("/Groups/{group_id}"),
+        Some(json!({"schemas": [PATCH], "Operations": [
+            {"op": "replace", "path": "displayName", "value": "Platform"},
+            {"op": "remove", "path": format!("members[value eq \"{}\"]", story.alice)}
+        ]})),
+    )
+    .await;
+    admin.sync().await;
+    let db = server.db_path();
+    let (_, audit_secret) = server.token("acme", TokenScope::Audit).await;
+    let m = &story.marks;
+
+    let as_of = |at: &str| rollcall_ok(&db, &["audit", "as-of", "--tenant", "acme", "--at", at]);
+    let first: Value = serde_json::from_str(&stdout(&as_of(&m[1]))).unwrap();
+    let names = |state: &Value, view: &str, field: &str| -> Vec<String> {
+        let mut names: Vec<String> = state[view]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item[field].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        names(&first, "users", "name"),
+        ["alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com"]
+    );
+    assert!(first["members"].as_array().unwrap().iter().all(|member| member["status"] == "active"));
+    assert_eq!(first["groups"][0]["name"], "Engineering");
+    assert_eq!(first["groups"][0]["members"].as_array().unwrap().len(), 2);
+    let second: Value = serde_json::from_str(&stdout(&as_of(&m[2]))).unwrap();
+    assert_eq!(
+        names(&second, "users", "name"),
+        ["alice.new@example.com", "bob@example.com", "dave@example.com"]
+    );
+    let statuses: std::collections::BTreeMap<String, String> = second["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|member| {
+            (
+                member["user_name"].as_str().unwrap().to_owned(),
+                member["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(statuses["bob@example.com"], "disabled");
+    assert_eq!(statuses["carol@example.com"], "left");
+    assert_eq!(statuses["alice.new@example.com"], "active");
+    // Before anything: nothing. Now: what the live member directory says.
+    let before: Value = serde_json::from_str(&stdout(&as_of("2000-01-01"))).unwrap();
+    assert_eq!(before["users"], json!([]));
+    assert_eq!(before["position"], 0);
+    let now: Value = server
+        .get("/api/v1/audit/as-of?at=2999-01-01&view=members&limit=1000", Some(&audit_secret))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let live = admin.get("/members?limit=1000").await;
+    assert_eq!(now["counts"]["members"], live["members"].as_array().unwrap().len());
+    assert_eq!(now["counts"]["groups"], 1);
+    let by_position: Value = server
+        .get(
+            &format!("/api/v1/audit/as-of?position={}&view=groups", first["position"]),
+            Some(&audit_secret),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_position["items"][0]["name"], "Engineering");
+    for query in [
+        "",
+        "at=x",
+        "at=2026-01-01&position=3",
+        "at=2026-01-01&view=tokens",
+        "at=2026-01-01&limit=0",
+    ] {
+        let response =
+            server.get(&format!("/api/v1/audit/as-of?{query}"), Some(&audit_secret)).await;
+        assert_eq!(response.status(), 400, "{query}");
+    }
+
+    // The live projections equal a refold; a rebuild changes no row.
+    let original = dump(&db);
+    let checked = rollcall_ok(&db, &["verify", "--projections"]);
+    assert!(stderr(&checked).contains("projections ok"), "{}", stderr(&checked));
+    rollcall_ok(&db, &["rebuild"]);
+    assert_eq!(dump(&db), original);
+
+    // A drifted table is named, and a rebuild of its projection repairs it.
+    {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        connection.execute_batch("UPDATE members SET roles = '[\"admin\"]'").unwrap();
+        connection.execute_batch("DELETE FROM scim_members").unwrap();
+    }
+    let drifted = rollcall(&db, &["verify", "--projections", "--json"]);
+    assert_eq!(drifted.status.code(), Some(1));
+    let report: Value = serde_json::from_str(&stdout(&drifted)).unwrap();
+    assert_eq!(report["drifted"], json!(["scim_members", "members"]));
+    rollcall_ok(&db, &["rebuild", "--projection", "members"]);
+    let report: Value =
+        serde_json::from_str(&stdout(&rollcall(&db, &["verify", "--projections", "--json"])))
+            .unwrap();
+    assert_eq!(report["drifted"], json!(["scim_members"]));
+
+    // Interrupted, then resumed: the same tables.
+    let sliced = rollcall_ok(&db, &["rebuild", "--max-events", "10"]);
+    assert!(stderr(&sliced).contains("run `rollcall rebuild` again"), "{}", stderr(&sliced));
+    assert!(rollcall::audit::replay::scratch_path(&db).exists());
+    let resumed = rollcall_ok(&db, &["rebuild"]);
+    assert!(
+        stderr(&resumed).contains("resumed an interrupted rebuild at position 10"),
+        "{}",
+        stderr(&resumed)
+    );
+    assert!(!rollcall::audit::replay::scratch_path(&db).exists());
+    assert_eq!(dump(&db), original);
+    // The server goes on reading and writing the rebuilt tables.
+    idp.user("frank@example.com", "f").await;
+    admin.sync().await;
+    rollcall_ok(&db, &["verify", "--projections"]);
 }

@@ -1,0 +1,507 @@
+//! Folding the log again, with the same `projections::apply` the writer
+//! uses: into scratch tables to see a tenant as of any past position
+//! (`as_of`), to compare with the live projections (`fingerprint`,
+//! `rollcall verify --projections`), and to rebuild them (`rebuild`).
+//!
+//! The live tables are only ever replaced whole, in one transaction, by
+//! `rebuild`: a reader sees the old projection or the new one, never half
+//! of each. Nothing here appends an event.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use events::{Event, EventLog, Position};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+use crate::store::Store;
+
+/// The projections a rebuild can replace, and their tables. `token_usage`
+/// is not among them: it is telemetry, not folded from events.
+pub const PROJECTIONS: &[(&str, &[&str])] = &[
+    ("tenancy", &["tenants", "tokens", "oauth_clients"]),
+    ("directory", &["scim_resources", "scim_members"]),
+    (
+        "members",
+        &["members", "member_settings", "member_checkpoints", "member_deferred", "sync_runs"],
+    ),
+];
+
+/// Every folded table, in a fixed order.
+pub fn all_tables() -> Vec<&'static str> {
+    PROJECTIONS.iter().flat_map(|(_, tables)| tables.iter().copied()).collect()
+}
+
+fn storage(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |error| Error::Internal(format!("{context}: {error}"))
+}
+
+/// A connection with the projection tables and the SQL functions they use.
+fn prepare(connection: &Connection) -> Result<(), Error> {
+    projections::functions::register(connection).map_err(storage("registering SQL functions"))?;
+    projections::schema::migrate(connection)?;
+    Ok(())
+}
+
+/// Empty projection tables in memory.
+pub fn scratch() -> Result<Connection, Error> {
+    let connection = Connection::open_in_memory().map_err(storage("opening scratch tables"))?;
+    prepare(&connection)?;
+    Ok(connection)
+}
+
+/// Events folded per transaction: large enough that commits cost nothing,
+/// small enough that an interrupted rebuild loses little.
+const FOLD_CHUNK_EVENTS: u64 = 20_000;
+
+/// Folds the events after `after` up to `until` (of one tenant, or all)
+/// into `connection`, `FOLD_CHUNK_EVENTS` per transaction; `chunk_done`
+/// runs inside each transaction before it commits (a rebuild records its
+/// progress there) and `progress` after. Returns the last position folded.
+pub fn fold(
+    store: &Store,
+    connection: &Connection,
+    after: Position,
+    until: Position,
+    tenant: Option<&str>,
+    chunk_done: &mut dyn FnMut(&Connection, Position) -> Result<(), Error>,
+    progress: &mut dyn FnMut(Position),
+) -> Result<Position, Error> {
+    let mut last = after;
+    let mut in_chunk = 0u64;
+    connection.execute_batch("BEGIN").map_err(storage("folding"))?;
+    let folded = (|| {
+        for recorded in store.log().read_forward(after, tenant) {
+            let recorded = recorded?;
+            if recorded.position > until {
+                break;
+            }
+            let event: Event = recorded.decode()?;
+            projections::apply(connection, &recorded, &event)?;
+            last = recorded.position;
+            in_chunk += 1;
+            if in_chunk == FOLD_CHUNK_EVENTS {
+                chunk_done(connection, last)?;
+                connection.execute_batch("COMMIT; BEGIN").map_err(storage("folding"))?;
+                progress(last);
+                in_chunk = 0;
+            }
+        }
+        chunk_done(connection, last)
+    })();
+    match folded {
+        Ok(()) => {
+            connection.execute_batch("COMMIT").map_err(storage("folding"))?;
+            progress(last);
+            Ok(last)
+        }
+        Err(error) => {
+            let _ = connection.execute_batch("ROLLBACK");
+            Err(error)
+        }
+    }
+}
+
+/// A content hash of each table: every row in a total order, every value
+/// with its type and length, so equal hashes mean equal tables.
+pub fn fingerprint(
+    connection: &Connection,
+    tables: &[&str],
+) -> Result<BTreeMap<String, String>, Error> {
+    let mut hashes = BTreeMap::new();
+    for table in tables {
+        let columns = columns(connection, table)?;
+        let order: Vec<String> = (1..=columns.len()).map(|index| index.to_string()).collect();
+        let sql =
+            format!("SELECT {} FROM {table} ORDER BY {}", columns.join(", "), order.join(", "));
+        let mut statement = connection.prepare(&sql).map_err(storage("reading a projection"))?;
+        let mut rows = statement.query([]).map_err(storage("reading a projection"))?;
+        let mut hasher = Sha256::new();
+        let mut count = 0u64;
+        while let Some(row) = rows.next().map_err(storage("reading a projection"))? {
+            count += 1;
+            for index in 0..columns.len() {
+                match row.get_ref(index).map_err(storage("reading a projection"))? {
+                    ValueRef::Null => hasher.update([0u8]),
+                    ValueRef::Integer(value) => {
+                        hasher.update([1u8]);
+                        hasher.update(value.to_be_bytes());
+                    }
+                    ValueRef::Real(value) => {
+                        hasher.update([2u8]);
+                        hasher.update(value.to_be_bytes());
+                    }
+                    ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+                        hasher.update([3u8]);
+                        hasher.update((bytes.len() as u64).to_be_bytes());
+                        hasher.update(bytes);
+                    }
+                }
+            }
+        }
+        hasher.update(count.to_be_bytes());
+        let digest: [u8; 32] = hasher.finalize().into();
+        hashes.insert(
+            (*table).to_owned(),
+            format!("{} rows, {}", count, events::hash::to_hex(&digest)),
+        );
+    }
+    Ok(hashes)
+}
+
+fn columns(connection: &Connection, table: &str) -> Result<Vec<String>, Error> {
+    let mut statement = connection
+        .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
+        .map_err(storage("reading a table's columns"))?;
+    let names = statement
+        .query_map([table], |row| row.get::<_, String>(0))
+        .map_err(storage("reading a table's columns"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(storage("reading a table's columns"))?;
+    Ok(names)
+}
+
+/// What `verify --projections` found.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Drift {
+    /// The log position both sides were compared at.
+    pub position: Position,
+    /// Each table: live fingerprint, refolded fingerprint.
+    pub tables: BTreeMap<String, (String, String)>,
+    /// The tables whose contents differ.
+    pub drifted: Vec<String>,
+}
+
+/// Refolds the whole log into scratch tables and compares them with the
+/// live projections at the same position.
+pub fn check_projections(store: &Store) -> Result<Drift, Error> {
+    // One read transaction on the live file: its head and its tables agree,
+    // because the writer changes both in one transaction.
+    let (position, live) = {
+        let reader = store.log().reader()?;
+        reader.execute_batch("BEGIN").map_err(storage("reading the projections"))?;
+        let read = (|| {
+            let head: i64 = reader
+                .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| row.get(0))
+                .map_err(storage("reading the head"))?;
+            Ok::<_, Error>((
+                Position::try_from(head).unwrap_or(0),
+                fingerprint(&reader, &all_tables())?,
+            ))
+        })();
+        let _ = reader.execute_batch("COMMIT");
+        read?
+    };
+    let scratch = scratch()?;
+    fold(store, &scratch, 0, position, None, &mut |_, _| Ok(()), &mut |_| {})?;
+    let refolded = fingerprint(&scratch, &all_tables())?;
+    let mut tables = BTreeMap::new();
+    let mut drifted = Vec::new();
+    for table in all_tables() {
+        let live = live.get(table).cloned().unwrap_or_default();
+        let refolded = refolded.get(table).cloned().unwrap_or_default();
+        if live != refolded {
+            drifted.push(table.to_owned());
+        }
+        tables.insert(table.to_owned(), (live, refolded));
+    }
+    Ok(Drift { position, tables, drifted })
+}
+
+/// A tenant's SCIM directory and member directory as of one position.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AsOf {
+    pub position: Position,
+    /// When the event at `position` was recorded (none before the first).
+    pub recorded_at: Option<String>,
+    pub users: Vec<Value>,
+    pub groups: Vec<Value>,
+    pub members: Vec<Value>,
+}
+
+/// Folds the tenant's events up to `position` into scratch tables and
+/// reads them back; never looks at the live projections.
+pub fn as_of(store: &Store, tenant_id: &str, position: Position) -> Result<AsOf, Error> {
+    let scratch = scratch()?;
+    // One tenant's chain without the system chain that created it: its
+    // tokens would name a tenant the scratch never saw.
+    scratch
+        .execute_batch("PRAGMA foreign_keys=OFF")
+        .map_err(storage("preparing scratch tables"))?;
+    fold(store, &scratch, 0, position, Some(tenant_id), &mut |_, _| Ok(()), &mut |_| {})?;
+    let recorded_at = match position {
+        0 => None,
+        position => store.log().read_at(position)?.map(|event| event.recorded_at),
+    };
+    let resources = |kind: &str| -> Result<Vec<Value>, Error> {
+        rows(
+            &scratch,
+            "SELECT id, external_id, name, document, created, last_modified, version FROM scim_resources \
+             WHERE tenant_id = ?1 AND kind = ?2 ORDER BY created_position",
+            params![tenant_id, kind],
+            &["document"],
+        )
+    };
+    let mut groups = resources("Group")?;
+    for group in &mut groups {
+        let id = group.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let members = rows(
+            &scratch,
+            "SELECT member_id AS value, member_type AS type FROM scim_members \
+             WHERE tenant_id = ?1 AND group_id = ?2 ORDER BY member_id",
+            params![tenant_id, id],
+            &[],
+        )?;
+        if let Some(object) = group.as_object_mut() {
+            object.insert("members".to_owned(), Value::Array(members));
+        }
+    }
+    Ok(AsOf {
+        position,
+        recorded_at,
+        users: resources("User")?,
+        groups,
+        members: rows(
+            &scratch,
+            "SELECT member_id, user_id, external_id, user_name, status, properties, roles, app_properties, \
+             joined_at, left_at, grace_until, disabled_at, revoke_sessions, updated_at, version \
+             FROM members WHERE tenant_id = ?1 ORDER BY joined_at, member_id",
+            params![tenant_id],
+            &["properties", "roles", "app_properties"],
+        )?,
+    })
+}
+
+/// Rows as JSON objects by column name; the `json` columns hold JSON text.
+fn rows(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    json: &[&str],
+) -> Result<Vec<Value>, Error> {
+    let mut statement = connection.prepare(sql).map_err(storage("reading scratch tables"))?;
+    let names: Vec<String> = statement.column_names().map(str::to_owned).collect();
+    let mut rows = statement.query(params).map_err(storage("reading scratch tables"))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(storage("reading scratch tables"))? {
+        let mut object = Map::new();
+        for (index, name) in names.iter().enumerate() {
+            let value = match row.get_ref(index).map_err(storage("reading scratch tables"))? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(value) => value.into(),
+                ValueRef::Real(value) => value.into(),
+                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+                    let text = String::from_utf8_lossy(bytes);
+                    if json.contains(&name.as_str()) {
+                        serde_json::from_str(&text).unwrap_or(Value::String(text.into_owned()))
+                    } else {
+                        Value::String(text.into_owned())
+                    }
+                }
+            };
+            object.insert(name.clone(), value);
+        }
+        out.push(Value::Object(object));
+    }
+    Ok(out)
+}
+
+/// Where a rebuild folds before it swaps: beside the database, so an
+/// interrupted rebuild resumes from what it folded.
+pub fn scratch_path(db: &Path) -> PathBuf {
+    let mut path = db.as_os_str().to_owned();
+    path.push(".rebuild");
+    PathBuf::from(path)
+}
+
+/// How a rebuild went.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub projections: Vec<String>,
+    /// Where the scratch fold started (0: from the beginning).
+    pub resumed_from: Position,
+    /// How far the tables now reflect the log.
+    pub position: Position,
+    /// False when `max_events` stopped it before the head: run it again.
+    pub complete: bool,
+}
+
+/// Refolds the log into a scratch file beside the database (resuming what
+/// an interrupted rebuild left there), then replaces the chosen
+/// projections' tables with it in one transaction. `max_events` folds at
+/// most that many now and stops, to be resumed. `progress` hears the
+/// positions folded, out of the head.
+pub fn rebuild(
+    store: &Store,
+    db: &Path,
+    projections: &[&str],
+    max_events: Option<u64>,
+    progress: &mut dyn FnMut(Position, Position),
+) -> Result<Rebuilt, Error> {
+    let tables: Vec<&str> = PROJECTIONS
+        .iter()
+        .filter(|(name, _)| projections.contains(name))
+        .flat_map(|(_, tables)| tables.iter().copied())
+        .collect();
+    let path = scratch_path(db);
+    let scratch = Connection::open(&path).map_err(storage("opening the rebuild's scratch file"))?;
+    scratch
+        .execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+             CREATE TABLE IF NOT EXISTS rebuild_progress (position INTEGER NOT NULL, hash BLOB NOT NULL);",
+        )
+        .map_err(storage("preparing the rebuild's scratch file"))?;
+    prepare(&scratch)?;
+    // Resume only a fold of this very log: the event it stopped at must
+    // still be there with the same hash.
+    let saved: Option<(i64, Vec<u8>)> = scratch
+        .query_row("SELECT position, hash FROM rebuild_progress", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()
+        .map_err(storage("reading the rebuild's progress"))?;
+    let mut resumed_from = 0;
+    if let Some((position, hash)) = saved {
+        let position = Position::try_from(position).unwrap_or(0);
+        match store.log().read_at(position)? {
+            Some(event) if event.hash.as_slice() == hash.as_slice() => resumed_from = position,
+            _ => {
+                drop(scratch);
+                remove_scratch(&path);
+                return rebuild(store, db, projections, max_events, progress);
+            }
+        }
+    }
+    let head = store.log().head()?;
+    let until = match max_events {
+        Some(max) => head.min(resumed_from.saturating_add(max)),
+        None => head,
+    };
+    let mut record_progress = |connection: &Connection, position: Position| -> Result<(), Error> {
+        if position == 0 {
+            return Ok(());
+        }
+        let hash =
+            store.log().read_at(position)?.map(|event| event.hash.to_vec()).unwrap_or_default();
+        connection
+            .execute_batch("DELETE FROM rebuild_progress")
+            .and_then(|()| {
+                connection.execute(
+                    "INSERT INTO rebuild_progress (position, hash) VALUES (?1, ?2)",
+                    params![i64::try_from(position).unwrap_or(i64::MAX), hash],
+                )
+            })
+            .map(drop)
+            .map_err(storage("recording the rebuild's progress"))
+    };
+    let folded =
+        fold(store, &scratch, resumed_from, until, None, &mut record_progress, &mut |position| {
+            progress(position, head)
+        })?;
+    if folded < head {
+        return Ok(Rebuilt {
+            projections: projections.iter().map(|name| (*name).to_owned()).collect(),
+            resumed_from,
+            position: folded,
+            complete: false,
+        });
+    }
+
+    // The swap. ATTACH must happen outside a transaction. The live
+    // connection's read snapshot fixes a head; the scratch catches up with
+    // whatever the log gained up to it; then the tables are replaced in
+    // that same transaction. If a writer committed after the snapshot, the
+    // upgrade to a write fails (SQLite will not write over a stale read)
+    // and the swap is tried again from a new snapshot.
+    let live = Connection::open(db).map_err(storage("opening the database"))?;
+    live.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(storage("opening the database"))?;
+    prepare(&live)?;
+    // Tables are emptied and refilled in turn: a tenant's row is briefly
+    // gone while its tokens are not. The rebuilt rows were folded with
+    // foreign keys on, so the end state satisfies them.
+    live.execute_batch("PRAGMA foreign_keys=OFF").map_err(storage("opening the database"))?;
+    live.execute("ATTACH DATABASE ?1 AS rebuilt", [path.to_string_lossy()])
+        .map_err(storage("attaching the rebuilt tables"))?;
+    let mut attempts = 0;
+    let mut folded = folded;
+    let position = loop {
+        attempts += 1;
+        live.execute_batch("BEGIN").map_err(storage("reading the database"))?;
+        let swapped = (|| {
+            let head_now: i64 = live
+                .query_row("SELECT COALESCE(MAX(position), 0) FROM main.events", [], |row| {
+                    row.get(0)
+                })
+                .map_err(storage("reading the head"))?;
+            let head_now = Position::try_from(head_now).unwrap_or(0);
+            folded =
+                fold(store, &scratch, folded, head_now, None, &mut record_progress, &mut |_| {})?;
+            for table in &tables {
+                let columns = columns(&live, table)?.join(", ");
+                live.execute_batch(&format!(
+                    "DELETE FROM main.{table}; INSERT INTO main.{table} ({columns}) SELECT {columns} FROM rebuilt.{table};"
+                ))
+                .map_err(SwapError::Sql)?;
+            }
+            live.execute_batch("COMMIT").map_err(SwapError::Sql)?;
+            Ok::<_, SwapError>(head_now)
+        })();
+        match swapped {
+            Ok(position) => break position,
+            Err(SwapError::Sql(error)) if is_busy(&error) && attempts < SWAP_ATTEMPTS => {
+                let _ = live.execute_batch("ROLLBACK");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(error) => {
+                let _ = live.execute_batch("ROLLBACK");
+                return Err(match error {
+                    SwapError::Sql(error) => storage("replacing the projections' tables")(error),
+                    SwapError::Other(error) => error,
+                });
+            }
+        }
+    };
+    let _ = live.execute_batch("DETACH DATABASE rebuilt");
+    drop(scratch);
+    remove_scratch(&path);
+    Ok(Rebuilt {
+        projections: projections.iter().map(|name| (*name).to_owned()).collect(),
+        resumed_from,
+        position,
+        complete: true,
+    })
+}
+
+/// How many times a swap is tried while writers keep committing.
+const SWAP_ATTEMPTS: u32 = 100;
+
+enum SwapError {
+    Sql(rusqlite::Error),
+    Other(Error),
+}
+
+impl From<Error> for SwapError {
+    fn from(error: Error) -> SwapError {
+        SwapError::Other(error)
+    }
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn remove_scratch(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(file));
+    }
+}
