@@ -26,6 +26,10 @@ use rollcall::store::Store;
 use rollcall::tenancy::{self, TenantRef, TokenRequest};
 use serde_json::{Value, json};
 
+// The allocator the rollcall binary uses, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The simulated now, in Unix milliseconds.
 static NOW_MS: AtomicI64 = AtomicI64::new(0);
 
@@ -314,7 +318,11 @@ fn timed<T>(label: &str, work: impl FnOnce() -> T) -> T {
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().unwrap_or_else(|| "/tmp/audit-bench".to_owned()));
-    let populate_only = args.any(|arg| arg == "--populate-only");
+    let rest: Vec<String> = args.collect();
+    let populate_only = rest.iter().any(|arg| arg == "--populate-only");
+    // `--only joiners|as-of|verify|rebuild` times one question (for profiles).
+    let only =
+        rest.iter().position(|arg| arg == "--only").and_then(|index| rest.get(index + 1)).cloned();
     std::fs::create_dir_all(&dir).expect("bench directory");
     let db = dir.join("bench.db");
     let fresh = !db.exists();
@@ -337,15 +345,19 @@ fn main() {
     if populate_only {
         return;
     }
-    measure(&store, &db);
+    measure(&store, &db, only.as_deref());
 }
 
-fn measure(store: &Store, db: &Path) {
+fn measure(store: &Store, db: &Path, only: Option<&str>) {
+    let wanted = |name: &str| only.is_none_or(|only| only == name);
     let tenant = store
         .read(|connection| TenantRef::Name("bench".to_owned()).resolve(connection))
         .expect("tenant")
         .tenant_id;
     for (from, to) in [("2025-07-01", "2025-09-30"), ("2026-04-01", "2026-06-30")] {
+        if !wanted("joiners") {
+            break;
+        }
         let window = report::Window::parse(from, to).expect("window");
         let movements = timed(&format!("joiners-leavers {from}..{to}"), || {
             report::joiners_leavers(store, &tenant, window).expect("report")
@@ -353,6 +365,9 @@ fn measure(store: &Store, db: &Path) {
         println!("  {:?}", report::counts(&movements));
     }
     for at in ["2025-06-15T12:00:00Z", "2026-09-01T00:00:00Z"] {
+        if !wanted("as-of") {
+            break;
+        }
         let position = rollcall::audit::position_at_or_before(store, at).expect("position");
         let state = timed(&format!("as-of {at} (position {position})"), || {
             replay::as_of(store, &tenant, position).expect("as-of")
@@ -364,9 +379,14 @@ fn measure(store: &Store, db: &Path) {
             state.members.len()
         );
     }
-    let report =
-        timed("verify (whole chain)", || store.log().verify(VerifyScope::All).expect("verify"));
-    println!("  {} events checked, ok: {}", report.events_checked, report.is_ok());
+    if wanted("verify") {
+        let report =
+            timed("verify (whole chain)", || store.log().verify(VerifyScope::All).expect("verify"));
+        println!("  {} events checked, ok: {}", report.events_checked, report.is_ok());
+    }
+    if !wanted("rebuild") {
+        return;
+    }
     let rebuilt = timed("rebuild (all projections)", || {
         replay::rebuild(store, db, &["tenancy", "directory", "members"], None, &mut |_, _| {})
             .expect("rebuild")

@@ -351,7 +351,9 @@ pub fn rebuild(
     let scratch = Connection::open(&path).map_err(storage("opening the rebuild's scratch file"))?;
     scratch
         .execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+            // A large page cache: the fold inserts into every index of every
+            // projection table, all over the file.
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-262144; \
              CREATE TABLE IF NOT EXISTS rebuild_progress (position INTEGER NOT NULL, hash BLOB NOT NULL);",
         )
         .map_err(storage("preparing the rebuild's scratch file"))?;

@@ -232,7 +232,6 @@ pub fn joiners_leavers(
     }
 
     let mut member_streams: HashMap<String, Vec<RecordedEvent>> = HashMap::new();
-    let mut user_streams: HashMap<String, Vec<RecordedEvent>> = HashMap::new();
     let mut movements = Vec::with_capacity(candidates.len());
     for candidate in candidates {
         if !member_streams.contains_key(&candidate.member_id) {
@@ -243,21 +242,16 @@ pub fn joiners_leavers(
             Some(stream) => identity_at(stream, candidate.position)?,
             None => Identity::default(),
         };
-        let mut said = None;
-        if let Some(user_id) = &identity.user_id
-            && !causes(candidate.kind).is_empty()
-        {
-            if !user_streams.contains_key(user_id) {
-                let stream = log.read_stream(tenant_id, &format!("user:{user_id}"))?;
-                user_streams.insert(user_id.clone(), stream);
-            }
-            said = user_streams.get(user_id).and_then(|stream| {
-                stream.iter().rev().find(|recorded| {
-                    recorded.position < candidate.position
-                        && causes(candidate.kind).contains(&recorded.event_type.as_str())
-                })
-            });
-        }
+        let said = match &identity.user_id {
+            Some(user_id) if !causes(candidate.kind).is_empty() => log.last_of_types(
+                tenant_id,
+                &format!("user:{user_id}"),
+                causes(candidate.kind),
+                candidate.position,
+            )?,
+            _ => None,
+        };
+        let said = said.as_ref();
         let said_by = said.map(|recorded| metadata_of(&recorded.metadata)).transpose()?;
         movements.push(Movement {
             kind: candidate.kind,
