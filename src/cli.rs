@@ -391,6 +391,15 @@ pub enum AuditCommand {
         #[arg(long)]
         position: Option<u64>,
     },
+    /// The request a change came from, as the client sent it (method, path,
+    /// body with secrets redacted, token, User-Agent), and every event it
+    /// produced.
+    Request {
+        /// A request id (from a joiners-leavers row, a history entry, a log line).
+        request_id: String,
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+    },
     /// Print the tenant's chain head (`POSITION:HASH`) to write down and
     /// later give to `rollcall verify --since`.
     Checkpoint {

@@ -108,6 +108,11 @@ pub fn audit_command(store: &Store, command: AuditCommand) -> anyhow::Result<Exi
             );
             Ok(ExitCode::SUCCESS)
         }
+        AuditCommand::Request { request_id, tenant } => {
+            let tenant_id = tenant_id(store, &tenant)?;
+            print_json(&super::ledger::request(store, &tenant_id, &request_id)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Checkpoint { tenant, json } => {
             let tenant_id = tenant_id(store, &tenant)?;
             let Some((checkpoint, recorded_at)) = chain::checkpoint(store, &tenant_id)? else {

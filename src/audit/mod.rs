@@ -8,6 +8,7 @@
 pub mod chain;
 pub mod cli;
 pub mod history;
+pub mod ledger;
 pub mod replay;
 pub mod report;
 
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/audit/history", get(history_route))
         .route("/audit/export", get(export))
         .route("/audit/as-of", get(as_of))
+        .route("/audit/requests/{request_id}", get(one_request))
         .layer(middleware::from_fn_with_state(gate, require_token))
 }
 
@@ -407,4 +409,19 @@ async fn as_of(
         "items": page,
     }))
     .into_response())
+}
+
+/// One request of the ledger and the events it produced.
+async fn one_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(request_id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    if request_id.trim().is_empty() || request_id.len() > 200 {
+        return Err(Error::invalid("a request id is 1 to 200 characters").into());
+    }
+    let store = state.store.clone();
+    let tenant_id = caller.principal.tenant_id.clone();
+    let request = blocking(move || ledger::request(&store, &tenant_id, &request_id)).await?;
+    Ok(Json(request).into_response())
 }

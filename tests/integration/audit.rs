@@ -231,6 +231,40 @@ async fn joiners_and_leavers_per_window_match_the_script() {
     assert_eq!(rejoined["member_id"], left["member_id"]);
     assert_eq!(rejoined["user_id"], json!(story.carol_new));
 
+    // "Why did this member leave?" leads back to the exact request.
+    let request_id = left["said_by"]["request_id"].as_str().unwrap().to_owned();
+    let response =
+        server.get(&format!("/api/v1/audit/requests/{request_id}"), Some(&audit_secret)).await;
+    assert_eq!(response.status(), 200);
+    let request: Value = response.json().await.unwrap();
+    assert_eq!(request["method"], "DELETE");
+    assert_eq!(request["target"], json!(format!("/scim/v2/Users/{}", story.carol_old)));
+    assert_eq!(request["by"]["user_agent"], IDP_AGENT);
+    assert_eq!(request["by"]["actor"], json!({"kind": "token", "token_id": idp.token_id}));
+    assert_eq!(request["events"][0]["event_type"], "UserDeleted");
+    assert_eq!(request["events"][0]["position"], left["said_position"]);
+    let disabled = of_kind(&second, "disabled");
+    let patch_id = disabled["said_by"]["request_id"].as_str().unwrap();
+    let patched: Value = server
+        .get(&format!("/api/v1/audit/requests/{patch_id}"), Some(&audit_secret))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(patched["method"], "PATCH");
+    assert_eq!(patched["body"]["Operations"][0]["path"], "active", "{patched}");
+    let kinds: Vec<&str> = patched["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["UserUpdated", "UserDeactivated"]);
+    let cli = rollcall_ok(&server.db_path(), &["audit", "request", patch_id, "--tenant", "acme"]);
+    assert_eq!(serde_json::from_str::<Value>(&stdout(&cli)).unwrap(), patched);
+    let response = server.get("/api/v1/audit/requests/nope", Some(&audit_secret)).await;
+    assert_eq!(response.status(), 404);
+
     // An event exactly on the edge: `from` includes it, `to` excludes it.
     let edge = of_kind(&second, "disabled")["effective_at"].as_str().unwrap().to_owned();
     let from_edge = report(edge.clone(), m[2].clone()).await;
