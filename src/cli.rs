@@ -831,21 +831,7 @@ fn verify_command(store: &Store, verify: &VerifyArgs) -> anyhow::Result<ExitCode
         }
     };
     if verify.json {
-        let mut json = crate::audit::verify_report_json(&report, &label);
-        if let (Some((checkpoint, problem)), Some(object)) = (&since, json.as_object_mut()) {
-            object.insert(
-                "since".to_owned(),
-                serde_json::json!({
-                    "checkpoint": checkpoint.to_string(),
-                    "ok": report.is_ok() && problem.is_none(),
-                    "problem": problem,
-                }),
-            );
-            if problem.is_some() {
-                object.insert("ok".to_owned(), false.into());
-            }
-        }
-        println!("{json}");
+        println!("{}", crate::audit::verify_report_json(&report, &label, since.as_ref()));
     } else {
         let names = store.read(|connection| Ok(tenancy_projection::list_tenants(connection)?))?;
         let name_of = |tenant_id: &str| {

@@ -61,7 +61,7 @@ impl Page {
 }
 
 /// Runs blocking work off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(work)
@@ -69,7 +69,8 @@ async fn blocking<T: Send + 'static>(
         .map_err(|error| Error::Internal(format!("a blocking task failed: {error}")))?
 }
 
-fn query<T: serde::de::DeserializeOwned>(
+/// A query string, or a clear 400 naming what is wrong with it.
+pub(crate) fn query<T: serde::de::DeserializeOwned>(
     raw: Result<Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, Error> {
     raw.map(|Query(value)| value).map_err(|rejection| Error::invalid(rejection.body_text()))

@@ -22,6 +22,7 @@ use events::event::TokenScope;
 use events::{EventLog, VerifyScope};
 use serde::Deserialize;
 
+use crate::admin::provisioning::{blocking, query};
 use crate::auth::{Caller, Gate, require_token};
 use crate::error::{ApiError, Error};
 use crate::server::{AppState, Surface};
@@ -39,21 +40,6 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/audit/as-of", get(as_of))
         .route("/audit/requests/{request_id}", get(one_request))
         .layer(middleware::from_fn_with_state(gate, require_token))
-}
-
-/// Runs blocking work (a walk over the log) off the async workers.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| Error::Internal(format!("an audit task failed: {error}")))?
-}
-
-fn query<T: serde::de::DeserializeOwned>(
-    raw: Result<Query<T>, axum::extract::rejection::QueryRejection>,
-) -> Result<T, Error> {
-    raw.map(|Query(value)| value).map_err(|rejection| Error::invalid(rejection.body_text()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,21 +69,8 @@ async fn verify(
         Ok((report, since.map(|checkpoint| (checkpoint, problem))))
     })
     .await?;
-    let mut json = verify_report_json(&report, &caller.principal.tenant_name);
-    if let (Some((checkpoint, problem)), Some(object)) = (problem, json.as_object_mut()) {
-        object.insert(
-            "since".to_owned(),
-            serde_json::json!({
-                "checkpoint": checkpoint.to_string(),
-                "ok": report.is_ok() && problem.is_none(),
-                "problem": problem,
-            }),
-        );
-        if problem.is_some() {
-            object.insert("ok".to_owned(), false.into());
-        }
-    }
-    Ok(Json(json).into_response())
+    Ok(Json(verify_report_json(&report, &caller.principal.tenant_name, problem.as_ref()))
+        .into_response())
 }
 
 /// The caller's tenant head, to write down.
@@ -304,8 +277,13 @@ async fn export(
 }
 
 /// A verify report as JSON, the same for the API and `rollcall verify
-/// --json`. `label` names the scope walked (a tenant name, or "all").
-pub fn verify_report_json(report: &events::VerifyReport, label: &str) -> serde_json::Value {
+/// --json`. `label` names the scope walked (a tenant name, or "all");
+/// `since` is a checkpoint given and what is wrong with it, if anything.
+pub fn verify_report_json(
+    report: &events::VerifyReport,
+    label: &str,
+    since: Option<&(chain::Checkpoint, Option<String>)>,
+) -> serde_json::Value {
     let heads: Vec<_> = report
         .heads
         .iter()
@@ -327,11 +305,16 @@ pub fn verify_report_json(report: &events::VerifyReport, label: &str) -> serde_j
     });
     serde_json::json!({
         "scope": label,
-        "ok": report.is_ok(),
+        "ok": report.is_ok() && since.is_none_or(|(_, problem)| problem.is_none()),
         "events_checked": report.events_checked,
         "heads": heads,
         "failure": failure,
         "missing_guards": report.missing_guards,
+        "since": since.map(|(checkpoint, problem)| serde_json::json!({
+            "checkpoint": checkpoint.to_string(),
+            "ok": report.is_ok() && problem.is_none(),
+            "problem": problem,
+        })),
     })
 }
 
