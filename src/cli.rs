@@ -314,6 +314,7 @@ pub enum ProjectionArg {
     Tenancy,
     Directory,
     Members,
+    Audit,
 }
 
 impl ProjectionArg {
@@ -322,6 +323,7 @@ impl ProjectionArg {
             ProjectionArg::Tenancy => "tenancy",
             ProjectionArg::Directory => "directory",
             ProjectionArg::Members => "members",
+            ProjectionArg::Audit => "audit",
         }
     }
 }

@@ -25,11 +25,24 @@ pub struct Store {
 impl Store {
     /// Opens or creates the database file and brings the projection tables
     /// up to date.
+    ///
+    /// A projection that a later build added starts empty on a file that
+    /// already holds events: it is folded from the log here, once, before
+    /// anything can read it (an interrupted fold resumes at the next open).
     pub fn open(path: &Path, options: LogOptions) -> Result<Store, Error> {
         let log = SqliteLog::open(path, with_functions(options))?;
-        log.execute(|tx| projections::schema::migrate(tx.connection()).map_err(Error::from))
+        let pending = log
+            .execute(|tx| projections::schema::migrate(tx.connection()).map_err(Error::from))
             .wait()?;
-        Ok(Store { log })
+        let store = Store { log };
+        if !pending.is_empty() {
+            let names: Vec<&str> = pending.iter().map(String::as_str).collect();
+            tracing::info!(projections = ?names, "folding new projections from the log, once");
+            let rebuilt =
+                crate::audit::replay::rebuild(&store, path, &names, None, &mut |_, _| {})?;
+            tracing::info!(position = rebuilt.position, "new projections folded");
+        }
+        Ok(store)
     }
 
     /// Opens an existing database for reading only: nothing is created,

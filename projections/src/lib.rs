@@ -11,6 +11,8 @@
 //! * [`schema`] creates the projection tables beside the events table.
 //! * [`members`] is the member directory the application reads, with the
 //!   Synchronize runs, checkpoints and settings that drive it.
+//! * [`audit`] is joiners and leavers: every movement of a member with the
+//!   SCIM event that asked for it.
 //! * [`tenancy`] holds tenants and tokens: the lookup of a bearer token's
 //!   hash, the tenant list, the token list.
 //!
@@ -19,6 +21,7 @@
 //! so a read right after a write sees it. This crate depends on `events` and
 //! on nothing of rollcall's application: it knows no HTTP and no CLI.
 
+pub mod audit;
 pub mod directory;
 pub mod functions;
 pub mod members;
@@ -36,6 +39,8 @@ pub enum ProjectionError {
     Storage { context: &'static str, source: rusqlite::Error },
     #[error(transparent)]
     Decode(#[from] events::DecodeError),
+    #[error("the metadata of the event at position {position} does not decode: {reason}")]
+    Metadata { position: u64, reason: String },
 }
 
 impl ProjectionError {
@@ -52,5 +57,7 @@ pub fn apply(
 ) -> Result<(), ProjectionError> {
     tenancy::apply(connection, recorded, event)?;
     directory::store::apply(connection, recorded, event)?;
+    // Before the members fold: it reads who the member was.
+    audit::apply(connection, recorded, event)?;
     members::apply(connection, recorded, event)
 }

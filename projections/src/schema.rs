@@ -161,7 +161,48 @@ CREATE TABLE IF NOT EXISTS sync_runs (
 ) STRICT, WITHOUT ROWID;
 
 CREATE INDEX IF NOT EXISTS sync_runs_by_start ON sync_runs (tenant_id, started_at);
+
+-- Joiners and leavers: one row per movement of a member. `applied_by` and
+-- `said_by` are JSON words (actor, request id, User-Agent, run).
+CREATE TABLE IF NOT EXISTS audit_movements (
+    tenant_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('joined', 'rejoined', 'disabled', 'enabled', 'left', 'purged')),
+    member_id TEXT NOT NULL,
+    user_id TEXT,
+    user_name TEXT,
+    external_id TEXT,
+    effective_at TEXT NOT NULL,
+    applied_by TEXT NOT NULL,
+    said_position INTEGER,
+    said_at TEXT,
+    said_by TEXT,
+    PRIMARY KEY (tenant_id, position)
+) STRICT, WITHOUT ROWID;
+
+-- Per user, the last SCIM event of each type that can ask for a movement.
+CREATE TABLE IF NOT EXISTS audit_causes (
+    tenant_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    recorded_at TEXT NOT NULL,
+    word TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, user_id, event_type)
+) STRICT, WITHOUT ROWID;
+
+-- Projections created empty on a database that already had events: not to
+-- be read until a rebuild has folded the log into them.
+CREATE TABLE IF NOT EXISTS projections_pending (
+    name TEXT PRIMARY KEY
+) STRICT;
 "#;
+
+/// Projections a later build added, by name, with the table that marks
+/// them present: on a database that already holds events they start empty
+/// and must be folded from the log before they are read (see
+/// [`migrate`]).
+const ADDED_PROJECTIONS: &[(&str, &str)] = &[("audit", "audit_movements")];
 
 /// Columns added to a projection table after it first shipped: a file made
 /// by an earlier build gets them (as NULL, which is what the events it
@@ -171,8 +212,33 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] =
 
 /// Creates the projection tables if they are missing, and adds columns
 /// that later builds introduced. Run through the writer, so it serialises
-/// with every other write.
-pub fn migrate(connection: &Connection) -> Result<(), ProjectionError> {
+/// with every other write. Returns the projections still to be folded: the
+/// ones it (or an earlier, interrupted open) created on a database that
+/// already had tenants. The caller must rebuild them before anything reads
+/// them; the rebuild clears their names from `projections_pending`.
+pub fn migrate(connection: &Connection) -> Result<Vec<String>, ProjectionError> {
+    let table_exists = |table: &str| -> Result<bool, ProjectionError> {
+        connection
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)",
+                [table],
+                |row| row.get(0),
+            )
+            .map_err(ProjectionError::storage("reading the projection tables"))
+    };
+    let mut missing = Vec::new();
+    if table_exists("tenants")? {
+        let has_tenants: bool = connection
+            .query_row("SELECT EXISTS (SELECT 1 FROM tenants)", [], |row| row.get(0))
+            .map_err(ProjectionError::storage("reading the projection tables"))?;
+        if has_tenants {
+            for (projection, table) in ADDED_PROJECTIONS {
+                if !table_exists(table)? {
+                    missing.push(*projection);
+                }
+            }
+        }
+    }
     connection
         .execute_batch(CREATE)
         .map_err(ProjectionError::storage("creating projection tables"))?;
@@ -190,5 +256,17 @@ pub fn migrate(connection: &Connection) -> Result<(), ProjectionError> {
                 .map_err(ProjectionError::storage("adding a projection column"))?;
         }
     }
-    Ok(())
+    for projection in missing {
+        connection
+            .execute("INSERT OR IGNORE INTO projections_pending (name) VALUES (?1)", [projection])
+            .map_err(ProjectionError::storage("marking a projection to fold"))?;
+    }
+    connection
+        .prepare("SELECT name FROM projections_pending ORDER BY name")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(ProjectionError::storage("reading the projections to fold"))
 }

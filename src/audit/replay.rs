@@ -29,6 +29,7 @@ pub const PROJECTIONS: &[(&str, &[&str])] = &[
         "members",
         &["members", "member_settings", "member_checkpoints", "member_deferred", "sync_runs"],
     ),
+    ("audit", &["audit_movements", "audit_causes"]),
 ];
 
 /// Every folded table, in a fixed order.
@@ -40,11 +41,11 @@ fn storage(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
     move |error| Error::Internal(format!("{context}: {error}"))
 }
 
-/// A connection with the projection tables and the SQL functions they use.
-fn prepare(connection: &Connection) -> Result<(), Error> {
+/// A connection with the projection tables and the SQL functions they use;
+/// returns the projections still to be folded (see `schema::migrate`).
+fn prepare(connection: &Connection) -> Result<Vec<String>, Error> {
     projections::functions::register(connection).map_err(storage("registering SQL functions"))?;
-    projections::schema::migrate(connection)?;
-    Ok(())
+    Ok(projections::schema::migrate(connection)?)
 }
 
 /// Empty projection tables in memory.
@@ -357,7 +358,13 @@ pub fn rebuild(
              CREATE TABLE IF NOT EXISTS rebuild_progress (position INTEGER NOT NULL, hash BLOB NOT NULL);",
         )
         .map_err(storage("preparing the rebuild's scratch file"))?;
-    prepare(&scratch)?;
+    if !prepare(&scratch)?.is_empty() {
+        // Left by an older build that lacked some tables: its fold is
+        // incomplete, start again.
+        drop(scratch);
+        remove_scratch(&path);
+        return rebuild(store, db, projections, max_events, progress);
+    }
     // Resume only a fold of this very log: the event it stopped at must
     // still be there with the same hash.
     let saved: Option<(i64, Vec<u8>)> = scratch
@@ -449,6 +456,10 @@ pub fn rebuild(
                     "DELETE FROM main.{table}; INSERT INTO main.{table} ({columns}) SELECT {columns} FROM rebuilt.{table};"
                 ))
                 .map_err(SwapError::Sql)?;
+            }
+            for projection in projections {
+                live.execute("DELETE FROM main.projections_pending WHERE name = ?1", [projection])
+                    .map_err(SwapError::Sql)?;
             }
             live.execute_batch("COMMIT").map_err(SwapError::Sql)?;
             Ok::<_, SwapError>(head_now)

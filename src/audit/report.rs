@@ -6,16 +6,11 @@
 //! that asked for it (when the identity provider said it, with which token,
 //! request and User-Agent). The window selects by the time it took effect:
 //! a user pushed on 30 June and synchronized on 1 July joined on 1 July.
-//! Nothing here reads a projection table, so every replay of the same log
-//! gives the same report.
+//! The pairs are folded as the events are appended, into the `audit`
+//! projection (`projections::audit`); a report is one range read of it,
+//! and `rollcall verify --projections` proves it is what the log folds to.
 
-use std::collections::HashMap;
-
-use events::event::Event;
-use events::sqlite::VisitError;
-use events::{Actor, EventLog, Metadata, Position, RecordedEvent};
 use jiff::Timestamp;
-use serde::Serialize;
 
 use crate::error::Error;
 use crate::store::Store;
@@ -59,138 +54,7 @@ pub fn instant(text: &str, name: &str, end_of_day: bool) -> Result<Timestamp, Er
         .map_err(|_| Error::invalid(format!("{name} {text:?} is out of range")))
 }
 
-/// On whose word something was recorded, as the event's metadata says.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Word {
-    pub actor: Actor,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<String>,
-    /// The Synchronize run that applied a member event.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-}
-
-impl Word {
-    fn of(metadata: Metadata, with_run: bool) -> Word {
-        Word {
-            actor: metadata.actor,
-            request_id: metadata.request_id,
-            user_agent: metadata.user_agent,
-            run_id: if with_run { metadata.correlation_id } else { None },
-        }
-    }
-
-    /// One line for tables and CSV: `token 01J…`, `cli alice`, `scheduler`.
-    pub fn actor_text(&self) -> String {
-        match &self.actor {
-            Actor::Token { token_id } => format!("token {token_id}"),
-            Actor::Cli { user: Some(user) } => format!("cli {user}"),
-            Actor::Cli { user: None } => "cli".to_owned(),
-            Actor::Scheduler => "scheduler".to_owned(),
-            Actor::System => "system".to_owned(),
-        }
-    }
-}
-
-/// One joiner, leaver or change of status.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Movement {
-    /// `joined`, `rejoined` (restored within the grace), `disabled`,
-    /// `enabled`, `left` or `purged`.
-    pub kind: &'static str,
-    pub member_id: String,
-    /// The SCIM user behind the member at the time.
-    pub user_id: Option<String>,
-    pub user_name: Option<String>,
-    pub external_id: Option<String>,
-    /// When it took effect: the member event, appended by a Synchronize.
-    pub effective_at: String,
-    pub effective_position: Position,
-    pub applied_by: Word,
-    /// When the identity provider said it: the SCIM event that asked for
-    /// it (none for a purge, which the grace period decides).
-    pub said_at: Option<String>,
-    pub said_position: Option<Position>,
-    pub said_by: Option<Word>,
-}
-
-/// The movement kind of a member event type, if it is one.
-fn movement_kind(event_type: &str) -> Option<&'static str> {
-    Some(match event_type {
-        "MemberJoined" => "joined",
-        "MemberRestored" => "rejoined",
-        "MemberDisabled" => "disabled",
-        "MemberEnabled" => "enabled",
-        "MemberLeft" => "left",
-        "MemberPurged" => "purged",
-        _ => return None,
-    })
-}
-
-/// The SCIM event types that ask for a movement, newest first wins.
-fn causes(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "joined" | "rejoined" => &["UserCreated"],
-        "disabled" => &["UserDeactivated", "UserCreated"],
-        "enabled" => &["UserReactivated"],
-        "left" => &["UserDeleted"],
-        _ => &[],
-    }
-}
-
-struct Candidate {
-    kind: &'static str,
-    member_id: String,
-    position: Position,
-    recorded_at: String,
-    metadata: String,
-}
-
-/// Who was the member at `position`: user id, userName and externalId as
-/// its own events up to there say.
-#[derive(Default)]
-struct Identity {
-    user_id: Option<String>,
-    user_name: Option<String>,
-    external_id: Option<String>,
-}
-
-fn identity_at(stream: &[RecordedEvent], position: Position) -> Result<Identity, Error> {
-    let mut identity = Identity::default();
-    for recorded in stream.iter().take_while(|recorded| recorded.position <= position) {
-        match recorded.decode()? {
-            Event::MemberJoined(joined) => {
-                identity.user_id = Some(joined.user_id);
-                identity.user_name = Some(joined.user_name);
-                identity.external_id = joined.external_id;
-            }
-            Event::MemberRestored(restored) => {
-                identity.user_id = Some(restored.user_id);
-                identity.user_name = Some(restored.user_name);
-            }
-            Event::MemberUpdated(updated) => {
-                if let Some(user_name) = updated.user_name {
-                    identity.user_name = Some(user_name);
-                }
-                if let Some(external_id) = updated.external_id {
-                    identity.external_id = Some(external_id);
-                }
-                if updated.external_id_cleared {
-                    identity.external_id = None;
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(identity)
-}
-
-fn metadata_of(text: &str) -> Result<Metadata, Error> {
-    serde_json::from_str(text)
-        .map_err(|error| Error::Internal(format!("an event's metadata does not decode: {error}")))
-}
+pub use projections::audit::{Movement, Word};
 
 /// The joiners and leavers of one tenant in `window`, in the order they
 /// took effect.
@@ -202,77 +66,18 @@ pub fn joiners_leavers(
     let log = store.log();
     let start = log.first_position_at(&events::time::format_millis(window.from))?;
     let end = log.first_position_at(&events::time::format_millis(window.to))?;
-    let mut candidates = Vec::new();
-    if start < end {
-        // Stops at the window's end instead of reading the rest of the log.
-        struct End;
-        let walked = log.visit_forward(start.saturating_sub(1), Some(tenant_id), |event| {
-            if event.position >= end {
-                return Err(End);
-            }
-            if let Some(kind) = movement_kind(event.event_type) {
-                // Every member event's payload names its member first.
-                let member_id = serde_json::from_str::<MemberIdOnly>(event.payload)
-                    .map(|payload| payload.member_id)
-                    .unwrap_or_default();
-                candidates.push(Candidate {
-                    kind,
-                    member_id,
-                    position: event.position,
-                    recorded_at: event.recorded_at.to_owned(),
-                    metadata: event.metadata.to_owned(),
-                });
-            }
-            Ok(())
-        });
-        match walked {
-            Ok(_) | Err(VisitError::Visitor(End)) => {}
-            Err(VisitError::Log(error)) => return Err(error.into()),
-        }
+    if start >= end {
+        return Ok(Vec::new());
     }
-
-    let mut member_streams: HashMap<String, Vec<RecordedEvent>> = HashMap::new();
-    let mut movements = Vec::with_capacity(candidates.len());
-    for candidate in candidates {
-        if !member_streams.contains_key(&candidate.member_id) {
-            let stream = log.read_stream(tenant_id, &format!("member:{}", candidate.member_id))?;
-            member_streams.insert(candidate.member_id.clone(), stream);
+    store.read(|connection| {
+        if !projections::audit::ready(connection)? {
+            return Err(Error::conflict(
+                "this database predates the audit tables: open it for writing once (rollcall \
+                 serve) or run `rollcall rebuild --projection audit`",
+            ));
         }
-        let identity = match member_streams.get(&candidate.member_id) {
-            Some(stream) => identity_at(stream, candidate.position)?,
-            None => Identity::default(),
-        };
-        let said = match &identity.user_id {
-            Some(user_id) if !causes(candidate.kind).is_empty() => log.last_of_types(
-                tenant_id,
-                &format!("user:{user_id}"),
-                causes(candidate.kind),
-                candidate.position,
-            )?,
-            _ => None,
-        };
-        let said = said.as_ref();
-        let said_by = said.map(|recorded| metadata_of(&recorded.metadata)).transpose()?;
-        movements.push(Movement {
-            kind: candidate.kind,
-            member_id: candidate.member_id,
-            user_id: identity.user_id,
-            user_name: identity.user_name,
-            external_id: identity.external_id,
-            effective_at: candidate.recorded_at,
-            effective_position: candidate.position,
-            applied_by: Word::of(metadata_of(&candidate.metadata)?, true),
-            said_at: said.map(|recorded| recorded.recorded_at.clone()),
-            said_position: said.map(|recorded| recorded.position),
-            said_by: said_by.map(|metadata| Word::of(metadata, false)),
-        });
-    }
-    Ok(movements)
-}
-
-#[derive(serde::Deserialize)]
-struct MemberIdOnly {
-    member_id: String,
+        Ok(projections::audit::movements(connection, tenant_id, start, end)?)
+    })
 }
 
 /// Counts per kind, for a report's summary line.

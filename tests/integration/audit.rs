@@ -813,4 +813,47 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
     idp.user("frank@example.com", "f").await;
     admin.sync().await;
     rollcall_ok(&db, &["verify", "--projections"]);
+
+    // A file written by a build without the audit projection: reports say
+    // what to do instead of failing obscurely, and the next open folds the
+    // log into the new tables, once.
+    let settled = dump(&db);
+    {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        connection.execute_batch("DROP TABLE audit_movements; DROP TABLE audit_causes;").unwrap();
+    }
+    let unready = rollcall(
+        &db,
+        &[
+            "audit",
+            "joiners-leavers",
+            "--tenant",
+            "acme",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-12-31",
+        ],
+    );
+    assert!(!unready.status.success());
+    assert!(
+        stderr(&unready).contains("rollcall rebuild --projection audit"),
+        "{}",
+        stderr(&unready)
+    );
+    let path = db.clone();
+    tokio::task::spawn_blocking(move || {
+        let store =
+            rollcall::store::Store::open(&path, events::sqlite::LogOptions::default()).unwrap();
+        store.shutdown();
+    })
+    .await
+    .unwrap();
+    assert_eq!(dump(&db), settled);
+    let pending: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM projections_pending", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(pending, 0);
+    rollcall_ok(&db, &["verify", "--projections"]);
 }

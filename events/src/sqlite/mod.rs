@@ -297,19 +297,6 @@ impl SqliteLog {
         read::first_position_at(self, instant)
     }
 
-    /// The last event of a stream before `before` whose type is one of
-    /// `types` (one or two): "what asked for this" without reading the
-    /// whole stream.
-    pub fn last_of_types(
-        &self,
-        tenant: &str,
-        stream: &str,
-        types: &[&str],
-        before: Position,
-    ) -> Result<Option<RecordedEvent>, LogError> {
-        read::last_of_types(self, tenant, stream, types, before)
-    }
-
     /// The event at `position`, if the log has one.
     pub fn read_at(&self, position: Position) -> Result<Option<RecordedEvent>, LogError> {
         read::read_at(self, position)

@@ -63,46 +63,6 @@ pub(super) fn read_stream(
     .collect()
 }
 
-/// The last event of one stream before `before` whose type is one of
-/// `types` (one or two), if any: reads back along the stream's index and
-/// stops at the first match.
-pub(super) fn last_of_types(
-    log: &SqliteLog,
-    tenant: &str,
-    stream: &str,
-    types: &[&str],
-    before: Position,
-) -> Result<Option<RecordedEvent>, LogError> {
-    let (Some(first), second) = (types.first(), types.get(1).or(types.first())) else {
-        return Ok(None);
-    };
-    let connection = log.reader()?;
-    // `+position`: on a range of positions the planner would walk the
-    // tenant's whole history by `events_by_tenant`; the stream's own index
-    // reaches its few events directly, newest first.
-    let event = connection
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM events WHERE tenant = ?1 AND stream = ?2 AND +position < ?3 \
-             AND event_type IN (?4, ?5) ORDER BY version DESC LIMIT 1"
-        ))
-        .and_then(|mut statement| {
-            statement
-                .query_row(
-                    params![
-                        tenant,
-                        stream,
-                        to_sql_position(before),
-                        first,
-                        second.unwrap_or(first)
-                    ],
-                    from_row,
-                )
-                .optional()
-        })
-        .map_err(|error| LogError::storage("reading a stream backwards", error))?;
-    event.map(|event| check(event, log.options.verify_hashes_on_read)).transpose()
-}
-
 /// The event at `position`, if the log has one.
 pub(super) fn read_at(
     log: &SqliteLog,
