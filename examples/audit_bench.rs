@@ -20,6 +20,7 @@ use std::time::Instant;
 use events::event::TokenScope;
 use events::sqlite::{Durability, LogOptions};
 use events::{Actor, CommandContext, EventLog, VerifyScope};
+use rollcall::audit::snapshots::{DEFAULT_EVERY, Snapshots};
 use rollcall::audit::{replay, report};
 use rollcall::server::{AppState, ServerConfig};
 use rollcall::store::Store;
@@ -364,20 +365,37 @@ fn measure(store: &Store, db: &Path, only: Option<&str>) {
         });
         println!("  {:?}", report::counts(&movements));
     }
-    for at in ["2025-06-15T12:00:00Z", "2026-09-01T00:00:00Z"] {
-        if !wanted("as-of") {
-            break;
+    if wanted("as-of") {
+        // Cold: no snapshot yet, a full fold that leaves one every
+        // DEFAULT_EVERY positions. Then arbitrary instants, from the cache.
+        let snapshots = Snapshots::beside(db, DEFAULT_EVERY);
+        let _ = std::fs::remove_dir_all(snapshots.dir());
+        for (at, note) in [
+            ("2026-09-01T00:00:00Z", "cold, keeps snapshots"),
+            ("2025-06-15T12:00:00Z", "from a snapshot"),
+            ("2025-12-24T17:45:00Z", "from a snapshot"),
+            ("2026-09-01T00:00:00Z", "from a snapshot"),
+            ("2026-10-30T09:13:00Z", "from a snapshot"),
+        ] {
+            let position = rollcall::audit::position_at_or_before(store, at).expect("position");
+            // What the API answers: the counts and a page of 100 members.
+            let (counts, page) =
+                timed(&format!("as-of {at} (position {position}, {note})"), || {
+                    let folded =
+                        replay::as_of(store, &tenant, position, &snapshots).expect("as-of");
+                    let page = folded.page(replay::View::Members, 0, Some(100)).expect("page");
+                    (folded.counts().expect("counts"), page.len())
+                });
+            println!(
+                "  {} users, {} groups, {} members; a page of {page}",
+                counts.0, counts.1, counts.2
+            );
         }
-        let position = rollcall::audit::position_at_or_before(store, at).expect("position");
-        let state = timed(&format!("as-of {at} (position {position})"), || {
-            replay::as_of(store, &tenant, position).expect("as-of")
-        });
-        println!(
-            "  {} users, {} groups, {} members",
-            state.users.len(),
-            state.groups.len(),
-            state.members.len()
-        );
+        let kept = std::fs::read_dir(snapshots.dir()).map(|dir| dir.count()).unwrap_or(0);
+        let bytes: u64 = std::fs::read_dir(snapshots.dir())
+            .map(|dir| dir.filter_map(|entry| entry.ok()?.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0);
+        println!("  {kept} snapshots, {} MiB", bytes / (1024 * 1024));
     }
     if wanted("verify") {
         let report =
@@ -388,8 +406,8 @@ fn measure(store: &Store, db: &Path, only: Option<&str>) {
         return;
     }
     let rebuilt = timed("rebuild (all projections)", || {
-        replay::rebuild(store, db, &["tenancy", "directory", "members"], None, &mut |_, _| {})
-            .expect("rebuild")
+        let names: Vec<&str> = replay::PROJECTIONS.iter().map(|(name, _)| *name).collect();
+        replay::rebuild(store, db, &names, None, &mut |_, _| {}).expect("rebuild")
     });
     println!("  up to position {}", rebuilt.position);
 }

@@ -37,6 +37,11 @@ pub struct Args {
     /// How hard each commit works to survive a power cut.
     #[arg(long, env = "ROLLCALL_DURABILITY", value_enum, default_value_t = DurabilityArg::Full, global = true)]
     pub durability: DurabilityArg,
+    /// Log positions between the as-of snapshots kept in `<db>.as-of/`, a
+    /// disposable cache that makes `audit as-of` fold only the events since
+    /// the nearest one; 0 keeps none.
+    #[arg(long, env = "ROLLCALL_AS_OF_SNAPSHOT_EVERY", default_value_t = crate::audit::snapshots::DEFAULT_EVERY, global = true)]
+    pub as_of_snapshot_every: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -432,6 +437,7 @@ pub struct ExportArgs {
 pub struct Settings {
     pub db: PathBuf,
     pub log_options: LogOptions,
+    pub as_of_snapshot_every: u64,
 }
 
 impl Args {
@@ -445,6 +451,7 @@ impl Args {
         Settings {
             db: self.db.clone(),
             log_options: LogOptions { durability, ..LogOptions::default() },
+            as_of_snapshot_every: self.as_of_snapshot_every,
         }
     }
 }
@@ -541,7 +548,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { command } => {
             init_logging("warn", LogFormat::Text);
-            crate::audit::cli::audit_command(&open_store_read_only(&settings)?, command)
+            crate::audit::cli::audit_command(
+                &open_store_read_only(&settings)?,
+                command,
+                &crate::audit::snapshots::Snapshots::beside(
+                    &settings.db,
+                    settings.as_of_snapshot_every,
+                ),
+            )
         }
         Command::Rebuild(rebuild) => {
             init_logging("warn", LogFormat::Text);
@@ -597,6 +611,7 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
         public_url: serve.public_url.clone(),
         patch_response_members_max: serve.patch_response_members_max,
         bulk_operations_max: serve.bulk_operations_max,
+        as_of_snapshot_every: settings.as_of_snapshot_every,
         // Clamped to what a token may live at all, so the expiry stored and
         // the `expires_in` answered always agree.
         oauth_token_lifetime: Duration::from_secs(serve.oauth_token_lifetime_seconds.clamp(

@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// How long one writer command of a Bulk request may run before the
     /// request yields the writer to others and goes on in the next.
     pub bulk_command_budget: Duration,
+    /// Log positions between as-of snapshots (0: none); see
+    /// `audit::snapshots`.
+    pub as_of_snapshot_every: u64,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             oauth_token_lifetime: Duration::from_secs(3600),
             bulk_operations_max: 1000,
             bulk_command_budget: Duration::from_millis(20),
+            as_of_snapshot_every: crate::audit::snapshots::DEFAULT_EVERY,
         }
     }
 }

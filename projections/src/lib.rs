@@ -61,3 +61,18 @@ pub fn apply(
     audit::apply(connection, recorded, event)?;
     members::apply(connection, recorded, event)
 }
+
+/// Folds one recorded event into the SCIM directory and the member
+/// directory only: the tables a past state is read from, without the
+/// tokens and the audit trail that would only be thrown away.
+pub fn apply_directories(
+    connection: &Connection,
+    recorded: &RecordedEvent,
+    event: &Event,
+) -> Result<(), ProjectionError> {
+    directory::store::apply(connection, recorded, event)?;
+    members::apply(connection, recorded, event)
+}
+
+/// A fold of one event: [`apply`] or [`apply_directories`].
+pub type Apply = fn(&Connection, &RecordedEvent, &Event) -> Result<(), ProjectionError>;

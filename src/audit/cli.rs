@@ -24,7 +24,11 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn audit_command(store: &Store, command: AuditCommand) -> anyhow::Result<ExitCode> {
+pub fn audit_command(
+    store: &Store,
+    command: AuditCommand,
+    snapshots: &super::snapshots::Snapshots,
+) -> anyhow::Result<ExitCode> {
     match command {
         AuditCommand::JoinersLeavers { tenant, from, to, format } => {
             let window = Window::parse(&from, &to)?;
@@ -97,7 +101,8 @@ pub fn audit_command(store: &Store, command: AuditCommand) -> anyhow::Result<Exi
                 (Some(at), None) => super::position_at_or_before(store, &at)?,
                 (None, None) => anyhow::bail!("--at or --position is required"),
             };
-            let state = super::replay::as_of(store, &tenant_id, position)?;
+            let state =
+                super::replay::as_of(store, &tenant_id, position, snapshots)?.everything()?;
             print_json(&state)?;
             eprintln!(
                 "rollcall: tenant {tenant} as of position {position}{}: {} users, {} groups, {} members",

@@ -11,6 +11,7 @@ pub mod history;
 pub mod ledger;
 pub mod replay;
 pub mod report;
+pub mod snapshots;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
@@ -354,17 +355,19 @@ async fn as_of(
 ) -> Result<Response, ApiError> {
     let params = query(raw)?;
     let view = params.view.clone().unwrap_or_else(|| "users".to_owned());
-    if !matches!(view.as_str(), "users" | "groups" | "members") {
+    let Some(shown) = replay::View::parse(&view) else {
         return Err(
             Error::invalid(format!("view must be users, groups or members, not {view:?}")).into()
         );
-    }
+    };
     let limit = params.limit.unwrap_or(100);
     if limit == 0 || limit > AS_OF_PAGE_MAX {
         return Err(Error::invalid(format!("limit must be 1 to {AS_OF_PAGE_MAX}")).into());
     }
     let offset = params.offset.unwrap_or(0);
     let store = state.store.clone();
+    let snapshots =
+        snapshots::Snapshots::beside(store.log().path(), state.config.as_of_snapshot_every);
     let tenant_id = caller.principal.tenant_id.clone();
     let (at, position) = (params.at.clone(), params.position);
     let state = blocking(move || {
@@ -373,20 +376,18 @@ async fn as_of(
             (None, Some(position)) => position,
             _ => return Err(Error::invalid("give one of at (an instant or a date) or position")),
         };
-        replay::as_of(&store, &tenant_id, position)
+        let folded = replay::as_of(&store, &tenant_id, position, &snapshots)?;
+        let counts = folded.counts()?;
+        let page = folded.page(shown, offset, Some(limit))?;
+        Ok((folded.position, folded.recorded_at, counts, page))
     })
     .await?;
-    let items = match view.as_str() {
-        "groups" => &state.groups,
-        "members" => &state.members,
-        _ => &state.users,
-    };
-    let page: Vec<&serde_json::Value> = items.iter().skip(offset).take(limit).collect();
+    let (position, recorded_at, (users, groups, members), page) = state;
     Ok(Json(serde_json::json!({
         "tenant": caller.principal.tenant_name,
-        "position": state.position,
-        "recorded_at": state.recorded_at,
-        "counts": {"users": state.users.len(), "groups": state.groups.len(), "members": state.members.len()},
+        "position": position,
+        "recorded_at": recorded_at,
+        "counts": {"users": users, "groups": groups, "members": members},
         "view": view,
         "offset": offset,
         "items": page,

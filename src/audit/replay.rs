@@ -20,6 +20,8 @@ use sha2::{Digest, Sha256};
 use crate::error::Error;
 use crate::store::Store;
 
+use super::snapshots::{Snapshots, Through};
+
 /// The projections a rebuild can replace, and their tables. `token_usage`
 /// is not among them: it is telemetry, not folded from events.
 pub const PROJECTIONS: &[(&str, &[&str])] = &[
@@ -59,19 +61,27 @@ pub fn scratch() -> Result<Connection, Error> {
 /// small enough that an interrupted rebuild loses little.
 const FOLD_CHUNK_EVENTS: u64 = 20_000;
 
-/// Folds the events after `after` up to `until` (of one tenant, or all)
-/// into `connection`, `FOLD_CHUNK_EVENTS` per transaction; `chunk_done`
+/// Which events a fold reads: after `after` up to `until`, of one tenant
+/// or all.
+#[derive(Debug, Clone, Copy)]
+pub struct Span<'t> {
+    pub after: Position,
+    pub until: Position,
+    pub tenant: Option<&'t str>,
+}
+
+/// Folds the events of `span` into `connection` with `apply`, `FOLD_CHUNK_EVENTS` per transaction; `chunk_done`
 /// runs inside each transaction before it commits (a rebuild records its
 /// progress there) and `progress` after. Returns the last position folded.
 pub fn fold(
     store: &Store,
     connection: &Connection,
-    after: Position,
-    until: Position,
-    tenant: Option<&str>,
+    apply: projections::Apply,
+    span: Span<'_>,
     chunk_done: &mut dyn FnMut(&Connection, Position) -> Result<(), Error>,
     progress: &mut dyn FnMut(Position),
 ) -> Result<Position, Error> {
+    let Span { after, until, tenant } = span;
     let mut last = after;
     let mut in_chunk = 0u64;
     connection.execute_batch("BEGIN").map_err(storage("folding"))?;
@@ -82,7 +92,7 @@ pub fn fold(
                 break;
             }
             let event: Event = recorded.decode()?;
-            projections::apply(connection, &recorded, &event)?;
+            apply(connection, &recorded, &event)?;
             last = recorded.position;
             in_chunk += 1;
             if in_chunk == FOLD_CHUNK_EVENTS {
@@ -198,7 +208,14 @@ pub fn check_projections(store: &Store) -> Result<Drift, Error> {
         read?
     };
     let scratch = scratch()?;
-    fold(store, &scratch, 0, position, None, &mut |_, _| Ok(()), &mut |_| {})?;
+    fold(
+        store,
+        &scratch,
+        projections::apply,
+        Span { after: 0, until: position, tenant: None },
+        &mut |_, _| Ok(()),
+        &mut |_| {},
+    )?;
     let refolded = fingerprint(&scratch, &all_tables())?;
     let mut tables = BTreeMap::new();
     let mut drifted = Vec::new();
@@ -224,57 +241,168 @@ pub struct AsOf {
     pub members: Vec<Value>,
 }
 
+/// What an as-of can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Users,
+    Groups,
+    Members,
+}
+
+impl View {
+    pub fn parse(text: &str) -> Option<View> {
+        match text {
+            "users" => Some(View::Users),
+            "groups" => Some(View::Groups),
+            "members" => Some(View::Members),
+            _ => None,
+        }
+    }
+}
+
+/// A tenant folded to a past position, read a page at a time.
+#[derive(Debug)]
+pub struct Folded {
+    pub position: Position,
+    /// When the event at `position` was recorded (none before the first).
+    pub recorded_at: Option<String>,
+    tenant_id: String,
+    scratch: Connection,
+}
+
+fn limit_sql(limit: Option<usize>) -> i64 {
+    limit.and_then(|limit| i64::try_from(limit).ok()).unwrap_or(-1)
+}
+
+fn offset_sql(offset: usize) -> i64 {
+    i64::try_from(offset).unwrap_or(i64::MAX)
+}
+
+impl Folded {
+    /// How many users, groups and members the tenant had.
+    pub fn counts(&self) -> Result<(u64, u64, u64), Error> {
+        let count = |sql: &str| -> Result<u64, Error> {
+            self.scratch
+                .query_row(sql, [&self.tenant_id], |row| row.get::<_, i64>(0))
+                .map(|count| u64::try_from(count).unwrap_or(0))
+                .map_err(storage("counting scratch rows"))
+        };
+        Ok((
+            count("SELECT count(*) FROM scim_resources WHERE tenant_id = ?1 AND kind = 'User'")?,
+            count("SELECT count(*) FROM scim_resources WHERE tenant_id = ?1 AND kind = 'Group'")?,
+            count("SELECT count(*) FROM members WHERE tenant_id = ?1")?,
+        ))
+    }
+
+    /// One page of a view, in a fixed order (all of it without `limit`).
+    pub fn page(
+        &self,
+        view: View,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> Result<Vec<Value>, Error> {
+        let tenant_id = self.tenant_id.as_str();
+        let window = params![tenant_id, limit_sql(limit), offset_sql(offset)];
+        let resources = |kind: &str| -> Result<Vec<Value>, Error> {
+            rows(
+                &self.scratch,
+                "SELECT id, external_id, name, document, created, last_modified, version FROM scim_resources \
+                 WHERE tenant_id = ?1 AND kind = ?4 ORDER BY created_position LIMIT ?2 OFFSET ?3",
+                params![tenant_id, limit_sql(limit), offset_sql(offset), kind],
+                &["document"],
+            )
+        };
+        match view {
+            View::Users => resources("User"),
+            View::Groups => {
+                let mut groups = resources("Group")?;
+                for group in &mut groups {
+                    let id = group.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                    let members = rows(
+                        &self.scratch,
+                        "SELECT member_id AS value, member_type AS type FROM scim_members \
+                         WHERE tenant_id = ?1 AND group_id = ?2 ORDER BY member_id",
+                        params![tenant_id, id],
+                        &[],
+                    )?;
+                    if let Some(object) = group.as_object_mut() {
+                        object.insert("members".to_owned(), Value::Array(members));
+                    }
+                }
+                Ok(groups)
+            }
+            View::Members => rows(
+                &self.scratch,
+                "SELECT member_id, user_id, external_id, user_name, status, properties, roles, app_properties, \
+                 joined_at, left_at, grace_until, disabled_at, revoke_sessions, updated_at, version \
+                 FROM members WHERE tenant_id = ?1 ORDER BY joined_at, member_id LIMIT ?2 OFFSET ?3",
+                window,
+                &["properties", "roles", "app_properties"],
+            ),
+        }
+    }
+
+    /// Every view whole.
+    pub fn everything(&self) -> Result<AsOf, Error> {
+        Ok(AsOf {
+            position: self.position,
+            recorded_at: self.recorded_at.clone(),
+            users: self.page(View::Users, 0, None)?,
+            groups: self.page(View::Groups, 0, None)?,
+            members: self.page(View::Members, 0, None)?,
+        })
+    }
+}
+
 /// Folds the tenant's events up to `position` into scratch tables and
-/// reads them back; never looks at the live projections.
-pub fn as_of(store: &Store, tenant_id: &str, position: Position) -> Result<AsOf, Error> {
-    let scratch = scratch()?;
+/// reads them back; never looks at the live projections. It starts from
+/// the nearest snapshot at or before `position` (the fold that made it
+/// stopped there, so going on from it is the same fold), and keeps a
+/// snapshot at each boundary it folds past.
+pub fn as_of(
+    store: &Store,
+    tenant_id: &str,
+    position: Position,
+    snapshots: &Snapshots,
+) -> Result<Folded, Error> {
+    let (mut scratch, mut through) = match snapshots.load(store, tenant_id, position)? {
+        Some((connection, through)) => {
+            projections::functions::register(&connection)
+                .map_err(storage("registering SQL functions"))?;
+            (connection, through)
+        }
+        None => (scratch()?, Through { position: 0, last_event: 0 }),
+    };
     // One tenant's chain without the system chain that created it: its
-    // tokens would name a tenant the scratch never saw.
+    // tokens would name a tenant the scratch never saw. No journal: a
+    // failed fold throws the scratch away, it never rolls back.
     scratch
-        .execute_batch("PRAGMA foreign_keys=OFF")
+        .execute_batch("PRAGMA foreign_keys=OFF; PRAGMA journal_mode=OFF")
         .map_err(storage("preparing scratch tables"))?;
-    fold(store, &scratch, 0, position, Some(tenant_id), &mut |_, _| Ok(()), &mut |_| {})?;
+    let fold_to = |scratch: &Connection, through: Through, until: Position| {
+        let last = fold(
+            store,
+            scratch,
+            projections::apply_directories,
+            Span { after: through.position, until, tenant: Some(tenant_id) },
+            &mut |_, _| Ok(()),
+            &mut |_| {},
+        )?;
+        Ok::<_, Error>(Through {
+            position: until,
+            last_event: if last > through.position { last } else { through.last_event },
+        })
+    };
+    for boundary in snapshots.boundaries(through.position, position) {
+        through = fold_to(&scratch, through, boundary)?;
+        snapshots.save(store, &mut scratch, tenant_id, through);
+    }
+    fold_to(&scratch, through, position)?;
     let recorded_at = match position {
         0 => None,
         position => store.log().read_at(position)?.map(|event| event.recorded_at),
     };
-    let resources = |kind: &str| -> Result<Vec<Value>, Error> {
-        rows(
-            &scratch,
-            "SELECT id, external_id, name, document, created, last_modified, version FROM scim_resources \
-             WHERE tenant_id = ?1 AND kind = ?2 ORDER BY created_position",
-            params![tenant_id, kind],
-            &["document"],
-        )
-    };
-    let mut groups = resources("Group")?;
-    for group in &mut groups {
-        let id = group.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let members = rows(
-            &scratch,
-            "SELECT member_id AS value, member_type AS type FROM scim_members \
-             WHERE tenant_id = ?1 AND group_id = ?2 ORDER BY member_id",
-            params![tenant_id, id],
-            &[],
-        )?;
-        if let Some(object) = group.as_object_mut() {
-            object.insert("members".to_owned(), Value::Array(members));
-        }
-    }
-    Ok(AsOf {
-        position,
-        recorded_at,
-        users: resources("User")?,
-        groups,
-        members: rows(
-            &scratch,
-            "SELECT member_id, user_id, external_id, user_name, status, properties, roles, app_properties, \
-             joined_at, left_at, grace_until, disabled_at, revoke_sessions, updated_at, version \
-             FROM members WHERE tenant_id = ?1 ORDER BY joined_at, member_id",
-            params![tenant_id],
-            &["properties", "roles", "app_properties"],
-        )?,
-    })
+    Ok(Folded { position, recorded_at, tenant_id: tenant_id.to_owned(), scratch })
 }
 
 /// Rows as JSON objects by column name; the `json` columns hold JSON text.
@@ -407,10 +535,14 @@ pub fn rebuild(
             .map(drop)
             .map_err(storage("recording the rebuild's progress"))
     };
-    let folded =
-        fold(store, &scratch, resumed_from, until, None, &mut record_progress, &mut |position| {
-            progress(position, head)
-        })?;
+    let folded = fold(
+        store,
+        &scratch,
+        projections::apply,
+        Span { after: resumed_from, until, tenant: None },
+        &mut record_progress,
+        &mut |position| progress(position, head),
+    )?;
     if folded < head {
         return Ok(Rebuilt {
             projections: projections.iter().map(|name| (*name).to_owned()).collect(),
@@ -448,8 +580,14 @@ pub fn rebuild(
                 })
                 .map_err(storage("reading the head"))?;
             let head_now = Position::try_from(head_now).unwrap_or(0);
-            folded =
-                fold(store, &scratch, folded, head_now, None, &mut record_progress, &mut |_| {})?;
+            folded = fold(
+                store,
+                &scratch,
+                projections::apply,
+                Span { after: folded, until: head_now, tenant: None },
+                &mut record_progress,
+                &mut |_| {},
+            )?;
             for table in &tables {
                 let columns = columns(&live, table)?.join(", ");
                 live.execute_batch(&format!(

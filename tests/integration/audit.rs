@@ -739,6 +739,52 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
     assert_eq!(statuses["bob@example.com"], "disabled");
     assert_eq!(statuses["carol@example.com"], "left");
     assert_eq!(statuses["alice.new@example.com"], "active");
+    // The snapshot cache changes no answer: a fold from the nearest
+    // snapshot equals a full fold, whether it makes the snapshots or uses
+    // them, and a snapshot that no longer matches the log is dropped.
+    let as_of_every = |at: &str, every: &str| -> Value {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args(["audit", "as-of", "--tenant", "acme", "--at", at])
+            .env("ROLLCALL_DB", &db)
+            .env("ROLLCALL_AS_OF_SNAPSHOT_EVERY", every)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        serde_json::from_str(&stdout(&output)).unwrap()
+    };
+    let cache = rollcall::audit::snapshots::Snapshots::beside(&db, 7);
+    for at in [m[1].as_str(), m[2].as_str(), "2999-01-01"] {
+        let full = as_of_every(at, "0");
+        assert_eq!(as_of_every(at, "7"), full, "{at}: making snapshots");
+        assert_eq!(as_of_every(at, "7"), full, "{at}: from a snapshot");
+    }
+    let kept: Vec<std::path::PathBuf> =
+        std::fs::read_dir(cache.dir()).unwrap().map(|entry| entry.unwrap().path()).collect();
+    assert!(kept.len() >= 3, "{kept:?}");
+    let open_snapshot = |path: &std::path::Path| {
+        let bytes =
+            lz4_flex::block::decompress_size_prepended(&std::fs::read(path).unwrap()).unwrap();
+        let mut connection = rusqlite::Connection::open_in_memory().unwrap();
+        connection
+            .deserialize_read_exact(rusqlite::MAIN_DB, bytes.as_slice(), bytes.len(), false)
+            .unwrap();
+        connection
+    };
+    let (garbled, rest) = kept.split_first().unwrap();
+    std::fs::write(garbled, b"not a snapshot").unwrap();
+    for snapshot in rest {
+        let mut connection = open_snapshot(snapshot);
+        connection.execute_batch("UPDATE as_of_snapshot SET last_hash = x'00'").unwrap();
+        let bytes = connection.serialize(rusqlite::MAIN_DB).unwrap();
+        std::fs::write(snapshot, lz4_flex::block::compress_prepend_size(&bytes)).unwrap();
+    }
+    assert_eq!(as_of_every("2999-01-01", "7"), as_of_every("2999-01-01", "0"));
+    for snapshot in &kept {
+        let hash: Vec<u8> = open_snapshot(snapshot)
+            .query_row("SELECT last_hash FROM as_of_snapshot", [], |row| row.get(0))
+            .unwrap();
+        assert_ne!(hash, vec![0u8], "{} was not replaced", snapshot.display());
+    }
     // Before anything: nothing. Now: what the live member directory says.
     let before: Value = serde_json::from_str(&stdout(&as_of("2000-01-01"))).unwrap();
     assert_eq!(before["users"], json!([]));

@@ -1,0 +1,218 @@
+//! The as-of snapshot cache: a tenant's scratch tables as folded through
+//! fixed positions of the log, so an as-of folds only the events since the
+//! nearest snapshot instead of the tenant's whole history.
+//!
+//! A snapshot is written by an as-of that folds past one of the boundaries
+//! (every `every` positions) and holds exactly the scratch tables that fold
+//! had there, so continuing from it gives the tables a full fold gives. It
+//! records the position and hash of the last tenant event it folded; one
+//! whose event is no longer in the log with that hash (a rewritten chain)
+//! is deleted instead of used. The cache is derived and disposable: it
+//! lives in `<db>.as-of/`, one lz4-compressed SQLite image per tenant and
+//! boundary, and
+//! deleting the directory only makes the next as-of slower. Writing it is
+//! best effort: a read-only directory leaves as-of correct, just slower.
+//!
+//! It must never touch the database file, and nothing but `replay::as_of`
+//! reads it.
+
+use std::path::{Path, PathBuf};
+
+use events::Position;
+use rusqlite::{Connection, MAIN_DB, OptionalExtension, params};
+
+use crate::error::Error;
+use crate::store::Store;
+
+/// The default distance between snapshots, in log positions: an as-of
+/// folds at most this many events after loading one.
+pub const DEFAULT_EVERY: u64 = 25_000;
+
+/// Where and how often snapshots are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshots {
+    dir: PathBuf,
+    /// 0: no snapshots.
+    every: u64,
+}
+
+/// A snapshot's own record, inside its file.
+const META: &str = "CREATE TABLE IF NOT EXISTS as_of_snapshot (\
+    tenant_id TEXT NOT NULL, position INTEGER NOT NULL, \
+    last_position INTEGER NOT NULL, last_hash BLOB NOT NULL)";
+
+/// What a loaded snapshot says of itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Through {
+    /// The boundary it was folded through.
+    pub position: Position,
+    /// The last event of the tenant at or before it (0: none).
+    pub last_event: Position,
+}
+
+fn sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Snapshots {
+    /// The cache beside the database file `db`.
+    pub fn beside(db: &Path, every: u64) -> Snapshots {
+        let mut dir = db.as_os_str().to_owned();
+        dir.push(".as-of");
+        Snapshots { dir: PathBuf::from(dir), every }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The boundaries after `after` up to `until`, in order.
+    pub fn boundaries(&self, after: Position, until: Position) -> Vec<Position> {
+        if self.every == 0 {
+            return Vec::new();
+        }
+        let first = (after / self.every + 1).saturating_mul(self.every);
+        (0..)
+            .map(|step: u64| first.saturating_add(step.saturating_mul(self.every)))
+            .take_while(|boundary| *boundary <= until)
+            .collect()
+    }
+
+    fn file(&self, tenant: &str, boundary: Position) -> PathBuf {
+        // Tenant ids are ULIDs; anything else is kept out of the path.
+        let tenant: String = tenant.chars().filter(char::is_ascii_alphanumeric).collect();
+        self.dir.join(format!("{tenant}-{boundary}.db.lz4"))
+    }
+
+    /// The newest valid snapshot of `tenant` at or before `position`, in
+    /// memory and ready to fold on; invalid ones found on the way are
+    /// deleted.
+    pub fn load(
+        &self,
+        store: &Store,
+        tenant: &str,
+        position: Position,
+    ) -> Result<Option<(Connection, Through)>, Error> {
+        for boundary in self.boundaries(0, position).into_iter().rev() {
+            let path = self.file(tenant, boundary);
+            let Ok(file) = std::fs::File::open(&path) else {
+                continue;
+            };
+            match self.read(store, tenant, boundary, file) {
+                Ok(Some(loaded)) => return Ok(Some(loaded)),
+                Ok(None) | Err(_) => {
+                    tracing::info!(path = %path.display(), "dropping a stale as-of snapshot");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn read(
+        &self,
+        store: &Store,
+        tenant: &str,
+        boundary: Position,
+        file: std::fs::File,
+    ) -> Result<Option<(Connection, Through)>, Error> {
+        let mut compressed = Vec::new();
+        std::io::Read::read_to_end(&mut { file }, &mut compressed)
+            .map_err(|error| Error::Internal(error.to_string()))?;
+        let bytes = lz4_flex::block::decompress_size_prepended(&compressed)
+            .map_err(|error| Error::Internal(error.to_string()))?;
+        drop(compressed);
+        let mut connection =
+            Connection::open_in_memory().map_err(|error| Error::Internal(error.to_string()))?;
+        connection
+            .deserialize_read_exact(MAIN_DB, bytes.as_slice(), bytes.len(), false)
+            .map_err(|error| Error::Internal(error.to_string()))?;
+        let meta: Option<(String, i64, i64, Vec<u8>)> = connection
+            .query_row(
+                "SELECT tenant_id, position, last_position, last_hash FROM as_of_snapshot",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .optional()
+            .map_err(|error| Error::Internal(error.to_string()))?;
+        let Some((owner, position, last_position, last_hash)) = meta else {
+            return Ok(None);
+        };
+        let last_event = Position::try_from(last_position).unwrap_or(0);
+        if owner != tenant || position != sql(boundary) {
+            return Ok(None);
+        }
+        if last_event > 0 {
+            match store.log().read_at(last_event)? {
+                Some(event) if event.hash.as_slice() == last_hash.as_slice() => {}
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some((connection, Through { position: boundary, last_event })))
+    }
+
+    /// Keeps `scratch` as the snapshot of `tenant` through `boundary`,
+    /// unless one is already there. Best effort: a failure is logged and
+    /// the as-of goes on.
+    pub fn save(&self, store: &Store, scratch: &mut Connection, tenant: &str, through: Through) {
+        let path = self.file(tenant, through.position);
+        if path.exists() {
+            return;
+        }
+        let saved = (|| -> Result<(), Error> {
+            let last_hash = match through.last_event {
+                0 => Vec::new(),
+                last => {
+                    store.log().read_at(last)?.map(|event| event.hash.to_vec()).unwrap_or_default()
+                }
+            };
+            scratch
+                .execute_batch(&format!("{META}; DELETE FROM as_of_snapshot;"))
+                .and_then(|()| {
+                    scratch.execute(
+                        "INSERT INTO as_of_snapshot (tenant_id, position, last_position, last_hash) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![tenant, sql(through.position), sql(through.last_event), last_hash],
+                    )
+                })
+                .map_err(|error| Error::Internal(error.to_string()))?;
+            let bytes =
+                scratch.serialize(MAIN_DB).map_err(|error| Error::Internal(error.to_string()))?;
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|error| Error::Internal(error.to_string()))?;
+            // Written aside, then renamed: a reader never sees half a file.
+            let partial = path.with_extension(format!("partial-{}", ulid::Ulid::generate()));
+            // Compressed: pages of JSON documents shrink about fivefold,
+            // and lz4 unpacks faster than the disk reads.
+            let compressed = lz4_flex::block::compress_prepend_size(&bytes);
+            drop(bytes);
+            std::fs::write(&partial, compressed)
+                .and_then(|()| std::fs::rename(&partial, &path))
+                .map_err(|error| {
+                    let _ = std::fs::remove_file(&partial);
+                    Error::Internal(error.to_string())
+                })
+        })();
+        if let Err(error) = saved {
+            tracing::info!(%error, path = %path.display(), "as-of snapshot not kept");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundaries_are_multiples_after_the_start() {
+        let snapshots = Snapshots::beside(Path::new("/tmp/x.db"), 10);
+        assert_eq!(snapshots.boundaries(0, 35), vec![10, 20, 30]);
+        assert_eq!(snapshots.boundaries(10, 30), vec![20, 30]);
+        assert_eq!(snapshots.boundaries(12, 19), Vec::<u64>::new());
+        assert_eq!(
+            Snapshots::beside(Path::new("/tmp/x.db"), 0).boundaries(0, 100),
+            Vec::<u64>::new()
+        );
+        assert_eq!(snapshots.dir(), Path::new("/tmp/x.db.as-of"));
+    }
+}
