@@ -13,6 +13,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 use events::event::TokenScope;
+use projections::requests::RequestRow;
 use projections::tenancy::{self, TokenRecord};
 
 use crate::error::Error;
@@ -72,13 +73,47 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
     span.record("tenant", token.tenant_name.as_str());
     span.record("token_id", token.token_id.as_str());
     note_use(&gate.state, &token);
+    // SCIM requests go to the request log as answered; the entry is drawn
+    // up before the handler takes the request.
+    let entry = (gate.surface == Surface::Scim).then(|| {
+        let target = request
+            .extensions()
+            .get::<axum::extract::OriginalUri>()
+            .map_or(request.uri(), |original| &original.0);
+        RequestRow {
+            tenant_id: token.tenant_id.clone(),
+            request_id: request
+                .extensions()
+                .get::<crate::server::RequestId>()
+                .map(|id| id.0.clone())
+                .unwrap_or_default(),
+            at: gate.state.store.log().now_millis(),
+            token_id: token.token_id.clone(),
+            method: request.method().as_str().to_owned(),
+            target: target
+                .path_and_query()
+                .map_or_else(|| target.path().to_owned(), |target| target.as_str().to_owned()),
+            status: 0,
+            duration_ms: 0,
+            user_agent: header_text(request.headers(), "user-agent"),
+            error: None,
+        }
+    });
     request.extensions_mut().insert(Principal {
         token_id: token.token_id,
         tenant_id: token.tenant_id,
         tenant_name: token.tenant_name,
         scope: token.scope,
     });
-    next.run(request).await
+    let started = Instant::now();
+    let response = next.run(request).await;
+    if let Some(mut entry) = entry {
+        entry.status = response.status().as_u16();
+        entry.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        entry.error = response.extensions().get::<crate::error::Told>().map(|told| told.0.clone());
+        gate.state.requests.note(&gate.state.store, entry);
+    }
+    response
 }
 
 /// Tokens whose last stamp is remembered before old ones are forgotten.
@@ -116,6 +151,15 @@ fn note_use(state: &AppState, token: &TokenRecord) {
     );
 }
 
+/// A header a client chose, as recorded: text, and no longer than a
+/// few request ids.
+fn header_text(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(|text| text.chars().take(crate::server::REQUEST_ID_LENGTH_MAX * 4).collect::<String>())
+}
+
 /// The admitted caller of a handler, with the context its events carry.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -146,11 +190,7 @@ impl axum::extract::FromRequestParts<AppState> for Caller {
             .get::<Principal>()
             .cloned()
             .ok_or(Error::Unauthorized { reason: "a bearer token is required" })?;
-        let header_text = |name: &str| {
-            parts.headers.get(name).and_then(|value| value.to_str().ok()).map(|text| {
-                text.chars().take(crate::server::REQUEST_ID_LENGTH_MAX * 4).collect::<String>()
-            })
-        };
+        let header_text = |name: &str| header_text(&parts.headers, name);
         let context = events::CommandContext {
             actor: principal.actor(),
             request_id: parts.extensions.get::<crate::server::RequestId>().map(|id| id.0.clone()),

@@ -142,6 +142,7 @@ impl Error {
             }
             _ => {}
         }
+        response.extensions_mut().insert(Told(self.public_message()));
         if let Error::Internal(cause) = self {
             response.extensions_mut().insert(InternalCause(cause));
         }
@@ -238,6 +239,10 @@ impl InvalidKind {
 /// The internal cause of a 500, for the logging middleware only.
 #[derive(Debug, Clone)]
 pub struct InternalCause(pub String);
+
+/// What an error response told the client, for the request log.
+#[derive(Debug, Clone)]
+pub struct Told(pub String);
 
 /// An [`Error`] rendered for /scim/v2 (RFC 7644 section 3.12).
 #[derive(Debug)]

@@ -14,6 +14,8 @@
 //! * [`scim`], [`admin`], [`audit`] are the three families of routes, each
 //!   open to its own token scope; [`oauth`] is the token endpoint of the
 //!   client-credentials grant.
+//! * [`requests`] writes the request log (each SCIM request as answered)
+//!   in batches beside the requests.
 //! * [`tenancy`] holds the tenant and token commands; [`store`] the one
 //!   write path ([`store::record`]) every command uses.
 //! * [`error`] is the one error enum and its mapping to responses.
@@ -24,6 +26,7 @@ pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod oauth;
+pub mod requests;
 pub mod scim;
 pub mod server;
 pub mod store;

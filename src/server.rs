@@ -60,6 +60,8 @@ pub struct ServerConfig {
     /// Log positions between as-of snapshots (0: none); see
     /// `audit::snapshots`.
     pub as_of_snapshot_every: u64,
+    /// Rows the request log keeps, newest first.
+    pub request_log_rows_max: u64,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +76,7 @@ impl Default for ServerConfig {
             bulk_operations_max: 1000,
             bulk_command_budget: Duration::from_millis(20),
             as_of_snapshot_every: crate::audit::snapshots::DEFAULT_EVERY,
+            request_log_rows_max: crate::requests::KEEP_ROWS_DEFAULT,
         }
     }
 }
@@ -86,11 +89,14 @@ pub struct AppState {
     /// When each token's use was last written (see `token_touch_interval`).
     /// A `std` mutex: held for a map lookup, never across an `.await`.
     pub token_touches: Arc<Mutex<HashMap<String, Instant>>>,
+    /// SCIM requests as answered, on their way to the request log.
+    pub requests: Arc<crate::requests::RequestLog>,
 }
 
 impl AppState {
     pub fn new(store: Arc<Store>, config: ServerConfig) -> AppState {
-        AppState { store, config: Arc::new(config), token_touches: Arc::default() }
+        let requests = Arc::new(crate::requests::RequestLog::new(config.request_log_rows_max));
+        AppState { store, config: Arc::new(config), token_touches: Arc::default(), requests }
     }
 }
 
@@ -161,6 +167,10 @@ pub async fn run(
             }
         }
     };
+    // The last requests' rows, before the writer stops.
+    if let Err(error) = state.requests.write(&state.store).await {
+        tracing::warn!(%error, "the last request log rows were not written");
+    }
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || store.shutdown()).await.map_err(std::io::Error::other)?;
     tracing::info!("log writer drained; stopped");

@@ -13,6 +13,8 @@
 //!   Synchronize runs, checkpoints and settings that drive it.
 //! * [`audit`] is joiners and leavers: every movement of a member with the
 //!   SCIM event that asked for it.
+//! * [`requests`] is the request log: SCIM requests as answered
+//!   (telemetry, not folded from events).
 //! * [`tenancy`] holds tenants and tokens: the lookup of a bearer token's
 //!   hash, the tenant list, the token list.
 //!
@@ -25,6 +27,7 @@ pub mod audit;
 pub mod directory;
 pub mod functions;
 pub mod members;
+pub mod requests;
 pub mod schema;
 pub mod tenancy;
 

@@ -1,10 +1,11 @@
 //! The projection tables, created beside the events table.
 //!
 //! Projection tables hold nothing the log does not: dropping them and
-//! folding the log again must give the same rows. The one exception is
-//! `token_usage`, operational telemetry (when a token was last used) that is
+//! folding the log again must give the same rows. The exceptions are
+//! `token_usage` and `request_log`, operational telemetry (when a token was
+//! last used; each SCIM request as answered, failures included) that is
 //! deliberately not an event: recording every request in the log would
-//! drown the facts auditors need.
+//! drown the facts auditors need. A rebuild leaves them alone.
 
 use rusqlite::Connection;
 
@@ -50,6 +51,25 @@ CREATE TABLE IF NOT EXISTS token_usage (
     token_id TEXT PRIMARY KEY,
     last_used_at TEXT NOT NULL
 ) STRICT;
+
+-- Every SCIM request an admitted token made, as answered: telemetry, kept
+-- to a bounded number of rows (see `requests`).
+CREATE TABLE IF NOT EXISTS request_log (
+    seq INTEGER PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    token_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    target TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    user_agent TEXT,
+    error TEXT
+) STRICT;
+
+CREATE INDEX IF NOT EXISTS request_log_by_request ON request_log (tenant_id, request_id);
+CREATE INDEX IF NOT EXISTS request_log_by_tenant ON request_log (tenant_id, seq);
 
 -- The SCIM directory. `name` is the unique name (a User's userName, a
 -- Group's displayName); `name_key` its Unicode-folded form, unique per

@@ -34,13 +34,37 @@ pub struct Request {
     /// The body as the client sent it (secrets redacted), if it had one.
     pub body: Option<Value>,
     pub events: Vec<Produced>,
+    /// How it was answered, from the request log while it still holds the
+    /// request (the log of events keeps only what changed something).
+    pub answered: Option<Answered>,
+}
+
+/// How a request was answered, from the request log.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Answered {
+    /// When it arrived.
+    pub at: String,
+    pub status: u16,
+    pub duration_ms: u64,
+    /// What a failure told the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The request `request_id` of the tenant and the events it produced, in
-/// order; 404 when no event names it.
+/// order, with how it was answered; 404 when neither an event nor the
+/// request log names it.
 pub fn request(store: &Store, tenant_id: &str, request_id: &str) -> Result<Request, Error> {
+    let logged = store.read(|connection| {
+        Ok(projections::requests::by_request_id(connection, tenant_id, request_id)?)
+    })?;
+    // Its events were recorded after it arrived: no need to read before.
+    let start = match &logged {
+        Some(row) => store.log().first_position_at(&row.at)?.saturating_sub(1),
+        None => 0,
+    };
     let mut found: Option<Request> = None;
-    let walked = store.log().visit_forward(0, Some(tenant_id), |event| -> Result<(), Error> {
+    let walked = store.log().visit_forward(start, Some(tenant_id), |event| -> Result<(), Error> {
         // Most events do not name it: skip them before decoding anything.
         if !event.metadata.contains(request_id) {
             return Ok(());
@@ -69,6 +93,7 @@ pub fn request(store: &Store, tenant_id: &str, request_id: &str) -> Result<Reque
             target: None,
             body: None,
             events: Vec::new(),
+            answered: None,
         });
         if let Some(record) = metadata.request {
             request.method.get_or_insert(record.method);
@@ -85,5 +110,31 @@ pub fn request(store: &Store, tenant_id: &str, request_id: &str) -> Result<Reque
         Err(VisitError::Log(error)) => return Err(error.into()),
         Err(VisitError::Visitor(error)) => return Err(error),
     }
-    found.ok_or_else(|| Error::not_found(format!("request {request_id}")))
+    let Some(logged) = logged else {
+        return found.ok_or_else(|| Error::not_found(format!("request {request_id}")));
+    };
+    let answered = Answered {
+        at: logged.at,
+        status: logged.status,
+        duration_ms: logged.duration_ms,
+        error: logged.error,
+    };
+    // A request that changed nothing (a read, or a failure) is known from
+    // the request log alone.
+    let mut request = found.unwrap_or_else(|| Request {
+        request_id: request_id.to_owned(),
+        by: Word {
+            actor: events::Actor::Token { token_id: logged.token_id },
+            request_id: None,
+            user_agent: logged.user_agent,
+            run_id: None,
+        },
+        method: Some(logged.method),
+        target: Some(logged.target),
+        body: None,
+        events: Vec::new(),
+        answered: None,
+    });
+    request.answered = Some(answered);
+    Ok(request)
 }

@@ -260,10 +260,58 @@ async fn joiners_and_leavers_per_window_match_the_script() {
         .map(|event| event["event_type"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["UserUpdated", "UserDeactivated"]);
-    let cli = rollcall_ok(&server.db_path(), &["audit", "request", patch_id, "--tenant", "acme"]);
-    assert_eq!(serde_json::from_str::<Value>(&stdout(&cli)).unwrap(), patched);
     let response = server.get("/api/v1/audit/requests/nope", Some(&audit_secret)).await;
     assert_eq!(response.status(), 404);
+
+    // How each was answered comes from the request log, which also keeps
+    // the requests that changed nothing: a refused duplicate, with why.
+    let answered = |request_id: String| {
+        let (server, secret) = (&server, &audit_secret);
+        async move {
+            for _ in 0..100 {
+                let found: Value = server
+                    .get(&format!("/api/v1/audit/requests/{request_id}"), Some(secret))
+                    .await
+                    .json()
+                    .await
+                    .unwrap();
+                if !found["answered"].is_null() {
+                    return found;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("request {request_id} never reached the request log");
+        }
+    };
+    let deleted = answered(request_id.clone()).await;
+    assert_eq!(deleted["answered"]["status"], 204, "{deleted}");
+    assert_eq!(deleted["events"][0]["event_type"], "UserDeleted");
+    assert!(deleted["answered"].get("error").is_none(), "{deleted}");
+    let patched = answered(patch_id.to_owned()).await;
+    assert_eq!(patched["answered"]["status"], 200);
+    let cli = rollcall_ok(&server.db_path(), &["audit", "request", patch_id, "--tenant", "acme"]);
+    assert_eq!(serde_json::from_str::<Value>(&stdout(&cli)).unwrap(), patched);
+    let duplicate = idp
+        .client
+        .post(server.url("/scim/v2/Users"))
+        .bearer_auth(&idp.secret)
+        .header("content-type", "application/scim+json")
+        .header("x-request-id", "duplicate-bob")
+        .body(json!({"schemas": [USER], "userName": "bob@example.com"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status(), 409);
+    let refused = answered("duplicate-bob".to_owned()).await;
+    assert_eq!(refused["method"], "POST");
+    assert_eq!(refused["target"], "/scim/v2/Users");
+    assert_eq!(refused["events"], json!([]));
+    assert_eq!(refused["by"]["user_agent"], IDP_AGENT);
+    assert_eq!(refused["answered"]["status"], 409);
+    assert!(
+        refused["answered"]["error"].as_str().unwrap().contains("bob@example.com"),
+        "{refused}"
+    );
 
     // An event exactly on the edge: `from` includes it, `to` excludes it.
     let edge = of_kind(&second, "disabled")["effective_at"].as_str().unwrap().to_owned();

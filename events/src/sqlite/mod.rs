@@ -297,6 +297,12 @@ impl SqliteLog {
         read::first_position_at(self, instant)
     }
 
+    /// Now, by the clock events are recorded with, in their format: a time
+    /// that compares with `recorded_at` (a request's arrival, say).
+    pub fn now_millis(&self) -> String {
+        crate::time::format_millis((self.options.clock)())
+    }
+
     /// The event at `position`, if the log has one.
     pub fn read_at(&self, position: Position) -> Result<Option<RecordedEvent>, LogError> {
         read::read_at(self, position)

@@ -1,0 +1,108 @@
+//! The request log: each SCIM request an admitted token made, with the
+//! status it was answered, how long it took and, for a failure, why.
+//!
+//! It owns the `request_log` table. This is telemetry, not history: the
+//! requests that changed something are in the event log for good (body,
+//! target, token, request id); this table adds what only the response
+//! knows (the status, the error) and the requests that changed nothing,
+//! failed ones above all, for as long as its bound keeps them. Nothing
+//! here is folded from events, and a rebuild never touches it.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use crate::ProjectionError;
+
+/// One request as answered.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RequestRow {
+    pub tenant_id: String,
+    pub request_id: String,
+    /// When it arrived: UTC, RFC 3339, milliseconds.
+    pub at: String,
+    pub token_id: String,
+    pub method: String,
+    /// Path and query, as in the request line.
+    pub target: String,
+    pub status: u16,
+    pub duration_ms: u64,
+    pub user_agent: Option<String>,
+    /// A failure's message, as the client was told it.
+    pub error: Option<String>,
+}
+
+fn sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Appends `rows`, then forgets the oldest beyond `keep` rows in all.
+pub fn record(
+    connection: &Connection,
+    rows: &[RequestRow],
+    keep: u64,
+) -> Result<(), ProjectionError> {
+    let context = ProjectionError::storage("recording requests");
+    (|| {
+        let mut insert = connection.prepare_cached(
+            "INSERT INTO request_log (tenant_id, request_id, at, token_id, method, target, status, \
+             duration_ms, user_agent, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        for row in rows {
+            insert.execute(params![
+                row.tenant_id,
+                row.request_id,
+                row.at,
+                row.token_id,
+                row.method,
+                row.target,
+                row.status,
+                sql(row.duration_ms),
+                row.user_agent,
+                row.error
+            ])?;
+        }
+        // Sequence numbers only grow, so the newest `keep` are a range.
+        connection
+            .prepare_cached(
+                "DELETE FROM request_log WHERE seq <= (SELECT max(seq) FROM request_log) - ?1",
+            )?
+            .execute([sql(keep)])?;
+        Ok(())
+    })()
+    .map_err(context)
+}
+
+const COLUMNS: &str = "tenant_id, request_id, at, token_id, method, target, status, duration_ms, \
+                       user_agent, error";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<RequestRow> {
+    let duration: i64 = row.get(7)?;
+    Ok(RequestRow {
+        tenant_id: row.get(0)?,
+        request_id: row.get(1)?,
+        at: row.get(2)?,
+        token_id: row.get(3)?,
+        method: row.get(4)?,
+        target: row.get(5)?,
+        status: row.get(6)?,
+        duration_ms: u64::try_from(duration).unwrap_or(0),
+        user_agent: row.get(8)?,
+        error: row.get(9)?,
+    })
+}
+
+/// The tenant's request with this id, if the log still has it (the latest,
+/// should a client have reused an id).
+pub fn by_request_id(
+    connection: &Connection,
+    tenant_id: &str,
+    request_id: &str,
+) -> Result<Option<RequestRow>, ProjectionError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM request_log WHERE tenant_id = ?1 AND request_id = ?2 \
+             ORDER BY seq DESC LIMIT 1"
+        ))
+        .and_then(|mut statement| statement.query_row([tenant_id, request_id], from_row).optional())
+        .map_err(ProjectionError::storage("reading the request log"))
+}

@@ -1,0 +1,108 @@
+//! Writing the request log: every SCIM request an admitted token made, as
+//! answered (see `projections::requests` for the table and why it is
+//! telemetry, not history).
+//!
+//! Requests never wait for it. Rows gather in memory and go to the writer
+//! in batches, a fifth of a second apart or sooner when many pile up, so
+//! recording costs the writer one small insert per request, not a command
+//! each. It owns only that buffer; it must never write events.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use projections::requests::{self, RequestRow};
+
+use crate::store::Store;
+
+/// Rows sent to the writer at once, without waiting for the tick.
+const BATCH_ROWS: usize = 512;
+/// Rows held while the writer cannot keep up; beyond, new rows are dropped
+/// (and counted) rather than grow memory without bound.
+const BUFFERED_ROWS_MAX: usize = 20_000;
+const TICK: Duration = Duration::from_millis(200);
+
+/// The default bound of the table, in rows.
+pub const KEEP_ROWS_DEFAULT: u64 = 1_000_000;
+
+#[derive(Debug)]
+pub struct RequestLog {
+    buffer: Mutex<Vec<RequestRow>>,
+    keep: u64,
+    ticking: AtomicBool,
+    dropped: AtomicU64,
+}
+
+impl RequestLog {
+    pub fn new(keep: u64) -> RequestLog {
+        RequestLog {
+            buffer: Mutex::new(Vec::new()),
+            keep,
+            ticking: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn take(&self) -> Vec<RequestRow> {
+        std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Queues one answered request.
+    pub fn note(self: &Arc<Self>, store: &Arc<Store>, row: RequestRow) {
+        let full = {
+            let mut buffer = self.buffer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if buffer.len() >= BUFFERED_ROWS_MAX {
+                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!("the request log is behind; dropping rows until it catches up");
+                }
+                return;
+            }
+            buffer.push(row);
+            buffer.len() >= BATCH_ROWS
+        };
+        if full {
+            drop(self.write(store));
+        }
+        if !self.ticking.swap(true, Ordering::AcqRel) {
+            self.tick(Arc::downgrade(store));
+        }
+    }
+
+    /// Sends what is buffered to the writer; await it to know it is stored.
+    pub fn write(&self, store: &Store) -> events::Pending<(), crate::error::Error> {
+        let rows = self.take();
+        let keep = self.keep;
+        store.command(move |tx| {
+            if !rows.is_empty() {
+                requests::record(tx.connection(), &rows, keep)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes the buffer every tick for as long as the store lives.
+    fn tick(self: &Arc<Self>, store: Weak<Store>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.ticking.store(false, Ordering::Release);
+            return;
+        };
+        let log = Arc::clone(self);
+        runtime.spawn(async move {
+            let mut interval = tokio::time::interval(TICK);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(store) = store.upgrade() else { break };
+                let dropped = log.dropped.swap(0, Ordering::Relaxed);
+                if dropped > 0 {
+                    tracing::warn!(dropped, "request log rows dropped while the writer was behind");
+                }
+                let empty =
+                    log.buffer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).is_empty();
+                if !empty && let Err(error) = log.write(&store).await {
+                    tracing::warn!(%error, "request log rows not written");
+                }
+            }
+        });
+    }
+}
