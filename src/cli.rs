@@ -629,7 +629,18 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let bound = listener.local_addr().context("reading the bound address")?;
-        eprintln!("rollcall: listening on http://{bound}  (SCIM base URL http://{bound}/scim/v2)");
+        // One write of the whole line: scripts poll the server's stderr for it,
+        // and `eprintln!` writes the pieces of a formatted line separately, so a
+        // reader could see "http://127.0.0" before the rest arrived.
+        let line = format!(
+            "rollcall: listening on http://{bound}  (SCIM base URL http://{bound}/scim/v2)\n"
+        );
+        {
+            use std::io::Write as _;
+            let mut stderr = std::io::stderr().lock();
+            stderr.write_all(line.as_bytes()).context("writing to stderr")?;
+            stderr.flush().context("writing to stderr")?;
+        }
         tracing::info!(%bound, "listening");
         if serve.scheduler_interval_seconds > 0 {
             tokio::spawn(crate::sync::scheduler::run_forever(
