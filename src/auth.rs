@@ -73,31 +73,19 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
     span.record("tenant", token.tenant_name.as_str());
     span.record("token_id", token.token_id.as_str());
     note_use(&gate.state, &token);
-    // SCIM requests go to the request log as answered; the entry is drawn
-    // up before the handler takes the request.
-    let entry = (gate.surface == Surface::Scim).then(|| {
-        let target = request
+    // What the request log needs of the request, taken before the handler
+    // owns it; cheap clones only; text is made for the rows kept.
+    let seen = (gate.surface == Surface::Scim).then(|| Seen {
+        at: gate.state.store.log().now_millis(),
+        tenant_id: token.tenant_id.clone(),
+        token_id: token.token_id.clone(),
+        request_id: request.extensions().get::<crate::server::RequestId>().map(|id| id.0.clone()),
+        method: request.method().clone(),
+        uri: request
             .extensions()
             .get::<axum::extract::OriginalUri>()
-            .map_or(request.uri(), |original| &original.0);
-        RequestRow {
-            tenant_id: token.tenant_id.clone(),
-            request_id: request
-                .extensions()
-                .get::<crate::server::RequestId>()
-                .map(|id| id.0.clone())
-                .unwrap_or_default(),
-            at: gate.state.store.log().now_millis(),
-            token_id: token.token_id.clone(),
-            method: request.method().as_str().to_owned(),
-            target: target
-                .path_and_query()
-                .map_or_else(|| target.path().to_owned(), |target| target.as_str().to_owned()),
-            status: 0,
-            duration_ms: 0,
-            user_agent: header_text(request.headers(), "user-agent"),
-            error: None,
-        }
+            .map_or_else(|| request.uri().clone(), |original| original.0.clone()),
+        user_agent: request.headers().get(header::USER_AGENT).cloned(),
     });
     request.extensions_mut().insert(Principal {
         token_id: token.token_id,
@@ -107,13 +95,43 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
     });
     let started = Instant::now();
     let response = next.run(request).await;
-    if let Some(mut entry) = entry {
-        entry.status = response.status().as_u16();
-        entry.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        entry.error = response.extensions().get::<crate::error::Told>().map(|told| told.0.clone());
-        gate.state.requests.note(&gate.state.store, entry);
+    if let Some(seen) = seen {
+        let status = response.status().as_u16();
+        // Reads that succeeded are left to the server's log: at thousands a
+        // second they would crowd out the writes and failures an admin
+        // reads this log for.
+        let read = matches!(seen.method, axum::http::Method::GET | axum::http::Method::HEAD);
+        if !read || status >= 400 {
+            let row = RequestRow {
+                tenant_id: seen.tenant_id,
+                request_id: seen.request_id.unwrap_or_default(),
+                at: seen.at,
+                token_id: seen.token_id,
+                method: seen.method.as_str().to_owned(),
+                target: seen.uri.path_and_query().map_or_else(
+                    || seen.uri.path().to_owned(),
+                    |target| target.as_str().to_owned(),
+                ),
+                status,
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                user_agent: seen.user_agent.as_ref().and_then(value_text),
+                error: response.extensions().get::<crate::error::Told>().map(|told| told.0.clone()),
+            };
+            gate.state.requests.note(&gate.state.store, row);
+        }
     }
     response
+}
+
+/// A SCIM request as it arrived, for the request log.
+struct Seen {
+    at: String,
+    tenant_id: String,
+    token_id: String,
+    request_id: Option<String>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    user_agent: Option<axum::http::HeaderValue>,
 }
 
 /// Tokens whose last stamp is remembered before old ones are forgotten.
@@ -154,9 +172,13 @@ fn note_use(state: &AppState, token: &TokenRecord) {
 /// A header a client chose, as recorded: text, and no longer than a
 /// few request ids.
 fn header_text(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|value| value.to_str().ok())
+    headers.get(name).and_then(value_text)
+}
+
+fn value_text(value: &axum::http::HeaderValue) -> Option<String> {
+    value
+        .to_str()
+        .ok()
         .map(|text| text.chars().take(crate::server::REQUEST_ID_LENGTH_MAX * 4).collect::<String>())
 }
 

@@ -1,6 +1,6 @@
-//! Writing the request log: every SCIM request an admitted token made, as
-//! answered (see `projections::requests` for the table and why it is
-//! telemetry, not history).
+//! Writing the request log: the SCIM requests of admitted tokens that
+//! wrote or failed, as answered (see `projections::requests` for the table
+//! and why it is telemetry, not history).
 //!
 //! Requests never wait for it. Rows gather in memory and go to the writer
 //! in batches, a fifth of a second apart or sooner when many pile up, so

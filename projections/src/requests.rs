@@ -1,5 +1,6 @@
-//! The request log: each SCIM request an admitted token made, with the
-//! status it was answered, how long it took and, for a failure, why.
+//! The request log: each SCIM request of an admitted token that wrote or
+//! failed, with the status it was answered, how long it took and, for a
+//! failure, why.
 //!
 //! It owns the `request_log` table. This is telemetry, not history: the
 //! requests that changed something are in the event log for good (body,

@@ -312,6 +312,19 @@ async fn joiners_and_leavers_per_window_match_the_script() {
         refused["answered"]["error"].as_str().unwrap().contains("bob@example.com"),
         "{refused}"
     );
+    // Reads that succeed are not kept; reads that fail are.
+    for (request_id, path) in [("a-read", "/scim/v2/Users"), ("a-miss", "/scim/v2/Users/nobody")] {
+        idp.client
+            .get(server.url(path))
+            .bearer_auth(&idp.secret)
+            .header("x-request-id", request_id)
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(answered("a-miss".to_owned()).await["answered"]["status"], 404);
+    let read = server.get("/api/v1/audit/requests/a-read", Some(&audit_secret)).await;
+    assert_eq!(read.status(), 404);
 
     // An event exactly on the edge: `from` includes it, `to` excludes it.
     let edge = of_kind(&second, "disabled")["effective_at"].as_str().unwrap().to_owned();
