@@ -107,6 +107,11 @@ pub enum Command {
         #[command(subcommand)]
         command: SettingCommand,
     },
+    /// The admin console: `admin login-link` prints a one-time sign-in link.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Show or set a tenant's Synchronize settings: daily schedule,
     /// deprovisioning safeguard, grace before purge (JSON; docs/api.md).
     Schedule {
@@ -195,6 +200,22 @@ pub enum ClientCommand {
     Revoke { client_id: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Print a one-time link that signs in to the console at /admin as a
+    /// new admin token of the tenant (the link works once, for 15 minutes).
+    LoginLink {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        /// The URL the browser reaches rollcall by.
+        #[arg(long, env = "ROLLCALL_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+        base_url: String,
+        /// Hours the console session it starts may last.
+        #[arg(long, default_value_t = 8)]
+        session_hours: u64,
+    },
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// The address to listen on.
@@ -223,6 +244,10 @@ pub struct ServeArgs {
     /// Log lines as human text or as JSON objects.
     #[arg(long, env = "ROLLCALL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Hours a console session lasts after sign-in (never longer than its
+    /// token).
+    #[arg(long, env = "ROLLCALL_CONSOLE_SESSION_HOURS", default_value_t = 8)]
+    pub console_session_hours: u64,
     /// Seconds between the scheduler's checks for due daily runs; 0 turns
     /// the daily runs off in this process.
     #[arg(long, env = "ROLLCALL_SCHEDULER_INTERVAL_SECONDS", default_value_t = 60)]
@@ -521,6 +546,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             token_command(&store, command)
         }
+        Command::Admin { command: AdminCommand::LoginLink { tenant, base_url, session_hours } } => {
+            init_logging("warn", LogFormat::Text);
+            let store = open_store(&settings)?;
+            let lifetime = Duration::from_secs(session_hours.clamp(1, 24 * 30) * 3600);
+            let (code, token) =
+                crate::console::session::issue_link(&store, &tenant, lifetime, cli_context())?;
+            println!("{}/admin/sign-in/link?code={code}", base_url.trim_end_matches('/'));
+            eprintln!(
+                "rollcall: the link above signs in once, within 15 minutes, as admin token {} of \
+                 tenant {}; revoke the token to end its session",
+                token.token_id, token.tenant_name
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Client { command } => {
             init_logging("warn", LogFormat::Text);
             let store = match command {
@@ -609,6 +648,9 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
         body_limit_bytes: serve.body_limit_bytes,
         shutdown_grace: Duration::from_secs(serve.shutdown_grace_seconds),
         public_url: serve.public_url.clone(),
+        console_session_lifetime: Duration::from_secs(
+            serve.console_session_hours.clamp(1, 24 * 30) * 3600,
+        ),
         patch_response_members_max: serve.patch_response_members_max,
         bulk_operations_max: serve.bulk_operations_max,
         as_of_snapshot_every: settings.as_of_snapshot_every,

@@ -118,7 +118,7 @@ impl Error {
     }
 
     /// The text a client may see: internal details stay in the server log.
-    fn public_message(&self) -> String {
+    pub(crate) fn public_message(&self) -> String {
         match self {
             Error::Internal(_) => "internal error; the server log has the details".to_owned(),
             other => other.to_string(),

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod console;
 pub mod error;
 pub mod oauth;
 pub mod requests;

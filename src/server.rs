@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub as_of_snapshot_every: u64,
     /// Rows the request log keeps, newest first.
     pub request_log_rows_max: u64,
+    /// How long a console session lasts after sign-in (never longer than
+    /// its token).
+    pub console_session_lifetime: Duration,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +80,7 @@ impl Default for ServerConfig {
             bulk_command_budget: Duration::from_millis(20),
             as_of_snapshot_every: crate::audit::snapshots::DEFAULT_EVERY,
             request_log_rows_max: crate::requests::KEEP_ROWS_DEFAULT,
+            console_session_lifetime: Duration::from_secs(8 * 3600),
         }
     }
 }
@@ -132,6 +136,7 @@ pub fn app(state: AppState) -> Router {
             "/api/v1",
             crate::admin::router(state.clone()).merge(crate::audit::router(state.clone())),
         )
+        .merge(crate::console::router(state.clone()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), limit_body))

@@ -50,10 +50,15 @@ pub fn secret_hash(secret: &str) -> [u8; 32] {
 }
 
 fn new_secret() -> Result<Secret, Error> {
+    Ok(Secret(format!("{SECRET_PREFIX}{}", random_hex()?)))
+}
+
+/// 256 random bits as hex: the body of every secret rollcall makes.
+pub fn random_hex() -> Result<String, Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|error| Error::Internal(format!("no randomness for a secret: {error}")))?;
-    Ok(Secret(format!("{SECRET_PREFIX}{}", events::hash::to_hex(&bytes))))
+    Ok(events::hash::to_hex(&bytes))
 }
 
 /// Checks a tenant name: 1 to 63 of `a-z 0-9 -`, starting with a letter or

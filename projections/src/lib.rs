@@ -24,6 +24,7 @@
 //! on nothing of rollcall's application: it knows no HTTP and no CLI.
 
 pub mod audit;
+pub mod console;
 pub mod directory;
 pub mod functions;
 pub mod members;

@@ -107,3 +107,27 @@ pub fn by_request_id(
         .and_then(|mut statement| statement.query_row([tenant_id, request_id], from_row).optional())
         .map_err(ProjectionError::storage("reading the request log"))
 }
+
+/// A tenant's newest requests, newest first: all of them, or only those
+/// answered with an error (`failed`).
+pub fn recent(
+    connection: &Connection,
+    tenant_id: &str,
+    failed: bool,
+    offset: u64,
+    limit: u64,
+) -> Result<Vec<RequestRow>, ProjectionError> {
+    // Each form names its index: the failures' partial one, or by tenant.
+    let filter = if failed { "AND status >= 400" } else { "" };
+    connection
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM request_log WHERE tenant_id = ?1 {filter} \
+             ORDER BY seq DESC LIMIT ?2 OFFSET ?3"
+        ))
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![tenant_id, sql(limit), sql(offset)], from_row)?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(ProjectionError::storage("reading the request log"))
+}

@@ -2,8 +2,9 @@
 //!
 //! Projection tables hold nothing the log does not: dropping them and
 //! folding the log again must give the same rows. The exceptions are
-//! `token_usage` and `request_log`, operational telemetry (when a token was
-//! last used; each SCIM request as answered, failures included) that is
+//! `token_usage`, `request_log` and the `console_*` tables, operational
+//! state (when a token was last used; each SCIM request as answered,
+//! failures included; console sessions and the last chain check) that is
 //! deliberately not an event: recording every request in the log would
 //! drown the facts auditors need. A rebuild leaves them alone.
 
@@ -72,6 +73,40 @@ CREATE TABLE IF NOT EXISTS request_log (
 ) STRICT;
 
 CREATE INDEX IF NOT EXISTS request_log_by_tenant ON request_log (tenant_id, seq);
+-- Failures are what an admin opens the log for; this index costs only
+-- failed requests an insert.
+CREATE INDEX IF NOT EXISTS request_log_failures ON request_log (tenant_id, seq)
+    WHERE status >= 400;
+
+-- Console sessions and one-time sign-in links, by the SHA-256 of their
+-- secret (the cookie or link itself is never stored): operational state,
+-- not events. A session acts as the token it signed in with, so the
+-- token's revocation or expiry ends it.
+CREATE TABLE IF NOT EXISTS console_sessions (
+    secret_sha256 BLOB PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    token_id TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS console_links (
+    secret_sha256 BLOB PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    token_id TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+) STRICT;
+
+-- The last chain check the console ran for a tenant.
+CREATE TABLE IF NOT EXISTS console_verify (
+    tenant_id TEXT PRIMARY KEY,
+    at TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    events_checked INTEGER NOT NULL,
+    checkpoint TEXT,
+    problem TEXT
+) STRICT;
 
 -- The SCIM directory. `name` is the unique name (a User's userName, a
 -- Group's displayName); `name_key` its Unicode-folded form, unique per

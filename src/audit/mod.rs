@@ -145,6 +145,11 @@ async fn joiners_leavers(
             Json(report_json(&caller.principal.tenant_name, window, &movements)).into_response()
         );
     }
+    Ok(csv_response(window, &movements)?)
+}
+
+/// The report as a CSV download, the same for the API and the console.
+pub fn csv_response(window: Window, movements: &[Movement]) -> Result<Response, Error> {
     let mut out = csv::Writer::from_writer(Vec::new());
     let written = out.write_record(report::COLUMNS).and_then(|()| {
         movements.iter().try_for_each(|movement| out.write_record(report::row(movement)))

@@ -252,8 +252,24 @@ pub struct Preview {
 /// The preview of a tenant's next run: every pending effect counted, one
 /// page of them listed. Blocking: call it from a blocking thread.
 pub fn preview(store: &Store, tenant: &str, offset: u64, limit: u64) -> Result<Preview, Error> {
+    preview_with(store, tenant, None, offset, limit)
+}
+
+/// The preview of the next run as it would be with `draft` saved as the
+/// mapping (every user is then pending), or as things are (`None`).
+/// Blocking: call it from a blocking thread.
+pub fn preview_with(
+    store: &Store,
+    tenant: &str,
+    draft: Option<config::Mapping>,
+    offset: u64,
+    limit: u64,
+) -> Result<Preview, Error> {
     let range = Range::now(store, tenant)?;
     let mut rules = store.snapshot(|connection| Rules::load(connection, tenant))?;
+    if let Some(draft) = draft {
+        rules = rules.with_mapping(draft)?;
+    }
     let pending = pending_set(store, tenant, &rules, range)?;
     if !pending.users.is_empty() {
         store.snapshot(|connection| rules.load_roles(connection, tenant))?;

@@ -6,8 +6,10 @@
 
 mod audit;
 mod auth;
+mod browser;
 mod bulk;
 mod cli;
+mod console;
 mod dialects;
 mod directory;
 mod membership;

@@ -544,3 +544,28 @@ pub fn users_under(
     users.sort_unstable();
     Ok(users)
 }
+
+/// The names (a Group's displayName) of the first `limit` resources of
+/// `kind` in name order, with their externalIds: what a console offers
+/// to pick from.
+pub fn names(
+    connection: &Connection,
+    tenant: &str,
+    kind: ResourceKind,
+    limit: u64,
+) -> Result<Vec<(String, Option<String>)>, ProjectionError> {
+    connection
+        .prepare_cached(
+            "SELECT name, external_id FROM scim_resources WHERE tenant_id = ?1 AND kind = ?2 \
+             ORDER BY name_key LIMIT ?3",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(
+                    params![tenant, kind_name(kind), i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?
+                .collect()
+        })
+        .map_err(ProjectionError::storage("listing resource names"))
+}

@@ -1,0 +1,192 @@
+//! The Members pages: the member directory searched and filtered (status,
+//! role), and one member with properties, roles, app-owned properties and
+//! the member's history from the log.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use maud::{Markup, html};
+use projections::members::{self, MemberQuery, MemberRow, MemberStatus};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::page::{self, PageError, Section, pager, respond, when};
+use super::provisioning::value_text;
+use super::session::Session;
+use crate::admin::provisioning::blocking;
+use crate::audit::history::{self, Subject};
+use crate::auth::Caller;
+use crate::error::Error;
+use crate::server::AppState;
+use crate::sync::config::RoleBindings;
+use crate::sync::settings::{self, Setting};
+
+const PAGE: u64 = 50;
+
+#[derive(Debug, Deserialize)]
+pub struct MemberFilter {
+    #[serde(default)]
+    search: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    offset: Option<u64>,
+}
+
+fn properties_table(caption: &str, properties: &Map<String, Value>) -> Markup {
+    html! {
+        @if properties.is_empty() {
+            p { "None." }
+        } @else {
+            table class="facts-table" {
+                caption { (caption) }
+                tbody { @for (name, value) in properties { tr { th scope="row" { (name) } td { (value_text(value)) } } } }
+            }
+        }
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    caller: Caller,
+    Query(filter): Query<MemberFilter>,
+) -> Result<Response, PageError> {
+    let status = match filter.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(MemberStatus::parse(text).ok_or_else(|| {
+            Error::invalid(format!("status {text:?} must be active, disabled, left or purged"))
+        })?),
+    };
+    let search = filter.search.clone().filter(|search| !search.trim().is_empty());
+    let role = filter.role.clone().filter(|role| !role.is_empty());
+    let offset = filter.offset.unwrap_or(0);
+    let query =
+        MemberQuery { status, role: role.clone(), search: search.clone(), offset, limit: PAGE };
+    let tenant = caller.principal.tenant_id.clone();
+    let (total, rows, status_counts) = state.store.read(|connection| {
+        let (total, rows) = members::list_members(connection, &tenant, &query)?;
+        let status_counts = members::status_counts(connection, &tenant)?;
+        Ok((total, rows, status_counts))
+    })?;
+    let roles: RoleBindings =
+        serde_json::from_value(settings::current(&state.store, &tenant, Setting::Roles)?)
+            .unwrap_or_default();
+    let base = format!(
+        "/admin/members?{}",
+        serde_urlencoded::to_string([
+            ("search", search.as_deref().unwrap_or("")),
+            ("status", status.map_or("", MemberStatus::as_str)),
+            ("role", role.as_deref().unwrap_or("")),
+        ])
+        .unwrap_or_default()
+    );
+    let body = html! {
+        p { @for (name, count) in &status_counts { span class={ "badge " (name) } { (count) " " (name) } " " } }
+        form method="get" action="/admin/members" class="filters" role="search" {
+            div { label for="search" { "Search" } input id="search" name="search" type="search" value=(search.as_deref().unwrap_or("")) placeholder="name, email, userName"; }
+            div { label for="status" { "Status" }
+                select id="status" name="status" {
+                    option value="" { "any" }
+                    @for each in MemberStatus::ALL { option value=(each.as_str()) selected[status == Some(each)] { (each.as_str()) } }
+                }
+            }
+            div { label for="role" { "Role" }
+                select id="role" name="role" {
+                    option value="" { "any" }
+                    @for each in &roles.roles { option value=(each) selected[role.as_deref() == Some(each.as_str())] { (each) } }
+                }
+            }
+            button type="submit" { "Filter" }
+        }
+        table id="members" {
+            caption { "Members" }
+            thead { tr { th scope="col" { "userName" } th scope="col" { "Name" } th scope="col" { "Email" } th scope="col" { "Status" } th scope="col" { "Roles" } th scope="col" { "Joined" } } }
+            tbody {
+                @for member in &rows {
+                    tr {
+                        td { a href={ "/admin/members/" (member.member_id) } { (member.user_name) } }
+                        td { (member.properties.get("display_name").map(value_text).unwrap_or_default()) }
+                        td { (member.properties.get("email").map(value_text).unwrap_or_default()) }
+                        td { span class={ "badge " (member.status.as_str()) } { (member.status.as_str()) } }
+                        td { (member.roles.join(", ")) }
+                        td { (when(&member.joined_at)) }
+                    }
+                }
+            }
+        }
+        (pager(&base, offset, rows.len(), total, PAGE))
+    };
+    Ok(respond(StatusCode::OK, page::page("Members", Some(&session), Section::Members, body)))
+}
+
+fn member_facts(member: &MemberRow) -> Markup {
+    html! {
+        dl class="facts" {
+            div { dt { "Status" } dd { span class={ "badge " (member.status.as_str()) } { (member.status.as_str()) } } }
+            div { dt { "Roles" } dd { @if member.roles.is_empty() { "(none)" } @else { (member.roles.join(", ")) } } }
+            div { dt { "Joined" } dd { (when(&member.joined_at)) } }
+            @if let Some(at) = &member.disabled_at { div { dt { "Disabled" } dd { (when(at)) } } }
+            @if let Some(at) = &member.left_at { div { dt { "Left" } dd { (when(at)) } } }
+            @if let Some(at) = &member.grace_until { div { dt { "Restorable until" } dd { (when(at)) } } }
+            div { dt { "SCIM user" } dd { code { (member.user_id) } @if let Some(id) = &member.external_id { " (externalId " (id) ")" } } }
+            div { dt { "Member id" } dd { code { (member.member_id) } } }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MemberView {
+    #[serde(default)]
+    history: Option<String>,
+}
+
+pub async fn one(
+    State(state): State<AppState>,
+    session: Session,
+    caller: Caller,
+    Path(member_id): Path<String>,
+    Query(view): Query<MemberView>,
+) -> Result<Response, PageError> {
+    let tenant = caller.principal.tenant_id.clone();
+    let member =
+        state.store.read(|connection| Ok(members::member(connection, &tenant, &member_id)?))?;
+    let member = member.ok_or_else(|| Error::not_found(format!("member {member_id}")))?;
+    // The history walks the tenant's log: only when asked for.
+    let history = if view.history.is_some() {
+        let store = state.store.clone();
+        let subject = Subject::Member(member_id.clone());
+        Some(blocking(move || history::history(&store, &tenant, &subject)).await?)
+    } else {
+        None
+    };
+    let body = html! {
+        (member_facts(&member))
+        h2 { "Properties (from the identity provider)" }
+        (properties_table("Mapped properties", &member.properties))
+        h2 { "App-owned properties" }
+        (properties_table("App-owned properties", &member.app_properties))
+        h2 id="history" { "History" }
+        @match &history {
+            None => p { a href={ "/admin/members/" (member.member_id) "?history=1#history" } { "Show this member's history (read from the log)" } },
+            Some(history) => ol class="timeline" {
+                @for entry in &history.entries {
+                    li {
+                        (when(&entry.recorded_at)) " · " strong { (entry.event_type) } " · " (entry.by.actor_text())
+                        @if let Some(run) = &entry.by.run_id { " (run " a href={ "/admin/provisioning/syncs/" (run) } { (run) } ")" }
+                        @if let Some(changes) = &entry.changes {
+                            ul class="diff" { @for change in changes { li { code { (change.attribute) } ": " (value_text(&change.from)) " → " (value_text(&change.to)) } } }
+                        }
+                    }
+                }
+            },
+        }
+        p { a href="/admin/members" { "All members" } }
+    };
+    Ok(respond(
+        StatusCode::OK,
+        page::page(&member.user_name, Some(&session), Section::Members, body),
+    ))
+}

@@ -1,0 +1,313 @@
+//! The admin console over HTTP: who can sign in, the session cookie, the
+//! CSRF check of every form, expiry, revocation and sign-out, and that a
+//! refused form writes nothing. The browser drives the pages themselves in
+//! `browser.rs`.
+
+use std::time::Duration;
+
+use events::event::TokenScope;
+use rollcall::server::ServerConfig;
+
+use crate::scim::Scim;
+use crate::util::TestServer;
+
+/// A browser without a browser: keeps the console's cookies, follows no
+/// redirects, reads CSRF tokens out of forms.
+pub(crate) struct Visitor<'s> {
+    server: &'s TestServer,
+    client: reqwest::Client,
+    cookies: Vec<(String, String)>,
+}
+
+pub(crate) struct Page {
+    pub status: u16,
+    pub location: Option<String>,
+    pub set_cookies: Vec<String>,
+    pub html: String,
+}
+
+impl Page {
+    /// The value of the first hidden `csrf` field.
+    pub fn csrf(&self) -> String {
+        let marker = "name=\"csrf\" value=\"";
+        let start = self.html.find(marker).expect("a csrf field") + marker.len();
+        let end = self.html[start..].find('"').unwrap();
+        self.html[start..start + end].to_owned()
+    }
+}
+
+impl<'s> Visitor<'s> {
+    pub(crate) fn new(server: &'s TestServer) -> Visitor<'s> {
+        let client =
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Visitor { server, client, cookies: Vec::new() }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn finish(&mut self, response: reqwest::Response) -> Page {
+        let status = response.status().as_u16();
+        let location =
+            response.headers().get("location").map(|value| value.to_str().unwrap().to_owned());
+        let set_cookies: Vec<String> = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|value| value.to_str().unwrap().to_owned())
+            .collect();
+        for line in &set_cookies {
+            let pair = line.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(kept, _)| kept != name);
+            if !value.is_empty() && !line.contains("Max-Age=0") {
+                self.cookies.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        let html = response.text().await.unwrap();
+        Page { status, location, set_cookies, html }
+    }
+
+    pub(crate) async fn get(&mut self, path: &str) -> Page {
+        let response = self
+            .client
+            .get(self.server.url(path))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.finish(response).await
+    }
+
+    pub(crate) async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let response = self
+            .client
+            .post(self.server.url(path))
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(fields).unwrap())
+            .send()
+            .await
+            .unwrap();
+        self.finish(response).await
+    }
+
+    /// Signs in with a token, as the sign-in form does.
+    pub(crate) async fn sign_in(&mut self, secret: &str) -> Page {
+        let form = self.get("/admin/sign-in").await;
+        assert_eq!(form.status, 200);
+        let csrf = form.csrf();
+        self.post("/admin/sign-in", &[("csrf", &csrf), ("next", "/admin"), ("token", secret)]).await
+    }
+
+    pub(crate) fn has_session(&self) -> bool {
+        self.cookies.iter().any(|(name, _)| name == "rollcall_session")
+    }
+}
+
+async fn runs(server: &TestServer) -> u64 {
+    server
+        .store
+        .read(|connection| {
+            connection
+                .query_row("SELECT count(*) FROM sync_runs", [], |row| row.get::<_, i64>(0))
+                .map_err(|error| rollcall::error::Error::Internal(error.to_string()))
+        })
+        .unwrap() as u64
+}
+
+#[tokio::test]
+async fn only_admin_tokens_sign_in_and_every_form_needs_the_session_csrf_token() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let (_, admin) = server.token("acme", TokenScope::Admin).await;
+    let (_, audit) = server.token("acme", TokenScope::Audit).await;
+
+    // No cookie: every page sends the browser to sign in, and back after.
+    let mut visitor = Visitor::new(&server);
+    let page = visitor.get("/admin/provisioning").await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.location.as_deref(), Some("/admin/sign-in?next=%2Fadmin%2Fprovisioning"));
+    let page = visitor.post("/admin/provisioning/sync", &[("csrf", "x")]).await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.location.as_deref(), Some("/admin/sign-in"));
+    assert_eq!(visitor.get("/admin").await.location.as_deref(), Some("/admin/sign-in"));
+
+    // A SCIM token cannot sign in; neither can a made-up one.
+    let page = visitor.sign_in(&scim.token).await;
+    assert_eq!(page.status, 403, "{}", page.html);
+    assert!(page.html.contains("SCIM token"), "{}", page.html);
+    assert!(!visitor.has_session());
+    let page = visitor.sign_in("rc_not-a-token").await;
+    assert_eq!(page.status, 401);
+    assert!(!visitor.has_session());
+
+    // The sign-in form itself is CSRF-protected (double submit).
+    let mut stranger = Visitor::new(&server);
+    let page = stranger.post("/admin/sign-in", &[("csrf", "guess"), ("token", &admin)]).await;
+    assert_eq!(page.status, 403);
+    assert!(!stranger.has_session());
+
+    // An admin token signs in: an HttpOnly, SameSite=Strict cookie.
+    let page = visitor.sign_in(&admin).await;
+    assert_eq!(page.status, 303, "{}", page.html);
+    assert_eq!(page.location.as_deref(), Some("/admin"));
+    let cookie =
+        page.set_cookies.iter().find(|line| line.starts_with("rollcall_session=")).unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/admin", "Max-Age="] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP on loopback: {cookie}");
+    let response = visitor
+        .client
+        .get(server.url("/admin/provisioning"))
+        .header("cookie", visitor.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert!(
+        response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    let page = visitor.get("/admin/provisioning").await;
+    assert_eq!(page.status, 200);
+    assert!(page.html.contains("User Provisioning"));
+    assert!(page.html.contains("/scim/v2"), "the Tenant URL is shown");
+    assert_eq!(page.set_cookies.len(), 0);
+
+    // A form without the session's CSRF token is 403 and writes nothing.
+    let csrf = page.csrf();
+    let refused = visitor.post("/admin/provisioning/sync", &[]).await;
+    assert_eq!(refused.status, 403);
+    let refused = visitor.post("/admin/provisioning/sync", &[("csrf", "0123")]).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(runs(&server).await, 0);
+    let done = visitor.post("/admin/provisioning/sync", &[("csrf", &csrf)]).await;
+    assert_eq!(done.status, 303, "{}", done.html);
+    assert!(done.location.unwrap().starts_with("/admin/provisioning/syncs/"));
+    assert_eq!(runs(&server).await, 1);
+
+    // Bad input is a page with a message, and writes nothing.
+    let page = visitor
+        .post(
+            "/admin/provisioning/schedule",
+            &[
+                ("csrf", &csrf),
+                ("daily", "on"),
+                ("time", "25:00"),
+                ("time_zone", "UTC"),
+                ("share_percent", "20"),
+                ("minimum", "10"),
+                ("grace_days", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 400, "{}", page.html);
+    assert!(page.html.contains("class=\"notice error\""), "{}", page.html);
+
+    // An audit token opens the audit pages only.
+    let mut auditor = Visitor::new(&server);
+    assert_eq!(auditor.sign_in(&audit).await.status, 303);
+    assert_eq!(auditor.get("/admin").await.location.as_deref(), Some("/admin/audit"));
+    assert_eq!(auditor.get("/admin/audit").await.status, 200);
+    assert_eq!(auditor.get("/admin/provisioning").await.status, 403);
+    assert_eq!(auditor.get("/admin/members").await.status, 403);
+
+    // Signing out ends the session on the server, not just in the browser.
+    let stolen = visitor.cookies.clone();
+    let page = visitor.post("/admin/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.location.as_deref(), Some("/admin/sign-in"));
+    assert!(!visitor.has_session());
+    visitor.cookies = stolen;
+    assert_eq!(visitor.get("/admin/provisioning").await.status, 303);
+}
+
+#[tokio::test]
+async fn sessions_end_with_their_lifetime_and_with_their_token() {
+    let config = ServerConfig {
+        console_session_lifetime: Duration::from_secs(1),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start_with(config).await;
+    server.tenant("acme").await;
+    let (token_id, admin) = server.token("acme", TokenScope::Admin).await;
+
+    let mut visitor = Visitor::new(&server);
+    let page = visitor.sign_in(&admin).await;
+    assert!(
+        page.set_cookies.iter().any(|line| line.contains("Max-Age=1")),
+        "{:?}",
+        page.set_cookies
+    );
+    assert_eq!(visitor.get("/admin/members").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let page = visitor.get("/admin/members").await;
+    assert_eq!(page.status, 303, "an expired session signs in again");
+    assert_eq!(page.location.as_deref(), Some("/admin/sign-in?next=%2Fadmin%2Fmembers"));
+
+    // Revoking the token ends a live session at its next request.
+    let server = TestServer::start().await;
+    server.tenant("acme").await;
+    let (token_id_2, admin) = server.token("acme", TokenScope::Admin).await;
+    assert_ne!(token_id, token_id_2);
+    let mut visitor = Visitor::new(&server);
+    visitor.sign_in(&admin).await;
+    assert_eq!(visitor.get("/admin/members").await.status, 200);
+    rollcall::tenancy::revoke_token(
+        &server.store,
+        &token_id_2,
+        None,
+        events::CommandContext::new(events::Actor::System),
+    )
+    .await
+    .unwrap();
+    assert_eq!(visitor.get("/admin/members").await.status, 303);
+}
+
+#[tokio::test]
+async fn a_sign_in_link_works_once() {
+    let server = TestServer::start().await;
+    server.tenant("acme").await;
+    let store = server.store.clone();
+    let (code, token) = tokio::task::spawn_blocking(move || {
+        rollcall::console::session::issue_link(
+            &store,
+            "acme",
+            Duration::from_secs(3600),
+            events::CommandContext::new(events::Actor::System),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(token.scope, TokenScope::Admin);
+
+    let mut visitor = Visitor::new(&server);
+    // Opening the link (as a mail scanner would) does not use it up.
+    let page = visitor.get(&format!("/admin/sign-in/link?code={code}")).await;
+    assert_eq!(page.status, 200);
+    let csrf = page.csrf();
+    let page = visitor.post("/admin/sign-in/link", &[("csrf", &csrf), ("code", &code)]).await;
+    assert_eq!(page.status, 303, "{}", page.html);
+    assert!(visitor.has_session());
+    let page = visitor.get("/admin/provisioning").await;
+    assert_eq!(page.status, 200);
+    assert!(page.html.contains("console sign-in link"), "the session names its token");
+
+    let mut again = Visitor::new(&server);
+    let page = again.get(&format!("/admin/sign-in/link?code={code}")).await;
+    let csrf = page.csrf();
+    let page = again.post("/admin/sign-in/link", &[("csrf", &csrf), ("code", &code)]).await;
+    assert_eq!(page.status, 410);
+    assert!(!again.has_session());
+}
