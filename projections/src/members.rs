@@ -582,12 +582,27 @@ pub fn list_members(
     let status = query.status.map(MemberStatus::as_str);
     let search = query.search.as_deref().map(str::to_lowercase);
     let storage = ProjectionError::storage;
-    let total: i64 = connection
-        .prepare_cached(&format!("SELECT count(*) FROM members WHERE {condition}"))
-        .and_then(|mut statement| {
-            statement.query_row(params![tenant, status, query.role, search], |row| row.get(0))
-        })
-        .map_err(storage("counting members"))?;
+    // Without a role or a search, the count is an index range (by status,
+    // or the whole tenant), not a test of every member.
+    let total: i64 = match (&query.role, &search, status) {
+        (None, None, None) => connection
+            .prepare_cached("SELECT count(*) FROM members WHERE tenant_id = ?1")
+            .and_then(|mut statement| statement.query_row(params![tenant], |row| row.get(0))),
+        (None, None, Some(status)) => connection
+            .prepare_cached(
+                "SELECT count(*) FROM members INDEXED BY members_by_status \
+                 WHERE tenant_id = ?1 AND status = ?2",
+            )
+            .and_then(|mut statement| {
+                statement.query_row(params![tenant, status], |row| row.get(0))
+            }),
+        _ => connection
+            .prepare_cached(&format!("SELECT count(*) FROM members WHERE {condition}"))
+            .and_then(|mut statement| {
+                statement.query_row(params![tenant, status, query.role, search], |row| row.get(0))
+            }),
+    }
+    .map_err(storage("counting members"))?;
     let rows = connection
         .prepare_cached(&format!(
             "SELECT {MEMBER_COLUMNS} FROM members WHERE {condition} \
