@@ -9,6 +9,9 @@
 //! drown the facts auditors need. A rebuild leaves them alone.
 
 use rusqlite::Connection;
+use serde_json::{Map, Value};
+
+use crate::members::search_text;
 
 use crate::ProjectionError;
 
@@ -163,15 +166,15 @@ CREATE TABLE IF NOT EXISTS members (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL,
     last_position INTEGER NOT NULL,
+    -- What a member search looks in (`members::search_text`). NULL only
+    -- between adding the column to an older file and filling it (`migrate`).
+    search_text TEXT,
     PRIMARY KEY (tenant_id, member_id)
 ) STRICT, WITHOUT ROWID;
 
 CREATE INDEX IF NOT EXISTS members_by_user ON members (tenant_id, user_id);
 CREATE INDEX IF NOT EXISTS members_by_external_id ON members (tenant_id, external_id) WHERE external_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS members_by_status ON members (tenant_id, status);
--- The member list's order: a page is read in order and stops, instead of
--- sorting the tenant's members (52 -> 0.7 ms for a first page of 100,000).
-CREATE INDEX IF NOT EXISTS members_by_name ON members (tenant_id, user_name COLLATE NOCASE, member_id);
 
 -- A tenant's mapping, role bindings and Synchronize settings, as last set.
 CREATE TABLE IF NOT EXISTS member_settings (
@@ -265,10 +268,26 @@ CREATE TABLE IF NOT EXISTS projections_pending (
 const ADDED_PROJECTIONS: &[(&str, &str)] = &[("audit", "audit_movements")];
 
 /// Columns added to a projection table after it first shipped: a file made
-/// by an earlier build gets them (as NULL, which is what the events it
-/// folded said: they predate the fields).
-const ADDED_COLUMNS: &[(&str, &str, &str)] =
-    &[("sync_runs", "scheduled_for", "TEXT"), ("sync_runs", "approves", "TEXT")];
+/// by an earlier build gets them as NULL. For the `sync_runs` fields that
+/// is what the events it folded said (they predate the fields);
+/// `members.search_text` is derived, and filled right after (`migrate`).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("sync_runs", "scheduled_for", "TEXT"),
+    ("sync_runs", "approves", "TEXT"),
+    ("members", "search_text", "TEXT"),
+];
+
+/// Indexes over added columns, created once the columns are there and
+/// filled. `members_list` answers a member list page from the index alone:
+/// the name order, then every column a filter reads (status, roles, search
+/// text), so neither a deep page nor a search reads a member row it does
+/// not show (search at 100,000 members: 719 -> 35 ms). It replaced
+/// `members_by_name`, which held the order only.
+const AFTER_COLUMNS: &str = "
+DROP INDEX IF EXISTS members_by_name;
+CREATE INDEX IF NOT EXISTS members_list ON members
+    (tenant_id, user_name COLLATE NOCASE, member_id, status, roles, search_text);
+";
 
 /// Creates the projection tables if they are missing, and adds columns
 /// that later builds introduced. Run through the writer, so it serialises
@@ -316,6 +335,10 @@ pub fn migrate(connection: &Connection) -> Result<Vec<String>, ProjectionError> 
                 .map_err(ProjectionError::storage("adding a projection column"))?;
         }
     }
+    fill_search_text(connection)?;
+    connection
+        .execute_batch(AFTER_COLUMNS)
+        .map_err(ProjectionError::storage("creating projection indexes"))?;
     for projection in missing {
         connection
             .execute("INSERT OR IGNORE INTO projections_pending (name) VALUES (?1)", [projection])
@@ -329,4 +352,31 @@ pub fn migrate(connection: &Connection) -> Result<Vec<String>, ProjectionError> 
                 .collect::<rusqlite::Result<Vec<String>>>()
         })
         .map_err(ProjectionError::storage("reading the projections to fold"))
+}
+
+/// Fills `members.search_text` where a file from an earlier build left it
+/// NULL (every member, once; none after).
+fn fill_search_text(connection: &Connection) -> Result<(), ProjectionError> {
+    let storage = ProjectionError::storage;
+    let mut select = connection
+        .prepare(
+            "SELECT tenant_id, member_id, user_name, external_id, properties FROM members \
+             WHERE search_text IS NULL",
+        )
+        .map_err(storage("reading members to index"))?;
+    let mut update = connection
+        .prepare("UPDATE members SET search_text = ?3 WHERE tenant_id = ?1 AND member_id = ?2")
+        .map_err(storage("indexing members"))?;
+    let mut rows = select.query([]).map_err(storage("reading members to index"))?;
+    while let Some(row) = rows.next().map_err(storage("reading members to index"))? {
+        let read = |index| row.get::<_, Option<String>>(index).map_err(storage("reading a member"));
+        let (tenant, member_id) = (read(0)?, read(1)?);
+        let properties: Map<String, Value> =
+            read(4)?.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
+        let text = search_text(&read(2)?.unwrap_or_default(), read(3)?.as_deref(), &properties);
+        update
+            .execute(rusqlite::params![tenant, member_id, text])
+            .map_err(storage("indexing members"))?;
+    }
+    Ok(())
 }

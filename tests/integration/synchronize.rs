@@ -1038,3 +1038,119 @@ async fn a_database_from_an_earlier_build_gains_the_new_columns() {
     .await
     .unwrap();
 }
+
+/// The member list's filters: a search finds a member by any of its values
+/// (userName, externalId, a property), folding case beyond ASCII; a role
+/// filter matches the role exactly, not a role it is the start of; pages
+/// hold their place in name order and the total counts every match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_found_by_any_value_and_filtered_by_exact_role() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    admin
+        .put(
+            "/provisioning/role-bindings",
+            json!({
+                "roles": ["edit", "editor", "viewer"],
+                "default_role": "viewer",
+                "bindings": [{"group": "Writers", "role": "editor"}, {"group": "Proof", "role": "edit"}]
+            }),
+        )
+        .await;
+    let elodie = user(&scim, "Élodie.Durand@example.com", "ext-ÉD-7", "Ventes").await;
+    let bruno = user(&scim, "bruno@example.com", "ext-bruno", "Sales").await;
+    let mut others = Vec::new();
+    for index in 0..7 {
+        others.push(
+            user(&scim, &format!("z{index}@example.com"), &format!("ext-z{index}"), "Ops").await,
+        );
+    }
+    group(&scim, "Writers", &[&elodie, &others[0], &others[1]]).await;
+    group(&scim, "Proof", &[&bruno]).await;
+    admin.sync().await;
+
+    let names = |body: &Value| -> Vec<String> {
+        body["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|member| member["user_name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let found = admin.get("/members?search=%C3%A9LODIE").await;
+    assert_eq!(
+        (found["total"].clone(), names(&found)),
+        (json!(1), vec!["Élodie.Durand@example.com".to_owned()])
+    );
+    let found = admin.get("/members?search=ext-%C3%A9d-7").await;
+    assert_eq!(names(&found), ["Élodie.Durand@example.com"], "by externalId");
+    let found = admin.get("/members?search=sALES").await;
+    assert_eq!(names(&found), ["bruno@example.com"], "by a property");
+    assert_eq!(admin.get("/members?search=nobody").await["total"], 0);
+    // A search never matches across two values (userName, then externalId).
+    assert_eq!(admin.get("/members?search=example.com%0Aext").await["total"], 0);
+
+    let edit = admin.get("/members?role=edit").await;
+    assert_eq!(names(&edit), ["bruno@example.com"]);
+    let editors = admin.get("/members?role=editor").await;
+    assert_eq!(editors["total"], 3);
+    assert_eq!(admin.get("/members?role=ed").await["total"], 0);
+    assert_eq!(admin.get("/members?role=%22editor%22").await["total"], 0);
+
+    // Pages of a filtered list: the total is every match, pages in order.
+    let first = admin.get("/members?search=example.com&limit=4").await;
+    let second = admin.get("/members?search=example.com&limit=4&offset=4").await;
+    let last = admin.get("/members?search=example.com&limit=4&offset=8").await;
+    assert_eq!((first["total"].clone(), last["total"].clone()), (json!(9), json!(9)));
+    let paged: Vec<String> = [names(&first), names(&second), names(&last)].concat();
+    let mut expected: Vec<String> = admin.members().await.keys().cloned().collect();
+    expected.sort_by_key(|name| name.to_lowercase());
+    assert_eq!(paged, expected);
+    let viewers_past_end = admin.get("/members?role=viewer&status=active&offset=50").await;
+    assert_eq!((viewers_past_end["total"].clone(), names(&viewers_past_end).len()), (json!(5), 0));
+}
+
+/// A file made before members had a search text and the `members_list`
+/// index opens, gets both, and its members are found by search again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_an_earlier_build_gains_the_member_search() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    user(&scim, "ana@example.com", "ext-ana", "Finance").await;
+    user(&scim, "ben@example.com", "ext-ben", "Legal").await;
+    admin.sync().await;
+    let server = server
+        .reopen_after(|path| {
+            let connection = rusqlite::Connection::open(path).unwrap();
+            connection
+                .execute_batch(
+                    "DROP INDEX members_list; \
+                     ALTER TABLE members DROP COLUMN search_text; \
+                     CREATE INDEX members_by_name ON members \
+                         (tenant_id, user_name COLLATE NOCASE, member_id);",
+                )
+                .unwrap();
+        })
+        .await;
+    let admin = Admin::new(&server, "acme").await;
+    let found = admin.get("/members?search=legal").await;
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(found["members"][0]["user_name"], "ben@example.com");
+    let indexes: Vec<String> = server
+        .store
+        .read(|connection| {
+            let mut statement = connection
+                .prepare(
+                    "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'members' \
+                     ORDER BY name",
+                )
+                .unwrap();
+            let names = statement.query_map([], |row| row.get(0)).unwrap();
+            Ok(names.collect::<Result<Vec<String>, _>>().unwrap())
+        })
+        .unwrap();
+    assert!(indexes.contains(&"members_list".to_owned()), "{indexes:?}");
+    assert!(!indexes.contains(&"members_by_name".to_owned()), "{indexes:?}");
+}

@@ -35,7 +35,10 @@ impl TestServer {
     }
 
     pub async fn start_with(config: ServerConfig) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        TestServer::open_in(tempfile::tempdir().unwrap(), config).await
+    }
+
+    async fn open_in(dir: tempfile::TempDir, config: ServerConfig) -> TestServer {
         let path = dir.path().join("rollcall.db");
         let store = tokio::task::spawn_blocking(move || Store::open(&path, test_log_options()))
             .await
@@ -91,6 +94,25 @@ impl TestServer {
             request = request.bearer_auth(secret);
         }
         request.send().await.unwrap()
+    }
+
+    /// Stops the server, hands its closed file to `between` (to make it what
+    /// an earlier build left, say), and starts a new server on that file.
+    pub async fn reopen_after(self, between: impl FnOnce(&Path) + Send + 'static) -> TestServer {
+        let path = self.db_path();
+        let TestServer { dir, store, shutdown, task, .. } = self;
+        if let Some(shutdown) = shutdown {
+            let _ = shutdown.send(());
+        }
+        task.unwrap().await.unwrap().unwrap();
+        tokio::task::spawn_blocking(move || {
+            store.shutdown();
+            drop(store);
+            between(&path);
+        })
+        .await
+        .unwrap();
+        TestServer::open_in(dir, ServerConfig::default()).await
     }
 
     /// Stops the server the way a signal does, and waits for it to drain.
