@@ -8,6 +8,9 @@
 #
 # Each page is fetched 7 times over loopback with curl, signed in as an
 # admin token; the median and the slowest time to the last byte are printed.
+# Then a mapping change puts every user in the pending set: the script
+# times the Pending page while the preview is decided in the background,
+# how long deciding takes, and the pages once it is decided.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source_db="${1:-/tmp/audit-bench/bench.db}"
@@ -47,4 +50,34 @@ for path in /admin/members "/admin/members?offset=90000" "/admin/members?search=
     times+=("${status_time#* }")
   done
   printf '%s\n' "${times[@]}" | sort -n | awk -v path="$path" '{ t[NR] = $1 * 1000 } END { printf "%-56s %10.1f %10.1f\n", path, t[4], t[NR] }'
+done
+
+time_page() {
+  local path="$1" times=()
+  for _ in 1 2 3 4 5 6 7; do
+    status_time="$(curl -s -o /dev/null -b "$jar" -w '%{http_code} %{time_total}' "$base$path")"
+    [ "${status_time%% *}" = 200 ] || { echo "$path answered ${status_time%% *}"; exit 1; }
+    times+=("${status_time#* }")
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk -v path="$path" '{ t[NR] = $1 * 1000 } END { printf "%-56s %10.1f %10.1f\n", path, t[4], t[NR] }'
+}
+
+echo
+echo "after a mapping change (every user pending):"
+mapping="$(curl -s -H "Authorization: Bearer $admin" "$base/api/v1/provisioning/mapping")"
+changed="$(printf '%s' "$mapping" | python3 -c 'import json, sys
+m = json.load(sys.stdin)
+m["properties"].append({"property": "nickname", "source": "nickName", "type": "string"})
+print(json.dumps(m))')"
+curl -s -o /dev/null -X PUT -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
+  --data "$changed" "$base/api/v1/provisioning/mapping"
+started="$(date +%s.%N)"
+first="$(curl -s -o "$work/first.html" -b "$jar" -w '%{time_total}' "$base/admin/provisioning/pending")"
+grep -q 'Deciding what the next Synchronize' "$work/first.html" || { echo "the first visit did not say it is deciding"; exit 1; }
+printf '%-56s %10.1f\n' "pending, first visit (starts deciding)" "$(awk -v t="$first" 'BEGIN { print t * 1000 }')"
+until curl -s -b "$jar" "$base/admin/provisioning/pending" | grep -q 'groups pending'; do sleep 0.05; done
+printf '%-56s %10.1f\n' "deciding every user, in the background" "$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { print (b - a) * 1000 }')"
+printf '%-56s %10s %10s\n' page "median ms" "max ms"
+for path in /admin/provisioning/pending "/admin/provisioning/pending?offset=50000" /admin/provisioning; do
+  time_page "$path"
 done

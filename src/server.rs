@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// How long a console session lasts after sign-in (never longer than
     /// its token).
     pub console_session_lifetime: Duration,
+    /// Pending sets up to this many users are previewed within the
+    /// console's request; larger ones in the background (`sync::previews`).
+    pub preview_inline_users: usize,
 }
 
 impl Default for ServerConfig {
@@ -81,7 +84,33 @@ impl Default for ServerConfig {
             as_of_snapshot_every: crate::audit::snapshots::DEFAULT_EVERY,
             request_log_rows_max: crate::requests::KEEP_ROWS_DEFAULT,
             console_session_lifetime: Duration::from_secs(8 * 3600),
+            preview_inline_users: crate::sync::previews::INLINE_USERS,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Where clients reach the server, `scheme://host` with no trailing
+    /// slash: the public URL when one is set (a proxy stands in front),
+    /// else the request's Host header, over https when the proxy says so
+    /// in X-Forwarded-Proto. The SCIM base URL, the console's Tenant URL
+    /// and its cookies' Secure flag all start from it.
+    pub fn origin(&self, headers: &axum::http::HeaderMap) -> String {
+        if let Some(public_url) = &self.public_url {
+            return public_url.trim_end_matches('/').to_owned();
+        }
+        let host =
+            headers.get(header::HOST).and_then(|value| value.to_str().ok()).unwrap_or("localhost");
+        let scheme = match headers.get("x-forwarded-proto").and_then(|value| value.to_str().ok()) {
+            Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
+            _ => "http",
+        };
+        format!("{scheme}://{host}")
+    }
+
+    /// Whether clients reach the server over TLS (see [`Self::origin`]).
+    pub fn over_tls(&self, headers: &axum::http::HeaderMap) -> bool {
+        self.origin(headers).starts_with("https://")
     }
 }
 
@@ -95,12 +124,20 @@ pub struct AppState {
     pub token_touches: Arc<Mutex<HashMap<String, Instant>>>,
     /// SCIM requests as answered, on their way to the request log.
     pub requests: Arc<crate::requests::RequestLog>,
+    /// Decided previews of the next run, for the console's pages.
+    pub previews: Arc<crate::sync::previews::Previews>,
 }
 
 impl AppState {
     pub fn new(store: Arc<Store>, config: ServerConfig) -> AppState {
         let requests = Arc::new(crate::requests::RequestLog::new(config.request_log_rows_max));
-        AppState { store, config: Arc::new(config), token_touches: Arc::default(), requests }
+        AppState {
+            store,
+            previews: Arc::new(crate::sync::previews::Previews::new(config.preview_inline_users)),
+            config: Arc::new(config),
+            token_touches: Arc::default(),
+            requests,
+        }
     }
 }
 

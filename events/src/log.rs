@@ -45,6 +45,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// The position of the last event, 0 for an empty log.
     fn head(&self) -> Result<Position, LogError>;
 
+    /// The position of the tenant's last event, 0 when it has none: moves
+    /// only when that tenant's state does, unlike [`EventLog::head`].
+    fn tenant_head(&self, tenant: &str) -> Result<Position, LogError>;
+
     /// Walks the hash chain and reports the first event that does not match.
     fn verify(&self, scope: VerifyScope) -> Result<VerifyReport, LogError>;
 }

@@ -477,7 +477,8 @@ pub(crate) fn search_text(
     properties: &Map<String, Value>,
 ) -> String {
     let mut text = search_fold(user_name);
-    for value in external_id.map(|id| Value::String(id.to_owned())).iter().chain(properties.values())
+    for value in
+        external_id.map(|id| Value::String(id.to_owned())).iter().chain(properties.values())
     {
         text.push('\n');
         match value {

@@ -26,6 +26,7 @@ use crate::auth::Caller;
 use crate::error::Error;
 use crate::server::AppState;
 use crate::sync::config::SyncSettings;
+use crate::sync::previews::Lookup;
 use crate::sync::settings::{self, Setting};
 use crate::sync::{self, RunOptions, Trigger};
 use crate::tenancy::{self, Revoked, TenantRef, TokenRequest};
@@ -41,19 +42,6 @@ pub struct Paging {
 }
 
 /// The Tenant URL an identity provider is given.
-fn tenant_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(public_url) = &state.config.public_url {
-        return format!("{}/scim/v2", public_url.trim_end_matches('/'));
-    }
-    let host =
-        headers.get(header::HOST).and_then(|value| value.to_str().ok()).unwrap_or("localhost");
-    let scheme = match headers.get("x-forwarded-proto").and_then(|value| value.to_str().ok()) {
-        Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
-        _ => "http",
-    };
-    format!("{scheme}://{host}/scim/v2")
-}
-
 fn token_rows(tokens: &[TokenRecord], session: &Session) -> Markup {
     let now = jiff::Timestamp::now();
     html! {
@@ -216,6 +204,38 @@ fn preview_table(items: &[sync::plan::Effect]) -> Markup {
     }
 }
 
+/// The next run of the caller's tenant with one page of its effects, from
+/// the decided previews (`sync::previews`).
+async fn next_run(
+    state: &AppState,
+    caller: &Caller,
+    offset: u64,
+    limit: u64,
+) -> Result<Lookup, Error> {
+    let (previews, store) = (state.previews.clone(), state.store.clone());
+    let tenant = caller.principal.tenant_id.clone();
+    blocking(move || previews.page(&store, &tenant, offset, limit)).await
+}
+
+/// "N users, M groups pending", or, while a large pending set is being
+/// decided in the background, how many have changes to decide and a link
+/// back to `here` (which the console's script follows by itself).
+fn pending_summary(lookup: &Lookup, here: &str) -> Markup {
+    html! {
+        @match lookup {
+            Lookup::Ready(preview) => {
+                p class="big" id="pending-summary" { (preview.pending_users) " users, " (preview.pending_groups) " groups pending" }
+            }
+            Lookup::Deciding { users, groups } => {
+                p class="big" id="pending-summary" role="status" data-refresh="2" {
+                    "Deciding what the next Synchronize would change for " (users) " users and " (groups) " groups with changes…"
+                }
+                p { "A large change (a new mapping, a first import) takes a few seconds to preview. " a href=(here) { "Refresh" } }
+            }
+        }
+    }
+}
+
 /// The preview's counts and one page of its effects; `base` pages through
 /// the rest (`None`: a draft's preview, which is not kept to page through).
 pub fn preview_section(preview: &sync::Preview, base: Option<&str>) -> Markup {
@@ -275,9 +295,7 @@ pub async fn overview(
     caller: Caller,
     Query(paging): Query<Paging>,
 ) -> Result<Response, PageError> {
-    let tenant = caller.principal.tenant_id.clone();
-    let store = state.store.clone();
-    let preview = blocking(move || sync::preview(&store, &tenant, 0, 0)).await?;
+    let lookup = next_run(&state, &caller, 0, 0).await?;
     let tenant = caller.principal.tenant_id.clone();
     let (tokens, runs) = state.store.read(|connection| {
         let tokens = tenancy_projection::list_tokens(connection, Some(&tenant))?;
@@ -298,7 +316,7 @@ pub async fn overview(
     let activated = tokens.iter().any(|token| {
         token.scope == TokenScope::Scim && tenancy::token_status(token, now) == "active"
     });
-    let url = tenant_url(&state, &headers);
+    let url = format!("{}/scim/v2", state.config.origin(&headers));
     let held = runs.iter().find(|run| run.status == "held");
     let body = html! {
         (fixed_notice(paging.notice.as_deref()))
@@ -324,10 +342,12 @@ pub async fn overview(
         }
         section aria-labelledby="pending" class="card" {
             h2 id="pending" { "Pending" }
-            p class="big" id="pending-summary" { (preview.pending_users) " users, " (preview.pending_groups) " groups pending" }
-            (counts("pending changes", &preview.counts.to_value()))
-            @if let Some(reason) = &preview.safeguard {
-                (notice("warn", &format!("A run now would be held for approval: {reason}")))
+            (pending_summary(&lookup, "/admin/provisioning"))
+            @if let Lookup::Ready(preview) = &lookup {
+                (counts("pending changes", &preview.counts.to_value()))
+                @if let Some(reason) = &preview.safeguard {
+                    (notice("warn", &format!("A run now would be held for approval: {reason}")))
+                }
             }
             p { a href="/admin/provisioning/pending" { "Review the pending changes" } }
             (sync_button(&session))
@@ -366,13 +386,14 @@ pub async fn pending(
     Query(paging): Query<Paging>,
 ) -> Result<Response, PageError> {
     let offset = paging.offset.unwrap_or(0);
-    let tenant = caller.principal.tenant_id.clone();
-    let store = state.store.clone();
-    let preview = blocking(move || sync::preview(&store, &tenant, offset, PAGE)).await?;
+    let lookup = next_run(&state, &caller, offset, PAGE).await?;
+    let here = format!("/admin/provisioning/pending?offset={offset}");
     let body = html! {
-        p class="big" id="pending-summary" { (preview.pending_users) " users, " (preview.pending_groups) " groups pending" }
+        (pending_summary(&lookup, &here))
         (sync_button(&session))
-        (preview_section(&preview, Some("/admin/provisioning/pending")))
+        @if let Lookup::Ready(preview) = &lookup {
+            (preview_section(preview, Some("/admin/provisioning/pending")))
+        }
     };
     Ok(respond(
         StatusCode::OK,

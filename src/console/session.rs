@@ -90,14 +90,6 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Whether the browser reached us over TLS (directly behind a proxy that
 /// says so, or by the configured public URL), so cookies get `Secure`.
-fn over_tls(state: &AppState, headers: &HeaderMap) -> bool {
-    state.config.public_url.as_deref().is_some_and(|url| url.starts_with("https://"))
-        || headers
-            .get("x-forwarded-proto")
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
-}
-
 fn set_cookie(
     response: &mut Response,
     state: &AppState,
@@ -106,7 +98,7 @@ fn set_cookie(
     value: &str,
     max_age: u64,
 ) {
-    let secure = if over_tls(state, headers) { "; Secure" } else { "" };
+    let secure = if state.config.over_tls(headers) { "; Secure" } else { "" };
     let text = format!(
         "{name}={value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     );

@@ -68,20 +68,7 @@ impl FromRequestParts<AppState> for BaseUrl {
     type Rejection = ScimError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<BaseUrl, ScimError> {
-        if let Some(public_url) = &state.config.public_url {
-            return Ok(BaseUrl(format!("{}/scim/v2", public_url.trim_end_matches('/'))));
-        }
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("localhost");
-        let scheme =
-            match parts.headers.get("x-forwarded-proto").and_then(|value| value.to_str().ok()) {
-                Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
-                _ => "http",
-            };
-        Ok(BaseUrl(format!("{scheme}://{host}/scim/v2")))
+        Ok(BaseUrl(format!("{}/scim/v2", state.config.origin(&parts.headers))))
     }
 }
 

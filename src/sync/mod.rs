@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod config;
 pub mod plan;
+pub mod previews;
 pub mod scheduler;
 pub mod settings;
 
@@ -274,46 +275,63 @@ pub fn preview_with(
     if !pending.users.is_empty() {
         store.snapshot(|connection| rules.load_roles(connection, tenant))?;
     }
-    let now = events::time::format_millis(Timestamp::now());
     store.snapshot(|connection| {
-        let mut counts = Counts::default();
         let mut items = Vec::new();
-        let mut total = 0_u64;
-        let mut deprovisioning = 0_u64;
-        let mut keep = |effect: Effect, counts: &mut Counts| {
-            counts.add(&effect);
-            if total >= offset && (items.len() as u64) < limit {
+        let mut preview = decide_pending(connection, tenant, &rules, &pending, |index, effect| {
+            if index >= offset && (items.len() as u64) < limit {
                 items.push(effect);
             }
-            total += 1;
-        };
-        for user in &pending.users {
-            if let Some(effect) = plan::effect(connection, tenant, &rules, user)? {
-                if effect.action.is_deprovisioning() {
-                    deprovisioning += 1;
-                }
-                keep(effect, &mut counts);
+        })?;
+        preview.offset = offset;
+        preview.items = items;
+        Ok(preview)
+    })
+}
+
+/// Decides every pending user (then the purges due now) in order, hands
+/// each effect to `each` with its index, and returns the preview's counts
+/// and summary (no items: `each` keeps what it needs). `rules` must have
+/// its roles loaded.
+pub(crate) fn decide_pending(
+    connection: &Connection,
+    tenant: &str,
+    rules: &Rules,
+    pending: &PendingSet,
+    mut each: impl FnMut(u64, Effect),
+) -> Result<Preview, Error> {
+    let now = events::time::format_millis(Timestamp::now());
+    let mut counts = Counts::default();
+    let mut total = 0_u64;
+    let mut deprovisioning = 0_u64;
+    let mut keep = |effect: Effect, counts: &mut Counts| {
+        counts.add(&effect);
+        each(total, effect);
+        total += 1;
+    };
+    for user in &pending.users {
+        if let Some(effect) = plan::effect(connection, tenant, rules, user)? {
+            if effect.action.is_deprovisioning() {
+                deprovisioning += 1;
             }
-        }
-        for effect in plan::purges(connection, tenant, &now)? {
             keep(effect, &mut counts);
         }
-        let active = members::status_counts(connection, tenant)?
-            .get(MemberStatus::Active.as_str())
-            .copied()
-            .unwrap_or(0);
-        Ok(Preview {
-            // Every effect but a purge is one current user's.
-            pending_users: total - counts.purge,
-            pending_groups: pending.groups.len() as u64,
-            safeguard: safeguard_reason(&rules, active, deprovisioning),
-            counts,
-            total,
-            offset,
-            items,
-            checkpoint: pending.checkpoint,
-            head: pending.head,
-        })
+    }
+    for effect in plan::purges(connection, tenant, &now)? {
+        keep(effect, &mut counts);
+    }
+    let active =
+        members::status_counts(connection, tenant)?.get(MemberStatus::Active.as_str()).copied();
+    Ok(Preview {
+        // Every effect but a purge is one current user's.
+        pending_users: total - counts.purge,
+        pending_groups: pending.groups.len() as u64,
+        safeguard: safeguard_reason(rules, active.unwrap_or(0), deprovisioning),
+        counts,
+        total,
+        offset: 0,
+        items: Vec::new(),
+        checkpoint: pending.checkpoint,
+        head: pending.head,
     })
 }
 

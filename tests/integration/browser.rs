@@ -1,8 +1,10 @@
 //! The console end to end in real headless Chromium (Debian's `chromium`
 //! and `chromium-driver`; `scripts/test` installs them): sign in, see the
 //! pending count after a SCIM push, Synchronize, see the members, change
-//! the mapping and preview it, approve a held run, sign out. A screenshot
-//! of each step goes to target/console-screenshots/.
+//! the mapping and preview it, approve a held run, sign out; and, on a
+//! phone-sized window too, that every page names its controls for a screen
+//! reader and never scrolls sideways. A screenshot of each step goes to
+//! target/console-screenshots/.
 //!
 //! The driver is spoken to over the W3C WebDriver protocol with the
 //! reqwest client the other tests use: the handful of commands below is
@@ -188,6 +190,50 @@ impl Browser {
         std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
     }
 
+    async fn execute(&self, script: &str) -> Value {
+        self.command(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+
+    async fn resize(&self, width: u32, height: u32) {
+        self.command(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await;
+    }
+
+    /// Checks what a reader of the page needs whatever their screen: every
+    /// form control has a name a screen reader says (a label, or
+    /// aria-label), there is one h1, and the page never scrolls sideways
+    /// (wide tables scroll inside their own box). Then a screenshot.
+    async fn check_page(&self, shot: &str) {
+        self.screenshot(shot).await;
+        let unnamed = self
+            .execute(
+                "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]\
+                   .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') \
+                     && !(e.tagName === 'BUTTON' && e.textContent.trim()))\
+                   .map((e) => e.outerHTML);",
+            )
+            .await;
+        assert_eq!(unnamed, json!([]), "controls without a name on {}", self.url().await);
+        let headings = self.execute("return document.querySelectorAll('h1').length;").await;
+        assert_eq!(headings, json!(1), "one h1 on {}", self.url().await);
+        let sideways =
+            self.execute("return [document.documentElement.scrollWidth, window.innerWidth];").await;
+        assert!(
+            sideways[0].as_u64() <= sideways[1].as_u64(),
+            "{} scrolls sideways: {sideways}",
+            self.url().await
+        );
+    }
+
     async fn quit(self) {
         self.command(reqwest::Method::DELETE, "", None).await;
     }
@@ -222,7 +268,7 @@ async fn an_admin_signs_in_synchronizes_maps_approves_and_signs_out() {
     assert_eq!(scim.post("/Groups", group).await.status, 201);
     browser.go(&server.url("/admin/provisioning")).await;
     browser.wait_text("#pending-summary", "3 users, 1 groups pending").await;
-    browser.screenshot("02-pending").await;
+    browser.check_page("02-pending").await;
 
     // Synchronize: the run's page, then the members.
     browser.click("form[action='/admin/provisioning/sync'] button").await;
@@ -231,7 +277,26 @@ async fn an_admin_signs_in_synchronizes_maps_approves_and_signs_out() {
     browser.go(&server.url("/admin/members")).await;
     let members = browser.wait_text("#members", "ada@example.com").await;
     assert!(members.contains("bob@example.com") && members.contains("cy@example.com"), "{members}");
-    browser.screenshot("04-members").await;
+    browser.check_page("04-members").await;
+
+    // On a phone: the same pages, readable without sideways scrolling.
+    browser.resize(390, 844).await;
+    for (path, shot) in [
+        ("/admin/provisioning", "04a-phone-provisioning"),
+        ("/admin/provisioning/pending", "04b-phone-pending"),
+        ("/admin/members", "04c-phone-members"),
+        ("/admin/mapping", "04d-phone-mapping"),
+    ] {
+        browser.go(&server.url(path)).await;
+        browser.find("h1").await;
+        browser.check_page(shot).await;
+    }
+    browser.resize(1280, 1100).await;
+    for path in ["/admin/bindings", "/admin/provisioning/log", "/admin/audit"] {
+        browser.go(&server.url(path)).await;
+        browser.find("h1").await;
+        browser.check_page(&format!("04e-{}", path.rsplit('/').next().unwrap())).await;
+    }
 
     // Map nickName to a new property: the preview shows the updates, then save.
     browser.go(&server.url("/admin/mapping")).await;

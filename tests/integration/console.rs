@@ -311,3 +311,68 @@ async fn a_sign_in_link_works_once() {
     assert_eq!(page.status, 410);
     assert!(!again.has_session());
 }
+
+/// A pending set too large to decide within the request is decided in the
+/// background: the page says so and refreshes itself, then shows the
+/// preview from memory; a change the IdP pushes meanwhile is decided again.
+#[tokio::test]
+async fn a_large_preview_is_decided_in_the_background_and_kept() {
+    let config = ServerConfig { preview_inline_users: 3, ..ServerConfig::default() };
+    let server = TestServer::start_with(config).await;
+    let scim = Scim::new(&server, "acme").await;
+    let (_, admin) = server.token("acme", TokenScope::Admin).await;
+    let mut visitor = Visitor::new(&server);
+    assert_eq!(visitor.sign_in(&admin).await.status, 303);
+    for index in 0..5 {
+        scim.create_user(&format!("u{index}@example.com")).await;
+    }
+
+    let first = visitor.get("/admin/provisioning/pending").await;
+    assert_eq!(first.status, 200);
+    assert!(
+        first.html.contains("Deciding what the next Synchronize would change for 5 users"),
+        "{}",
+        first.html
+    );
+    assert!(first.html.contains("data-refresh=\"2\""));
+    let decided =
+        until(&mut visitor, "/admin/provisioning/pending", "5 users, 0 groups pending").await;
+    for index in 0..5 {
+        assert!(decided.contains(&format!("u{index}@example.com")), "{decided}");
+    }
+    let overview = visitor.get("/admin/provisioning").await;
+    assert!(overview.html.contains("5 users, 0 groups pending"), "the overview reads it too");
+
+    // The IdP pushes one more: the kept preview no longer holds.
+    scim.create_user("u5@example.com").await;
+    let moved = visitor.get("/admin/provisioning/pending").await;
+    assert!(moved.html.contains("for 6 users"), "{}", moved.html);
+    let decided =
+        until(&mut visitor, "/admin/provisioning/pending", "6 users, 0 groups pending").await;
+    assert!(decided.contains("u5@example.com"));
+
+    // After a Synchronize nothing is pending, decided within the request.
+    let page = visitor.get("/admin/provisioning").await;
+    let synced = visitor.post("/admin/provisioning/sync", &[("csrf", &page.csrf())]).await;
+    assert_eq!(synced.status, 303, "{}", synced.html);
+    let after = visitor.get("/admin/provisioning/pending").await;
+    assert!(after.html.contains("0 users, 0 groups pending"), "{}", after.html);
+}
+
+/// Fetches `path` until its page contains `wanted` (ten seconds at most).
+async fn until(visitor: &mut Visitor<'_>, path: &str, wanted: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let page = visitor.get(path).await;
+        assert_eq!(page.status, 200);
+        if page.html.contains(wanted) {
+            return page.html;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{path} never said {wanted:?}: {}",
+            page.html
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

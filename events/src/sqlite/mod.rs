@@ -395,6 +395,10 @@ impl EventLog for SqliteLog {
         read::head(self)
     }
 
+    fn tenant_head(&self, tenant: &str) -> Result<Position, LogError> {
+        read::tenant_head(self, tenant)
+    }
+
     fn verify(&self, scope: VerifyScope) -> Result<VerifyReport, LogError> {
         read::verify(self, scope)
     }

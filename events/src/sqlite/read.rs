@@ -87,6 +87,17 @@ pub(super) fn head(log: &SqliteLog) -> Result<Position, LogError> {
     Ok(Position::try_from(head).unwrap_or(0))
 }
 
+/// The position of the tenant's last event: the end of its
+/// `events_by_tenant` range, one index probe.
+pub(super) fn tenant_head(log: &SqliteLog, tenant: &str) -> Result<Position, LogError> {
+    let connection = log.reader()?;
+    let head: i64 = connection
+        .prepare_cached("SELECT COALESCE(MAX(position), 0) FROM events WHERE tenant = ?1")
+        .and_then(|mut statement| statement.query_row([tenant], |row| row.get(0)))
+        .map_err(|error| LogError::storage("reading a tenant's head position", error))?;
+    Ok(Position::try_from(head).unwrap_or(0))
+}
+
 /// The first position recorded at or after `instant` (stored format,
 /// `time::format_millis`), or head + 1 when none is. The writer never
 /// records an event earlier than the one before it, so `recorded_at` rises

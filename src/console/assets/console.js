@@ -3,7 +3,11 @@
 // - form[data-confirm]: asks before submitting.
 // - form[data-busy]: disables its buttons and says what is happening while
 //   the request runs (a Synchronize can take a while on a large tenant).
+// - [data-refresh=SECONDS]: reloads the page after that long (a preview
+//   being decided in the background).
 "use strict";
+const refresh = document.querySelector("[data-refresh]");
+if (refresh) setTimeout(() => window.location.reload(), Number(refresh.dataset.refresh) * 1000);
 document.addEventListener("click", async (event) => {
   const button = event.target.closest("[data-copy]");
   if (!button) return;
