@@ -65,9 +65,12 @@ pub struct ServerConfig {
     /// How long a console session lasts after sign-in (never longer than
     /// its token).
     pub console_session_lifetime: Duration,
-    /// Pending sets up to this many users are previewed within the
-    /// console's request; larger ones in the background (`sync::previews`).
-    pub preview_inline_users: usize,
+    /// How long a console page waits for the next run's preview to be
+    /// decided before it says it is being decided (`sync::previews`).
+    pub preview_wait: Duration,
+    /// How long the console's Synchronize button waits for the run before
+    /// it shows the run's page, which follows the run's progress.
+    pub console_sync_wait: Duration,
 }
 
 impl Default for ServerConfig {
@@ -84,7 +87,8 @@ impl Default for ServerConfig {
             as_of_snapshot_every: crate::audit::snapshots::DEFAULT_EVERY,
             request_log_rows_max: crate::requests::KEEP_ROWS_DEFAULT,
             console_session_lifetime: Duration::from_secs(8 * 3600),
-            preview_inline_users: crate::sync::previews::INLINE_USERS,
+            preview_wait: crate::sync::previews::WAIT,
+            console_sync_wait: Duration::from_secs(2),
         }
     }
 }
@@ -133,7 +137,7 @@ impl AppState {
         let requests = Arc::new(crate::requests::RequestLog::new(config.request_log_rows_max));
         AppState {
             store,
-            previews: Arc::new(crate::sync::previews::Previews::new(config.preview_inline_users)),
+            previews: Arc::new(crate::sync::previews::Previews::new(config.preview_wait)),
             config: Arc::new(config),
             token_touches: Arc::default(),
             requests,

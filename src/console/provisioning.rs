@@ -228,7 +228,11 @@ fn pending_summary(lookup: &Lookup, here: &str) -> Markup {
             }
             Lookup::Deciding { users, groups } => {
                 p class="big" id="pending-summary" role="status" data-refresh="2" {
-                    "Deciding what the next Synchronize would change for " (users) " users and " (groups) " groups with changes…"
+                    "Deciding what the next Synchronize would change"
+                    @if let (Some(users), Some(groups)) = (users, groups) {
+                        " for " (users) " users and " (groups) " groups with changes"
+                    }
+                    "…"
                 }
                 p { "A large change (a new mapping, a first import) takes a few seconds to preview. " a href=(here) { "Refresh" } }
             }
@@ -401,6 +405,9 @@ pub async fn pending(
     ))
 }
 
+/// Starts a run and shows its page: the finished run when it ends within
+/// `console_sync_wait`, else the run in progress (its page follows the
+/// batches as they are applied). The run goes on if the browser leaves.
 pub async fn synchronize(
     State(state): State<AppState>,
     caller: Caller,
@@ -409,11 +416,32 @@ pub async fn synchronize(
     let tenant = caller.principal.tenant_id.clone();
     let store = state.store.clone();
     let context = caller.context;
-    let run = blocking(move || {
+    let mut run = tokio::task::spawn_blocking(move || {
         sync::run(&store, &tenant, Trigger::Manual, context, RunOptions::default())
-    })
-    .await?;
-    Ok(see_other(&format!("/admin/provisioning/syncs/{}", run.run_id)))
+    });
+    let finished = |joined: Result<Result<SyncRunRow, Error>, tokio::task::JoinError>| {
+        let run = joined
+            .map_err(|error| Error::Internal(format!("the run's task failed: {error}")))??;
+        Ok::<_, PageError>(see_other(&format!("/admin/provisioning/syncs/{}", run.run_id)))
+    };
+    tokio::select! {
+        joined = &mut run => return finished(joined),
+        () = tokio::time::sleep(state.config.console_sync_wait) => {}
+    }
+    // Past the wait: show the run as soon as it has started (it may still
+    // be reading what is pending), or its end if that comes first.
+    let tenant = caller.principal.tenant_id.clone();
+    loop {
+        let running =
+            state.store.read(|connection| Ok(members::unfinished_run(connection, &tenant)?))?;
+        if let Some(running) = running {
+            return Ok(see_other(&format!("/admin/provisioning/syncs/{}", running.run_id)));
+        }
+        tokio::select! {
+            joined = &mut run => return finished(joined),
+            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+        }
+    }
 }
 
 pub async fn runs(
@@ -445,7 +473,12 @@ pub async fn one_run(
     let run = run.ok_or_else(|| Error::not_found(format!("Synchronize run {run_id}")))?;
     let body = html! {
         dl class="facts" {
-            div { dt { "Status" } dd { span id="run-status" class={ "badge " (run.status) } { (run.status) } } }
+            div { dt { "Status" } dd {
+                span id="run-status" class={ "badge " (run.status) } { (run.status) }
+                @if run.status == "running" {
+                    " " span role="status" data-refresh="2" { "Applying in batches; this page follows the run. " a href={ "/admin/provisioning/syncs/" (run.run_id) } { "Refresh" } }
+                }
+            } }
             div { dt { "Trigger" } dd { (run.trigger) } }
             div { dt { "By" } dd { (actor_text(&run.actor)) } }
             div { dt { "Started" } dd { (when(&run.started_at)) } }

@@ -312,12 +312,13 @@ async fn a_sign_in_link_works_once() {
     assert!(!again.has_session());
 }
 
-/// A pending set too large to decide within the request is decided in the
-/// background: the page says so and refreshes itself, then shows the
-/// preview from memory; a change the IdP pushes meanwhile is decided again.
+/// A preview not decided within the request's wait (none here) is decided
+/// in the background: the page says so and refreshes itself, then shows
+/// the preview from memory; a change the IdP pushes meanwhile is decided
+/// again.
 #[tokio::test]
 async fn a_large_preview_is_decided_in_the_background_and_kept() {
-    let config = ServerConfig { preview_inline_users: 3, ..ServerConfig::default() };
+    let config = ServerConfig { preview_wait: Duration::ZERO, ..ServerConfig::default() };
     let server = TestServer::start_with(config).await;
     let scim = Scim::new(&server, "acme").await;
     let (_, admin) = server.token("acme", TokenScope::Admin).await;
@@ -330,7 +331,7 @@ async fn a_large_preview_is_decided_in_the_background_and_kept() {
     let first = visitor.get("/admin/provisioning/pending").await;
     assert_eq!(first.status, 200);
     assert!(
-        first.html.contains("Deciding what the next Synchronize would change for 5 users"),
+        first.html.contains("Deciding what the next Synchronize would change"),
         "{}",
         first.html
     );
@@ -346,7 +347,7 @@ async fn a_large_preview_is_decided_in_the_background_and_kept() {
     // The IdP pushes one more: the kept preview no longer holds.
     scim.create_user("u5@example.com").await;
     let moved = visitor.get("/admin/provisioning/pending").await;
-    assert!(moved.html.contains("for 6 users"), "{}", moved.html);
+    assert!(moved.html.contains("Deciding what the next Synchronize"), "{}", moved.html);
     let decided =
         until(&mut visitor, "/admin/provisioning/pending", "6 users, 0 groups pending").await;
     assert!(decided.contains("u5@example.com"));
@@ -355,8 +356,7 @@ async fn a_large_preview_is_decided_in_the_background_and_kept() {
     let page = visitor.get("/admin/provisioning").await;
     let synced = visitor.post("/admin/provisioning/sync", &[("csrf", &page.csrf())]).await;
     assert_eq!(synced.status, 303, "{}", synced.html);
-    let after = visitor.get("/admin/provisioning/pending").await;
-    assert!(after.html.contains("0 users, 0 groups pending"), "{}", after.html);
+    until(&mut visitor, "/admin/provisioning/pending", "0 users, 0 groups pending").await;
 }
 
 /// Fetches `path` until its page contains `wanted` (ten seconds at most).
@@ -375,4 +375,45 @@ async fn until(visitor: &mut Visitor<'_>, path: &str, wanted: &str) -> String {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The Synchronize button does not hold the browser for a long run: past
+/// `console_sync_wait` it shows the run's page, which follows the run
+/// (refreshing itself while it is running) until it completes with its
+/// counts.
+#[tokio::test]
+async fn synchronize_shows_the_run_while_it_goes_on() {
+    let config = ServerConfig { console_sync_wait: Duration::ZERO, ..ServerConfig::default() };
+    let server = TestServer::start_with(config).await;
+    let scim = Scim::new(&server, "acme").await;
+    let (_, admin) = server.token("acme", TokenScope::Admin).await;
+    let mut visitor = Visitor::new(&server);
+    assert_eq!(visitor.sign_in(&admin).await.status, 303);
+    crate::synchronize::bulk_users(&scim, 0, 1500).await;
+
+    let page = visitor.get("/admin/provisioning").await;
+    let started = visitor.post("/admin/provisioning/sync", &[("csrf", &page.csrf())]).await;
+    assert_eq!(started.status, 303, "{}", started.html);
+    let run_page = started.location.unwrap();
+    assert!(run_page.starts_with("/admin/provisioning/syncs/"), "{run_page}");
+    let clock = std::time::Instant::now();
+    // The run's page answers as soon as the run has started: 1,500 joins in
+    // three batches take far longer than that.
+    let mut seen_running = false;
+    loop {
+        let page = visitor.get(&run_page).await;
+        assert_eq!(page.status, 200);
+        let running = page.html.contains("id=\"run-status\" class=\"badge running\"");
+        assert_eq!(running, page.html.contains("data-refresh"), "{}", page.html);
+        if page.html.contains("class=\"badge completed\"") {
+            assert!(page.html.contains("1500"), "the counts: {}", page.html);
+            break;
+        }
+        assert!(running, "{}", page.html);
+        seen_running = true;
+        assert!(clock.elapsed() < Duration::from_secs(60), "the run never completed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen_running, "the page showed the run only once it had ended");
+    assert_eq!(runs(&server).await, 1);
 }

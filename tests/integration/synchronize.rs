@@ -510,7 +510,7 @@ async fn scim_and_admin_tokens_stay_on_their_own_side() {
 }
 
 /// Creates users `first..first + count` with Bulk, 1,000 per request.
-async fn bulk_users(scim: &Scim<'_>, first: usize, count: usize) {
+pub(crate) async fn bulk_users(scim: &Scim<'_>, first: usize, count: usize) {
     let mut index = first;
     while index < first + count {
         let end = (index + 1000).min(first + count);
