@@ -134,11 +134,12 @@ impl Previews {
                 }
                 return Ok((ready, None, false));
             }
+            // One decision per tenant at a time: while an IdP keeps writing
+            // and the page keeps refreshing, a decision of an older state
+            // finishes first, and the next visit starts one of the new.
             match slot.deciding {
-                Some(deciding) if deciding.tenant_head >= tenant_head => {
-                    Ok((None, Some(deciding), false))
-                }
-                _ => {
+                Some(deciding) => Ok((None, Some(deciding), false)),
+                None => {
                     slot.deciding = Some(Deciding { tenant_head, users: None, groups: None });
                     Ok((None, None, true))
                 }
