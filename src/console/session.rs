@@ -88,8 +88,9 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
-/// Whether the browser reached us over TLS (directly behind a proxy that
-/// says so, or by the configured public URL), so cookies get `Secure`.
+/// Sets a console cookie: HttpOnly, SameSite=Strict, for `/admin` only,
+/// and `Secure` when the browser reaches us over TLS
+/// (`ServerConfig::over_tls`).
 fn set_cookie(
     response: &mut Response,
     state: &AppState,
