@@ -62,7 +62,7 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
         Ok(token) => token,
         Err(error) => return gate.surface.respond(error),
     };
-    let token = match admit(token, gate.allowed, jiff::Timestamp::now()) {
+    let token = match admit(token, gate.allowed, gate.state.store.now()) {
         Ok(token) => token,
         Err(refusal) => {
             tracing::info!(reason = refusal.reason(), "bearer token refused");
@@ -160,7 +160,7 @@ fn note_use(state: &AppState, token: &TokenRecord) {
         touches.insert(token.token_id.clone(), now);
     }
     let token_id = token.token_id.clone();
-    let at = events::time::now_millis();
+    let at = state.store.log().now_millis();
     // Fire and forget: losing a "last used" stamp to a shutdown is harmless.
     drop(
         state

@@ -782,7 +782,9 @@ fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<ExitCod
                 Ok(tenancy_projection::list_tokens(connection, tenant_id.as_deref())?)
             })?;
             if json {
-                let items: Vec<_> = tokens.iter().map(crate::admin::token_view).collect();
+                let now = jiff::Timestamp::now();
+                let items: Vec<_> =
+                    tokens.iter().map(|token| crate::admin::token_view(token, now)).collect();
                 println!("{}", serde_json::Value::from(items));
             } else {
                 let now = jiff::Timestamp::now();
@@ -791,7 +793,7 @@ fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<ExitCod
                         t.token_id.clone(),
                         t.tenant_name.clone(),
                         t.scope.as_str().to_owned(),
-                        tenancy::token_status(t, now).to_owned(),
+                        tenancy::token_status(t, now).as_str().to_owned(),
                         t.created_at.clone(),
                         t.last_used_at.clone().unwrap_or_else(|| "never".to_owned()),
                         t.expires_at.clone().unwrap_or_else(|| "never".to_owned()),

@@ -66,7 +66,8 @@ pub struct ServerConfig {
     /// its token).
     pub console_session_lifetime: Duration,
     /// How long a console page waits for the next run's preview to be
-    /// decided before it says it is being decided (`sync::previews`).
+    /// decided before it says it is being decided (`sync::previews`); zero
+    /// never waits.
     pub preview_wait: Duration,
     /// How long the console's Synchronize button waits for the run before
     /// it shows the run's page, which follows the run's progress.

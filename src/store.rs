@@ -55,6 +55,12 @@ impl Store {
         &self.log
     }
 
+    /// Now, by the log's clock (`LogOptions::clock`): every expiry and
+    /// lifetime is decided against it.
+    pub fn now(&self) -> jiff::Timestamp {
+        self.log.now()
+    }
+
     /// Runs a read against the projections on a pooled read connection.
     /// Synchronous: call it from a blocking context or for quick indexed
     /// lookups only.

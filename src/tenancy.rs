@@ -146,25 +146,25 @@ pub fn issue_token(
     request: TokenRequest,
     context: CommandContext,
 ) -> Pending<(TokenRecord, Secret), Error> {
-    let prepared = (|| {
-        if let Some(label) = &request.label
-            && (label.chars().count() > TOKEN_LABEL_LENGTH_MAX
-                || label.chars().any(char::is_control))
-        {
-            return Err(Error::invalid(format!(
-                "a token label is at most {TOKEN_LABEL_LENGTH_MAX} printable characters"
-            )));
-        }
-        let expires_at = match request.lifetime {
-            None => None,
-            Some(lifetime) => Some(
-                Timestamp::now()
-                    .checked_add(lifetime)
-                    .map_err(|error| Error::invalid(format!("lifetime out of range: {error}")))?,
-            ),
-        };
-        Ok((new_secret()?, expires_at.map(events::time::format_millis)))
-    })();
+    let prepared =
+        (|| {
+            if let Some(label) = &request.label
+                && (label.chars().count() > TOKEN_LABEL_LENGTH_MAX
+                    || label.chars().any(char::is_control))
+            {
+                return Err(Error::invalid(format!(
+                    "a token label is at most {TOKEN_LABEL_LENGTH_MAX} printable characters"
+                )));
+            }
+            let expires_at =
+                match request.lifetime {
+                    None => None,
+                    Some(lifetime) => Some(store.now().checked_add(lifetime).map_err(|error| {
+                        Error::invalid(format!("lifetime out of range: {error}"))
+                    })?),
+                };
+            Ok((new_secret()?, expires_at.map(events::time::format_millis)))
+        })();
     let (secret, expires_at) = match prepared {
         Ok(prepared) => prepared,
         Err(error) => return Pending::ready(Err(events::ExecuteError::Command(error))),
@@ -253,13 +253,14 @@ pub fn revoke_client(
     context: CommandContext,
 ) -> Pending<Revoked, Error> {
     let client_id = client_id.to_owned();
+    let clock = store.log().clock();
     store.command(move |tx| {
         let client = tenancy::client_by_id(tx.connection(), &client_id)?
             .ok_or_else(|| Error::not_found(format!("client {client_id}")))?;
         if client.revoked_at.is_some() {
             return Ok(Revoked::Already);
         }
-        let now = events::time::now_millis();
+        let now = events::time::format_millis(clock());
         for token in tenancy::live_tokens_of_client(tx.connection(), &client_id, &now)? {
             record_revocation(tx, &token, &context)?;
         }
@@ -322,7 +323,7 @@ pub fn grant_client_credentials(
         Ok(secret) => secret,
         Err(error) => return Pending::ready(Err(events::ExecuteError::Command(error))),
     };
-    let expires_at = match Timestamp::now().checked_add(lifetime) {
+    let expires_at = match store.now().checked_add(lifetime) {
         Ok(instant) => events::time::format_millis(instant),
         Err(error) => {
             return Pending::ready(Err(events::ExecuteError::Command(Error::Internal(
@@ -409,15 +410,35 @@ impl TenantRef {
     }
 }
 
-/// A token's state at `now`, in one word: `active`, `revoked` or `expired`.
-pub fn token_status(token: &TokenRecord, now: Timestamp) -> &'static str {
+/// A token's state at an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStatus {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl TokenStatus {
+    /// The word the API, the CLI and the console show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenStatus::Active => "active",
+            TokenStatus::Revoked => "revoked",
+            TokenStatus::Expired => "expired",
+        }
+    }
+}
+
+/// A token's state at `now`. An expiry that does not parse counts as past:
+/// a token whose lifetime cannot be read is not admitted.
+pub fn token_status(token: &TokenRecord, now: Timestamp) -> TokenStatus {
     if token.revoked_at.is_some() {
-        return "revoked";
+        return TokenStatus::Revoked;
     }
     let expired = token.expires_at.as_deref().is_some_and(|expires_at| {
         expires_at.parse::<Timestamp>().map_or(true, |expires_at| expires_at <= now)
     });
-    if expired { "expired" } else { "active" }
+    if expired { TokenStatus::Expired } else { TokenStatus::Active }
 }
 
 /// Why a presented token does not open a route.
@@ -451,7 +472,7 @@ pub fn admit(
     if token.revoked_at.is_some() {
         return Err(Refusal::Revoked);
     }
-    if token_status(&token, now) == "expired" {
+    if token_status(&token, now) == TokenStatus::Expired {
         return Err(Refusal::Expired);
     }
     if !allowed.contains(&token.scope) {

@@ -58,13 +58,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 }
 
 /// A token as the API shows it: never the secret.
-pub fn token_view(token: &TokenRecord) -> serde_json::Value {
+pub fn token_view(token: &TokenRecord, now: jiff::Timestamp) -> serde_json::Value {
     serde_json::json!({
         "token_id": token.token_id,
         "tenant": token.tenant_name,
         "scope": token.scope.as_str(),
         "label": token.label,
-        "status": tenancy::token_status(token, jiff::Timestamp::now()),
+        "status": tenancy::token_status(token, now).as_str(),
         "created_at": token.created_at,
         "expires_at": token.expires_at,
         "revoked_at": token.revoked_at,
@@ -91,7 +91,8 @@ async fn list_tokens(State(state): State<AppState>, caller: Caller) -> Result<Re
     let tokens = state.store.read(|connection| {
         Ok(tenancy_projection::list_tokens(connection, Some(&caller.principal.tenant_id))?)
     })?;
-    let items: Vec<_> = tokens.iter().map(token_view).collect();
+    let now = state.store.now();
+    let items: Vec<_> = tokens.iter().map(|token| token_view(token, now)).collect();
     Ok(Json(serde_json::json!({ "total": items.len(), "tokens": items })).into_response())
 }
 
@@ -124,7 +125,7 @@ async fn issue_token(
     )
     .await
     .map_err(Error::from)?;
-    let mut body = token_view(&token);
+    let mut body = token_view(&token, state.store.now());
     if let Some(fields) = body.as_object_mut() {
         // Shown once: only this response ever carries the secret.
         fields.insert("secret".to_owned(), serde_json::Value::from(secret.expose()));

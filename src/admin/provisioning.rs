@@ -176,20 +176,18 @@ async fn reject(
 fn get_setting(state: &AppState, caller: &Caller, setting: Setting) -> Result<Response, ApiError> {
     let mut value = settings::current(&state.store, &caller.principal.tenant_id, setting)?;
     if setting == Setting::Sync {
-        next_run_into(&mut value);
+        next_run_into(&mut value, state.store.now());
     }
     Ok(Json(value).into_response())
 }
 
 /// Adds `next_run_at` to a settings view, so the admin sees the schedule
 /// in UTC as well as local time.
-fn next_run_into(value: &mut Value) {
+fn next_run_into(value: &mut Value, now: jiff::Timestamp) {
     let next = serde_json::from_value::<crate::sync::config::SyncSettings>(value.clone())
         .ok()
         .and_then(|settings| settings.schedule)
-        .and_then(|schedule| {
-            crate::sync::scheduler::next_fire(&schedule, jiff::Timestamp::now()).ok()
-        })
+        .and_then(|schedule| crate::sync::scheduler::next_fire(&schedule, now).ok())
         .map(events::time::format_millis);
     if let Some(fields) = value.as_object_mut() {
         fields.insert("next_run_at".to_owned(), json!(next));
@@ -209,7 +207,7 @@ async fn put_setting(
         .map_err(Error::from)?;
     let mut value = settings::current(&state.store, &tenant, setting)?;
     if setting == Setting::Sync {
-        next_run_into(&mut value);
+        next_run_into(&mut value, state.store.now());
     }
     // Whether an event was recorded: an identical PUT records nothing.
     let changed = if changed { "true" } else { "false" };

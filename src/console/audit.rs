@@ -156,7 +156,7 @@ pub async fn verify(
     let store = state.store.clone();
     let tenant = caller.principal.tenant_id.clone();
     let row = blocking(move || {
-        let at = events::time::format_millis(jiff::Timestamp::now());
+        let at = store.log().now_millis();
         let report = store.log().verify(events::VerifyScope::Tenant(tenant.clone()))?;
         let row = match &report.failure {
             Some(failure) => VerifyRow {

@@ -29,7 +29,7 @@ use crate::sync::config::SyncSettings;
 use crate::sync::previews::Lookup;
 use crate::sync::settings::{self, Setting};
 use crate::sync::{self, RunOptions, Trigger};
-use crate::tenancy::{self, Revoked, TenantRef, TokenRequest};
+use crate::tenancy::{self, Revoked, TenantRef, TokenRequest, TokenStatus};
 
 pub const PAGE: u64 = 50;
 
@@ -41,9 +41,8 @@ pub struct Paging {
     pub notice: Option<String>,
 }
 
-/// The Tenant URL an identity provider is given.
-fn token_rows(tokens: &[TokenRecord], session: &Session) -> Markup {
-    let now = jiff::Timestamp::now();
+/// The tenant's tokens, each with its state at `now`.
+fn token_rows(tokens: &[TokenRecord], session: &Session, now: jiff::Timestamp) -> Markup {
     html! {
         table {
             caption { "Tokens of this tenant" }
@@ -54,7 +53,7 @@ fn token_rows(tokens: &[TokenRecord], session: &Session) -> Markup {
             } }
             tbody {
                 @for token in tokens {
-                    @let status = tenancy::token_status(token, now);
+                    @let status = tenancy::token_status(token, now).as_str();
                     tr {
                         td { (token.label.as_deref().unwrap_or("(no label)")) br; code class="small" { (token.token_id) } }
                         td { (token.scope.as_str()) }
@@ -312,13 +311,11 @@ pub async fn overview(
     let next_run = settings
         .schedule
         .as_ref()
-        .and_then(|schedule| {
-            crate::sync::scheduler::next_fire(schedule, jiff::Timestamp::now()).ok()
-        })
+        .and_then(|schedule| crate::sync::scheduler::next_fire(schedule, state.store.now()).ok())
         .map(events::time::format_millis);
-    let now = jiff::Timestamp::now();
+    let now = state.store.now();
     let activated = tokens.iter().any(|token| {
-        token.scope == TokenScope::Scim && tenancy::token_status(token, now) == "active"
+        token.scope == TokenScope::Scim && tenancy::token_status(token, now) == TokenStatus::Active
     });
     let url = format!("{}/scim/v2", state.config.origin(&headers));
     let held = runs.iter().find(|run| run.status == "held");
@@ -373,7 +370,7 @@ pub async fn overview(
         }
         section aria-labelledby="tokens" {
             h2 id="tokens" { "Tokens" }
-            (token_rows(&tokens, &session))
+            (token_rows(&tokens, &session, now))
             (generate_form(&session))
         }
     };

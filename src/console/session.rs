@@ -121,7 +121,7 @@ fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Option<(Principal,
         return Ok(None);
     };
     let hash = secret_hash(secret);
-    let now = jiff::Timestamp::now();
+    let now = state.store.now();
     let found = state.store.read(|connection| {
         let Some(session) = console_state::session(connection, &hash)? else {
             return Ok(None);
@@ -391,8 +391,7 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: By
         Ok(token) => token,
         Err(error) => return PageError(error).into_response(),
     };
-    let token = match admit(token, &[TokenScope::Admin, TokenScope::Audit], jiff::Timestamp::now())
-    {
+    let token = match admit(token, &[TokenScope::Admin, TokenScope::Audit], state.store.now()) {
         Ok(token) => token,
         Err(Refusal::WrongScope) => {
             tracing::info!("console sign-in refused: a SCIM token");
@@ -418,7 +417,7 @@ async fn start(state: &AppState, headers: &HeaderMap, token: &TokenRecord, next:
         (Ok(secret), Ok(csrf)) => (secret, csrf),
         (Err(error), _) | (_, Err(error)) => return PageError(error).into_response(),
     };
-    let now = jiff::Timestamp::now();
+    let now = state.store.now();
     let lifetime = state.config.console_session_lifetime;
     let mut expires = now + jiff::SignedDuration::try_from(lifetime).unwrap_or_default();
     // A session never outlives its token.
@@ -491,7 +490,7 @@ pub async fn redeem_link(
         .command(move |tx| Ok(console_state::take_link(tx.connection(), &hash)?))
         .await
         .map_err(Error::from);
-    let now = jiff::Timestamp::now();
+    let now = state.store.now();
     let token = match taken {
         Ok(Some((_, token_id, expires_at)))
             if expires_at.parse::<jiff::Timestamp>().is_ok_and(|expires| expires > now) =>
@@ -569,8 +568,7 @@ pub fn issue_link(
         tenancy::issue_token(store, TenantRef::Name(tenant.to_owned()), request, context).wait()?;
     let code = tenancy::random_hex()?;
     let hash = secret_hash(&code);
-    let expires =
-        jiff::Timestamp::now() + jiff::SignedDuration::try_from(LINK_LIFETIME).unwrap_or_default();
+    let expires = store.now() + jiff::SignedDuration::try_from(LINK_LIFETIME).unwrap_or_default();
     let expires_at = events::time::format_millis(expires);
     let (tenant_id, token_id) = (token.tenant_id.clone(), token.token_id.clone());
     store

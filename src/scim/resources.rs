@@ -468,6 +468,11 @@ fn record_change(
     })
 }
 
+/// Group PATCHes this process has applied by id ([`patch_members`]), not
+/// through the whole member list: the two give the same answers by design,
+/// so this count is how an operator (or a test) sees which one ran.
+pub static GROUP_PATCHES_BY_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A Group PATCH that adds and removes members by id (see
 /// `patch::membership_patch`), applied one id at a time against the
 /// membership table: adding one member to a group of 100,000 read all
@@ -588,6 +593,7 @@ pub(super) fn update(
                 // not foresee, or the group adds itself: the whole-list
                 // path decides (nothing is written yet).
                 if !document.contains_key("members") && !plan.adds(&row.id) {
+                    GROUP_PATCHES_BY_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return patch_members(tx, tenant, row, document, &body, plan, context);
                 }
             }

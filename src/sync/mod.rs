@@ -277,11 +277,12 @@ pub fn preview_with(
     }
     store.snapshot(|connection| {
         let mut items = Vec::new();
-        let mut preview = decide_pending(connection, tenant, &rules, &pending, |index, effect| {
-            if index >= offset && (items.len() as u64) < limit {
-                items.push(effect);
-            }
-        })?;
+        let mut preview =
+            decide_pending(connection, tenant, &rules, &pending, store.now(), |index, effect| {
+                if index >= offset && (items.len() as u64) < limit {
+                    items.push(effect);
+                }
+            })?;
         preview.offset = offset;
         preview.items = items;
         Ok(preview)
@@ -297,9 +298,10 @@ pub(crate) fn decide_pending(
     tenant: &str,
     rules: &Rules,
     pending: &PendingSet,
+    now: Timestamp,
     mut each: impl FnMut(u64, Effect),
 ) -> Result<Preview, Error> {
-    let now = events::time::format_millis(Timestamp::now());
+    let now = events::time::format_millis(now);
     let mut counts = Counts::default();
     let mut total = 0_u64;
     let mut deprovisioning = 0_u64;
@@ -309,7 +311,7 @@ pub(crate) fn decide_pending(
         total += 1;
     };
     for user in &pending.users {
-        if let Some(effect) = plan::effect(connection, tenant, rules, user)? {
+        if let Some(effect) = plan::effect(connection, tenant, rules, user, &now)? {
             if effect.action.is_deprovisioning() {
                 deprovisioning += 1;
             }
@@ -507,10 +509,11 @@ pub fn run(
         let rules = Arc::clone(&rules);
         let tenant_id = tenant.to_owned();
         let context = context.clone();
+        let clock = store.log().clock();
         store
             .command(move |tx| {
                 // Leavers past their grace are purged as the run ends.
-                let now = Timestamp::now();
+                let now = clock();
                 let mut purged = Counts::default();
                 for effect in plan::purges(tx.connection(), &tenant_id, &format_now(now))? {
                     purged.add(&effect);
@@ -603,15 +606,18 @@ fn apply_all(
         let run_id = run_id.to_owned();
         let context = context.clone();
         let so_far = counts.clone();
+        let clock = store.log().clock();
         let exempt: HashSet<String> =
             batch.iter().filter(|user| exempt.contains(*user)).cloned().collect();
         *counts = store
             .command(move |tx| {
-                let now = Timestamp::now();
+                let now = clock();
+                let now_text = events::time::format_millis(now);
                 let mut counts = so_far;
                 let mut deferred = Vec::new();
                 for user in &batch {
-                    let Some(mut effect) = plan::effect(tx.connection(), &tenant_id, &rules, user)?
+                    let Some(mut effect) =
+                        plan::effect(tx.connection(), &tenant_id, &rules, user, &now_text)?
                     else {
                         continue;
                     };

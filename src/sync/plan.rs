@@ -219,11 +219,12 @@ impl From<&MemberRow> for MemberStub {
 }
 
 /// The user behind an effect, as the directory holds it.
-struct UserNow {
-    external_id: Option<String>,
-    user_name: String,
-    active: bool,
-    document: Map<String, Value>,
+#[derive(Debug, Clone)]
+pub struct UserNow {
+    pub external_id: Option<String>,
+    pub user_name: String,
+    pub active: bool,
+    pub document: Map<String, Value>,
 }
 
 fn user_now(
@@ -243,16 +244,40 @@ fn user_now(
     }))
 }
 
-/// The pending change of one user's member, `None` when there is none.
+/// The pending change of one user's member, `None` when there is none:
+/// reads what [`decide`] needs, and lets it decide. `now` (the events'
+/// format) says which leavers are still within their grace.
 pub fn effect(
     connection: &Connection,
     tenant: &str,
     rules: &Rules,
     user_id: &str,
+    now: &str,
 ) -> Result<Option<Effect>, Error> {
     let user = user_now(connection, tenant, user_id)?;
     let member = members::member_of_user(connection, tenant, user_id)?
         .filter(|member| matches!(member.status, MemberStatus::Active | MemberStatus::Disabled));
+    // Only an active user without a member may restore a leaver.
+    let left = match (&member, &user) {
+        (None, Some(UserNow { active: true, external_id: Some(external_id), .. })) => {
+            members::left_member_by_external_id(connection, tenant, external_id, now)?
+        }
+        _ => None,
+    };
+    Ok(decide(rules, user_id, user, member, left))
+}
+
+/// The decision itself, from state alone: `user` as the directory holds
+/// it (`None`: deleted), its `member` if active or disabled, and `left`, a
+/// leaver within its grace with the user's externalId (looked up only
+/// when there is no member and the user is active).
+pub fn decide(
+    rules: &Rules,
+    user_id: &str,
+    user: Option<UserNow>,
+    member: Option<MemberRow>,
+    left: Option<MemberRow>,
+) -> Option<Effect> {
     let base = |action: Action, member: Option<&MemberRow>, user_name: &str| Effect {
         user_id: user_id.to_owned(),
         member_id: member.map(|member| member.member_id.clone()),
@@ -265,25 +290,18 @@ pub fn effect(
     };
     let Some(user) = user else {
         // Deleted in the IdP: its member leaves (once).
-        return Ok(member.map(|member| base(Action::Leave, Some(&member), &member.user_name)));
+        return member.map(|member| base(Action::Leave, Some(&member), &member.user_name));
     };
     let properties = rules.properties(&user.document);
     let roles = rules.roles(user_id);
     let (member, restoring) = match member {
         Some(member) => (Some(member), false),
         None if user.active => {
-            let left = match &user.external_id {
-                Some(external_id) => {
-                    let now = events::time::format_millis(Timestamp::now());
-                    members::left_member_by_external_id(connection, tenant, external_id, &now)?
-                }
-                None => None,
-            };
             let restoring = left.is_some();
             (left, restoring)
         }
         // A user created inactive is not a member until it is activated.
-        None => return Ok(None),
+        None => return None,
     };
     let Some(member) = member else {
         let mut effect = base(Action::Join, None, &user.user_name);
@@ -298,7 +316,7 @@ pub fn effect(
                 effect.reason = Some(reason);
             }
         }
-        return Ok(Some(effect));
+        return Some(effect);
     };
     let lifecycle = if restoring {
         Some(Action::Restore)
@@ -322,7 +340,7 @@ pub fn effect(
             if lifecycle != Some(Action::Disable) {
                 effect.action = Action::Rejected;
             }
-            return Ok(Some(effect));
+            return Some(effect);
         }
     }
     if member.roles != roles {
@@ -339,7 +357,7 @@ pub fn effect(
         || !effect.changes.is_empty()
         || effect.roles.is_some()
         || effect.plan.renamed.is_some();
-    Ok(changed.then_some(effect))
+    changed.then_some(effect)
 }
 
 /// The property changes from `before` to `after` (absent is `null`).

@@ -153,8 +153,11 @@ impl Previews {
         if let Some(Deciding { users, groups, .. }) = deciding {
             return Ok(Lookup::Deciding { users, groups });
         }
-        // Just started: a small pending set is decided within the wait.
-        if decided.is_some_and(|done| done.recv_timeout(self.wait).is_ok()) {
+        // Just started: a small pending set is decided within the wait. A
+        // wait of zero never looks: the page says the preview is being
+        // decided, whatever the thread's speed.
+        if !self.wait.is_zero() && decided.is_some_and(|done| done.recv_timeout(self.wait).is_ok())
+        {
             let ready = self.slot(tenant, |slot| {
                 if let Some(error) = slot.failed.take() {
                     return Err(Error::Internal(format!("deciding the preview failed: {error}")));
@@ -248,7 +251,7 @@ fn decide(
     }
     let mut entries = Vec::new();
     let summary = store.snapshot(|connection| {
-        decide_pending(connection, tenant, &rules, pending, |_, effect| {
+        decide_pending(connection, tenant, &rules, pending, store.now(), |_, effect| {
             entries.push(match effect.action {
                 plan::Action::Purge => Entry::Purge(Box::new(effect)),
                 _ => Entry::User(effect.user_id),
@@ -262,12 +265,13 @@ impl Decided {
     fn page(&self, store: &Store, tenant: &str, offset: u64, limit: u64) -> Result<Preview, Error> {
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         let count = usize::try_from(limit).unwrap_or(usize::MAX);
+        let now = events::time::format_millis(store.now());
         let items = store.snapshot(|connection| {
             let mut items = Vec::new();
             for entry in self.entries.iter().skip(start).take(count) {
                 match entry {
                     Entry::User(user) => {
-                        items.extend(plan::effect(connection, tenant, &self.rules, user)?);
+                        items.extend(plan::effect(connection, tenant, &self.rules, user, &now)?);
                     }
                     Entry::Purge(effect) => items.push((**effect).clone()),
                 }

@@ -41,14 +41,29 @@ impl Drop for Browser {
     }
 }
 
+/// Whether the browser test can run here. Without Chromium it is skipped
+/// with a message, so `cargo test` works on a machine without it;
+/// `scripts/test` installs it and sets `ROLLCALL_REQUIRE_BROWSER`, so in CI a
+/// missing browser fails the test rather than skipping it.
+fn browser_available() -> bool {
+    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+        .into_iter()
+        .filter(|program| !std::path::Path::new(program).exists())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!(
+        "{} missing: run scripts/test, which installs Debian's chromium and chromium-driver",
+        missing.join(" and ")
+    );
+    assert!(std::env::var_os("ROLLCALL_REQUIRE_BROWSER").is_none(), "{message}");
+    eprintln!("SKIPPED the browser test: {message}");
+    false
+}
+
 impl Browser {
     async fn start() -> Browser {
-        for program in [CHROMIUM, CHROMEDRIVER] {
-            assert!(
-                std::path::Path::new(program).exists(),
-                "{program} is missing: run scripts/test (it installs Debian's chromium and chromium-driver)"
-            );
-        }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
@@ -244,6 +259,9 @@ async fn an_admin_signs_in_synchronizes_maps_approves_and_signs_out() {
     let server = TestServer::start().await;
     let scim = Scim::new(&server, "acme").await;
     let (_, admin) = server.token("acme", TokenScope::Admin).await;
+    if !browser_available() {
+        return;
+    }
     let browser = Browser::start().await;
 
     // Sign in.

@@ -9,7 +9,7 @@ use events::event::TokenScope;
 use rollcall::server::ServerConfig;
 
 use crate::scim::Scim;
-use crate::util::TestServer;
+use crate::util::{Skew, TestServer};
 
 /// A browser without a browser: keeps the console's cookies, follows no
 /// redirects, reads CSRF tokens out of forms.
@@ -186,10 +186,12 @@ async fn only_admin_tokens_sign_in_and_every_form_needs_the_session_csrf_token()
 
     // A form without the session's CSRF token is 403 and writes nothing.
     let csrf = page.csrf();
+    let head = server.log_head();
     let refused = visitor.post("/admin/provisioning/sync", &[]).await;
     assert_eq!(refused.status, 403);
     let refused = visitor.post("/admin/provisioning/sync", &[("csrf", "0123")]).await;
     assert_eq!(refused.status, 403);
+    assert_eq!(server.log_head(), head, "refused forms append nothing");
     assert_eq!(runs(&server).await, 0);
     let done = visitor.post("/admin/provisioning/sync", &[("csrf", &csrf)]).await;
     assert_eq!(done.status, 303, "{}", done.html);
@@ -197,6 +199,7 @@ async fn only_admin_tokens_sign_in_and_every_form_needs_the_session_csrf_token()
     assert_eq!(runs(&server).await, 1);
 
     // Bad input is a page with a message, and writes nothing.
+    let head = server.log_head();
     let page = visitor
         .post(
             "/admin/provisioning/schedule",
@@ -213,6 +216,7 @@ async fn only_admin_tokens_sign_in_and_every_form_needs_the_session_csrf_token()
         .await;
     assert_eq!(page.status, 400, "{}", page.html);
     assert!(page.html.contains("class=\"notice error\""), "{}", page.html);
+    assert_eq!(server.log_head(), head, "a refused setting appends nothing");
 
     // An audit token opens the audit pages only.
     let mut auditor = Visitor::new(&server);
@@ -232,25 +236,33 @@ async fn only_admin_tokens_sign_in_and_every_form_needs_the_session_csrf_token()
     assert_eq!(visitor.get("/admin/provisioning").await.status, 303);
 }
 
+static SESSION_SKEW: Skew = Skew::new();
+
+fn session_clock() -> jiff::Timestamp {
+    SESSION_SKEW.now()
+}
+
 #[tokio::test]
 async fn sessions_end_with_their_lifetime_and_with_their_token() {
     let config = ServerConfig {
-        console_session_lifetime: Duration::from_secs(1),
+        console_session_lifetime: Duration::from_secs(3600),
         ..ServerConfig::default()
     };
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_with_clock(config, session_clock).await;
     server.tenant("acme").await;
     let (token_id, admin) = server.token("acme", TokenScope::Admin).await;
 
     let mut visitor = Visitor::new(&server);
     let page = visitor.sign_in(&admin).await;
     assert!(
-        page.set_cookies.iter().any(|line| line.contains("Max-Age=1")),
+        page.set_cookies.iter().any(|line| line.contains("Max-Age=3600")),
         "{:?}",
         page.set_cookies
     );
     assert_eq!(visitor.get("/admin/members").await.status, 200);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    SESSION_SKEW.advance(Duration::from_secs(3590));
+    assert_eq!(visitor.get("/admin/members").await.status, 200, "ten seconds left");
+    SESSION_SKEW.advance(Duration::from_secs(10));
     let page = visitor.get("/admin/members").await;
     assert_eq!(page.status, 303, "an expired session signs in again");
     assert_eq!(page.location.as_deref(), Some("/admin/sign-in?next=%2Fadmin%2Fmembers"));
@@ -389,31 +401,40 @@ async fn synchronize_shows_the_run_while_it_goes_on() {
     let (_, admin) = server.token("acme", TokenScope::Admin).await;
     let mut visitor = Visitor::new(&server);
     assert_eq!(visitor.sign_in(&admin).await.status, 303);
-    crate::synchronize::bulk_users(&scim, 0, 1500).await;
+    crate::synchronize::bulk_users(&scim, 0, 3000).await;
 
     let page = visitor.get("/admin/provisioning").await;
     let started = visitor.post("/admin/provisioning/sync", &[("csrf", &page.csrf())]).await;
     assert_eq!(started.status, 303, "{}", started.html);
     let run_page = started.location.unwrap();
     assert!(run_page.starts_with("/admin/provisioning/syncs/"), "{run_page}");
+    // The run has started, and has six batches to go, one writer command
+    // each: a command holding the writer now keeps the run from committing
+    // its next one until the page has been seen mid-run.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let blocker = server.store.command(move |_| {
+        let _ = held.recv();
+        Ok(())
+    });
+    let page = visitor.get(&run_page).await;
+    assert_eq!(page.status, 200);
+    assert!(page.html.contains("id=\"run-status\" class=\"badge running\""), "{}", page.html);
+    assert!(page.html.contains("data-refresh"), "a running run's page refreshes itself");
+    release.send(()).unwrap();
+    blocker.await.unwrap();
     let clock = std::time::Instant::now();
-    // The run's page answers as soon as the run has started: 1,500 joins in
-    // three batches take far longer than that.
-    let mut seen_running = false;
     loop {
         let page = visitor.get(&run_page).await;
         assert_eq!(page.status, 200);
         let running = page.html.contains("id=\"run-status\" class=\"badge running\"");
         assert_eq!(running, page.html.contains("data-refresh"), "{}", page.html);
         if page.html.contains("class=\"badge completed\"") {
-            assert!(page.html.contains("1500"), "the counts: {}", page.html);
+            assert!(page.html.contains("3000"), "the counts: {}", page.html);
             break;
         }
         assert!(running, "{}", page.html);
-        seen_running = true;
         assert!(clock.elapsed() < Duration::from_secs(60), "the run never completed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(seen_running, "the page showed the run only once it had ended");
     assert_eq!(runs(&server).await, 1);
 }

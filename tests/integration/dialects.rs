@@ -150,6 +150,26 @@ async fn entra_id_matches_with_unquoted_values_and_tests_connections_on_groups()
     )
     .await;
     assert_eq!(status, 201, "{group}");
+    // Its name and externalId are kept; the ADSCIM URN carries no
+    // attributes, so the group is served with the one schema it has; and
+    // Entra finds it again by either value.
+    assert_eq!(group["displayName"], "Group1");
+    assert_eq!(group["externalId"], "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159");
+    assert_eq!(group["schemas"], json!(["urn:ietf:params:scim:schemas:core:2.0:Group"]));
+    assert_eq!(group["meta"]["resourceType"], "Group");
+    let id = group["id"].as_str().unwrap();
+    let (status, fetched) = get(format!("/Groups/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(fetched, group, "a GET answers what the POST did");
+    for filter in [
+        "externalId%20eq%20%228aa1a0c0-c4c3-4bc0-b4a5-2ef676900159%22",
+        "displayName%20eq%20%22Group1%22",
+    ] {
+        let (status, found) = get(format!("/Groups?filter={filter}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(found["totalResults"], 1, "{filter}: {found}");
+        assert_eq!(found["Resources"][0]["id"], id, "{filter}");
+    }
     server.stop().await.unwrap();
 }
 

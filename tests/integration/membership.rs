@@ -7,6 +7,10 @@
 use events::EventLog;
 use serde_json::{Value, json};
 
+use std::sync::atomic::Ordering;
+
+use rollcall::scim::resources::GROUP_PATCHES_BY_ID;
+
 use crate::scim::{Scim, assert_error};
 use crate::util::TestServer;
 
@@ -85,6 +89,7 @@ async fn member_changes_by_id_match_the_whole_list_path() {
     pool.push("ext-ref-user".to_owned());
     pool.push("ext-ref-group".to_owned());
     let mut cases = Cases(7);
+    let mut by_id_cases = 0;
     for case in 0..60 {
         let initial: Vec<&str> =
             pool.iter().filter(|_| cases.below(2) == 0).map(String::as_str).collect();
@@ -135,7 +140,26 @@ async fn member_changes_by_id_match_the_whole_list_path() {
             operations
         };
         let before = (state(&scim, &by_id).await, state(&scim, &whole).await);
+        let by_id_body =
+            json!({"schemas": [PATCH_OP], "Operations": for_group(&by_id, &operations)});
+        let classified = rollcall::scim::patch::membership_patch(&by_id_body);
+        let mut with_trigger = for_group(&whole, &operations);
+        with_trigger.push(whole_list_trigger());
+        let whole_body = json!({"schemas": [PATCH_OP], "Operations": with_trigger});
+        assert!(
+            matches!(rollcall::scim::patch::membership_patch(&whole_body), Ok(None) | Err(_)),
+            "the trigger sends a request down the whole-list path"
+        );
+        if matches!(classified, Ok(Some(_))) {
+            by_id_cases += 1;
+        }
+        let by_id_before = GROUP_PATCHES_BY_ID.load(Ordering::Relaxed);
         let answer_by_id = patch(&scim, &by_id, for_group(&by_id, &operations)).await;
+        let adds_itself = serde_json::to_string(&operations).unwrap().contains("SELF");
+        if matches!(classified, Ok(Some(_))) && answer_by_id.status == 200 && !adds_itself {
+            // Other tests may take the path too; this request surely did.
+            assert!(GROUP_PATCHES_BY_ID.load(Ordering::Relaxed) > by_id_before, "{operations:?}");
+        }
         // Last, so errors name the same operations on both paths.
         let mut whole_ops = for_group(&whole, &operations);
         whole_ops.push(whole_list_trigger());
@@ -179,6 +203,7 @@ async fn member_changes_by_id_match_the_whole_list_path() {
             assert_eq!(before.0, after.0, "a refused PATCH writes nothing, {context}");
         }
     }
+    assert!(by_id_cases >= 10, "only {by_id_cases} of 60 requests went by id");
     server.stop().await.unwrap();
 }
 

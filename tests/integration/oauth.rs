@@ -11,7 +11,7 @@ use rollcall::server::ServerConfig;
 use rollcall::tenancy::{self, TenantRef};
 use serde_json::Value;
 
-use crate::util::{TestServer, rollcall, stderr, stdout};
+use crate::util::{Skew, TestServer, rollcall, stderr, stdout};
 
 async fn register(server: &TestServer) -> (String, String) {
     server.tenant("acme").await;
@@ -224,11 +224,17 @@ async fn refusals_follow_rfc_6749() {
     server.stop().await.unwrap();
 }
 
+static EXPIRY_SKEW: Skew = Skew::new();
+
+fn expiry_clock() -> jiff::Timestamp {
+    EXPIRY_SKEW.now()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_tokens_expire_on_time_and_die_with_their_client() {
     let config =
-        ServerConfig { oauth_token_lifetime: Duration::from_secs(1), ..ServerConfig::default() };
-    let server = TestServer::start_with(config).await;
+        ServerConfig { oauth_token_lifetime: Duration::from_secs(600), ..ServerConfig::default() };
+    let server = TestServer::start_with_clock(config, expiry_clock).await;
     let (client_id, secret) = register(&server).await;
     let grant = [
         ("grant_type", "client_credentials"),
@@ -236,10 +242,12 @@ async fn access_tokens_expire_on_time_and_die_with_their_client() {
         ("client_secret", secret.as_str()),
     ];
     let (_, _, body) = token_request(&server, &grant, None).await;
-    assert_eq!(body["expires_in"], 1);
+    assert_eq!(body["expires_in"], 600);
     let short = body["access_token"].as_str().unwrap().to_owned();
     assert_eq!(server.get("/scim/v2/Users", Some(&short)).await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    EXPIRY_SKEW.advance(Duration::from_secs(599));
+    assert_eq!(server.get("/scim/v2/Users", Some(&short)).await.status(), 200, "a second left");
+    EXPIRY_SKEW.advance(Duration::from_secs(1));
     assert_eq!(server.get("/scim/v2/Users", Some(&short)).await.status(), 401, "expired");
 
     let (_, _, body) = token_request(&server, &grant, None).await;

@@ -271,7 +271,38 @@ async fn shutdown_drains_the_writer() {
     let server = TestServer::start().await;
     server.tenant("acme").await;
     let store = server.store.clone();
-    server.stop().await.unwrap();
+    let path = server.db_path();
+    // Commands in flight when shutdown begins: one running on the writer,
+    // twenty queued behind it.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let running = store.command(move |_| {
+        let _ = held.recv();
+        Ok(())
+    });
+    let context = || events::CommandContext::new(events::Actor::System);
+    let queued: Vec<_> = (0..20)
+        .map(|n| rollcall::tenancy::create_tenant(&store, &format!("queued-{n}"), context()))
+        .collect();
+    let stopping = tokio::spawn(server.stop_keeping_files());
+    tokio::task::yield_now().await;
+    assert!(!stopping.is_finished(), "shutdown waits for the writer's work");
+    release.send(()).unwrap();
+    let (stopped, _dir) = stopping.await.unwrap();
+    stopped.unwrap();
+    // Every queued command was answered before the server stopped ...
+    running.await.unwrap();
+    for pending in queued {
+        pending.await.unwrap();
+    }
+    // ... and is in the file.
+    let tenants = tokio::task::spawn_blocking(move || {
+        let reopened =
+            rollcall::store::Store::open_read_only(&path, crate::util::test_log_options()).unwrap();
+        reopened.read(|connection| Ok(projections::tenancy::list_tenants(connection)?)).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(tenants.len(), 21, "{tenants:?}");
     // The writer has stopped: a new command is refused, not lost.
     let refused = rollcall::tenancy::create_tenant(
         &store,

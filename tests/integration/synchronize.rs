@@ -2,6 +2,7 @@
 //! preview, runs and member directory on the other, over a real server and
 //! a real SQLite file.
 
+use events::EventLog;
 use events::event::TokenScope;
 use serde_json::{Value, json};
 
@@ -198,6 +199,7 @@ async fn pushes_flow_into_members_at_synchronize_and_only_then() {
         json!([{"op": "replace", "path": format!("{ENTERPRISE}:department"), "value": "Platform"}]),
     )
     .await;
+    let head = server.log_head();
     let preview = admin.get("/provisioning/pending").await;
     assert_eq!(
         preview["counts"],
@@ -218,6 +220,7 @@ async fn pushes_flow_into_members_at_synchronize_and_only_then() {
     assert_eq!(by_user["bob@example.com"]["action"], "disable");
     assert_eq!(by_user["carol@example.com"]["action"], "leave");
     // The preview wrote nothing.
+    assert_eq!(server.log_head(), head, "a preview appends no event");
     assert_eq!(admin.members().await["bob@example.com"]["status"], "active");
 
     let run = admin.sync().await;
@@ -230,9 +233,20 @@ async fn pushes_flow_into_members_at_synchronize_and_only_then() {
     assert_eq!(members["carol@example.com"]["status"], "left");
     assert!(members["carol@example.com"]["grace_until"].as_str().is_some());
 
-    // A rerun with nothing pending changes nothing and appends no member event.
+    // A rerun with nothing pending changes nothing and appends no member
+    // event: only its own run record (started, completed).
+    let before = server.log_head();
     let rerun = admin.sync().await;
     assert_eq!(rerun["counts"], counts(&[]), "{rerun}");
+    let tenant = scim_tenant(&server).await;
+    let appended: Vec<String> = server
+        .store
+        .log()
+        .read_forward(before, Some(&tenant))
+        .map(|event| event.unwrap().stream)
+        .collect();
+    let run_stream = format!("sync:{}", rerun["run_id"].as_str().unwrap());
+    assert_eq!(appended, vec![run_stream.clone(), run_stream], "only the run's own events");
     assert_eq!(admin.get("/provisioning/pending").await["total"], 0);
 
     // Re-created with the same externalId within the grace: the same member.
@@ -312,30 +326,39 @@ async fn a_disallowed_value_is_rejected_and_a_mapping_change_reaches_every_membe
     assert_eq!(members["ben@example.com"]["properties"]["work_email"], "ben@example.com");
 }
 
-/// Two triggers at once: one run applies the changes, the other is refused
-/// or finds nothing; no member twice.
+/// Two triggers while a run is in flight: the second is refused with 409,
+/// the first applies every change once. The overlap is certain: a command
+/// holds the writer, so the run that takes the lock cannot finish (its
+/// `SyncStarted` waits behind it) until the other has been answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_triggers_apply_each_change_once() {
     let server = TestServer::start().await;
     let scim = Scim::new(&server, "acme").await;
     let admin = Admin::new(&server, "acme").await;
-    for index in 0..300 {
-        scim.create_user(&format!("user{index}@example.com")).await;
-    }
-    let (first, second) = tokio::join!(
-        admin.send(reqwest::Method::POST, "/provisioning/sync", None),
-        admin.send(reqwest::Method::POST, "/provisioning/sync", None)
-    );
-    let mut joins = 0;
-    for (status, body) in [first, second] {
-        match status {
-            200 => joins += body["counts"]["join"].as_u64().unwrap(),
-            409 => assert!(body["message"].as_str().unwrap().contains("already running"), "{body}"),
-            other => panic!("unexpected {other}: {body}"),
-        }
-    }
-    assert_eq!(joins, 300);
+    bulk_users(&scim, 0, 300).await;
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let blocker = server.store.command(move |_| {
+        let _ = held.recv();
+        Ok(())
+    });
+    let mut first = Box::pin(admin.send(reqwest::Method::POST, "/provisioning/sync", None));
+    let mut second = Box::pin(admin.send(reqwest::Method::POST, "/provisioning/sync", None));
+    // Whichever takes the lock waits on the writer; the other is answered.
+    let (refused, first_refused) = tokio::select! {
+        answer = &mut first => (answer, true),
+        answer = &mut second => (answer, false),
+    };
+    let running = if first_refused { second } else { first };
+    let (status, body) = refused;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("already running"), "{body}");
+    release.send(()).unwrap();
+    blocker.await.unwrap();
+    let (status, body) = running.await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["counts"]["join"], 300, "{body}");
     assert_eq!(admin.get("/members").await["total"], 300);
+    assert_eq!(admin.get("/provisioning/syncs").await["runs"].as_array().unwrap().len(), 1);
 }
 
 /// The deprovisioning safeguard holds a mass disable; approving applies
@@ -495,7 +518,9 @@ async fn scim_and_admin_tokens_stay_on_their_own_side() {
     let refused = server.get("/scim/v2/Users", Some(&admin.token)).await;
     assert_eq!(refused.status().as_u16(), 401);
     assert_eq!(scim.get("/Users").await.status, 200);
-    // Bad input is a JSON error and records nothing.
+    // Bad input is a JSON error and records nothing (all of the admin
+    // API's write routes: bad_input_on_the_admin_api_writes_nothing).
+    let head = server.log_head();
     let (status, body) = admin
         .send(reqwest::Method::PUT, "/provisioning/mapping", Some(json!({"properties": 3})))
         .await;
@@ -507,6 +532,78 @@ async fn scim_and_admin_tokens_stay_on_their_own_side() {
     assert_eq!(status, 404);
     let (status, _) = admin.send(reqwest::Method::GET, "/provisioning/pending?limit=0", None).await;
     assert_eq!(status, 400);
+    assert_eq!(server.log_head(), head, "refused requests appended an event");
+}
+
+/// Every write route of the admin API refuses bad input with a JSON error
+/// that says what is wrong, and appends nothing to the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_on_the_admin_api_writes_nothing() {
+    use reqwest::Method;
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let ann = user(&scim, "ann@example.com", "ext-ann", "R&D").await;
+    admin.sync().await;
+    let member = admin.members().await["ann@example.com"]["member_id"].as_str().unwrap().to_owned();
+    let member_path = format!("/members/{member}");
+    let _ = ann;
+    let cases: Vec<(Method, &str, Option<Value>, u16)> = vec![
+        (Method::PUT, "/provisioning/mapping", Some(json!({"properties": 3})), 400),
+        (
+            Method::PUT,
+            "/provisioning/mapping",
+            Some(json!({"properties": [{"property": "x", "source": "name.[givenName"}]})),
+            400,
+        ),
+        (Method::PUT, "/provisioning/mapping", Some(json!({"properties": [], "extra": 1})), 400),
+        (Method::PUT, "/provisioning/role-bindings", Some(json!({"roles": "staff"})), 400),
+        (
+            Method::PUT,
+            "/provisioning/role-bindings",
+            Some(json!({"roles": ["staff"], "default_role": "boss"})),
+            400,
+        ),
+        (Method::PUT, "/provisioning/settings", Some(json!({"grace_days": -1})), 400),
+        (
+            Method::PUT,
+            "/provisioning/settings",
+            Some(json!({"schedule": {"time": "25:00", "time_zone": "UTC"}})),
+            400,
+        ),
+        (Method::PATCH, &member_path, Some(json!({"app_properties": 5})), 400),
+        (Method::PATCH, "/members/no-such-member", Some(json!({"app_properties": {}})), 404),
+        (Method::POST, "/tokens", Some(json!({"scope": "root"})), 400),
+        (Method::POST, "/tokens", Some(json!({"scope": "scim", "expires": "forever"})), 400),
+        (Method::DELETE, "/tokens/no-such-token", None, 404),
+        (Method::POST, "/provisioning/syncs/no-such-run/approve", None, 404),
+        (Method::POST, "/provisioning/syncs/no-such-run/reject", None, 404),
+    ];
+    for (method, path, body, expected) in cases {
+        let head = server.log_head();
+        let (status, answer) = admin.send(method.clone(), path, body.clone()).await;
+        assert_eq!(status, expected, "{method} {path} {body:?}: {answer}");
+        assert!(
+            answer["message"].as_str().is_some_and(|message| !message.is_empty()),
+            "{method} {path}: {answer}"
+        );
+        assert_eq!(server.log_head(), head, "{method} {path} {body:?} appended an event");
+    }
+    // A body that is not JSON at all.
+    let head = server.log_head();
+    let refused = server
+        .client
+        .put(server.url("/api/v1/provisioning/mapping"))
+        .bearer_auth(&admin.token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["message"].as_str().is_some(), "{body}");
+    assert_eq!(server.log_head(), head);
 }
 
 /// Creates users `first..first + count` with Bulk, 1,000 per request.
@@ -598,23 +695,40 @@ async fn a_killed_run_resumes_and_every_member_exists_once() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Kill it once a few batches are in, well before the end.
-    let mut applied = 0;
-    for _ in 0..6000 {
-        applied = member_count(&server, &tenant);
+    // Once a few batches are in, take SQLite's write lock: the run cannot
+    // commit another batch while it is held (its writer waits on the lock),
+    // so the kill lands mid-run for certain, not after a lucky poll.
+    let lock = rusqlite::Connection::open(server.db_path()).unwrap();
+    lock.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let applied: i64 = lock
+            .query_row("SELECT count(*) FROM members WHERE tenant_id = ?1", [&tenant], |row| {
+                row.get(0)
+            })
+            .unwrap();
         if applied >= 2000 {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        lock.execute_batch("ROLLBACK").unwrap();
+        assert!(std::time::Instant::now() < deadline, "the run never got going");
+        // Let the run commit its next batch.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
     let after_kill = member_count(&server, &tenant);
-    assert!(applied >= 2000 && after_kill < USERS as u64, "killed at {after_kill}");
+    assert!((2000..USERS as u64).contains(&after_kill), "killed at {after_kill}");
+    let killed = runs_of(&server, &tenant);
+    assert_eq!(killed.len(), 1, "{killed:?}");
+    assert_eq!(killed[0].1, "running", "the killed run is unfinished: {killed:?}");
 
     crate::util::rollcall_ok(&server.db_path(), &["sync", "--tenant", "acme"]);
     let tenant_id = tenant.clone();
-    let (members, distinct, runs) = server
+    let (members, distinct) = server
         .store
         .read(move |connection| {
             let count = |sql: &str| -> u64 {
@@ -623,15 +737,14 @@ async fn a_killed_run_resumes_and_every_member_exists_once() {
             Ok((
                 count("SELECT count(*) FROM members WHERE tenant_id = ?1"),
                 count("SELECT count(DISTINCT user_id) FROM members WHERE tenant_id = ?1"),
-                count(
-                    "SELECT count(*) FROM sync_runs WHERE tenant_id = ?1 AND status = 'completed'",
-                ),
             ))
         })
         .unwrap();
     assert_eq!((members, distinct), (USERS as u64, USERS as u64));
-    // The killed run was resumed and completed, not started over.
-    assert_eq!(runs, 1);
+    // The killed run was resumed and completed, not started over: it is the
+    // only run, and the one that completed.
+    let runs = runs_of(&server, &tenant);
+    assert_eq!(runs, vec![(killed[0].0.clone(), "completed".to_owned())]);
     let admin = Admin::new(&server, "acme").await;
     let some = admin.get("/members?search=user049999@").await;
     assert_eq!(some["members"][0]["properties"]["department"], format!("D{}", 49_999 % 13));
@@ -644,6 +757,27 @@ async fn scim_tenant(server: &TestServer) -> String {
         .read(|connection| Ok(projections::tenancy::list_tenants(connection)?))
         .unwrap();
     tenants.into_iter().find(|tenant| tenant.name == "acme").unwrap().tenant_id
+}
+
+/// Every run of the tenant as (run id, status), oldest first.
+fn runs_of(server: &TestServer, tenant: &str) -> Vec<(String, String)> {
+    let tenant = tenant.to_owned();
+    server
+        .store
+        .read(move |connection| {
+            let mut statement = connection
+                .prepare(
+                    "SELECT run_id, status FROM sync_runs WHERE tenant_id = ?1 ORDER BY run_id",
+                )
+                .unwrap();
+            let rows = statement
+                .query_map([&tenant], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            Ok(rows)
+        })
+        .unwrap()
 }
 
 fn member_count(server: &TestServer, tenant: &str) -> u64 {

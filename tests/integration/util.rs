@@ -29,18 +29,59 @@ pub fn test_log_options() -> LogOptions {
     LogOptions { durability: Durability::Off, ..LogOptions::default() }
 }
 
+/// A clock a test moves by hand: the real time plus an offset. The
+/// server's clock (`LogOptions::clock`) is a plain `fn`, so each test that
+/// moves time keeps a `static Skew` of its own and passes a `fn` reading
+/// it to [`TestServer::start_with_clock`]:
+///
+/// ```ignore
+/// static SKEW: Skew = Skew::new();
+/// fn clock() -> jiff::Timestamp { SKEW.now() }
+/// ```
+pub struct Skew(std::sync::atomic::AtomicI64);
+
+impl Skew {
+    pub const fn new() -> Skew {
+        Skew(std::sync::atomic::AtomicI64::new(0))
+    }
+
+    pub fn now(&self) -> jiff::Timestamp {
+        let offset = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        jiff::Timestamp::now() + jiff::SignedDuration::from_millis(offset)
+    }
+
+    /// Moves this clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        let millis = i64::try_from(by.as_millis()).unwrap();
+        self.0.fetch_add(millis, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl TestServer {
     pub async fn start() -> TestServer {
         TestServer::start_with(ServerConfig::default()).await
     }
 
     pub async fn start_with(config: ServerConfig) -> TestServer {
-        TestServer::open_in(tempfile::tempdir().unwrap(), config).await
+        TestServer::open_in(tempfile::tempdir().unwrap(), config, test_log_options()).await
     }
 
-    async fn open_in(dir: tempfile::TempDir, config: ServerConfig) -> TestServer {
+    /// A server whose every decision about time reads `clock` (see [`Skew`]).
+    pub async fn start_with_clock(
+        config: ServerConfig,
+        clock: fn() -> jiff::Timestamp,
+    ) -> TestServer {
+        let options = LogOptions { clock, ..test_log_options() };
+        TestServer::open_in(tempfile::tempdir().unwrap(), config, options).await
+    }
+
+    async fn open_in(
+        dir: tempfile::TempDir,
+        config: ServerConfig,
+        options: LogOptions,
+    ) -> TestServer {
         let path = dir.path().join("rollcall.db");
-        let store = tokio::task::spawn_blocking(move || Store::open(&path, test_log_options()))
+        let store = tokio::task::spawn_blocking(move || Store::open(&path, options))
             .await
             .unwrap()
             .unwrap();
@@ -60,6 +101,12 @@ impl TestServer {
             shutdown: Some(shutdown),
             task: Some(task),
         }
+    }
+
+    /// The log's head position: "wrote nothing" means it did not move.
+    pub fn log_head(&self) -> u64 {
+        use events::EventLog;
+        self.store.log().head().unwrap()
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -112,15 +159,21 @@ impl TestServer {
         })
         .await
         .unwrap();
-        TestServer::open_in(dir, ServerConfig::default()).await
+        TestServer::open_in(dir, ServerConfig::default(), test_log_options()).await
     }
 
     /// Stops the server the way a signal does, and waits for it to drain.
-    pub async fn stop(mut self) -> std::io::Result<()> {
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.stop_keeping_files().await.0
+    }
+
+    /// [`TestServer::stop`], handing back the directory the database is in.
+    pub async fn stop_keeping_files(mut self) -> (std::io::Result<()>, tempfile::TempDir) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        self.task.take().unwrap().await.unwrap()
+        let stopped = self.task.take().unwrap().await.unwrap();
+        (stopped, self.dir)
     }
 }
 

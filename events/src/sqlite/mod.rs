@@ -187,11 +187,20 @@ impl SqliteLog {
         let stats = Arc::new(WriterStats::default());
         let writer_stats = stats.clone();
         let wal_sync = (options.durability == Durability::Pipelined).then(|| wal_path(path));
+        let durable_at_commit = options.durability == Durability::Full;
         let clock = options.clock;
         let writer_thread = std::thread::Builder::new()
             .name("rollcall-log-writer".to_owned())
             .spawn(move || {
-                writer::run(connection, receiver, batch_commands_max, writer_stats, wal_sync, clock)
+                writer::run(
+                    connection,
+                    receiver,
+                    batch_commands_max,
+                    writer_stats,
+                    wal_sync,
+                    durable_at_commit,
+                    clock,
+                )
             })
             .map_err(|error| LogError::storage("starting the writer thread", error))?;
         Ok(SqliteLog {
@@ -297,10 +306,23 @@ impl SqliteLog {
         read::first_position_at(self, instant)
     }
 
-    /// Now, by the clock events are recorded with, in their format: a time
-    /// that compares with `recorded_at` (a request's arrival, say).
+    /// Now, by the clock events are recorded with: the one clock every
+    /// decision about time (token and session expiry, purges) reads, so a
+    /// test or a simulation that drives `LogOptions::clock` drives them all.
+    pub fn now(&self) -> jiff::Timestamp {
+        (self.options.clock)()
+    }
+
+    /// The clock itself, for work that runs where the log is not at hand
+    /// (a command on the writer thread, say).
+    pub fn clock(&self) -> fn() -> jiff::Timestamp {
+        self.options.clock
+    }
+
+    /// [`SqliteLog::now`] in the events' format: a time that compares with
+    /// `recorded_at` (a request's arrival, say).
     pub fn now_millis(&self) -> String {
-        crate::time::format_millis((self.options.clock)())
+        crate::time::format_millis(self.now())
     }
 
     /// The event at `position`, if the log has one.

@@ -392,10 +392,20 @@ pub struct WriterStats {
     /// Set for good when an fsync of the WAL failed: from then on no write
     /// can be promised durable, and every one is refused.
     pub durability_failed: AtomicBool,
+    /// The highest position known to be on disk, set before the callers of
+    /// its batch are answered: after the commit under `Durability::Full`
+    /// (SQLite fsyncs the WAL inside it), after the syncer's `fdatasync`
+    /// under `Pipelined`, never under `Normal` or `Off`, which promise no
+    /// fsync. An answer for a position above it would be a broken promise.
+    pub durable_position: AtomicU64,
 }
 
 /// Committed batches waiting for the syncer's fsync, at most.
 const SYNC_QUEUE_BATCHES_MAX: usize = 64;
+
+/// A committed batch handed to the syncer: the log head it committed, and
+/// its callers.
+type Synced = (Position, Vec<Box<dyn Command>>);
 
 /// The writer thread's loop: batch, run, commit, answer (directly, or
 /// through the syncer under `Durability::Pipelined`); until told to stop or
@@ -406,11 +416,12 @@ pub(crate) fn run(
     batch_commands_max: usize,
     stats: Arc<WriterStats>,
     wal_sync: Option<PathBuf>,
+    durable_at_commit: bool,
     clock: fn() -> jiff::Timestamp,
 ) {
     let mut syncer = None;
     if let Some(wal_path) = wal_sync {
-        let (sender, sync_receiver) = sync_channel::<Vec<Box<dyn Command>>>(SYNC_QUEUE_BATCHES_MAX);
+        let (sender, sync_receiver) = sync_channel::<Synced>(SYNC_QUEUE_BATCHES_MAX);
         let spawned = std::thread::Builder::new().name("rollcall-log-syncer".to_owned()).spawn({
             let stats = stats.clone();
             move || sync_loop(&wal_path, sync_receiver, &stats)
@@ -449,19 +460,22 @@ pub(crate) fn run(
         }
         let committed = commit_batch(&connection, &mut batch, &stats, clock);
         match (&syncer, committed) {
-            (Some((sender, _)), Ok(())) => {
+            (Some((sender, _)), Ok(head)) => {
                 let waiting = std::mem::replace(&mut batch, Vec::with_capacity(batch_commands_max));
-                if let Err(returned) = sender.send(waiting) {
+                if let Err(returned) = sender.send((head, waiting)) {
                     let error = LogError::storage(
                         "handing a batch to the syncer",
                         "the syncer has stopped",
                     );
-                    for command in returned.0 {
+                    for command in returned.0.1 {
                         command.finish(Err(&error));
                     }
                 }
             }
             (_, committed) => {
+                if durable_at_commit && let Ok(head) = &committed {
+                    stats.durable_position.fetch_max(*head, Ordering::Release);
+                }
                 for command in batch.drain(..) {
                     command.finish(committed.as_ref().map(|_| ()));
                 }
@@ -485,7 +499,7 @@ pub(crate) fn run(
 /// `fdatasync` begun after receiving covers all of them. Once an fsync
 /// fails, nothing written since can be promised durable (the kernel may
 /// have dropped the dirty pages), so every later batch is refused too.
-fn sync_loop(wal_path: &Path, receiver: Receiver<Vec<Box<dyn Command>>>, stats: &WriterStats) {
+fn sync_loop(wal_path: &Path, receiver: Receiver<Synced>, stats: &WriterStats) {
     let mut wal_file: Option<File> = None;
     let mut failed: Option<LogError> = None;
     while let Ok(first) = receiver.recv() {
@@ -497,12 +511,18 @@ fn sync_loop(wal_path: &Path, receiver: Receiver<Vec<Box<dyn Command>>>, stats: 
             Some(error) => Err(error.clone()),
             None => sync_wal(&mut wal_file, wal_path),
         };
-        if let Err(error) = &synced {
-            tracing::error!(%error, "fsync of the write-ahead log failed; refusing further writes");
-            failed = Some(error.clone());
-            stats.durability_failed.store(true, Ordering::Relaxed);
+        match &synced {
+            Ok(()) => {
+                let head = batches.iter().map(|(head, _)| *head).max().unwrap_or(0);
+                stats.durable_position.fetch_max(head, Ordering::Release);
+            }
+            Err(error) => {
+                tracing::error!(%error, "fsync of the write-ahead log failed; refusing further writes");
+                failed = Some(error.clone());
+                stats.durability_failed.store(true, Ordering::Relaxed);
+            }
         }
-        for command in batches.into_iter().flatten() {
+        for command in batches.into_iter().flat_map(|(_, commands)| commands) {
             command.finish(synced.as_ref().map(|_| ()));
         }
     }
@@ -522,14 +542,15 @@ fn sync_wal(wal_file: &mut Option<File>, wal_path: &Path) -> Result<(), LogError
     file.sync_data().map_err(|error| LogError::storage("syncing the write-ahead log", error))
 }
 
-/// Runs and commits one batch. Does not answer the callers: the caller of
-/// this function does, once the batch is as durable as promised.
+/// Runs and commits one batch, and returns the log head it committed. Does
+/// not answer the callers: the caller of this function does, once the
+/// batch is as durable as promised.
 fn commit_batch(
     connection: &Connection,
     batch: &mut [Box<dyn Command>],
     stats: &WriterStats,
     clock: fn() -> jiff::Timestamp,
-) -> Result<(), LogError> {
+) -> Result<Position, LogError> {
     // A transaction left open by an earlier failure (a ROLLBACK that failed
     // too) would make every later BEGIN fail: clear it first.
     if !connection.is_autocommit() {
@@ -604,6 +625,15 @@ fn commit_batch(
         }
         return Err(error);
     }
+    // The head as committed: cached after the last append, read once when
+    // a rollback at the end of the batch dropped the cache.
+    let head = match transaction.head() {
+        Ok(head) => head,
+        Err(error) => {
+            let _ = connection.execute_batch("ROLLBACK");
+            return Err(error);
+        }
+    };
     let committed = connection.execute_batch("COMMIT").map_err(|error| {
         // Leave no half-open transaction behind for the next batch.
         let _ = connection.execute_batch("ROLLBACK");
@@ -615,5 +645,5 @@ fn commit_batch(
         stats.commands_committed.fetch_add(kept, Ordering::Relaxed);
         stats.commands_rolled_back.fetch_add(total - kept, Ordering::Relaxed);
     }
-    committed
+    committed.map(|()| head)
 }

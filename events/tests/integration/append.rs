@@ -4,7 +4,7 @@
 use events::log::flatten_append;
 use events::{AppendError, EventLog, ExpectedVersion, LogTransaction, Metadata};
 
-use events::sqlite::LogOptions;
+use events::sqlite::{LogOptions, SqliteLog};
 
 use crate::util::{TestDb, context, event};
 
@@ -151,6 +151,95 @@ fn forward_reads_page_through_everything_in_order() {
     assert_eq!(after_four, (5..=10).collect::<Vec<_>>());
     let odd: Vec<u64> = log.read_forward(0, Some("odd")).map(|e| e.unwrap().position).collect();
     assert_eq!(odd, vec![2, 4, 6, 8, 10]);
+}
+
+const CHILD_APPENDS: u64 = 300;
+
+/// Not a test of its own: the writer process that
+/// `two_writer_processes_on_one_file_wait_for_each_other` starts twice.
+#[test]
+#[ignore = "run as a child process by two_writer_processes_on_one_file_wait_for_each_other"]
+fn child_writer_process() {
+    use std::io::BufRead;
+    let (Ok(path), Ok(name)) = (std::env::var("CHILD_DB"), std::env::var("CHILD_NAME")) else {
+        return;
+    };
+    let log = SqliteLog::open(std::path::Path::new(&path), LogOptions::default()).unwrap();
+    println!("ready");
+    let mut go = String::new();
+    std::io::stdin().lock().read_line(&mut go).unwrap();
+    let micros =
+        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
+    println!("\nstarted={}", micros());
+    for n in 0..CHILD_APPENDS {
+        let expected = if n == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(n) };
+        flatten_append(
+            log.append("t1", &format!("s-{name}"), expected, vec![event("A", n)], context()).wait(),
+        )
+        .unwrap();
+    }
+    println!("\nfinished={}", micros());
+}
+
+/// The server and the CLI are two processes with a writer each on one
+/// file: they serialise on SQLite's write lock (SQLITE_BUSY, waited out),
+/// and neither trusts a cached head or hash across batches, so the log
+/// stays gapless and one chain.
+#[test]
+fn two_writer_processes_on_one_file_wait_for_each_other() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let db = TestDb::new();
+    drop(db.open()); // the schema exists before either child opens the file
+    let mut children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "append::child_writer_process", "--ignored", "--nocapture"])
+                .args(["--test-threads", "1"])
+                .env("CHILD_DB", db.path())
+                .env("CHILD_NAME", name)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            assert!(lines.by_ref().map_while(Result::ok).any(|line| line.ends_with("ready")));
+            (child, lines)
+        })
+        .collect();
+    // Both are open: start them together.
+    for (child, _) in &mut children {
+        writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
+    }
+    let mut spans = Vec::new();
+    for (mut child, lines) in children {
+        let said: Vec<String> = lines.map_while(Result::ok).collect();
+        assert!(child.wait().unwrap().success(), "{said:?}");
+        let at = |key: &str| -> u128 {
+            said.iter().find_map(|line| line.strip_prefix(key)).expect(key).parse().unwrap()
+        };
+        spans.push((at("started="), at("finished=")));
+    }
+    // Both were writing at once: whichever came second to the lock was
+    // refused with SQLITE_BUSY and waited it out.
+    let latest_start = spans.iter().map(|span| span.0).max().unwrap();
+    let earliest_end = spans.iter().map(|span| span.1).min().unwrap();
+    assert!(latest_start < earliest_end, "the writers never overlapped: {spans:?}");
+    let log = db.open();
+    let all: Vec<_> = log.read_forward(0, None).map(Result::unwrap).collect();
+    assert_eq!(
+        all.iter().map(|event| event.position).collect::<Vec<_>>(),
+        (1..=2 * CHILD_APPENDS).collect::<Vec<_>>()
+    );
+    for name in ["a", "b"] {
+        let stream = log.read_stream("t1", &format!("s-{name}")).unwrap();
+        let versions: Vec<u64> = stream.iter().map(|event| event.version).collect();
+        assert_eq!(versions, (1..=CHILD_APPENDS).collect::<Vec<_>>());
+    }
+    let report = log.verify(events::VerifyScope::All).unwrap();
+    assert_eq!(report.failure, None);
+    assert_eq!(report.events_checked, 2 * CHILD_APPENDS);
 }
 
 #[test]

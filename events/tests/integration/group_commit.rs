@@ -23,6 +23,40 @@ async fn sixty_four_appenders_with_pipelined_fsync_are_gapless_durable_and_chain
     sixty_four_appenders(Durability::Pipelined).await;
 }
 
+/// The durability check above discriminates: without fsyncs nothing is
+/// ever reported durable, so the same appenders fail it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_fsyncs_no_answer_claims_durability() {
+    for durability in [Durability::Off, Durability::Normal] {
+        let db = TestDb::new();
+        let log = db.open_with(LogOptions { durability, ..LogOptions::default() });
+        let recorded = flatten_append(
+            log.append("t", "s", ExpectedVersion::NoStream, vec![event("A", 0)], context()).await,
+        )
+        .unwrap();
+        assert_eq!(recorded[0].position, 1);
+        assert_eq!(log.stats().durable_position.load(Ordering::Acquire), 0, "{durability:?}");
+    }
+}
+
+/// `Durability::Full` rests on SQLite's own fsync inside COMMIT: the write
+/// connection really is in WAL mode with `synchronous=FULL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_durability_commits_with_synchronous_full() {
+    let db = TestDb::new();
+    let log = db.open_with(LogOptions { durability: Durability::Full, ..LogOptions::default() });
+    let (synchronous, journal): (i64, String) = log
+        .execute(|tx| {
+            let connection = tx.connection();
+            let synchronous = connection.query_row("PRAGMA synchronous", [], |row| row.get(0));
+            let journal = connection.query_row("PRAGMA journal_mode", [], |row| row.get(0));
+            Ok::<_, rusqlite::Error>((synchronous?, journal?))
+        })
+        .await
+        .unwrap();
+    assert_eq!((synchronous, journal.as_str()), (2, "wal"), "2 is FULL");
+}
+
 async fn sixty_four_appenders(durability: Durability) {
     const TASKS: u64 = 64;
     const APPENDS_PER_TASK: u64 = 500;
@@ -44,6 +78,13 @@ async fn sixty_four_appenders(durability: Durability) {
                     )
                     .unwrap();
                     assert_eq!(recorded[0].version, n + 1);
+                    // Answered only once its batch is on disk.
+                    let durable = log.stats().durable_position.load(Ordering::Acquire);
+                    assert!(
+                        durable >= recorded[0].position,
+                        "position {} answered with only {durable} durable",
+                        recorded[0].position
+                    );
                     positions.push(recorded[0].position);
                 }
                 positions
