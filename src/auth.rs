@@ -108,10 +108,8 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
                 at: seen.at,
                 token_id: seen.token_id,
                 method: seen.method.as_str().to_owned(),
-                target: seen.uri.path_and_query().map_or_else(
-                    || seen.uri.path().to_owned(),
-                    |target| target.as_str().to_owned(),
-                ),
+                // The path alone: a query can name people.
+                target: seen.uri.path().to_owned(),
                 status,
                 duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 user_agent: seen.user_agent.as_ref().and_then(value_text),

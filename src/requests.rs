@@ -7,6 +7,7 @@
 //! recording costs the writer one small insert per request, not a command
 //! each. It owns only that buffer; it must never write events.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -22,13 +23,19 @@ const BATCH_ROWS: usize = 512;
 const BUFFERED_ROWS_MAX: usize = 20_000;
 const TICK: Duration = Duration::from_millis(200);
 
-/// The default bound of the table, in rows.
-pub const KEEP_ROWS_DEFAULT: u64 = 1_000_000;
+/// The default bound of the table, in rows per tenant.
+pub const KEEP_ROWS_DEFAULT: u64 = 100_000;
 
 #[derive(Debug)]
 pub struct RequestLog {
     buffer: Mutex<Vec<RequestRow>>,
+    /// Rows kept per tenant.
     keep: u64,
+    /// Rows written per tenant since its last trim. Finding where a
+    /// tenant's newest `keep` rows start walks `keep` index entries, so a
+    /// tenant is trimmed once a tenth of its bound has come in (and at its
+    /// first batch after a start): it holds at most 110 % of the bound.
+    since_trim: Mutex<HashMap<String, u64>>,
     ticking: AtomicBool,
     dropped: AtomicU64,
 }
@@ -38,9 +45,34 @@ impl RequestLog {
         RequestLog {
             buffer: Mutex::new(Vec::new()),
             keep,
+            since_trim: Mutex::new(HashMap::new()),
             ticking: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
         }
+    }
+
+    /// The tenants of `rows` due for a trim, counted as trimmed.
+    fn due(&self, rows: &[RequestRow]) -> Vec<String> {
+        let every = (self.keep / 10).max(1);
+        let mut since = self.since_trim.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut due = Vec::new();
+        for row in rows {
+            let count = match since.get_mut(&row.tenant_id) {
+                Some(count) => count,
+                None => {
+                    due.push(row.tenant_id.clone());
+                    since.entry(row.tenant_id.clone()).or_insert(0)
+                }
+            };
+            *count += 1;
+            if *count >= every && !due.contains(&row.tenant_id) {
+                due.push(row.tenant_id.clone());
+            }
+        }
+        for tenant in &due {
+            since.insert(tenant.clone(), 0);
+        }
+        due
     }
 
     fn take(&self) -> Vec<RequestRow> {
@@ -72,9 +104,11 @@ impl RequestLog {
     pub fn write(&self, store: &Store) -> events::Pending<(), crate::error::Error> {
         let rows = self.take();
         let keep = self.keep;
+        let due = self.due(&rows);
         store.command(move |tx| {
             if !rows.is_empty() {
-                requests::record(tx.connection(), &rows, keep)?;
+                let trim: Vec<&str> = due.iter().map(String::as_str).collect();
+                requests::record(tx.connection(), &rows, keep, &trim)?;
             }
             Ok(())
         })

@@ -60,7 +60,7 @@ pub struct ServerConfig {
     /// Log positions between as-of snapshots (0: none); see
     /// `audit::snapshots`.
     pub as_of_snapshot_every: u64,
-    /// Rows the request log keeps, newest first.
+    /// Rows the request log keeps per tenant, newest first.
     pub request_log_rows_max: u64,
     /// How long a console session lasts after sign-in (never longer than
     /// its token).

@@ -23,7 +23,9 @@ pub struct RequestRow {
     pub at: String,
     pub token_id: String,
     pub method: String,
-    /// Path and query, as in the request line.
+    /// The path, without the query: a query names people (`filter=userName
+    /// eq "..."`), and this table is telemetry, kept outside the erasable
+    /// history.
     pub target: String,
     pub status: u16,
     pub duration_ms: u64,
@@ -36,11 +38,14 @@ fn sql(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Appends `rows`, then forgets the oldest beyond `keep` rows in all.
+/// Appends `rows`, then, for each tenant in `trim`, forgets its oldest rows
+/// beyond `keep`: the bound is per tenant, so one tenant's flood of
+/// failures never pushes out another's provisioning log.
 pub fn record(
     connection: &Connection,
     rows: &[RequestRow],
     keep: u64,
+    trim: &[&str],
 ) -> Result<(), ProjectionError> {
     let context = ProjectionError::storage("recording requests");
     (|| {
@@ -62,12 +67,16 @@ pub fn record(
                 row.error
             ])?;
         }
-        // Sequence numbers only grow, so the newest `keep` are a range.
-        connection
-            .prepare_cached(
-                "DELETE FROM request_log WHERE seq <= (SELECT max(seq) FROM request_log) - ?1",
-            )?
-            .execute([sql(keep)])?;
+        // Sequence numbers only grow, so a tenant's newest `keep` are its
+        // rows after the one `keep` back along its index.
+        let mut forget = connection.prepare_cached(
+            "DELETE FROM request_log INDEXED BY request_log_by_tenant WHERE tenant_id = ?1 \
+             AND seq <= (SELECT seq FROM request_log INDEXED BY request_log_by_tenant \
+             WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+        )?;
+        for tenant in trim {
+            forget.execute(params![tenant, sql(keep)])?;
+        }
         Ok(())
     })()
     .map_err(context)

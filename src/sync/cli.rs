@@ -107,6 +107,15 @@ fn decide(store: &Store, tenant: &str, run_id: &str, approve: bool) -> anyhow::R
     let tenant = tenant_id(store, tenant)?;
     let run = super::decide(store, &tenant, run_id, approve, cli_context(), RunOptions::default())?;
     print_run(&run, false)?;
+    // An approval is a run of its own: show what it applied.
+    if let Some(applied_by) = &run.applied_by {
+        let applied =
+            store.read(|connection| Ok(members::run(connection, &tenant, applied_by)?))?;
+        if let Some(applied) = applied {
+            println!("applied by:");
+            print_run(&applied, false)?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

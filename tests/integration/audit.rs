@@ -964,3 +964,55 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
     assert_eq!(pending, 0);
     rollcall_ok(&db, &["verify", "--projections"]);
 }
+
+/// The request log is bounded per tenant: a flood of failures from one
+/// tenant keeps only its newest rows and never pushes out another
+/// tenant's; and a row keeps the path without the query, which can name
+/// people.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_log_is_bounded_per_tenant_and_keeps_no_query() {
+    let config = rollcall::server::ServerConfig {
+        request_log_rows_max: 5,
+        ..rollcall::server::ServerConfig::default()
+    };
+    let server = TestServer::start_with(config).await;
+    let store = server.store.clone();
+    let mut secrets = Vec::new();
+    for tenant in ["flood", "quiet"] {
+        server.tenant(tenant).await;
+        secrets.push(server.token(tenant, TokenScope::Scim).await.1);
+    }
+    let miss = |secret: &str, n: usize| {
+        server
+            .client
+            .get(server.url(&format!("/scim/v2/Users/nobody-{n}?attributes=userName")))
+            .bearer_auth(secret.to_owned())
+            .header("x-request-id", format!("miss-{n}"))
+            .send()
+    };
+    for n in 0..3 {
+        assert_eq!(miss(&secrets[1], n).await.unwrap().status(), 404);
+    }
+    for n in 0..40 {
+        assert_eq!(miss(&secrets[0], 100 + n).await.unwrap().status(), 404);
+    }
+    // Stopping writes what is still buffered.
+    server.stop().await.unwrap();
+    let tenants = store.read(|connection| Ok(projections::tenancy::list_tenants(connection)?));
+    let ids: std::collections::HashMap<String, String> =
+        tenants.unwrap().into_iter().map(|tenant| (tenant.name, tenant.tenant_id)).collect();
+    let rows = |tenant: &str| {
+        let tenant = ids[tenant].clone();
+        store
+            .read(move |connection| {
+                Ok(projections::requests::recent(connection, &tenant, false, 0, 1000)?)
+            })
+            .unwrap()
+    };
+    let flood = rows("flood");
+    let kept: Vec<&str> = flood.iter().map(|row| row.request_id.as_str()).collect();
+    assert_eq!(kept, ["miss-139", "miss-138", "miss-137", "miss-136", "miss-135"]);
+    let quiet = rows("quiet");
+    assert_eq!(quiet.len(), 3, "the flood pushed out another tenant's rows");
+    assert_eq!(quiet[0].target, "/scim/v2/Users/nobody-2", "no query string");
+}

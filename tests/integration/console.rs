@@ -236,6 +236,106 @@ async fn only_admin_tokens_sign_in_and_every_form_needs_the_session_csrf_token()
     assert_eq!(visitor.get("/admin/provisioning").await.status, 303);
 }
 
+/// The session cookie is `Secure` wherever clients reach rollcall over
+/// TLS: behind `--public-url https://...`, or a proxy that says
+/// `X-Forwarded-Proto: https`.
+#[tokio::test]
+async fn the_session_cookie_is_secure_behind_tls() {
+    let config = ServerConfig {
+        public_url: Some("https://rollcall.example.com".to_owned()),
+        ..ServerConfig::default()
+    };
+    let behind_public_url = TestServer::start_with(config).await;
+    let proxied = TestServer::start().await;
+    for (server, proto) in [(&behind_public_url, None), (&proxied, Some("https"))] {
+        server.tenant("acme").await;
+        let (_, admin) = server.token("acme", TokenScope::Admin).await;
+        let client =
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let with_proto = |request: reqwest::RequestBuilder| match proto {
+            Some(proto) => request.header("x-forwarded-proto", proto),
+            None => request,
+        };
+        let form = with_proto(client.get(server.url("/admin/sign-in"))).send().await.unwrap();
+        let cookies: Vec<String> = form
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|value| value.to_str().unwrap().to_owned())
+            .collect();
+        let html = form.text().await.unwrap();
+        let page = Page { status: 200, location: None, set_cookies: cookies.clone(), html };
+        let csrf = page.csrf();
+        let pairs: Vec<String> =
+            cookies.iter().map(|line| line.split(';').next().unwrap().to_owned()).collect();
+        let signed_in = with_proto(client.post(server.url("/admin/sign-in")))
+            .header("cookie", pairs.join("; "))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                serde_urlencoded::to_string([
+                    ("csrf", &csrf),
+                    ("next", &"/admin".to_owned()),
+                    ("token", &admin),
+                ])
+                .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_in.status().as_u16(), 303, "{proto:?}");
+        let session = signed_in
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|value| value.to_str().unwrap().to_owned())
+            .find(|line| line.contains("rollcall_session="))
+            .unwrap();
+        assert!(session.contains("; Secure"), "{proto:?}: {session}");
+    }
+}
+
+static OUTLIVE_SKEW: Skew = Skew::new();
+
+fn outlive_clock() -> jiff::Timestamp {
+    OUTLIVE_SKEW.now()
+}
+
+/// A session never outlives its token: signed in with a token that expires
+/// in an hour, the eight-hour session ends with it.
+#[tokio::test]
+async fn a_session_never_outlives_its_token() {
+    let server = TestServer::start_with_clock(ServerConfig::default(), outlive_clock).await;
+    server.tenant("acme").await;
+    let (_, secret) = rollcall::tenancy::issue_token(
+        &server.store,
+        rollcall::tenancy::TenantRef::Name("acme".to_owned()),
+        rollcall::tenancy::TokenRequest {
+            scope: TokenScope::Admin,
+            lifetime: Some(jiff::SignedDuration::from_hours(1)),
+            label: None,
+            client_id: None,
+        },
+        events::CommandContext::new(events::Actor::System),
+    )
+    .await
+    .unwrap();
+    let mut visitor = Visitor::new(&server);
+    let page = visitor.sign_in(secret.expose()).await;
+    assert_eq!(page.status, 303);
+    let cookie = page.set_cookies.iter().find(|line| line.contains("rollcall_session=")).unwrap();
+    let max_age: u64 = cookie
+        .split("; ")
+        .find_map(|attribute| attribute.strip_prefix("Max-Age="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3590..=3600).contains(&max_age), "the token's hour, not eight: {cookie}");
+    OUTLIVE_SKEW.advance(Duration::from_secs(3540));
+    assert_eq!(visitor.get("/admin/members").await.status, 200);
+    OUTLIVE_SKEW.advance(Duration::from_secs(61));
+    assert_eq!(visitor.get("/admin/members").await.status, 303, "ended with its token");
+}
+
 static SESSION_SKEW: Skew = Skew::new();
 
 fn session_clock() -> jiff::Timestamp {

@@ -30,6 +30,62 @@ async fn healthz_answers_with_the_log_head() {
     server.stop().await.unwrap();
 }
 
+/// Every answer carries an `X-Request-Id`, whatever the surface and
+/// whatever the outcome: SCIM, the admin API, the console and its assets,
+/// OAuth, refusals, unknown routes and oversized bodies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_carries_a_request_id() {
+    let config = rollcall::server::ServerConfig {
+        body_limit_bytes: 1024,
+        ..rollcall::server::ServerConfig::default()
+    };
+    let server = TestServer::start_with(config).await;
+    server.tenant("acme").await;
+    let (_, scim) = server.token("acme", TokenScope::Scim).await;
+    let (_, admin) = server.token("acme", TokenScope::Admin).await;
+    let big = "x".repeat(4096);
+    // Method, path, bearer secret, body, the status it is answered.
+    type Case<'a> = (reqwest::Method, &'a str, Option<&'a str>, Option<String>, u16);
+    let requests: Vec<Case<'_>> = vec![
+        (reqwest::Method::GET, "/healthz", None, None, 200),
+        (reqwest::Method::GET, "/scim/v2/Users", Some(&scim), None, 200),
+        (reqwest::Method::GET, "/scim/v2/Users", None, None, 401),
+        (reqwest::Method::GET, "/scim/v2/Users/nobody", Some(&scim), None, 404),
+        (reqwest::Method::POST, "/scim/v2/Users", Some(&scim), Some("{".to_owned()), 400),
+        (reqwest::Method::POST, "/scim/v2/Users", Some(&scim), Some(big), 413),
+        (reqwest::Method::GET, "/scim/v2/ServiceProviderConfig", Some(&scim), None, 200),
+        (reqwest::Method::GET, "/api/v1/tokens", Some(&admin), None, 200),
+        (reqwest::Method::GET, "/api/v1/tokens", Some(&scim), None, 401),
+        (reqwest::Method::GET, "/api/v1/audit/verify", Some(&scim), None, 401),
+        (reqwest::Method::GET, "/admin/sign-in", None, None, 200),
+        (reqwest::Method::GET, "/admin/provisioning", None, None, 303),
+        (reqwest::Method::GET, "/admin/assets/console.css", None, None, 200),
+        (reqwest::Method::POST, "/oauth/token", None, Some(String::new()), 400),
+        (reqwest::Method::GET, "/nowhere", None, None, 404),
+    ];
+    let client =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for (method, path, secret, body, expected) in requests {
+        let mut request = client.request(method.clone(), server.url(path));
+        if let Some(secret) = secret {
+            request = request.bearer_auth(secret);
+        }
+        if let Some(body) = body {
+            let kind = if path.starts_with("/oauth") {
+                "application/x-www-form-urlencoded"
+            } else {
+                "application/scim+json"
+            };
+            request = request.header("content-type", kind).body(body);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{method} {path}");
+        let id = response.headers().get("x-request-id").map(|id| id.to_str().unwrap().to_owned());
+        assert_eq!(id.map(|id| id.len()), Some(26), "{method} {path}: a made ULID");
+    }
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_are_honoured_or_made() {
     let server = TestServer::start().await;

@@ -268,6 +268,99 @@ async fn pushes_flow_into_members_at_synchronize_and_only_then() {
     assert_eq!(runs["runs"][0]["counts"]["restore"], 1);
 }
 
+/// The rules Synchronize promises at its edges: a binding can match a
+/// group by externalId; a user created inactive is not a member until it is
+/// activated; a deactivation disables a member even when its new values are
+/// ones the mapping rejects (a bad value never keeps a leaver in); and a
+/// settings PUT says whether it changed anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_by_external_id_inactive_users_and_deprovisioning_with_bad_values() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let mut mapping = admin.get("/provisioning/mapping").await;
+    mapping["properties"].as_array_mut().unwrap().push(json!({
+        "property": "user_type", "source": "userType", "type": "string",
+        "allowed": ["Premium", "Standard"], "default": "Standard"
+    }));
+    let put = |body: Value, path: &'static str| {
+        let (server, token) = (&server, admin.token.clone());
+        async move {
+            let response = server
+                .client
+                .put(server.url(&format!("/api/v1{path}")))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.headers()["x-rollcall-changed"].to_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(put(mapping.clone(), "/provisioning/mapping").await, "true");
+    assert_eq!(put(mapping.clone(), "/provisioning/mapping").await, "false", "the same again");
+    let bindings = json!({
+        "roles": ["admin", "viewer"], "default_role": "viewer",
+        "bindings": [{"group": "ext-admins", "match": "externalId", "role": "admin"}]
+    });
+    let head = server.log_head();
+    assert_eq!(put(bindings.clone(), "/provisioning/role-bindings").await, "true");
+    assert_eq!(put(bindings, "/provisioning/role-bindings").await, "false");
+    assert_eq!(server.log_head(), head + 1, "an unchanged setting appends nothing");
+
+    let ann = user(&scim, "ann@example.com", "ext-ann", "R&D").await;
+    let ben = user(&scim, "ben@example.com", "ext-ben", "R&D").await;
+    // Its displayName looks like another binding's; its externalId is what
+    // the binding names.
+    let admins = scim
+        .post(
+            "/Groups",
+            json!({"schemas": [GROUP], "displayName": "Viewers", "externalId": "ext-admins",
+                   "members": [{"value": ann}]}),
+        )
+        .await;
+    assert_eq!(admins.status, 201, "{}", admins.body);
+    let dormant = scim
+        .post("/Users", json!({"schemas": [USER], "userName": "dora@example.com", "active": false}))
+        .await;
+    assert_eq!(dormant.status, 201);
+    let dora = dormant.body["id"].as_str().unwrap().to_owned();
+
+    let run = admin.sync().await;
+    assert_eq!(run["counts"], counts(&[("join", 2)]), "dora is not a member: {run}");
+    let members = admin.members().await;
+    assert_eq!(members["ann@example.com"]["roles"], json!(["admin"]), "bound by externalId");
+    assert_eq!(members["ben@example.com"]["roles"], json!(["viewer"]));
+    assert!(!members.contains_key("dora@example.com"));
+    assert_eq!(admin.get("/provisioning/pending").await["total"], 0, "nor is she pending");
+
+    // Activated, she joins.
+    patch_user(&scim, &dora, json!([{"op": "replace", "path": "active", "value": true}])).await;
+    assert_eq!(admin.sync().await["counts"], counts(&[("join", 1)]));
+
+    // Deactivated together with a value the mapping rejects: still
+    // disabled, and the rejection is reported; an active user with the same
+    // value is only rejected.
+    patch_user(
+        &scim,
+        &ben,
+        json!([{"op": "replace", "path": "active", "value": false},
+               {"op": "replace", "path": "userType", "value": "Gold"}]),
+    )
+    .await;
+    patch_user(&scim, &ann, json!([{"op": "replace", "path": "userType", "value": "Gold"}])).await;
+    let preview = admin.get("/provisioning/pending").await;
+    assert_eq!(preview["counts"], counts(&[("disable", 1), ("rejected", 1)]), "{preview}");
+    let run = admin.sync().await;
+    assert_eq!(run["counts"], counts(&[("disable", 1), ("rejected", 1)]), "{run}");
+    let members = admin.members().await;
+    assert_eq!(members["ben@example.com"]["status"], "disabled");
+    assert_eq!(members["ben@example.com"]["revoke_sessions"], true);
+    assert_eq!(members["ann@example.com"]["status"], "active");
+    assert_eq!(members["ann@example.com"]["properties"]["user_type"], "Standard", "not applied");
+}
+
 /// A value the mapping does not allow is rejected with its reason and
 /// applied nowhere; a mapping change re-applies to every member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1129,6 +1222,53 @@ async fn members_then_deactivated(
         patch_user(scim, id, json!([{"op": "replace", "path": "active", "value": false}])).await;
     }
     ids
+}
+
+/// The CLI's side of the safeguard: a held run exits with status 3 (scripts
+/// notice it), `sync reject` leaves the members and the changes pending,
+/// `sync approve` applies exactly what was held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_holds_rejects_and_approves() {
+    use crate::util::{rollcall, rollcall_ok, stdout};
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    members_then_deactivated(&scim, &admin, 40, 20).await;
+    let db = server.db_path();
+
+    let held = rollcall(&db, &["sync", "--tenant", "acme", "--json"]);
+    assert_eq!(held.status.code(), Some(3), "a held run exits 3");
+    let held: Value = serde_json::from_str(&stdout(&held)).unwrap();
+    assert_eq!(held["status"], "held", "{held}");
+    assert_eq!(held["counts"]["held"], 20);
+    let run_id = held["run_id"].as_str().unwrap().to_owned();
+
+    let head = server.log_head();
+    let rejected = rollcall_ok(&db, &["sync", "reject", &run_id, "--tenant", "acme"]);
+    assert!(stdout(&rejected).contains("rejected"), "{}", stdout(&rejected));
+    assert!(server.log_head() > head, "the rejection is recorded");
+    let members = admin.members().await;
+    assert_eq!(members["user000@example.com"]["status"], "active", "nothing was disabled");
+    assert_eq!(admin.get("/provisioning/pending").await["counts"]["disable"], 20);
+    let again = rollcall(&db, &["sync", "approve", &run_id, "--tenant", "acme"]);
+    assert!(!again.status.success(), "a rejected run cannot be approved after");
+
+    let held = rollcall(&db, &["sync", "--tenant", "acme", "--json"]);
+    assert_eq!(held.status.code(), Some(3));
+    let held: Value = serde_json::from_str(&stdout(&held)).unwrap();
+    let approved = rollcall_ok(
+        &db,
+        &["sync", "approve", held["run_id"].as_str().unwrap(), "--tenant", "acme"],
+    );
+    let said = stdout(&approved);
+    assert!(said.contains("approved") && said.contains("applied by:"), "{said}");
+    assert!(said.contains("trigger approval") && said.contains("disable 20"), "{said}");
+    let members = admin.members().await;
+    let disabled = members.values().filter(|member| member["status"] == "disabled").count();
+    assert_eq!(disabled, 20);
+    assert_eq!(admin.get("/provisioning/pending").await["total"], 0);
+    let unknown = rollcall(&db, &["sync", "approve", "no-such-run", "--tenant", "acme"]);
+    assert!(!unknown.status.success());
 }
 
 /// A database made before `sync_runs` gained its later columns opens, gets
