@@ -97,6 +97,60 @@ mod tests {
         assert_eq!(from_hex("zz"), None);
     }
 
+    /// Known answers, computed outside this code (Python's `hashlib` and
+    /// `struct`, following the formula in ARCHITECTURE.md, "The hash
+    /// chain"). Every stored chain and every checkpoint an auditor wrote
+    /// down rests on this encoding: a reordered field, a changed prefix
+    /// width or a missing field changes these hashes.
+    #[test]
+    fn chain_hashes_match_known_answers() {
+        let first = CanonicalEvent {
+            position: 1,
+            tenant: "acme",
+            stream: "user:01J0",
+            version: 1,
+            event_type: "UserCreated",
+            schema_version: 1,
+            payload: r#"{"userName":"ann@example.com"}"#,
+            metadata: r#"{"event_id":"01J0","actor":{"kind":"system"}}"#,
+            recorded_at: "2026-01-01T00:00:00.000Z",
+        };
+        let first_hash = first.chain_hash(&ZERO_HASH);
+        assert_eq!(
+            to_hex(&first_hash),
+            "4cf01842fb73fbd887f6a07f19fd46fbc21ed1ac6ef92ee443999c17a2e2dbff"
+        );
+        let second = CanonicalEvent {
+            position: 2,
+            version: 2,
+            event_type: "UserDeleted",
+            payload: "{}",
+            metadata: "{}",
+            recorded_at: "2026-01-01T00:00:01.500Z",
+            ..first
+        };
+        let second_hash = second.chain_hash(&first_hash);
+        assert_eq!(
+            to_hex(&second_hash),
+            "ba0bdae092ec46c7a71424f936e3bc1330d715cc981cdcbfa874fc08fbf669b1"
+        );
+        // Multi-byte text is hashed as its UTF-8 bytes, lengths in bytes.
+        let third = CanonicalEvent {
+            position: 7,
+            stream: "group:Ünïcode",
+            version: 1,
+            event_type: "GroupCreated",
+            schema_version: 3,
+            payload: r#"{"displayName":"Ünïcode ✓"}"#,
+            recorded_at: "2026-06-30T23:59:59.999Z",
+            ..second
+        };
+        assert_eq!(
+            to_hex(&third.chain_hash(&second_hash)),
+            "9deb749284e1485a1e087b4d148483bd560a6642d376400ded0c90aeff4a255c"
+        );
+    }
+
     #[test]
     fn length_prefixes_keep_fields_apart() {
         let base = CanonicalEvent {

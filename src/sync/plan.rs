@@ -45,8 +45,19 @@ impl Rules {
         let (mapping, mapping_position) = stored(connection, tenant, "mapping")?;
         let (bindings, bindings_position) = stored(connection, tenant, "roles")?;
         let (settings, _) = stored::<SyncSettings>(connection, tenant, "sync")?;
-        let mapping: Mapping = mapping;
-        let bindings: RoleBindings = bindings;
+        let mut rules = Rules::new(mapping, bindings, settings)?;
+        rules.mapping_position = mapping_position;
+        rules.bindings_position = bindings_position;
+        Ok(rules)
+    }
+
+    /// Rules from their parts, with no user in any bound group yet (see
+    /// [`Rules::load_roles`]).
+    pub fn new(
+        mapping: Mapping,
+        bindings: RoleBindings,
+        settings: SyncSettings,
+    ) -> Result<Rules, Error> {
         // Stored mappings were validated before they were recorded.
         let compiled = mapping.validate()?;
         Ok(Rules {
@@ -55,8 +66,8 @@ impl Rules {
             bindings,
             settings,
             roles_by_user: HashMap::new(),
-            mapping_position,
-            bindings_position,
+            mapping_position: 0,
+            bindings_position: 0,
         })
     }
 
@@ -451,5 +462,396 @@ impl Counts {
 
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every transition of [`decide`], one row each: what the directory
+    //! holds, what the member is, and the effect that closes the gap.
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::sync::config::{Binding, PropertyRule, PropertyType};
+
+    const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+    /// Two properties (one with allowed values) and one bound group.
+    fn rules() -> Rules {
+        let rule = |property: &str, source: &str| PropertyRule {
+            property: property.to_owned(),
+            source: source.to_owned(),
+            kind: PropertyType::String,
+            default: None,
+            allowed: None,
+            split: None,
+        };
+        let mut kind = rule("kind", "userType");
+        kind.allowed = Some(vec![json!("Staff"), json!("Contractor")]);
+        let mapping = Mapping {
+            properties: vec![rule("department", &format!("{ENTERPRISE}:department")), kind],
+            app_owned: Vec::new(),
+        };
+        let bindings = RoleBindings {
+            roles: vec!["admin".to_owned(), "viewer".to_owned()],
+            default_role: Some("viewer".to_owned()),
+            bindings: vec![Binding {
+                group: "Admins".to_owned(),
+                by: GroupMatch::DisplayName,
+                role: "admin".to_owned(),
+            }],
+        };
+        let mut rules = Rules::new(mapping, bindings, SyncSettings::default()).unwrap();
+        rules.roles_by_user.insert("u-admin".to_owned(), BTreeSet::from(["admin".to_owned()]));
+        rules
+    }
+
+    fn user(active: bool, department: &str, kind: &str) -> UserNow {
+        let document = json!({
+            "userName": "ann@example.com",
+            "active": active,
+            "userType": kind,
+            ENTERPRISE: {"department": department},
+        });
+        UserNow {
+            external_id: Some("ext-ann".to_owned()),
+            user_name: "ann@example.com".to_owned(),
+            active,
+            document: document.as_object().unwrap().clone(),
+        }
+    }
+
+    fn member(status: MemberStatus, department: &str) -> MemberRow {
+        let properties = json!({"department": department, "kind": "Staff"});
+        MemberRow {
+            member_id: "m-1".to_owned(),
+            user_id: "u-1".to_owned(),
+            external_id: Some("ext-ann".to_owned()),
+            user_name: "ann@example.com".to_owned(),
+            status,
+            properties: properties.as_object().unwrap().clone(),
+            roles: vec!["viewer".to_owned()],
+            app_properties: Map::new(),
+            joined_at: "2026-01-01T00:00:00.000Z".to_owned(),
+            left_at: None,
+            grace_until: None,
+            disabled_at: None,
+            revoke_sessions: false,
+            updated_at: "2026-01-01T00:00:00.000Z".to_owned(),
+            version: 1,
+            last_position: 1,
+        }
+    }
+
+    fn left() -> MemberRow {
+        MemberRow {
+            member_id: "m-left".to_owned(),
+            left_at: Some("2026-02-01T00:00:00.000Z".to_owned()),
+            grace_until: Some("2026-03-01T00:00:00.000Z".to_owned()),
+            ..member(MemberStatus::Left, "Ops")
+        }
+    }
+
+    /// What a row expects: the action (`None`: no effect), the member it
+    /// names, and whether it carries a reason, property changes, a role
+    /// change and a rename.
+    #[derive(Debug, PartialEq)]
+    struct Outcome {
+        action: Option<Action>,
+        member_id: Option<&'static str>,
+        reason: bool,
+        changes: bool,
+        roles: bool,
+        renamed: bool,
+    }
+
+    fn none() -> Outcome {
+        Outcome {
+            action: None,
+            member_id: None,
+            reason: false,
+            changes: false,
+            roles: false,
+            renamed: false,
+        }
+    }
+
+    fn outcome(action: Action, member_id: Option<&'static str>) -> Outcome {
+        Outcome { action: Some(action), member_id, ..none() }
+    }
+
+    fn observed(effect: Option<Effect>) -> Outcome {
+        let Some(effect) = effect else { return none() };
+        let member_id = effect.member_id.as_deref().map(|id| match id {
+            "m-1" => "m-1",
+            "m-left" => "m-left",
+            other => panic!("unexpected member {other}"),
+        });
+        Outcome {
+            action: Some(effect.action),
+            member_id,
+            reason: effect.reason.is_some(),
+            changes: !effect.changes.is_empty(),
+            roles: effect.roles.is_some(),
+            renamed: effect.plan.renamed.is_some(),
+        }
+    }
+
+    #[test]
+    fn every_transition_of_a_member() {
+        use MemberStatus::{Active, Disabled};
+        let renamed_user = || UserNow {
+            user_name: "ann.new@example.com".to_owned(),
+            ..user(true, "R&D", "Staff")
+        };
+        let new_external_id =
+            || UserNow { external_id: Some("ext-2".to_owned()), ..user(true, "R&D", "Staff") };
+        let rows: Vec<(
+            &str,
+            &str,
+            Option<UserNow>,
+            Option<MemberRow>,
+            Option<MemberRow>,
+            Outcome,
+        )> = vec![
+            ("u-1", "deleted, never a member", None, None, None, none()),
+            (
+                "u-1",
+                "deleted: the member leaves",
+                None,
+                Some(member(Active, "R&D")),
+                None,
+                outcome(Action::Leave, Some("m-1")),
+            ),
+            (
+                "u-1",
+                "deleted while disabled: leaves",
+                None,
+                Some(member(Disabled, "R&D")),
+                None,
+                outcome(Action::Leave, Some("m-1")),
+            ),
+            (
+                "u-1",
+                "new and active: joins",
+                Some(user(true, "R&D", "Staff")),
+                None,
+                None,
+                outcome(Action::Join, None),
+            ),
+            (
+                "u-1",
+                "new with a disallowed value: rejected",
+                Some(user(true, "R&D", "Gold")),
+                None,
+                None,
+                Outcome { reason: true, ..outcome(Action::Rejected, None) },
+            ),
+            (
+                "u-1",
+                "created inactive: not a member",
+                Some(user(false, "R&D", "Staff")),
+                None,
+                None,
+                none(),
+            ),
+            (
+                "u-1",
+                "inactive, even with a leaver to restore",
+                Some(user(false, "R&D", "Staff")),
+                None,
+                Some(left()),
+                none(),
+            ),
+            (
+                "u-1",
+                "re-created within the grace: restored",
+                Some(user(true, "Ops", "Staff")),
+                None,
+                Some(left()),
+                outcome(Action::Restore, Some("m-left")),
+            ),
+            (
+                "u-1",
+                "restored with new values: the changes ride along",
+                Some(user(true, "R&D", "Staff")),
+                None,
+                Some(left()),
+                Outcome { changes: true, ..outcome(Action::Restore, Some("m-left")) },
+            ),
+            (
+                "u-1",
+                "restored under a new userName: no separate rename",
+                Some(UserNow {
+                    user_name: "ann.new@example.com".to_owned(),
+                    ..user(true, "Ops", "Staff")
+                }),
+                None,
+                Some(left()),
+                outcome(Action::Restore, Some("m-left")),
+            ),
+            (
+                "u-1",
+                "nothing changed",
+                Some(user(true, "R&D", "Staff")),
+                Some(member(Active, "R&D")),
+                None,
+                none(),
+            ),
+            (
+                "u-1",
+                "a property changed: updated",
+                Some(user(true, "Ops", "Staff")),
+                Some(member(Active, "R&D")),
+                None,
+                Outcome { changes: true, ..outcome(Action::Update, Some("m-1")) },
+            ),
+            (
+                "u-1",
+                "deactivated: disabled",
+                Some(user(false, "R&D", "Staff")),
+                Some(member(Active, "R&D")),
+                None,
+                outcome(Action::Disable, Some("m-1")),
+            ),
+            (
+                "u-1",
+                "deactivated with a change: disabled and updated",
+                Some(user(false, "Ops", "Staff")),
+                Some(member(Active, "R&D")),
+                None,
+                Outcome { changes: true, ..outcome(Action::Disable, Some("m-1")) },
+            ),
+            (
+                "u-1",
+                "deactivated with a disallowed value: still disabled",
+                Some(user(false, "R&D", "Gold")),
+                Some(member(Active, "R&D")),
+                None,
+                Outcome { reason: true, ..outcome(Action::Disable, Some("m-1")) },
+            ),
+            (
+                "u-1",
+                "a disallowed value on an active member: rejected",
+                Some(user(true, "R&D", "Gold")),
+                Some(member(Active, "R&D")),
+                None,
+                Outcome { reason: true, ..outcome(Action::Rejected, Some("m-1")) },
+            ),
+            (
+                "u-1",
+                "reactivated: enabled",
+                Some(user(true, "R&D", "Staff")),
+                Some(member(Disabled, "R&D")),
+                None,
+                outcome(Action::Enable, Some("m-1")),
+            ),
+            (
+                "u-1",
+                "reactivated with a disallowed value: rejected, stays out",
+                Some(user(true, "R&D", "Gold")),
+                Some(member(Disabled, "R&D")),
+                None,
+                Outcome { reason: true, ..outcome(Action::Rejected, Some("m-1")) },
+            ),
+            (
+                "u-1",
+                "still inactive: nothing",
+                Some(user(false, "R&D", "Staff")),
+                Some(member(Disabled, "R&D")),
+                None,
+                none(),
+            ),
+            (
+                "u-1",
+                "renamed in the IdP: the member follows",
+                Some(renamed_user()),
+                Some(member(Active, "R&D")),
+                None,
+                Outcome { renamed: true, ..outcome(Action::Update, Some("m-1")) },
+            ),
+            (
+                "u-1",
+                "a new externalId: the member follows",
+                Some(new_external_id()),
+                Some(member(Active, "R&D")),
+                None,
+                Outcome { renamed: true, ..outcome(Action::Update, Some("m-1")) },
+            ),
+            (
+                "u-admin",
+                "now in a bound group: a role change",
+                Some(user(true, "R&D", "Staff")),
+                Some(member(Active, "R&D")),
+                None,
+                Outcome { roles: true, ..outcome(Action::Update, Some("m-1")) },
+            ),
+            (
+                "u-admin",
+                "a role change while disabled: recorded with the enable",
+                Some(user(true, "R&D", "Staff")),
+                Some(member(Disabled, "R&D")),
+                None,
+                Outcome { roles: true, ..outcome(Action::Enable, Some("m-1")) },
+            ),
+        ];
+        let rules = rules();
+        for (user_id, name, user, member, left, expected) in rows {
+            let effect = decide(&rules, user_id, user, member, left);
+            assert_eq!(observed(effect), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_join_carries_what_the_mapping_and_bindings_give() {
+        let effect = decide(&rules(), "u-admin", Some(user(true, "R&D", "Staff")), None, None)
+            .expect("a join");
+        assert_eq!(
+            effect.plan.properties,
+            json!({"department": "R&D", "kind": "Staff"}).as_object().unwrap().clone()
+        );
+        assert_eq!(effect.plan.roles, ["admin"]);
+        assert_eq!(effect.plan.external_id.as_deref(), Some("ext-ann"));
+        let effect = decide(&rules(), "u-1", Some(user(true, "R&D", "Staff")), None, None).unwrap();
+        assert_eq!(effect.plan.roles, ["viewer"], "the default role");
+        let rejected =
+            decide(&rules(), "u-1", Some(user(true, "R&D", "Gold")), None, None).unwrap();
+        let reason = rejected.reason.unwrap();
+        assert!(reason.contains("kind") && reason.contains("\"Gold\""), "{reason}");
+    }
+
+    #[test]
+    fn an_update_names_each_change_from_and_to() {
+        let effect = decide(
+            &rules(),
+            "u-1",
+            Some(user(true, "Ops", "Staff")),
+            Some(member(MemberStatus::Active, "R&D")),
+            None,
+        )
+        .unwrap();
+        let change = &effect.changes["department"];
+        assert_eq!((&change.from, &change.to), (&json!("R&D"), &json!("Ops")));
+        assert_eq!(effect.changes.len(), 1);
+    }
+
+    #[test]
+    fn counts_count_each_effect_once_and_role_changes_apart() {
+        let mut counts = Counts::default();
+        let rules = rules();
+        let active = || Some(member(MemberStatus::Active, "R&D"));
+        for (user_id, user) in [
+            ("u-1", user(true, "Ops", "Staff")),     // update
+            ("u-admin", user(true, "R&D", "Staff")), // role change only
+            ("u-admin", user(true, "Ops", "Staff")), // update and role change
+            ("u-1", user(false, "Ops", "Staff")),    // disable with an update
+            ("u-1", user(true, "R&D", "Gold")),      // rejected
+        ] {
+            counts.add(&decide(&rules, user_id, Some(user), active(), None).unwrap());
+        }
+        let expected =
+            Counts { update: 3, role_change: 2, disable: 1, rejected: 1, ..Counts::default() };
+        assert_eq!(counts, expected);
     }
 }

@@ -1016,3 +1016,29 @@ async fn the_request_log_is_bounded_per_tenant_and_keeps_no_query() {
     assert_eq!(quiet.len(), 3, "the flood pushed out another tenant's rows");
     assert_eq!(quiet[0].target, "/scim/v2/Users/nobody-2", "no query string");
 }
+
+/// A chain computed outside rollcall (Python's hashlib, from the formula in
+/// ARCHITECTURE.md) verifies offline: so do the chains and checkpoints
+/// auditors already hold, and a change to the encoding fails here first.
+#[test]
+fn an_export_hashed_outside_rollcall_verifies() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/known-chain.ndjson");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("unused.db");
+    let since = "2:ba0bdae092ec46c7a71424f936e3bc1330d715cc981cdcbfa874fc08fbf669b1";
+    let checked = rollcall_ok(&db, &["verify", "--file", fixture, "--since", since, "--json"]);
+    let checked: Value = serde_json::from_str(&stdout(&checked)).unwrap();
+    assert_eq!(checked["events_checked"], 3, "{checked}");
+    assert_eq!(
+        checked["heads"]["acme"],
+        "7:9deb749284e1485a1e087b4d148483bd560a6642d376400ded0c90aeff4a255c"
+    );
+    assert!(checked["failure"].is_null(), "{checked}");
+    // One character of a payload changed: the line is named.
+    let text = std::fs::read_to_string(fixture).unwrap();
+    let edited = dir.path().join("edited.ndjson");
+    std::fs::write(&edited, text.replacen("ann@example.com", "bob@example.com", 1)).unwrap();
+    let failed = rollcall(&db, &["verify", "--file", edited.to_str().unwrap()]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(stderr(&failed).contains("line 1"), "{}", stderr(&failed));
+}
