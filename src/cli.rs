@@ -926,7 +926,18 @@ fn verify_command(store: &Store, verify: &VerifyArgs) -> anyhow::Result<ExitCode
         eprintln!("rollcall: verify FAILED against checkpoint {checkpoint}: {problem}");
         return Ok(ExitCode::from(1));
     }
+    let mut broken_guards = report.missing_guards.clone();
+    broken_guards.extend(report.altered_guards.iter().map(|name| format!("{name} (altered)")));
+    if !broken_guards.is_empty() {
+        eprintln!(
+            "rollcall: verify FAILED: guard triggers missing or altered: {}; the events were open \
+             to edits (the chain above says whether any was made); opening the file for writing \
+             restores them",
+            broken_guards.join(", ")
+        );
+    }
     match &report.failure {
+        None if !broken_guards.is_empty() => Ok(ExitCode::from(1)),
         None => {
             eprintln!("rollcall: verify ok: {} events checked ({label})", report.events_checked);
             if let Some((checkpoint, None)) = &since {

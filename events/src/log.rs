@@ -99,12 +99,15 @@ pub struct VerifyReport {
     /// Guard triggers missing from the file: its events were open to
     /// edits (the chain still tells whether any was made).
     pub missing_guards: Vec<String>,
+    /// Guard triggers present under their names that are not what rollcall
+    /// wrote (one that refuses nothing, say): as open to edits as missing.
+    pub altered_guards: Vec<String>,
 }
 
 impl VerifyReport {
-    /// No inconsistent event and every guard in place.
+    /// No inconsistent event and every guard in place, as written.
     pub fn is_ok(&self) -> bool {
-        self.failure.is_none() && self.missing_guards.is_empty()
+        self.failure.is_none() && self.missing_guards.is_empty() && self.altered_guards.is_empty()
     }
 }
 

@@ -316,6 +316,7 @@ pub fn verify_report_json(
         "heads": heads,
         "failure": failure,
         "missing_guards": report.missing_guards,
+        "altered_guards": report.altered_guards,
         "since": since.map(|(checkpoint, problem)| serde_json::json!({
             "checkpoint": checkpoint.to_string(),
             "ok": report.is_ok() && problem.is_none(),

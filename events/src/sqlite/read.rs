@@ -352,7 +352,13 @@ pub(super) fn verify(log: &SqliteLog, scope: VerifyScope) -> Result<VerifyReport
     };
     let mut heads: Vec<ChainHead> = heads.into_values().collect();
     heads.sort_by_key(|head| head.position);
-    let missing_guards =
-        super::schema::missing_guards(&*log.reader()?)?.into_iter().map(str::to_owned).collect();
-    Ok(VerifyReport { events_checked, heads, failure, missing_guards })
+    let guards = super::schema::guard_check(&*log.reader()?)?;
+    let names = |names: Vec<&str>| names.into_iter().map(str::to_owned).collect();
+    Ok(VerifyReport {
+        events_checked,
+        heads,
+        failure,
+        missing_guards: names(guards.missing),
+        altered_guards: names(guards.altered),
+    })
 }

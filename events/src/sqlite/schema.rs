@@ -4,7 +4,7 @@
 //! inside the transaction that holds SQLite's write lock, so they are gapless
 //! even with several processes (the server and the CLI) on one file.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::LogError;
 
@@ -33,38 +33,60 @@ CREATE TABLE IF NOT EXISTS events (
 ) STRICT;
 
 CREATE INDEX IF NOT EXISTS events_by_tenant ON events (tenant, position);
+"#;
 
-CREATE TRIGGER IF NOT EXISTS events_refuse_update BEFORE UPDATE ON events
+/// The triggers that keep the events table append-only, each as its name
+/// and what follows the name in its `CREATE TRIGGER` statement. `INSERT OR
+/// REPLACE` would otherwise overwrite a row without firing a DELETE
+/// trigger, hence the insert guard.
+pub const GUARD_TRIGGERS: [(&str, &str); 3] = [
+    (
+        "events_refuse_update",
+        "BEFORE UPDATE ON events
 BEGIN
     SELECT RAISE(ABORT, 'events are append-only: UPDATE is refused');
-END;
-
-CREATE TRIGGER IF NOT EXISTS events_refuse_delete BEFORE DELETE ON events
+END",
+    ),
+    (
+        "events_refuse_delete",
+        "BEFORE DELETE ON events
 BEGIN
     SELECT RAISE(ABORT, 'events are append-only: DELETE is refused');
-END;
-
-CREATE TRIGGER IF NOT EXISTS events_append_only BEFORE INSERT ON events
+END",
+    ),
+    (
+        "events_append_only",
+        "BEFORE INSERT ON events
 WHEN NEW.position <> (SELECT COALESCE(MAX(position), 0) FROM events) + 1
   OR NEW.version <> (SELECT COALESCE(MAX(version), 0) FROM events
                      WHERE tenant = NEW.tenant AND stream = NEW.stream) + 1
 BEGIN
     SELECT RAISE(ABORT, 'events are append-only: an insert must take the next position and the next stream version');
-END;
-"#;
+END",
+    ),
+];
 
-/// The triggers that keep the events table append-only. `INSERT OR
-/// REPLACE` would otherwise overwrite a row without firing a DELETE
-/// trigger, hence the insert guard.
-pub const GUARD_TRIGGERS: [&str; 3] =
-    ["events_refuse_update", "events_refuse_delete", "events_append_only"];
+/// The statements that create the guards.
+fn create_guards() -> String {
+    GUARD_TRIGGERS
+        .iter()
+        .map(|(name, body)| format!("CREATE TRIGGER IF NOT EXISTS {name} {body};\n"))
+        .collect()
+}
+
+/// What a guard's definition says, for comparing: SQLite keeps a trigger's
+/// statement as written (but for `IF NOT EXISTS`), so runs of white space
+/// are made one space and nothing else is forgiven.
+fn normalised(sql: &str) -> String {
+    sql.split_whitespace().collect::<Vec<_>>().join(" ")
+}
 
 /// Creates the events table on a new file, or checks an existing one is a
 /// layout this build understands.
 pub fn migrate(connection: &Connection) -> Result<(), LogError> {
     let had_events = table_exists(connection, "events")?;
-    let missing = if had_events { missing_guards(connection)? } else { Vec::new() };
-    for trigger in &missing {
+    let guards = if had_events { guard_check(connection)? } else { GuardCheck::default() };
+    for trigger in &guards.missing {
         // Recreating it restores the protection, but the file was open to
         // edits meanwhile: say so where an operator will see it.
         tracing::warn!(
@@ -72,8 +94,16 @@ pub fn migrate(connection: &Connection) -> Result<(), LogError> {
             "a guard trigger of the events table was missing and is recreated; run `rollcall verify`"
         );
     }
+    let mut replace = String::new();
+    for trigger in &guards.altered {
+        tracing::warn!(
+            trigger,
+            "a guard trigger of the events table did not say what rollcall wrote and is replaced; run `rollcall verify`"
+        );
+        replace.push_str(&format!("DROP TRIGGER IF EXISTS {trigger};"));
+    }
     connection
-        .execute_batch(&format!("BEGIN IMMEDIATE;{CREATE}"))
+        .execute_batch(&format!("BEGIN IMMEDIATE;{replace}{CREATE}{}", create_guards()))
         .map_err(|error| LogError::storage("creating the events table", error))?;
     let result = check_version(connection);
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
@@ -94,22 +124,39 @@ fn table_exists(connection: &Connection, table: &str) -> Result<bool, LogError> 
         .map_err(|error| LogError::storage("reading the schema", error))
 }
 
-/// The guard triggers that are not in the file.
-pub fn missing_guards(connection: &Connection) -> Result<Vec<&'static str>, LogError> {
-    let mut missing = Vec::new();
-    for trigger in GUARD_TRIGGERS {
-        let present: i64 = connection
+/// The guard triggers a file lacks, and those it has under their names
+/// that do something else (a trigger of the same name that refuses
+/// nothing passes a check by name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuardCheck {
+    pub missing: Vec<&'static str>,
+    pub altered: Vec<&'static str>,
+}
+
+/// Reads each guard's definition from the file and compares it with the
+/// one this build writes.
+pub fn guard_check(connection: &Connection) -> Result<GuardCheck, LogError> {
+    let mut check = GuardCheck::default();
+    for (trigger, body) in GUARD_TRIGGERS {
+        let stored: Option<String> = connection
             .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?1 AND tbl_name = 'events'",
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1 AND tbl_name = 'events'",
                 [trigger],
                 |row| row.get(0),
             )
+            .optional()
             .map_err(|error| LogError::storage("reading the schema", error))?;
-        if present == 0 {
-            missing.push(trigger);
+        match stored {
+            None => check.missing.push(trigger),
+            Some(sql)
+                if normalised(&sql) != normalised(&format!("CREATE TRIGGER {trigger} {body}")) =>
+            {
+                check.altered.push(trigger);
+            }
+            Some(_) => {}
         }
     }
-    Ok(missing)
+    Ok(check)
 }
 
 /// Checks, without writing, that a file holds a log this build can read.

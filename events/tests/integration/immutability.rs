@@ -72,6 +72,39 @@ fn opening_for_writing_restores_a_dropped_guard_but_verify_reports_it_first() {
     );
 }
 
+/// A guard is checked by what it does, not by its name: a trigger of the
+/// same name that refuses nothing is reported, and the writer replaces it.
+#[test]
+fn a_guard_that_refuses_nothing_is_caught_by_its_definition() {
+    let db = TestDb::new();
+    seed(&db);
+    let raw = db.raw_connection();
+    raw.execute_batch(
+        "DROP TRIGGER events_refuse_update;
+         CREATE TRIGGER events_refuse_update BEFORE UPDATE ON events BEGIN SELECT 1; END;",
+    )
+    .unwrap();
+    raw.execute("UPDATE events SET metadata = metadata WHERE position = 1", []).unwrap();
+    let read_only = SqliteLog::open_read_only(&db.path(), LogOptions::default()).unwrap();
+    let report = read_only.verify(VerifyScope::All).unwrap();
+    assert!(!report.is_ok());
+    assert_eq!(report.missing_guards, Vec::<String>::new());
+    assert_eq!(report.altered_guards, vec!["events_refuse_update".to_owned()]);
+    drop(read_only);
+    let writable = db.open();
+    assert!(writable.verify(VerifyScope::All).unwrap().is_ok(), "the writer replaced it");
+    let refused = raw.execute("UPDATE events SET metadata = metadata WHERE position = 1", []);
+    assert!(refused.unwrap_err().to_string().contains("append-only"));
+    // White space alone is not an alteration.
+    raw.execute_batch(
+        "DROP TRIGGER events_refuse_delete;
+         CREATE TRIGGER events_refuse_delete BEFORE DELETE ON events BEGIN
+           SELECT RAISE(ABORT,   'events are append-only: DELETE is refused'); END;",
+    )
+    .unwrap();
+    assert!(writable.verify(VerifyScope::All).unwrap().is_ok());
+}
+
 #[test]
 fn read_only_opens_refuse_what_is_not_a_log() {
     let dir = tempfile::tempdir().unwrap();
