@@ -32,7 +32,11 @@ impl Store {
     pub fn open(path: &Path, options: LogOptions) -> Result<Store, Error> {
         let log = SqliteLog::open(path, with_functions(options))?;
         let pending = log
-            .execute(|tx| projections::schema::migrate(tx.connection()).map_err(Error::from))
+            .execute(|tx| {
+                let pending = projections::schema::migrate(tx.connection())?;
+                crate::audit::snapshots::ensure_key(tx.connection())?;
+                Ok::<_, Error>(pending)
+            })
             .wait()?;
         let store = Store { log };
         if !pending.is_empty() {

@@ -2,9 +2,10 @@
 //!
 //! Projection tables hold nothing the log does not: dropping them and
 //! folding the log again must give the same rows. The exceptions are
-//! `token_usage`, `request_log` and the `console_*` tables, operational
-//! state (when a token was last used; each SCIM request as answered,
-//! failures included; console sessions and the last chain check) that is
+//! `token_usage`, `request_log`, `audit_snapshot_key` and the `console_*`
+//! tables, operational state (when a token was last used; each SCIM
+//! request as answered, failures included; the as-of cache's signing key;
+//! console sessions and the last chain check) that is
 //! deliberately not an event: recording every request in the log would
 //! drown the facts auditors need. A rebuild leaves them alone.
 
@@ -108,6 +109,13 @@ CREATE TABLE IF NOT EXISTS console_verify (
     events_checked INTEGER NOT NULL,
     checkpoint TEXT,
     problem TEXT
+) STRICT;
+
+-- The key the as-of snapshot cache signs its files with (one row): kept
+-- in the database, so writing the cache's folder cannot forge a snapshot.
+CREATE TABLE IF NOT EXISTS audit_snapshot_key (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    key BLOB NOT NULL CHECK (length(key) = 32)
 ) STRICT;
 
 -- The SCIM directory. `name` is the unique name (a User's userName, a

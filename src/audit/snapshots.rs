@@ -13,12 +13,21 @@
 //! deleting the directory only makes the next as-of slower. Writing it is
 //! best effort: a read-only directory leaves as-of correct, just slower.
 //!
-//! It must never touch the database file, and nothing but `replay::as_of`
-//! reads it.
+//! Each file is signed: an HMAC-SHA256 of its bytes, its tenant and its
+//! boundary, under a key kept in the database (`audit_snapshot_key`, made
+//! when a writer first opens the file). Whoever can write the folder but
+//! not the database cannot make an as-of answer something the log does not
+//! say: a file that fails its signature is discarded (with a warning) and
+//! the answer folded from the log. A read-only copy without the key uses
+//! and keeps no snapshots.
+//!
+//! It must never touch the database file but to read the key, and nothing
+//! but `replay::as_of` reads it.
 
 use std::path::{Path, PathBuf};
 
 use events::Position;
+use hmac::{KeyInit, Mac};
 use rusqlite::{Connection, MAIN_DB, OptionalExtension, params};
 
 use crate::error::Error;
@@ -41,6 +50,16 @@ const META: &str = "CREATE TABLE IF NOT EXISTS as_of_snapshot (\
     tenant_id TEXT NOT NULL, position INTEGER NOT NULL, \
     last_position INTEGER NOT NULL, last_hash BLOB NOT NULL)";
 
+/// What reading one file found.
+enum Read {
+    Valid((Connection, Through)),
+    /// Its signature does not match: edited, damaged, or signed by another
+    /// database's key.
+    Forged,
+    /// Signed, but no longer what the log says (a rewritten chain).
+    Stale,
+}
+
 /// What a loaded snapshot says of itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Through {
@@ -52,6 +71,52 @@ pub struct Through {
 
 fn sql(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+type Signer = hmac::Hmac<sha2::Sha256>;
+
+/// Bytes of the signature at the start of every file.
+const SIGNATURE_BYTES: usize = 32;
+
+/// Makes the signing key, once per database. Runs inside the writer's
+/// migration.
+pub fn ensure_key(connection: &Connection) -> Result<(), Error> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)
+        .map_err(|error| Error::Internal(format!("no randomness for a key: {error}")))?;
+    connection
+        .execute("INSERT OR IGNORE INTO audit_snapshot_key (id, key) VALUES (1, ?1)", [&key[..]])
+        .map_err(|error| Error::Internal(format!("keeping the snapshot key: {error}")))?;
+    Ok(())
+}
+
+/// The signing key, if the database has one.
+fn key(store: &Store) -> Result<Option<Vec<u8>>, Error> {
+    store.read(|connection| {
+        let found = connection
+            .query_row("SELECT key FROM audit_snapshot_key WHERE id = 1", [], |row| row.get(0))
+            .optional();
+        match found {
+            Ok(key) => Ok(key),
+            // A file from before the key existed, opened read-only.
+            Err(rusqlite::Error::SqliteFailure(_, Some(message)))
+                if message.contains("no such table") =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(Error::Internal(format!("reading the snapshot key: {error}"))),
+        }
+    })
+}
+
+/// The signer of one tenant's snapshot through `boundary`.
+fn signer(key: &[u8], tenant: &str, boundary: Position) -> Result<Signer, Error> {
+    let mut signer = <Signer as KeyInit>::new_from_slice(key)
+        .map_err(|error| Error::Internal(format!("the snapshot key: {error}")))?;
+    signer.update(&(tenant.len() as u64).to_be_bytes());
+    signer.update(tenant.as_bytes());
+    signer.update(&boundary.to_be_bytes());
+    Ok(signer)
 }
 
 impl Snapshots {
@@ -93,14 +158,22 @@ impl Snapshots {
         tenant: &str,
         position: Position,
     ) -> Result<Option<(Connection, Through)>, Error> {
+        let Some(key) = key(store)? else { return Ok(None) };
         for boundary in self.boundaries(0, position).into_iter().rev() {
             let path = self.file(tenant, boundary);
             let Ok(file) = std::fs::File::open(&path) else {
                 continue;
             };
-            match self.read(store, tenant, boundary, file) {
-                Ok(Some(loaded)) => return Ok(Some(loaded)),
-                Ok(None) | Err(_) => {
+            match self.read(store, &key, tenant, boundary, file) {
+                Ok(Read::Valid(loaded)) => return Ok(Some(loaded)),
+                Ok(Read::Forged) => {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "an as-of snapshot failed its signature (edited or damaged): discarded, folding from the log instead"
+                    );
+                    let _ = std::fs::remove_file(&path);
+                }
+                Ok(Read::Stale) | Err(_) => {
                     tracing::info!(path = %path.display(), "dropping a stale as-of snapshot");
                     let _ = std::fs::remove_file(&path);
                 }
@@ -112,16 +185,25 @@ impl Snapshots {
     fn read(
         &self,
         store: &Store,
+        key: &[u8],
         tenant: &str,
         boundary: Position,
         file: std::fs::File,
-    ) -> Result<Option<(Connection, Through)>, Error> {
-        let mut compressed = Vec::new();
-        std::io::Read::read_to_end(&mut { file }, &mut compressed)
+    ) -> Result<Read, Error> {
+        let mut signed = Vec::new();
+        std::io::Read::read_to_end(&mut { file }, &mut signed)
             .map_err(|error| Error::Internal(error.to_string()))?;
-        let bytes = lz4_flex::block::decompress_size_prepended(&compressed)
+        let Some((signature, compressed)) = signed.split_at_checked(SIGNATURE_BYTES) else {
+            return Ok(Read::Forged);
+        };
+        let mut check = signer(key, tenant, boundary)?;
+        check.update(compressed);
+        if check.verify_slice(signature).is_err() {
+            return Ok(Read::Forged);
+        }
+        let bytes = lz4_flex::block::decompress_size_prepended(compressed)
             .map_err(|error| Error::Internal(error.to_string()))?;
-        drop(compressed);
+        drop(signed);
         let mut connection =
             Connection::open_in_memory().map_err(|error| Error::Internal(error.to_string()))?;
         connection
@@ -136,19 +218,19 @@ impl Snapshots {
             .optional()
             .map_err(|error| Error::Internal(error.to_string()))?;
         let Some((owner, position, last_position, last_hash)) = meta else {
-            return Ok(None);
+            return Ok(Read::Stale);
         };
         let last_event = Position::try_from(last_position).unwrap_or(0);
         if owner != tenant || position != sql(boundary) {
-            return Ok(None);
+            return Ok(Read::Stale);
         }
         if last_event > 0 {
             match store.log().read_at(last_event)? {
                 Some(event) if event.hash.as_slice() == last_hash.as_slice() => {}
-                _ => return Ok(None),
+                _ => return Ok(Read::Stale),
             }
         }
-        Ok(Some((connection, Through { position: boundary, last_event })))
+        Ok(Read::Valid((connection, Through { position: boundary, last_event })))
     }
 
     /// Keeps `scratch` as the snapshot of `tenant` through `boundary`,
@@ -160,6 +242,7 @@ impl Snapshots {
             return;
         }
         let saved = (|| -> Result<(), Error> {
+            let Some(key) = key(store)? else { return Ok(()) };
             let last_hash = match through.last_event {
                 0 => Vec::new(),
                 last => {
@@ -186,7 +269,12 @@ impl Snapshots {
             // and lz4 unpacks faster than the disk reads.
             let compressed = lz4_flex::block::compress_prepend_size(&bytes);
             drop(bytes);
-            std::fs::write(&partial, compressed)
+            let mut sign = signer(&key, tenant, through.position)?;
+            sign.update(&compressed);
+            let mut signed = sign.finalize().into_bytes().to_vec();
+            signed.extend_from_slice(&compressed);
+            drop(compressed);
+            std::fs::write(&partial, signed)
                 .and_then(|()| std::fs::rename(&partial, &path))
                 .map_err(|error| {
                     let _ = std::fs::remove_file(&partial);

@@ -822,29 +822,91 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
     let kept: Vec<std::path::PathBuf> =
         std::fs::read_dir(cache.dir()).unwrap().map(|entry| entry.unwrap().path()).collect();
     assert!(kept.len() >= 3, "{kept:?}");
+    // A file is a 32-byte signature, then the lz4 image.
     let open_snapshot = |path: &std::path::Path| {
-        let bytes =
-            lz4_flex::block::decompress_size_prepended(&std::fs::read(path).unwrap()).unwrap();
+        let file = std::fs::read(path).unwrap();
+        let bytes = lz4_flex::block::decompress_size_prepended(&file[32..]).unwrap();
         let mut connection = rusqlite::Connection::open_in_memory().unwrap();
         connection
             .deserialize_read_exact(rusqlite::MAIN_DB, bytes.as_slice(), bytes.len(), false)
             .unwrap();
         connection
     };
+    let write_image = |path: &std::path::Path, connection: &mut rusqlite::Connection, key: Option<&[u8]>| {
+        let bytes = connection.serialize(rusqlite::MAIN_DB).unwrap();
+        let compressed = lz4_flex::block::compress_prepend_size(&bytes);
+        let signature = match key {
+            Some(key) => {
+                // Signed as rollcall signs: tenant (length-prefixed), boundary.
+                use hmac::{KeyInit, Mac};
+                let (tenant, boundary): (String, i64) = connection
+                    .query_row("SELECT tenant_id, position FROM as_of_snapshot", [], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
+                    .unwrap();
+                let mut mac =
+                    <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
+                mac.update(&(tenant.len() as u64).to_be_bytes());
+                mac.update(tenant.as_bytes());
+                mac.update(&(boundary as u64).to_be_bytes());
+                mac.update(&compressed);
+                mac.finalize().into_bytes().to_vec()
+            }
+            None => std::fs::read(path).unwrap()[..32].to_vec(),
+        };
+        std::fs::write(path, [signature, compressed].concat()).unwrap();
+    };
+    let key: Vec<u8> = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT key FROM audit_snapshot_key", [], |row| row.get(0))
+        .unwrap();
+    let mut kept = kept;
+    kept.sort();
     let (garbled, rest) = kept.split_first().unwrap();
     std::fs::write(garbled, b"not a snapshot").unwrap();
-    for snapshot in rest {
+    let (edited, stale) = rest.split_first().unwrap();
+    // Edited without the key: every user in it renamed. Used, it would
+    // change the answer; it fails its signature and is refolded instead.
+    let mut connection = open_snapshot(edited);
+    let renamed = connection
+        .execute("UPDATE scim_resources SET name = 'mallory@example.com', name_key = id", [])
+        .unwrap();
+    assert!(renamed > 0, "the edited snapshot holds users");
+    write_image(edited, &mut connection, None);
+    // Signed with the database's key but no longer what the log says: stale.
+    for snapshot in stale {
         let mut connection = open_snapshot(snapshot);
         connection.execute_batch("UPDATE as_of_snapshot SET last_hash = x'00'").unwrap();
-        let bytes = connection.serialize(rusqlite::MAIN_DB).unwrap();
-        std::fs::write(snapshot, lz4_flex::block::compress_prepend_size(&bytes)).unwrap();
+        write_image(snapshot, &mut connection, Some(&key));
     }
-    assert_eq!(as_of_every("2999-01-01", "7"), as_of_every("2999-01-01", "0"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["audit", "as-of", "--tenant", "acme", "--at", "2999-01-01"])
+        .env("ROLLCALL_DB", &db)
+        .env("ROLLCALL_AS_OF_SNAPSHOT_EVERY", "7")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("failed its signature"),
+        "the discarded snapshot is reported: {}",
+        stderr(&output)
+    );
+    let answer: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(answer, as_of_every("2999-01-01", "0"));
+    assert!(!answer.to_string().contains("mallory"));
     for snapshot in &kept {
         let hash: Vec<u8> = open_snapshot(snapshot)
             .query_row("SELECT last_hash FROM as_of_snapshot", [], |row| row.get(0))
             .unwrap();
         assert_ne!(hash, vec![0u8], "{} was not replaced", snapshot.display());
+        let names: i64 = open_snapshot(snapshot)
+            .query_row(
+                "SELECT count(*) FROM scim_resources WHERE name = 'mallory@example.com'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(names, 0, "{} was not replaced", snapshot.display());
     }
     // Before anything: nothing. Now: what the live member directory says.
     let before: Value = serde_json::from_str(&stdout(&as_of("2000-01-01"))).unwrap();
