@@ -96,9 +96,6 @@ pub struct Movement {
     pub said_by: Option<Word>,
 }
 
-/// The SCIM event types that can ask for a movement.
-const CAUSES: [&str; 4] = ["UserCreated", "UserDeactivated", "UserReactivated", "UserDeleted"];
-
 /// The SCIM event types that ask for a movement of `kind`; the newest wins.
 fn causes(kind: &str) -> &'static [&'static str] {
     match kind {
@@ -147,18 +144,15 @@ pub(crate) fn apply(
     recorded: &RecordedEvent,
     event: &Event,
 ) -> Result<(), ProjectionError> {
-    if CAUSES.contains(&recorded.event_type.as_str()) {
-        let user_id = match event {
-            Event::UserCreated(created) => &created.user_id,
-            Event::UserDeactivated(deactivated) => &deactivated.user_id,
-            Event::UserReactivated(reactivated) => &reactivated.user_id,
-            Event::UserDeleted(deleted) => &deleted.user_id,
-            _ => return Ok(()),
-        };
-        return remember_cause(connection, recorded, user_id);
-    }
     let tenant = recorded.tenant.as_str();
     let (kind, member_id, identity) = match event {
+        // The SCIM events that can ask for a movement.
+        Event::UserCreated(events::event::UserCreated { user_id, .. })
+        | Event::UserDeactivated(events::event::UserDeactivated { user_id })
+        | Event::UserReactivated(events::event::UserReactivated { user_id })
+        | Event::UserDeleted(events::event::UserDeleted { user_id }) => {
+            return remember_cause(connection, recorded, user_id);
+        }
         Event::MemberJoined(MemberJoined {
             member_id, user_id, user_name, external_id, ..
         }) => (
@@ -182,7 +176,32 @@ pub(crate) fn apply(
         Event::MemberPurged(MemberPurged { member_id }) => {
             ("purged", member_id, identity_before(connection, tenant, member_id)?)
         }
-        _ => return Ok(()),
+        // Moves no one in or out. Listed rather than `_`, so a new event
+        // type does not compile until someone decides.
+        Event::TenantCreated(_)
+        | Event::TokenIssued(_)
+        | Event::TokenRevoked(_)
+        | Event::ClientRegistered(_)
+        | Event::ClientRevoked(_)
+        | Event::UserUpdated(_)
+        | Event::GroupCreated(_)
+        | Event::GroupUpdated(_)
+        | Event::GroupRenamed(_)
+        | Event::GroupMembersAdded(_)
+        | Event::GroupMembersRemoved(_)
+        | Event::GroupDeleted(_)
+        | Event::AttributeMappingChanged(_)
+        | Event::RoleBindingChanged(_)
+        | Event::ScheduleChanged(_)
+        | Event::MemberUpdated(_)
+        | Event::MemberRolesChanged(_)
+        | Event::MemberAppPropertiesChanged(_)
+        | Event::MemberChangeDeferred(_)
+        | Event::SyncStarted(_)
+        | Event::SyncBatchApplied(_)
+        | Event::SyncCompleted(_)
+        | Event::SyncFailed(_)
+        | Event::SyncDecided(_) => return Ok(()),
     };
     let said = match &identity.0 {
         Some(user_id) if !causes(kind).is_empty() => {

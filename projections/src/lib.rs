@@ -61,7 +61,8 @@ pub fn apply(
 ) -> Result<(), ProjectionError> {
     tenancy::apply(connection, recorded, event)?;
     directory::store::apply(connection, recorded, event)?;
-    // Before the members fold: it reads who the member was.
+    // Before the members fold: it reads who the member was (held by
+    // `tests::the_audit_is_folded_before_the_members`).
     audit::apply(connection, recorded, event)?;
     members::apply(connection, recorded, event)
 }
@@ -80,3 +81,63 @@ pub fn apply_directories(
 
 /// A fold of one event: [`apply`] or [`apply_directories`].
 pub type Apply = fn(&Connection, &RecordedEvent, &Event) -> Result<(), ProjectionError>;
+
+#[cfg(test)]
+mod tests {
+    use events::event::{MemberJoined, MemberPurged};
+
+    use super::*;
+
+    fn recorded(position: u64, event: &Event) -> RecordedEvent {
+        let encoded = event.encode();
+        RecordedEvent {
+            position,
+            tenant: "t".to_owned(),
+            stream: "member:m-1".to_owned(),
+            version: position,
+            event_type: encoded.event_type,
+            schema_version: encoded.schema_version,
+            payload: encoded.payload,
+            metadata: r#"{"event_id":"e","actor":{"kind":"system"}}"#.to_owned(),
+            recorded_at: format!("2026-01-0{position}T00:00:00.000Z"),
+            prev_hash: events::ZERO_HASH,
+            hash: events::ZERO_HASH,
+        }
+    }
+
+    /// `apply` folds the audit trail before the member directory: a
+    /// movement is recorded with who the member was, which the member fold
+    /// would already have changed (a purge blanks the userName and
+    /// externalId). Swap the two and the purge names nobody.
+    #[test]
+    fn the_audit_is_folded_before_the_members() {
+        let connection = Connection::open_in_memory().unwrap();
+        functions::register(&connection).unwrap();
+        schema::migrate(&connection).unwrap();
+        let joined = Event::MemberJoined(MemberJoined {
+            member_id: "m-1".to_owned(),
+            user_id: "u-1".to_owned(),
+            external_id: Some("ext-1".to_owned()),
+            user_name: "ann@example.com".to_owned(),
+            properties: serde_json::Map::new(),
+            roles: Vec::new(),
+        });
+        let purged = Event::MemberPurged(MemberPurged { member_id: "m-1".to_owned() });
+        apply(&connection, &recorded(1, &joined), &joined).unwrap();
+        apply(&connection, &recorded(2, &purged), &purged).unwrap();
+        let named: (Option<String>, Option<String>) = connection
+            .query_row(
+                "SELECT user_name, external_id FROM audit_movements WHERE kind = 'purged'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(named, (Some("ann@example.com".to_owned()), Some("ext-1".to_owned())));
+        let left: (String, String) = connection
+            .query_row("SELECT status, user_name FROM members", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(left, ("purged".to_owned(), String::new()), "the purge was folded too");
+    }
+}

@@ -327,7 +327,24 @@ pub(crate) fn apply(
             "status = ?3, applied_by = ?4",
             params![tenant, run_id, decision, applied_by],
         ),
-        _ => Ok(()),
+        // Not this projection's. Listed rather than `_`, so a new event type
+        // does not compile until someone decides what it folds to here.
+        Event::TenantCreated(_)
+        | Event::TokenIssued(_)
+        | Event::TokenRevoked(_)
+        | Event::ClientRegistered(_)
+        | Event::ClientRevoked(_)
+        | Event::UserCreated(_)
+        | Event::UserUpdated(_)
+        | Event::UserDeactivated(_)
+        | Event::UserReactivated(_)
+        | Event::UserDeleted(_)
+        | Event::GroupCreated(_)
+        | Event::GroupUpdated(_)
+        | Event::GroupRenamed(_)
+        | Event::GroupMembersAdded(_)
+        | Event::GroupMembersRemoved(_)
+        | Event::GroupDeleted(_) => Ok(()),
     }
 }
 

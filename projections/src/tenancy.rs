@@ -96,7 +96,37 @@ pub(crate) fn apply(
             .and_then(|mut statement| statement.execute(params![client_id, recorded.recorded_at, position]))
             .map(drop)
             .map_err(ProjectionError::storage("projecting ClientRevoked")),
-        _ => Ok(()),
+        // Not this projection's. Listed rather than `_`, so a new event type
+        // does not compile until someone decides what it folds to here.
+        Event::UserCreated(_)
+        | Event::UserUpdated(_)
+        | Event::UserDeactivated(_)
+        | Event::UserReactivated(_)
+        | Event::UserDeleted(_)
+        | Event::GroupCreated(_)
+        | Event::GroupUpdated(_)
+        | Event::GroupRenamed(_)
+        | Event::GroupMembersAdded(_)
+        | Event::GroupMembersRemoved(_)
+        | Event::GroupDeleted(_)
+        | Event::AttributeMappingChanged(_)
+        | Event::RoleBindingChanged(_)
+        | Event::ScheduleChanged(_)
+        | Event::MemberJoined(_)
+        | Event::MemberUpdated(_)
+        | Event::MemberRolesChanged(_)
+        | Event::MemberDisabled(_)
+        | Event::MemberEnabled(_)
+        | Event::MemberLeft(_)
+        | Event::MemberRestored(_)
+        | Event::MemberPurged(_)
+        | Event::MemberAppPropertiesChanged(_)
+        | Event::MemberChangeDeferred(_)
+        | Event::SyncStarted(_)
+        | Event::SyncBatchApplied(_)
+        | Event::SyncCompleted(_)
+        | Event::SyncFailed(_)
+        | Event::SyncDecided(_) => Ok(()),
     }
 }
 

@@ -832,7 +832,9 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
             .unwrap();
         connection
     };
-    let write_image = |path: &std::path::Path, connection: &mut rusqlite::Connection, key: Option<&[u8]>| {
+    let write_image = |path: &std::path::Path,
+                       connection: &mut rusqlite::Connection,
+                       key: Option<&[u8]>| {
         let bytes = connection.serialize(rusqlite::MAIN_DB).unwrap();
         let compressed = lz4_flex::block::compress_prepend_size(&bytes);
         let signature = match key {
@@ -844,8 +846,7 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
                         Ok((row.get(0)?, row.get(1)?))
                     })
                     .unwrap();
-                let mut mac =
-                    <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
+                let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
                 mac.update(&(tenant.len() as u64).to_be_bytes());
                 mac.update(tenant.as_bytes());
                 mac.update(&(boundary as u64).to_be_bytes());

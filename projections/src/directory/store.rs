@@ -132,7 +132,26 @@ pub(crate) fn apply(
         | Event::ClientRegistered(_)
         | Event::ClientRevoked(_) => Ok(()),
         // The member directory's and Synchronize's events.
-        _ => Ok(()),
+        // Not this projection's. Listed rather than `_`, so a new event type
+        // does not compile until someone decides what it folds to here.
+        Event::AttributeMappingChanged(_)
+        | Event::RoleBindingChanged(_)
+        | Event::ScheduleChanged(_)
+        | Event::MemberJoined(_)
+        | Event::MemberUpdated(_)
+        | Event::MemberRolesChanged(_)
+        | Event::MemberDisabled(_)
+        | Event::MemberEnabled(_)
+        | Event::MemberLeft(_)
+        | Event::MemberRestored(_)
+        | Event::MemberPurged(_)
+        | Event::MemberAppPropertiesChanged(_)
+        | Event::MemberChangeDeferred(_)
+        | Event::SyncStarted(_)
+        | Event::SyncBatchApplied(_)
+        | Event::SyncCompleted(_)
+        | Event::SyncFailed(_)
+        | Event::SyncDecided(_) => Ok(()),
     }
 }
 
