@@ -320,6 +320,47 @@ pub struct MemberAppPropertiesChanged {
     pub changes: std::collections::BTreeMap<String, PropertyChange>,
 }
 
+crate::words! {
+    /// What started a Synchronize run.
+    pub enum RunTrigger {
+        /// The admin API or the console.
+        Manual = "manual",
+        /// `rollcall sync` at the command line.
+        Cli = "cli",
+        /// The daily schedule.
+        Scheduled = "scheduled",
+        /// `sync approve`: applies what a held run held.
+        Approval = "approval",
+    }
+}
+
+crate::words! {
+    /// How a run that reached its end ended.
+    pub enum RunEnd {
+        Completed = "completed",
+        /// The safeguard held its deprovisioning for an admin.
+        Held = "held",
+    }
+}
+
+crate::words! {
+    /// An admin's decision on a held run.
+    pub enum Decision {
+        Approved = "approved",
+        Rejected = "rejected",
+    }
+}
+
+crate::words! {
+    /// Why a user's change was not applied at a run.
+    pub enum DeferReason {
+        /// The mapping refused a value.
+        Rejected = "rejected",
+        /// The deprovisioning safeguard held it.
+        Held = "held",
+    }
+}
+
 /// A pending change of one user could not be applied at a Synchronize
 /// (a value the mapping does not allow, say), or was held by the
 /// deprovisioning safeguard. Stream `sync:<run_id>`. The change stays
@@ -328,8 +369,7 @@ pub struct MemberAppPropertiesChanged {
 pub struct MemberChangeDeferred {
     pub run_id: String,
     pub user_id: String,
-    /// `rejected` or `held`.
-    pub reason: String,
+    pub reason: DeferReason,
     pub detail: String,
 }
 
@@ -337,9 +377,7 @@ pub struct MemberChangeDeferred {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncStarted {
     pub run_id: String,
-    /// `manual` (the admin API or console), `cli`, `scheduled` or
-    /// `approval` (applying a held run).
-    pub trigger: String,
+    pub trigger: RunTrigger,
     /// The member checkpoint the run starts from.
     pub from_position: u64,
     /// The log position whose directory state the run applies.
@@ -366,12 +404,11 @@ pub struct SyncBatchApplied {
     pub counts: Value,
 }
 
-/// A run ended: the member checkpoint moves to `position`. `status` is
-/// `completed`, or `held` when the safeguard held its deprovisioning.
+/// A run ended: the member checkpoint moves to `position`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncCompleted {
     pub run_id: String,
-    pub status: String,
+    pub status: RunEnd,
     pub position: u64,
     pub counts: Value,
     pub duration_ms: u64,
@@ -392,7 +429,7 @@ pub struct SyncFailed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncDecided {
     pub run_id: String,
-    pub decision: String,
+    pub decision: Decision,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_by: Option<String>,
 }

@@ -29,6 +29,49 @@ pub mod log;
 pub mod sqlite;
 pub mod time;
 
+/// A closed set of words the log or a projection records (what started a
+/// run, how it ended, ...), as an enum whose serialised form is the word
+/// itself: a field that was a `String` becomes one of these without a byte
+/// of stored JSON changing, and a comparison is checked by the compiler
+/// instead of by spelling.
+#[macro_export]
+macro_rules! words {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $($(#[$variant_meta:meta])* $variant:ident = $word:literal,)* }
+    ) => {
+        $(#[$meta])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
+            serde::Serialize, serde::Deserialize,
+        )]
+        pub enum $name {
+            $($(#[$variant_meta])* #[serde(rename = $word)] $variant,)*
+        }
+
+        impl $name {
+            /// Every word, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// The word as stored.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $word,)* }
+            }
+
+            /// The variant a stored word names, if any.
+            pub fn parse(text: &str) -> Option<$name> {
+                match text { $($word => Some($name::$variant),)* _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 pub use envelope::{
     Actor, CommandContext, EventRef, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
     RequestRecord, SYSTEM_TENANT,

@@ -74,12 +74,23 @@ fn word_of(recorded: &RecordedEvent, with_run: bool) -> Result<Word, ProjectionE
     })
 }
 
+events::words! {
+    /// How a member moved in or out.
+    pub enum MovementKind {
+        Joined = "joined",
+        /// Restored within the grace.
+        Rejoined = "rejoined",
+        Disabled = "disabled",
+        Enabled = "enabled",
+        Left = "left",
+        Purged = "purged",
+    }
+}
+
 /// One joiner, leaver or change of status.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Movement {
-    /// `joined`, `rejoined` (restored within the grace), `disabled`,
-    /// `enabled`, `left` or `purged`.
-    pub kind: String,
+    pub kind: MovementKind,
     pub member_id: String,
     /// The SCIM user behind the member at the time.
     pub user_id: Option<String>,
@@ -97,13 +108,14 @@ pub struct Movement {
 }
 
 /// The SCIM event types that ask for a movement of `kind`; the newest wins.
-fn causes(kind: &str) -> &'static [&'static str] {
+fn causes(kind: MovementKind) -> &'static [&'static str] {
     match kind {
-        "joined" | "rejoined" => &["UserCreated"],
-        "disabled" => &["UserDeactivated", "UserCreated"],
-        "enabled" => &["UserReactivated"],
-        "left" => &["UserDeleted"],
-        _ => &[],
+        MovementKind::Joined | MovementKind::Rejoined => &["UserCreated"],
+        MovementKind::Disabled => &["UserDeactivated", "UserCreated"],
+        MovementKind::Enabled => &["UserReactivated"],
+        MovementKind::Left => &["UserDeleted"],
+        // The grace period decides a purge, not the identity provider.
+        MovementKind::Purged => &[],
     }
 }
 
@@ -156,25 +168,29 @@ pub(crate) fn apply(
         Event::MemberJoined(MemberJoined {
             member_id, user_id, user_name, external_id, ..
         }) => (
-            "joined",
+            MovementKind::Joined,
             member_id,
             (Some(user_id.clone()), Some(user_name.clone()), external_id.clone()),
         ),
         Event::MemberRestored(MemberRestored { member_id, user_id, user_name }) => {
             let (_, _, external_id) = identity_before(connection, tenant, member_id)?;
-            ("rejoined", member_id, (Some(user_id.clone()), Some(user_name.clone()), external_id))
+            (
+                MovementKind::Rejoined,
+                member_id,
+                (Some(user_id.clone()), Some(user_name.clone()), external_id),
+            )
         }
         Event::MemberDisabled(MemberDisabled { member_id, .. }) => {
-            ("disabled", member_id, identity_before(connection, tenant, member_id)?)
+            (MovementKind::Disabled, member_id, identity_before(connection, tenant, member_id)?)
         }
         Event::MemberEnabled(MemberEnabled { member_id }) => {
-            ("enabled", member_id, identity_before(connection, tenant, member_id)?)
+            (MovementKind::Enabled, member_id, identity_before(connection, tenant, member_id)?)
         }
         Event::MemberLeft(MemberLeft { member_id, .. }) => {
-            ("left", member_id, identity_before(connection, tenant, member_id)?)
+            (MovementKind::Left, member_id, identity_before(connection, tenant, member_id)?)
         }
         Event::MemberPurged(MemberPurged { member_id }) => {
-            ("purged", member_id, identity_before(connection, tenant, member_id)?)
+            (MovementKind::Purged, member_id, identity_before(connection, tenant, member_id)?)
         }
         // Moves no one in or out. Listed rather than `_`, so a new event
         // type does not compile until someone decides.
@@ -224,7 +240,7 @@ pub(crate) fn apply(
             statement.execute(params![
                 tenant,
                 sql_integer(recorded.position),
-                kind,
+                kind.as_str(),
                 member_id,
                 identity.0,
                 identity.1,
@@ -316,7 +332,7 @@ fn movement_from_row(row: &Row<'_>) -> rusqlite::Result<Movement> {
     let said_position: Option<i64> = row.get(9)?;
     Ok(Movement {
         effective_position: u64::try_from(position).unwrap_or_default(),
-        kind: row.get(1)?,
+        kind: crate::word_column(row, 1, MovementKind::parse)?,
         member_id: row.get(2)?,
         user_id: row.get(3)?,
         user_name: row.get(4)?,

@@ -47,6 +47,23 @@ pub enum ProjectionError {
     Metadata { position: u64, reason: String },
 }
 
+/// Reads a column holding one of a closed set of words: a word no build
+/// wrote is an error, never a default.
+pub(crate) fn word_column<T>(
+    row: &rusqlite::Row<'_>,
+    index: usize,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            format!("{text:?} is not a word this column holds").into(),
+        )
+    })
+}
+
 impl ProjectionError {
     pub fn storage(context: &'static str) -> impl FnOnce(rusqlite::Error) -> ProjectionError {
         move |source| ProjectionError::Storage { context, source }

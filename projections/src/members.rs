@@ -16,6 +16,7 @@ use events::event::{
     MemberUpdated, PropertyChange, RoleBindingChanged, ScheduleChanged, SyncBatchApplied,
     SyncCompleted, SyncDecided, SyncFailed, SyncStarted,
 };
+use events::event::{Decision, DeferReason, RunEnd, RunTrigger};
 use events::{Event, Metadata, RecordedEvent};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
@@ -76,14 +77,46 @@ pub struct MemberRow {
     pub last_position: u64,
 }
 
+events::words! {
+    /// Where a Synchronize run stands.
+    pub enum RunStatus {
+        Running = "running",
+        Completed = "completed",
+        /// Ended with its deprovisioning held for an admin.
+        Held = "held",
+        Failed = "failed",
+        /// Held, then approved (`applied_by` names the run that applied it).
+        Approved = "approved",
+        /// Held, then rejected: its held changes stay pending.
+        Rejected = "rejected",
+    }
+}
+
+impl From<RunEnd> for RunStatus {
+    fn from(end: RunEnd) -> RunStatus {
+        match end {
+            RunEnd::Completed => RunStatus::Completed,
+            RunEnd::Held => RunStatus::Held,
+        }
+    }
+}
+
+impl From<Decision> for RunStatus {
+    fn from(decision: Decision) -> RunStatus {
+        match decision {
+            Decision::Approved => RunStatus::Approved,
+            Decision::Rejected => RunStatus::Rejected,
+        }
+    }
+}
+
 /// A Synchronize run as recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncRunRow {
     pub run_id: String,
-    pub trigger: String,
+    pub trigger: RunTrigger,
     pub actor: Value,
-    /// running, completed, held, failed, approved, rejected.
-    pub status: String,
+    pub status: RunStatus,
     pub started_at: String,
     pub finished_at: Option<String>,
     pub from_position: u64,
@@ -102,7 +135,7 @@ pub struct SyncRunRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeferredRow {
     pub user_id: String,
-    pub reason: String,
+    pub reason: DeferReason,
     pub detail: String,
     pub run_id: String,
 }
@@ -232,7 +265,7 @@ pub(crate) fn apply(
                      reason = excluded.reason, detail = excluded.detail, run_id = excluded.run_id",
                 )
                 .and_then(|mut statement| {
-                    statement.execute(params![tenant, user_id, reason, detail, run_id])
+                    statement.execute(params![tenant, user_id, reason.as_str(), detail, run_id])
                 })
                 .map(drop)
                 .map_err(ProjectionError::storage("projecting MemberChangeDeferred"))
@@ -253,20 +286,21 @@ pub(crate) fn apply(
                 .prepare_cached(
                     "INSERT INTO sync_runs (tenant_id, run_id, trigger, actor, status, started_at, \
                      from_position, to_position, counts, held_reason, scheduled_for, approves) \
-                     VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, '{}', ?8, ?9, ?10)",
+                     VALUES (?1, ?2, ?3, ?4, ?11, ?5, ?6, ?7, '{}', ?8, ?9, ?10)",
                 )
                 .and_then(|mut statement| {
                     statement.execute(params![
                         tenant,
                         run_id,
-                        trigger,
+                        trigger.as_str(),
                         actor,
                         recorded.recorded_at,
                         sql_integer(*from_position),
                         sql_integer(*to_position),
                         held_reason,
                         scheduled_for,
-                        approves
+                        approves,
+                        RunStatus::Running.as_str()
                     ])
                 })
                 .map(drop)
@@ -291,7 +325,7 @@ pub(crate) fn apply(
                 params![
                     tenant,
                     run_id,
-                    status,
+                    RunStatus::from(*status).as_str(),
                     json_text(counts),
                     sql_integer(*duration_ms),
                     held_reason,
@@ -319,13 +353,13 @@ pub(crate) fn apply(
         }
         Event::SyncFailed(SyncFailed { run_id, error }) => update_run(
             connection,
-            "status = 'failed', error = ?3, finished_at = ?4",
-            params![tenant, run_id, error, recorded.recorded_at],
+            "status = ?5, error = ?3, finished_at = ?4",
+            params![tenant, run_id, error, recorded.recorded_at, RunStatus::Failed.as_str()],
         ),
         Event::SyncDecided(SyncDecided { run_id, decision, applied_by }) => update_run(
             connection,
             "status = ?3, applied_by = ?4",
-            params![tenant, run_id, decision, applied_by],
+            params![tenant, run_id, RunStatus::from(*decision).as_str(), applied_by],
         ),
         // Not this projection's. Listed rather than `_`, so a new event type
         // does not compile until someone decides what it folds to here.
@@ -845,7 +879,7 @@ pub fn deferred(
                 .query_map(params![tenant], |row| {
                     Ok(DeferredRow {
                         user_id: row.get(0)?,
-                        reason: row.get(1)?,
+                        reason: crate::word_column(row, 1, DeferReason::parse)?,
                         detail: row.get(2)?,
                         run_id: row.get(3)?,
                     })
@@ -862,9 +896,9 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<SyncRunRow> {
     let position = |value: i64| u64::try_from(value).unwrap_or(0);
     Ok(SyncRunRow {
         run_id: row.get(0)?,
-        trigger: row.get(1)?,
+        trigger: crate::word_column(row, 1, RunTrigger::parse)?,
         actor: serde_json::from_str(&row.get::<_, String>(2)?).unwrap_or(Value::Null),
-        status: row.get(3)?,
+        status: crate::word_column(row, 3, RunStatus::parse)?,
         started_at: row.get(4)?,
         finished_at: row.get(5)?,
         from_position: position(row.get(6)?),

@@ -83,9 +83,9 @@ pub fn joiners_leavers(
 /// Counts per kind, for a report's summary line.
 pub fn counts(movements: &[Movement]) -> serde_json::Map<String, serde_json::Value> {
     let mut counts = serde_json::Map::new();
-    for kind in ["joined", "rejoined", "disabled", "enabled", "left", "purged"] {
-        let count = movements.iter().filter(|movement| movement.kind == kind).count();
-        counts.insert(kind.to_owned(), count.into());
+    for kind in projections::audit::MovementKind::ALL {
+        let count = movements.iter().filter(|movement| movement.kind == *kind).count();
+        counts.insert(kind.as_str().to_owned(), count.into());
     }
     counts
 }
@@ -113,7 +113,7 @@ pub fn row(movement: &Movement) -> Vec<String> {
     };
     vec![
         movement.effective_at.clone(),
-        movement.kind.to_owned(),
+        movement.kind.as_str().to_owned(),
         movement.member_id.clone(),
         movement.user_name.clone().unwrap_or_default(),
         movement.external_id.clone().unwrap_or_default(),

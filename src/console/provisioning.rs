@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use events::event::TokenScope;
 use maud::{Markup, html};
-use projections::members::{self, SyncRunRow};
+use projections::members::{self, RunStatus, SyncRunRow};
 use projections::requests::{self, RequestRow};
 use projections::tenancy::{self as tenancy_projection, TokenRecord};
 use serde::Deserialize;
@@ -318,7 +318,7 @@ pub async fn overview(
         token.scope == TokenScope::Scim && tenancy::token_status(token, now) == TokenStatus::Active
     });
     let url = format!("{}/scim/v2", state.config.origin(&headers));
-    let held = runs.iter().find(|run| run.status == "held");
+    let held = runs.iter().find(|run| run.status == RunStatus::Held);
     let body = html! {
         (fixed_notice(paging.notice.as_deref()))
         section aria-labelledby="status" class="card" {
@@ -472,7 +472,7 @@ pub async fn one_run(
         dl class="facts" {
             div { dt { "Status" } dd {
                 span id="run-status" class={ "badge " (run.status) } { (run.status) }
-                @if run.status == "running" {
+                @if run.status == RunStatus::Running {
                     " " span role="status" data-refresh="2" { "Applying in batches; this page follows the run. " a href={ "/admin/provisioning/syncs/" (run.run_id) } { "Refresh" } }
                 }
             } }
@@ -488,7 +488,7 @@ pub async fn one_run(
         h2 { "Changes" }
         (counts("changes", &run.counts))
         @if let Some(error) = &run.error { (notice("error", error)) }
-        @if run.status == "held" {
+        @if run.status == RunStatus::Held {
             (notice("warn", &format!("Held for approval: {}", run.held_reason.as_deref().unwrap_or("the deprovisioning safeguard"))))
             p { "Approve applies the held changes now, as a new run. Reject discards the run; the changes stay pending." }
             div class="actions" {

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use projections::members::{self, SyncRunRow};
+use projections::members::{self, RunStatus, SyncRunRow};
 
 use super::settings::{self, Setting};
 use super::{RunOptions, Trigger};
@@ -98,7 +98,7 @@ pub fn sync_command(store: &Store, args: SyncArgs) -> anyhow::Result<ExitCode> {
                 super::run(store, &tenant, Trigger::Cli, cli_context(), RunOptions::default())?;
             print_run(&run, args.json)?;
             // A held run is not a failure, but scripts should notice it.
-            Ok(if run.status == "held" { ExitCode::from(3) } else { ExitCode::SUCCESS })
+            Ok(if run.status == RunStatus::Held { ExitCode::from(3) } else { ExitCode::SUCCESS })
         }
     }
 }

@@ -508,10 +508,17 @@ impl Schedule {
     }
 }
 
-/// Reads a stored setting, or the default when none was ever set (or the
-/// stored JSON no longer reads, which validation before append prevents).
-pub fn stored_or_default<T: serde::de::DeserializeOwned + Default>(stored: Option<Value>) -> T {
-    stored.and_then(|value| serde_json::from_value(value).ok()).unwrap_or_default()
+/// Reads a stored setting, or the default when none was ever set. A stored
+/// setting that no longer reads (validation before append prevents it) is
+/// an error: applying the default instead would silently remap everyone.
+pub fn stored_or_default<T: serde::de::DeserializeOwned + Default>(
+    stored: Option<Value>,
+) -> Result<T, Error> {
+    match stored {
+        None => Ok(T::default()),
+        Some(value) => serde_json::from_value(value)
+            .map_err(|error| Error::Internal(format!("a recorded setting does not read: {error}"))),
+    }
 }
 
 #[cfg(test)]

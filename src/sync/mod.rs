@@ -31,6 +31,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use events::event::{Decision, DeferReason, RunEnd};
 use events::event::{
     Event, MemberChangeDeferred, MemberDisabled, MemberEnabled, MemberJoined, MemberLeft,
     MemberPurged, MemberRestored, MemberRolesChanged, MemberUpdated, SyncBatchApplied,
@@ -41,7 +42,7 @@ use events::{Actor, CommandContext, EventLog, ExpectedVersion, LogTransaction};
 use jiff::Timestamp;
 use projections::directory::schema::ResourceKind;
 use projections::directory::store as directory;
-use projections::members::{self, MemberStatus, SyncRunRow};
+use projections::members::{self, MemberStatus, RunStatus, SyncRunRow};
 use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::Value;
@@ -50,29 +51,8 @@ use crate::error::Error;
 use crate::store::{Store, record};
 use plan::{Action, Counts, Effect, Rules};
 
-/// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// The admin API or console.
-    Manual,
-    /// `rollcall sync` at the command line.
-    Cli,
-    /// The daily schedule.
-    Scheduled,
-    /// `sync approve`: applies what a held run held.
-    Approval,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Manual => "manual",
-            Trigger::Cli => "cli",
-            Trigger::Scheduled => "scheduled",
-            Trigger::Approval => "approval",
-        }
-    }
-}
+/// What started a run: the word `SyncStarted` records.
+pub use events::event::RunTrigger as Trigger;
 
 /// How a run is cut into writer commands.
 #[derive(Debug, Clone)]
@@ -433,7 +413,14 @@ pub fn run(
     let exempt = exempt_users(store, tenant, approves.as_deref())?;
     let (run_id, held_reason, cursor, mut counts) = match unfinished {
         Some(run) => {
-            let counts = serde_json::from_value(run.counts.clone()).unwrap_or_default();
+            // Counted so far, by the batches that committed. A record that
+            // does not read would resume with wrong totals: refuse instead.
+            let counts = serde_json::from_value(run.counts.clone()).map_err(|error| {
+                Error::Internal(format!(
+                    "run {} cannot resume: its recorded counts {} do not read ({error})",
+                    run.run_id, run.counts
+                ))
+            })?;
             (run.run_id, run.held_reason, run.through_user, counts)
         }
         None => {
@@ -455,7 +442,7 @@ pub fn run(
             })?;
             let started_event = SyncStarted {
                 run_id: run_id.clone(),
-                trigger: trigger.as_str().to_owned(),
+                trigger,
                 from_position: pending.checkpoint,
                 to_position: pending.head,
                 held_reason: held_reason.clone(),
@@ -498,14 +485,15 @@ pub fn run(
     )
     .and_then(|()| {
         tracing::debug!(elapsed = ?started.elapsed(), "synchronize: batches applied");
-        let completed = SyncCompleted {
+        let mut completed = SyncCompleted {
             run_id: run_id.clone(),
-            status: if held_reason.is_some() { "held" } else { "completed" }.to_owned(),
+            status: if held_reason.is_some() { RunEnd::Held } else { RunEnd::Completed },
             position: pending.head,
-            counts: counts.to_value(),
+            counts: Value::Null,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             held_reason: held_reason.clone(),
         };
+        let mut total = counts.clone();
         let rules = Arc::clone(&rules);
         let tenant_id = tenant.to_owned();
         let context = context.clone();
@@ -519,9 +507,6 @@ pub fn run(
                     purged.add(&effect);
                     apply_effect(tx, &tenant_id, &rules, effect, now, &context)?;
                 }
-                let mut completed = completed;
-                let mut total: Counts =
-                    serde_json::from_value(completed.counts.clone()).unwrap_or_default();
                 total.merge(&purged);
                 completed.counts = total.to_value();
                 append_to_run(
@@ -625,14 +610,14 @@ fn apply_all(
                         effect.action = Action::Held;
                         deferred.push((
                             user.clone(),
-                            "held",
+                            DeferReason::Held,
                             "held by the deprovisioning safeguard".to_owned(),
                         ));
                         counts.add(&effect);
                         continue;
                     }
                     if let Some(reason) = &effect.reason {
-                        deferred.push((user.clone(), "rejected", reason.clone()));
+                        deferred.push((user.clone(), DeferReason::Rejected, reason.clone()));
                     }
                     counts.add(&effect);
                     apply_effect(tx, &tenant_id, &rules, effect, now, &context)?;
@@ -644,7 +629,7 @@ fn apply_all(
                         Event::MemberChangeDeferred(MemberChangeDeferred {
                             run_id: run_id.clone(),
                             user_id,
-                            reason: reason.to_owned(),
+                            reason,
                             detail,
                         })
                     })
@@ -796,7 +781,7 @@ fn exempt_users(
     store.read(|connection| {
         Ok(members::deferred(connection, tenant)?
             .into_iter()
-            .filter(|row| row.reason == "held" && row.run_id == approved)
+            .filter(|row| row.reason == DeferReason::Held && row.run_id == approved)
             .map(|row| row.user_id)
             .collect())
     })
@@ -816,7 +801,7 @@ pub fn decide(
 ) -> Result<SyncRunRow, Error> {
     let held = store.read(|connection| Ok(members::run(connection, tenant, run_id)?))?;
     let held = held.ok_or_else(|| Error::not_found(format!("Synchronize run {run_id}")))?;
-    if held.status != "held" {
+    if held.status != RunStatus::Held {
         return Err(Error::conflict(format!(
             "run {run_id} is {}, not held: only a held run can be approved or rejected",
             held.status
@@ -838,7 +823,7 @@ pub fn decide(
     };
     let decided = events::event::SyncDecided {
         run_id: run_id.to_owned(),
-        decision: if approve { "approved" } else { "rejected" }.to_owned(),
+        decision: if approve { Decision::Approved } else { Decision::Rejected },
         applied_by,
     };
     let tenant_id = tenant.to_owned();
@@ -847,7 +832,7 @@ pub fn decide(
             let run_id = decided.run_id.clone();
             // Two admins deciding at once: the second finds it decided.
             let status = members::run(tx.connection(), &tenant_id, &run_id)?.map(|run| run.status);
-            if status.as_deref() != Some("held") {
+            if status != Some(RunStatus::Held) {
                 return Err(Error::conflict(format!("run {run_id} was already decided")));
             }
             append_to_run(tx, &tenant_id, &run_id, Event::SyncDecided(decided), &context)

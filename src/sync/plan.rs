@@ -156,7 +156,7 @@ fn stored<T: serde::de::DeserializeOwned + Default>(
 ) -> Result<(T, u64), Error> {
     let stored = members::setting(connection, tenant, kind)?;
     let position = stored.as_ref().map_or(0, |(_, position)| *position);
-    Ok((stored_or_default(stored.map(|(value, _)| value)), position))
+    Ok((stored_or_default(stored.map(|(value, _)| value))?, position))
 }
 
 /// What happens to a member's lifecycle.
@@ -405,7 +405,10 @@ pub fn purges(connection: &Connection, tenant: &str, now: &str) -> Result<Vec<Ef
 }
 
 /// How many effects of each kind, as the API and the run record show them.
+/// A kind missing from a record is zero (a run that has applied no batch
+/// records `{}`); anything else that is not a count is an error.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Counts {
     pub join: u64,
     pub restore: u64,
@@ -607,14 +610,17 @@ mod tests {
         };
         let new_external_id =
             || UserNow { external_id: Some("ext-2".to_owned()), ..user(true, "R&D", "Staff") };
-        let rows: Vec<(
-            &str,
-            &str,
+        // The user id, what the row shows, the user, its member, a leaver
+        // to restore, and what must happen.
+        type Row = (
+            &'static str,
+            &'static str,
             Option<UserNow>,
             Option<MemberRow>,
             Option<MemberRow>,
             Outcome,
-        )> = vec![
+        );
+        let rows: Vec<Row> = vec![
             ("u-1", "deleted, never a member", None, None, None, none()),
             (
                 "u-1",
@@ -834,6 +840,18 @@ mod tests {
         let change = &effect.changes["department"];
         assert_eq!((&change.from, &change.to), (&json!("R&D"), &json!("Ops")));
         assert_eq!(effect.changes.len(), 1);
+    }
+
+    /// A run's recorded counts read back exactly, `{}` (no batch yet) as
+    /// zeros; a record that is not counts is an error, not zeros.
+    #[test]
+    fn recorded_counts_read_back_or_fail_loudly() {
+        let counts = Counts { join: 3, held: 2, ..Counts::default() };
+        assert_eq!(serde_json::from_value::<Counts>(counts.to_value()).unwrap(), counts);
+        assert_eq!(serde_json::from_value::<Counts>(json!({})).unwrap(), Counts::default());
+        for bad in [json!({"join": "3"}), json!({"jion": 3}), json!({"join": -1}), json!(null)] {
+            assert!(serde_json::from_value::<Counts>(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]

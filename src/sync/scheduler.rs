@@ -82,9 +82,16 @@ pub fn due_tenants(store: &Store, now: Timestamp) -> Result<Vec<(String, Timesta
     store.read(|connection| {
         let mut due = Vec::new();
         for tenant in tenancy::list_tenants(connection)? {
-            let settings: SyncSettings = stored_or_default(
-                members::setting(connection, &tenant.tenant_id, "sync")?.map(|(value, _)| value),
-            );
+            let stored =
+                members::setting(connection, &tenant.tenant_id, "sync")?.map(|(value, _)| value);
+            let settings: SyncSettings = match stored_or_default(stored) {
+                Ok(settings) => settings,
+                Err(error) => {
+                    // One tenant's unreadable settings must not stop the others'.
+                    tracing::error!(tenant = %tenant.name, %error, "skipping the daily run");
+                    continue;
+                }
+            };
             let Some(schedule) = settings.schedule else { continue };
             let fire = match last_fire(&schedule, now) {
                 Ok(fire) => fire,

@@ -49,9 +49,9 @@ pub fn current(store: &Store, tenant: &str, setting: Setting) -> Result<Value, E
         .read(|connection| Ok(members::setting(connection, tenant, setting.kind())?))?
         .map(|(value, _)| value);
     Ok(match setting {
-        Setting::Mapping => to_value(&stored_or_default::<Mapping>(stored)),
-        Setting::Roles => to_value(&stored_or_default::<RoleBindings>(stored)),
-        Setting::Sync => to_value(&stored_or_default::<SyncSettings>(stored)),
+        Setting::Mapping => to_value(&stored_or_default::<Mapping>(stored)?),
+        Setting::Roles => to_value(&stored_or_default::<RoleBindings>(stored)?),
+        Setting::Sync => to_value(&stored_or_default::<SyncSettings>(stored)?),
     })
 }
 
@@ -141,7 +141,7 @@ pub fn set_app_properties(
         }
         let mapping: Mapping = stored_or_default(
             members::setting(tx.connection(), &tenant, "mapping")?.map(|(value, _)| value),
-        );
+        )?;
         let mut changes = BTreeMap::new();
         for (name, to) in properties {
             if let Some(rule) = mapping.properties.iter().find(|rule| rule.property == name) {

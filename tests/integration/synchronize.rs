@@ -437,10 +437,14 @@ async fn concurrent_triggers_apply_each_change_once() {
     let mut first = Box::pin(admin.send(reqwest::Method::POST, "/provisioning/sync", None));
     let mut second = Box::pin(admin.send(reqwest::Method::POST, "/provisioning/sync", None));
     // Whichever takes the lock waits on the writer; the other is answered.
-    let (refused, first_refused) = tokio::select! {
-        answer = &mut first => (answer, true),
-        answer = &mut second => (answer, false),
-    };
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        tokio::select! {
+            answer = &mut first => (answer, true),
+            answer = &mut second => (answer, false),
+        }
+    });
+    let (refused, first_refused) =
+        answered.await.expect("neither trigger was refused while the other ran");
     let running = if first_refused { second } else { first };
     let (status, body) = refused;
     assert_eq!(status, 409, "{body}");
@@ -1034,7 +1038,7 @@ async fn a_resumed_run_keeps_its_range_and_later_changes_stay_pending() {
     let events = vec![
         Event::SyncStarted(SyncStarted {
             run_id: "01KCRASHEDRUN0000000000000".to_owned(),
-            trigger: "cli".to_owned(),
+            trigger: events::event::RunTrigger::Cli,
             from_position: checkpoint,
             to_position: head,
             held_reason: None,
@@ -1306,7 +1310,7 @@ async fn a_database_from_an_earlier_build_gains_the_new_columns() {
             rollcall::sync::RunOptions::default(),
         )
         .unwrap();
-        assert_eq!(run.status, "completed");
+        assert_eq!(run.status, projections::members::RunStatus::Completed);
         store.shutdown();
     })
     .await
