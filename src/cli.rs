@@ -753,8 +753,8 @@ fn tenant_command(store: &Store, command: TenantCommand) -> anyhow::Result<ExitC
 fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
         TokenCommand::Issue { tenant, scope, expires, label } => {
-            let lifetime = expires.as_deref().map(tenancy::parse_lifetime).transpose()?;
-            let request = TokenRequest { scope: scope.into(), lifetime, label, client_id: None };
+            let scope = TokenScope::from(scope);
+            let request = TokenRequest::parse(scope.as_str(), expires.as_deref(), label)?;
             let (token, secret) =
                 tenancy::issue_token(store, TenantRef::Name(tenant), request, cli_context())
                     .wait()

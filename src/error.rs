@@ -300,3 +300,76 @@ impl IntoResponse for ApiError {
         error.into_response_with(body, "application/json")
     }
 }
+
+/// An error of the OAuth token endpoint, rendered as RFC 6749 section 5.2
+/// says (`{"error", "error_description"}`, never cached).
+#[derive(Debug)]
+pub struct OAuthError {
+    pub status: StatusCode,
+    /// The RFC 6749 error code: `invalid_request`, `invalid_client`, ...
+    pub code: &'static str,
+    pub description: String,
+    /// The client authenticated with Basic: a 401 names the Basic realm.
+    pub basic: bool,
+    /// Seconds a client should wait before asking again.
+    pub retry_after: Option<u64>,
+    cause: Option<String>,
+}
+
+impl OAuthError {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        description: impl Into<String>,
+    ) -> OAuthError {
+        OAuthError {
+            status,
+            code,
+            description: description.into(),
+            basic: false,
+            retry_after: None,
+            cause: None,
+        }
+    }
+
+    /// Marks the request as Basic-authenticated.
+    pub fn basic(self, basic: bool) -> OAuthError {
+        OAuthError { basic, ..self }
+    }
+}
+
+impl From<Error> for OAuthError {
+    fn from(error: Error) -> OAuthError {
+        let retry_after = matches!(error, Error::Overloaded | Error::ShuttingDown).then_some(1);
+        let code = if retry_after.is_some() { "temporarily_unavailable" } else { "server_error" };
+        let mut refused = OAuthError::new(error.status(), code, "the token could not be issued");
+        refused.retry_after = retry_after;
+        if let Error::Internal(cause) = error {
+            refused.cause = Some(cause);
+        }
+        refused
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": self.code, "error_description": self.description});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.basic || self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"rollcall\""),
+            );
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response.extensions_mut().insert(Told(self.description));
+        if let Some(cause) = self.cause {
+            response.extensions_mut().insert(InternalCause(cause));
+        }
+        response
+    }
+}

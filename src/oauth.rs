@@ -19,23 +19,9 @@ use base64::Engine;
 use events::{Actor, CommandContext};
 use serde_json::json;
 
-use crate::error::Error;
+use crate::error::{Error, OAuthError};
 use crate::server::{AppState, RequestId};
 use crate::tenancy::{self, ClientRefusal};
-
-/// An RFC 6749 section 5.2 error response.
-fn oauth_error(status: StatusCode, code: &str, description: &str, basic: bool) -> Response {
-    let mut response =
-        (status, axum::Json(json!({"error": code, "error_description": description})))
-            .into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if basic || status == StatusCode::UNAUTHORIZED {
-        headers
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"rollcall\""));
-    }
-    response
-}
 
 /// The client's id and secret from a Basic header, if it sent one.
 fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
@@ -102,49 +88,45 @@ pub async fn token(
     form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        return oauth_error(
+        return OAuthError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "the body must be application/x-www-form-urlencoded",
-            false,
-        );
+        )
+        .into_response();
     };
     let Some(form) = fields_once(form) else {
-        return oauth_error(
+        return OAuthError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "a parameter is given more than once",
-            false,
-        );
+        )
+        .into_response();
     };
     match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {}
         Some(_) => {
-            return oauth_error(
+            return OAuthError::new(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
                 "only client_credentials is supported",
-                false,
-            );
+            )
+            .into_response();
         }
         None => {
-            return oauth_error(
+            return OAuthError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "grant_type is required",
-                false,
-            );
+            )
+            .into_response();
         }
     }
     if let Some(scope) = form.get("scope")
         && !scope.split_whitespace().all(|item| item == "scim")
     {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_scope",
-            "the only scope is scim",
-            false,
-        );
+        return OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", "the only scope is scim")
+            .into_response();
     }
     let from_header = basic_credentials(&headers);
     let basic = from_header.is_some();
@@ -155,37 +137,40 @@ pub async fn token(
                 credentials
             }
             (Some(Ok(_)), _, None) => {
-                return oauth_error(
+                return OAuthError::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
                     "client_id in the body differs from the Basic credentials",
-                    true,
-                );
+                )
+                .basic(true)
+                .into_response();
             }
             (Some(Err(())), _, _) => {
-                return oauth_error(
+                return OAuthError::new(
                     StatusCode::UNAUTHORIZED,
                     "invalid_client",
                     "the Basic credentials do not decode",
-                    true,
-                );
+                )
+                .basic(true)
+                .into_response();
             }
             (Some(Ok(_)), _, Some(_)) => {
-                return oauth_error(
+                return OAuthError::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
                     "use one client authentication method",
-                    true,
-                );
+                )
+                .basic(true)
+                .into_response();
             }
             (None, Some(id), Some(secret)) => (id.clone(), secret.clone()),
             (None, _, _) => {
-                return oauth_error(
+                return OAuthError::new(
                     StatusCode::UNAUTHORIZED,
                     "invalid_client",
                     "client authentication is required",
-                    false,
-                );
+                )
+                .into_response();
             }
         };
     let context = CommandContext {
@@ -229,20 +214,28 @@ pub async fn token(
             } else {
                 tracing::info!(client_id_length = client_id.len(), "client credentials refused");
             }
-            oauth_error(
+            OAuthError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 "unknown client, wrong secret, or revoked",
-                basic,
             )
+            .basic(basic)
+            .into_response()
         }
-        Err(error) => {
-            let mut response =
-                oauth_error(error.status(), "server_error", "the token could not be issued", false);
-            if let Error::Internal(cause) = error {
-                response.extensions_mut().insert(crate::error::InternalCause(cause));
-            }
-            response
+        Ok(Err(ClientRefusal::TooManyTokens { retry_after })) => {
+            tracing::info!(client_id, "client credentials refused: too many live tokens");
+            let mut refused = OAuthError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                format!(
+                    "this client already holds {} live access tokens: reuse one until it \
+                     expires (expires_in), or ask again in {retry_after} s",
+                    tenancy::CLIENT_LIVE_TOKENS_MAX
+                ),
+            );
+            refused.retry_after = Some(retry_after);
+            refused.into_response()
         }
+        Err(error) => OAuthError::from(error).into_response(),
     }
 }

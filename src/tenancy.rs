@@ -138,6 +138,24 @@ pub struct TokenRequest {
     pub client_id: Option<String>,
 }
 
+impl TokenRequest {
+    /// A request as the admin API, the console and the CLI take one: a scope
+    /// by name, a lifetime such as `90d` (absent or empty: the token does not
+    /// expire), and a label.
+    pub fn parse(
+        scope: &str,
+        expires: Option<&str>,
+        label: Option<String>,
+    ) -> Result<TokenRequest, Error> {
+        let scope = TokenScope::parse(scope).ok_or_else(|| {
+            Error::invalid(format!("scope {scope:?} must be one of scim, admin, audit"))
+        })?;
+        let lifetime =
+            expires.filter(|text| !text.trim().is_empty()).map(parse_lifetime).transpose()?;
+        Ok(TokenRequest { scope, lifetime, label, client_id: None })
+    }
+}
+
 /// Issues a token for a tenant (by name or id). The secret is returned once
 /// and never stored.
 pub fn issue_token(
@@ -294,6 +312,32 @@ pub enum ClientRefusal {
     /// Unknown client, wrong secret, or revoked: one answer for all, so
     /// the endpoint tells an attacker nothing.
     InvalidClient,
+    /// The client already holds [`CLIENT_LIVE_TOKENS_MAX`] live access
+    /// tokens; the earliest expires in `retry_after` seconds.
+    TooManyTokens { retry_after: u64 },
+}
+
+/// Live access tokens one OAuth client may hold. Each grant is a
+/// `TokenIssued` in the log for good, so a client that asks for a token per
+/// request (or a leaked secret) must not grow the log without bound: at
+/// most this many grants per token lifetime. An identity provider that
+/// renews at half-life holds two; the rest is room for several of its
+/// nodes asking at once.
+pub const CLIENT_LIVE_TOKENS_MAX: usize = 5;
+
+/// The refusal of a client holding `live` tokens at `now`, if it is at its
+/// cap: retry once the earliest of them has expired.
+fn too_many(live: &[TokenRecord], now: Timestamp) -> Option<ClientRefusal> {
+    if live.len() < CLIENT_LIVE_TOKENS_MAX {
+        return None;
+    }
+    let earliest = live
+        .iter()
+        .filter_map(|token| token.expires_at.as_deref()?.parse::<Timestamp>().ok())
+        .min();
+    let retry_after =
+        earliest.map_or(1, |at| u64::try_from(at.duration_since(now).as_secs()).unwrap_or(0) + 1);
+    Some(ClientRefusal::TooManyTokens { retry_after })
 }
 
 /// The client-credentials grant: checks the client's secret and issues a
@@ -310,13 +354,24 @@ pub fn grant_client_credentials(
     // Refused on a read connection first: a flood of wrong credentials must
     // never queue for the single writer that the identity providers' writes
     // need. The writer checks again (a revocation may land in between).
+    // The same goes for a client at its cap of live tokens.
+    let now = store.now();
     let admitted = store.read(|connection| {
-        Ok(tenancy::client_by_id(connection, &client_id)?
-            .is_some_and(|client| client.revoked_at.is_none() && client.secret_sha256 == presented))
+        let known = tenancy::client_by_id(connection, &client_id)?
+            .is_some_and(|client| client.revoked_at.is_none() && client.secret_sha256 == presented);
+        if !known {
+            return Ok(Some(ClientRefusal::InvalidClient));
+        }
+        let live = tenancy::live_tokens_of_client(
+            connection,
+            &client_id,
+            &events::time::format_millis(now),
+        )?;
+        Ok(too_many(&live, now))
     });
     match admitted {
-        Ok(true) => {}
-        Ok(false) => return Pending::ready(Ok(Err(ClientRefusal::InvalidClient))),
+        Ok(None) => {}
+        Ok(Some(refusal)) => return Pending::ready(Ok(Err(refusal))),
         Err(error) => return Pending::ready(Err(events::ExecuteError::Command(error))),
     }
     let secret = match new_secret() {
@@ -332,6 +387,7 @@ pub fn grant_client_credentials(
         }
     };
     let secret_sha256 = events::hash::to_hex(&secret_hash(secret.expose()));
+    let clock = store.log().clock();
     store.command(move |tx| {
         let client = tenancy::client_by_id(tx.connection(), &client_id)?;
         let Some(client) = client
@@ -339,6 +395,15 @@ pub fn grant_client_credentials(
         else {
             return Ok(Err(ClientRefusal::InvalidClient));
         };
+        let now = clock();
+        let live = tenancy::live_tokens_of_client(
+            tx.connection(),
+            &client.client_id,
+            &events::time::format_millis(now),
+        )?;
+        if let Some(refusal) = too_many(&live, now) {
+            return Ok(Err(refusal));
+        }
         let token_id = ulid::Ulid::generate().to_string();
         let event = Event::TokenIssued(TokenIssued {
             token_id: token_id.clone(),

@@ -119,9 +119,7 @@ fn causes(kind: MovementKind) -> &'static [&'static str] {
     }
 }
 
-fn sql_integer(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
+use crate::sql_integer;
 
 fn word_text(word: &Word) -> String {
     // Strings and an enum of strings: encoding cannot fail.

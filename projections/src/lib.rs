@@ -47,6 +47,12 @@ pub enum ProjectionError {
     Metadata { position: u64, reason: String },
 }
 
+/// A count or position as SQLite's signed integer: saturating, since no
+/// count rollcall keeps comes near `i64::MAX`.
+pub fn sql_integer(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 /// Reads a column holding one of a closed set of words: a word no build
 /// wrote is an error, never a default.
 pub(crate) fn word_column<T>(

@@ -140,9 +140,7 @@ pub struct DeferredRow {
     pub run_id: String,
 }
 
-fn sql_integer(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
+use crate::sql_integer;
 
 fn json_text(value: &impl serde::Serialize) -> String {
     // Maps and lists of strings and JSON values always serialise.

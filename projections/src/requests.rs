@@ -34,9 +34,7 @@ pub struct RequestRow {
     pub error: Option<String>,
 }
 
-fn sql(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
+use crate::sql_integer as sql;
 
 /// Appends `rows`, then, for each tenant in `trim`, forgets its oldest rows
 /// beyond `keep`: the bound is per tenant, so one tenant's flood of

@@ -112,11 +112,7 @@ async fn issue_token(
     caller: Caller,
     ApiJson(body): ApiJson<IssueTokenBody>,
 ) -> Result<Response, ApiError> {
-    let scope = TokenScope::parse(&body.scope).ok_or_else(|| {
-        Error::invalid(format!("scope {:?} must be one of scim, admin, audit", body.scope))
-    })?;
-    let lifetime = body.expires.as_deref().map(tenancy::parse_lifetime).transpose()?;
-    let request = TokenRequest { scope, lifetime, label: body.label, client_id: None };
+    let request = TokenRequest::parse(&body.scope, body.expires.as_deref(), body.label)?;
     let (token, secret) = tenancy::issue_token(
         &state.store,
         TenantRef::Id(caller.principal.tenant_id.clone()),

@@ -69,9 +69,7 @@ pub struct Through {
     pub last_event: Position,
 }
 
-fn sql(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
+use projections::sql_integer as sql;
 
 type Signer = hmac::Hmac<sha2::Sha256>;
 

@@ -579,16 +579,11 @@ pub async fn issue_token(
     caller: Caller,
     form: Form,
 ) -> Result<Response, PageError> {
-    let scope = TokenScope::parse(form.text("scope"))
-        .ok_or_else(|| Error::invalid("scope must be one of scim, admin, audit"))?;
-    let lifetime = match form.text("expires") {
-        "" => None,
-        text => Some(tenancy::parse_lifetime(text)?),
-    };
     let label = Some(form.text("label").to_owned()).filter(|label| !label.is_empty());
-    let request = TokenRequest { scope, lifetime, label: label.clone(), client_id: None };
+    let request =
+        TokenRequest::parse(form.text("scope"), Some(form.text("expires")), label.clone())?;
     let recorded =
-        json!({ "scope": scope.as_str(), "expires": form.text("expires"), "label": label });
+        json!({ "scope": request.scope.as_str(), "expires": form.text("expires"), "label": label });
     let caller = caller.with_body(recorded);
     let (token, secret) = tenancy::issue_token(
         &state.store,

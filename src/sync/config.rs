@@ -71,7 +71,7 @@ pub struct Mapping {
     pub app_owned: Vec<String>,
 }
 
-const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+use projections::directory::schema::ENTERPRISE_USER_SCHEMA as ENTERPRISE;
 
 impl Default for Mapping {
     /// What a new tenant starts with: the attributes every IdP sends.

@@ -478,7 +478,7 @@ mod tests {
     use super::*;
     use crate::sync::config::{Binding, PropertyRule, PropertyType};
 
-    const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    use projections::directory::schema::ENTERPRISE_USER_SCHEMA as ENTERPRISE;
 
     /// Two properties (one with allowed values) and one bound group.
     fn rules() -> Rules {

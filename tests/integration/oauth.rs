@@ -296,3 +296,44 @@ fn the_cli_registers_lists_and_revokes_clients() {
     assert!(stdout(&rollcall(&db, &["client", "list", "--tenant", "acme"])).contains("revoked"));
     assert_eq!(rollcall(&db, &["client", "revoke", "rcc_nope"]).status.code(), Some(2));
 }
+
+static CAP_SKEW: Skew = Skew::new();
+
+fn cap_clock() -> jiff::Timestamp {
+    CAP_SKEW.now()
+}
+
+/// A client holds at most `CLIENT_LIVE_TOKENS_MAX` live access tokens: a
+/// client (or a leaked secret) asking for one per request is refused with
+/// 429 and when to ask again, and the log does not grow; once the earliest
+/// expires, a grant works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_grow_the_log_one_grant_at_a_time() {
+    let config =
+        ServerConfig { oauth_token_lifetime: Duration::from_secs(600), ..ServerConfig::default() };
+    let server = TestServer::start_with_clock(config, cap_clock).await;
+    let (client_id, secret) = register(&server).await;
+    let grant = [
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id.as_str()),
+        ("client_secret", secret.as_str()),
+    ];
+    for _ in 0..tenancy::CLIENT_LIVE_TOKENS_MAX {
+        let (status, _, body) = token_request(&server, &grant, None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let head = server.log_head();
+    for _ in 0..20 {
+        let (status, headers, body) = token_request(&server, &grant, None).await;
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert!(body["error_description"].as_str().unwrap().contains("reuse"), "{body}");
+        let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=601).contains(&retry), "{retry}");
+    }
+    assert_eq!(server.log_head(), head, "refused grants append nothing");
+    CAP_SKEW.advance(Duration::from_secs(601));
+    let (status, _, body) = token_request(&server, &grant, None).await;
+    assert_eq!(status, 200, "the old tokens expired: {body}");
+    server.stop().await.unwrap();
+}

@@ -69,9 +69,7 @@ fn external_id(document: &ScimDocument) -> Option<&str> {
     document.get("externalId").and_then(Value::as_str)
 }
 
-fn sql_integer(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
+use crate::sql_integer;
 
 pub(crate) fn apply(
     connection: &Connection,
