@@ -32,8 +32,8 @@ use crate::store::Store;
 use crate::tenancy::{self, Refusal, TenantRef, TokenRequest, admit, secret_hash};
 
 pub const SESSION_COOKIE: &str = "rollcall_session";
-/// The double-submit cookie of the sign-in forms, which come before any
-/// session exists.
+/// The nonce cookie of the sign-in forms, which come before any session
+/// exists; the form carries its signed token (see `sign_in_token`).
 const SIGN_IN_COOKIE: &str = "rollcall_sign_in";
 /// How long a sign-in link from the CLI can be used.
 pub const LINK_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -88,9 +88,21 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
-/// Sets a console cookie: HttpOnly, SameSite=Strict, for `/admin` only,
-/// and `Secure` when the browser reaches us over TLS
-/// (`ServerConfig::over_tls`).
+/// A console cookie's name as this request's browser knows it: over TLS
+/// (`ServerConfig::over_tls`) with the `__Host-` prefix, which browsers
+/// accept only from a secure origin, for the whole host, with no Domain,
+/// so a sibling subdomain cannot set or shadow it.
+fn cookie_name(state: &AppState, headers: &HeaderMap, name: &str) -> String {
+    if state.config.over_tls(headers) { format!("__Host-{name}") } else { name.to_owned() }
+}
+
+/// A console cookie of this request (see [`cookie_name`]).
+fn console_cookie<'a>(state: &AppState, headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    cookie(headers, &cookie_name(state, headers, name))
+}
+
+/// Sets a console cookie: HttpOnly, SameSite=Strict; over TLS `Secure`
+/// and `__Host-` (whose rules want `Path=/`), otherwise for `/admin` only.
 fn set_cookie(
     response: &mut Response,
     state: &AppState,
@@ -99,13 +111,51 @@ fn set_cookie(
     value: &str,
     max_age: u64,
 ) {
-    let secure = if state.config.over_tls(headers) { "; Secure" } else { "" };
+    let tls = state.config.over_tls(headers);
+    let (path, secure) = if tls { ("/", "; Secure") } else { ("/admin", "") };
+    let name = cookie_name(state, headers, name);
     let text = format!(
-        "{name}={value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+        "{name}={value}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     );
     if let Ok(value) = HeaderValue::from_str(&text) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
+}
+
+/// The forms signed in before a session exists, each bound to its own
+/// token (a token of one does not open the other).
+#[derive(Debug, Clone, Copy)]
+enum SignInForm {
+    Token,
+    Link,
+}
+
+/// This process's key for sign-in form tokens: made once, at random.
+/// A restart only makes an open sign-in form ask to be reloaded.
+fn sign_in_key() -> Result<&'static [u8; 32], Error> {
+    static KEY: std::sync::OnceLock<Result<[u8; 32], String>> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map(|()| key).map_err(|error| error.to_string())
+    })
+    .as_ref()
+    .map_err(|error| Error::Internal(format!("no randomness for the sign-in key: {error}")))
+}
+
+/// A sign-in form's token for the nonce in its cookie: an HMAC under this
+/// process's key, so a cookie tossed in from a sibling subdomain (the same
+/// site, which SameSite does not stop) comes without a token that matches
+/// it. Signed double submit, as OWASP describes it.
+fn sign_in_token(form: SignInForm, nonce: &str) -> Result<String, Error> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(sign_in_key()?)
+        .map_err(|error| Error::Internal(error.to_string()))?;
+    mac.update(match form {
+        SignInForm::Token => b"console sign-in: token\0",
+        SignInForm::Link => b"console sign-in: link\0\0",
+    });
+    mac.update(nonce.as_bytes());
+    Ok(events::hash::to_hex(&mac.finalize().into_bytes().into()))
 }
 
 /// Compares two secrets in time that does not depend on where they differ.
@@ -117,7 +167,7 @@ fn same_secret(left: &str, right: &str) -> bool {
 /// The session and principal of a request, if its cookie names a live
 /// session whose token is still admitted.
 fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Option<(Principal, Session)>, Error> {
-    let Some(secret) = cookie(headers, SESSION_COOKIE) else {
+    let Some(secret) = console_cookie(state, headers, SESSION_COOKIE) else {
         return Ok(None);
     };
     let hash = secret_hash(secret);
@@ -332,19 +382,23 @@ fn sign_in_form(csrf: &str, next: &str, problem: Option<&str>) -> maud::Markup {
     }
 }
 
-/// A fresh double-submit token for a sign-in form, set as a cookie.
+/// A fresh nonce for a sign-in form, set as a cookie, and the form's token
+/// for it.
 fn with_sign_in_cookie(
     state: &AppState,
     headers: &HeaderMap,
+    form: SignInForm,
     status: StatusCode,
     render: impl FnOnce(&str) -> maud::Markup,
 ) -> Response {
-    let csrf = match tenancy::random_hex() {
-        Ok(csrf) => csrf,
+    let made = tenancy::random_hex()
+        .and_then(|nonce| sign_in_token(form, &nonce).map(|token| (nonce, token)));
+    let (nonce, token) = match made {
+        Ok(made) => made,
         Err(error) => return PageError(error).into_response(),
     };
-    let mut response = respond(status, render(&csrf));
-    set_cookie(&mut response, state, headers, SIGN_IN_COOKIE, &csrf, 3600);
+    let mut response = respond(status, render(&token));
+    set_cookie(&mut response, state, headers, SIGN_IN_COOKIE, &nonce, 3600);
     response
 }
 
@@ -354,29 +408,36 @@ pub async fn sign_in_page(
     Query(query): Query<SignInQuery>,
 ) -> Response {
     let next = safe_next(query.next.as_deref()).to_owned();
-    with_sign_in_cookie(&state, &headers, StatusCode::OK, |csrf| {
+    with_sign_in_cookie(&state, &headers, SignInForm::Token, StatusCode::OK, |csrf| {
         page::page("Sign in", None, Section::None, sign_in_form(csrf, &next, None))
     })
 }
 
-/// Checks a sign-in form's double-submit token against its cookie.
-fn sign_in_fields(headers: &HeaderMap, body: &Bytes) -> Result<Form, FormRefusal> {
+/// Checks a sign-in form's token against the nonce in its cookie.
+fn sign_in_fields(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: SignInForm,
+    body: &Bytes,
+) -> Result<Form, FormRefusal> {
     let fields = Form(parse_form(body)?);
-    match (cookie(headers, SIGN_IN_COOKIE), fields.get("csrf")) {
-        (Some(expected), Some(sent)) if same_secret(sent, expected) => Ok(fields),
+    let expected = console_cookie(state, headers, SIGN_IN_COOKIE)
+        .and_then(|nonce| sign_in_token(form, nonce).ok());
+    match (expected, fields.get("csrf")) {
+        (Some(expected), Some(sent)) if same_secret(sent, &expected) => Ok(fields),
         _ => Err(FormRefusal::Forged),
     }
 }
 
 pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = match sign_in_fields(&headers, &body) {
+    let form = match sign_in_fields(&state, &headers, SignInForm::Token, &body) {
         Ok(form) => form,
         Err(refusal) => return refusal.into_response(),
     };
     let next = safe_next(form.get("next")).to_owned();
     let secret = form.text("token");
     let refuse = |status: StatusCode, problem: &str| {
-        with_sign_in_cookie(&state, &headers, status, |csrf| {
+        with_sign_in_cookie(&state, &headers, SignInForm::Token, status, |csrf| {
             page::page("Sign in", None, Section::None, sign_in_form(csrf, &next, Some(problem)))
         })
     };
@@ -470,7 +531,7 @@ pub async fn link_page(
     Query(query): Query<SignInQuery>,
 ) -> Response {
     let code = query.code.unwrap_or_default();
-    with_sign_in_cookie(&state, &headers, StatusCode::OK, |csrf| {
+    with_sign_in_cookie(&state, &headers, SignInForm::Link, StatusCode::OK, |csrf| {
         page::page("Sign in", None, Section::None, link_form(csrf, &code))
     })
 }
@@ -480,7 +541,7 @@ pub async fn redeem_link(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match sign_in_fields(&headers, &body) {
+    let form = match sign_in_fields(&state, &headers, SignInForm::Link, &body) {
         Ok(form) => form,
         Err(refusal) => return refusal.into_response(),
     };
@@ -519,7 +580,7 @@ pub async fn redeem_link(
 }
 
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap, _form: Form) -> Response {
-    if let Some(secret) = cookie(&headers, SESSION_COOKIE) {
+    if let Some(secret) = console_cookie(&state, &headers, SESSION_COOKIE) {
         let hash = secret_hash(secret);
         let ended = state
             .store

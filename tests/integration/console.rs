@@ -291,6 +291,10 @@ async fn the_session_cookie_is_secure_behind_tls() {
             .find(|line| line.contains("rollcall_session="))
             .unwrap();
         assert!(session.contains("; Secure"), "{proto:?}: {session}");
+        assert!(
+            session.starts_with("__Host-rollcall_session=") && session.contains("Path=/;"),
+            "a __Host- cookie, which no sibling subdomain can set: {session}"
+        );
     }
 }
 
@@ -334,6 +338,36 @@ async fn a_session_never_outlives_its_token() {
     assert_eq!(visitor.get("/admin/members").await.status, 200);
     OUTLIVE_SKEW.advance(Duration::from_secs(61));
     assert_eq!(visitor.get("/admin/members").await.status, 303, "ended with its token");
+}
+
+/// The sign-in forms' CSRF tokens are signed by the server: a cookie tossed
+/// in by a sibling subdomain (the same site, so SameSite lets it through)
+/// with a form that repeats it is refused, and one form's token does not
+/// open the other.
+#[tokio::test]
+async fn a_tossed_sign_in_cookie_does_not_sign_anyone_in() {
+    let server = TestServer::start().await;
+    server.tenant("acme").await;
+    let (_, admin) = server.token("acme", TokenScope::Admin).await;
+    let mut attacker = Visitor::new(&server);
+    attacker.cookies.push(("rollcall_sign_in".to_owned(), "f".repeat(64)));
+    let page = attacker
+        .post("/admin/sign-in", &[("csrf", &"f".repeat(64)), ("next", "/admin"), ("token", &admin)])
+        .await;
+    assert_eq!(page.status, 403, "{}", page.html);
+    assert!(!attacker.has_session());
+
+    // A real form's nonce and token, but the token posted to the other form.
+    let mut visitor = Visitor::new(&server);
+    let form = visitor.get("/admin/sign-in").await;
+    let csrf = form.csrf();
+    let refused = visitor.post("/admin/sign-in/link", &[("csrf", &csrf), ("code", "x")]).await;
+    assert_eq!(refused.status, 403, "bound to its form");
+    let page = visitor
+        .post("/admin/sign-in", &[("csrf", &csrf), ("next", "/admin"), ("token", &admin)])
+        .await;
+    assert_eq!(page.status, 303, "{}", page.html);
+    assert!(visitor.has_session());
 }
 
 static SESSION_SKEW: Skew = Skew::new();
