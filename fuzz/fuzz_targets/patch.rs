@@ -30,13 +30,6 @@ use serde_json::{Value, json};
 /// The id the fixed Group is stored under.
 const GROUP_ID: &str = "0group-under-fuzz";
 
-fn object(value: Value) -> Document {
-    match value {
-        Value::Object(fields) => fields,
-        _ => Document::new(),
-    }
-}
-
 static USER: LazyLock<Document> = LazyLock::new(|| {
     let user = json!({
         "userName": "bjensen@example.com",

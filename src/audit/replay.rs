@@ -11,10 +11,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use events::{Event, EventLog, Position};
+use projections::directory::query;
+use projections::directory::schema::ResourceKind;
+use projections::directory::store::{self as directory, ResourceRow};
+use projections::members;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
@@ -270,14 +274,6 @@ pub struct Folded {
     scratch: Connection,
 }
 
-fn limit_sql(limit: Option<usize>) -> i64 {
-    limit.and_then(|limit| i64::try_from(limit).ok()).unwrap_or(-1)
-}
-
-fn offset_sql(offset: usize) -> i64 {
-    i64::try_from(offset).unwrap_or(i64::MAX)
-}
-
 impl Folded {
     /// How many users, groups and members the tenant had.
     pub fn counts(&self) -> Result<(u64, u64, u64), Error> {
@@ -294,7 +290,10 @@ impl Folded {
         ))
     }
 
-    /// One page of a view, in a fixed order (all of it without `limit`).
+    /// One page of a view, in a fixed order (all of it without `limit`),
+    /// read with the projections' own readers from the scratch tables:
+    /// resources in creation order, a page's groups with their members in
+    /// one query, members in name order as the admin API shows them.
     pub fn page(
         &self,
         view: View,
@@ -302,43 +301,42 @@ impl Folded {
         limit: Option<usize>,
     ) -> Result<Vec<Value>, Error> {
         let tenant_id = self.tenant_id.as_str();
-        let window = params![tenant_id, limit_sql(limit), offset_sql(offset)];
-        let resources = |kind: &str| -> Result<Vec<Value>, Error> {
-            rows(
-                &self.scratch,
-                "SELECT id, external_id, name, document, created, last_modified, version FROM scim_resources \
-                 WHERE tenant_id = ?1 AND kind = ?4 ORDER BY created_position LIMIT ?2 OFFSET ?3",
-                params![tenant_id, limit_sql(limit), offset_sql(offset), kind],
-                &["document"],
-            )
+        let offset = u64::try_from(offset).unwrap_or(u64::MAX);
+        let limit = limit.map_or(u64::MAX, |limit| u64::try_from(limit).unwrap_or(u64::MAX));
+        let resources = |kind: ResourceKind| -> Result<Vec<ResourceRow>, Error> {
+            query::search(&self.scratch, tenant_id, kind, None, offset, limit)
+                .map(|page| page.resources)
+                .map_err(|error| Error::Internal(format!("reading scratch tables: {error}")))
         };
         match view {
-            View::Users => resources("User"),
+            View::Users => Ok(resources(ResourceKind::User)?.iter().map(resource_view).collect()),
             View::Groups => {
-                let mut groups = resources("Group")?;
-                for group in &mut groups {
-                    let id = group.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
-                    let members = rows(
-                        &self.scratch,
-                        "SELECT member_id AS value, member_type AS type FROM scim_members \
-                         WHERE tenant_id = ?1 AND group_id = ?2 ORDER BY member_id",
-                        params![tenant_id, id],
-                        &[],
-                    )?;
-                    if let Some(object) = group.as_object_mut() {
-                        object.insert("members".to_owned(), Value::Array(members));
-                    }
-                }
-                Ok(groups)
+                let groups = resources(ResourceKind::Group)?;
+                let ids: Vec<&str> = groups.iter().map(|group| group.id.as_str()).collect();
+                let mut members = directory::members_of_groups(&self.scratch, tenant_id, &ids)?;
+                Ok(groups
+                    .iter()
+                    .map(|group| {
+                        let mut view = resource_view(group);
+                        let of_group: Vec<Value> = members
+                            .remove(&group.id)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|member| json!({"value": member.member_id, "type": member.kind.as_str()}))
+                            .collect();
+                        if let Some(object) = view.as_object_mut() {
+                            object.insert("members".to_owned(), Value::Array(of_group));
+                        }
+                        view
+                    })
+                    .collect())
             }
-            View::Members => rows(
-                &self.scratch,
-                "SELECT member_id, user_id, external_id, user_name, status, properties, roles, app_properties, \
-                 joined_at, left_at, grace_until, disabled_at, revoke_sessions, updated_at, version \
-                 FROM members WHERE tenant_id = ?1 ORDER BY joined_at, member_id LIMIT ?2 OFFSET ?3",
-                window,
-                &["properties", "roles", "app_properties"],
-            ),
+            View::Members => {
+                let query =
+                    members::MemberQuery { offset, limit, ..members::MemberQuery::default() };
+                let (_, page) = members::list_members(&self.scratch, tenant_id, &query)?;
+                Ok(page.iter().map(crate::admin::provisioning::member_view).collect())
+            }
         }
     }
 
@@ -405,38 +403,17 @@ pub fn as_of(
     Ok(Folded { position, recorded_at, tenant_id: tenant_id.to_owned(), scratch })
 }
 
-/// Rows as JSON objects by column name; the `json` columns hold JSON text.
-fn rows(
-    connection: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-    json: &[&str],
-) -> Result<Vec<Value>, Error> {
-    let mut statement = connection.prepare(sql).map_err(storage("reading scratch tables"))?;
-    let names: Vec<String> = statement.column_names().map(str::to_owned).collect();
-    let mut rows = statement.query(params).map_err(storage("reading scratch tables"))?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(storage("reading scratch tables"))? {
-        let mut object = Map::new();
-        for (index, name) in names.iter().enumerate() {
-            let value = match row.get_ref(index).map_err(storage("reading scratch tables"))? {
-                ValueRef::Null => Value::Null,
-                ValueRef::Integer(value) => value.into(),
-                ValueRef::Real(value) => value.into(),
-                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
-                    let text = String::from_utf8_lossy(bytes);
-                    if json.contains(&name.as_str()) {
-                        serde_json::from_str(&text).unwrap_or(Value::String(text.into_owned()))
-                    } else {
-                        Value::String(text.into_owned())
-                    }
-                }
-            };
-            object.insert(name.clone(), value);
-        }
-        out.push(Value::Object(object));
-    }
-    Ok(out)
+/// A user or group as an as-of shows it: its row, document and all.
+fn resource_view(row: &ResourceRow) -> Value {
+    json!({
+        "id": row.id,
+        "external_id": row.external_id,
+        "name": directory::unique_name(row.kind, &row.document),
+        "document": row.document,
+        "created": row.created,
+        "last_modified": row.last_modified,
+        "version": row.version,
+    })
 }
 
 /// Where a rebuild folds before it swaps: beside the database, so an

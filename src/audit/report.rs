@@ -104,25 +104,62 @@ pub const COLUMNS: [&str; 10] = [
     "applied_by",
 ];
 
+/// One movement as a report shows it: the text of each of [`COLUMNS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub effective_at: String,
+    pub kind: &'static str,
+    pub member_id: String,
+    pub user_name: String,
+    pub external_id: String,
+    pub user_id: String,
+    pub said_at: String,
+    pub said_by: String,
+    pub request_id: String,
+    pub applied_by: String,
+}
+
+impl Row {
+    pub fn of(movement: &Movement) -> Row {
+        let said_by = movement.said_by.as_ref();
+        let applied_by = match &movement.applied_by.run_id {
+            Some(run_id) => format!("{} (run {run_id})", movement.applied_by.actor_text()),
+            None => movement.applied_by.actor_text(),
+        };
+        Row {
+            effective_at: movement.effective_at.clone(),
+            kind: movement.kind.as_str(),
+            member_id: movement.member_id.clone(),
+            user_name: movement.user_name.clone().unwrap_or_default(),
+            external_id: movement.external_id.clone().unwrap_or_default(),
+            user_id: movement.user_id.clone().unwrap_or_default(),
+            said_at: movement.said_at.clone().unwrap_or_default(),
+            said_by: said_by.map(Word::actor_text).unwrap_or_default(),
+            request_id: said_by.and_then(|word| word.request_id.clone()).unwrap_or_default(),
+            applied_by,
+        }
+    }
+
+    /// The cells, in the order of [`COLUMNS`].
+    pub fn cells(self) -> Vec<String> {
+        vec![
+            self.effective_at,
+            self.kind.to_owned(),
+            self.member_id,
+            self.user_name,
+            self.external_id,
+            self.user_id,
+            self.said_at,
+            self.said_by,
+            self.request_id,
+            self.applied_by,
+        ]
+    }
+}
+
 /// One movement as the cells of [`COLUMNS`].
 pub fn row(movement: &Movement) -> Vec<String> {
-    let said_by = movement.said_by.as_ref();
-    let applied = match &movement.applied_by.run_id {
-        Some(run_id) => format!("{} (run {run_id})", movement.applied_by.actor_text()),
-        None => movement.applied_by.actor_text(),
-    };
-    vec![
-        movement.effective_at.clone(),
-        movement.kind.as_str().to_owned(),
-        movement.member_id.clone(),
-        movement.user_name.clone().unwrap_or_default(),
-        movement.external_id.clone().unwrap_or_default(),
-        movement.user_id.clone().unwrap_or_default(),
-        movement.said_at.clone().unwrap_or_default(),
-        said_by.map(Word::actor_text).unwrap_or_default(),
-        said_by.and_then(|word| word.request_id.clone()).unwrap_or_default(),
-        applied,
-    ]
+    Row::of(movement).cells()
 }
 
 #[cfg(test)]

@@ -112,14 +112,14 @@ pub async fn page(
                         thead { tr { @for column in ["Took effect", "Kind", "userName", "Said at", "Said by", "Applied by"] { th scope="col" { (column) } } } }
                         tbody {
                             @for movement in movements.iter().take(SHOWN_MAX) {
-                                @let cells = report::row(movement);
+                                @let row = report::Row::of(movement);
                                 tr {
                                     td { (when(&movement.effective_at)) }
                                     td { span class={ "badge " (movement.kind) } { (movement.kind) } }
-                                    td { (cells.get(3).cloned().unwrap_or_default()) }
+                                    td { (row.user_name) }
                                     td { @if let Some(at) = &movement.said_at { (when(at)) } }
-                                    td { (cells.get(7).cloned().unwrap_or_default()) @if let Some(id) = cells.get(8).filter(|id| !id.is_empty()) { br; span class="small" { "request " (id) } } }
-                                    td { (cells.get(9).cloned().unwrap_or_default()) }
+                                    td { (row.said_by) @if !row.request_id.is_empty() { br; span class="small" { "request " (row.request_id) } } }
+                                    td { (row.applied_by) }
                                 }
                             }
                         }

@@ -470,20 +470,20 @@ pub fn run(
     };
     tracing::debug!(elapsed = ?started.elapsed(), %run_id, "synchronize: run started");
     let context = CommandContext { correlation_id: Some(run_id.clone()), ..context };
-    let outcome = apply_all(
+    let batches = Batches {
         store,
         tenant,
-        &run_id,
-        &rules,
-        &pending,
-        cursor.as_deref(),
-        held_reason.is_some(),
-        &exempt,
-        &mut counts,
-        &context,
-        options,
-    )
-    .and_then(|()| {
+        run_id: &run_id,
+        rules: &rules,
+        holding: held_reason.is_some(),
+        exempt: &exempt,
+        context: &context,
+        batch_users: options.batch_users,
+    };
+    // A resumed run goes on after the last user its batches applied.
+    let users =
+        pending.users.iter().filter(|user| cursor.as_ref().is_none_or(|cursor| *user > cursor));
+    let outcome = batches.apply(users, &mut counts).and_then(|()| {
         tracing::debug!(elapsed = ?started.elapsed(), "synchronize: batches applied");
         let mut completed = SyncCompleted {
             run_id: run_id.clone(),
@@ -564,37 +564,45 @@ fn would_deprovision(connection: &Connection, tenant: &str, user_id: &str) -> Re
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn apply_all(
-    store: &Store,
-    tenant: &str,
-    run_id: &str,
-    rules: &Arc<Rules>,
-    pending: &PendingSet,
-    cursor: Option<&str>,
+/// A run under way: what each of its batches needs.
+struct Batches<'r> {
+    store: &'r Store,
+    tenant: &'r str,
+    run_id: &'r str,
+    rules: &'r Arc<Rules>,
+    /// The safeguard holds this run's disables and leaves, but `exempt`'s.
     holding: bool,
-    exempt: &HashSet<String>,
-    counts: &mut Counts,
-    context: &CommandContext,
-    options: RunOptions,
-) -> Result<(), Error> {
-    let users: Vec<String> = pending
-        .users
-        .iter()
-        .filter(|user| cursor.is_none_or(|cursor| user.as_str() > cursor))
-        .cloned()
-        .collect();
-    for batch in users.chunks(options.batch_users.max(1)) {
-        let batch = batch.to_vec();
-        let rules = Arc::clone(rules);
-        let tenant_id = tenant.to_owned();
-        let run_id = run_id.to_owned();
-        let context = context.clone();
-        let so_far = counts.clone();
-        let clock = store.log().clock();
+    exempt: &'r HashSet<String>,
+    context: &'r CommandContext,
+    batch_users: usize,
+}
+
+impl Batches<'_> {
+    /// Decides and applies `users`, `batch_users` per writer command; each
+    /// batch commits with its deferrals and a `SyncBatchApplied` that
+    /// records how far the run got and `counts` so far.
+    fn apply<'u>(
+        &self,
+        users: impl Iterator<Item = &'u String>,
+        counts: &mut Counts,
+    ) -> Result<(), Error> {
+        let users: Vec<String> = users.cloned().collect();
+        for batch in users.chunks(self.batch_users.max(1)) {
+            *counts = self.apply_batch(batch.to_vec(), counts.clone())?;
+        }
+        Ok(())
+    }
+
+    fn apply_batch(&self, batch: Vec<String>, so_far: Counts) -> Result<Counts, Error> {
+        let rules = Arc::clone(self.rules);
+        let tenant_id = self.tenant.to_owned();
+        let run_id = self.run_id.to_owned();
+        let context = self.context.clone();
+        let clock = self.store.log().clock();
+        let holding = self.holding;
         let exempt: HashSet<String> =
-            batch.iter().filter(|user| exempt.contains(*user)).cloned().collect();
-        *counts = store
+            batch.iter().filter(|user| self.exempt.contains(*user)).cloned().collect();
+        self.store
             .command(move |tx| {
                 let now = clock();
                 let now_text = events::time::format_millis(now);
@@ -644,9 +652,9 @@ fn apply_all(
                 record(tx, &tenant_id, &stream, expected(version), &events, &context)?;
                 Ok(counts)
             })
-            .wait()?;
+            .wait()
+            .map_err(Error::from)
     }
-    Ok(())
 }
 
 fn expected(version: Option<u64>) -> ExpectedVersion {
