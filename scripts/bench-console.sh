@@ -13,6 +13,7 @@
 # how long deciding takes, and the pages once it is decided.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/listening.sh
 source_db="${1:-/tmp/audit-bench/bench.db}"
 [ -f "$source_db" ] || { echo "no $source_db: run scripts/bench-audit.sh first"; exit 1; }
 cargo build --release
@@ -25,13 +26,7 @@ bin=./target/release/rollcall
 admin="$($bin token issue --tenant bench --scope admin 2>/dev/null)"
 $bin serve --listen 127.0.0.1:0 --scheduler-interval-seconds 0 2>"$work/server.log" &
 server=$!
-address=""
-for _ in $(seq 1 600); do
-  address="$(sed -n 's|^rollcall: listening on http://\([^ ]*\)  (SCIM base URL .*)$|\1|p' "$work/server.log")"
-  [ -n "$address" ] && break
-  sleep 0.1
-done
-[ -n "$address" ] || { cat "$work/server.log"; exit 1; }
+address=$(listening_address "$work/server.log")
 base="http://$address"
 jar="$work/cookies"
 csrf="$(curl -s -c "$jar" -b "$jar" "$base/admin/sign-in" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -1)"

@@ -5,15 +5,15 @@
 # (default 100000; the users are created first, 8 at a time).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/listening.sh
 cargo build --release
-port=18283
 dir=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
 export ROLLCALL_DB="$dir/bench.db"
 ./target/release/rollcall tenant create bench >/dev/null 2>&1
 token=$(./target/release/rollcall token issue --tenant bench --scope scim 2>/dev/null)
-ROLLCALL_LOG=warn ./target/release/rollcall serve --listen "127.0.0.1:$port" 2>"$dir/server.log" &
+ROLLCALL_LOG=warn ./target/release/rollcall serve --listen 127.0.0.1:0 2>"$dir/server.log" &
 server=$!
-sleep 1
-python3 scripts/bench_groups.py --base-url "http://127.0.0.1:$port/scim/v2" --token "$token" \
+address=$(listening_address "$dir/server.log")
+python3 scripts/bench_groups.py --base-url "http://$address/scim/v2" --token "$token" \
   --users "${1:-100000}"

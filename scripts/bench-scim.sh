@@ -6,18 +6,18 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk"; exit 1; }
+. scripts/listening.sh
 cargo build --release
-port=18282
 for population in "${@:-10000 100000}"; do
   for n in $population; do
     dir=$(mktemp -d)
     export ROLLCALL_DB="$dir/bench.db"
     ./target/release/rollcall tenant create bench >/dev/null 2>&1
     token=$(./target/release/rollcall token issue --tenant bench --scope scim 2>/dev/null)
-    ROLLCALL_LOG=warn ./target/release/rollcall serve --listen "127.0.0.1:$port" 2>"$dir/server.log" &
+    ROLLCALL_LOG=warn ./target/release/rollcall serve --listen 127.0.0.1:0 2>"$dir/server.log" &
     server=$!
-    sleep 1
-    python3 ../shared/load/load.py --base-url "http://127.0.0.1:$port/scim/v2" --token "$token" \
+    address=$(listening_address "$dir/server.log")
+    python3 ../shared/load/load.py --base-url "http://$address/scim/v2" --token "$token" \
       --server-pid "$server" --users 2000 --population "$n" --engine wrk --wrk-threads 1 \
       --out "target/bench-scim-$n.json"
     kill "$server"; wait "$server" || true

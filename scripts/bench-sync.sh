@@ -5,17 +5,17 @@
 # 100000 users in 1000 groups).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/listening.sh
 cargo build --release
-port=18284
 dir=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
 export ROLLCALL_DB="$dir/bench.db"
 ./target/release/rollcall tenant create bench >/dev/null 2>&1
 scim=$(./target/release/rollcall token issue --tenant bench --scope scim 2>/dev/null)
 admin=$(./target/release/rollcall token issue --tenant bench --scope admin 2>/dev/null)
-ROLLCALL_LOG=warn ./target/release/rollcall serve --listen "127.0.0.1:$port" \
+ROLLCALL_LOG=warn ./target/release/rollcall serve --listen 127.0.0.1:0 \
   --scheduler-interval-seconds 0 --body-limit-bytes 8388608 2>"$dir/server.log" &
 server=$!
-sleep 1
-python3 scripts/bench_sync.py --base-url "http://127.0.0.1:$port" --scim-token "$scim" \
+address=$(listening_address "$dir/server.log")
+python3 scripts/bench_sync.py --base-url "http://$address" --scim-token "$scim" \
   --admin-token "$admin" --server-pid "$server" --users "${1:-100000}" --groups "${2:-1000}"

@@ -1,4 +1,8 @@
-//! The command line: `serve`, `tenant`, `token`, `verify`.
+//! The command line: `serve`; `tenant`, `token`, `client` and `admin
+//! login-link`; `sync`, `mapping`, `roles`, `schedule` (their commands live
+//! in `sync::cli`); `verify`, `audit`, `export`, `rebuild` (in
+//! `audit::cli`). This module owns the clap structs and the dispatch; it
+//! decides nothing a command module decides.
 //!
 //! Arguments pass two stages, as in ripgrep: the clap structs ([`Args`])
 //! are close to the flags; [`Args::settings`] turns them once into checked

@@ -1,6 +1,7 @@
 //! The command-line face of the audit: `rollcall audit joiners-leavers|
-//! history|checkpoint`, `rollcall export`, `rollcall verify --file`. It
-//! prints what the audit modules answer; it decides nothing.
+//! history|checkpoint|as-of|request`, `rollcall export`, `rollcall verify
+//! --file|--projections` and `rollcall rebuild`. It prints what the audit
+//! modules answer; it decides nothing.
 
 use std::io::{BufReader, Write};
 use std::path::Path;

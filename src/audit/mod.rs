@@ -1,9 +1,14 @@
-//! The audit: answers for auditors from the log alone (never from the
-//! projection tables), the same on every replay. `report` (joiners and
-//! leavers), `history` (one person), `chain` (checkpoints, export, offline
-//! verify), `cli` (their commands); here, the API under /api/v1/audit, for
-//! `audit`-scope tokens (read-only) and `admin`-scope tokens. Nothing here
-//! appends an event.
+//! The audit: answers for auditors that rest on the log, the same on every
+//! replay. Each reads the log itself or a projection folded from it and
+//! proven against it (`verify --projections` refolds and compares): never
+//! the live directory tables as an authority. `report` (joiners and
+//! leavers, from the `audit` projection), `history` (one person, from the
+//! log), `ledger` (one request and its events, from event metadata, and how
+//! it was answered, from the request log), `chain` (checkpoints, export,
+//! offline verify), `replay` (as-of, refold checks and rebuilds, with the
+//! writer's own fold), `snapshots` (the signed as-of cache), `cli` (their
+//! commands); here, the API under /api/v1/audit, for `audit`-scope tokens
+//! (read-only) and `admin`-scope tokens. Nothing here appends an event.
 
 pub mod chain;
 pub mod cli;

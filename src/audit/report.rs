@@ -1,5 +1,6 @@
 //! Joiners and leavers: who joined, was disabled, enabled, left, came back
-//! or was purged in a window of time, read from the log alone.
+//! or was purged in a window of time, read from the `audit` projection,
+//! which is folded from the log and checked against it.
 //!
 //! Each movement is a member event (the Synchronize that applied it: when
 //! it took effect, and on whose word it ran) paired with the SCIM event

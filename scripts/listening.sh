@@ -1,0 +1,19 @@
+# Sourced by the scripts that start a server: `listening_address LOG` waits
+# (up to 60 s) for the line the server writes once it accepts connections,
+# in one write, and prints its host:port; without it, it prints the log and
+# fails. Waiting for the line, not a fixed sleep, is what makes a slow start
+# (a cold page cache, a migration) harmless.
+listening_address() {
+  local log="$1" address=""
+  for _ in $(seq 1 600); do
+    address="$(sed -n 's|^rollcall: listening on http://\([^ ]*\)  (SCIM base URL .*)$|\1|p' "$log")"
+    if [ -n "$address" ]; then
+      echo "$address"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "the server did not start:" >&2
+  cat "$log" >&2
+  return 1
+}
