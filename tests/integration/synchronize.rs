@@ -268,6 +268,17 @@ async fn pushes_flow_into_members_at_synchronize_and_only_then() {
     assert_eq!(runs["runs"][0]["counts"]["restore"], 1);
 }
 
+/// The tenant's mapping with a `user_type` property from `userType` that
+/// allows only `Premium` and `Standard` (default `Standard`); not yet set.
+async fn with_user_type(admin: &Admin<'_>) -> Value {
+    let mut mapping = admin.get("/provisioning/mapping").await;
+    mapping["properties"].as_array_mut().unwrap().push(json!({
+        "property": "user_type", "source": "userType", "type": "string",
+        "allowed": ["Premium", "Standard"], "default": "Standard"
+    }));
+    mapping
+}
+
 /// The rules Synchronize promises at its edges: a binding can match a
 /// group by externalId; a user created inactive is not a member until it is
 /// activated; a deactivation disables a member even when its new values are
@@ -278,11 +289,7 @@ async fn bindings_by_external_id_inactive_users_and_deprovisioning_with_bad_valu
     let server = TestServer::start().await;
     let scim = Scim::new(&server, "acme").await;
     let admin = Admin::new(&server, "acme").await;
-    let mut mapping = admin.get("/provisioning/mapping").await;
-    mapping["properties"].as_array_mut().unwrap().push(json!({
-        "property": "user_type", "source": "userType", "type": "string",
-        "allowed": ["Premium", "Standard"], "default": "Standard"
-    }));
+    let mapping = with_user_type(&admin).await;
     let put = |body: Value, path: &'static str| {
         let (server, token) = (&server, admin.token.clone());
         async move {
@@ -368,11 +375,7 @@ async fn a_disallowed_value_is_rejected_and_a_mapping_change_reaches_every_membe
     let server = TestServer::start().await;
     let scim = Scim::new(&server, "acme").await;
     let admin = Admin::new(&server, "acme").await;
-    let mut mapping = admin.get("/provisioning/mapping").await;
-    mapping["properties"].as_array_mut().unwrap().push(json!({
-        "property": "user_type", "source": "userType", "type": "string",
-        "allowed": ["Premium", "Standard"], "default": "Standard"
-    }));
+    let mut mapping = with_user_type(&admin).await;
     admin.put("/provisioning/mapping", mapping.clone()).await;
 
     user(&scim, "ann@example.com", "a", "R&D").await;
