@@ -13,9 +13,10 @@
 //! savepoint counts too: libFuzzer's hook aborts on it) or loops (libFuzzer's
 //! `-timeout`); without `failOnErrors`, every operation is answered exactly
 //! once, in request order, with its own `bulkId`; an operation that
-//! succeeded refers only to bulkIds of POSTs that succeeded, never its own,
-//! and the successful operations' non-deferrable references (all but a new
-//! group's `members`) form no cycle; one creation event per 201; no event
+//! succeeded refers only to bulkIds of POSTs that succeeded, never its own
+//! (but for a new group's members that close a cycle: deferred, and left
+//! out if their POST failed), and the successful operations' non-deferrable
+//! references (all but a new group's `members`) form no cycle; one creation event per 201; no event
 //! stores an unresolved `bulkId:` reference.
 #![no_main]
 
@@ -319,8 +320,37 @@ fuzz_target!(|data: &[u8]| {
             );
         }
     }
-    // Successful operations refer only to successful POSTs, not themselves;
-    // their fixed references form no cycle (Kahn's algorithm over them).
+    // Successful operations refer only to successful POSTs, not themselves,
+    // but for a new group's members that closed a cycle (deferred, and left
+    // out if their POST failed); their fixed references form no cycle
+    // (Kahn's algorithm over them, below).
+    let declarers = |bulk_id: &str| -> Vec<usize> {
+        operations
+            .iter()
+            .enumerate()
+            .filter(|(_, operation)| {
+                operation.method.eq_ignore_ascii_case("POST")
+                    && operation.bulk_id.as_deref() == Some(bulk_id)
+            })
+            .map(|(index, _)| index)
+            .collect()
+    };
+    let reaches = |from: usize, to: usize| -> bool {
+        let mut seen = BTreeSet::new();
+        let mut next = vec![from];
+        while let Some(at) = next.pop() {
+            if at == to {
+                return true;
+            }
+            if !seen.insert(at) {
+                continue;
+            }
+            for bulk_id in &operations[at].references {
+                next.extend(declarers(bulk_id));
+            }
+        }
+        false
+    };
     let mut waits: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); operations.len()];
     for (index, (operation, answer)) in operations.iter().zip(&answers).enumerate() {
         if !is_success(answer) {
@@ -328,8 +358,11 @@ fuzz_target!(|data: &[u8]| {
         }
         for bulk_id in &operation.references {
             let by = created.get(bulk_id.as_str()).copied();
+            let met = by.is_some_and(|by| by != index);
+            let deferred = !operation.fixed.contains(bulk_id)
+                && declarers(bulk_id).into_iter().any(|by| by != index && reaches(by, index));
             assert!(
-                by.is_some_and(|by| by != index),
+                met || deferred,
                 "Operations[{index}] succeeded, naming bulkId {bulk_id:?}, which no other successful POST created\n body: {body}\n response: {}",
                 ran.response
             );
