@@ -568,9 +568,13 @@ impl Graph<'_> {
         }
     }
 
-    /// `waiter` also waits for `on` (which has not run yet).
+    /// `waiter` also waits for `on` (which has not run yet), unless it
+    /// already does: a second edge would be finished twice, taking one
+    /// count too many from `pending_others` (found by fuzzing: a PATCH of
+    /// a group on a cycle that also names the operation the cycle is
+    /// broken for).
     fn wait(&mut self, waiter: usize, on: usize) {
-        if !self.done[on] {
+        if !self.done[on] && !self.dependents[on].contains(&waiter) {
             self.pending_all[waiter] += 1;
             self.dependents[on].push(waiter);
         }
@@ -1075,5 +1079,41 @@ mod tests {
         // The duplicate bulkId keeps its own failure; the DELETE never ran.
         assert_eq!(statuses, ["201", "400", "503"]);
         assert_eq!(response["Operations"][2]["method"], "DELETE");
+    }
+
+    /// fuzz/regressions/bulk/pending-others-underflow: a cycle between two
+    /// new groups, broken at one of them, and a PATCH of that group naming
+    /// the other. Scheduling it took one count too many from the PATCH's
+    /// dependencies (a subtraction overflow in a build with checks).
+    #[test]
+    fn a_patch_of_a_group_on_a_broken_cycle_is_scheduled_once() {
+        let body = json!({"Operations": [
+            {"method": "POST", "path": "/Groups", "bulkId": "a", "data": {"x": "bulkId:b"}},
+            {"method": "POST", "path": "/Groups", "bulkId": "b", "data": {"members": "bulkId:a"}},
+            {"method": "PATCH", "path": "/Groups/bulkId:b", "data": {"x": "bulkId:a"}}
+        ]});
+        let request = BulkRequest::parse(&body, 10).unwrap();
+        let mut operations = Vec::new();
+        let mut failures = Vec::new();
+        for checked in request.operations {
+            match checked {
+                Ok(operation) => {
+                    operations.push(Some(operation));
+                    failures.push(None);
+                }
+                Err(outcome) => {
+                    operations.push(None);
+                    failures.push(Some(*outcome));
+                }
+            }
+        }
+        let steps = schedule(&operations, &mut failures);
+        let mut seen = vec![0; operations.len()];
+        for step in &steps {
+            if let Step::Run { index, .. } | Step::Settle(index) = step {
+                seen[*index] += 1;
+            }
+        }
+        assert_eq!(seen, vec![1, 1, 1], "every operation once: {steps:?}");
     }
 }

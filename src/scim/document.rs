@@ -331,7 +331,10 @@ fn normalize_single(
 
 /// Entra ID sends app-role assignments as a JSON-encoded object in a role's
 /// `value` (`{"value": "{\"id\":\"...\",\"value\":\"Admin\",\"displayName\":\"Admin\"}"}`):
-/// read it as the role it encodes.
+/// read it as the role it encodes. A role encoded inside an encoded role is
+/// decoded on, to the end, so normalising the result again changes nothing
+/// (found by fuzzing: fuzz/regressions/normalize). Each step reads a value
+/// out of the text of the one before, so it ends.
 fn decode_app_role(
     attribute: &Attribute,
     fields: &Map<String, Value>,
@@ -339,6 +342,14 @@ fn decode_app_role(
     if !matches!(attribute.name, "roles" | "entitlements") {
         return None;
     }
+    let mut role = decode_role_once(fields)?;
+    while let Some(inner) = decode_role_once(&role) {
+        role = inner;
+    }
+    Some(role)
+}
+
+fn decode_role_once(fields: &Map<String, Value>) -> Option<Map<String, Value>> {
     let encoded = fields.iter().find(|(key, _)| key.eq_ignore_ascii_case("value"))?.1.as_str()?;
     let Ok(Value::Object(inner)) = serde_json::from_str::<Value>(encoded.trim()) else {
         return None;
@@ -403,6 +414,18 @@ mod tests {
     fn check(kind: ResourceKind, body: Value, expected: Value) {
         let normalized = normalize(kind, &body).map(Value::Object);
         assert_eq!(normalized.as_ref().map_err(ToString::to_string), Ok(&expected), "{body}");
+    }
+
+    /// fuzz/regressions/normalize/double-encoded-app-role: a role encoded
+    /// inside an encoded role is read to the end at once, so normalising
+    /// twice gives what normalising once gave.
+    #[test]
+    fn an_app_role_encoded_twice_is_read_to_the_end_at_once() {
+        let body = json!({"userName": "a", "roles": [{"value": "{\"value\": \"{\\\"value\\\": \\\"x\\\"}\"}"}]});
+        let once = normalize(ResourceKind::User, &body).unwrap();
+        assert_eq!(once["roles"], json!([{"value": "x"}]), "{body}");
+        let twice = normalize(ResourceKind::User, &Value::Object(once.clone())).unwrap();
+        assert_eq!(twice, once);
     }
 
     fn check_error(kind: ResourceKind, body: Value, scim_type: &str, needle: &str) {

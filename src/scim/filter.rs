@@ -44,8 +44,32 @@ impl std::fmt::Display for FilterError {
     }
 }
 
-/// Parses a whole filter.
+/// Parses a whole filter. The limits hold for the filter as rollcall
+/// reads it too, its canonical text (what `Display` prints): that text can
+/// be longer or deeper than the one sent (Entra's `attr[...].sub op v`
+/// gains a pair of parentheses; `1E15` is written out in full), and a
+/// filter whose canonical text would not parse back is refused, so
+/// `parse(print(ast)) == ast` holds for every filter accepted (found by
+/// fuzzing: fuzz/regressions/filter).
 pub fn parse_filter(text: &str) -> Result<Filter, FilterError> {
+    let filter = parse_within_limits(text)?;
+    let canonical = filter.to_string();
+    if canonical != text
+        && let Err(error) = parse_within_limits(&canonical)
+    {
+        return Err(FilterError {
+            offset: text.len(),
+            message: format!(
+                "{}, in the form rollcall reads it (Entra's attr[...].sub adds a level of \
+                 parentheses, and numbers are written out in full)",
+                error.message
+            ),
+        });
+    }
+    Ok(filter)
+}
+
+fn parse_within_limits(text: &str) -> Result<Filter, FilterError> {
     if text.len() > FILTER_LENGTH_MAX {
         return Err(FilterError {
             offset: FILTER_LENGTH_MAX,
@@ -738,6 +762,31 @@ mod tests {
                     inner.prop_map(|f| Filter::Not(Box::new(f))),
                 ]
             })
+        }
+
+        /// fuzz/regressions/filter: a filter within the limits whose
+        /// canonical text is not (one level deeper, or longer) is refused
+        /// with why, so every accepted filter prints back to itself; one
+        /// level less is accepted and does.
+        #[test]
+        fn a_filter_whose_canonical_text_breaks_a_limit_is_refused() {
+            let deep = |levels: usize| {
+                format!("{}a[b pr or c pr].d pr{}", "not (".repeat(levels), ")".repeat(levels))
+            };
+            let refused = parse_filter(&deep(31)).unwrap_err();
+            assert!(refused.message.contains("32 levels"), "{refused}");
+            assert!(refused.message.contains("in the form rollcall reads it"), "{refused}");
+            let accepted = parse_filter(&deep(30)).unwrap();
+            assert_eq!(parse_filter(&accepted.to_string()), Ok(accepted));
+
+            let long = |numbers: usize| {
+                format!("{}{} pr", "x eq 1E15 or ".repeat(numbers), "y".repeat(5500))
+            };
+            assert!(long(200).len() <= FILTER_LENGTH_MAX);
+            let refused = parse_filter(&long(200)).unwrap_err();
+            assert!(refused.message.contains("8192 bytes"), "{refused}");
+            let accepted = parse_filter(&long(50)).unwrap();
+            assert_eq!(parse_filter(&accepted.to_string()), Ok(accepted));
         }
 
         proptest! {
