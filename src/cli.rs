@@ -785,13 +785,12 @@ fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<ExitCod
                 };
                 Ok(tenancy_projection::list_tokens(connection, tenant_id.as_deref())?)
             })?;
+            let now = store.now();
             if json {
-                let now = jiff::Timestamp::now();
                 let items: Vec<_> =
                     tokens.iter().map(|token| crate::admin::token_view(token, now)).collect();
                 println!("{}", serde_json::Value::from(items));
             } else {
-                let now = jiff::Timestamp::now();
                 let rows = tokens.iter().map(|t| {
                     vec![
                         t.token_id.clone(),

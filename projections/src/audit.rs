@@ -22,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 
 use crate::ProjectionError;
+use crate::sql_integer;
 
 /// On whose word something was recorded, as the event's metadata says.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -118,8 +119,6 @@ fn causes(kind: MovementKind) -> &'static [&'static str] {
         MovementKind::Purged => &[],
     }
 }
-
-use crate::sql_integer;
 
 fn word_text(word: &Word) -> String {
     // Strings and an enum of strings: encoding cannot fail.

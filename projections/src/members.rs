@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::ProjectionError;
 use crate::functions::fold;
+use crate::sql_integer;
 
 /// A member's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,8 +140,6 @@ pub struct DeferredRow {
     pub detail: String,
     pub run_id: String,
 }
-
-use crate::sql_integer;
 
 fn json_text(value: &impl serde::Serialize) -> String {
     // Maps and lists of strings and JSON values always serialise.

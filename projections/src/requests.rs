@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use crate::ProjectionError;
+use crate::sql_integer as sql;
 
 /// One request as answered.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -33,8 +34,6 @@ pub struct RequestRow {
     /// A failure's message, as the client was told it.
     pub error: Option<String>,
 }
-
-use crate::sql_integer as sql;
 
 /// Appends `rows`, then, for each tenant in `trim`, forgets its oldest rows
 /// beyond `keep`: the bound is per tenant, so one tenant's flood of

@@ -32,6 +32,7 @@ use rusqlite::{Connection, MAIN_DB, OptionalExtension, params};
 
 use crate::error::Error;
 use crate::store::Store;
+use projections::sql_integer as sql;
 
 /// The default distance between snapshots, in log positions: an as-of
 /// folds at most this many events after loading one.
@@ -68,8 +69,6 @@ pub struct Through {
     /// The last event of the tenant at or before it (0: none).
     pub last_event: Position,
 }
-
-use projections::sql_integer as sql;
 
 type Signer = hmac::Hmac<sha2::Sha256>;
 

@@ -18,6 +18,7 @@ use serde_json::Value;
 use super::schema::ResourceKind;
 use crate::ProjectionError;
 use crate::functions::fold;
+use crate::sql_integer;
 
 /// A resource as the directory holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,8 +69,6 @@ pub fn unique_name(kind: ResourceKind, document: &ScimDocument) -> &str {
 fn external_id(document: &ScimDocument) -> Option<&str> {
     document.get("externalId").and_then(Value::as_str)
 }
-
-use crate::sql_integer;
 
 pub(crate) fn apply(
     connection: &Connection,
