@@ -340,15 +340,22 @@ async fn shutdown_drains_the_writer() {
         .map(|n| rollcall::tenancy::create_tenant(&store, &format!("queued-{n}"), context()))
         .collect();
     let stopping = tokio::spawn(server.stop_keeping_files());
-    tokio::task::yield_now().await;
+    // Long enough for a shutdown that does not wait to have finished.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!stopping.is_finished(), "shutdown waits for the writer's work");
     release.send(()).unwrap();
     let (stopped, _dir) = stopping.await.unwrap();
     stopped.unwrap();
-    // Every queued command was answered before the server stopped ...
-    running.await.unwrap();
+    // Every queued command was answered before the server stopped (each
+    // is ready at its first poll) ...
+    async fn answered<F: std::future::Future>(pending: F) -> F::Output {
+        tokio::time::timeout(Duration::ZERO, pending)
+            .await
+            .expect("answered before the stop returned")
+    }
+    answered(running).await.unwrap();
     for pending in queued {
-        pending.await.unwrap();
+        answered(pending).await.unwrap();
     }
     // ... and is in the file.
     let tenants = tokio::task::spawn_blocking(move || {
