@@ -340,6 +340,20 @@ impl Outcome {
     }
 }
 
+/// The checked operations, and the failure already decided for each that
+/// is not one, side by side by index.
+fn split(
+    checked: Vec<Result<Operation, Box<Outcome>>>,
+) -> (Vec<Option<Operation>>, Vec<Option<Outcome>>) {
+    checked
+        .into_iter()
+        .map(|checked| match checked {
+            Ok(operation) => (Some(operation), None),
+            Err(outcome) => (None, Some(*outcome)),
+        })
+        .unzip()
+}
+
 /// One thing to do, in the order worked out before any write.
 #[derive(Debug)]
 enum Step {
@@ -711,20 +725,7 @@ impl Progress {
         budget: std::time::Duration,
     ) -> Progress {
         let count = request.operations.len();
-        let mut failures: Vec<Option<Outcome>> = Vec::with_capacity(count);
-        let mut operations: Vec<Option<Operation>> = Vec::with_capacity(count);
-        for checked in request.operations {
-            match checked {
-                Ok(operation) => {
-                    operations.push(Some(operation));
-                    failures.push(None);
-                }
-                Err(outcome) => {
-                    operations.push(None);
-                    failures.push(Some(*outcome));
-                }
-            }
-        }
+        let (operations, mut failures) = split(request.operations);
         let steps = schedule(&operations, &mut failures);
         Progress {
             tenant,
@@ -1093,20 +1094,7 @@ mod tests {
             {"method": "PATCH", "path": "/Groups/bulkId:b", "data": {"x": "bulkId:a"}}
         ]});
         let request = BulkRequest::parse(&body, 10).unwrap();
-        let mut operations = Vec::new();
-        let mut failures = Vec::new();
-        for checked in request.operations {
-            match checked {
-                Ok(operation) => {
-                    operations.push(Some(operation));
-                    failures.push(None);
-                }
-                Err(outcome) => {
-                    operations.push(None);
-                    failures.push(Some(*outcome));
-                }
-            }
-        }
+        let (operations, mut failures) = split(request.operations);
         let steps = schedule(&operations, &mut failures);
         let mut seen = vec![0; operations.len()];
         for step in &steps {
