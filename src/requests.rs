@@ -140,3 +140,37 @@ impl RequestLog {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(tenant: &str) -> RequestRow {
+        RequestRow {
+            tenant_id: tenant.to_owned(),
+            request_id: "r".to_owned(),
+            at: "2026-01-01T00:00:00.000Z".to_owned(),
+            token_id: "t".to_owned(),
+            method: "POST".to_owned(),
+            target: "/scim/v2/Users".to_owned(),
+            status: 400,
+            duration_ms: 1,
+            user_agent: None,
+            error: None,
+        }
+    }
+
+    /// A tenant is trimmed at its first batch, then once a tenth of its
+    /// bound has come in since: it never holds more than 110 % of it.
+    #[test]
+    fn a_tenant_is_trimmed_once_a_tenth_of_its_bound_came_in() {
+        let log = RequestLog::new(100);
+        assert_eq!(log.due(&[row("a"), row("b")]), ["a", "b"], "first seen");
+        let nine: Vec<RequestRow> = (0..9).map(|_| row("a")).collect();
+        assert_eq!(log.due(&nine), Vec::<String>::new(), "9 of 10 since the trim");
+        assert_eq!(log.due(&[row("b"), row("a")]), ["a"], "the tenth of a");
+        let eleven: Vec<RequestRow> = (0..11).map(|_| row("b")).collect();
+        assert_eq!(log.due(&eleven), ["b"]);
+        assert_eq!(log.due(&[row("a")]), Vec::<String>::new(), "counting starts again");
+    }
+}
