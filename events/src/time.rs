@@ -10,8 +10,3 @@ use jiff::Timestamp;
 pub fn format_millis(instant: Timestamp) -> String {
     format!("{:.3}", instant.round(jiff::Unit::Millisecond).unwrap_or(instant))
 }
-
-/// The current instant in the stored format.
-pub fn now_millis() -> String {
-    format_millis(Timestamp::now())
-}

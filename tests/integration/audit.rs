@@ -68,7 +68,7 @@ impl Idp<'_> {
 /// An instant strictly between what happened before and what happens after.
 async fn mark() -> String {
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let now = events::time::now_millis();
+    let now = events::time::format_millis(jiff::Timestamp::now());
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     now
 }

@@ -17,6 +17,8 @@ pub(crate) struct Visitor<'s> {
     server: &'s TestServer,
     client: reqwest::Client,
     cookies: Vec<(String, String)>,
+    /// Sent with every request (a proxy's `X-Forwarded-Proto`, say).
+    headers: Vec<(&'static str, &'static str)>,
 }
 
 pub(crate) struct Page {
@@ -40,7 +42,23 @@ impl<'s> Visitor<'s> {
     pub(crate) fn new(server: &'s TestServer) -> Visitor<'s> {
         let client =
             reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Visitor { server, client, cookies: Vec::new() }
+        Visitor { server, client, cookies: Vec::new(), headers: Vec::new() }
+    }
+
+    /// A visitor behind a TLS-terminating proxy.
+    pub(crate) fn behind_https_proxy(server: &'s TestServer) -> Visitor<'s> {
+        Visitor { headers: vec![("x-forwarded-proto", "https")], ..Visitor::new(server) }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self
+            .client
+            .request(method, self.server.url(path))
+            .header("cookie", self.cookie_header());
+        for (name, value) in &self.headers {
+            request = request.header(*name, *value);
+        }
+        request
     }
 
     fn cookie_header(&self) -> String {
@@ -74,21 +92,13 @@ impl<'s> Visitor<'s> {
     }
 
     pub(crate) async fn get(&mut self, path: &str) -> Page {
-        let response = self
-            .client
-            .get(self.server.url(path))
-            .header("cookie", self.cookie_header())
-            .send()
-            .await
-            .unwrap();
+        let response = self.request(reqwest::Method::GET, path).send().await.unwrap();
         self.finish(response).await
     }
 
     pub(crate) async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
         let response = self
-            .client
-            .post(self.server.url(path))
-            .header("cookie", self.cookie_header())
+            .request(reqwest::Method::POST, path)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(serde_urlencoded::to_string(fields).unwrap())
             .send()
@@ -247,50 +257,16 @@ async fn the_session_cookie_is_secure_behind_tls() {
     };
     let behind_public_url = TestServer::start_with(config).await;
     let proxied = TestServer::start().await;
-    for (server, proto) in [(&behind_public_url, None), (&proxied, Some("https"))] {
+    for (server, proxied) in [(&behind_public_url, false), (&proxied, true)] {
         server.tenant("acme").await;
         let (_, admin) = server.token("acme", TokenScope::Admin).await;
-        let client =
-            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        let with_proto = |request: reqwest::RequestBuilder| match proto {
-            Some(proto) => request.header("x-forwarded-proto", proto),
-            None => request,
-        };
-        let form = with_proto(client.get(server.url("/admin/sign-in"))).send().await.unwrap();
-        let cookies: Vec<String> = form
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|value| value.to_str().unwrap().to_owned())
-            .collect();
-        let html = form.text().await.unwrap();
-        let page = Page { status: 200, location: None, set_cookies: cookies.clone(), html };
-        let csrf = page.csrf();
-        let pairs: Vec<String> =
-            cookies.iter().map(|line| line.split(';').next().unwrap().to_owned()).collect();
-        let signed_in = with_proto(client.post(server.url("/admin/sign-in")))
-            .header("cookie", pairs.join("; "))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(
-                serde_urlencoded::to_string([
-                    ("csrf", &csrf),
-                    ("next", &"/admin".to_owned()),
-                    ("token", &admin),
-                ])
-                .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(signed_in.status().as_u16(), 303, "{proto:?}");
-        let session = signed_in
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|value| value.to_str().unwrap().to_owned())
-            .find(|line| line.contains("rollcall_session="))
-            .unwrap();
-        assert!(session.contains("; Secure"), "{proto:?}: {session}");
+        let mut visitor =
+            if proxied { Visitor::behind_https_proxy(server) } else { Visitor::new(server) };
+        let page = visitor.sign_in(&admin).await;
+        assert_eq!(page.status, 303, "proxied {proxied}: {}", page.html);
+        let session =
+            page.set_cookies.iter().find(|line| line.contains("rollcall_session=")).unwrap();
+        assert!(session.contains("; Secure"), "proxied {proxied}: {session}");
         assert!(
             session.starts_with("__Host-rollcall_session=") && session.contains("Path=/;"),
             "a __Host- cookie, which no sibling subdomain can set: {session}"
