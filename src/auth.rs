@@ -230,6 +230,7 @@ impl axum::extract::FromRequestParts<AppState> for Caller {
                 },
                 body: None,
             }),
+            caused_by: Vec::new(),
         };
         Ok(Caller { principal, context })
     }

@@ -283,6 +283,8 @@ pub enum ScopeArg {
     Admin,
     /// The read-only audit API.
     Audit,
+    /// The application: members, the event feed, app-owned properties.
+    App,
 }
 
 impl From<ScopeArg> for TokenScope {
@@ -291,6 +293,7 @@ impl From<ScopeArg> for TokenScope {
             ScopeArg::Scim => TokenScope::Scim,
             ScopeArg::Admin => TokenScope::Admin,
             ScopeArg::Audit => TokenScope::Audit,
+            ScopeArg::App => TokenScope::App,
         }
     }
 }
@@ -349,6 +352,8 @@ pub enum ProjectionArg {
     Directory,
     Members,
     Audit,
+    /// The event feed the application reads.
+    Feed,
 }
 
 impl ProjectionArg {
@@ -358,6 +363,7 @@ impl ProjectionArg {
             ProjectionArg::Directory => "directory",
             ProjectionArg::Members => "members",
             ProjectionArg::Audit => "audit",
+            ProjectionArg::Feed => "feed",
         }
     }
 }

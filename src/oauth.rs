@@ -183,6 +183,7 @@ pub async fn token(
         correlation_id: None,
         // The form carries the client secret: the request is not recorded.
         request: None,
+        caused_by: Vec::new(),
     };
     let lifetime = jiff::SignedDuration::try_from(state.config.oauth_token_lifetime)
         .unwrap_or(jiff::SignedDuration::from_hours(1));

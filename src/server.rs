@@ -72,6 +72,12 @@ pub struct ServerConfig {
     /// How long the console's Synchronize button waits for the run before
     /// it shows the run's page, which follows the run's progress.
     pub console_sync_wait: Duration,
+    /// How often a silent event stream sends a heartbeat comment.
+    pub feed_heartbeat: Duration,
+    /// How often a waiting long poll or stream looks for events another
+    /// process (the CLI) committed; this process's own commits wake it at
+    /// once.
+    pub feed_poll: Duration,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +96,8 @@ impl Default for ServerConfig {
             console_session_lifetime: Duration::from_secs(8 * 3600),
             preview_wait: crate::sync::previews::WAIT,
             console_sync_wait: Duration::from_secs(2),
+            feed_heartbeat: Duration::from_secs(15),
+            feed_poll: Duration::from_secs(1),
         }
     }
 }
@@ -131,6 +139,9 @@ pub struct AppState {
     pub requests: Arc<crate::requests::RequestLog>,
     /// Decided previews of the next run, for the console's pages.
     pub previews: Arc<crate::sync::previews::Previews>,
+    /// Turns true when shutdown begins, so long polls and event streams
+    /// end instead of holding the server open for the grace period.
+    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -142,6 +153,7 @@ impl AppState {
             config: Arc::new(config),
             token_touches: Arc::default(),
             requests,
+            stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }
 }
@@ -205,6 +217,7 @@ pub async fn run(
         () = &mut shutdown => {
             tracing::info!(grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests");
             stop_accepting.notify_one();
+            state.stopping.send_replace(true);
             match tokio::time::timeout(grace, &mut server).await {
                 Ok(result) => result,
                 Err(_) => {

@@ -63,6 +63,20 @@ pub struct RequestRecord {
     pub body: Option<serde_json::Value>,
 }
 
+/// An earlier event of the same tenant that an event rests on: a member
+/// event names the SCIM (and settings) events whose state it applied, so
+/// anyone holding the tenant's chain can check the one against the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cause {
+    pub position: Position,
+    /// The cause's chain hash, lower-case hex.
+    pub hash: String,
+    pub event_type: String,
+    pub stream: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
 /// Who asked for a command and through which request: copied into the
 /// metadata of every event the command appends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +86,9 @@ pub struct CommandContext {
     pub user_agent: Option<String>,
     pub correlation_id: Option<String>,
     pub request: Option<RequestRecord>,
+    /// The earlier events this command's events rest on (causation), oldest
+    /// first; empty for a command an actor asked for directly.
+    pub caused_by: Vec<Cause>,
 }
 
 impl CommandContext {
@@ -82,6 +99,7 @@ impl CommandContext {
             user_agent: None,
             correlation_id: None,
             request: None,
+            caused_by: Vec::new(),
         }
     }
 }
@@ -100,6 +118,10 @@ pub struct Metadata {
     pub correlation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<RequestRecord>,
+    /// Absent from every event but those that rest on earlier ones, so the
+    /// metadata of everything else is byte for byte what it was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caused_by: Vec<Cause>,
 }
 
 impl Metadata {
@@ -121,6 +143,7 @@ impl Metadata {
                 target: request.target.clone(),
                 body: if with_body { request.body.clone() } else { None },
             }),
+            caused_by: context.caused_by.clone(),
         }
     }
 }

@@ -22,16 +22,21 @@ pub enum TokenScope {
     Admin,
     /// The read-only audit API.
     Audit,
+    /// The application: reads members and the event feed, and sets the
+    /// members' app-owned properties.
+    App,
 }
 
 impl TokenScope {
-    pub const ALL: [TokenScope; 3] = [TokenScope::Scim, TokenScope::Admin, TokenScope::Audit];
+    pub const ALL: [TokenScope; 4] =
+        [TokenScope::Scim, TokenScope::Admin, TokenScope::Audit, TokenScope::App];
 
     pub fn as_str(self) -> &'static str {
         match self {
             TokenScope::Scim => "scim",
             TokenScope::Admin => "admin",
             TokenScope::Audit => "audit",
+            TokenScope::App => "app",
         }
     }
 

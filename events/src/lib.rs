@@ -73,8 +73,8 @@ macro_rules! words {
 }
 
 pub use envelope::{
-    Actor, CommandContext, EventRef, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
-    RequestRecord, SYSTEM_TENANT,
+    Actor, Cause, CommandContext, EventRef, ExpectedVersion, Metadata, NewEvent, Position,
+    RecordedEvent, RequestRecord, SYSTEM_TENANT,
 };
 pub use error::{AppendError, DecodeError, ExecuteError, LogError, NestedError};
 pub use event::Event;

@@ -11,6 +11,8 @@
 //! * [`schema`] creates the projection tables beside the events table.
 //! * [`members`] is the member directory the application reads, with the
 //!   Synchronize runs, checkpoints and settings that drive it.
+//! * [`feed`] is the event feed the application tails: each member
+//!   change as a public event (docs/events.md).
 //! * [`audit`] is joiners and leavers: every movement of a member with the
 //!   SCIM event that asked for it.
 //! * [`requests`] is the request log: SCIM requests as answered
@@ -26,6 +28,7 @@
 pub mod audit;
 pub mod console;
 pub mod directory;
+pub mod feed;
 pub mod functions;
 pub mod members;
 pub mod requests;
@@ -87,7 +90,11 @@ pub fn apply(
     // Before the members fold: it reads who the member was (held by
     // `tests::the_audit_is_folded_before_the_members`).
     audit::apply(connection, recorded, event)?;
-    members::apply(connection, recorded, event)
+    let before = feed::before(connection, recorded, event)?;
+    members::apply(connection, recorded, event)?;
+    // After the members fold: a feed event carries the member as it is
+    // after the change.
+    feed::apply(connection, recorded, event, before)
 }
 
 /// Folds one recorded event into the SCIM directory and the member

@@ -78,6 +78,30 @@ pub struct MemberRow {
     pub last_position: u64,
 }
 
+impl MemberRow {
+    /// The member as the application reads it: the admin API's member, and
+    /// the `data.member` of every event in the feed.
+    pub fn view(&self) -> Value {
+        serde_json::json!({
+            "member_id": self.member_id,
+            "status": self.status.as_str(),
+            "user_name": self.user_name,
+            "properties": self.properties,
+            "roles": self.roles,
+            "app_properties": self.app_properties,
+            "joined_at": self.joined_at,
+            "left_at": self.left_at,
+            "grace_until": self.grace_until,
+            "disabled_at": self.disabled_at,
+            "revoke_sessions": self.revoke_sessions,
+            "source": { "scim_user_id": self.user_id, "external_id": self.external_id },
+            "updated_at": self.updated_at,
+            "version": self.version,
+            "last_position": self.last_position,
+        })
+    }
+}
+
 events::words! {
     /// Where a Synchronize run stands.
     pub enum RunStatus {

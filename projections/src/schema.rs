@@ -262,6 +262,17 @@ CREATE TABLE IF NOT EXISTS audit_causes (
     PRIMARY KEY (tenant_id, user_id, event_type)
 ) STRICT, WITHOUT ROWID;
 
+-- The event feed: each public event as served and delivered (JSON), in
+-- cursor order per tenant.
+CREATE TABLE IF NOT EXISTS feed_events (
+    tenant_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, position, seq)
+) STRICT, WITHOUT ROWID;
+
 -- Projections created empty on a database that already had events: not to
 -- be read until a rebuild has folded the log into them.
 CREATE TABLE IF NOT EXISTS projections_pending (
@@ -273,7 +284,7 @@ CREATE TABLE IF NOT EXISTS projections_pending (
 /// them present: on a database that already holds events they start empty
 /// and must be folded from the log before they are read (see
 /// [`migrate`]).
-const ADDED_PROJECTIONS: &[(&str, &str)] = &[("audit", "audit_movements")];
+const ADDED_PROJECTIONS: &[(&str, &str)] = &[("audit", "audit_movements"), ("feed", "feed_events")];
 
 /// Columns added to a projection table after it first shipped: a file made
 /// by an earlier build gets them as NULL. For the `sync_runs` fields that

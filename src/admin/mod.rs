@@ -1,12 +1,15 @@
 //! The admin API under /api/v1, for `admin`-scope tokens: the caller's
 //! tenant, its tokens (list, issue, revoke), and (in [`provisioning`])
-//! Synchronize and the member directory.
+//! Synchronize; and the application's API, for `app` and `admin` tokens:
+//! the member directory (in [`provisioning`]) and the event feed (in
+//! [`feed`]).
 //!
 //! Every handler works within the caller's tenant only: a token id of
 //! another tenant is 404, exactly like one that does not exist. Handlers
 //! translate HTTP to the commands of [`crate::tenancy`] and back; they
 //! decide nothing themselves.
 
+pub mod feed;
 pub mod provisioning;
 
 use axum::extract::rejection::JsonRejection;
@@ -26,13 +29,20 @@ use crate::server::{AppState, Surface};
 use crate::tenancy::{self, Revoked, TenantRef, TokenRequest};
 
 pub fn router(state: AppState) -> Router<AppState> {
-    let gate = Gate { state, allowed: &[TokenScope::Admin], surface: Surface::Api };
-    Router::new()
+    let admin = Gate { state: state.clone(), allowed: &[TokenScope::Admin], surface: Surface::Api };
+    // What the application may reach: the members and the event feed.
+    let application =
+        Gate { state, allowed: &[TokenScope::Admin, TokenScope::App], surface: Surface::Api };
+    let admin_routes = Router::new()
         .route("/tenant", get(current_tenant))
         .route("/tokens", get(list_tokens).post(issue_token))
         .route("/tokens/{token_id}", delete(revoke_token))
         .merge(provisioning::routes())
-        .layer(middleware::from_fn_with_state(gate, require_token))
+        .layer(middleware::from_fn_with_state(admin, require_token));
+    let application_routes = provisioning::member_routes()
+        .merge(feed::routes())
+        .layer(middleware::from_fn_with_state(application, require_token));
+    admin_routes.merge(application_routes)
 }
 
 /// `axum::Json`, but a malformed body is a JSON error with a message (not

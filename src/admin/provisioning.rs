@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use projections::feed;
 use projections::members::{self, MemberQuery, MemberRow, MemberStatus, SyncRunRow};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -34,6 +35,11 @@ pub fn routes() -> Router<AppState> {
         .route("/provisioning/mapping", setting_routes(Setting::Mapping))
         .route("/provisioning/role-bindings", setting_routes(Setting::Roles))
         .route("/provisioning/settings", setting_routes(Setting::Sync))
+}
+
+/// The member directory, for the application as well as the admin.
+pub fn member_routes() -> Router<AppState> {
+    Router::new()
         .route("/members", get(list_members))
         .route("/members/{member_id}", get(one_member).patch(patch_member))
 }
@@ -226,23 +232,7 @@ fn setting_routes(setting: Setting) -> axum::routing::MethodRouter<AppState> {
 }
 
 pub fn member_view(member: &MemberRow) -> Value {
-    json!({
-        "member_id": member.member_id,
-        "status": member.status.as_str(),
-        "user_name": member.user_name,
-        "properties": member.properties,
-        "roles": member.roles,
-        "app_properties": member.app_properties,
-        "joined_at": member.joined_at,
-        "left_at": member.left_at,
-        "grace_until": member.grace_until,
-        "disabled_at": member.disabled_at,
-        "revoke_sessions": member.revoke_sessions,
-        "source": { "scim_user_id": member.user_id, "external_id": member.external_id },
-        "updated_at": member.updated_at,
-        "version": member.version,
-        "last_position": member.last_position,
-    })
+    member.view()
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,11 +271,22 @@ async fn list_members(
         limit,
     };
     let tenant = caller.principal.tenant_id;
-    let (total, rows) = state
-        .store
-        .read(|connection| Ok(members::list_members(connection, &tenant, &member_query)?))?;
+    // One snapshot: the page and the feed cursor it reflects, so the
+    // application can tail the feed from exactly there.
+    let ((total, rows), cursor) = state.store.snapshot(|connection| {
+        Ok((
+            members::list_members(connection, &tenant, &member_query)?,
+            feed::latest(connection, &tenant)?,
+        ))
+    })?;
     let items: Vec<Value> = rows.iter().map(member_view).collect();
-    Ok(Json(json!({ "total": total, "offset": offset, "members": items })).into_response())
+    Ok(Json(json!({
+        "total": total,
+        "offset": offset,
+        "members": items,
+        "as_of_cursor": cursor.encode(&tenant),
+    }))
+    .into_response())
 }
 
 async fn one_member(
@@ -294,10 +295,15 @@ async fn one_member(
     Path(member_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.principal.tenant_id;
-    let member =
-        state.store.read(|connection| Ok(members::member(connection, &tenant, &member_id)?))?;
+    let (member, cursor) = state.store.snapshot(|connection| {
+        Ok((members::member(connection, &tenant, &member_id)?, feed::latest(connection, &tenant)?))
+    })?;
     let member = member.ok_or_else(|| Error::not_found(format!("member {member_id}")))?;
-    Ok(Json(member_view(&member)).into_response())
+    let mut view = member_view(&member);
+    if let Some(fields) = view.as_object_mut() {
+        fields.insert("as_of_cursor".to_owned(), json!(cursor.encode(&tenant)));
+    }
+    Ok(Json(view).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,6 +21,9 @@ pub struct Produced {
     pub recorded_at: String,
     pub stream: String,
     pub event_type: String,
+    /// Its chain hash, lower-case hex: what the event feed's `caused_by`
+    /// and an export name it by.
+    pub hash: String,
 }
 
 /// A request as the ledger holds it.
@@ -80,6 +83,7 @@ pub fn request(store: &Store, tenant_id: &str, request_id: &str) -> Result<Reque
             recorded_at: event.recorded_at.to_owned(),
             stream: event.stream.to_owned(),
             event_type: event.event_type.to_owned(),
+            hash: events::hash::to_hex(event.hash),
         };
         let request = found.get_or_insert_with(|| Request {
             request_id: request_id.to_owned(),

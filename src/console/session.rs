@@ -55,6 +55,7 @@ impl Session {
             TokenScope::Admin => "an admin",
             TokenScope::Audit => "an audit",
             TokenScope::Scim => "a SCIM",
+            TokenScope::App => "an application",
         }
     }
 

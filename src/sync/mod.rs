@@ -25,7 +25,7 @@ pub mod previews;
 pub mod scheduler;
 pub mod settings;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, TryLockError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,12 +38,12 @@ use events::event::{
     SyncCompleted, SyncFailed, SyncStarted,
 };
 use events::sqlite::{SqliteTx, VisitError};
-use events::{Actor, CommandContext, EventLog, ExpectedVersion, LogTransaction};
+use events::{Actor, Cause, CommandContext, EventLog, ExpectedVersion, LogTransaction};
 use jiff::Timestamp;
 use projections::directory::schema::ResourceKind;
 use projections::directory::store as directory;
 use projections::members::{self, MemberStatus, RunStatus, SyncRunRow};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -82,6 +82,10 @@ pub struct PendingSet {
     /// Every user and member is pending (a mapping, binding or group
     /// structure change since the checkpoint).
     pub full: bool,
+    /// Per user, the positions of the group membership events after the
+    /// checkpoint that named it (the newest [`CAUSES_MAX`]): what a role
+    /// change rests on, besides the user's own events.
+    pub group_causes: HashMap<String, Vec<u64>>,
 }
 
 /// Where a pending set starts and ends: the member checkpoint, and the log
@@ -148,14 +152,20 @@ pub fn pending_set(
                             event.recorded_at,
                         )
                         .map_err(|error| Error::Internal(error.to_string()))?;
+                        let position = event.position;
                         match decoded {
                             Event::GroupCreated(created) => {
-                                note_members(&mut pending, created.members)
+                                note_members(&mut pending, created.members, position)
                             }
                             Event::GroupMembersAdded(added) => {
-                                note_members(&mut pending, added.members)
+                                note_members(&mut pending, added.members, position)
                             }
-                            Event::GroupMembersRemoved(event) => removed.extend(event.member_ids),
+                            Event::GroupMembersRemoved(event) => {
+                                for member in &event.member_ids {
+                                    note_cause(&mut pending, member, position);
+                                }
+                                removed.extend(event.member_ids)
+                            }
                             _ => {}
                         }
                     }
@@ -202,15 +212,107 @@ pub fn pending_set(
 
 /// A group that gained a group as a member changes the roles of everyone
 /// under that group: decide again for all.
-fn note_members(pending: &mut PendingSet, added: Vec<events::event::MemberRef>) {
+fn note_members(pending: &mut PendingSet, added: Vec<events::event::MemberRef>, position: u64) {
     for member in added {
         match member.kind {
             events::event::MemberKind::User => {
+                note_cause(pending, &member.value, position);
                 pending.users.insert(member.value);
             }
             events::event::MemberKind::Group => pending.full = true,
         }
     }
+}
+
+/// Remembers that the group event at `position` named `user`, keeping the
+/// newest [`CAUSES_MAX`] (the scan runs forward).
+fn note_cause(pending: &mut PendingSet, user: &str, position: u64) {
+    let positions = pending.group_causes.entry(user.to_owned()).or_default();
+    if positions.len() == CAUSES_MAX {
+        positions.remove(0);
+    }
+    positions.push(position);
+}
+
+/// The most events a member event names as its causes: the newest ones
+/// (a user changed a thousand times before a run is still one change).
+pub const CAUSES_MAX: usize = 10;
+
+/// A user's newest events after a position. `+position`: without it SQLite
+/// walked the (tenant, position) index from `since` (0 for a join: the
+/// tenant's whole log) for every member instead of the stream's own
+/// entries, and a 50,000-user run went from seconds to many minutes.
+const USER_CAUSES: &str = "SELECT position, hash, event_type, stream, metadata ->> '$.request_id' \
+     FROM events WHERE tenant = ?1 AND stream = ?2 AND +position > ?3 \
+     ORDER BY version DESC LIMIT ?4";
+
+/// The events a member change rests on, oldest first: the user's SCIM
+/// events after the member's last event (all of them for a join), the
+/// group membership events that named the user since the checkpoint, and
+/// a mapping or role-binding change after the member's last event; the
+/// newest [`CAUSES_MAX`] of them. Read on the writer's connection, so they
+/// are exactly the events the decision saw.
+fn causes(
+    connection: &Connection,
+    tenant: &str,
+    rules: &Rules,
+    user_id: &str,
+    since: u64,
+    group_positions: &[u64],
+) -> Result<Vec<Cause>, Error> {
+    let storage =
+        |error| Error::Internal(format!("reading the causes of a member change: {error}"));
+    let cause = |row: &rusqlite::Row<'_>| -> rusqlite::Result<Cause> {
+        let position: i64 = row.get(0)?;
+        let hash: Vec<u8> = row.get(1)?;
+        let hash: events::ChainHash = hash.try_into().unwrap_or(events::ZERO_HASH);
+        Ok(Cause {
+            position: u64::try_from(position).unwrap_or(0),
+            hash: events::hash::to_hex(&hash),
+            event_type: row.get(2)?,
+            stream: row.get(3)?,
+            request_id: row.get(4)?,
+        })
+    };
+    let mut found: Vec<Cause> = connection
+        .prepare_cached(USER_CAUSES)
+        .and_then(|mut statement| {
+            statement
+                .query_map(
+                    rusqlite::params![
+                        tenant,
+                        format!("user:{user_id}"),
+                        projections::sql_integer(since),
+                        CAUSES_MAX as i64
+                    ],
+                    cause,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(storage)?;
+    let settings = [rules.mapping_position, rules.bindings_position];
+    let mut by_position = connection
+        .prepare_cached(
+            "SELECT position, hash, event_type, stream, metadata ->> '$.request_id' FROM events \
+             WHERE position = ?1 AND tenant = ?2",
+        )
+        .map_err(storage)?;
+    for position in group_positions.iter().chain(settings.iter().filter(|at| **at > since)) {
+        if found.iter().any(|cause| cause.position == *position) {
+            continue;
+        }
+        if let Some(cause) = by_position
+            .query_row(rusqlite::params![projections::sql_integer(*position), tenant], cause)
+            .optional()
+            .map_err(storage)?
+        {
+            found.push(cause);
+        }
+    }
+    found.sort_by_key(|cause| cause.position);
+    let surplus = found.len().saturating_sub(CAUSES_MAX);
+    found.drain(..surplus);
+    Ok(found)
 }
 
 /// What a run would do, without doing it.
@@ -479,6 +581,7 @@ pub fn run(
         exempt: &exempt,
         context: &context,
         batch_users: options.batch_users,
+        group_causes: &pending.group_causes,
     };
     // A resumed run goes on after the last user its batches applied.
     let users =
@@ -505,7 +608,7 @@ pub fn run(
                 let mut purged = Counts::default();
                 for effect in plan::purges(tx.connection(), &tenant_id, &format_now(now))? {
                     purged.add(&effect);
-                    apply_effect(tx, &tenant_id, &rules, effect, now, &context)?;
+                    apply_effect(tx, &tenant_id, &rules, effect, now, &context, &[])?;
                 }
                 total.merge(&purged);
                 completed.counts = total.to_value();
@@ -575,6 +678,7 @@ struct Batches<'r> {
     exempt: &'r HashSet<String>,
     context: &'r CommandContext,
     batch_users: usize,
+    group_causes: &'r HashMap<String, Vec<u64>>,
 }
 
 impl Batches<'_> {
@@ -602,6 +706,10 @@ impl Batches<'_> {
         let holding = self.holding;
         let exempt: HashSet<String> =
             batch.iter().filter(|user| self.exempt.contains(*user)).cloned().collect();
+        let group_causes: HashMap<String, Vec<u64>> = batch
+            .iter()
+            .filter_map(|user| Some((user.clone(), self.group_causes.get(user)?.clone())))
+            .collect();
         self.store
             .command(move |tx| {
                 let now = clock();
@@ -628,7 +736,8 @@ impl Batches<'_> {
                         deferred.push((user.clone(), DeferReason::Rejected, reason.clone()));
                     }
                     counts.add(&effect);
-                    apply_effect(tx, &tenant_id, &rules, effect, now, &context)?;
+                    let groups = group_causes.get(user).map_or(&[][..], Vec::as_slice);
+                    apply_effect(tx, &tenant_id, &rules, effect, now, &context, groups)?;
                 }
                 let through_user = batch.last().cloned().unwrap_or_default();
                 let mut events: Vec<Event> = deferred
@@ -681,11 +790,21 @@ fn apply_effect(
     effect: Effect,
     now: Timestamp,
     context: &CommandContext,
+    group_causes: &[u64],
 ) -> Result<(), Error> {
     let Effect { user_id, user_name, action, changes, roles, plan, .. } = effect;
     if matches!(action, Action::Rejected | Action::Held) {
         return Ok(());
     }
+    // A purge rests on the grace period alone, not on anything the
+    // identity provider said.
+    let caused_by = if action == Action::Purge {
+        Vec::new()
+    } else {
+        let since = plan.member.as_ref().map_or(0, |member| member.last_position);
+        causes(tx.connection(), tenant, rules, &user_id, since, group_causes)?
+    };
+    let context = &CommandContext { caused_by, ..context.clone() };
     if action == Action::Join {
         let member_id = ulid::Ulid::generate().to_string();
         let joined = MemberJoined {
@@ -850,4 +969,31 @@ pub fn decide(
         members::run(connection, tenant, run_id)?
             .ok_or_else(|| Error::not_found(format!("Synchronize run {run_id}")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The causes of a member are read from its user's stream alone,
+    /// never by a walk of the tenant's log (the regression `+position`
+    /// fixed).
+    #[test]
+    fn causes_are_read_through_the_stream_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = events::sqlite::SqliteLog::open(
+            &dir.path().join("plan.db"),
+            events::sqlite::LogOptions::default(),
+        )
+        .unwrap();
+        let reader = log.reader().unwrap();
+        let plan: Vec<String> = reader
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", super::USER_CAUSES))
+            .unwrap()
+            .query_map(rusqlite::params!["t", "user:u", 0, 10], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(plan.contains("sqlite_autoindex_events_1"), "{plan}");
+        assert!(!plan.contains("events_by_tenant"), "{plan}");
+    }
 }

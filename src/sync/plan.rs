@@ -221,11 +221,18 @@ pub struct Plan {
 pub struct MemberStub {
     pub member_id: String,
     pub version: u64,
+    /// The position of the member's last event: the SCIM events after it
+    /// are what a change now rests on.
+    pub last_position: u64,
 }
 
 impl From<&MemberRow> for MemberStub {
     fn from(member: &MemberRow) -> MemberStub {
-        MemberStub { member_id: member.member_id.clone(), version: member.version }
+        MemberStub {
+            member_id: member.member_id.clone(),
+            version: member.version,
+            last_position: member.last_position,
+        }
     }
 }
 

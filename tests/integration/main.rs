@@ -12,6 +12,7 @@ mod cli;
 mod console;
 mod dialects;
 mod directory;
+mod feed;
 mod membership;
 mod oauth;
 mod scim;

@@ -251,6 +251,11 @@ impl SqliteLog {
         running && !self.stats.durability_failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Wakes whenever this process's writer commits a batch; holds its head.
+    pub fn watch_commits(&self) -> tokio::sync::watch::Receiver<Position> {
+        self.stats.committed.subscribe()
+    }
+
     /// What the writer has done since this handle opened the log.
     pub fn stats(&self) -> &WriterStats {
         &self.stats

@@ -398,6 +398,10 @@ pub struct WriterStats {
     /// under `Pipelined`, never under `Normal` or `Off`, which promise no
     /// fsync. An answer for a position above it would be a broken promise.
     pub durable_position: AtomicU64,
+    /// The head of the last batch this writer committed, for whoever waits
+    /// for new events (the event feed's long polls): a reader sees it the
+    /// moment it changes. Another process's commits are not in it.
+    pub committed: tokio::sync::watch::Sender<Position>,
 }
 
 /// Committed batches waiting for the syncer's fsync, at most.
@@ -459,6 +463,14 @@ pub(crate) fn run(
             }
         }
         let committed = commit_batch(&connection, &mut batch, &stats, clock);
+        if let Ok(head) = &committed {
+            let head = *head;
+            stats.committed.send_if_modified(|last| {
+                let moved = head > *last;
+                *last = (*last).max(head);
+                moved
+            });
+        }
         match (&syncer, committed) {
             (Some((sender, _)), Ok(head)) => {
                 let waiting = std::mem::replace(&mut batch, Vec::with_capacity(batch_commands_max));

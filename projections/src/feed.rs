@@ -1,0 +1,489 @@
+//! The event feed: what the application hears of its members, as a public
+//! contract apart from the internal event enum (docs/events.md).
+//!
+//! It owns the `feed_events` table: one row per public event, the whole
+//! JSON body as it is served and delivered, keyed by the tenant and the log
+//! position (and a sequence within it, 0 today) it came from. Folded inline
+//! like every projection, after the member directory (a body carries the
+//! member as it is after the change), so a rebuild or a replay yields the
+//! same bodies, ids and cursors. It never decides anything and never reads
+//! the SCIM tables; what caused a member event is in that event's metadata
+//! (`caused_by`), recorded by the Synchronize that appended it.
+//!
+//! A [`Cursor`] names a place in one tenant's feed. Its text is opaque to
+//! clients, fixed-width hex so that later cursors sort after earlier ones,
+//! and carries a tag over the tenant, so a cursor of another tenant (or a
+//! mangled one) is refused instead of silently reading from elsewhere.
+
+use events::event::{
+    MemberDisabled, MemberJoined, MemberLeft, MemberRestored, MemberRolesChanged, MemberUpdated,
+    RunEnd, SyncCompleted,
+};
+use events::{Actor, Cause, Event, RecordedEvent};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::members::{self, MemberStatus};
+use crate::{ProjectionError, sql_integer};
+
+/// The version of the public catalogue every body states; an incompatible
+/// change of a type's shape would be a new version, never a silent one.
+pub const CATALOGUE_VERSION: u32 = 1;
+
+/// Every public event type, in the order docs/events.md lists them.
+pub const TYPES: &[&str] = &[
+    "member.joined",
+    "member.updated",
+    "member.roles_changed",
+    "member.disabled",
+    "member.enabled",
+    "member.left",
+    "member.restored",
+    "member.purged",
+    "sync.completed",
+    "sync.held",
+];
+
+/// A place in one tenant's feed: just after the event at `position` (and
+/// `seq` within it). Position 0 is the start, before every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Cursor {
+    pub position: u64,
+    pub seq: u16,
+}
+
+/// Why a cursor's text was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CursorError {
+    #[error("cursor {0:?} is not a cursor rollcall hands out (28 hexadecimal digits)")]
+    Malformed(String),
+    #[error("cursor {0:?} is not a cursor of this tenant's feed")]
+    Foreign(String),
+}
+
+const CURSOR_LENGTH: usize = 28;
+
+impl Cursor {
+    pub const START: Cursor = Cursor { position: 0, seq: 0 };
+
+    fn tag(self, tenant: &str) -> u32 {
+        let mut hasher = Sha256::new();
+        hasher.update(b"rollcall feed cursor\0");
+        hasher.update(tenant.as_bytes());
+        hasher.update([0]);
+        hasher.update(self.position.to_be_bytes());
+        hasher.update(self.seq.to_be_bytes());
+        let digest: [u8; 32] = hasher.finalize().into();
+        let [a, b, c, d, ..] = digest;
+        u32::from_be_bytes([a, b, c, d])
+    }
+
+    /// The cursor's text for `tenant`.
+    pub fn encode(self, tenant: &str) -> String {
+        format!("{:016x}{:04x}{:08x}", self.position, self.seq, self.tag(tenant))
+    }
+
+    /// Reads a cursor `tenant` was handed.
+    pub fn decode(tenant: &str, text: &str) -> Result<Cursor, CursorError> {
+        let malformed = || CursorError::Malformed(text.chars().take(64).collect());
+        if text.len() != CURSOR_LENGTH
+            || !text.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+        {
+            return Err(malformed());
+        }
+        let field = |range: std::ops::Range<usize>| {
+            text.get(range).and_then(|digits| u64::from_str_radix(digits, 16).ok())
+        };
+        let (Some(position), Some(seq), Some(tag)) = (field(0..16), field(16..20), field(20..28))
+        else {
+            return Err(malformed());
+        };
+        let cursor = Cursor { position, seq: u16::try_from(seq).map_err(|_| malformed())? };
+        if u64::from(cursor.tag(tenant)) != tag {
+            return Err(CursorError::Foreign(text.to_owned()));
+        }
+        Ok(cursor)
+    }
+}
+
+/// The part of an event's metadata a body needs; a request's body is
+/// skipped unread.
+#[derive(Deserialize)]
+struct Envelope {
+    event_id: String,
+    actor: Actor,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    caused_by: Vec<Cause>,
+}
+
+/// What the fold needs to know of a member before the member directory
+/// folds the same event: its userName and externalId, for a rename's
+/// "before".
+#[derive(Debug, Default)]
+pub struct Before {
+    identity: Option<(String, Option<String>)>,
+}
+
+/// Reads what [`apply`] will need of the state before `event` is folded.
+pub fn before(
+    connection: &Connection,
+    recorded: &RecordedEvent,
+    event: &Event,
+) -> Result<Before, ProjectionError> {
+    let Event::MemberUpdated(MemberUpdated { member_id, user_name, external_id, .. }) = event
+    else {
+        return Ok(Before::default());
+    };
+    if user_name.is_none() && external_id.is_none() {
+        return Ok(Before::default());
+    }
+    let member = members::member(connection, &recorded.tenant, member_id)?;
+    Ok(Before { identity: member.map(|member| (member.user_name, member.external_id)) })
+}
+
+/// Folds one event, after the member directory has folded it.
+pub(crate) fn apply(
+    connection: &Connection,
+    recorded: &RecordedEvent,
+    event: &Event,
+    before: Before,
+) -> Result<(), ProjectionError> {
+    let tenant = recorded.tenant.as_str();
+    let (kind, member_id, change) = match event {
+        Event::MemberJoined(MemberJoined { member_id, properties, roles, .. }) => {
+            ("member.joined", member_id, json!({ "properties": properties, "roles": roles }))
+        }
+        Event::MemberUpdated(MemberUpdated {
+            member_id,
+            changes,
+            user_name,
+            external_id,
+            external_id_cleared,
+        }) => {
+            let mut change = Map::new();
+            change.insert("properties".to_owned(), json!(changes));
+            let (old_name, old_external_id) = before.identity.unwrap_or_default();
+            if let Some(user_name) = user_name {
+                change.insert("user_name".to_owned(), json!({ "from": old_name, "to": user_name }));
+            }
+            if external_id.is_some() || *external_id_cleared {
+                change.insert(
+                    "external_id".to_owned(),
+                    json!({ "from": old_external_id, "to": external_id }),
+                );
+            }
+            ("member.updated", member_id, Value::Object(change))
+        }
+        Event::MemberRolesChanged(MemberRolesChanged { member_id, from, to }) => {
+            let added: Vec<&String> = to.iter().filter(|role| !from.contains(role)).collect();
+            let removed: Vec<&String> = from.iter().filter(|role| !to.contains(role)).collect();
+            (
+                "member.roles_changed",
+                member_id,
+                json!({ "added": added, "removed": removed, "from": from, "to": to }),
+            )
+        }
+        Event::MemberDisabled(MemberDisabled { member_id, revoke_sessions }) => {
+            ("member.disabled", member_id, json!({ "revoke_sessions": revoke_sessions }))
+        }
+        Event::MemberEnabled(enabled) => ("member.enabled", &enabled.member_id, json!({})),
+        Event::MemberLeft(MemberLeft { member_id, grace_until }) => {
+            ("member.left", member_id, json!({ "grace_until": grace_until }))
+        }
+        Event::MemberRestored(MemberRestored { member_id, user_id, .. }) => {
+            ("member.restored", member_id, json!({ "scim_user_id": user_id }))
+        }
+        Event::MemberPurged(purged) => ("member.purged", &purged.member_id, json!({})),
+        Event::SyncCompleted(completed) => return apply_run(connection, recorded, completed),
+        // Not the application's news: the IdP's side (the member events
+        // say what it came to), settings, tokens, the application's own
+        // writes, and a run's inner steps. Listed rather than `_`, so a new
+        // event type does not compile until someone decides.
+        Event::TenantCreated(_)
+        | Event::TokenIssued(_)
+        | Event::TokenRevoked(_)
+        | Event::ClientRegistered(_)
+        | Event::ClientRevoked(_)
+        | Event::UserCreated(_)
+        | Event::UserUpdated(_)
+        | Event::UserDeactivated(_)
+        | Event::UserReactivated(_)
+        | Event::UserDeleted(_)
+        | Event::GroupCreated(_)
+        | Event::GroupUpdated(_)
+        | Event::GroupRenamed(_)
+        | Event::GroupMembersAdded(_)
+        | Event::GroupMembersRemoved(_)
+        | Event::GroupDeleted(_)
+        | Event::AttributeMappingChanged(_)
+        | Event::RoleBindingChanged(_)
+        | Event::ScheduleChanged(_)
+        | Event::MemberAppPropertiesChanged(_)
+        | Event::MemberChangeDeferred(_)
+        | Event::SyncStarted(_)
+        | Event::SyncBatchApplied(_)
+        | Event::SyncFailed(_)
+        | Event::SyncDecided(_) => return Ok(()),
+    };
+    let member = match members::member(connection, tenant, member_id)? {
+        // A purged member's body names nobody: no personal value is in it.
+        Some(member) if member.status == MemberStatus::Purged => {
+            json!({ "member_id": member.member_id, "status": member.status.as_str() })
+        }
+        Some(member) => member.view(),
+        None => json!({ "member_id": member_id }),
+    };
+    let data = json!({ "member": member, "change": change });
+    insert(connection, recorded, kind, data)
+}
+
+fn apply_run(
+    connection: &Connection,
+    recorded: &RecordedEvent,
+    completed: &SyncCompleted,
+) -> Result<(), ProjectionError> {
+    let kind = match completed.status {
+        RunEnd::Completed => "sync.completed",
+        RunEnd::Held => "sync.held",
+    };
+    let data = json!({
+        "run_id": completed.run_id,
+        "status": completed.status,
+        "counts": completed.counts,
+        "duration_ms": completed.duration_ms,
+        "checkpoint": completed.position,
+        "held_reason": completed.held_reason,
+    });
+    insert(connection, recorded, kind, data)
+}
+
+/// Who asked for a member event: the run's actor and trigger. The SCIM
+/// side of it is in `caused_by`.
+fn source(
+    connection: &Connection,
+    tenant: &str,
+    envelope: &Envelope,
+) -> Result<Value, ProjectionError> {
+    let mut source = match serde_json::to_value(&envelope.actor) {
+        Ok(Value::Object(fields)) => fields,
+        _ => Map::new(),
+    };
+    if let Actor::Token { token_id } = &envelope.actor {
+        let client: Option<Option<String>> = connection
+            .prepare_cached("SELECT client_id FROM tokens WHERE tenant_id = ?1 AND token_id = ?2")
+            .and_then(|mut statement| {
+                statement.query_row([tenant, token_id], |row| row.get(0)).optional()
+            })
+            .map_err(ProjectionError::storage("reading a token's client"))?;
+        if let Some(Some(client_id)) = client {
+            source.insert("client_id".to_owned(), json!(client_id));
+        }
+    }
+    if let Some(run_id) = &envelope.correlation_id {
+        source.insert("run_id".to_owned(), json!(run_id));
+        if let Some(run) = members::run(connection, tenant, run_id)? {
+            source.insert("trigger".to_owned(), json!(run.trigger));
+        }
+    }
+    Ok(Value::Object(source))
+}
+
+fn insert(
+    connection: &Connection,
+    recorded: &RecordedEvent,
+    kind: &str,
+    data: Value,
+) -> Result<(), ProjectionError> {
+    let tenant = recorded.tenant.as_str();
+    let envelope: Envelope = serde_json::from_str(&recorded.metadata).map_err(|error| {
+        ProjectionError::Metadata { position: recorded.position, reason: error.to_string() }
+    })?;
+    let cursor = Cursor { position: recorded.position, seq: 0 };
+    let causes: Vec<Value> = envelope
+        .caused_by
+        .iter()
+        .map(|cause| {
+            json!({
+                "position": cause.position,
+                "hash": cause.hash,
+                "type": cause.event_type,
+                "stream": cause.stream,
+                "request_id": cause.request_id,
+            })
+        })
+        .collect();
+    let request_id = envelope.caused_by.iter().rev().find_map(|cause| cause.request_id.clone());
+    let body = json!({
+        "id": envelope.event_id,
+        "type": kind,
+        "version": CATALOGUE_VERSION,
+        "tenant": tenant,
+        "cursor": cursor.encode(tenant),
+        "occurred_at": recorded.recorded_at,
+        "data": data,
+        "source": source(connection, tenant, &envelope)?,
+        "caused_by": { "request_id": request_id, "events": causes },
+    });
+    connection
+        .prepare_cached(
+            "INSERT INTO feed_events (tenant_id, position, seq, type, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                tenant,
+                sql_integer(cursor.position),
+                cursor.seq,
+                kind,
+                body.to_string()
+            ])
+        })
+        .map(drop)
+        .map_err(ProjectionError::storage("projecting a feed event"))
+}
+
+/// One event as stored: its cursor and its JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEvent {
+    pub cursor: Cursor,
+    pub event_type: String,
+    /// The whole public event, JSON text.
+    pub body: String,
+}
+
+/// A page of the feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedPage {
+    pub events: Vec<FeedEvent>,
+    /// Where the next page starts: the last event's cursor, or `after`.
+    pub next: Cursor,
+    pub has_more: bool,
+}
+
+fn feed_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<FeedEvent> {
+    let position: i64 = row.get(0)?;
+    Ok(FeedEvent {
+        cursor: Cursor { position: u64::try_from(position).unwrap_or(0), seq: row.get(1)? },
+        event_type: row.get(2)?,
+        body: row.get(3)?,
+    })
+}
+
+/// Up to `limit` events of `tenant` after `after`, in cursor order; only
+/// those of `types` when given.
+pub fn page(
+    connection: &Connection,
+    tenant: &str,
+    after: Cursor,
+    types: Option<&[String]>,
+    limit: usize,
+) -> Result<FeedPage, ProjectionError> {
+    let types = types.map(|types| json!(types).to_string());
+    let mut events: Vec<FeedEvent> = connection
+        .prepare_cached(
+            "SELECT position, seq, type, body FROM feed_events \
+             WHERE tenant_id = ?1 AND (position, seq) > (?2, ?3) \
+             AND (?4 IS NULL OR type IN (SELECT value FROM json_each(?4))) \
+             ORDER BY position, seq LIMIT ?5",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(
+                    params![
+                        tenant,
+                        sql_integer(after.position),
+                        after.seq,
+                        types,
+                        sql_integer(limit as u64 + 1)
+                    ],
+                    feed_event,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(ProjectionError::storage("reading the event feed"))?;
+    let has_more = events.len() > limit;
+    events.truncate(limit);
+    let next = events.last().map_or(after, |event| event.cursor);
+    Ok(FeedPage { events, next, has_more })
+}
+
+/// The cursor of the tenant's newest event ([`Cursor::START`] if none):
+/// what a read of the member directory in the same snapshot reflects.
+pub fn latest(connection: &Connection, tenant: &str) -> Result<Cursor, ProjectionError> {
+    connection
+        .prepare_cached(
+            "SELECT position, seq FROM feed_events WHERE tenant_id = ?1 \
+             ORDER BY position DESC, seq DESC LIMIT 1",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row([tenant], |row| {
+                    let position: i64 = row.get(0)?;
+                    Ok(Cursor { position: u64::try_from(position).unwrap_or(0), seq: row.get(1)? })
+                })
+                .optional()
+        })
+        .map(Option::unwrap_or_default)
+        .map_err(ProjectionError::storage("reading the feed's newest cursor"))
+}
+
+/// The feed events one member's stream produced, oldest first: the
+/// member's own stream in the log names its positions.
+pub fn of_member(
+    connection: &Connection,
+    tenant: &str,
+    member_id: &str,
+    limit: usize,
+) -> Result<Vec<FeedEvent>, ProjectionError> {
+    connection
+        .prepare_cached(
+            "SELECT f.position, f.seq, f.type, f.body FROM events AS e \
+             JOIN feed_events AS f ON f.tenant_id = e.tenant AND f.position = e.position \
+             WHERE e.tenant = ?1 AND e.stream = ?2 ORDER BY f.position DESC, f.seq DESC LIMIT ?3",
+        )
+        .and_then(|mut statement| {
+            let mut events = statement
+                .query_map(
+                    params![tenant, format!("member:{member_id}"), sql_integer(limit as u64)],
+                    feed_event,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            events.reverse();
+            Ok(events)
+        })
+        .map_err(ProjectionError::storage("reading a member's feed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_sort_in_order_and_belong_to_one_tenant() {
+        let early = Cursor { position: 9, seq: 0 };
+        let late = Cursor { position: 10, seq: 0 };
+        let text = early.encode("tenant-a");
+        assert_eq!(text.len(), CURSOR_LENGTH);
+        assert_eq!(Cursor::decode("tenant-a", &text), Ok(early));
+        assert!(early.encode("tenant-a") < late.encode("tenant-a"), "text order is feed order");
+        assert!(
+            Cursor { position: 10, seq: 1 }.encode("t") > late.encode("t"),
+            "a later seq sorts after"
+        );
+        assert_eq!(Cursor::decode("tenant-b", &text), Err(CursorError::Foreign(text.clone())));
+        for bad in ["", "zz", &text.to_uppercase(), &format!("{text}0"), &text[1..]] {
+            assert!(
+                matches!(Cursor::decode("tenant-a", bad), Err(CursorError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        let mut flipped = text.clone().into_bytes();
+        flipped[15] = if flipped[15] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        assert!(matches!(Cursor::decode("tenant-a", &flipped), Err(CursorError::Foreign(_))));
+    }
+}
