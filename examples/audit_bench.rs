@@ -141,7 +141,7 @@ async fn populate(store: Arc<Store>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let config = ServerConfig { bulk_operations_max: 1000, ..ServerConfig::default() };
-    let state = AppState::new(store.clone(), config);
+    let state = AppState::new(store.clone(), config).unwrap();
     tokio::spawn(rollcall::server::run(listener, state, std::future::pending()));
     let client = Client {
         http: reqwest::Client::new(),

@@ -116,6 +116,12 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Webhook endpoints: create, list, show, pause, resume, delete,
+    /// rotate the secret, redeliver.
+    Webhook {
+        #[command(subcommand)]
+        command: crate::webhooks::cli::WebhookCommand,
+    },
     /// Show or set a tenant's Synchronize settings: daily schedule,
     /// deprovisioning safeguard, grace before purge (JSON; docs/api.md).
     Schedule {
@@ -256,6 +262,25 @@ pub struct ServeArgs {
     /// the daily runs off in this process.
     #[arg(long, env = "ROLLCALL_SCHEDULER_INTERVAL_SECONDS", default_value_t = 60)]
     pub scheduler_interval_seconds: u64,
+    /// The waits before each retry of a failed webhook message
+    /// (comma-separated: ms, s, m, h, d); past the end, the last again.
+    #[arg(
+        long,
+        env = "ROLLCALL_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,14h,20h,24h",
+        value_parser = crate::webhooks::parse_schedule
+    )]
+    pub webhook_retry_schedule: std::vec::Vec<Duration>,
+    /// Seconds a webhook endpoint has to answer 2xx.
+    #[arg(long, env = "ROLLCALL_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 15)]
+    pub webhook_timeout_seconds: u64,
+    /// Hours an endpoint may fail without a break before it is disabled.
+    #[arg(long, env = "ROLLCALL_WEBHOOK_DISABLE_AFTER_HOURS", default_value_t = 120)]
+    pub webhook_disable_after_hours: u64,
+    /// Deliver to loopback, private and link-local addresses too (local
+    /// development and tests); refused otherwise.
+    #[arg(long, env = "ROLLCALL_WEBHOOK_ALLOW_PRIVATE_TARGETS")]
+    pub webhook_allow_private_targets: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -354,6 +379,8 @@ pub enum ProjectionArg {
     Audit,
     /// The event feed the application reads.
     Feed,
+    /// Webhook endpoints (their secrets and delivery state stay).
+    Webhooks,
 }
 
 impl ProjectionArg {
@@ -364,6 +391,7 @@ impl ProjectionArg {
             ProjectionArg::Members => "members",
             ProjectionArg::Audit => "audit",
             ProjectionArg::Feed => "feed",
+            ProjectionArg::Webhooks => "webhooks",
         }
     }
 }
@@ -623,6 +651,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             crate::sync::cli::sync_command(&store, sync)
         }
+        Command::Webhook { command } => {
+            init_logging("warn", LogFormat::Text);
+            crate::webhooks::cli::webhook_command(&open_store(&settings)?, command)
+        }
         Command::Mapping { command } => setting_command(&settings, Setting::Mapping, command),
         Command::Roles { command } => setting_command(&settings, Setting::Roles, command),
         Command::Schedule { command } => setting_command(&settings, Setting::Sync, command),
@@ -670,6 +702,12 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
             1,
             u64::try_from(tenancy::TOKEN_LIFETIME_DAYS_MAX * 24 * 3600).unwrap_or(u64::MAX),
         )),
+        webhooks: crate::webhooks::DeliveryConfig {
+            retry_schedule: serve.webhook_retry_schedule.clone(),
+            timeout: Duration::from_secs(serve.webhook_timeout_seconds.clamp(1, 300)),
+            disable_after: Duration::from_secs(serve.webhook_disable_after_hours.max(1) * 3600),
+            allow_private_targets: serve.webhook_allow_private_targets,
+        },
         ..ServerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -701,7 +739,7 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
                 Duration::from_secs(serve.scheduler_interval_seconds),
             ));
         }
-        crate::server::run(listener, AppState::new(store, config), shutdown_signal())
+        crate::server::run(listener, AppState::new(store, config)?, shutdown_signal())
             .await
             .context("serving HTTP")
     })

@@ -18,6 +18,8 @@
 //!   in batches beside the requests.
 //! * [`tenancy`] holds the tenant and token commands; [`store`] the one
 //!   write path ([`store::record`]) every command uses.
+//! * [`webhooks`] pushes the event feed to the application's endpoints,
+//!   signed per Standard Webhooks, in order, retried until delivered.
 //! * [`error`] is the one error enum and its mapping to responses.
 
 pub mod admin;
@@ -33,3 +35,4 @@ pub mod server;
 pub mod store;
 pub mod sync;
 pub mod tenancy;
+pub mod webhooks;

@@ -78,6 +78,8 @@ pub struct ServerConfig {
     /// process (the CLI) committed; this process's own commits wake it at
     /// once.
     pub feed_poll: Duration,
+    /// How webhooks are delivered.
+    pub webhooks: crate::webhooks::DeliveryConfig,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +100,7 @@ impl Default for ServerConfig {
             console_sync_wait: Duration::from_secs(2),
             feed_heartbeat: Duration::from_secs(15),
             feed_poll: Duration::from_secs(1),
+            webhooks: crate::webhooks::DeliveryConfig::default(),
         }
     }
 }
@@ -142,19 +145,38 @@ pub struct AppState {
     /// Turns true when shutdown begins, so long polls and event streams
     /// end instead of holding the server open for the grace period.
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Webhook delivery: its state file and the deliverer.
+    pub webhooks: Arc<Webhooks>,
+}
+
+/// What the webhook routes and the delivery tasks share.
+#[derive(Debug)]
+pub struct Webhooks {
+    pub deliveries: Arc<crate::webhooks::state::Deliveries>,
+    pub deliverer: Arc<crate::webhooks::deliver::Deliverer>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<Store>, config: ServerConfig) -> AppState {
+    /// Opens what the server needs beside the store (the webhook delivery
+    /// state file next to the database).
+    pub fn new(store: Arc<Store>, config: ServerConfig) -> Result<AppState, Error> {
         let requests = Arc::new(crate::requests::RequestLog::new(config.request_log_rows_max));
-        AppState {
+        let deliveries = Arc::new(crate::webhooks::state::Deliveries::open(store.log().path())?);
+        let deliverer = Arc::new(crate::webhooks::deliver::Deliverer::new(
+            store.clone(),
+            deliveries.clone(),
+            config.webhooks.clone(),
+            config.feed_poll,
+        )?);
+        Ok(AppState {
             store,
             previews: Arc::new(crate::sync::previews::Previews::new(config.preview_wait)),
             config: Arc::new(config),
             token_touches: Arc::default(),
             requests,
             stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
-        }
+            webhooks: Arc::new(Webhooks { deliveries, deliverer }),
+        })
     }
 }
 
@@ -205,6 +227,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = state.config.shutdown_grace;
+    let supervisor = tokio::spawn(
+        crate::webhooks::deliver::Supervisor::new(state.webhooks.deliverer.clone())
+            .run(state.stopping.subscribe()),
+    );
     let stop_accepting = Arc::new(tokio::sync::Notify::new());
     let stop_signal = stop_accepting.clone();
     let server = axum::serve(listener, app(state.clone()))
@@ -227,6 +253,10 @@ pub async fn run(
             }
         }
     };
+    state.stopping.send_replace(true);
+    if supervisor.await.is_err() {
+        tracing::warn!("the webhook deliverer stopped abnormally");
+    }
     // The last requests' rows, before the writer stops.
     if let Err(error) = state.requests.write(&state.store).await {
         tracing::warn!(%error, "the last request log rows were not written");

@@ -439,6 +439,74 @@ pub struct SyncDecided {
     pub applied_by: Option<String>,
 }
 
+/// A webhook endpoint's settings, as the admin set them (validated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSettings {
+    pub url: String,
+    /// The feed types it receives; `None`: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Up to 100 events per request, as a JSON array.
+    #[serde(default)]
+    pub batch: bool,
+}
+
+/// A webhook endpoint was created. Stream `webhook:<webhook_id>`. Its
+/// signing secret is never in the log (it is kept beside it, see
+/// `projections::webhooks`). Deliveries start after the feed position it
+/// was created at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookCreated {
+    pub webhook_id: String,
+    pub settings: WebhookSettings,
+    pub from_position: u64,
+    pub from_seq: u16,
+}
+
+/// A webhook endpoint's settings were changed: the whole new settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookChanged {
+    pub webhook_id: String,
+    pub settings: WebhookSettings,
+}
+
+/// An admin paused deliveries to an endpoint; they wait, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookPaused {
+    pub webhook_id: String,
+}
+
+/// An admin resumed a paused or disabled endpoint: it catches up from
+/// where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookResumed {
+    pub webhook_id: String,
+}
+
+/// A new signing secret was made; the previous one keeps signing too
+/// until `previous_valid_until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSecretRotated {
+    pub webhook_id: String,
+    pub previous_valid_until: String,
+}
+
+/// rollcall stopped delivering to an endpoint: it answered 410 Gone, or
+/// failed without a break for too long. `reason` says which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDisabled {
+    pub webhook_id: String,
+    pub reason: String,
+}
+
+/// An endpoint was deleted; nothing more is delivered to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDeleted {
+    pub webhook_id: String,
+}
+
 macro_rules! events {
     ($($name:ident = $version:literal),* $(,)?) => {
         /// Every fact rollcall records. The variant name is the stored event
@@ -521,6 +589,13 @@ events! {
     SyncCompleted = 1,
     SyncFailed = 1,
     SyncDecided = 1,
+    WebhookCreated = 1,
+    WebhookChanged = 1,
+    WebhookPaused = 1,
+    WebhookResumed = 1,
+    WebhookSecretRotated = 1,
+    WebhookDisabled = 1,
+    WebhookDeleted = 1,
 }
 
 impl Event {

@@ -214,7 +214,14 @@ pub(crate) fn apply(
         | Event::SyncBatchApplied(_)
         | Event::SyncCompleted(_)
         | Event::SyncFailed(_)
-        | Event::SyncDecided(_) => return Ok(()),
+        | Event::SyncDecided(_)
+        | Event::WebhookCreated(_)
+        | Event::WebhookChanged(_)
+        | Event::WebhookPaused(_)
+        | Event::WebhookResumed(_)
+        | Event::WebhookSecretRotated(_)
+        | Event::WebhookDisabled(_)
+        | Event::WebhookDeleted(_) => return Ok(()),
     };
     let said = match &identity.0 {
         Some(user_id) if !causes(kind).is_empty() => {

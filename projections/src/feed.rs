@@ -227,7 +227,14 @@ pub(crate) fn apply(
         | Event::SyncStarted(_)
         | Event::SyncBatchApplied(_)
         | Event::SyncFailed(_)
-        | Event::SyncDecided(_) => return Ok(()),
+        | Event::SyncDecided(_)
+        | Event::WebhookCreated(_)
+        | Event::WebhookChanged(_)
+        | Event::WebhookPaused(_)
+        | Event::WebhookResumed(_)
+        | Event::WebhookSecretRotated(_)
+        | Event::WebhookDisabled(_)
+        | Event::WebhookDeleted(_) => return Ok(()),
     };
     let member = match members::member(connection, tenant, member_id)? {
         // A purged member's body names nobody: no personal value is in it.
@@ -429,6 +436,22 @@ pub fn latest(connection: &Connection, tenant: &str) -> Result<Cursor, Projectio
         })
         .map(Option::unwrap_or_default)
         .map_err(ProjectionError::storage("reading the feed's newest cursor"))
+}
+
+/// One event of a tenant by its id. A scan of the tenant's feed (no index
+/// is kept for it): only a redelivery an admin asks for looks one up.
+pub fn by_id(
+    connection: &Connection,
+    tenant: &str,
+    event_id: &str,
+) -> Result<Option<FeedEvent>, ProjectionError> {
+    connection
+        .prepare_cached(
+            "SELECT position, seq, type, body FROM feed_events \
+             WHERE tenant_id = ?1 AND body ->> '$.id' = ?2 LIMIT 1",
+        )
+        .and_then(|mut statement| statement.query_row([tenant, event_id], feed_event).optional())
+        .map_err(ProjectionError::storage("reading a feed event"))
 }
 
 /// The feed events one member's stream produced, oldest first: the

@@ -17,6 +17,8 @@
 //!   SCIM event that asked for it.
 //! * [`requests`] is the request log: SCIM requests as answered
 //!   (telemetry, not folded from events).
+//! * [`webhooks`] holds the webhook endpoints (and, beside them, their
+//!   signing secrets).
 //! * [`tenancy`] holds tenants and tokens: the lookup of a bearer token's
 //!   hash, the tenant list, the token list.
 //!
@@ -34,6 +36,7 @@ pub mod members;
 pub mod requests;
 pub mod schema;
 pub mod tenancy;
+pub mod webhooks;
 
 use events::{Event, RecordedEvent};
 use rusqlite::Connection;
@@ -86,6 +89,7 @@ pub fn apply(
     event: &Event,
 ) -> Result<(), ProjectionError> {
     tenancy::apply(connection, recorded, event)?;
+    webhooks::apply(connection, recorded, event)?;
     directory::store::apply(connection, recorded, event)?;
     // Before the members fold: it reads who the member was (held by
     // `tests::the_audit_is_folded_before_the_members`).

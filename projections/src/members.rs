@@ -399,7 +399,14 @@ pub(crate) fn apply(
         | Event::GroupRenamed(_)
         | Event::GroupMembersAdded(_)
         | Event::GroupMembersRemoved(_)
-        | Event::GroupDeleted(_) => Ok(()),
+        | Event::GroupDeleted(_)
+        | Event::WebhookCreated(_)
+        | Event::WebhookChanged(_)
+        | Event::WebhookPaused(_)
+        | Event::WebhookResumed(_)
+        | Event::WebhookSecretRotated(_)
+        | Event::WebhookDisabled(_)
+        | Event::WebhookDeleted(_) => Ok(()),
     }
 }
 

@@ -273,6 +273,34 @@ CREATE TABLE IF NOT EXISTS feed_events (
     PRIMARY KEY (tenant_id, position, seq)
 ) STRICT, WITHOUT ROWID;
 
+-- Webhook endpoints (folded), and their signing secrets (not folded: kept
+-- beside the log, never in it; a rebuild leaves them alone).
+CREATE TABLE IF NOT EXISTS webhooks (
+    tenant_id TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'paused', 'disabled')),
+    disabled_reason TEXT,
+    from_position INTEGER NOT NULL,
+    from_seq INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    secret_rotated_at TEXT,
+    previous_secret_valid_until TEXT,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, webhook_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS webhook_secrets (
+    tenant_id TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    valid_until TEXT
+) STRICT;
+
+CREATE INDEX IF NOT EXISTS webhook_secrets_by_webhook ON webhook_secrets (tenant_id, webhook_id);
+
 -- Projections created empty on a database that already had events: not to
 -- be read until a rebuild has folded the log into them.
 CREATE TABLE IF NOT EXISTS projections_pending (

@@ -11,6 +11,7 @@
 
 pub mod feed;
 pub mod provisioning;
+pub mod webhooks;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Request, State};
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/tokens", get(list_tokens).post(issue_token))
         .route("/tokens/{token_id}", delete(revoke_token))
         .merge(provisioning::routes())
+        .merge(webhooks::routes())
         .layer(middleware::from_fn_with_state(admin, require_token));
     let application_routes = provisioning::member_routes()
         .merge(feed::routes())

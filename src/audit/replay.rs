@@ -37,6 +37,7 @@ pub const PROJECTIONS: &[(&str, &[&str])] = &[
     ),
     ("audit", &["audit_movements", "audit_causes"]),
     ("feed", &["feed_events"]),
+    ("webhooks", &["webhooks"]),
 ];
 
 /// Every folded table, in a fixed order.

@@ -21,3 +21,4 @@ mod server;
 mod synchronize;
 mod tidy;
 mod util;
+mod webhooks;

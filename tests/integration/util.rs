@@ -89,7 +89,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stop) = oneshot::channel::<()>();
-        let state = AppState::new(store.clone(), config);
+        let state = AppState::new(store.clone(), config).unwrap();
         let task = tokio::spawn(rollcall::server::run(listener, state, async move {
             let _ = stop.await;
         }));

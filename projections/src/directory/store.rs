@@ -148,7 +148,14 @@ pub(crate) fn apply(
         | Event::SyncBatchApplied(_)
         | Event::SyncCompleted(_)
         | Event::SyncFailed(_)
-        | Event::SyncDecided(_) => Ok(()),
+        | Event::SyncDecided(_)
+        | Event::WebhookCreated(_)
+        | Event::WebhookChanged(_)
+        | Event::WebhookPaused(_)
+        | Event::WebhookResumed(_)
+        | Event::WebhookSecretRotated(_)
+        | Event::WebhookDisabled(_)
+        | Event::WebhookDeleted(_) => Ok(()),
     }
 }
 
