@@ -144,7 +144,10 @@ async fn populate(store: Arc<Store>) {
     let state = AppState::new(store.clone(), config).unwrap();
     tokio::spawn(rollcall::server::run(listener, state, std::future::pending()));
     let client = Client {
-        http: reqwest::Client::new(),
+        http: {
+            rollcall::webhooks::deliver::install_tls_provider();
+            reqwest::Client::new()
+        },
         base,
         scim: scim.expose().to_owned(),
         admin: admin.expose().to_owned(),

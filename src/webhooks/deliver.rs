@@ -164,6 +164,13 @@ fn parse_time(text: &str) -> Option<Timestamp> {
     text.parse().ok()
 }
 
+/// Makes ring the process's TLS provider (reqwest is built without one,
+/// so that no C crypto library is compiled). Call it before building any
+/// HTTP client; a second call does nothing.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Deliverer {
     pub fn new(
         store: Arc<Store>,
@@ -171,9 +178,7 @@ impl Deliverer {
         config: DeliveryConfig,
         poll: Duration,
     ) -> Result<Deliverer, Error> {
-        // One process-wide provider; a second install (tests start many
-        // servers) is refused harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls_provider();
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)

@@ -28,7 +28,13 @@ struct Idp<'s> {
 impl Idp<'_> {
     async fn new<'s>(server: &'s TestServer, tenant: &str) -> Idp<'s> {
         let (token_id, secret) = server.token(tenant, TokenScope::Scim).await;
-        let client = reqwest::Client::builder().user_agent(IDP_AGENT).build().unwrap();
+        let client = {
+            rollcall::webhooks::deliver::install_tls_provider();
+            reqwest::Client::builder()
+        }
+        .user_agent(IDP_AGENT)
+        .build()
+        .unwrap();
         Idp { server, token_id, secret, client }
     }
 

@@ -72,7 +72,10 @@ impl Browser {
             .spawn()
             .unwrap();
         let driver_url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let http = {
+            rollcall::webhooks::deliver::install_tls_provider();
+            reqwest::Client::new()
+        };
         let started = Instant::now();
         while http.get(format!("{driver_url}/status")).send().await.is_err() {
             assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not start");

@@ -40,8 +40,13 @@ impl Page {
 
 impl<'s> Visitor<'s> {
     pub(crate) fn new(server: &'s TestServer) -> Visitor<'s> {
-        let client =
-            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let client = {
+            rollcall::webhooks::deliver::install_tls_provider();
+            reqwest::Client::builder()
+        }
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
         Visitor { server, client, cookies: Vec::new(), headers: Vec::new() }
     }
 

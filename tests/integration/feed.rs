@@ -484,3 +484,72 @@ async fn a_rebuild_leaves_every_id_and_cursor_as_it_was() {
     assert_eq!(after, before, "the same events, ids and cursors after a rebuild");
     drop(dir);
 }
+
+/// The example application, as `cargo test` built it beside this binary.
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().unwrap().parent().unwrap();
+    let path = profile.join("examples").join(name);
+    assert!(path.exists(), "{} is built by cargo test", path.display());
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_application_acts_on_each_event_once_and_resumes_after_a_kill() {
+    let server = TestServer::start().await;
+    let acme = Tenant::new(&server, "acme").await;
+    for n in 0..3 {
+        acme.create(&format!("user{n}@example.com"), &format!("create-{n}")).await;
+    }
+    acme.admin.sync().await;
+    let cursor_file = server.dir.path().join("app.cursor");
+    let run_once = || {
+        let output = std::process::Command::new(example("app"))
+            .args(["--url", &server.base, "--token", &acme.app, "--once"])
+            .arg("--cursor-file")
+            .arg(&cursor_file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let first = run_once();
+    let lines: Vec<&str> = first.lines().collect();
+    assert_eq!(lines.len(), 4, "{first}");
+    assert!(lines.contains(&"welcome email to user0@example.com"), "{first}");
+    assert!(lines[3].starts_with("synchronize "), "{first}");
+    assert_eq!(run_once(), "", "nothing twice");
+
+    // Tailing, killed mid-way, then resumed: every event acted on, in order.
+    let mut tail = std::process::Command::new(example("app"))
+        .args(["--url", &server.base, "--token", &acme.app])
+        .arg("--cursor-file")
+        .arg(&cursor_file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bob = acme.create("bob@example.com", "create-bob").await;
+    acme.admin.sync().await;
+    let deactivate = json!({"schemas": [PATCH], "Operations": [
+        {"op": "replace", "path": "active", "value": false}]});
+    acme.scim(reqwest::Method::PATCH, &format!("/Users/{bob}"), deactivate, "disable-bob").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tail.kill().unwrap();
+    let mut before_kill = String::new();
+    use std::io::Read as _;
+    tail.stdout.take().unwrap().read_to_string(&mut before_kill).unwrap();
+    tail.wait().unwrap();
+    acme.admin.sync().await;
+    let after = run_once();
+    let all: Vec<&str> = before_kill.lines().chain(after.lines()).collect();
+    assert_eq!(
+        all.iter().filter(|line| line.starts_with("welcome email to bob@")).count(),
+        1,
+        "{all:?}"
+    );
+    assert!(
+        all.iter().any(|line| line.starts_with("revoke sessions of bob@example.com")),
+        "{all:?}"
+    );
+    assert_eq!(all.iter().filter(|line| line.starts_with("synchronize ")).count(), 2, "{all:?}");
+}

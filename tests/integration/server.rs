@@ -63,8 +63,13 @@ async fn every_response_carries_a_request_id() {
         (reqwest::Method::POST, "/oauth/token", None, Some(String::new()), 400),
         (reqwest::Method::GET, "/nowhere", None, None, 404),
     ];
-    let client =
-        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let client = {
+        rollcall::webhooks::deliver::install_tls_provider();
+        reqwest::Client::builder()
+    }
+    .redirect(reqwest::redirect::Policy::none())
+    .build()
+    .unwrap();
     for (method, path, secret, body, expected) in requests {
         let mut request = client.request(method.clone(), server.url(path));
         if let Some(secret) = secret {
@@ -410,7 +415,13 @@ fn the_binary_serves_and_stops_cleanly_on_sigterm() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let status = runtime.block_on(async {
-        reqwest::get(format!("http://{address}/healthz")).await.unwrap().status()
+        {
+            rollcall::webhooks::deliver::install_tls_provider();
+            reqwest::get(format!("http://{address}/healthz"))
+        }
+        .await
+        .unwrap()
+        .status()
     });
     assert_eq!(status, 200);
 

@@ -97,7 +97,10 @@ impl TestServer {
             dir,
             store,
             base,
-            client: reqwest::Client::new(),
+            client: {
+                rollcall::webhooks::deliver::install_tls_provider();
+                reqwest::Client::new()
+            },
             shutdown: Some(shutdown),
             task: Some(task),
         }

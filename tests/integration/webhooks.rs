@@ -583,7 +583,10 @@ fn a_kill_9_mid_delivery_loses_nothing_and_sends_again_at_most_the_one_in_flight
     assert_eq!(listed[0]["status"], "active");
 
     let mut served = Served::start(&db);
-    let client = reqwest::Client::new();
+    let client = {
+        rollcall::webhooks::deliver::install_tls_provider();
+        reqwest::Client::new()
+    };
     runtime.block_on(async {
         for n in 0..30 {
             let response = client
@@ -638,4 +641,32 @@ fn a_kill_9_mid_delivery_loses_nothing_and_sends_again_at_most_the_one_in_flight
     let listed: Value =
         serde_json::from_str(&cli(&["webhook", "list", "--tenant", "acme", "--json"])).unwrap();
     assert_eq!(listed[0]["delivery"]["delivered"], 31, "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_for_too_long_is_disabled_and_says_why() {
+    let mut config = quick_config();
+    config.webhooks.disable_after = Duration::from_millis(600);
+    let server = TestServer::start_with(config).await;
+    let (admin, scim) = setup(&server).await;
+    let receiver = Receiver::start(Vec::new()).await;
+    receiver.answer_from_now(Answer::Status(500));
+    let (id, _) = create_endpoint(&admin, json!({"url": receiver.url})).await;
+    push_users(&server, &scim, &["ann@example.com"]).await;
+    admin.sync().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let shown = loop {
+        let shown = admin.get(&format!("/webhooks/{id}")).await;
+        if shown["status"] == "disabled" {
+            break shown;
+        }
+        assert!(Instant::now() < deadline, "never disabled: {shown}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(shown["disabled_reason"].as_str().unwrap().contains("failed since"), "{shown}");
+    assert!(shown["delivery"]["attempts"].as_u64().unwrap() >= 2, "{shown}");
+    let tried = receiver.received().len();
+    assert!(tried >= 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), tried, "a disabled endpoint is left alone");
 }
