@@ -861,6 +861,31 @@ pub fn member_user_ids(
         .map_err(ProjectionError::storage("listing members' users"))
 }
 
+/// A SCIM user id and the mapped properties of its member.
+pub type UserProperties = (String, Map<String, Value>);
+
+/// The mapped properties of every active or disabled member, by its SCIM
+/// user: what the mapping's unique values are checked against.
+pub fn member_properties(
+    connection: &Connection,
+    tenant: &str,
+) -> Result<Vec<UserProperties>, ProjectionError> {
+    connection
+        .prepare_cached(
+            "SELECT user_id, properties FROM members \
+             WHERE tenant_id = ?1 AND status IN ('active', 'disabled')",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![tenant], |row| {
+                    let properties: Option<String> = row.get(1)?;
+                    Ok((row.get(0)?, json_object(properties.as_deref())))
+                })?
+                .collect()
+        })
+        .map_err(ProjectionError::storage("reading members' properties"))
+}
+
 /// A tenant's stored setting (`mapping`, `roles`, `sync`) and the position
 /// of the event that set it.
 pub fn setting(

@@ -75,7 +75,18 @@ fn mapping_from(form: &Form) -> Result<Mapping, Error> {
             text.split(',').map(str::trim).filter(|item| !item.is_empty()).map(typed).collect()
         });
         let split = Some(field("split")).filter(|text| !text.is_empty());
-        properties.push(PropertyRule { property, source, kind, default, allowed, split });
+        let required = form.get(&format!("r{row}.required")).is_some();
+        let unique = form.get(&format!("r{row}.unique")).is_some();
+        properties.push(PropertyRule {
+            property,
+            source,
+            kind,
+            default,
+            allowed,
+            split,
+            required,
+            unique,
+        });
     }
     let app_owned = form
         .text("app_owned")
@@ -99,7 +110,7 @@ fn mapping_editor(session: &Session, mapping: &Mapping) -> Markup {
                     caption { "SCIM attribute → member property" }
                     thead { tr {
                         th scope="col" { "Member property" } th scope="col" { "SCIM attribute path" } th scope="col" { "Type" }
-                        th scope="col" { "Default" } th scope="col" { "Allowed values (comma-separated)" } th scope="col" { "Split on" } th scope="col" { "Remove" }
+                        th scope="col" { "Default" } th scope="col" { "Allowed values (comma-separated)" } th scope="col" { "Split on" } th scope="col" { "Required" } th scope="col" { "Unique" } th scope="col" { "Remove" }
                     } }
                     tbody {
                         @for row in 0..rows {
@@ -117,6 +128,8 @@ fn mapping_editor(session: &Session, mapping: &Mapping) -> Markup {
                                 td { input name={ "r" (row) ".default" } aria-label={ "Default of row " (row + 1) } value=(rule.and_then(|rule| rule.default.as_ref()).map(untyped).unwrap_or_default()); }
                                 td { input name={ "r" (row) ".allowed" } aria-label={ "Allowed values of row " (row + 1) } value=(rule.and_then(|rule| rule.allowed.as_ref()).map(|allowed| allowed.iter().map(untyped).collect::<Vec<_>>().join(", ")).unwrap_or_default()); }
                                 td { input name={ "r" (row) ".split" } aria-label={ "Separator of row " (row + 1) } size="3" value=(rule.and_then(|rule| rule.split.as_deref()).unwrap_or("")); }
+                                td { input type="checkbox" name={ "r" (row) ".required" } aria-label={ "Row " (row + 1) " is required" } checked[rule.is_some_and(|rule| rule.required)]; }
+                                td { input type="checkbox" name={ "r" (row) ".unique" } aria-label={ "Row " (row + 1) " is unique" } checked[rule.is_some_and(|rule| rule.unique)]; }
                                 td { @if rule.is_some() { input type="checkbox" name={ "r" (row) ".remove" } aria-label={ "Remove row " (row + 1) }; } }
                             }
                         }

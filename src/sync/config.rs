@@ -54,6 +54,14 @@ pub struct PropertyRule {
     /// For `list`: split a string value on this separator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<String>,
+    /// A user with no value here (after the default) is rejected, and stays
+    /// pending, as a disallowed value is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// A value another member of the tenant holds (active or disabled) is
+    /// rejected; strings compare with userName's case folding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unique: bool,
 }
 
 fn string_type() -> PropertyType {
@@ -83,6 +91,8 @@ impl Default for Mapping {
             default: None,
             allowed: None,
             split: None,
+            required: false,
+            unique: false,
         };
         Mapping {
             properties: vec![
@@ -193,6 +203,12 @@ impl Mapping {
                 }
                 None => None,
             };
+            if rule.unique && rule.kind == PropertyType::List {
+                return Err(Error::invalid(format!(
+                    "property {:?}: a list cannot be unique; make it a string",
+                    rule.property
+                )));
+            }
             if let Some(allowed) = &rule.allowed {
                 if allowed.is_empty() {
                     return Err(Error::invalid(format!(
@@ -534,6 +550,8 @@ mod tests {
             default: None,
             allowed: None,
             split: None,
+            required: false,
+            unique: false,
         }
     }
 

@@ -7,6 +7,7 @@
 //! on the directory as it is at that moment).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use events::event::PropertyChange;
 use jiff::Timestamp;
@@ -18,8 +19,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::config::{
-    CompiledRule, GroupMatch, Mapping, RoleBindings, SyncSettings, convert, is_allowed,
-    stored_or_default,
+    CompiledRule, GroupMatch, Mapping, PropertyRule, RoleBindings, SyncSettings, convert,
+    is_allowed, stored_or_default,
 };
 use crate::error::Error;
 use crate::scim::eval;
@@ -36,6 +37,24 @@ pub struct Rules {
     /// Positions of the events that last set the mapping and the bindings.
     pub mapping_position: u64,
     pub bindings_position: u64,
+    /// Who holds each value of a `unique` property: loaded with the roles
+    /// (the tenant's active and disabled members), then kept up to date by
+    /// each decision of the run or preview, in order, so two new users
+    /// with one email are told apart in the same run.
+    claims: Mutex<Claims>,
+}
+
+/// Per unique property, each value's key ([`unique_key`]) and the SCIM
+/// user whose member holds it.
+type Claims = HashMap<String, HashMap<String, String>>;
+
+/// How a unique value is compared: a string by userName's case folding,
+/// anything else by its JSON text.
+fn unique_key(value: &Value) -> String {
+    match value {
+        Value::String(text) => projections::functions::fold(text),
+        other => other.to_string(),
+    }
 }
 
 impl Rules {
@@ -68,6 +87,7 @@ impl Rules {
             roles_by_user: HashMap::new(),
             mapping_position: 0,
             bindings_position: 0,
+            claims: Mutex::new(HashMap::new()),
         })
     }
 
@@ -105,7 +125,59 @@ impl Rules {
             }
         }
         self.roles_by_user = roles_by_user;
+        self.load_claims(connection, tenant)
+    }
+
+    fn unique_rules(&self) -> impl Iterator<Item = &PropertyRule> {
+        self.compiled.iter().map(|compiled| &compiled.rule).filter(|rule| rule.unique)
+    }
+
+    /// The values of unique properties the tenant's members hold now.
+    fn load_claims(&mut self, connection: &Connection, tenant: &str) -> Result<(), Error> {
+        let names: Vec<String> = self.unique_rules().map(|rule| rule.property.clone()).collect();
+        let mut claims: Claims = names.iter().map(|name| (name.clone(), HashMap::new())).collect();
+        if !names.is_empty() {
+            for (user_id, properties) in members::member_properties(connection, tenant)? {
+                for name in &names {
+                    if let (Some(value), Some(holders)) =
+                        (properties.get(name), claims.get_mut(name))
+                    {
+                        holders.insert(unique_key(value), user_id.clone());
+                    }
+                }
+            }
+        }
+        self.claims = Mutex::new(claims);
         Ok(())
+    }
+
+    /// Why these properties cannot be `user_id`'s: a unique value another
+    /// member holds.
+    fn taken(&self, user_id: &str, properties: &Map<String, Value>) -> Option<String> {
+        let claims = self.claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.unique_rules().find_map(|rule| {
+            let value = properties.get(&rule.property)?;
+            let holder = claims.get(&rule.property)?.get(&unique_key(value))?;
+            (holder != user_id).then(|| {
+                format!(
+                    "{} ({}): {value} is already another member's, and it must be unique",
+                    rule.property, rule.source
+                )
+            })
+        })
+    }
+
+    /// Records what a decision leaves `user_id`'s member holding: its
+    /// unique values (`Some`), or nothing (`None`: it left).
+    fn claim(&self, user_id: &str, properties: Option<&Map<String, Value>>) {
+        let mut claims = self.claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for rule in self.unique_rules() {
+            let Some(holders) = claims.get_mut(&rule.property) else { continue };
+            holders.retain(|_, holder| holder != user_id);
+            if let Some(value) = properties.and_then(|properties| properties.get(&rule.property)) {
+                holders.insert(unique_key(value), user_id.to_owned());
+            }
+        }
     }
 
     /// The properties the mapping gives a user's document, or why it cannot.
@@ -116,6 +188,12 @@ impl Rules {
             let value = convert(rule, selected)
                 .map_err(|reason| format!("{} ({}): {reason}", rule.property, rule.source))?
                 .or_else(|| default.clone());
+            if value.is_none() && rule.required {
+                return Err(format!(
+                    "{} ({}): required, and the user has no value",
+                    rule.property, rule.source
+                ));
+            }
             if let Some(value) = value {
                 if !is_allowed(rule, &value) {
                     return Err(format!(
@@ -307,10 +385,22 @@ pub fn decide(
         plan: Plan { member: member.map(MemberStub::from), ..Plan::default() },
     };
     let Some(user) = user else {
-        // Deleted in the IdP: its member leaves (once).
+        // Deleted in the IdP: its member leaves (once), and lets go of its
+        // unique values.
+        if member.is_some() {
+            rules.claim(user_id, None);
+        }
         return member.map(|member| base(Action::Leave, Some(&member), &member.user_name));
     };
-    let properties = rules.properties(&user.document);
+    let properties = rules.properties(&user.document).and_then(|properties| {
+        match rules.taken(user_id, &properties) {
+            Some(reason) => Err(reason),
+            None => Ok(properties),
+        }
+    });
+    if let Ok(properties) = &properties {
+        rules.claim(user_id, Some(properties));
+    }
     let roles = rules.roles(user_id);
     let (member, restoring) = match member {
         Some(member) => (Some(member), false),
@@ -496,6 +586,8 @@ mod tests {
             default: None,
             allowed: None,
             split: None,
+            required: false,
+            unique: false,
         };
         let mut kind = rule("kind", "userType");
         kind.allowed = Some(vec![json!("Staff"), json!("Contractor")]);
@@ -878,5 +970,43 @@ mod tests {
         let expected =
             Counts { update: 3, role_change: 2, disable: 1, rejected: 1, ..Counts::default() };
         assert_eq!(counts, expected);
+    }
+
+    /// `required` rejects a user without a value (after the default);
+    /// `unique` rejects a value another member holds, case-folded, and a
+    /// leaver's value is free again: the decisions of one run see each
+    /// other's claims, in order.
+    #[test]
+    fn required_and_unique_values() {
+        let mut rules = rules();
+        let mut department = rules.mapping.properties[0].clone();
+        department.required = true;
+        department.unique = true;
+        rules = rules
+            .with_mapping(Mapping { properties: vec![department], app_owned: Vec::new() })
+            .unwrap();
+        let connection = Connection::open_in_memory().unwrap();
+        projections::functions::register(&connection).unwrap();
+        projections::schema::migrate(&connection).unwrap();
+        rules.load_claims(&connection, "t").unwrap();
+        let mut without = user(true, "x", "Staff");
+        without.document.remove(ENTERPRISE);
+        let refused = decide(&rules, "u-none", Some(without), None, None).unwrap();
+        assert_eq!(refused.action, Action::Rejected);
+        assert!(refused.reason.unwrap().contains("required"), "no value: rejected");
+
+        let first = decide(&rules, "u-1", Some(user(true, "Ωmega", "Staff")), None, None).unwrap();
+        assert_eq!(first.action, Action::Join);
+        let second = decide(&rules, "u-2", Some(user(true, "ωMEGA", "Staff")), None, None).unwrap();
+        assert_eq!(second.action, Action::Rejected, "the same value, folded");
+        assert!(second.reason.unwrap().contains("must be unique"));
+        let again = decide(&rules, "u-1", Some(user(true, "Ωmega", "Staff")), None, None).unwrap();
+        assert_eq!(again.action, Action::Join, "a user's own value is not taken from it");
+
+        // u-1's member leaves: the value is free for u-2.
+        let left = decide(&rules, "u-1", None, Some(member(MemberStatus::Active, "Ωmega")), None);
+        assert_eq!(left.unwrap().action, Action::Leave);
+        let freed = decide(&rules, "u-2", Some(user(true, "ωMEGA", "Staff")), None, None).unwrap();
+        assert_eq!(freed.action, Action::Join);
     }
 }

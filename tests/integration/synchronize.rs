@@ -1429,3 +1429,79 @@ async fn a_database_from_an_earlier_build_gains_the_member_search() {
     assert!(indexes.contains(&"members_list".to_owned()), "{indexes:?}");
     assert!(!indexes.contains(&"members_by_name".to_owned()), "{indexes:?}");
 }
+
+/// A platform's rule: "First Name, Last Name, Email; the email must be
+/// unique per user". `required` and `unique` reject, with the reason, in
+/// the preview and the run, and the users stay pending until fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_and_unique_properties_reject_until_the_idp_fixes_them() {
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    let admin = Admin::new(&server, "acme").await;
+    let mut mapping = admin.get("/provisioning/mapping").await;
+    for rule in mapping["properties"].as_array_mut().unwrap() {
+        if rule["property"] == "email" {
+            rule["required"] = json!(true);
+            rule["unique"] = json!(true);
+        }
+    }
+    admin.put("/provisioning/mapping", mapping.clone()).await;
+    let shown = admin.get("/provisioning/mapping").await;
+    assert_eq!(shown, mapping, "the rules read back as set");
+
+    let create = |name: &str, email: Option<&str>| {
+        let mut body = json!({"schemas": [USER], "userName": name});
+        if let Some(email) = email {
+            body["emails"] = json!([{"value": email, "primary": true}]);
+        }
+        body
+    };
+    assert_eq!(scim.post("/Users", create("ann", Some("ann@example.com"))).await.status, 201);
+    let bob = scim.post("/Users", create("bob", None)).await;
+    let carol = scim.post("/Users", create("carol", Some("ANN@example.com"))).await;
+    assert_eq!((bob.status, carol.status), (201, 201));
+
+    let preview = admin.get("/provisioning/pending").await;
+    assert_eq!(preview["counts"], counts(&[("join", 1), ("rejected", 2)]), "{preview}");
+    let reason = |name: &str| {
+        preview["items"].as_array().unwrap().iter().find(|item| item["user_name"] == name).unwrap()
+            ["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(reason("bob").contains("required"), "{}", reason("bob"));
+    assert!(reason("carol").contains("must be unique"), "{}", reason("carol"));
+    let run = admin.sync().await;
+    assert_eq!(run["counts"], counts(&[("join", 1), ("rejected", 2)]));
+    assert_eq!(admin.members().await.len(), 1);
+
+    // Fixed in the IdP: both join at the next run.
+    let carol_id = carol.body["id"].as_str().unwrap();
+    let fix = json!({"schemas": [PATCH], "Operations": [
+        {"op": "replace", "path": "emails", "value": [{"value": "carol@example.com", "primary": true}]}]});
+    assert_eq!(
+        scim.send(reqwest::Method::PATCH, &format!("/Users/{carol_id}"), Some(fix.clone()))
+            .await
+            .status,
+        200
+    );
+    let bob_id = bob.body["id"].as_str().unwrap();
+    let fix_bob = json!({"schemas": [PATCH], "Operations": [
+        {"op": "add", "path": "emails", "value": [{"value": "bob@example.com", "primary": true}]}]});
+    assert_eq!(
+        scim.send(reqwest::Method::PATCH, &format!("/Users/{bob_id}"), Some(fix_bob)).await.status,
+        200
+    );
+    let run = admin.sync().await;
+    assert_eq!(run["counts"], counts(&[("join", 2)]), "{run}");
+    assert_eq!(admin.members().await.len(), 3);
+
+    // A list cannot be unique.
+    mapping["properties"].as_array_mut().unwrap().push(json!({
+        "property": "tags", "source": "emails.value", "type": "list", "unique": true}));
+    let (status, body) =
+        admin.send(reqwest::Method::PUT, "/provisioning/mapping", Some(mapping)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("cannot be unique"));
+}
