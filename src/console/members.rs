@@ -22,6 +22,8 @@ use crate::sync::config::RoleBindings;
 use crate::sync::settings::{self, Setting};
 
 const PAGE: u64 = 50;
+/// The newest feed events shown on a member's page.
+const FEED_SHOWN: usize = 50;
 
 #[derive(Debug, Deserialize)]
 pub struct MemberFilter {
@@ -154,6 +156,9 @@ pub async fn one(
     let member =
         state.store.read(|connection| Ok(members::member(connection, &tenant, &member_id)?))?;
     let member = member.ok_or_else(|| Error::not_found(format!("member {member_id}")))?;
+    let feed_events = state.store.read(|connection| {
+        Ok(projections::feed::of_member(connection, &tenant, &member_id, FEED_SHOWN)?)
+    })?;
     // The history walks the tenant's log: only when asked for.
     let history = if view.history.is_some() {
         let store = state.store.clone();
@@ -168,6 +173,21 @@ pub async fn one(
         (properties_table("Mapped properties", &member.properties))
         h2 { "App-owned properties" }
         (properties_table("App-owned properties", &member.app_properties))
+        h2 { "Events the application heard" }
+        @if feed_events.is_empty() {
+            p { "None yet: the member's events appear at Synchronize." }
+        } @else {
+            ol class="timeline" {
+                @for event in &feed_events {
+                    @let body: Value = serde_json::from_str(&event.body).unwrap_or(Value::Null);
+                    li {
+                        (when(body.get("occurred_at").and_then(Value::as_str).unwrap_or(""))) " · " strong { (event.event_type) }
+                        " · cursor " code { (event.cursor.encode(&caller.principal.tenant_id)) }
+                        @if let Some(request) = body.pointer("/caused_by/request_id").and_then(Value::as_str) { " · request " code { (request) } }
+                    }
+                }
+            }
+        }
         h2 id="history" { "History" }
         @match &history {
             None => p { a href={ "/admin/members/" (member.member_id) "?history=1#history" } { "Show this member's history (read from the log)" } },

@@ -7,7 +7,9 @@
 //! * `provisioning`: status, Tenant URL, tokens, pending changes,
 //!   Synchronize and its runs, the schedule, the provisioning log.
 //! * `settings`: the attribute mapping and group bindings editors.
-//! * `members`: the member directory and one member's page.
+//! * `members`: the member directory and one member's page (with its
+//!   events as the application hears them).
+//! * `webhooks`: the webhook endpoints and their deliveries.
 //! * `audit`: joiners and leavers, and the chain check.
 //! * `page`: the frame every page shares, and the error page.
 //!
@@ -20,6 +22,7 @@ pub mod page;
 mod provisioning;
 pub mod session;
 mod settings;
+mod webhooks;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -62,6 +65,15 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/bindings", get(settings::bindings_page).post(settings::save_bindings))
         .route("/admin/members", get(members::list))
         .route("/admin/members/{member_id}", get(members::one))
+        .route("/admin/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/admin/webhooks/{id}", get(webhooks::show))
+        .route("/admin/webhooks/{id}/pause", post(webhooks::pause))
+        .route("/admin/webhooks/{id}/resume", post(webhooks::resume))
+        .route("/admin/webhooks/{id}/retry", post(webhooks::retry))
+        .route("/admin/webhooks/{id}/test", post(webhooks::test))
+        .route("/admin/webhooks/{id}/redeliver", post(webhooks::redeliver))
+        .route("/admin/webhooks/{id}/rotate", post(webhooks::rotate))
+        .route("/admin/webhooks/{id}/delete", post(webhooks::delete))
         .route_layer(middleware::from_fn_with_state(admin, require_session));
     let for_anyone = Router::new()
         .route("/admin/sign-out", post(session::sign_out))

@@ -22,11 +22,12 @@ pub enum Section {
     Mapping,
     Bindings,
     Members,
+    Webhooks,
     Audit,
     None,
 }
 
-const NAV: [(Section, &str, &str); 8] = [
+const NAV: [(Section, &str, &str); 9] = [
     (Section::Provisioning, "/admin/provisioning", "User Provisioning"),
     (Section::Pending, "/admin/provisioning/pending", "Pending"),
     (Section::Syncs, "/admin/provisioning/syncs", "Sync history"),
@@ -34,6 +35,7 @@ const NAV: [(Section, &str, &str); 8] = [
     (Section::Mapping, "/admin/mapping", "Attribute mapping"),
     (Section::Bindings, "/admin/bindings", "Group bindings"),
     (Section::Members, "/admin/members", "Members"),
+    (Section::Webhooks, "/admin/webhooks", "Webhooks"),
     (Section::Audit, "/admin/audit", "Audit"),
 ];
 

@@ -307,6 +307,7 @@ async fn an_admin_signs_in_synchronizes_maps_approves_and_signs_out() {
         ("/admin/provisioning/pending", "04b-phone-pending"),
         ("/admin/members", "04c-phone-members"),
         ("/admin/mapping", "04d-phone-mapping"),
+        ("/admin/webhooks", "04f-phone-webhooks"),
     ] {
         browser.go(&server.url(path)).await;
         browser.find("h1").await;

@@ -670,3 +670,62 @@ async fn an_endpoint_failing_for_too_long_is_disabled_and_says_why() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.received().len(), tried, "a disabled endpoint is left alone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_adds_an_endpoint_tests_it_and_shows_its_deliveries() {
+    let server = TestServer::start_with(quick_config()).await;
+    let (admin, scim) = setup(&server).await;
+    let receiver = Receiver::start(Vec::new()).await;
+    let (_, admin_secret) = server.token("acme", TokenScope::Admin).await;
+    let mut visitor = crate::console::Visitor::new(&server);
+    visitor.sign_in(&admin_secret).await;
+    let page = visitor.get("/admin/webhooks").await;
+    assert_eq!(page.status, 200);
+    assert!(page.html.contains("No endpoints yet."), "{}", page.html);
+    let csrf = page.csrf();
+    let created = visitor
+        .post(
+            "/admin/webhooks",
+            &[
+                ("csrf", &csrf),
+                ("url", &receiver.url),
+                ("type", "member.joined"),
+                ("description", "our app"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.html);
+    let start = created.html.find("whsec_").expect("the secret, once");
+    let secret: String = created.html[start..].chars().take_while(|c| *c != '"').collect();
+    let listed = admin.get("/webhooks").await;
+    let id = listed["webhooks"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(listed["webhooks"][0]["types"], json!(["member.joined"]));
+
+    let endpoint_page = visitor.get(&format!("/admin/webhooks/{id}")).await;
+    let tested = visitor
+        .post(&format!("/admin/webhooks/{id}/test"), &[("csrf", &endpoint_page.csrf())])
+        .await;
+    assert!(tested.html.contains("Delivered: the endpoint answered 204"), "{}", tested.html);
+    let test_delivery = receiver.wait_for(1, Duration::from_secs(10)).await;
+    verify(&secret, &test_delivery[0]).unwrap();
+    assert_eq!(test_delivery[0].json()["type"], "webhook.test");
+
+    push_users(&server, &scim, &["ann@example.com"]).await;
+    admin.sync().await;
+    let delivered = receiver.wait_for(2, Duration::from_secs(20)).await;
+    let joined = delivered[1].json();
+    assert_eq!(joined["type"], "member.joined");
+    let shown = visitor.get(&format!("/admin/webhooks/{id}")).await;
+    assert!(shown.html.contains("Last deliveries"), "{}", shown.html);
+    assert!(shown.html.contains(joined["id"].as_str().unwrap()), "the delivery is listed");
+    let paused =
+        visitor.post(&format!("/admin/webhooks/{id}/pause"), &[("csrf", &shown.csrf())]).await;
+    assert_eq!(paused.status, 303);
+    assert_eq!(admin.get(&format!("/webhooks/{id}")).await["status"], "paused");
+
+    // The member's page lists the events the application heard.
+    let member_id = joined["data"]["member"]["member_id"].as_str().unwrap();
+    let member_page = visitor.get(&format!("/admin/members/{member_id}")).await;
+    assert!(member_page.html.contains("Events the application heard"));
+    assert!(member_page.html.contains("member.joined"), "{}", member_page.html);
+}
