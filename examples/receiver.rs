@@ -31,14 +31,19 @@ mod handle;
 struct Args {
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: String,
-    /// The endpoint's secret, `whsec_...`, as `webhook create` printed it.
-    #[arg(long, env = "ROLLCALL_WEBHOOK_SECRET")]
-    secret: String,
+    /// The endpoint's secret, `whsec_...`, as `webhook create` printed it
+    /// (repeatable: one receiver for several endpoints).
+    #[arg(long, env = "ROLLCALL_WEBHOOK_SECRET", required = true)]
+    secret: Vec<String>,
+    /// Act without printing a line per event (benchmarks).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Clone)]
 struct Receiver {
-    verifier: Arc<standardwebhooks::Webhook>,
+    verifiers: Arc<Vec<standardwebhooks::Webhook>>,
+    quiet: bool,
     /// Message ids already handled (a real application keeps them in its
     /// database, beside what the handler changed).
     seen: Arc<Mutex<HashSet<String>>>,
@@ -46,8 +51,8 @@ struct Receiver {
 
 async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let http_headers: http::HeaderMap = headers.clone();
-    if let Err(error) = receiver.verifier.verify(&body, &http_headers) {
-        eprintln!("receiver: refused an unverified request: {error:?}");
+    if !receiver.verifiers.iter().any(|verifier| verifier.verify(&body, &http_headers).is_ok()) {
+        eprintln!("receiver: refused a request no secret verifies");
         return StatusCode::UNAUTHORIZED;
     }
     let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
@@ -63,7 +68,9 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
         event => vec![event],
     };
     for event in &events {
-        if let Some(line) = handle::handle(event) {
+        if let Some(line) = handle::handle(event)
+            && !receiver.quiet
+        {
             println!("{line}");
         }
     }
@@ -73,10 +80,13 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let receiver = Receiver {
-        verifier: Arc::new(standardwebhooks::Webhook::new(&args.secret)?),
-        seen: Arc::default(),
-    };
+    let verifiers = args
+        .secret
+        .iter()
+        .map(|secret| standardwebhooks::Webhook::new(secret))
+        .collect::<Result<Vec<_>, _>>()?;
+    let receiver =
+        Receiver { verifiers: Arc::new(verifiers), quiet: args.quiet, seen: Arc::default() };
     let app = Router::new().fallback(post(receive)).with_state(receiver);
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     eprintln!("receiver: listening on http://{}", listener.local_addr()?);

@@ -33,6 +33,8 @@ use crate::store::Store;
 
 /// Events in one batched message at most.
 pub const BATCH_EVENTS_MAX: usize = 100;
+/// Events read at once for an endpoint sent one event per request.
+const READ_AHEAD: usize = 256;
 /// A `Retry-After` longer than this is waited only this long.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
 
@@ -296,40 +298,28 @@ impl Deliverer {
         Ok(attempt)
     }
 
-    /// The next message of an endpoint: the batch being retried, else up
-    /// to one (or a batch of) events after its cursor.
-    fn next_message(
-        &self,
-        row: &WebhookRow,
-        state: &DeliveryState,
-    ) -> Result<Option<Message>, Error> {
-        let limit = if row.settings.batch { BATCH_EVENTS_MAX } else { 1 };
+    /// Events after `after` this endpoint receives: up to one batch, or a
+    /// page read ahead for an endpoint sent one event at a time.
+    fn read_events(&self, row: &WebhookRow, after: Cursor) -> Result<Vec<FeedEvent>, Error> {
+        let limit = if row.settings.batch { BATCH_EVENTS_MAX } else { READ_AHEAD };
         let page = self.store.read(|connection| {
-            Ok(feed::page(
-                connection,
-                &row.tenant_id,
-                state.cursor,
-                row.settings.types.as_deref(),
-                limit,
-            )?)
+            Ok(feed::page(connection, &row.tenant_id, after, row.settings.types.as_deref(), limit)?)
         })?;
-        let mut events = page.events;
-        if let Some(through) = state.pending_through {
-            events.retain(|event| event.cursor <= through);
-        }
-        Ok(Message::of(&events, row.settings.batch))
+        Ok(page.events)
     }
 
     /// Delivers to one endpoint until told to stop (or it is disabled).
     async fn run_endpoint(self: Arc<Self>, row: WebhookRow, mut stop: watch::Receiver<bool>) {
         let mut commits = self.store.log().watch_commits();
+        let mut held = Held::default();
         loop {
             if *stop.borrow() {
                 return;
             }
-            match self.step(&row, &mut commits).await {
+            match self.step(&row, &mut commits, &mut held).await {
                 Ok(Step::Delivered) => {}
                 Ok(Step::Wait(wait)) => {
+                    held.stale = true;
                     tokio::select! {
                         _ = commits.changed() => {}
                         () = tokio::time::sleep(wait) => {}
@@ -338,6 +328,7 @@ impl Deliverer {
                 }
                 Ok(Step::Disabled) => return,
                 Err(error) => {
+                    held = Held::default();
                     tracing::warn!(%error, webhook = %row.webhook_id, "webhook delivery failed to run; trying again");
                     tokio::select! {
                         () = tokio::time::sleep(self.poll) => {}
@@ -352,18 +343,33 @@ impl Deliverer {
         self: &Arc<Self>,
         row: &WebhookRow,
         commits: &mut watch::Receiver<u64>,
+        held: &mut Held,
     ) -> Result<Step, Error> {
         // Marked seen first, whichever way this step ends: a wait after it
         // then sleeps until the next commit, instead of waking at once for
         // one it already saw (which spun a core while a retry was due).
         commits.borrow_and_update();
-        let me = Arc::clone(self);
-        let key = row.clone();
-        let state = tokio::task::spawn_blocking(move || {
-            me.deliveries.state(&key.tenant_id, &key.webhook_id, key.from)
-        })
-        .await
-        .map_err(|error| Error::Internal(error.to_string()))??;
+        // The state file is read again after every wait (an admin may have
+        // said "now", or rewound, from another process) and while a message
+        // waits for its retry; while deliveries succeed back to back, what
+        // this task recorded is what the file holds.
+        if held.stale || held.state.as_ref().is_none_or(|state| state.next_attempt_at.is_some()) {
+            let me = Arc::clone(self);
+            let key = row.clone();
+            let state = tokio::task::spawn_blocking(move || {
+                me.deliveries.state(&key.tenant_id, &key.webhook_id, key.from)
+            })
+            .await
+            .map_err(|error| Error::Internal(error.to_string()))??;
+            if held.state.as_ref().is_none_or(|held| held.cursor != state.cursor) {
+                held.ahead.clear();
+            }
+            held.state = Some(state);
+            held.stale = false;
+        }
+        let Some(state) = held.state.clone() else {
+            return Ok(Step::Wait(self.poll));
+        };
         let now = self.store.now();
         if let Some(next) = state.next_attempt_at.as_deref().and_then(parse_time)
             && next > now
@@ -371,15 +377,42 @@ impl Deliverer {
             let wait = Duration::try_from(next.duration_since(now)).unwrap_or_default();
             return Ok(Step::Wait(wait.min(self.poll)));
         }
-        let me = Arc::clone(self);
-        let (key, seen) = (row.clone(), state.clone());
-        let message = tokio::task::spawn_blocking(move || me.next_message(&key, &seen))
-            .await
-            .map_err(|error| Error::Internal(error.to_string()))??;
+        if row.settings.batch || held.ahead.is_empty() {
+            let me = Arc::clone(self);
+            let (key, after) = (row.clone(), state.cursor);
+            let events = tokio::task::spawn_blocking(move || me.read_events(&key, after))
+                .await
+                .map_err(|error| Error::Internal(error.to_string()))??;
+            held.ahead = events.into();
+        }
+        let message = if row.settings.batch {
+            // A batch being retried goes again exactly as it was sent.
+            let through = state.pending_through;
+            let events: Vec<FeedEvent> = held
+                .ahead
+                .iter()
+                .filter(|event| through.is_none_or(|through| event.cursor <= through))
+                .cloned()
+                .collect();
+            Message::of(&events, true)
+        } else {
+            held.ahead.front().and_then(|event| Message::of(std::slice::from_ref(event), false))
+        };
         let Some(message) = message else {
             return Ok(Step::Wait(self.poll));
         };
-        let secrets = self.secrets(row)?;
+        let secrets = match &held.secrets {
+            Some((secrets, read)) if read.elapsed() < self.poll => secrets.clone(),
+            _ => {
+                let me = Arc::clone(self);
+                let key = row.clone();
+                let secrets = tokio::task::spawn_blocking(move || me.secrets(&key))
+                    .await
+                    .map_err(|error| Error::Internal(error.to_string()))??;
+                held.secrets = Some((secrets.clone(), Instant::now()));
+                secrets
+            }
+        };
         let at = self.store.log().now_millis();
         let outcome = self.send(&row.settings.url, &message, &secrets).await;
         let attempt_number = state.attempts + 1;
@@ -425,15 +458,21 @@ impl Deliverer {
         }
         let me = Arc::clone(self);
         let key = row.clone();
+        let kept = next.clone();
         let recorded = tokio::task::spawn_blocking(move || {
-            me.deliveries.record(&key.tenant_id, &key.webhook_id, &attempt, &next)
+            me.deliveries.record(&key.tenant_id, &key.webhook_id, &attempt, &kept)
         })
         .await
         .map_err(|error| Error::Internal(error.to_string()))??;
         if !recorded {
             // An admin rewound or retried meanwhile: start again from there.
+            *held = Held::default();
             return Ok(Step::Delivered);
         }
+        if outcome.succeeded() && !row.settings.batch {
+            held.ahead.pop_front();
+        }
+        held.state = Some(next);
         if let Some(reason) = disable {
             tracing::warn!(webhook = %row.webhook_id, %reason, "webhook endpoint disabled");
             super::disable(&self.store, &row.tenant_id, &row.webhook_id, reason).await?;
@@ -441,6 +480,20 @@ impl Deliverer {
         }
         if outcome.succeeded() { Ok(Step::Delivered) } else { Ok(Step::Wait(Duration::ZERO)) }
     }
+}
+
+/// What one endpoint's task keeps between messages.
+#[derive(Debug, Default)]
+struct Held {
+    /// Where the endpoint stands, as this task last read or recorded it.
+    state: Option<DeliveryState>,
+    /// The state must be read again before it is trusted (after a wait).
+    stale: bool,
+    /// Events after the state's cursor, read ahead.
+    ahead: std::collections::VecDeque<FeedEvent>,
+    /// The signing secrets, and when they were read (again after `poll`,
+    /// so a rotated secret's end is seen within it).
+    secrets: Option<(Vec<String>, Instant)>,
 }
 
 enum Step {
