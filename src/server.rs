@@ -227,10 +227,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = state.config.shutdown_grace;
-    let supervisor = tokio::spawn(
-        crate::webhooks::deliver::Supervisor::new(state.webhooks.deliverer.clone())
-            .run(state.stopping.subscribe()),
-    );
+    let supervisor = crate::webhooks::deliver::start(
+        state.webhooks.deliverer.clone(),
+        state.stopping.subscribe(),
+    )?;
     let stop_accepting = Arc::new(tokio::sync::Notify::new());
     let stop_signal = stop_accepting.clone();
     let server = axum::serve(listener, app(state.clone()))
@@ -254,7 +254,8 @@ pub async fn run(
         }
     };
     state.stopping.send_replace(true);
-    if supervisor.await.is_err() {
+    let stopped = tokio::task::spawn_blocking(move || supervisor.join()).await;
+    if !matches!(stopped, Ok(Ok(()))) {
         tracing::warn!("the webhook deliverer stopped abnormally");
     }
     // The last requests' rows, before the writer stops.

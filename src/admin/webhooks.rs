@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use projections::feed::{self, Cursor};
+use projections::feed::Cursor;
 use projections::webhooks as projection;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,7 +18,6 @@ use super::provisioning::{PAGE_MAX, query};
 use crate::auth::Caller;
 use crate::error::{ApiError, Error};
 use crate::server::AppState;
-use crate::webhooks::deliver::Message;
 use crate::webhooks::{self, SettingsInput};
 
 pub fn routes() -> Router<AppState> {
@@ -51,6 +50,19 @@ fn view(state: &AppState, row: &projection::WebhookRow) -> Result<Value, Error> 
     Ok(webhooks::view(row, delivery.as_ref()))
 }
 
+/// The endpoint with its new secret: the one answer that shows it.
+fn with_secret(
+    state: &AppState,
+    row: &projection::WebhookRow,
+    secret: String,
+) -> Result<Value, Error> {
+    let mut shown = view(state, row)?;
+    if let Some(fields) = shown.as_object_mut() {
+        fields.insert("secret".to_owned(), json!(secret));
+    }
+    Ok(shown)
+}
+
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -62,11 +74,7 @@ async fn create(
     let allow = state.config.webhooks.allow_private_targets;
     let (row, secret) =
         webhooks::create(&state.store, &tenant, settings, allow, caller.context).await?;
-    let mut shown = view(&state, &row)?;
-    if let Some(fields) = shown.as_object_mut() {
-        fields.insert("secret".to_owned(), json!(secret));
-    }
-    Ok((StatusCode::CREATED, Json(shown)).into_response())
+    Ok((StatusCode::CREATED, Json(with_secret(&state, &row, secret)?)).into_response())
 }
 
 async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
@@ -139,11 +147,7 @@ async fn rotate(
     let tenant = caller.principal.tenant_id.clone();
     let (row, secret) =
         webhooks::rotate(&state.store, &tenant, &id, overlap, caller.context).await?;
-    let mut shown = view(&state, &row)?;
-    if let Some(fields) = shown.as_object_mut() {
-        fields.insert("secret".to_owned(), json!(secret));
-    }
-    Ok(Json(shown).into_response())
+    Ok(Json(with_secret(&state, &row, secret)?).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,13 +210,7 @@ async fn redeliver(
     let row = endpoint(&state, &tenant, &id)?;
     match (body.event_id, body.failed, body.from_cursor) {
         (Some(event_id), None, None) => {
-            let event = state
-                .store
-                .read(|connection| Ok(feed::by_id(connection, &tenant, &event_id)?))?
-                .ok_or_else(|| Error::not_found(format!("event {event_id}")))?;
-            let message = Message::of(std::slice::from_ref(&event), false)
-                .ok_or_else(|| Error::Internal("an event made no message".to_owned()))?;
-            let attempt = state.webhooks.deliverer.send_once(&row, &message, "redelivery").await?;
+            let attempt = state.webhooks.deliverer.redeliver(&row, &event_id).await?;
             Ok(Json(webhooks::attempt_view(&attempt)).into_response())
         }
         (None, Some(true), None) => {

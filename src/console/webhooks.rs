@@ -19,7 +19,6 @@ use super::session::{Form, Session};
 use crate::auth::Caller;
 use crate::error::Error;
 use crate::server::AppState;
-use crate::webhooks::deliver::Message;
 use crate::webhooks::state::{Attempt, DeliveryState};
 use crate::webhooks::{self, SettingsInput};
 
@@ -353,14 +352,7 @@ pub async fn redeliver(
 ) -> Result<Response, PageError> {
     let tenant = caller.principal.tenant_id;
     let row = endpoint(&state, &tenant, &id)?;
-    let event_id = form.text("event_id").to_owned();
-    let event = state
-        .store
-        .read(|connection| Ok(feed::by_id(connection, &tenant, &event_id)?))?
-        .ok_or_else(|| Error::not_found(format!("event {event_id}")))?;
-    let message = Message::of(std::slice::from_ref(&event), false)
-        .ok_or_else(|| Error::Internal("an event made no message".to_owned()))?;
-    let attempt = state.webhooks.deliverer.send_once(&row, &message, "redelivery").await?;
+    let attempt = state.webhooks.deliverer.redeliver(&row, form.text("event_id")).await?;
     Ok(sent_page(&session, &row, &attempt, "Event redelivered"))
 }
 

@@ -298,6 +298,17 @@ impl Deliverer {
         Ok(attempt)
     }
 
+    /// Sends one event of the feed again, by its id, out of order.
+    pub async fn redeliver(&self, row: &WebhookRow, event_id: &str) -> Result<Attempt, Error> {
+        let event = self
+            .store
+            .read(|connection| Ok(feed::by_id(connection, &row.tenant_id, event_id)?))?
+            .ok_or_else(|| Error::not_found(format!("event {event_id}")))?;
+        let message = Message::of(std::slice::from_ref(&event), false)
+            .ok_or_else(|| Error::Internal("an event made no message".to_owned()))?;
+        self.send_once(row, &message, "redelivery").await
+    }
+
     /// Events after `after` this endpoint receives: up to one batch, or a
     /// page read ahead for an endpoint sent one event at a time.
     fn read_events(&self, row: &WebhookRow, after: Cursor) -> Result<Vec<FeedEvent>, Error> {
@@ -354,13 +365,7 @@ impl Deliverer {
         // waits for its retry; while deliveries succeed back to back, what
         // this task recorded is what the file holds.
         if held.stale || held.state.as_ref().is_none_or(|state| state.next_attempt_at.is_some()) {
-            let me = Arc::clone(self);
-            let key = row.clone();
-            let state = tokio::task::spawn_blocking(move || {
-                me.deliveries.state(&key.tenant_id, &key.webhook_id, key.from)
-            })
-            .await
-            .map_err(|error| Error::Internal(error.to_string()))??;
+            let state = self.deliveries.state(&row.tenant_id, &row.webhook_id, row.from)?;
             if held.state.as_ref().is_none_or(|held| held.cursor != state.cursor) {
                 held.ahead.clear();
             }
@@ -378,12 +383,7 @@ impl Deliverer {
             return Ok(Step::Wait(wait.min(self.poll)));
         }
         if row.settings.batch || held.ahead.is_empty() {
-            let me = Arc::clone(self);
-            let (key, after) = (row.clone(), state.cursor);
-            let events = tokio::task::spawn_blocking(move || me.read_events(&key, after))
-                .await
-                .map_err(|error| Error::Internal(error.to_string()))??;
-            held.ahead = events.into();
+            held.ahead = self.read_events(row, state.cursor)?.into();
         }
         let message = if row.settings.batch {
             // A batch being retried goes again exactly as it was sent.
@@ -404,11 +404,7 @@ impl Deliverer {
         let secrets = match &held.secrets {
             Some((secrets, read)) if read.elapsed() < self.poll => secrets.clone(),
             _ => {
-                let me = Arc::clone(self);
-                let key = row.clone();
-                let secrets = tokio::task::spawn_blocking(move || me.secrets(&key))
-                    .await
-                    .map_err(|error| Error::Internal(error.to_string()))??;
+                let secrets = self.secrets(row)?;
                 held.secrets = Some((secrets.clone(), Instant::now()));
                 secrets
             }
@@ -456,14 +452,7 @@ impl Deliverer {
             }
             next.failing_since = Some(failing_since);
         }
-        let me = Arc::clone(self);
-        let key = row.clone();
-        let kept = next.clone();
-        let recorded = tokio::task::spawn_blocking(move || {
-            me.deliveries.record(&key.tenant_id, &key.webhook_id, &attempt, &kept)
-        })
-        .await
-        .map_err(|error| Error::Internal(error.to_string()))??;
+        let recorded = self.deliveries.record(&row.tenant_id, &row.webhook_id, &attempt, &next)?;
         if !recorded {
             // An admin rewound or retried meanwhile: start again from there.
             *held = Held::default();
@@ -536,6 +525,29 @@ fn attempt_of(
     }
 }
 
+/// Runs the supervisor and every endpoint's task on a thread of their
+/// own, with a single-threaded runtime: delivery never takes a worker from
+/// the requests (the IdP's above all), its reads and writes of SQLite may
+/// block where they run, and a message goes from task to socket to state
+/// file without hopping threads (with the writes on a blocking pool, the
+/// hand-offs were most of a delivery's time). Ends when `stopping` turns
+/// true.
+pub fn start(
+    deliverer: Arc<Deliverer>,
+    stopping: watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("rollcall-webhooks".to_owned()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(%error, "webhook delivery could not start its runtime");
+                return;
+            }
+        };
+        runtime.block_on(Supervisor::new(deliverer).run(stopping));
+    })
+}
+
 /// A running endpoint task: the settings version it runs with, its stop
 /// switch, its handle.
 type Running = (u64, watch::Sender<bool>, JoinHandle<()>);
@@ -562,13 +574,8 @@ impl Supervisor {
             }
             commits.borrow_and_update();
             let store = Arc::clone(&self.deliverer.store);
-            let rows = tokio::task::spawn_blocking(move || {
-                store.read(|connection| Ok(projection::webhooks(connection, None)?))
-            })
-            .await;
-            match rows {
-                Ok(Ok(rows)) => self.reconcile(rows),
-                Ok(Err(error)) => tracing::warn!(%error, "reading the webhook endpoints failed"),
+            match store.read(|connection| Ok(projection::webhooks(connection, None)?)) {
+                Ok(rows) => self.reconcile(rows),
                 Err(error) => tracing::warn!(%error, "reading the webhook endpoints failed"),
             }
             tokio::select! {
