@@ -128,9 +128,9 @@ async fn wait_for_commit(
             }
         }
         () = tokio::time::sleep(nap) => {}
-        _ = stopping.changed() => {}
+        () = crate::webhooks::deliver::until_stopped(stopping) => return true,
     }
-    *stopping.borrow()
+    *stopping.borrow() || stopping.has_changed().is_err()
 }
 
 async fn events(

@@ -324,17 +324,35 @@ impl Deliverer {
         let mut commits = self.store.log().watch_commits();
         let mut held = Held::default();
         loop {
-            if *stop.borrow() {
+            if is_stopped(&stop) {
                 return;
             }
             match self.step(&row, &mut commits, &mut held).await {
                 Ok(Step::Delivered) => {}
-                Ok(Step::Wait(wait)) => {
+                Ok(Step::Idle) => {
+                    held.stale = true;
+                    let woke = tokio::select! {
+                        _ = commits.changed() => true,
+                        () = tokio::time::sleep(self.poll) => false,
+                        () = until_stopped(&mut stop) => false,
+                    };
+                    // A busy log commits thousands of times a second, and
+                    // few of those are this tenant's feed: look at most
+                    // every IDLE_SPACING, however often it wakes.
+                    if woke {
+                        tokio::select! {
+                            () = tokio::time::sleep(IDLE_SPACING) => {}
+                            () = until_stopped(&mut stop) => {}
+                        }
+                    }
+                }
+                Ok(Step::Retry(wait)) => {
+                    // Commits do not matter to a message waiting for its
+                    // retry: only the time, and an admin (seen within poll).
                     held.stale = true;
                     tokio::select! {
-                        _ = commits.changed() => {}
                         () = tokio::time::sleep(wait) => {}
-                        _ = stop.changed() => {}
+                        () = until_stopped(&mut stop) => {}
                     }
                 }
                 Ok(Step::Disabled) => return,
@@ -343,7 +361,7 @@ impl Deliverer {
                     tracing::warn!(%error, webhook = %row.webhook_id, "webhook delivery failed to run; trying again");
                     tokio::select! {
                         () = tokio::time::sleep(self.poll) => {}
-                        _ = stop.changed() => {}
+                        () = until_stopped(&mut stop) => {}
                     }
                 }
             }
@@ -373,14 +391,14 @@ impl Deliverer {
             held.stale = false;
         }
         let Some(state) = held.state.clone() else {
-            return Ok(Step::Wait(self.poll));
+            return Ok(Step::Idle);
         };
         let now = self.store.now();
         if let Some(next) = state.next_attempt_at.as_deref().and_then(parse_time)
             && next > now
         {
             let wait = Duration::try_from(next.duration_since(now)).unwrap_or_default();
-            return Ok(Step::Wait(wait.min(self.poll)));
+            return Ok(Step::Retry(wait.min(self.poll)));
         }
         if row.settings.batch || held.ahead.is_empty() {
             held.ahead = self.read_events(row, state.cursor)?.into();
@@ -399,7 +417,7 @@ impl Deliverer {
             held.ahead.front().and_then(|event| Message::of(std::slice::from_ref(event), false))
         };
         let Some(message) = message else {
-            return Ok(Step::Wait(self.poll));
+            return Ok(Step::Idle);
         };
         let secrets = match &held.secrets {
             Some((secrets, read)) if read.elapsed() < self.poll => secrets.clone(),
@@ -467,7 +485,7 @@ impl Deliverer {
             super::disable(&self.store, &row.tenant_id, &row.webhook_id, reason).await?;
             return Ok(Step::Disabled);
         }
-        if outcome.succeeded() { Ok(Step::Delivered) } else { Ok(Step::Wait(Duration::ZERO)) }
+        if outcome.succeeded() { Ok(Step::Delivered) } else { Ok(Step::Retry(Duration::ZERO)) }
     }
 }
 
@@ -487,9 +505,15 @@ struct Held {
 
 enum Step {
     Delivered,
-    Wait(Duration),
+    /// Nothing to send: wait for a commit (or the poll).
+    Idle,
+    /// A failed message waits this long for its retry.
+    Retry(Duration),
     Disabled,
 }
+
+/// The least time between two looks at the feed of an idle endpoint.
+const IDLE_SPACING: Duration = Duration::from_millis(25);
 
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -548,6 +572,28 @@ pub fn start(
     })
 }
 
+/// Whether a stop switch is on, or gone (its owner dropped without
+/// turning it on: a server that was not shut down, say).
+fn is_stopped(switch: &watch::Receiver<bool>) -> bool {
+    *switch.borrow() || switch.has_changed().is_err()
+}
+
+/// Resolves once the switch is on or gone. (Waiting on `changed()` alone
+/// returns at once, again and again, once the sender is gone: a spin.)
+pub(crate) async fn until_stopped(switch: &mut watch::Receiver<bool>) {
+    loop {
+        if *switch.borrow_and_update() {
+            return;
+        }
+        if switch.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The least time between two reads of the endpoints by the supervisor.
+const SUPERVISOR_SPACING: Duration = Duration::from_millis(100);
+
 /// A running endpoint task: the settings version it runs with, its stop
 /// switch, its handle.
 type Running = (u64, watch::Sender<bool>, JoinHandle<()>);
@@ -569,7 +615,7 @@ impl Supervisor {
     pub async fn run(mut self, mut stopping: watch::Receiver<bool>) {
         let mut commits = self.deliverer.store.log().watch_commits();
         loop {
-            if *stopping.borrow() {
+            if is_stopped(&stopping) {
                 break;
             }
             commits.borrow_and_update();
@@ -578,10 +624,18 @@ impl Supervisor {
                 Ok(rows) => self.reconcile(rows),
                 Err(error) => tracing::warn!(%error, "reading the webhook endpoints failed"),
             }
-            tokio::select! {
-                _ = commits.changed() => {}
-                () = tokio::time::sleep(self.deliverer.poll) => {}
-                _ = stopping.changed() => {}
+            let woke = tokio::select! {
+                _ = commits.changed() => true,
+                () = tokio::time::sleep(self.deliverer.poll) => false,
+                () = until_stopped(&mut stopping) => false,
+            };
+            // Endpoint changes are rare and commits are not: read the
+            // endpoints at most every SUPERVISOR_SPACING.
+            if woke {
+                tokio::select! {
+                    () = tokio::time::sleep(SUPERVISOR_SPACING) => {}
+                    () = until_stopped(&mut stopping) => {}
+                }
             }
         }
         for (_, (_, stop, task)) in self.running.drain() {
@@ -615,5 +669,26 @@ impl Supervisor {
             let task = tokio::spawn(Arc::clone(&self.deliverer).run_endpoint(row, stopped));
             self.running.insert(key, (version, stop, task));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stop switch whose owner is gone counts as on: waiting on it ends
+    /// at once and for good (the supervisor of a server dropped without a
+    /// shutdown spun on `changed()` otherwise).
+    #[tokio::test]
+    async fn a_dropped_switch_stops() {
+        let (switch, mut seen) = watch::channel(false);
+        assert!(!is_stopped(&seen));
+        drop(switch);
+        assert!(is_stopped(&seen));
+        tokio::time::timeout(Duration::from_secs(5), until_stopped(&mut seen)).await.expect("ends");
+        let (switch, mut seen) = watch::channel(false);
+        let waiting = tokio::spawn(async move { until_stopped(&mut seen).await });
+        switch.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("ends").unwrap();
     }
 }

@@ -729,3 +729,54 @@ async fn the_console_adds_an_endpoint_tests_it_and_shows_its_deliveries() {
     assert!(member_page.html.contains("Events the application heard"));
     assert!(member_page.html.contains("member.joined"), "{}", member_page.html);
 }
+
+/// The CLI twins of the routes, on the same file as a running server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_pauses_resumes_rotates_redelivers_and_deletes() {
+    let server = TestServer::start_with(quick_config()).await;
+    let (admin, scim) = setup(&server).await;
+    let receiver = Receiver::start(Vec::new()).await;
+    let db = server.db_path();
+    let cli =
+        |args: &[&str]| crate::util::stdout(&crate::util::rollcall_ok(&db, args)).trim().to_owned();
+    let refused = crate::util::rollcall(
+        &db,
+        &["webhook", "create", "--tenant", "acme", "--url", &receiver.url],
+    );
+    assert!(!refused.status.success(), "a loopback URL needs --allow-private-targets");
+    assert!(crate::util::stderr(&refused).contains("not a public address"));
+    let secret = cli(&[
+        "webhook",
+        "create",
+        "--tenant",
+        "acme",
+        "--url",
+        &receiver.url,
+        "--type",
+        "member.joined",
+        "--allow-private-targets",
+    ]);
+    let id = admin.get("/webhooks").await["webhooks"][0]["id"].as_str().unwrap().to_owned();
+    cli(&["webhook", "pause", &id, "--tenant", "acme"]);
+    assert_eq!(admin.get(&format!("/webhooks/{id}")).await["status"], "paused");
+    push_users(&server, &scim, &["ann@example.com"]).await;
+    admin.sync().await;
+    cli(&["webhook", "resume", &id, "--tenant", "acme"]);
+    let first = receiver.wait_for(1, Duration::from_secs(20)).await;
+    verify(&secret, &first[0]).unwrap();
+
+    let rotated = cli(&["webhook", "rotate", &id, "--tenant", "acme", "--overlap-hours", "0"]);
+    assert!(rotated.starts_with("whsec_") && rotated != secret);
+    let start =
+        projections::feed::Cursor::START.encode(&crate::scim::tenant_id(&server, "acme").await);
+    cli(&["webhook", "redeliver", &id, "--tenant", "acme", "--from-cursor", &start]);
+    let again = receiver.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(again[1].json()["id"], first[0].json()["id"], "the same event again");
+    verify(&rotated, &again[1]).unwrap();
+    assert!(verify(&secret, &again[1]).is_err(), "no overlap: the old secret is gone");
+    let shown: Value =
+        serde_json::from_str(&cli(&["webhook", "show", &id, "--tenant", "acme"])).unwrap();
+    assert_eq!(shown["recent_deliveries"].as_array().unwrap().len(), 2, "{shown}");
+    cli(&["webhook", "delete", &id, "--tenant", "acme"]);
+    assert_eq!(admin.get("/webhooks").await["webhooks"], json!([]));
+}
