@@ -32,6 +32,8 @@ pub fn routes() -> Router<AppState> {
 
 /// The longest a long poll waits (`wait`, in seconds).
 pub const WAIT_SECONDS_MAX: u64 = 60;
+/// The least time between two reads of the feed by one waiting request.
+const WAKE_SPACING: Duration = Duration::from_millis(25);
 /// Events per page when `limit` is not given.
 pub const PAGE_DEFAULT: u64 = 100;
 
@@ -120,15 +122,26 @@ async fn wait_for_commit(
 ) -> bool {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let nap = remaining.min(state.config.feed_poll);
-    tokio::select! {
+    let woke = tokio::select! {
         changed = commits.changed() => {
             if changed.is_err() {
                 // The writer is gone (a read-only store): poll instead.
                 tokio::time::sleep(nap).await;
             }
+            changed.is_ok()
         }
-        () = tokio::time::sleep(nap) => {}
+        () = tokio::time::sleep(nap) => false,
         () = crate::webhooks::deliver::until_stopped(stopping) => return true,
+    };
+    if woke {
+        // Most commits of a busy log are not this tenant's feed: every
+        // waiting poll and stream reads the feed at most this often, however
+        // often the log commits.
+        let spacing = WAKE_SPACING.min(deadline.saturating_duration_since(Instant::now()));
+        tokio::select! {
+            () = tokio::time::sleep(spacing) => {}
+            () = crate::webhooks::deliver::until_stopped(stopping) => return true,
+        }
     }
     *stopping.borrow() || stopping.has_changed().is_err()
 }

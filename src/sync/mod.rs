@@ -242,9 +242,18 @@ pub const CAUSES_MAX: usize = 10;
 /// walked the (tenant, position) index from `since` (0 for a join: the
 /// tenant's whole log) for every member instead of the stream's own
 /// entries, and a 50,000-user run went from seconds to many minutes.
-const USER_CAUSES: &str = "SELECT position, hash, event_type, stream, metadata ->> '$.request_id' \
+const USER_CAUSES: &str = "SELECT position, hash, event_type, stream, metadata \
      FROM events WHERE tenant = ?1 AND stream = ?2 AND +position > ?3 \
      ORDER BY version DESC LIMIT ?4";
+
+/// The one field of an event's metadata a cause needs, read in Rust: the
+/// rest (a request's body above all) is skipped, where SQLite's `->>`
+/// would translate the whole metadata to JSONB first.
+#[derive(serde::Deserialize)]
+struct RequestIdOnly {
+    #[serde(default)]
+    request_id: Option<String>,
+}
 
 /// The events a member change rests on, oldest first: the user's SCIM
 /// events after the member's last event (all of them for a join), the
@@ -266,12 +275,22 @@ fn causes(
         let position: i64 = row.get(0)?;
         let hash: Vec<u8> = row.get(1)?;
         let hash: events::ChainHash = hash.try_into().unwrap_or(events::ZERO_HASH);
+        let metadata = row.get_ref(4)?.as_str()?;
+        let request_id = serde_json::from_str::<RequestIdOnly>(metadata)
+            .map_err(|error| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    4,
+                    rusqlite::types::Type::Text,
+                    Box::new(error),
+                )
+            })?
+            .request_id;
         Ok(Cause {
             position: u64::try_from(position).unwrap_or(0),
             hash: events::hash::to_hex(&hash),
             event_type: row.get(2)?,
             stream: row.get(3)?,
-            request_id: row.get(4)?,
+            request_id,
         })
     };
     let mut found: Vec<Cause> = connection
@@ -293,7 +312,7 @@ fn causes(
     let settings = [rules.mapping_position, rules.bindings_position];
     let mut by_position = connection
         .prepare_cached(
-            "SELECT position, hash, event_type, stream, metadata ->> '$.request_id' FROM events \
+            "SELECT position, hash, event_type, stream, metadata FROM events \
              WHERE position = ?1 AND tenant = ?2",
         )
         .map_err(storage)?;
