@@ -255,6 +255,19 @@ async fn create_endpoint(admin: &Admin<'_>, body: Value) -> (String, String) {
     (created["id"].as_str().unwrap().to_owned(), secret)
 }
 
+/// Waits until the endpoint's status is `status`; answers the endpoint.
+async fn wait_for_status(admin: &Admin<'_>, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = admin.get(&format!("/webhooks/{id}")).await;
+        if shown["status"] == status {
+            return shown;
+        }
+        assert!(Instant::now() < deadline, "never {status}: {shown}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The feed's events, in order, as the application token would read them.
 async fn feed(admin: &Admin<'_>) -> Vec<Value> {
     admin.get("/events?limit=1000").await["events"].as_array().unwrap().clone()
@@ -347,15 +360,7 @@ async fn gone_disables_a_paused_endpoint_waits_and_both_catch_up_in_order() {
 
     push_users(&server, &scim, &["ann@example.com", "bob@example.com"]).await;
     admin.sync().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let disabled = loop {
-        let shown = admin.get(&format!("/webhooks/{gone_id}")).await;
-        if shown["status"] == "disabled" {
-            break shown;
-        }
-        assert!(Instant::now() < deadline, "410 did not disable: {shown}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let disabled = wait_for_status(&admin, &gone_id, "disabled").await;
     assert!(disabled["disabled_reason"].as_str().unwrap().contains("410"), "{disabled}");
     assert_eq!(gone.received().len(), 1, "nothing more after the 410");
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -654,15 +659,7 @@ async fn an_endpoint_failing_for_too_long_is_disabled_and_says_why() {
     let (id, _) = create_endpoint(&admin, json!({"url": receiver.url})).await;
     push_users(&server, &scim, &["ann@example.com"]).await;
     admin.sync().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let shown = loop {
-        let shown = admin.get(&format!("/webhooks/{id}")).await;
-        if shown["status"] == "disabled" {
-            break shown;
-        }
-        assert!(Instant::now() < deadline, "never disabled: {shown}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let shown = wait_for_status(&admin, &id, "disabled").await;
     assert!(shown["disabled_reason"].as_str().unwrap().contains("failed since"), "{shown}");
     assert!(shown["delivery"]["attempts"].as_u64().unwrap() >= 2, "{shown}");
     let tried = receiver.received().len();
