@@ -128,6 +128,9 @@ pub enum Command {
         #[command(subcommand)]
         command: SettingCommand,
     },
+    /// Print the OpenAPI 3.1 document of /api/v1 (as the server serves it
+    /// at /api/v1/openapi.json, and docs/openapi.json holds it).
+    Openapi,
 }
 
 #[derive(Debug, clap::Args)]
@@ -633,6 +636,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     settings.as_of_snapshot_every,
                 ),
             )
+        }
+        Command::Openapi => {
+            print!("{}", crate::admin::openapi::document_json());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Rebuild(rebuild) => {
             init_logging("warn", LogFormat::Text);

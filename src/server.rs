@@ -210,7 +210,11 @@ pub fn app(state: AppState) -> Router {
         .nest("/scim/v2", crate::scim::router(state.clone()))
         .nest(
             "/api/v1",
-            crate::admin::router(state.clone()).merge(crate::audit::router(state.clone())),
+            axum::Router::from(
+                crate::admin::router(state.clone())
+                    .merge(crate::audit::router(state.clone()))
+                    .merge(crate::admin::openapi::public_routes()),
+            ),
         )
         .merge(crate::console::router(state.clone()))
         .fallback(not_found)

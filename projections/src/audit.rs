@@ -25,8 +25,10 @@ use crate::ProjectionError;
 use crate::sql_integer;
 
 /// On whose word something was recorded, as the event's metadata says.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Word {
+    /// Who: a token, an admin, the schedule, the CLI.
+    #[schema(value_type = Object)]
     pub actor: Actor,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
@@ -89,8 +91,10 @@ events::words! {
 }
 
 /// One joiner, leaver or change of status.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Movement {
+    /// `joined`, `rejoined`, `disabled`, `enabled`, `left` or `purged`.
+    #[schema(value_type = String)]
     pub kind: MovementKind,
     pub member_id: String,
     /// The SCIM user behind the member at the time.

@@ -257,14 +257,15 @@ fn apply_run(
         RunEnd::Completed => "sync.completed",
         RunEnd::Held => "sync.held",
     };
-    let data = json!({
-        "run_id": completed.run_id,
-        "status": completed.status,
-        "counts": completed.counts,
-        "duration_ms": completed.duration_ms,
-        "checkpoint": completed.position,
-        "held_reason": completed.held_reason,
-    });
+    let data = RunData {
+        run_id: completed.run_id.clone(),
+        status: completed.status,
+        counts: completed.counts.clone(),
+        duration_ms: completed.duration_ms,
+        checkpoint: completed.position,
+        held_reason: completed.held_reason.clone(),
+    };
+    let data = serde_json::to_value(data).unwrap_or(Value::Null);
     insert(connection, recorded, kind, data)
 }
 
@@ -310,31 +311,27 @@ fn insert(
         ProjectionError::Metadata { position: recorded.position, reason: error.to_string() }
     })?;
     let cursor = Cursor { position: recorded.position, seq: 0 };
-    let causes: Vec<Value> = envelope
-        .caused_by
-        .iter()
-        .map(|cause| {
-            json!({
-                "position": cause.position,
-                "hash": cause.hash,
-                "type": cause.event_type,
-                "stream": cause.stream,
-                "request_id": cause.request_id,
-            })
-        })
-        .collect();
-    let request_id = envelope.caused_by.iter().rev().find_map(|cause| cause.request_id.clone());
-    let body = json!({
-        "id": envelope.event_id,
-        "type": kind,
-        "version": CATALOGUE_VERSION,
-        "tenant": tenant,
-        "cursor": cursor.encode(tenant),
-        "occurred_at": recorded.recorded_at,
-        "data": data,
-        "source": source(connection, tenant, &envelope)?,
-        "caused_by": { "request_id": request_id, "events": causes },
-    });
+    let request_id = envelope.caused_by.iter().rev().find_map(|cause| cause.request_id.as_deref());
+    let body = EventBody {
+        id: &envelope.event_id,
+        kind,
+        version: CATALOGUE_VERSION,
+        tenant,
+        cursor: cursor.encode(tenant),
+        occurred_at: &recorded.recorded_at,
+        data,
+        source: source(connection, tenant, &envelope)?,
+        caused_by: CausedBy {
+            request_id,
+            events: envelope.caused_by.iter().map(CauseView::of).collect(),
+        },
+    };
+    // Through a `Value`, so the keys are sorted as they have always been
+    // stored: a rebuild yields the same bytes.
+    let body = serde_json::to_value(&body).map_err(|error| ProjectionError::Metadata {
+        position: recorded.position,
+        reason: error.to_string(),
+    })?;
     connection
         .prepare_cached(
             "INSERT INTO feed_events (tenant_id, position, seq, type, body) \
@@ -351,6 +348,104 @@ fn insert(
         })
         .map(drop)
         .map_err(ProjectionError::storage("projecting a feed event"))
+}
+
+/// One event of the feed, as the application receives it (the OpenAPI
+/// document's `Event`; docs/events.md describes each type's `data`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Event)]
+pub struct EventBody<'a> {
+    /// The log event's id: the same on every redelivery.
+    pub id: &'a str,
+    /// One of the catalogue's types (`member.joined`, ..., `sync.held`).
+    #[serde(rename = "type")]
+    #[schema(
+        pattern = "^(member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|sync\\.completed|sync\\.held)$"
+    )]
+    pub kind: &'a str,
+    /// The catalogue's version.
+    pub version: u32,
+    /// The tenant's id.
+    pub tenant: &'a str,
+    /// Opaque, strictly increasing within the tenant: read `after` it.
+    pub cursor: String,
+    pub occurred_at: &'a str,
+    #[schema(value_type = EventData)]
+    pub data: Value,
+    /// Who asked for it: the actor (an IdP's token and client, an admin,
+    /// the schedule), the run and its trigger.
+    #[schema(value_type = Object)]
+    pub source: Value,
+    pub caused_by: CausedBy<'a>,
+}
+
+/// The SCIM requests and events behind a member event, to check against
+/// the tenant's audit and exported chain.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CausedBy<'a> {
+    /// The request id of the latest cause that has one.
+    pub request_id: Option<&'a str>,
+    pub events: Vec<CauseView<'a>>,
+}
+
+/// One log event behind a feed event.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Cause)]
+pub struct CauseView<'a> {
+    pub position: u64,
+    /// Its chain hash, lower-case hex.
+    pub hash: &'a str,
+    /// The log event's type (`UserCreated`, `GroupMembersAdded`, ...).
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
+    pub stream: &'a str,
+    pub request_id: Option<&'a str>,
+}
+
+impl CauseView<'_> {
+    fn of(cause: &Cause) -> CauseView<'_> {
+        CauseView {
+            position: cause.position,
+            hash: &cause.hash,
+            event_type: &cause.event_type,
+            stream: &cause.stream,
+            request_id: cause.request_id.as_deref(),
+        }
+    }
+}
+
+/// What an event's `data` holds: a member and its change, or a run.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum EventData {
+    Member(MemberData),
+    Run(RunData),
+}
+
+/// The `data` of a `member.*` event.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct MemberData {
+    /// The member after the change (after a purge: its id and status only).
+    #[schema(value_type = Object)]
+    pub member: Value,
+    /// The change itself; its fields depend on the type.
+    #[schema(value_type = Object)]
+    pub change: Value,
+}
+
+/// The `data` of a `sync.completed` or `sync.held` event.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RunData {
+    pub run_id: String,
+    /// `completed` or `held`.
+    #[schema(value_type = String)]
+    pub status: RunEnd,
+    #[schema(value_type = Object)]
+    pub counts: Value,
+    pub duration_ms: u64,
+    /// The log position the run read through.
+    pub checkpoint: u64,
+    pub held_reason: Option<String>,
 }
 
 /// One event as stored: its cursor and its JSON body.

@@ -80,25 +80,75 @@ pub struct MemberRow {
 
 impl MemberRow {
     /// The member as the application reads it: the admin API's member, and
-    /// the `data.member` of every event in the feed.
+    /// the `data.member` of every event in the feed. A JSON object (its
+    /// keys sorted, as the feed has always stored them).
     pub fn view(&self) -> Value {
-        serde_json::json!({
-            "member_id": self.member_id,
-            "status": self.status.as_str(),
-            "user_name": self.user_name,
-            "properties": self.properties,
-            "roles": self.roles,
-            "app_properties": self.app_properties,
-            "joined_at": self.joined_at,
-            "left_at": self.left_at,
-            "grace_until": self.grace_until,
-            "disabled_at": self.disabled_at,
-            "revoke_sessions": self.revoke_sessions,
-            "source": { "scim_user_id": self.user_id, "external_id": self.external_id },
-            "updated_at": self.updated_at,
-            "version": self.version,
-            "last_position": self.last_position,
-        })
+        serde_json::to_value(MemberView::of(self)).unwrap_or(Value::Null)
+    }
+}
+
+/// The member as the application reads it; the OpenAPI document's
+/// `Member` is this type's schema.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Member)]
+pub struct MemberView {
+    pub member_id: String,
+    /// `active`, `disabled`, `left` or `purged`.
+    #[schema(value_type = String, pattern = "^(active|disabled|left|purged)$")]
+    pub status: &'static str,
+    pub user_name: String,
+    /// The mapped properties, by the tenant's attribute mapping.
+    #[schema(value_type = Object)]
+    pub properties: Map<String, Value>,
+    /// The roles its groups bind to, sorted.
+    pub roles: Vec<String>,
+    /// What the application set itself (`PATCH /api/v1/members/{id}`).
+    #[schema(value_type = Object)]
+    pub app_properties: Map<String, Value>,
+    pub joined_at: String,
+    pub left_at: Option<String>,
+    /// Until when a left member may be restored before it is purged.
+    pub grace_until: Option<String>,
+    pub disabled_at: Option<String>,
+    /// Set when the member was disabled: sign it out everywhere.
+    pub revoke_sessions: bool,
+    pub source: MemberSource,
+    pub updated_at: String,
+    /// The member stream's version.
+    pub version: u64,
+    /// The log position of the last event applied to it.
+    pub last_position: u64,
+}
+
+/// Where a member comes from in the SCIM directory.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct MemberSource {
+    pub scim_user_id: String,
+    pub external_id: Option<String>,
+}
+
+impl MemberView {
+    pub fn of(row: &MemberRow) -> MemberView {
+        MemberView {
+            member_id: row.member_id.clone(),
+            status: row.status.as_str(),
+            user_name: row.user_name.clone(),
+            properties: row.properties.clone(),
+            roles: row.roles.clone(),
+            app_properties: row.app_properties.clone(),
+            joined_at: row.joined_at.clone(),
+            left_at: row.left_at.clone(),
+            grace_until: row.grace_until.clone(),
+            disabled_at: row.disabled_at.clone(),
+            revoke_sessions: row.revoke_sessions,
+            source: MemberSource {
+                scim_user_id: row.user_id.clone(),
+                external_id: row.external_id.clone(),
+            },
+            updated_at: row.updated_at.clone(),
+            version: row.version,
+            last_position: row.last_position,
+        }
     }
 }
 

@@ -12,22 +12,24 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use projections::feed::{self, Cursor, FeedEvent, FeedPage};
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{ErrorBody, EventPage};
 use super::provisioning::{PAGE_MAX, blocking, query};
 use crate::auth::Caller;
 use crate::error::{ApiError, Error};
 use crate::server::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/events", get(events)).route("/events/stream", get(stream))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events)).routes(routes!(stream))
 }
 
 /// The longest a long poll waits (`wait`, in seconds).
@@ -37,16 +39,29 @@ const WAKE_SPACING: Duration = Duration::from_millis(25);
 /// Events per page when `limit` is not given.
 pub const PAGE_DEFAULT: u64 = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct FeedQuery {
+    /// The cursor to read after (a `cursor` or `next_cursor` this tenant
+    /// was given); absent: from the first event.
     #[serde(default)]
+    #[param(pattern = "^([0-9a-f]{28})?$")]
     after: Option<String>,
+    /// Events per page, 1 to 1,000 (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
+    /// Only these types, comma-separated (`member.joined,member.left`).
     #[serde(default)]
+    #[param(
+        pattern = "^((member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|sync\\.completed|sync\\.held)(,(member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|sync\\.completed|sync\\.held))*)?$"
+    )]
     types: Option<String>,
+    /// Seconds to wait for an event past the cursor, 0 to 60 (default 0):
+    /// answers as soon as one exists, or empty at the deadline.
     #[serde(default)]
+    #[param(minimum = 0, maximum = 60)]
     wait: Option<u64>,
 }
 
@@ -98,9 +113,11 @@ impl FeedRequest {
 
 /// `types=member.joined,member.left`: each must be in the catalogue.
 fn parse_types(text: Option<&str>) -> Result<Option<Vec<String>>, Error> {
-    let Some(text) = text.filter(|text| !text.trim().is_empty()) else { return Ok(None) };
+    let Some(text) = text.filter(|text| !text.is_empty()) else { return Ok(None) };
     let mut types = Vec::new();
-    for name in text.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+    // Exactly as documented (the OpenAPI document's pattern): names
+    // separated by single commas, nothing around them.
+    for name in text.split(',') {
         if !feed::TYPES.contains(&name) {
             return Err(Error::invalid(format!(
                 "{name:?} is not an event type; the types are {}",
@@ -146,6 +163,9 @@ async fn wait_for_commit(
     *stopping.borrow() || stopping.has_changed().is_err()
 }
 
+/// The event feed, in cursor order, with a long poll.
+#[utoipa::path(get, operation_id = "list_events", path = "/events", tag = "events", params(FeedQuery),
+    responses((status = 200, description = "A page of events", body = EventPage)))]
 async fn events(
     State(state): State<AppState>,
     caller: Caller,
@@ -199,14 +219,49 @@ fn page_response(tenant: &str, page: &FeedPage) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
+    /// The cursor to start after; a `Last-Event-ID` header wins over it.
     #[serde(default)]
+    #[param(pattern = "^([0-9a-f]{28})?$")]
     after: Option<String>,
+    /// Only these types, comma-separated.
     #[serde(default)]
+    #[param(
+        pattern = "^((member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|sync\\.completed|sync\\.held)(,(member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|sync\\.completed|sync\\.held))*)?$"
+    )]
     types: Option<String>,
 }
+
+/// One Server-Sent Event of the stream, in the OpenAPI document.
+#[derive(Debug)]
+struct StreamEvent;
+
+impl utoipa::PartialSchema for StreamEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some("`id` is the event's cursor, `event` its type, `data` the event"))
+            .property("id", text().pattern(Some("^[0-9a-f]{28}$")))
+            .property("event", <crate::webhooks::EventType as utoipa::PartialSchema>::schema())
+            .property(
+                "data",
+                text()
+                    .content_media_type("application/json")
+                    .content_schema(Some(utoipa::openapi::Ref::from_schema_name("Event"))),
+            )
+            .required("id")
+            .required("event")
+            .required("data")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StreamEvent {}
 
 /// Where a stream is, between the events it sends.
 struct Tail {
@@ -252,6 +307,14 @@ impl Tail {
     }
 }
 
+/// The event feed as Server-Sent Events: `id` is the cursor, `event` the
+/// type, `data` the event; a `heartbeat` comment at least every 15 s. It
+/// does not end: reconnect with `Last-Event-ID` to resume.
+#[utoipa::path(get, operation_id = "stream_events", path = "/events/stream", tag = "events",
+    params(StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "The last cursor seen, to resume after")),
+    responses((status = 200, description = "An endless stream of events", content_type = "text/event-stream", body = StreamEvent),
+        (status = 400, description = "A malformed or foreign cursor, or an unknown type", body = ErrorBody)))]
 async fn stream(
     State(state): State<AppState>,
     caller: Caller,
@@ -260,10 +323,15 @@ async fn stream(
 ) -> Result<Response, ApiError> {
     let raw = query(raw)?;
     // A reconnecting EventSource sends the last id it saw; it wins over
-    // the `after` the stream was first opened with.
-    let last_event_id = headers.get("last-event-id").map(|value| {
-        value.to_str().map(str::to_owned).map_err(|_| Error::invalid("Last-Event-ID is not text"))
-    });
+    // the `after` the stream was first opened with. Empty, it saw none:
+    // `after` still says where to start.
+    let last_event_id =
+        headers.get("last-event-id").filter(|value| !value.is_empty()).map(|value| {
+            value
+                .to_str()
+                .map(str::to_owned)
+                .map_err(|_| Error::invalid("Last-Event-ID is not text"))
+        });
     let after = match last_event_id {
         Some(id) => Some(id?),
         None => raw.after,

@@ -10,6 +10,7 @@
 //! decide nothing themselves.
 
 pub mod feed;
+pub mod openapi;
 pub mod provisioning;
 pub mod webhooks;
 
@@ -17,34 +18,45 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router, middleware};
+use axum::{Json, middleware};
 use events::event::TokenScope;
 use projections::tenancy::{self as tenancy_projection, TokenRecord};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Caller, Gate, require_token};
 use crate::error::{ApiError, Error};
 use crate::server::{AppState, Surface};
 use crate::tenancy::{self, Revoked, TenantRef, TokenRequest};
 
-pub fn router(state: AppState) -> Router<AppState> {
-    let admin = Gate { state: state.clone(), allowed: &[TokenScope::Admin], surface: Surface::Api };
-    // What the application may reach: the members and the event feed.
-    let application =
-        Gate { state, allowed: &[TokenScope::Admin, TokenScope::App], surface: Surface::Api };
-    let admin_routes = Router::new()
-        .route("/tenant", get(current_tenant))
-        .route("/tokens", get(list_tokens).post(issue_token))
-        .route("/tokens/{token_id}", delete(revoke_token))
+/// The routes only `admin` tokens reach: the tenant, its tokens,
+/// provisioning and webhooks. Without their gate: [`router`] adds it, and
+/// [`openapi::document`] reads their documentation from the same routes.
+pub fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(current_tenant))
+        .routes(routes!(list_tokens, issue_token))
+        .routes(routes!(revoke_token))
         .merge(provisioning::routes())
         .merge(webhooks::routes())
-        .layer(middleware::from_fn_with_state(admin, require_token));
-    let application_routes = provisioning::member_routes()
-        .merge(feed::routes())
-        .layer(middleware::from_fn_with_state(application, require_token));
-    admin_routes.merge(application_routes)
+}
+
+/// What the application may reach (with an `app` or `admin` token): the
+/// members and the event feed.
+pub fn application_routes() -> OpenApiRouter<AppState> {
+    provisioning::member_routes().merge(feed::routes())
+}
+
+pub fn router(state: AppState) -> OpenApiRouter<AppState> {
+    let admin = Gate { state: state.clone(), allowed: &[TokenScope::Admin], surface: Surface::Api };
+    let application =
+        Gate { state, allowed: &[TokenScope::Admin, TokenScope::App], surface: Surface::Api };
+    admin_routes().layer(middleware::from_fn_with_state(admin, require_token)).merge(
+        application_routes().layer(middleware::from_fn_with_state(application, require_token)),
+    )
 }
 
 /// `axum::Json`, but a malformed body is a JSON error with a message (not
@@ -70,20 +82,65 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 }
 
 /// A token as the API shows it: never the secret.
-pub fn token_view(token: &TokenRecord, now: jiff::Timestamp) -> serde_json::Value {
-    serde_json::json!({
-        "token_id": token.token_id,
-        "tenant": token.tenant_name,
-        "scope": token.scope.as_str(),
-        "label": token.label,
-        "status": tenancy::token_status(token, now).as_str(),
-        "created_at": token.created_at,
-        "expires_at": token.expires_at,
-        "revoked_at": token.revoked_at,
-        "last_used_at": token.last_used_at,
-    })
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Token)]
+pub struct TokenView {
+    pub token_id: String,
+    /// The tenant's name.
+    pub tenant: String,
+    #[schema(pattern = "^(scim|admin|audit|app)$")]
+    pub scope: &'static str,
+    pub label: Option<String>,
+    #[schema(pattern = "^(active|expired|revoked)$")]
+    pub status: &'static str,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub last_used_at: Option<String>,
 }
 
+pub fn token_view(token: &TokenRecord, now: jiff::Timestamp) -> serde_json::Value {
+    serde_json::to_value(TokenView {
+        token_id: token.token_id.clone(),
+        tenant: token.tenant_name.clone(),
+        scope: token.scope.as_str(),
+        label: token.label.clone(),
+        status: tenancy::token_status(token, now).as_str(),
+        created_at: token.created_at.clone(),
+        expires_at: token.expires_at.clone(),
+        revoked_at: token.revoked_at.clone(),
+        last_used_at: token.last_used_at.clone(),
+    })
+    .unwrap_or(serde_json::Value::Null)
+}
+
+/// A token just issued: the only answer that carries its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedToken {
+    #[serde(flatten)]
+    pub token: TokenView,
+    /// The bearer secret, shown this once.
+    pub secret: String,
+}
+
+/// The caller's tenant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantView {
+    pub tenant_id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+/// The tenant's tokens, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenList {
+    pub total: usize,
+    pub tokens: Vec<TokenView>,
+}
+
+/// The caller's tenant.
+#[utoipa::path(get, path = "/tenant", tag = "tenant",
+    responses((status = 200, description = "The tenant the token belongs to", body = TenantView)))]
 async fn current_tenant(
     State(state): State<AppState>,
     caller: Caller,
@@ -91,14 +148,17 @@ async fn current_tenant(
     let tenant = state
         .store
         .read(|connection| TenantRef::Id(caller.principal.tenant_id.clone()).resolve(connection))?;
-    Ok(Json(serde_json::json!({
-        "tenant_id": tenant.tenant_id,
-        "name": tenant.name,
-        "created_at": tenant.created_at,
-    }))
+    Ok(Json(TenantView {
+        tenant_id: tenant.tenant_id,
+        name: tenant.name,
+        created_at: tenant.created_at,
+    })
     .into_response())
 }
 
+/// The tenant's tokens (never their secrets).
+#[utoipa::path(get, path = "/tokens", tag = "tokens",
+    responses((status = 200, description = "Every token of the tenant", body = TokenList)))]
 async fn list_tokens(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let tokens = state.store.read(|connection| {
         Ok(tenancy_projection::list_tokens(connection, Some(&caller.principal.tenant_id))?)
@@ -108,17 +168,24 @@ async fn list_tokens(State(state): State<AppState>, caller: Caller) -> Result<Re
     Ok(Json(serde_json::json!({ "total": items.len(), "tokens": items })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IssueTokenBody {
+    /// `scim` (for the IdP), `admin`, `audit` (read-only) or `app`.
+    #[schema(pattern = "^(scim|admin|audit|app)$")]
     scope: String,
-    /// A lifetime such as `90d`; absent: the token does not expire.
+    /// A lifetime such as `90d`, `2w`, `12h` or `30m` (at most 3650 days); absent: the token does
+    /// not expire.
     #[serde(default)]
+    #[schema(pattern = "^\\s*([0-9]+[mhdw])?\\s*$")]
     expires: Option<String>,
     #[serde(default)]
     label: Option<String>,
 }
 
+/// Issues a token; its secret is in this answer only.
+#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = IssueTokenBody,
+    responses((status = 201, description = "The token, with its secret", body = IssuedToken)))]
 async fn issue_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -142,6 +209,11 @@ async fn issue_token(
     Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
+/// Revokes a token: refused from its very next request.
+#[utoipa::path(delete, path = "/tokens/{token_id}", tag = "tokens",
+    params(("token_id" = String, Path, description = "The token's id")),
+    responses((status = 204, description = "Revoked (or it was already)"),
+        (status = 404, description = "No such token in this tenant", body = openapi::ErrorBody)))]
 async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,

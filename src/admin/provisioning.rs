@@ -7,52 +7,62 @@
 //! or a run over a large tenant) goes to a blocking thread. Field names
 //! are documented in docs/api.md.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use projections::feed;
-use projections::members::{self, MemberQuery, MemberRow, MemberStatus, SyncRunRow};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use projections::members::{self, MemberQuery, MemberRow, MemberStatus, MemberView, SyncRunRow};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiJson;
+use super::openapi::ErrorBody;
 use crate::auth::Caller;
 use crate::error::{ApiError, Error};
 use crate::server::AppState;
+use crate::sync::config::{Mapping, RoleBindings, SyncSettings};
+use crate::sync::plan::Counts;
 use crate::sync::settings::{self, Setting};
-use crate::sync::{self, RunOptions, Trigger};
+use crate::sync::{self, Preview, RunOptions, Trigger};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/provisioning/pending", get(pending))
-        .route("/provisioning/sync", post(synchronize))
-        .route("/provisioning/syncs", get(list_runs))
-        .route("/provisioning/syncs/{run_id}", get(one_run))
-        .route("/provisioning/syncs/{run_id}/approve", post(approve))
-        .route("/provisioning/syncs/{run_id}/reject", post(reject))
-        .route("/provisioning/mapping", setting_routes(Setting::Mapping))
-        .route("/provisioning/role-bindings", setting_routes(Setting::Roles))
-        .route("/provisioning/settings", setting_routes(Setting::Sync))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(pending))
+        .routes(routes!(synchronize))
+        .routes(routes!(list_runs))
+        .routes(routes!(one_run))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+        .routes(routes!(get_mapping, put_mapping))
+        .routes(routes!(get_role_bindings, put_role_bindings))
+        .routes(routes!(get_sync_settings, put_sync_settings))
 }
 
 /// The member directory, for the application as well as the admin.
-pub fn member_routes() -> Router<AppState> {
-    Router::new()
-        .route("/members", get(list_members))
-        .route("/members/{member_id}", get(one_member).patch(patch_member))
+pub fn member_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_members)).routes(routes!(one_member, patch_member))
 }
 
 /// How many items a page may hold.
 pub const PAGE_MAX: u64 = 1000;
+/// The largest offset: SQLite's largest integer.
+pub const OFFSET_MAX: u64 = i64::MAX as u64;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Page {
+    /// How many items to skip.
     #[serde(default)]
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     offset: Option<u64>,
+    /// Items per page, 1 to 1,000 (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -62,7 +72,11 @@ impl Page {
         if limit == 0 || limit > PAGE_MAX {
             return Err(Error::invalid(format!("limit must be 1 to {PAGE_MAX}")));
         }
-        Ok((self.offset.unwrap_or(0), limit))
+        let offset = self.offset.unwrap_or(0);
+        if offset > OFFSET_MAX {
+            return Err(Error::invalid(format!("offset must be 0 to {OFFSET_MAX}")));
+        }
+        Ok((offset, limit))
     }
 }
 
@@ -82,6 +96,10 @@ pub(crate) fn query<T: serde::de::DeserializeOwned>(
     raw.map(|Query(value)| value).map_err(|rejection| Error::invalid(rejection.body_text()))
 }
 
+/// The pending changes: what a Synchronize now would do, counted, with one
+/// page of the members' effects.
+#[utoipa::path(get, path = "/provisioning/pending", tag = "provisioning", params(Page),
+    responses((status = 200, description = "The preview of the next run", body = Preview)))]
 async fn pending(
     State(state): State<AppState>,
     caller: Caller,
@@ -94,24 +112,75 @@ async fn pending(
     Ok(Json(preview).into_response())
 }
 
-pub fn run_view(run: &SyncRunRow) -> Value {
-    json!({
-        "run_id": run.run_id,
-        "trigger": run.trigger,
-        "actor": run.actor,
-        "status": run.status,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "from_position": run.from_position,
-        "to_position": run.to_position,
-        "counts": run.counts,
-        "duration_ms": run.duration_ms,
-        "held_reason": run.held_reason,
-        "error": run.error,
-        "applied_by": run.applied_by,
-    })
+/// A Synchronize run as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SyncRun)]
+pub struct RunView<'a> {
+    pub run_id: &'a str,
+    /// `manual`, `schedule`, `cli` or `approval`.
+    #[schema(value_type = String)]
+    pub trigger: &'a events::event::RunTrigger,
+    /// Who started it (an admin's token, the schedule, the CLI).
+    #[schema(value_type = Object)]
+    pub actor: &'a Value,
+    /// `running`, `completed`, `held`, `failed`, `approved` or `rejected`.
+    #[schema(value_type = String)]
+    pub status: &'a projections::members::RunStatus,
+    pub started_at: &'a str,
+    pub finished_at: Option<&'a str>,
+    /// The log positions the run read from and to.
+    pub from_position: u64,
+    pub to_position: u64,
+    #[schema(value_type = Counts)]
+    pub counts: &'a Value,
+    pub duration_ms: Option<u64>,
+    /// Why the safeguard held it.
+    pub held_reason: Option<&'a str>,
+    pub error: Option<&'a str>,
+    /// For a held run approved: the run that applied it.
+    pub applied_by: Option<&'a str>,
 }
 
+impl RunView<'_> {
+    pub fn of(run: &SyncRunRow) -> RunView<'_> {
+        RunView {
+            run_id: &run.run_id,
+            trigger: &run.trigger,
+            actor: &run.actor,
+            status: &run.status,
+            started_at: &run.started_at,
+            finished_at: run.finished_at.as_deref(),
+            from_position: run.from_position,
+            to_position: run.to_position,
+            counts: &run.counts,
+            duration_ms: run.duration_ms,
+            held_reason: run.held_reason.as_deref(),
+            error: run.error.as_deref(),
+            applied_by: run.applied_by.as_deref(),
+        }
+    }
+}
+
+pub fn run_view(run: &SyncRunRow) -> Value {
+    serde_json::to_value(RunView::of(run)).unwrap_or(Value::Null)
+}
+
+/// A page of Synchronize runs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+struct RunList<'a> {
+    total: u64,
+    offset: u64,
+    runs: Vec<RunView<'a>>,
+}
+
+/// The path parameter of one run.
+const RUN_ID: &str = "The run's id";
+
+/// Synchronizes now: applies every pending directory change to the
+/// members (or holds the run, when the safeguard says so).
+#[utoipa::path(post, path = "/provisioning/sync", tag = "provisioning",
+    responses((status = 200, description = "The run, finished", body = RunView),
+        (status = 409, description = "A run is in progress already", body = ErrorBody)))]
 async fn synchronize(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let tenant = caller.principal.tenant_id;
     let store = state.store.clone();
@@ -123,6 +192,9 @@ async fn synchronize(State(state): State<AppState>, caller: Caller) -> Result<Re
     Ok(Json(run_view(&run)).into_response())
 }
 
+/// The tenant's Synchronize runs, newest first.
+#[utoipa::path(get, path = "/provisioning/syncs", tag = "provisioning", params(Page),
+    responses((status = 200, description = "A page of runs", body = RunList)))]
 async fn list_runs(
     State(state): State<AppState>,
     caller: Caller,
@@ -132,10 +204,15 @@ async fn list_runs(
     let tenant = caller.principal.tenant_id;
     let (total, runs) =
         state.store.read(|connection| Ok(members::runs(connection, &tenant, offset, limit)?))?;
-    let items: Vec<Value> = runs.iter().map(run_view).collect();
-    Ok(Json(json!({ "total": total, "offset": offset, "runs": items })).into_response())
+    Ok(Json(RunList { total, offset, runs: runs.iter().map(RunView::of).collect() })
+        .into_response())
 }
 
+/// One Synchronize run.
+#[utoipa::path(get, path = "/provisioning/syncs/{run_id}", tag = "provisioning",
+    params(("run_id" = String, Path, description = RUN_ID)),
+    responses((status = 200, description = "The run", body = RunView),
+        (status = 404, description = "No such run in this tenant", body = ErrorBody)))]
 async fn one_run(
     State(state): State<AppState>,
     caller: Caller,
@@ -163,6 +240,12 @@ async fn decide(
     Ok(Json(run_view(&run)).into_response())
 }
 
+/// Approves a held run: its held changes are applied now.
+#[utoipa::path(post, operation_id = "approve_run", path = "/provisioning/syncs/{run_id}/approve", tag = "provisioning",
+    params(("run_id" = String, Path, description = RUN_ID)),
+    responses((status = 200, description = "The approving run", body = RunView),
+        (status = 404, description = "No such run in this tenant", body = ErrorBody),
+        (status = 409, description = "The run is not held, or another run is in progress", body = ErrorBody)))]
 async fn approve(
     State(state): State<AppState>,
     caller: Caller,
@@ -171,6 +254,12 @@ async fn approve(
     decide(state, caller, run_id, true).await
 }
 
+/// Rejects a held run: its held changes stay pending.
+#[utoipa::path(post, operation_id = "reject_run", path = "/provisioning/syncs/{run_id}/reject", tag = "provisioning",
+    params(("run_id" = String, Path, description = RUN_ID)),
+    responses((status = 200, description = "The rejected run", body = RunView),
+        (status = 404, description = "No such run in this tenant", body = ErrorBody),
+        (status = 409, description = "The run is not held", body = ErrorBody)))]
 async fn reject(
     State(state): State<AppState>,
     caller: Caller,
@@ -190,13 +279,20 @@ fn get_setting(state: &AppState, caller: &Caller, setting: Setting) -> Result<Re
 /// Adds `next_run_at` to a settings view, so the admin sees the schedule
 /// in UTC as well as local time.
 fn next_run_into(value: &mut Value, now: jiff::Timestamp) {
-    let next = serde_json::from_value::<crate::sync::config::SyncSettings>(value.clone())
-        .ok()
-        .and_then(|settings| settings.schedule)
-        .and_then(|schedule| crate::sync::scheduler::next_fire(&schedule, now).ok())
+    let Ok(settings) = serde_json::from_value::<SyncSettings>(value.clone()) else { return };
+    let next_run_at = settings
+        .schedule
+        .as_ref()
+        .and_then(|schedule| crate::sync::scheduler::next_fire(schedule, now).ok())
         .map(events::time::format_millis);
-    if let Some(fields) = value.as_object_mut() {
-        fields.insert("next_run_at".to_owned(), json!(next));
+    let view = SyncSettingsView {
+        schedule: settings.schedule,
+        safeguard: settings.safeguard,
+        grace_days: settings.grace_days,
+        next_run_at,
+    };
+    if let Ok(shown) = serde_json::to_value(view) {
+        *value = shown;
     }
 }
 
@@ -220,36 +316,140 @@ async fn put_setting(
     Ok((StatusCode::OK, [("x-rollcall-changed", changed)], Json(value)).into_response())
 }
 
-/// `GET` and `PUT` of one setting: the mapping, the role bindings or the
-/// run settings.
-fn setting_routes(setting: Setting) -> axum::routing::MethodRouter<AppState> {
-    get(move |State(state): State<AppState>, caller: Caller| async move {
-        get_setting(&state, &caller, setting)
-    })
-    .put(move |State(state): State<AppState>, caller: Caller, ApiJson(body): ApiJson<Value>| async move {
-        put_setting(state, caller, setting, body).await
-    })
+/// The attribute mapping: which SCIM attribute fills which member property.
+#[utoipa::path(get, path = "/provisioning/mapping", tag = "provisioning",
+    responses((status = 200, description = "The mapping (the default until one is saved)", body = Mapping)))]
+async fn get_mapping(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    get_setting(&state, &caller, Setting::Mapping)
+}
+
+/// Replaces the attribute mapping; every user is then pending.
+#[utoipa::path(put, path = "/provisioning/mapping", tag = "provisioning", request_body = Mapping,
+    responses((status = 200, description = "The mapping as saved", body = Mapping,
+        headers(("x-rollcall-changed" = String, description = "`true` when the PUT recorded a change, `false` when it was the same")))))]
+async fn put_mapping(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    put_setting(state, caller, Setting::Mapping, body).await
+}
+
+/// The roles and the SCIM groups that grant them.
+#[utoipa::path(get, path = "/provisioning/role-bindings", tag = "provisioning",
+    responses((status = 200, description = "The role bindings", body = RoleBindings)))]
+async fn get_role_bindings(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    get_setting(&state, &caller, Setting::Roles)
+}
+
+/// Replaces the roles and their bindings.
+#[utoipa::path(put, path = "/provisioning/role-bindings", tag = "provisioning",
+    request_body = RoleBindings,
+    responses((status = 200, description = "The role bindings as saved", body = RoleBindings,
+        headers(("x-rollcall-changed" = String, description = "`true` when the PUT recorded a change, `false` when it was the same")))))]
+async fn put_role_bindings(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    put_setting(state, caller, Setting::Roles, body).await
+}
+
+/// The run settings (as `SyncSettings`), with when the next scheduled run
+/// fires.
+#[derive(Debug, Serialize, ToSchema)]
+struct SyncSettingsView {
+    schedule: Option<crate::sync::config::Schedule>,
+    safeguard: crate::sync::config::Safeguard,
+    grace_days: u32,
+    /// The next daily run, in UTC (`null`: no schedule).
+    next_run_at: Option<String>,
+}
+
+/// The run settings: the daily schedule, the safeguard, the grace days.
+#[utoipa::path(get, path = "/provisioning/settings", tag = "provisioning",
+    responses((status = 200, description = "The run settings", body = SyncSettingsView)))]
+async fn get_sync_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    get_setting(&state, &caller, Setting::Sync)
+}
+
+/// Replaces the run settings.
+#[utoipa::path(put, path = "/provisioning/settings", tag = "provisioning",
+    request_body = SyncSettings,
+    responses((status = 200, description = "The run settings as saved", body = SyncSettingsView,
+        headers(("x-rollcall-changed" = String, description = "`true` when the PUT recorded a change, `false` when it was the same")))))]
+async fn put_sync_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    put_setting(state, caller, Setting::Sync, body).await
 }
 
 pub fn member_view(member: &MemberRow) -> Value {
     member.view()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct MemberFilter {
+    /// Only members in this status (empty: any).
     #[serde(default)]
+    #[param(pattern = "^(active|disabled|left|purged)?$")]
     status: Option<String>,
+    /// Only members holding this role.
     #[serde(default)]
     role: Option<String>,
+    /// Members whose userName or a property contains this text.
     #[serde(default)]
     search: Option<String>,
     #[serde(default)]
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     offset: Option<u64>,
+    /// Members per page, 1 to 1,000 (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
+/// A page of members, and the feed cursor it reflects.
+#[derive(Debug, Serialize, ToSchema)]
+struct MemberList {
+    total: u64,
+    offset: u64,
+    members: Vec<MemberView>,
+    /// The feed cursor this page reflects: tail `GET /api/v1/events` from
+    /// here to see every later change exactly once.
+    as_of_cursor: String,
+}
+
+/// One member, and the feed cursor it reflects.
+#[derive(Debug, Serialize, ToSchema)]
+struct MemberAsOf {
+    #[serde(flatten)]
+    member: MemberView,
+    as_of_cursor: String,
+}
+
+/// The properties the application owns, to set.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct MemberPatch {
+    /// Each app-owned property's new value (`null` removes it).
+    #[schema(value_type = Object)]
+    app_properties: serde_json::Map<String, Value>,
+}
+
+/// The member directory: what the application applied.
+#[utoipa::path(get, path = "/members", tag = "members", params(MemberFilter),
+    responses((status = 200, description = "A page of members", body = MemberList)))]
 async fn list_members(
     State(state): State<AppState>,
     caller: Caller,
@@ -279,16 +479,20 @@ async fn list_members(
             feed::latest(connection, &tenant)?,
         ))
     })?;
-    let items: Vec<Value> = rows.iter().map(member_view).collect();
-    Ok(Json(json!({
-        "total": total,
-        "offset": offset,
-        "members": items,
-        "as_of_cursor": cursor.encode(&tenant),
-    }))
+    Ok(Json(MemberList {
+        total,
+        offset,
+        members: rows.iter().map(MemberView::of).collect(),
+        as_of_cursor: cursor.encode(&tenant),
+    })
     .into_response())
 }
 
+/// One member.
+#[utoipa::path(get, path = "/members/{member_id}", tag = "members",
+    params(("member_id" = String, Path, description = "The member's id")),
+    responses((status = 200, description = "The member", body = MemberAsOf),
+        (status = 404, description = "No such member in this tenant", body = ErrorBody)))]
 async fn one_member(
     State(state): State<AppState>,
     caller: Caller,
@@ -299,19 +503,17 @@ async fn one_member(
         Ok((members::member(connection, &tenant, &member_id)?, feed::latest(connection, &tenant)?))
     })?;
     let member = member.ok_or_else(|| Error::not_found(format!("member {member_id}")))?;
-    let mut view = member_view(&member);
-    if let Some(fields) = view.as_object_mut() {
-        fields.insert("as_of_cursor".to_owned(), json!(cursor.encode(&tenant)));
-    }
-    Ok(Json(view).into_response())
+    Ok(Json(MemberAsOf { member: MemberView::of(&member), as_of_cursor: cursor.encode(&tenant) })
+        .into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MemberPatch {
-    app_properties: serde_json::Map<String, Value>,
-}
-
+/// Sets properties the application owns (the mapping's `app_owned`).
+#[utoipa::path(patch, path = "/members/{member_id}", tag = "members",
+    params(("member_id" = String, Path, description = "The member's id")),
+    request_body = MemberPatch,
+    responses((status = 200, description = "The member after the change", body = MemberView),
+        (status = 404, description = "No such member in this tenant", body = ErrorBody),
+        (status = 409, description = "The member changed meanwhile", body = ErrorBody)))]
 async fn patch_member(
     State(state): State<AppState>,
     caller: Caller,

@@ -27,7 +27,7 @@ pub enum Subject {
 }
 
 /// One attribute that changed between two versions of a user's document.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Change {
     pub attribute: String,
     pub from: Value,
@@ -35,7 +35,7 @@ pub struct Change {
 }
 
 /// One event of the history.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Entry {
     pub position: Position,
     pub recorded_at: String,
@@ -47,11 +47,13 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changes: Option<Vec<Change>>,
     /// The event's payload, except a user's whole document (see `changes`).
+    #[schema(value_type = Object)]
     pub payload: Value,
 }
 
 /// The history, and whom it covers.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = PersonHistory)]
 pub struct History {
     pub user_ids: Vec<String>,
     pub member_ids: Vec<String>,

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::store::Store;
 
 /// One event the request produced.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Produced {
     pub position: events::Position,
     pub recorded_at: String,
@@ -27,7 +27,8 @@ pub struct Produced {
 }
 
 /// A request as the ledger holds it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = LedgerRequest)]
 pub struct Request {
     pub request_id: String,
     pub by: Word,
@@ -43,7 +44,7 @@ pub struct Request {
 }
 
 /// How a request was answered, from the request log.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Answered {
     /// When it arrived.
     pub at: String,

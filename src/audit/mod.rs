@@ -22,42 +22,54 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router, middleware};
+use axum::{Json, middleware};
 use events::event::TokenScope;
 use events::{EventLog, VerifyScope};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::admin::openapi::ErrorBody;
 use crate::admin::provisioning::{blocking, query};
 use crate::auth::{Caller, Gate, require_token};
 use crate::error::{ApiError, Error};
 use crate::server::{AppState, Surface};
 use report::{Movement, Window};
 
-pub fn router(state: AppState) -> Router<AppState> {
-    let gate =
-        Gate { state, allowed: &[TokenScope::Audit, TokenScope::Admin], surface: Surface::Api };
-    Router::new()
-        .route("/audit/verify", get(verify))
-        .route("/audit/checkpoint", get(checkpoint))
-        .route("/audit/joiners-leavers", get(joiners_leavers))
-        .route("/audit/history", get(history_route))
-        .route("/audit/export", get(export))
-        .route("/audit/as-of", get(as_of))
-        .route("/audit/requests/{request_id}", get(one_request))
-        .layer(middleware::from_fn_with_state(gate, require_token))
+/// The audit routes, without their gate ([`router`] adds it).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(verify))
+        .routes(routes!(checkpoint))
+        .routes(routes!(joiners_leavers))
+        .routes(routes!(history_route))
+        .routes(routes!(export))
+        .routes(routes!(as_of))
+        .routes(routes!(one_request))
 }
 
-#[derive(Debug, Deserialize)]
+pub fn router(state: AppState) -> OpenApiRouter<AppState> {
+    let gate =
+        Gate { state, allowed: &[TokenScope::Audit, TokenScope::Admin], surface: Surface::Api };
+    routes().layer(middleware::from_fn_with_state(gate, require_token))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct VerifyQuery {
-    /// A checkpoint (`POSITION:HASH`) the chain must still pass through.
+    /// A checkpoint (`POSITION:HASH`, as `GET /audit/checkpoint` gave it)
+    /// the chain must still pass through.
+    #[param(pattern = "^[0-9]+:[0-9a-f]{64}$")]
     since: Option<String>,
 }
 
 /// Walks the caller's tenant chain and reports its head, or the first event
 /// that does not match; with `since`, whether the chain still passes
 /// through that checkpoint.
+#[utoipa::path(get, path = "/audit/verify", tag = "audit", params(VerifyQuery),
+    responses((status = 200, description = "The report: `ok` is false when the chain is broken", body = VerifyReport)))]
 async fn verify(
     State(state): State<AppState>,
     caller: Caller,
@@ -79,7 +91,22 @@ async fn verify(
         .into_response())
 }
 
+/// The chain head of the caller's tenant: a checkpoint to write down.
+#[derive(Debug, Serialize, ToSchema)]
+struct CheckpointView {
+    tenant: String,
+    position: u64,
+    /// The chain hash there, lower-case hex.
+    hash: String,
+    recorded_at: String,
+    /// `POSITION:HASH`, for `verify --since`.
+    checkpoint: String,
+}
+
 /// The caller's tenant head, to write down.
+#[utoipa::path(get, path = "/audit/checkpoint", tag = "audit",
+    responses((status = 200, description = "The chain head", body = CheckpointView),
+        (status = 404, description = "The tenant has no events yet", body = ErrorBody)))]
 async fn checkpoint(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let store = state.store.clone();
     let tenant_id = caller.principal.tenant_id.clone();
@@ -87,22 +114,34 @@ async fn checkpoint(State(state): State<AppState>, caller: Caller) -> Result<Res
     let Some((checkpoint, recorded_at)) = found else {
         return Err(Error::not_found("a chain head (the tenant has no events yet)").into());
     };
-    Ok(Json(serde_json::json!({
-        "tenant": caller.principal.tenant_name,
-        "position": checkpoint.position,
-        "hash": events::hash::to_hex(&checkpoint.hash),
-        "recorded_at": recorded_at,
-        "checkpoint": checkpoint.to_string(),
-    }))
+    Ok(Json(CheckpointView {
+        tenant: caller.principal.tenant_name,
+        position: checkpoint.position,
+        hash: events::hash::to_hex(&checkpoint.hash),
+        recorded_at,
+        checkpoint: checkpoint.to_string(),
+    })
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct WindowQuery {
+    /// The window's start: a date or an RFC 3339 instant.
+    #[param(
+        required = true,
+        pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2}))?$"
+    )]
     from: Option<String>,
+    /// The window's end (exclusive).
+    #[param(
+        required = true,
+        pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2}))?$"
+    )]
     to: Option<String>,
     /// `json` (the default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
 }
 
@@ -117,17 +156,37 @@ impl WindowQuery {
     }
 }
 
-/// The report as JSON, the same for the API and the CLI.
-pub fn report_json(tenant: &str, window: Window, movements: &[Movement]) -> serde_json::Value {
-    serde_json::json!({
-        "tenant": tenant,
-        "from": events::time::format_millis(window.from),
-        "to": events::time::format_millis(window.to),
-        "counts": report::counts(movements),
-        "movements": movements,
-    })
+/// Joiners, leavers and changes of status in a window.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = JoinersLeavers)]
+pub struct ReportView<'a> {
+    pub tenant: &'a str,
+    pub from: String,
+    pub to: String,
+    /// How many movements of each kind.
+    #[schema(value_type = std::collections::BTreeMap<String, u64>)]
+    pub counts: serde_json::Map<String, serde_json::Value>,
+    pub movements: &'a [Movement],
 }
 
+/// The report as JSON, the same for the API and the CLI.
+pub fn report_json(tenant: &str, window: Window, movements: &[Movement]) -> serde_json::Value {
+    serde_json::to_value(ReportView {
+        tenant,
+        from: events::time::format_millis(window.from),
+        to: events::time::format_millis(window.to),
+        counts: report::counts(movements),
+        movements,
+    })
+    .unwrap_or(serde_json::Value::Null)
+}
+
+/// Who joined, changed status and left in a window, on whose word, as JSON
+/// or CSV.
+#[utoipa::path(get, path = "/audit/joiners-leavers", tag = "audit", params(WindowQuery),
+    responses((status = 200, description = "The report", content(
+        (ReportView = "application/json"),
+        (String = "text/csv")))))]
 async fn joiners_leavers(
     State(state): State<AppState>,
     caller: Caller,
@@ -177,13 +236,24 @@ pub fn csv_response(window: Window, movements: &[Movement]) -> Result<Response, 
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// A SCIM user id, externalId or userName, as the user had it at any
+    /// time (give this or `member`).
+    #[param(min_length = 1)]
     user: Option<String>,
+    /// A member id.
+    #[param(min_length = 1)]
     member: Option<String>,
 }
 
+/// One person's history, from the log: every event of their users and
+/// members, with what changed.
+#[utoipa::path(get, operation_id = "history", path = "/audit/history", tag = "audit", params(HistoryQuery),
+    responses((status = 200, description = "The history", body = history::History),
+        (status = 404, description = "Nobody by that name in this tenant", body = ErrorBody)))]
 async fn history_route(
     State(state): State<AppState>,
     caller: Caller,
@@ -209,10 +279,18 @@ async fn history_route(
     Ok(Json(history).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ExportQuery {
+    /// The window's start (give both or neither).
+    #[param(
+        pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2}))?$"
+    )]
     from: Option<String>,
+    #[param(
+        pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2}))?$"
+    )]
     to: Option<String>,
 }
 
@@ -260,6 +338,8 @@ impl futures_core::Stream for ReceiverStream {
 }
 
 /// The caller's tenant events (in a window, or all) as NDJSON, streamed.
+#[utoipa::path(get, path = "/audit/export", tag = "audit", params(ExportQuery),
+    responses((status = 200, description = "One event per line with its hash; `rollcall verify --file` checks it offline", content_type = "application/x-ndjson", body = String)))]
 async fn export(
     State(state): State<AppState>,
     caller: Caller,
@@ -295,39 +375,78 @@ pub fn verify_report_json(
     label: &str,
     since: Option<&(chain::Checkpoint, Option<String>)>,
 ) -> serde_json::Value {
-    let heads: Vec<_> = report
+    let heads = report
         .heads
         .iter()
-        .map(|head| {
-            serde_json::json!({
-                "tenant_id": head.tenant,
-                "events": head.events,
-                "position": head.position,
-                "hash": events::hash::to_hex(&head.hash),
-            })
+        .map(|head| ChainHead {
+            tenant_id: head.tenant.clone(),
+            events: head.events,
+            position: head.position,
+            hash: events::hash::to_hex(&head.hash),
         })
         .collect();
-    let failure = report.failure.as_ref().map(|failure| {
-        serde_json::json!({
-            "position": failure.position,
-            "tenant_id": failure.tenant,
-            "problem": failure.problem.describe(),
-        })
+    let failure = report.failure.as_ref().map(|failure| ChainFailure {
+        position: failure.position,
+        tenant_id: failure.tenant.clone(),
+        problem: failure.problem.describe().to_owned(),
     });
-    serde_json::json!({
-        "scope": label,
-        "ok": report.is_ok() && since.is_none_or(|(_, problem)| problem.is_none()),
-        "events_checked": report.events_checked,
-        "heads": heads,
-        "failure": failure,
-        "missing_guards": report.missing_guards,
-        "altered_guards": report.altered_guards,
-        "since": since.map(|(checkpoint, problem)| serde_json::json!({
-            "checkpoint": checkpoint.to_string(),
-            "ok": report.is_ok() && problem.is_none(),
-            "problem": problem,
-        })),
+    serde_json::to_value(VerifyReport {
+        scope: label,
+        ok: report.is_ok() && since.is_none_or(|(_, problem)| problem.is_none()),
+        events_checked: report.events_checked,
+        heads,
+        failure,
+        missing_guards: &report.missing_guards,
+        altered_guards: &report.altered_guards,
+        since: since.map(|(checkpoint, problem)| SinceCheck {
+            checkpoint: checkpoint.to_string(),
+            ok: report.is_ok() && problem.is_none(),
+            problem: problem.clone(),
+        }),
     })
+    .unwrap_or(serde_json::Value::Null)
+}
+
+/// What a walk of the chain found.
+#[derive(Debug, Serialize, ToSchema)]
+struct VerifyReport<'a> {
+    /// The tenant walked (its name), or `all`.
+    scope: &'a str,
+    /// Every event matches its hash and the chain is unbroken (and passes
+    /// through `since`, when given).
+    ok: bool,
+    events_checked: u64,
+    heads: Vec<ChainHead>,
+    /// The first event that does not match.
+    failure: Option<ChainFailure>,
+    /// Tenants whose tamper guard is missing, or altered.
+    #[schema(value_type = Vec<String>)]
+    missing_guards: &'a [String],
+    #[schema(value_type = Vec<String>)]
+    altered_guards: &'a [String],
+    since: Option<SinceCheck>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ChainHead {
+    tenant_id: String,
+    events: u64,
+    position: u64,
+    hash: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ChainFailure {
+    position: u64,
+    tenant_id: String,
+    problem: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct SinceCheck {
+    checkpoint: String,
+    ok: bool,
+    problem: Option<String>,
 }
 
 /// The last position recorded at or before `at` (an instant, or a date:
@@ -343,15 +462,50 @@ pub fn position_at_or_before(
     Ok(store.log().first_position_at(&events::time::format_millis(after))?.saturating_sub(1))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AsOfQuery {
+    /// An instant or a date (give this or `position`).
+    #[param(
+        pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2}))?$"
+    )]
     at: Option<String>,
+    /// A log position.
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     position: Option<u64>,
     /// `users` (the default), `groups` or `members`.
+    #[param(pattern = "^(users|groups|members)$")]
     view: Option<String>,
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     offset: Option<usize>,
+    /// Items per page, 1 to 1,000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+}
+
+/// The tenant as of an instant or position.
+#[derive(Debug, Serialize, ToSchema)]
+struct AsOfView {
+    tenant: String,
+    /// The last position folded.
+    position: u64,
+    /// When it was recorded (`null` before the tenant's first event).
+    recorded_at: Option<String>,
+    counts: AsOfCounts,
+    view: String,
+    offset: usize,
+    /// One page of the view: SCIM users, SCIM groups or members, as they
+    /// were.
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct AsOfCounts {
+    users: u64,
+    groups: u64,
+    members: u64,
 }
 
 /// How many items an as-of page may hold.
@@ -359,6 +513,8 @@ const AS_OF_PAGE_MAX: usize = 1000;
 
 /// The caller's tenant as of an instant or position: counts of each view
 /// and one page of the chosen one.
+#[utoipa::path(get, path = "/audit/as-of", tag = "audit", params(AsOfQuery),
+    responses((status = 200, description = "The tenant as it was", body = AsOfView)))]
 async fn as_of(
     State(state): State<AppState>,
     caller: Caller,
@@ -376,6 +532,10 @@ async fn as_of(
         return Err(Error::invalid(format!("limit must be 1 to {AS_OF_PAGE_MAX}")).into());
     }
     let offset = params.offset.unwrap_or(0);
+    let largest = crate::admin::provisioning::OFFSET_MAX;
+    if offset as u64 > largest || params.position.is_some_and(|position| position > largest) {
+        return Err(Error::invalid(format!("offset and position must be 0 to {largest}")).into());
+    }
     let store = state.store.clone();
     let snapshots =
         snapshots::Snapshots::beside(store.log().path(), state.config.as_of_snapshot_every);
@@ -394,19 +554,23 @@ async fn as_of(
     })
     .await?;
     let (position, recorded_at, (users, groups, members), page) = state;
-    Ok(Json(serde_json::json!({
-        "tenant": caller.principal.tenant_name,
-        "position": position,
-        "recorded_at": recorded_at,
-        "counts": {"users": users, "groups": groups, "members": members},
-        "view": view,
-        "offset": offset,
-        "items": page,
-    }))
+    Ok(Json(AsOfView {
+        tenant: caller.principal.tenant_name,
+        position,
+        recorded_at,
+        counts: AsOfCounts { users, groups, members },
+        view,
+        offset,
+        items: page,
+    })
     .into_response())
 }
 
 /// One request of the ledger and the events it produced.
+#[utoipa::path(get, path = "/audit/requests/{request_id}", tag = "audit",
+    params(("request_id" = String, Path, description = "The request id (`x-request-id` of its answer)", min_length = 1, max_length = 200)),
+    responses((status = 200, description = "The request, its events, and how it was answered", body = ledger::Request),
+        (status = 404, description = "No request by that id in this tenant", body = ErrorBody)))]
 async fn one_request(
     State(state): State<AppState>,
     caller: Caller,

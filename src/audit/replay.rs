@@ -365,6 +365,9 @@ pub fn as_of(
     position: Position,
     snapshots: &Snapshots,
 ) -> Result<Folded, Error> {
+    // Past the head nothing changes: fold to the head, not through every
+    // snapshot boundary up to a position that does not exist.
+    let position = position.min(store.log().head()?);
     let (mut scratch, mut through) = match snapshots.load(store, tenant_id, position)? {
         Some((connection, through)) => {
             projections::functions::register(&connection)

@@ -18,7 +18,7 @@ use projections::directory::filter::{AttrPath, Filter};
 use crate::scim::patch::{PatchPath, parse_patch_path};
 
 /// A member property's type: what a SCIM value is converted to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PropertyType {
     String,
@@ -33,7 +33,7 @@ pub enum PropertyType {
 }
 
 /// One rule: which SCIM attribute fills which member property.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PropertyRule {
     /// The member property's name (`email`, `department`).
@@ -69,7 +69,7 @@ fn string_type() -> PropertyType {
 }
 
 /// The attribute mapping of a tenant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mapping {
     pub properties: Vec<PropertyRule>,
@@ -351,7 +351,7 @@ pub fn is_allowed(rule: &PropertyRule, value: &Value) -> bool {
 }
 
 /// How a binding names its SCIM group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum GroupMatch {
     #[serde(rename = "displayName")]
     DisplayName,
@@ -360,7 +360,7 @@ pub enum GroupMatch {
 }
 
 /// A SCIM group that grants a role.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Binding {
     pub group: String,
@@ -374,7 +374,7 @@ fn display_name_match() -> GroupMatch {
 }
 
 /// A tenant's roles and the groups that grant them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBindings {
     /// The roles the tenant defines.
@@ -435,10 +435,11 @@ impl RoleBindings {
 }
 
 /// When the daily run fires: a local time in an IANA time zone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     /// `HH:MM`, 24-hour, local to `time_zone`.
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub time: String,
     /// An IANA zone name such as `Europe/Paris`.
     pub time_zone: String,
@@ -447,15 +448,16 @@ pub struct Schedule {
 /// The deprovisioning safeguard: a run that would disable or remove more
 /// than `share_percent` of the active members and at least `minimum` of
 /// them is held for an admin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Safeguard {
+    #[schema(maximum = 100)]
     pub share_percent: u32,
     pub minimum: u32,
 }
 
 /// A tenant's Synchronize settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncSettings {
     /// `None`: no daily run.
@@ -465,6 +467,7 @@ pub struct SyncSettings {
     pub safeguard: Safeguard,
     /// Days a leaver stays restorable before it is purged.
     #[serde(default = "default_grace_days")]
+    #[schema(maximum = 3650)]
     pub grace_days: u32,
 }
 
@@ -506,7 +509,8 @@ impl Schedule {
     pub fn local_time(&self) -> Result<jiff::civil::Time, Error> {
         let invalid = || Error::invalid(format!("schedule.time {:?} must be HH:MM", self.time));
         let (hours, minutes) = self.time.split_once(':').ok_or_else(invalid)?;
-        if hours.len() != 2 || minutes.len() != 2 {
+        let digits = |text: &str| text.len() == 2 && text.bytes().all(|b| b.is_ascii_digit());
+        if !digits(hours) || !digits(minutes) {
             return Err(invalid());
         }
         let hours: i8 = hours.parse().map_err(|_| invalid())?;

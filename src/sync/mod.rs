@@ -335,7 +335,7 @@ fn causes(
 }
 
 /// What a run would do, without doing it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Preview {
     /// How many users and groups have changes not yet synchronized.
     pub pending_users: u64,

@@ -238,7 +238,7 @@ fn stored<T: serde::de::DeserializeOwned + Default>(
 }
 
 /// What happens to a member's lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Join,
@@ -258,14 +258,14 @@ impl Action {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RoleChange {
     pub from: Vec<String>,
     pub to: Vec<String>,
 }
 
 /// One member's pending change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Effect {
     pub user_id: String,
     /// `None` for a join (its id is made when it is applied) and for a
@@ -273,7 +273,9 @@ pub struct Effect {
     pub member_id: Option<String>,
     pub user_name: String,
     pub action: Action,
+    /// Each changed property's `from` and `to`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
     pub changes: BTreeMap<String, PropertyChange>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roles: Option<RoleChange>,
@@ -504,7 +506,7 @@ pub fn purges(connection: &Connection, tenant: &str, now: &str) -> Result<Vec<Ef
 /// How many effects of each kind, as the API and the run record show them.
 /// A kind missing from a record is zero (a run that has applied no batch
 /// records `{}`); anything else that is not a count is an error.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Counts {
     pub join: u64,

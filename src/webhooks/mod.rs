@@ -139,19 +139,77 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-/// The settings an admin sends, before they are checked.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The settings an admin sends, before they are checked: a PATCH's body
+/// (each field absent keeps it; `null` clears `types` or `description`).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WebhookChange)]
 pub struct SettingsInput {
+    /// An http or https URL (at most 2,048 bytes) that resolves to a
+    /// public address, unless the server allows private targets.
+    #[schema(pattern = "^[hH][tT][tT][pP][sS]?://[^\\u0000-\\u0020]+$", max_length = 2048)]
     pub url: Option<String>,
+    /// The event types to receive; `null`: every type.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<EventType>>, min_items = 1)]
     pub types: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 200)]
     pub description: Option<Option<String>>,
     pub batch: Option<bool>,
-    /// `active` or `paused` (PATCH only).
+    /// `active` (resume) or `paused` (pause).
+    #[schema(pattern = "^(active|paused)$")]
     pub status: Option<String>,
 }
+
+/// A new endpoint: a POST's body.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhook {
+    /// An http or https URL (at most 2,048 bytes) that resolves to a
+    /// public address, unless the server allows private targets.
+    #[schema(pattern = "^[hH][tT][tT][pP][sS]?://[^\\u0000-\\u0020]+$", max_length = 2048)]
+    pub url: String,
+    /// The event types to receive; absent or `null`: every type.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<EventType>>, min_items = 1)]
+    pub types: Option<Vec<String>>,
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub description: Option<String>,
+    /// Up to 100 events per request, as a JSON array (default false).
+    #[serde(default)]
+    pub batch: Option<bool>,
+}
+
+impl From<NewWebhook> for SettingsInput {
+    fn from(new: NewWebhook) -> SettingsInput {
+        SettingsInput {
+            url: Some(new.url),
+            types: Some(new.types),
+            description: Some(new.description),
+            batch: new.batch,
+            status: None,
+        }
+    }
+}
+
+/// An event type of the catalogue, in the OpenAPI document.
+#[derive(Debug)]
+pub struct EventType;
+
+impl utoipa::PartialSchema for EventType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let pattern = format!("^({})$", feed::TYPES.join("|").replace('.', "\\."));
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(pattern))
+            .description(Some("An event type of the catalogue (docs/events.md)"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EventType {}
 
 /// Tells "absent" (keep) from `null` (clear).
 fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
@@ -169,6 +227,11 @@ where
 pub async fn check_url(text: &str, allow_private: bool) -> Result<String, Error> {
     if text.len() > URL_LENGTH_MAX {
         return Err(Error::invalid(format!("url is longer than {URL_LENGTH_MAX} bytes")));
+    }
+    // The URL parser drops spaces and control characters around and inside
+    // a URL; what is recorded must be what was sent.
+    if text.chars().any(|character| character <= ' ') {
+        return Err(Error::invalid("url must not contain spaces or control characters"));
     }
     let url = reqwest::Url::parse(text)
         .map_err(|error| Error::invalid(format!("url {text:?} is not a URL: {error}")))?;
@@ -514,50 +577,128 @@ pub fn test_message(store: &Store, tenant: &str) -> deliver::Message {
 
 /// An endpoint as the API shows it (never a secret), with where its
 /// deliveries stand.
+/// A webhook endpoint as the API shows it (never its secret).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Webhook)]
+pub struct WebhookView<'a> {
+    pub id: &'a str,
+    pub url: &'a str,
+    /// The event types it receives; `null`: every type.
+    pub types: Option<&'a [String]>,
+    pub description: Option<&'a str>,
+    /// Up to 100 events per request, as a JSON array.
+    pub batch: bool,
+    /// `active`, `paused` or `disabled`.
+    #[schema(value_type = String, pattern = "^(active|paused|disabled)$")]
+    pub status: &'a WebhookStatus,
+    /// Why rollcall disabled it (410 Gone, or failing too long).
+    pub disabled_reason: Option<&'a str>,
+    pub created_at: &'a str,
+    pub updated_at: &'a str,
+    pub secret_rotated_at: Option<&'a str>,
+    /// Until then the previous secret signs too.
+    pub previous_secret_valid_until: Option<&'a str>,
+    /// Where delivery stands; `null` before its first attempt.
+    pub delivery: Option<DeliveryView>,
+}
+
+/// Where an endpoint's delivery stands.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Delivery)]
+pub struct DeliveryView {
+    /// Delivered through this feed cursor.
+    pub cursor: String,
+    /// Messages delivered (2xx), ever.
+    pub delivered: u64,
+    /// Failed attempts at the next message since its last success.
+    pub attempts: u32,
+    pub next_attempt_at: Option<String>,
+    /// The first failure of the current run of failures.
+    pub failing_since: Option<String>,
+    pub last_attempt_at: Option<String>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub last_latency_ms: Option<u64>,
+}
+
+impl<'a> WebhookView<'a> {
+    pub fn of(row: &'a WebhookRow, delivery: Option<&DeliveryState>) -> WebhookView<'a> {
+        WebhookView {
+            id: &row.webhook_id,
+            url: &row.settings.url,
+            types: row.settings.types.as_deref(),
+            description: row.settings.description.as_deref(),
+            batch: row.settings.batch,
+            status: &row.status,
+            disabled_reason: row.disabled_reason.as_deref(),
+            created_at: &row.created_at,
+            updated_at: &row.updated_at,
+            secret_rotated_at: row.secret_rotated_at.as_deref(),
+            previous_secret_valid_until: row.previous_secret_valid_until.as_deref(),
+            delivery: delivery.map(|state| DeliveryView {
+                cursor: state.cursor.encode(&row.tenant_id),
+                delivered: state.delivered,
+                attempts: state.attempts,
+                next_attempt_at: state.next_attempt_at.clone(),
+                failing_since: state.failing_since.clone(),
+                last_attempt_at: state.last_attempt_at.clone(),
+                last_status: state.last_status,
+                last_error: state.last_error.clone(),
+                last_latency_ms: state.last_latency_ms,
+            }),
+        }
+    }
+}
+
 pub fn view(row: &WebhookRow, delivery: Option<&DeliveryState>) -> Value {
-    let delivery = delivery.map(|state| {
-        json!({
-            "cursor": state.cursor.encode(&row.tenant_id),
-            "delivered": state.delivered,
-            "attempts": state.attempts,
-            "next_attempt_at": state.next_attempt_at,
-            "failing_since": state.failing_since,
-            "last_attempt_at": state.last_attempt_at,
-            "last_status": state.last_status,
-            "last_error": state.last_error,
-            "last_latency_ms": state.last_latency_ms,
-        })
-    });
-    json!({
-        "id": row.webhook_id,
-        "url": row.settings.url,
-        "types": row.settings.types,
-        "description": row.settings.description,
-        "batch": row.settings.batch,
-        "status": row.status,
-        "disabled_reason": row.disabled_reason,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-        "secret_rotated_at": row.secret_rotated_at,
-        "previous_secret_valid_until": row.previous_secret_valid_until,
-        "delivery": delivery,
-    })
+    serde_json::to_value(WebhookView::of(row, delivery)).unwrap_or(Value::Null)
+}
+
+/// One attempt to deliver a message, as the API shows it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = DeliveryAttempt)]
+pub struct AttemptView<'a> {
+    /// `delivery`, `redelivery` (one event sent again on request) or `test`.
+    pub kind: &'a str,
+    /// The `webhook-id` it was sent with.
+    pub message_id: &'a str,
+    pub first_cursor: &'a str,
+    pub last_cursor: &'a str,
+    /// Events in the message (more than one in a batch).
+    pub events: u32,
+    /// Which attempt at this message (1 for the first).
+    pub attempt: u32,
+    pub at: &'a str,
+    /// The HTTP status answered; `null` when none came (refused, timed out).
+    pub status: Option<u16>,
+    /// A 2xx came back.
+    pub ok: bool,
+    pub error: Option<&'a str>,
+    pub latency_ms: u64,
+    /// The start of the response body (at most 1 KiB).
+    pub response: Option<&'a str>,
+}
+
+impl<'a> AttemptView<'a> {
+    pub fn of(attempt: &'a Attempt) -> AttemptView<'a> {
+        AttemptView {
+            kind: attempt.kind,
+            message_id: &attempt.message_id,
+            first_cursor: &attempt.first_cursor,
+            last_cursor: &attempt.last_cursor,
+            events: attempt.events,
+            attempt: attempt.attempt,
+            at: &attempt.at,
+            status: attempt.status,
+            ok: attempt.status.is_some_and(|status| (200..300).contains(&status)),
+            error: attempt.error.as_deref(),
+            latency_ms: attempt.latency_ms,
+            response: attempt.response.as_deref(),
+        }
+    }
 }
 
 /// An attempt as the API shows it.
 pub fn attempt_view(attempt: &Attempt) -> Value {
-    json!({
-        "kind": attempt.kind,
-        "message_id": attempt.message_id,
-        "first_cursor": attempt.first_cursor,
-        "last_cursor": attempt.last_cursor,
-        "events": attempt.events,
-        "attempt": attempt.attempt,
-        "at": attempt.at,
-        "status": attempt.status,
-        "ok": attempt.status.is_some_and(|status| (200..300).contains(&status)),
-        "error": attempt.error,
-        "latency_ms": attempt.latency_ms,
-        "response": attempt.response,
-    })
+    serde_json::to_value(AttemptView::of(attempt)).unwrap_or(Value::Null)
 }

@@ -938,7 +938,18 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
         .await
         .unwrap();
     assert_eq!(by_position["items"][0]["name"], "Engineering");
+    // Past the head is the head: it used to walk every snapshot boundary up
+    // to the position asked for, and never answer (found by schemathesis).
+    let far: Value = server
+        .get("/api/v1/audit/as-of?position=9007199254740992&view=members", Some(&audit_secret))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(far["position"], now["position"]);
+    assert_eq!(far["counts"], now["counts"]);
     for query in [
+        "position=9223372036854775808",
         "",
         "at=x",
         "at=2026-01-01&position=3",

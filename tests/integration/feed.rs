@@ -231,6 +231,9 @@ async fn pages_filters_and_bad_cursors() {
         ("?limit=0", "limit must be 1 to 1000"),
         ("?limit=1001", "limit must be 1 to 1000"),
         ("?types=member.joined,user.created", "\"user.created\" is not an event type"),
+        // Exactly as documented: single commas, nothing around the names.
+        ("?types=member.joined,", "\"\" is not an event type"),
+        ("?types=%20member.joined", "\" member.joined\" is not an event type"),
         ("?wait=61", "wait must be 0 to 60"),
         ("?colour=blue", "unknown field"),
     ] {
@@ -418,6 +421,17 @@ async fn the_stream_sends_heartbeats_and_resumes_from_last_event_id() {
         (response.status().as_u16(), response.json::<Value>().await.unwrap())
     };
     assert_eq!(status, 400, "{body}");
+    // An empty Last-Event-ID (a client that saw no id yet) leaves `after`
+    // in charge: a malformed one is still refused.
+    let response = server
+        .client
+        .get(server.url("/api/v1/events/stream?after=nope"))
+        .bearer_auth(&acme.app)
+        .header("last-event-id", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

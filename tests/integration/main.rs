@@ -15,6 +15,7 @@ mod directory;
 mod feed;
 mod membership;
 mod oauth;
+mod openapi;
 mod scim;
 mod sequences;
 mod server;
