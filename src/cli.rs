@@ -274,6 +274,11 @@ pub struct ServeArgs {
         value_parser = crate::webhooks::parse_schedule
     )]
     pub webhook_retry_schedule: std::vec::Vec<Duration>,
+    /// Milliseconds one statement of a list, search or other scanning read
+    /// may run for a SCIM client or the application before it is refused
+    /// (400, scimType tooMany).
+    #[arg(long, env = "ROLLCALL_QUERY_BUDGET_MS", default_value_t = 10_000)]
+    pub query_budget_ms: u64,
     /// Seconds a webhook endpoint has to answer 2xx.
     #[arg(long, env = "ROLLCALL_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 15)]
     pub webhook_timeout_seconds: u64,
@@ -709,6 +714,7 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
             1,
             u64::try_from(tenancy::TOKEN_LIFETIME_DAYS_MAX * 24 * 3600).unwrap_or(u64::MAX),
         )),
+        query_budget: Duration::from_millis(serve.query_budget_ms.clamp(10, 3_600_000)),
         webhooks: crate::webhooks::DeliveryConfig {
             retry_schedule: serve.webhook_retry_schedule.clone(),
             timeout: Duration::from_secs(serve.webhook_timeout_seconds.clamp(1, 300)),

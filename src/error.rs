@@ -51,6 +51,10 @@ pub enum Error {
     /// The writer's queue is full: retry shortly.
     #[error("rollcall is busy; retry shortly")]
     Overloaded,
+    /// A read ran past its time budget (`budget_ms`, when known): the
+    /// query asks for more work than the server will do for one request.
+    #[error("{}", budget_message(*budget_ms))]
+    BudgetExceeded { budget_ms: Option<u64> },
     /// The log writer has stopped (shutting down).
     #[error("rollcall is shutting down")]
     ShuttingDown,
@@ -95,6 +99,7 @@ impl Error {
             Error::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Overloaded | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BudgetExceeded { .. } => StatusCode::BAD_REQUEST,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,6 +117,7 @@ impl Error {
             Error::UnsupportedMediaType { .. } => "unsupported_media_type",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::Overloaded => "overloaded",
+            Error::BudgetExceeded { .. } => "too_expensive",
             Error::ShuttingDown => "shutting_down",
             Error::Internal(_) => "internal",
         }
@@ -154,6 +160,7 @@ impl From<LogError> for Error {
     fn from(error: LogError) -> Error {
         match error {
             LogError::Overloaded { .. } => Error::Overloaded,
+            LogError::Interrupted { .. } => Error::BudgetExceeded { budget_ms: None },
             LogError::WriterStopped => Error::ShuttingDown,
             LogError::NotALog { reason } => {
                 Error::NotFound { what: format!("database ({reason})") }
@@ -165,8 +172,22 @@ impl From<LogError> for Error {
 
 impl From<ProjectionError> for Error {
     fn from(error: ProjectionError) -> Error {
-        Error::Internal(error.to_string())
+        match &error {
+            ProjectionError::Storage { source, .. } if events::error::is_interrupt(source) => {
+                Error::BudgetExceeded { budget_ms: None }
+            }
+            _ => Error::Internal(error.to_string()),
+        }
     }
+}
+
+fn budget_message(budget_ms: Option<u64>) -> String {
+    let budget = budget_ms.map(|ms| format!(" of {ms} ms")).unwrap_or_default();
+    format!(
+        "the query ran past the time budget{budget} a read may take (serve \
+         --query-budget-ms): narrow it (a filter of eq on id, userName or externalId is always \
+         quick; co, sw and ew over a large tenant read every resource)"
+    )
 }
 
 impl From<events::DecodeError> for Error {
@@ -267,6 +288,7 @@ impl ScimError {
         let scim_type = match error {
             Error::Invalid { kind, .. } => Some(kind.scim_type()),
             Error::Duplicate { .. } => Some("uniqueness"),
+            Error::BudgetExceeded { .. } => Some("tooMany"),
             _ => None,
         };
         if let (Some(scim_type), Some(fields)) = (scim_type, body.as_object_mut()) {

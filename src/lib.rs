@@ -29,6 +29,7 @@ pub mod cli;
 pub mod console;
 pub mod error;
 pub mod oauth;
+pub mod reads;
 pub mod requests;
 pub mod scim;
 pub mod server;

@@ -80,6 +80,11 @@ pub struct ServerConfig {
     pub feed_poll: Duration,
     /// How webhooks are delivered.
     pub webhooks: crate::webhooks::DeliveryConfig,
+    /// The longest one statement of a heavy read the IdP or an
+    /// application asks for may run (`serve --query-budget-ms`).
+    pub query_budget: Duration,
+    /// How long a heavy read may wait for a slot before it is answered 503.
+    pub heavy_queue_wait: Duration,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +106,8 @@ impl Default for ServerConfig {
             feed_heartbeat: Duration::from_secs(15),
             feed_poll: Duration::from_secs(1),
             webhooks: crate::webhooks::DeliveryConfig::default(),
+            query_budget: Duration::from_secs(10),
+            heavy_queue_wait: Duration::from_secs(30),
         }
     }
 }
@@ -147,6 +154,9 @@ pub struct AppState {
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
     /// Webhook delivery: its state file and the deliverer.
     pub webhooks: Arc<Webhooks>,
+    /// Admission of reads that may scan, so one tenant never takes every
+    /// read connection.
+    pub heavy: Arc<crate::reads::HeavyReads>,
 }
 
 /// What the webhook routes and the delivery tasks share.
@@ -168,7 +178,13 @@ impl AppState {
             config.webhooks.clone(),
             config.feed_poll,
         )?);
+        let heavy = Arc::new(crate::reads::HeavyReads::new(
+            store.log().heavy_readers_max(),
+            config.query_budget,
+            config.heavy_queue_wait,
+        ));
         Ok(AppState {
+            heavy,
             store,
             previews: Arc::new(crate::sync::previews::Previews::new(config.preview_wait)),
             config: Arc::new(config),

@@ -68,9 +68,17 @@ impl Store {
     /// Runs a read against the projections on a pooled read connection.
     /// Synchronous: call it from a blocking context or for quick indexed
     /// lookups only.
+    ///
+    /// Inside [`crate::reads::HeavyReads::run`] it borrows from the heavy
+    /// lane, with that read's budget; elsewhere from the quick lane.
     pub fn read<T>(&self, query: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
-        let connection = self.log.reader()?;
+        let connection = self.reader()?;
         query(&connection)
+    }
+
+    fn reader(&self) -> Result<events::sqlite::PooledConnection<'_>, Error> {
+        let (lane, budget) = crate::reads::current_lane();
+        Ok(self.log.reader_in(lane, budget)?)
     }
 
     /// Runs several reads on one pooled connection inside one read
@@ -80,7 +88,7 @@ impl Store {
         &self,
         reads: impl FnOnce(&Connection) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let connection = self.log.reader()?;
+        let connection = self.reader()?;
         let storage = |context| move |error| Error::from(events::LogError::storage(context, error));
         connection
             .prepare_cached("BEGIN DEFERRED")

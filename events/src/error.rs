@@ -38,13 +38,26 @@ pub enum LogError {
     /// A stored event cannot be decoded.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A read ran past the time budget it was borrowed with, and SQLite
+    /// interrupted it.
+    #[error("a read ran past its time budget while {context}")]
+    Interrupted { context: &'static str },
 }
 
 impl LogError {
     /// Wraps a storage engine error with what the log was doing.
-    pub fn storage(context: &'static str, error: impl std::fmt::Display) -> LogError {
+    pub fn storage(context: &'static str, error: impl std::fmt::Display + 'static) -> LogError {
+        let sqlite = (&error as &dyn std::any::Any).downcast_ref::<rusqlite::Error>();
+        if sqlite.is_some_and(is_interrupt) {
+            return LogError::Interrupted { context };
+        }
         LogError::Storage { context, message: error.to_string() }
     }
+}
+
+/// Whether SQLite interrupted the statement (a read's time budget ran out).
+pub fn is_interrupt(error: &rusqlite::Error) -> bool {
+    error.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted)
 }
 
 /// Why an append did not happen.

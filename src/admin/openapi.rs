@@ -30,8 +30,9 @@ use crate::server::AppState;
 pub struct ErrorBody {
     /// A stable code: `invalid_request`, `unauthorized`, `not_found`,
     /// `conflict`, `duplicate`, `precondition_failed`,
-    /// `unsupported_media_type`, `payload_too_large`, `overloaded`,
-    /// `shutting_down`, `method_not_allowed`.
+    /// `unsupported_media_type`, `payload_too_large`, `too_expensive` (a
+    /// search ran past the query budget), `overloaded`, `shutting_down`,
+    /// `method_not_allowed`.
     pub error: String,
     /// What is wrong, for a person to read.
     pub message: String,

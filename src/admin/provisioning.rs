@@ -80,11 +80,12 @@ impl Page {
     }
 }
 
-/// Runs blocking work off the async workers.
+/// Runs blocking work off the async workers, its reads in the heavy lane
+/// (they may scan; the quick reserve stays for token checks and lookups).
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
-    tokio::task::spawn_blocking(work)
+    tokio::task::spawn_blocking(move || crate::reads::in_heavy_lane(work))
         .await
         .map_err(|error| Error::Internal(format!("a blocking task failed: {error}")))?
 }
@@ -472,13 +473,21 @@ async fn list_members(
     };
     let tenant = caller.principal.tenant_id;
     // One snapshot: the page and the feed cursor it reflects, so the
-    // application can tail the feed from exactly there.
-    let ((total, rows), cursor) = state.store.snapshot(|connection| {
-        Ok((
-            members::list_members(connection, &tenant, &member_query)?,
-            feed::latest(connection, &tenant)?,
-        ))
-    })?;
+    // application can tail the feed from exactly there. A search may read
+    // every member: a heavy read, within the budget.
+    let store = state.store.clone();
+    let reading = tenant.clone();
+    let ((total, rows), cursor) = state
+        .heavy
+        .run(&tenant, Some(state.heavy.budget), move || {
+            store.snapshot(|connection| {
+                Ok((
+                    members::list_members(connection, &reading, &member_query)?,
+                    feed::latest(connection, &reading)?,
+                ))
+            })
+        })
+        .await?;
     Ok(Json(MemberList {
         total,
         offset,

@@ -68,11 +68,19 @@ pub async fn list(
     let query =
         MemberQuery { status, role: role.clone(), search: search.clone(), offset, limit: PAGE };
     let tenant = caller.principal.tenant_id.clone();
-    let (total, rows, status_counts) = state.store.read(|connection| {
-        let (total, rows) = members::list_members(connection, &tenant, &query)?;
-        let status_counts = members::status_counts(connection, &tenant)?;
-        Ok((total, rows, status_counts))
-    })?;
+    // A search reads every member of the tenant: off the async workers, in
+    // the heavy lane.
+    let (store, reading) = (state.store.clone(), tenant.clone());
+    let (total, rows, status_counts) = state
+        .heavy
+        .run(&tenant, None, move || {
+            store.read(|connection| {
+                let (total, rows) = members::list_members(connection, &reading, &query)?;
+                let status_counts = members::status_counts(connection, &reading)?;
+                Ok((total, rows, status_counts))
+            })
+        })
+        .await?;
     let roles: RoleBindings =
         serde_json::from_value(settings::current(&state.store, &tenant, Setting::Roles)?)
             .unwrap_or_default();

@@ -960,11 +960,16 @@ async fn list_off_the_runtime(
     let body = if narrow && request.sort_by.is_none() {
         list(&state, &base, &tenant, kinds, filter.as_ref(), &request)?
     } else {
-        tokio::task::spawn_blocking(move || {
-            list(&state, &base, &tenant, kinds, filter.as_ref(), &request)
-        })
-        .await
-        .map_err(|error| Error::Internal(format!("listing task failed: {error}")))??
+        // Admitted as a heavy read: a tenant's share of the connections,
+        // each statement within the query budget.
+        let heavy = state.heavy.clone();
+        let budget = Some(heavy.budget);
+        let owner = tenant.clone();
+        heavy
+            .run(&owner, budget, move || {
+                list(&state, &base, &tenant, kinds, filter.as_ref(), &request)
+            })
+            .await?
     };
     Ok(respond(StatusCode::OK, &body, None))
 }

@@ -13,6 +13,7 @@ mod console;
 mod dialects;
 mod directory;
 mod feed;
+mod isolation;
 mod membership;
 mod oauth;
 mod openapi;

@@ -20,7 +20,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-pub use pool::PooledConnection;
+pub use pool::{Lane, PooledConnection};
 pub use read::VisitError;
 pub use schema::EVENTS_SCHEMA_VERSION;
 pub use writer::{SqliteTx, WriterStats};
@@ -339,6 +339,22 @@ impl SqliteLog {
     /// synchronously; never hold it across an `.await`.
     pub fn reader(&self) -> Result<PooledConnection<'_>, LogError> {
         self.readers.get()
+    }
+
+    /// Borrows a read-only connection in `lane`, its statements interrupted
+    /// past `budget` ([`LogError::Interrupted`]). Heavy reads never take
+    /// the connections kept for quick ones.
+    pub fn reader_in(
+        &self,
+        lane: Lane,
+        budget: Option<std::time::Duration>,
+    ) -> Result<PooledConnection<'_>, LogError> {
+        self.readers.get_in(lane, budget)
+    }
+
+    /// How many heavy reads may hold a connection at once.
+    pub fn heavy_readers_max(&self) -> usize {
+        self.readers.heavy_max()
     }
 
     /// Lets the writer finish every command queued so far, commit, and stop.
