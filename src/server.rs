@@ -220,7 +220,7 @@ impl Surface {
 /// and `run` build exactly the same thing.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config.body_limit_bytes;
-    Router::new()
+    let routed = Router::new()
         .route("/healthz", get(healthz))
         .route("/oauth/token", axum::routing::post(crate::oauth::token))
         .nest("/scim/v2", crate::scim::router(state.clone()))
@@ -237,7 +237,10 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), limit_body))
         .layer(middleware::from_fn(request_context))
-        .with_state(state)
+        .with_state(state);
+    // Before routing (a router's own layers run after it): the spellings
+    // real SCIM clients send are put in the one the routes know.
+    Router::new().fallback_service(routed).layer(middleware::map_request(crate::scim::spelling))
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains.

@@ -101,6 +101,20 @@ pub fn select<'v>(
     }
 }
 
+/// Whether one value of the multi-valued attribute at `path` (of a
+/// resource of `kind`) matches the value filter `filter`, as inside
+/// `emails[type eq "work"]`.
+pub fn element_matches(
+    kind: ResourceKind,
+    path: &AttrPath,
+    element: &Value,
+    filter: &Filter,
+) -> bool {
+    let whole = AttrPath { sub_attribute: None, ..path.clone() };
+    let definition = resolve(kind, &whole).map(|resolved| resolved.target().clone());
+    evaluate(Scope::Element(definition.as_ref()), element, filter)
+}
+
 /// What the paths of a filter are relative to.
 #[derive(Debug, Clone, Copy)]
 enum Scope<'a> {

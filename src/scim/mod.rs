@@ -65,6 +65,45 @@ pub fn router(state: AppState) -> Router<AppState> {
         .layer(middleware::from_fn_with_state(gate, require_token))
 }
 
+/// The endpoints under /scim/v2, as the routes spell them.
+const ENDPOINTS: [&str; 7] =
+    ["Users", "Groups", "ServiceProviderConfig", "ResourceTypes", "Schemas", "Bulk", ".search"];
+
+/// Puts a /scim/v2 path in the spelling the routes know, as clients in the
+/// field send it otherwise: a trailing slash (`/Users/`, `/Users/?filter=`)
+/// and an endpoint in another case (`/users`, `/GROUPS`; RFC 7644 names
+/// them in one case, and clients that lower-case paths exist). Ids and
+/// everything after the endpoint are left exactly as sent.
+pub async fn spelling(mut request: axum::extract::Request) -> axum::extract::Request {
+    let uri = request.uri();
+    let Some(rest) = uri.path().strip_prefix("/scim/v2/") else { return request };
+    let trimmed = rest.trim_end_matches('/');
+    let (endpoint, tail) = trimmed.split_once('/').map_or((trimmed, ""), |(e, t)| (e, t));
+    let canonical = ENDPOINTS.iter().find(|known| known.eq_ignore_ascii_case(endpoint));
+    let respelled = canonical.is_some_and(|known| *known != endpoint);
+    if (!respelled && trimmed.len() == rest.len()) || trimmed.is_empty() {
+        return request;
+    }
+    let endpoint = canonical.copied().unwrap_or(endpoint);
+    let mut path = format!("/scim/v2/{endpoint}");
+    if !tail.is_empty() {
+        path.push('/');
+        path.push_str(tail);
+    }
+    if let Some(query) = uri.query() {
+        path.push('?');
+        path.push_str(query);
+    }
+    let mut parts = uri.clone().into_parts();
+    if let Ok(path_and_query) = axum::http::uri::PathAndQuery::try_from(path) {
+        parts.path_and_query = Some(path_and_query);
+        if let Ok(respelled) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = respelled;
+        }
+    }
+    request
+}
+
 fn read_only(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
     route.fallback(method_not_allowed)
 }

@@ -3,11 +3,14 @@
 //! members), then trimmed by the `attributes` and `excludedAttributes`
 //! parameters (RFC 7644 section 3.9).
 
+use projections::directory::filter::{AttrPath, Filter};
 use projections::directory::schema::{
     ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, ResourceKind, USER_SCHEMA,
 };
 use projections::directory::store::{MemberRow, ResourceRow};
 use serde_json::{Map, Value, json};
+
+use crate::error::{Error, InvalidKind};
 
 /// The absolute URL of the SCIM root, `https://host/scim/v2`, for `meta.location`
 /// and `$ref`s.
@@ -111,7 +114,7 @@ pub fn resource(base: &BaseUrl, row: ResourceRow, related: &Related) -> Value {
 
 /// An attribute named in `attributes` or `excludedAttributes`: a top-level
 /// key (core name or extension URN) and maybe one name below it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Selector {
     /// The top-level key, as it stands in the document (canonical name or URN).
     pub top: String,
@@ -119,31 +122,101 @@ pub struct Selector {
     /// The selector as written: a bare extension URN is a key of its own,
     /// and only the resource can tell it from `urn:...:attribute`.
     pub whole: String,
+    /// A value filter (`emails[type eq "work"]`): of a multi-valued core
+    /// attribute, only the values it matches.
+    pub filter: Option<Filter>,
+}
+
+/// The items of a comma-separated list, commas inside a value filter's
+/// brackets or quotes not counting.
+fn items(list: &str) -> Vec<&str> {
+    let (mut items, mut start, mut depth, mut quoted, mut escaped) =
+        (Vec::new(), 0, 0u32, false, false);
+    for (at, character) in list.char_indices() {
+        match character {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '[' if !quoted => depth += 1,
+            ']' if !quoted => depth = depth.saturating_sub(1),
+            ',' if !quoted && depth == 0 => {
+                items.push(list.get(start..at).unwrap_or_default());
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(list.get(start..).unwrap_or_default());
+    items
 }
 
 /// Parses `attributes` / `excludedAttributes`: comma-separated paths, with
-/// names matched case-insensitively against the resource's own keys later.
-pub fn selectors(list: &str) -> Vec<Selector> {
-    list.split(',')
+/// names matched case-insensitively against the resource's own keys later;
+/// a path may carry a value filter (`emails[type eq "work"].value`).
+pub fn selectors(list: &str) -> Result<Vec<Selector>, Error> {
+    items(list)
+        .into_iter()
         .map(str::trim)
         .filter(|item| !item.is_empty())
         .map(|item| {
             let whole = item.to_owned();
+            if item.contains('[') {
+                let path = crate::scim::patch::parse_patch_path(item).map_err(|error| {
+                    Error::invalid_as(InvalidKind::Filter, format!("attributes: {error}"))
+                })?;
+                let core = path.schema.as_deref().is_none_or(|urn| {
+                    urn.eq_ignore_ascii_case(USER_SCHEMA) || urn.eq_ignore_ascii_case(GROUP_SCHEMA)
+                });
+                if !core {
+                    return Err(Error::invalid_as(
+                        InvalidKind::Filter,
+                        format!("attributes: {item:?}: a value filter applies to a core attribute"),
+                    ));
+                }
+                return Ok(Selector {
+                    top: path.name,
+                    below: path.sub_attribute,
+                    whole,
+                    filter: path.filter,
+                });
+            }
             if item.get(..4).is_some_and(|prefix| prefix.eq_ignore_ascii_case("urn:")) {
                 // `urn:...:User:department.sub`: the URN is the top key when
                 // it names an extension; the core URN prefix is dropped.
                 let (urn, rest) = item.rsplit_once(':').unwrap_or((item, ""));
                 if urn.eq_ignore_ascii_case(USER_SCHEMA) || urn.eq_ignore_ascii_case(GROUP_SCHEMA) {
                     let (top, below) = split_dot(rest);
-                    return Selector { top, below, whole };
+                    return Ok(Selector { top, below, whole, filter: None });
                 }
                 let below =
                     (!rest.is_empty()).then(|| rest.split('.').next().unwrap_or(rest).to_owned());
-                return Selector { top: urn.to_owned(), below, whole };
+                return Ok(Selector { top: urn.to_owned(), below, whole, filter: None });
             }
             let (top, below) = split_dot(item);
-            Selector { top, below, whole }
+            Ok(Selector { top, below, whole, filter: None })
         })
+        .collect()
+}
+
+/// The kind of a rendered resource, from its `meta.resourceType`.
+fn kind_of(object: &Map<String, Value>) -> ResourceKind {
+    match object.get("meta").and_then(|meta| meta.get("resourceType")).and_then(Value::as_str) {
+        Some("Group") => ResourceKind::Group,
+        _ => ResourceKind::User,
+    }
+}
+
+/// The values of a multi-valued attribute that `filter` matches, in order.
+fn filtered(kind: ResourceKind, key: &str, value: &Value, filter: &Filter) -> Vec<Value> {
+    let path = AttrPath { schema: None, name: key.to_owned(), sub_attribute: None };
+    let elements = match value {
+        Value::Array(items) => items.as_slice(),
+        other => std::slice::from_ref(other),
+    };
+    elements
+        .iter()
+        .filter(|element| crate::scim::eval::element_matches(kind, &path, element, filter))
+        .cloned()
         .collect()
 }
 
@@ -173,6 +246,7 @@ fn locate(object: &Map<String, Value>, selector: &Selector) -> Option<(String, O
 /// Keeps only what `attributes` asks for (plus what is always returned).
 pub fn keep_only(resource: &mut Value, wanted: &[Selector]) {
     let Value::Object(object) = resource else { return };
+    let kind = kind_of(object);
     let mut kept = Map::new();
     for always in ALWAYS {
         if let Some(value) = object.remove(always) {
@@ -182,9 +256,22 @@ pub fn keep_only(resource: &mut Value, wanted: &[Selector]) {
     for selector in wanted {
         let Some((key, below)) = locate(object, selector) else { continue };
         let Some(value) = object.get(&key) else { continue };
-        let value = match &below {
-            None => value.clone(),
-            Some(below) => select_below(value, below, kept.get(&key)),
+        let value = match (&selector.filter, &below) {
+            (Some(filter), below) => {
+                let matching = filtered(kind, &key, value, filter);
+                // No value matched: the attribute is unassigned, and an
+                // unassigned attribute is not returned (RFC 7643 2.5).
+                if matching.is_empty() {
+                    continue;
+                }
+                let matching = Value::Array(matching);
+                match below {
+                    None => matching,
+                    Some(below) => select_below(&matching, below, None),
+                }
+            }
+            (None, None) => value.clone(),
+            (None, Some(below)) => select_below(value, below, kept.get(&key)),
         };
         kept.insert(key, value);
     }
@@ -226,9 +313,20 @@ fn select_below(value: &Value, below: &str, already: Option<&Value>) -> Value {
 /// Removes what `excludedAttributes` names (never what is always returned).
 pub fn exclude(resource: &mut Value, unwanted: &[Selector]) {
     let Value::Object(object) = resource else { return };
+    let kind = kind_of(object);
     for selector in unwanted {
         let Some((key, below)) = locate(object, selector) else { continue };
         if ALWAYS.contains(&key.as_str()) {
+            continue;
+        }
+        // A value filter excludes the values it matches.
+        if let Some(filter) = &selector.filter {
+            if let Some(Value::Array(items)) = object.get_mut(&key) {
+                let path = AttrPath { schema: None, name: key.clone(), sub_attribute: None };
+                items.retain(|element| {
+                    !crate::scim::eval::element_matches(kind, &path, element, filter)
+                });
+            }
             continue;
         }
         match &below {
@@ -287,7 +385,7 @@ mod tests {
             &mut resource,
             &selectors(
                 "USERNAME, name.givenName,emails.value,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
-            ),
+            ).unwrap(),
         );
         assert_eq!(
             resource,
@@ -300,7 +398,7 @@ mod tests {
         let mut resource = sample();
         keep_only(
             &mut resource,
-            &selectors("urn:ietf:params:scim:schemas:core:2.0:User:userName,meta"),
+            &selectors("urn:ietf:params:scim:schemas:core:2.0:User:userName,meta").unwrap(),
         );
         assert_eq!(resource["userName"], "b");
         assert_eq!(resource["meta"]["resourceType"], "User");
@@ -314,7 +412,7 @@ mod tests {
             &mut resource,
             &selectors(
                 "emails,name.familyName,id,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
-            ),
+            ).unwrap(),
         );
         assert!(resource.get("emails").is_none());
         assert_eq!(resource["name"], json!({"givenName": "B"}));
@@ -327,9 +425,9 @@ mod tests {
     #[test]
     fn members_are_loaded_only_when_they_will_be_shown() {
         assert!(wants_members(&[], &[]));
-        assert!(!wants_members(&[], &selectors("members")));
-        assert!(wants_members(&[], &selectors("members.display")));
-        assert!(!wants_members(&selectors("displayName"), &[]));
-        assert!(wants_members(&selectors("members.value"), &[]));
+        assert!(!wants_members(&[], &selectors("members").unwrap()));
+        assert!(wants_members(&[], &selectors("members.display").unwrap()));
+        assert!(!wants_members(&selectors("displayName").unwrap(), &[]));
+        assert!(wants_members(&selectors("members.value").unwrap(), &[]));
     }
 }

@@ -678,8 +678,8 @@ impl ListRequest {
                 "filter" => request.filter = Some(value.clone()),
                 "startindex" => request.start_index = Some(number("startIndex", value)?),
                 "count" => request.count = Some(number("count", value)?),
-                "attributes" => request.attributes = render::selectors(value),
-                "excludedattributes" => request.excluded = render::selectors(value),
+                "attributes" => request.attributes = render::selectors(value)?,
+                "excludedattributes" => request.excluded = render::selectors(value)?,
                 "sortby" => request.sort_by = Some(value.clone()),
                 "sortorder" => request.sort_order = Some(value.clone()),
                 _ => {}
@@ -696,13 +696,13 @@ impl ListRequest {
             ));
         };
         let mut request = ListRequest::default();
-        let list = |value: &Value| -> Vec<Selector> {
+        let list = |value: &Value| -> Result<Vec<Selector>, Error> {
             match value {
                 Value::String(text) => render::selectors(text),
                 Value::Array(items) => render::selectors(
                     &items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
                 ),
-                _ => Vec::new(),
+                _ => Ok(Vec::new()),
             }
         };
         for (key, value) in fields {
@@ -726,8 +726,8 @@ impl ListRequest {
                 }
                 "startindex" => request.start_index = Some(integer("startIndex")?),
                 "count" => request.count = Some(integer("count")?),
-                "attributes" => request.attributes = list(value),
-                "excludedattributes" => request.excluded = list(value),
+                "attributes" => request.attributes = list(value)?,
+                "excludedattributes" => request.excluded = list(value)?,
                 "sortby" => request.sort_by = value.as_str().map(str::to_owned),
                 "sortorder" => request.sort_order = value.as_str().map(str::to_owned),
                 _ => {}

@@ -412,3 +412,117 @@ async fn a_large_group_answers_patch_with_204() {
     assert_eq!(full["members"].as_array().unwrap().len(), 3);
     server.stop().await.unwrap();
 }
+
+/// Requests new clients send that the core protocol spells otherwise
+/// (issue 19, item 7): each is answered as the canonical request is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailing_slashes_other_cases_and_value_filters_in_attributes() {
+    let server = TestServer::start().await;
+    let token = client(&server).await;
+    let id = create(
+        &server,
+        &token,
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "ann@example.com",
+            "emails": [
+                {"value": "ann@work.example", "type": "work", "primary": true},
+                {"value": "ann@home.example", "type": "home"},
+            ],
+        }),
+    )
+    .await;
+    let get = reqwest::Method::GET;
+    let filter = "?filter=userName%20eq%20%22ann%40example.com%22";
+
+    // A trailing slash on a resource path, with and without a query.
+    let (status, canonical) = send(&server, &token, get.clone(), "/Users", None).await;
+    assert_eq!(status, 200);
+    for path in ["/Users/".to_owned(), "/users".to_owned(), "/USERS/".to_owned()] {
+        let (status, body) = send(&server, &token, get.clone(), &path, None).await;
+        assert_eq!((status, &body), (200, &canonical), "{path}");
+    }
+    let (status, found) =
+        send(&server, &token, get.clone(), format!("/Users/{filter}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(found["totalResults"], 1);
+    let (status, one) = send(&server, &token, get.clone(), format!("/users/{id}/"), None).await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["id"], id.as_str());
+    // Writes too: a PATCH through the lower-case endpoint.
+    let patch = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "title", "value": "Engineer"}],
+    });
+    let (status, patched) = send(
+        &server,
+        &token,
+        reqwest::Method::PATCH,
+        format!("/users/{id}"),
+        Some(("application/scim+json", patch)),
+    )
+    .await;
+    assert_eq!((status, patched["title"].as_str()), (200, Some("Engineer")), "{patched}");
+    for path in ["/groups/", "/serviceproviderconfig", "/Schemas/", "/resourcetypes"] {
+        let (status, body) = send(&server, &token, get.clone(), path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    // What is not an endpoint in any case stays a SCIM 404.
+    let (status, body) = send(&server, &token, get.clone(), "/Accounts/", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+
+    // A value filter inside `attributes`: only the matching values.
+    let work = r#"emails[type eq "work"]"#;
+    let (status, body) =
+        send(&server, &token, get.clone(), format!("/Users/{id}?attributes={work}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["emails"],
+        json!([{"value": "ann@work.example", "type": "work", "primary": true}])
+    );
+    assert!(body.get("userName").is_none(), "{body}");
+    let (status, body) = send(
+        &server,
+        &token,
+        get.clone(),
+        format!("/Users{filter}&attributes=userName,{work}.value"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let listed = &body["Resources"][0];
+    assert_eq!(listed["userName"], "ann@example.com");
+    assert_eq!(listed["emails"], json!([{"value": "ann@work.example"}]));
+    // None matching: the attribute is not returned at all.
+    let (status, body) = send(
+        &server,
+        &token,
+        get.clone(),
+        format!(r#"/Users/{id}?attributes=emails[type eq "other"]"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.get("emails").is_none(), "{body}");
+    // And the same in a search body; a malformed filter is a SCIM 400.
+    let search = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": "userName eq \"ann@example.com\"",
+        "attributes": [work],
+    });
+    let (status, body) = send(
+        &server,
+        &token,
+        reqwest::Method::POST,
+        "/users/.search",
+        Some(("application/scim+json", search)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Resources"][0]["emails"].as_array().map(Vec::len), Some(1));
+    let (status, body) =
+        send(&server, &token, get, format!(r#"/Users/{id}?attributes=emails[type eq]"#), None)
+            .await;
+    assert_eq!((status, body["scimType"].as_str()), (400, Some("invalidFilter")), "{body}");
+}
