@@ -6,7 +6,7 @@
 listening_address() {
   local log="$1" address=""
   for _ in $(seq 1 600); do
-    address="$(sed -n 's|^rollcall: listening on http://\([^ ]*\)  (SCIM base URL .*)$|\1|p' "$log")"
+    address="$(sed -n 's|^rollcall: listening on https\{0,1\}://\([^ ]*\)  (SCIM base URL .*)$|\1|p' "$log")"
     if [ -n "$address" ]; then
       echo "$address"
       return 0

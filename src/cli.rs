@@ -244,6 +244,26 @@ pub struct ServeArgs {
     /// proxy (default: built from each request's Host header).
     #[arg(long, env = "ROLLCALL_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Seconds a client has to send a request head; a keep-alive connection
+    /// idle this long is closed too.
+    #[arg(long, env = "ROLLCALL_HEADER_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub header_timeout_seconds: u64,
+    /// Seconds a client has to send a request body, whole (408 past it).
+    #[arg(long, env = "ROLLCALL_BODY_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub body_timeout_seconds: u64,
+    /// Connections served at once; one more is answered 503 and closed.
+    #[arg(long, env = "ROLLCALL_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// /readyz answers 503 below this many MiB free on the database's disk.
+    #[arg(long, env = "ROLLCALL_READY_MIN_FREE_MB", default_value_t = 256)]
+    pub ready_min_free_mb: u64,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs
+    /// --tls-key. Read again on SIGHUP and when the file changes.
+    #[arg(long, env = "ROLLCALL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, env = "ROLLCALL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Seconds an access token from POST /oauth/token lives.
     #[arg(long, env = "ROLLCALL_OAUTH_TOKEN_LIFETIME_SECONDS", default_value_t = 3600)]
     pub oauth_token_lifetime_seconds: u64,
@@ -715,6 +735,13 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
             u64::try_from(tenancy::TOKEN_LIFETIME_DAYS_MAX * 24 * 3600).unwrap_or(u64::MAX),
         )),
         query_budget: Duration::from_millis(serve.query_budget_ms.clamp(10, 3_600_000)),
+        tls: serve.tls_cert.is_some(),
+        ready_min_free_bytes: serve.ready_min_free_mb.saturating_mul(1024 * 1024),
+        connections: crate::http::ConnectionLimits {
+            header_timeout: Duration::from_secs(serve.header_timeout_seconds.clamp(1, 3600)),
+            max_connections: serve.max_connections.max(1),
+        },
+        body_timeout: Duration::from_secs(serve.body_timeout_seconds.clamp(1, 3600)),
         webhooks: crate::webhooks::DeliveryConfig {
             retry_schedule: serve.webhook_retry_schedule.clone(),
             timeout: Duration::from_secs(serve.webhook_timeout_seconds.clamp(1, 300)),
@@ -727,16 +754,30 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    // Read before anything listens: a certificate that cannot be served is
+    // a start-up error, not a first handshake's.
+    let certificates = match (&serve.tls_cert, &serve.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            crate::tls::Certificates::open(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .context("loading the TLS certificate")?,
+        ),
+        _ => None,
+    };
     runtime.block_on(async move {
+        let shutdown = shutdown_signal();
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let bound = listener.local_addr().context("reading the bound address")?;
+        let scheme = if certificates.is_some() { "https" } else { "http" };
         // One write of the whole line: scripts poll the server's stderr for it,
         // and `eprintln!` writes the pieces of a formatted line separately, so a
         // reader could see "http://127.0.0" before the rest arrived.
         let line = format!(
-            "rollcall: listening on http://{bound}  (SCIM base URL http://{bound}/scim/v2)\n"
+            "rollcall: listening on {scheme}://{bound}  (SCIM base URL {scheme}://{bound}/scim/v2)\n"
         );
         {
             use std::io::Write as _;
@@ -752,33 +793,51 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
                 Duration::from_secs(serve.scheduler_interval_seconds),
             ));
         }
-        crate::server::run(listener, AppState::new(store, config)?, shutdown_signal())
-            .await
-            .context("serving HTTP")
+        let state = AppState::new(store, config)?;
+        match certificates {
+            Some(certificates) => {
+                let tls = certificates.server_config().context("configuring TLS")?;
+                tokio::spawn(certificates.watch(state.stopping.subscribe()));
+                let listener = crate::tls::TlsListener::new(listener, tls)?;
+                crate::server::run(listener, state, shutdown).await
+            }
+            None => crate::server::run(listener, state, shutdown).await,
+        }
+        .context("serving HTTP")
     })
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: called before the server
+/// says it listens, a SIGTERM that follows the first answer at once is
+/// never met by the default action (death without draining).
+#[cfg(unix)]
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    let terminate = signal(SignalKind::terminate()).ok();
+    async move {
+        let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = wait(interrupt) => {}
+            () = wait(terminate) => {}
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
     }
 }
 

@@ -51,6 +51,9 @@ pub enum Error {
     /// The writer's queue is full: retry shortly.
     #[error("rollcall is busy; retry shortly")]
     Overloaded,
+    /// The request body did not arrive within the body timeout.
+    #[error("{message}")]
+    RequestTimeout { message: String },
     /// A read ran past its time budget (`budget_ms`, when known): the
     /// query asks for more work than the server will do for one request.
     #[error("{}", budget_message(*budget_ms))]
@@ -100,6 +103,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Overloaded | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::BudgetExceeded { .. } => StatusCode::BAD_REQUEST,
+            Error::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -118,6 +122,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::Overloaded => "overloaded",
             Error::BudgetExceeded { .. } => "too_expensive",
+            Error::RequestTimeout { .. } => "request_timeout",
             Error::ShuttingDown => "shutting_down",
             Error::Internal(_) => "internal",
         }

@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use events::EventLog;
 use http_body_util::BodyExt;
-use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::error::{ApiError, Error, InternalCause, ScimError};
@@ -85,6 +84,17 @@ pub struct ServerConfig {
     pub query_budget: Duration,
     /// How long a heavy read may wait for a slot before it is answered 503.
     pub heavy_queue_wait: Duration,
+    /// The server itself speaks TLS (`serve --tls-cert`): clients reach it
+    /// over https.
+    pub tls: bool,
+    /// `/readyz` answers 503 when the database's file system has less free
+    /// space than this.
+    pub ready_min_free_bytes: u64,
+    /// Header timeout (and idle keep-alive) and the connection cap.
+    pub connections: crate::http::ConnectionLimits,
+    /// A request body must arrive whole within this (a trickle is cut off
+    /// with 408).
+    pub body_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +118,10 @@ impl Default for ServerConfig {
             webhooks: crate::webhooks::DeliveryConfig::default(),
             query_budget: Duration::from_secs(10),
             heavy_queue_wait: Duration::from_secs(30),
+            tls: false,
+            ready_min_free_bytes: 256 * 1024 * 1024,
+            connections: crate::http::ConnectionLimits::default(),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -125,6 +139,7 @@ impl ServerConfig {
         let host =
             headers.get(header::HOST).and_then(|value| value.to_str().ok()).unwrap_or("localhost");
         let scheme = match headers.get("x-forwarded-proto").and_then(|value| value.to_str().ok()) {
+            _ if self.tls => "https",
             Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
             _ => "http",
         };
@@ -222,6 +237,8 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.config.body_limit_bytes;
     let routed = Router::new()
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/oauth/token", axum::routing::post(crate::oauth::token))
         .nest("/scim/v2", crate::scim::router(state.clone()))
         .nest(
@@ -244,11 +261,15 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains.
-pub async fn run(
-    listener: TcpListener,
+pub async fn run<L>(
+    listener: L,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let grace = state.config.shutdown_grace;
     let supervisor = crate::webhooks::deliver::start(
         state.webhooks.deliverer.clone(),
@@ -256,19 +277,20 @@ pub async fn run(
     )?;
     let stop_accepting = Arc::new(tokio::sync::Notify::new());
     let stop_signal = stop_accepting.clone();
-    let server = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(async move { stop_signal.notified().await })
-        .into_future();
+    let limits = state.config.connections;
+    let server = crate::http::serve(listener, app(state.clone()), limits, async move {
+        stop_signal.notified().await;
+    });
     tokio::pin!(server);
     tokio::pin!(shutdown);
-    let served = tokio::select! {
-        result = &mut server => result,
+    let served: std::io::Result<()> = tokio::select! {
+        () = &mut server => Ok(()),
         () = &mut shutdown => {
             tracing::info!(grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests");
             stop_accepting.notify_one();
             state.stopping.send_replace(true);
             match tokio::time::timeout(grace, &mut server).await {
-                Ok(result) => result,
+                Ok(()) => Ok(()),
                 Err(_) => {
                     tracing::warn!("requests still running after the grace period; closing them");
                     Ok(())
@@ -304,6 +326,60 @@ async fn healthz(State(state): State<AppState>) -> Result<Response, ApiError> {
         "head_position": head,
     });
     Ok((status, axum::Json(body)).into_response())
+}
+
+/// The process answers: no database, no lock, nothing that can wait.
+async fn livez() -> Response {
+    (StatusCode::OK, axum::Json(serde_json::json!({ "status": "alive" }))).into_response()
+}
+
+/// Bytes free for an unprivileged writer on the file system holding `path`.
+fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+    let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty());
+    let stats = rustix::fs::statvfs(directory.unwrap_or(std::path::Path::new(".")))?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+/// Whether this instance should get traffic: the writer runs and no fsync
+/// has failed, the schema is migrated (the store opens only after), a read
+/// answers, and the disk has room. 503 names the first reason it has not.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let log = state.store.log();
+    let free = free_bytes(log.path());
+    let floor = state.config.ready_min_free_bytes;
+    let reason = if !log.is_writable() {
+        Some("the log writer has stopped or an fsync failed".to_owned())
+    } else if let Err(error) = log.head() {
+        Some(format!("the database cannot be read: {error}"))
+    } else {
+        match &free {
+            Err(error) => Some(format!("the free disk space cannot be read: {error}")),
+            Ok(free) if *free < floor => Some(format!(
+                "{} MiB free on the database's disk, below the floor of {} MiB (serve --ready-min-free-mb)",
+                free / (1024 * 1024),
+                floor / (1024 * 1024)
+            )),
+            Ok(_) => None,
+        }
+    };
+    let free_mib = free.ok().map(|free| free / (1024 * 1024));
+    match reason {
+        None => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "status": "ready", "free_mib": free_mib })),
+        )
+            .into_response(),
+        Some(reason) => {
+            tracing::warn!(%reason, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({
+                    "status": "not_ready", "reason": reason, "free_mib": free_mib,
+                })),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn not_found(request: Request) -> Response {
@@ -372,6 +448,7 @@ pub const DISCARD_TIME_MAX: Duration = Duration::from_secs(5);
 /// it passes it.
 async fn limit_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit_bytes = state.config.body_limit_bytes;
+    let body_timeout = state.config.body_timeout;
     let surface = Surface::of_path(request.uri().path());
     let declared = request
         .headers()
@@ -384,23 +461,48 @@ async fn limit_body(State(state): State<AppState>, request: Request, next: Next)
             discard(body, 0).await;
             too_large(surface, limit_bytes)
         }
-        // Hyper holds the body to its declared length.
-        Some(_) => next.run(request).await,
-        None => {
+        Some(0) => next.run(request).await,
+        // Read here, whole, within the body timeout: a body that trickles
+        // (or stops short of its declared length) is cut off with 408
+        // instead of holding a connection and a handler for ever.
+        _ => {
             let (parts, mut body) = request.into_parts();
             let mut kept: Vec<u8> = Vec::new();
-            while let Some(frame) = body.frame().await {
-                let Ok(frame) = frame else {
-                    return surface.respond(Error::invalid("the request body could not be read"));
-                };
-                let Ok(data) = frame.into_data() else { continue };
-                if kept.len() + data.len() > limit_bytes {
-                    discard(body, (kept.len() + data.len()) as u64).await;
-                    return too_large(surface, limit_bytes);
+            let read = tokio::time::timeout(body_timeout, async {
+                while let Some(frame) = body.frame().await {
+                    let Ok(frame) = frame else {
+                        return Err(
+                            surface.respond(Error::invalid("the request body could not be read"))
+                        );
+                    };
+                    let Ok(data) = frame.into_data() else { continue };
+                    // Hyper holds a declared body to its length; one of no
+                    // declared length is refused the moment it passes the limit.
+                    if kept.len() + data.len() > limit_bytes {
+                        discard(body, (kept.len() + data.len()) as u64).await;
+                        return Err(too_large(surface, limit_bytes));
+                    }
+                    kept.extend_from_slice(&data);
                 }
-                kept.extend_from_slice(&data);
+                Ok(())
+            })
+            .await;
+            match read {
+                Ok(Ok(())) => next.run(Request::from_parts(parts, Body::from(kept))).await,
+                Ok(Err(refused)) => refused,
+                Err(_) => {
+                    let seconds = body_timeout.as_secs();
+                    let mut response = surface.respond(Error::RequestTimeout {
+                        message: format!(
+                            "the request body did not arrive within {seconds} s (serve --body-timeout-seconds)"
+                        ),
+                    });
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    response
+                }
             }
-            next.run(Request::from_parts(parts, Body::from(kept))).await
         }
     }
 }

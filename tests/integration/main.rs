@@ -22,5 +22,6 @@ mod sequences;
 mod server;
 mod synchronize;
 mod tidy;
+mod tls;
 mod util;
 mod webhooks;

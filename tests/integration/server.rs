@@ -30,6 +30,33 @@ async fn healthz_answers_with_the_log_head() {
     server.stop().await.unwrap();
 }
 
+/// `/livez` is the process alone; `/readyz` says whether to send traffic,
+/// and why not: the writer stopped, or the disk is below the floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livez_and_readyz_say_alive_ready_and_why_not() {
+    let server = TestServer::start().await;
+    let body = json_body(server.get("/livez", None).await, 200, "application/json").await;
+    assert_eq!(body, serde_json::json!({ "status": "alive" }));
+    let body = json_body(server.get("/readyz", None).await, 200, "application/json").await;
+    assert_eq!(body["status"], "ready");
+    assert!(body["free_mib"].as_u64().is_some(), "{body}");
+    let store = server.store.clone();
+    tokio::task::spawn_blocking(move || store.shutdown()).await.unwrap();
+    let body = json_body(server.get("/readyz", None).await, 503, "application/json").await;
+    assert_eq!(body["status"], "not_ready");
+    assert!(body["reason"].as_str().unwrap().contains("writer has stopped"), "{body}");
+    // Alive all the same: a restart is not what it needs.
+    json_body(server.get("/livez", None).await, 200, "application/json").await;
+    server.stop().await.unwrap();
+
+    let full = ServerConfig { ready_min_free_bytes: u64::MAX, ..ServerConfig::default() };
+    let server = TestServer::start_with(full).await;
+    let body = json_body(server.get("/readyz", None).await, 503, "application/json").await;
+    let reason = body["reason"].as_str().unwrap();
+    assert!(reason.contains("below the floor") && reason.contains("--ready-min-free-mb"), "{body}");
+    server.stop().await.unwrap();
+}
+
 /// Every answer carries an `X-Request-Id`, whatever the surface and
 /// whatever the outcome: SCIM, the admin API, the console and its assets,
 /// OAuth, refusals, unknown routes and oversized bodies.
@@ -441,4 +468,122 @@ fn the_binary_serves_and_stops_cleanly_on_sigterm() {
     assert!(exit.success(), "{exit:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|line| line.contains("drained")), "{rest:?}");
+}
+
+/// Reads what the server sends on `stream` until it closes the connection
+/// (or `limit` passes): the text, and how long it took.
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> (String, Duration) {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(
+            limit.saturating_sub(started.elapsed()),
+            stream.read(&mut buffer),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(read)) => seen.extend_from_slice(&buffer[..read]),
+            Err(_) => panic!("still open after {limit:?}: {}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    (String::from_utf8_lossy(&seen).into_owned(), started.elapsed())
+}
+
+/// Slow and greedy clients: a request head sent a byte at a time is cut
+/// off at the header timeout, an idle keep-alive connection is closed, a
+/// body that stops short is answered 408, a connection over the cap is
+/// answered 503 at once; and through all of it, with 200 idle connections
+/// open, another client's requests are answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_idle_and_greedy_clients_are_cut_off_and_others_served() {
+    use tokio::io::AsyncWriteExt;
+    let config = ServerConfig {
+        connections: rollcall::http::ConnectionLimits {
+            header_timeout: Duration::from_secs(1),
+            max_connections: 210,
+        },
+        body_timeout: Duration::from_secs(1),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start_with(config).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let connect = || tokio::net::TcpStream::connect(address.clone());
+
+    // A head that trickles: cut off at about the header timeout.
+    let mut slow = connect().await.unwrap();
+    let trickling = std::time::Instant::now();
+    let trickle = tokio::spawn(async move {
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1".iter() {
+            if slow.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        slow
+    });
+    // Meanwhile others are answered at once, with 200 idle connections open.
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(connect().await.unwrap());
+    }
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        assert_eq!(server.get("/healthz", None).await.status(), 200);
+        assert!(started.elapsed() < Duration::from_millis(250), "{:?}", started.elapsed());
+    }
+    let mut slow = trickle.await.unwrap();
+    let (said, _) = read_until_closed(&mut slow, Duration::from_secs(5)).await;
+    assert!(!said.contains("200 OK"), "{said}");
+    // All of it would take 4.4 s: the server closed it at about 1 s.
+    let took = trickling.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // The idle ones were closed too, at the same timeout.
+    for stream in idle.iter_mut().take(5) {
+        read_until_closed(stream, Duration::from_secs(5)).await;
+    }
+    drop(idle);
+
+    // A keep-alive connection left idle after a request is closed.
+    let mut kept = connect().await.unwrap();
+    kept.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let (said, took) = read_until_closed(&mut kept, Duration::from_secs(5)).await;
+    assert!(said.starts_with("HTTP/1.1 200"), "{said}");
+    assert!(took >= Duration::from_millis(900), "closed before the timeout: {took:?}");
+
+    // A body that stops after 11 of 1,000 bytes: 408, and the connection
+    // closed; nothing written.
+    let head = server.log_head();
+    let mut short = connect().await.unwrap();
+    short
+        .write_all(
+            b"POST /api/v1/tokens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 1000\r\n\r\n{\"scope\": \"",
+        )
+        .await
+        .unwrap();
+    let (said, took) = read_until_closed(&mut short, Duration::from_secs(5)).await;
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    assert!(said.contains("request_timeout") && said.contains("--body-timeout-seconds"), "{said}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(server.log_head(), head);
+
+    // Over the cap: 503 with Retry-After at once, then closed.
+    let mut held = Vec::new();
+    for _ in 0..210 {
+        held.push(connect().await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut over = connect().await.unwrap();
+    let (said, took) = read_until_closed(&mut over, Duration::from_secs(5)).await;
+    assert!(said.starts_with("HTTP/1.1 503"), "{said}");
+    assert!(said.contains("Retry-After: 1"), "{said}");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    drop(held);
+    server.stop().await.unwrap();
 }

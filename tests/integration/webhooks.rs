@@ -715,9 +715,18 @@ async fn the_console_adds_an_endpoint_tests_it_and_shows_its_deliveries() {
     let delivered = receiver.wait_for(2, Duration::from_secs(20)).await;
     let joined = delivered[1].json();
     assert_eq!(joined["type"], "member.joined");
-    let shown = visitor.get(&format!("/admin/webhooks/{id}")).await;
+    // The receiver may have the request before the deliverer has recorded
+    // its answer: the page lists it once recorded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        let shown = visitor.get(&format!("/admin/webhooks/{id}")).await;
+        if shown.html.contains(joined["id"].as_str().unwrap()) {
+            break shown;
+        }
+        assert!(std::time::Instant::now() < deadline, "the delivery is listed: {}", shown.html);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(shown.html.contains("Last deliveries"), "{}", shown.html);
-    assert!(shown.html.contains(joined["id"].as_str().unwrap()), "the delivery is listed");
     let paused =
         visitor.post(&format!("/admin/webhooks/{id}/pause"), &[("csrf", &shown.csrf())]).await;
     assert_eq!(paused.status, 303);

@@ -1,0 +1,112 @@
+//! Connections: accepting them, bounding them, timing them out, draining
+//! them at shutdown. `axum::serve` has no knobs for any of that, so the
+//! loop is here, on hyper's HTTP/1.1 connection directly:
+//!
+//! - a request head must arrive within `header_timeout` (a client sending
+//!   a byte a second is cut off), and the same timer closes a keep-alive
+//!   connection that stays idle that long (hyper starts it as soon as the
+//!   connection waits for a request);
+//! - at most `max_connections` are served at once; one beyond is answered
+//!   503 with Retry-After and closed at once, never left hanging;
+//! - at shutdown no connection is accepted, idle ones close, and busy ones
+//!   finish their request (the caller bounds how long by the grace).
+//!
+//! A body that trickles is the body timeout's, in `server::limit_body`.
+//! This module owns the connections; it must not look at requests.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::serve::Listener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tower::ServiceExt as _;
+
+/// The bounds on connections (`serve --header-timeout-seconds`,
+/// `--max-connections`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits { header_timeout: Duration::from_secs(30), max_connections: 4096 }
+    }
+}
+
+/// What a connection over the cap is told before it is closed.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+Content-Type: application/json\r\nConnection: close\r\nContent-Length: 95\r\n\r\n\
+{\"error\":\"overloaded\",\"message\":\"the server has as many connections as it serves; try again\"}";
+
+/// Serves `router` on `listener` until `stop` resolves, then lets every
+/// connection finish; resolves when the last one has.
+pub async fn serve<L>(
+    mut listener: L,
+    router: Router,
+    limits: ConnectionLimits,
+    stop: impl Future<Output = ()> + Send,
+) where
+    L: Listener,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let (draining, drain) = tokio::sync::watch::channel(false);
+    // Each connection task holds a clone; `recv` ends when the last is gone.
+    let (alive, mut all_closed) = tokio::sync::mpsc::channel::<Infallible>(1);
+    tokio::pin!(stop);
+    loop {
+        let (io, _peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let mut io = io;
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    let _ = io.write_all(REFUSED).await;
+                    let _ = io.shutdown().await;
+                })
+                .await;
+            });
+            continue;
+        };
+        let service = TowerToHyperService::new(router.clone().map_request(
+            |request: hyper::Request<hyper::body::Incoming>| request.map(axum::body::Body::new),
+        ));
+        let (mut drain, alive) = (drain.clone(), alive.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _alive = alive;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+            let connection = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(connection);
+            let mut draining_seen = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, "a connection ended with an error");
+                        }
+                        break;
+                    }
+                    changed = drain.changed(), if !draining_seen => {
+                        draining_seen = true;
+                        if changed.is_ok() {
+                            connection.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = draining.send(true);
+    drop(alive);
+    let _ = all_closed.recv().await;
+}
