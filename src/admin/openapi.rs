@@ -31,7 +31,8 @@ pub struct ErrorBody {
     /// A stable code: `invalid_request`, `unauthorized`, `not_found`,
     /// `conflict`, `duplicate`, `precondition_failed`,
     /// `unsupported_media_type`, `payload_too_large`, `too_expensive` (a
-    /// search ran past the query budget), `overloaded`, `shutting_down`,
+    /// search ran past the query budget), `request_timeout` (a body that did
+    /// not arrive in time), `overloaded`, `shutting_down`,
     /// `method_not_allowed`.
     pub error: String,
     /// What is wrong, for a person to read.

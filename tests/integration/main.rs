@@ -10,6 +10,7 @@ mod browser;
 mod bulk;
 mod cli;
 mod console;
+mod deploy;
 mod dialects;
 mod directory;
 mod feed;
