@@ -128,6 +128,26 @@ pub enum Command {
         #[command(subcommand)]
         command: SettingCommand,
     },
+    /// Copy the database (while a server runs on it) to a new file, with
+    /// its webhook delivery state, and check the copy: integrity and every
+    /// tenant's hash chain.
+    Backup {
+        /// The new file to write.
+        #[arg(long)]
+        to: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a backup in place of the database (no server may have it open);
+    /// the database replaced is kept beside it.
+    Restore {
+        /// The backup to restore.
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the OpenAPI 3.1 document of /api/v1 (as the server serves it
     /// at /api/v1/openapi.json, and docs/openapi.json holds it).
     Openapi,
@@ -254,6 +274,17 @@ pub struct ServeArgs {
     /// Connections served at once; one more is answered 503 and closed.
     #[arg(long, env = "ROLLCALL_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Write a checked backup into this directory at start and then every
+    /// --backup-every (files rollcall-<time>.db, the oldest beyond
+    /// --backup-keep removed).
+    #[arg(long, env = "ROLLCALL_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// How often a scheduled backup is taken: 30m, 12h, 1d, 1w.
+    #[arg(long, env = "ROLLCALL_BACKUP_EVERY", default_value = "1d", value_parser = backup_every)]
+    pub backup_every: Duration,
+    /// How many scheduled backups are kept.
+    #[arg(long, env = "ROLLCALL_BACKUP_KEEP", default_value_t = 7)]
+    pub backup_keep: usize,
     /// /readyz answers 503 below this many MiB free on the database's disk.
     #[arg(long, env = "ROLLCALL_READY_MIN_FREE_MB", default_value_t = 256)]
     pub ready_min_free_mb: u64,
@@ -662,6 +693,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ),
             )
         }
+        Command::Backup { to, json } => {
+            init_logging("warn", LogFormat::Text);
+            let checked = crate::backup::backup(&settings.db, &to)?;
+            print_backup(&checked, json, "backed up")
+        }
+        Command::Restore { from, json } => {
+            init_logging("warn", LogFormat::Text);
+            let restored = crate::backup::restore(&settings.db, &from)?;
+            if let (Some(replaced), false) = (&restored.replaced, json) {
+                eprintln!("rollcall: the database replaced is kept as {replaced}");
+            }
+            print_backup(&restored.restored, json, "restored")
+        }
         Command::Openapi => {
             print!("{}", crate::admin::openapi::document_json());
             Ok(ExitCode::SUCCESS)
@@ -716,6 +760,9 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
         format!("--listen {:?} is not an address like 127.0.0.1:8080", serve.listen)
     })?;
     let existed = settings.db.exists();
+    // Held while serving: `restore` refuses to replace the file under a
+    // server, and a second server on the same file is refused here.
+    let _serving = crate::backup::ServeLock::acquire(&settings.db)?;
     let store = Arc::new(open_store(settings)?);
     eprintln!("rollcall: database {}", describe_db(&settings.db, existed));
     let config = ServerConfig {
@@ -766,6 +813,8 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
         ),
         _ => None,
     };
+    let (backup_dir, backup_every, backup_keep, db) =
+        (serve.backup_dir.clone(), serve.backup_every, serve.backup_keep, settings.db.clone());
     runtime.block_on(async move {
         let shutdown = shutdown_signal();
         let listener = tokio::net::TcpListener::bind(listen)
@@ -794,6 +843,10 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
             ));
         }
         let state = AppState::new(store, config)?;
+        if let Some(dir) = &backup_dir {
+            let schedule = crate::backup::Schedule { dir: dir.clone(), every: backup_every, keep: backup_keep };
+            tokio::spawn(crate::backup::run_scheduled(db.clone(), schedule, state.stopping.subscribe()));
+        }
         match certificates {
             Some(certificates) => {
                 let tls = certificates.server_config().context("configuring TLS")?;
@@ -805,6 +858,37 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
         }
         .context("serving HTTP")
     })
+}
+
+fn backup_every(text: &str) -> Result<Duration, String> {
+    let lifetime = tenancy::parse_lifetime(text).map_err(|error| error.to_string())?;
+    Ok(lifetime.unsigned_abs())
+}
+
+/// A backup's report: what the copy holds, checked.
+fn print_backup(
+    checked: &crate::backup::Checked,
+    json: bool,
+    done: &str,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(checked)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{done} {} ({} bytes, {} events, integrity {}, every chain verified, {} ms)",
+        checked.file, checked.bytes, checked.events, checked.integrity, checked.took_ms
+    );
+    for head in &checked.heads {
+        println!(
+            "  tenant {}: {} events, head {}:{}",
+            head.tenant_id, head.events, head.position, head.hash
+        );
+    }
+    if let Some(deliveries) = &checked.deliveries {
+        println!("  webhook delivery state: {deliveries}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is

@@ -4,12 +4,13 @@
 //! and after the files change, without dropping an open connection; a
 //! renewal that cannot be read keeps the working pair.
 
-use std::io::BufRead;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+
+use crate::util::ServedBinary;
 
 /// A certificate authority made for one test.
 struct TestCa {
@@ -40,62 +41,19 @@ impl TestCa {
     }
 }
 
-/// A server started from the binary, its log kept.
-struct Served {
-    child: std::process::Child,
-    address: String,
-    log: Arc<Mutex<Vec<String>>>,
+/// Sends SIGHUP to the server.
+fn hang_up(server: &ServedBinary) {
+    let sent =
+        std::process::Command::new("kill").args(["-HUP", &server.child.id().to_string()]).status();
+    assert!(sent.unwrap().success());
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Served {
-    fn start(dir: &Path, cert: &Path, key: &Path) -> Served {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .arg("--tls-cert")
-            .arg(cert)
-            .arg("--tls-key")
-            .arg(key)
-            .env("ROLLCALL_DB", dir.join("tls.db"))
-            .env("ROLLCALL_DURABILITY", "off")
-            .env("ROLLCALL_SCHEDULER_INTERVAL_SECONDS", "0")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let address = loop {
-            let line = lines.next().expect("the server said nothing").unwrap();
-            if let Some(rest) = line.strip_prefix("rollcall: listening on https://") {
-                assert!(line.contains("SCIM base URL https://"), "{line}");
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let kept = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                kept.lock().unwrap().push(line);
-            }
-        });
-        Served { child, address, log }
-    }
-
-    fn hang_up(&self) {
-        let sent = std::process::Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status();
-        assert!(sent.unwrap().success());
-    }
-
-    fn logged(&self, text: &str) -> usize {
-        self.log.lock().unwrap().iter().filter(|line| line.contains(text)).count()
-    }
+fn start(dir: &Path, cert: &Path, key: &Path) -> ServedBinary {
+    let args =
+        [OsStr::new("--tls-cert"), cert.as_os_str(), OsStr::new("--tls-key"), key.as_os_str()];
+    let server = ServedBinary::start(&dir.join("tls.db"), &args);
+    assert_eq!(server.scheme, "https");
+    server
 }
 
 fn client(ca: &TestCa, version: Option<reqwest::tls::Version>) -> reqwest::Client {
@@ -136,7 +94,7 @@ async fn https_with_a_reloaded_certificate_and_tls_1_2_and_1_3() {
     let issued =
         crate::util::rollcall_ok(&db, &["token", "issue", "--tenant", "acme", "--scope", "scim"]);
     let token = String::from_utf8(issued.stdout).unwrap().trim().to_owned();
-    let server = Served::start(dir.path(), &cert, &key);
+    let server = start(dir.path(), &cert, &key);
 
     // Verified against the test CA, in both protocol versions.
     for version in [reqwest::tls::Version::TLS_1_2, reqwest::tls::Version::TLS_1_3] {
@@ -165,7 +123,7 @@ async fn https_with_a_reloaded_certificate_and_tls_1_2_and_1_3() {
     let (chain, private, second) = ca.leaf("second", None);
     write(&cert, &chain);
     write(&key, &private);
-    server.hang_up();
+    hang_up(&server);
     let deadline = Instant::now() + Duration::from_secs(10);
     while served_leaf(&client(&ca, None), &server.address).await != second {
         assert!(Instant::now() < deadline, "the renewed certificate was not served");
@@ -195,7 +153,7 @@ async fn https_with_a_reloaded_certificate_and_tls_1_2_and_1_3() {
     let failures = server.logged("TLS certificate reload failed");
     let (chain, _, _) = ca.leaf("fourth", None);
     write(&cert, &chain);
-    server.hang_up();
+    hang_up(&server);
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.logged("TLS certificate reload failed") == failures {
         assert!(Instant::now() < deadline, "no reload failure logged");

@@ -217,3 +217,65 @@ pub async fn json_body(
     assert_eq!(header.as_deref(), Some(content_type));
     response.json().await.unwrap()
 }
+
+/// `rollcall serve` from the built binary, on `127.0.0.1:0`, its log kept;
+/// killed when dropped, so a failed assertion leaves no server running.
+pub struct ServedBinary {
+    pub child: std::process::Child,
+    /// `host:port`.
+    pub address: String,
+    /// `http` or `https`, as the server said it listens.
+    pub scheme: String,
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for ServedBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServedBinary {
+    pub fn start(db: &Path, args: &[&std::ffi::OsStr]) -> ServedBinary {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("ROLLCALL_DB", db)
+            .env("ROLLCALL_DURABILITY", "off")
+            .env("ROLLCALL_SCHEDULER_INTERVAL_SECONDS", "0")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut said = Vec::new();
+        let (scheme, address) = loop {
+            let Some(line) = lines.next() else { panic!("the server stopped: {said:?}") };
+            let line = line.unwrap();
+            if let Some(rest) = line.strip_prefix("rollcall: listening on ") {
+                let url = rest.split_whitespace().next().unwrap();
+                let (scheme, address) = url.split_once("://").unwrap();
+                break (scheme.to_owned(), address.to_owned());
+            }
+            said.push(line);
+        };
+        let log = Arc::new(std::sync::Mutex::new(said));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        ServedBinary { child, address, scheme, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, self.address)
+    }
+
+    /// How many log lines contain `text`.
+    pub fn logged(&self, text: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|line| line.contains(text)).count()
+    }
+}
