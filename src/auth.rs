@@ -53,6 +53,7 @@ fn bearer_secret(request: &Request) -> Option<&str> {
 /// The middleware: admit or refuse, then pass the [`Principal`] on.
 pub async fn require_token(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
     let Some(secret) = bearer_secret(&request) else {
+        gate.state.metrics.auth_failure(gate.surface.family());
         return gate.surface.respond(Error::Unauthorized { reason: "a bearer token is required" });
     };
     let hash = secret_hash(secret);
@@ -65,6 +66,7 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
     let token = match admit(token, gate.allowed, gate.state.store.now()) {
         Ok(token) => token,
         Err(refusal) => {
+            gate.state.metrics.auth_failure(gate.surface.family());
             tracing::info!(reason = refusal.reason(), "bearer token refused");
             return gate.surface.respond(Error::Unauthorized { reason: refusal.reason() });
         }

@@ -334,11 +334,14 @@ pub fn backup_into(db: &Path, schedule: &Schedule) -> Result<Checked, Error> {
 pub async fn run_scheduled(
     db: PathBuf,
     schedule: Schedule,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
         let (from, plan) = (db.clone(), schedule.clone());
-        match tokio::task::spawn_blocking(move || backup_into(&from, &plan)).await {
+        let done = tokio::task::spawn_blocking(move || backup_into(&from, &plan)).await;
+        metrics.backup(matches!(done, Ok(Ok(_))));
+        match done {
             Ok(Ok(checked)) => tracing::info!(
                 file = %checked.file,
                 bytes = checked.bytes,

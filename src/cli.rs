@@ -66,7 +66,7 @@ pub enum DurabilityArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (SCIM, admin and audit APIs).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create and list tenants.
     Tenant {
         #[command(subcommand)]
@@ -285,6 +285,10 @@ pub struct ServeArgs {
     /// How many scheduled backups are kept.
     #[arg(long, env = "ROLLCALL_BACKUP_KEEP", default_value_t = 7)]
     pub backup_keep: usize,
+    /// Serve Prometheus metrics at /metrics on this address (a listener of
+    /// its own, off by default: keep it off the IdPs' port).
+    #[arg(long, env = "ROLLCALL_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// /readyz answers 503 below this many MiB free on the database's disk.
     #[arg(long, env = "ROLLCALL_READY_MIN_FREE_MB", default_value_t = 256)]
     pub ready_min_free_mb: u64,
@@ -815,6 +819,7 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
     };
     let (backup_dir, backup_every, backup_keep, db) =
         (serve.backup_dir.clone(), serve.backup_every, serve.backup_keep, settings.db.clone());
+    let metrics_listen = serve.metrics_listen;
     runtime.block_on(async move {
         let shutdown = shutdown_signal();
         let listener = tokio::net::TcpListener::bind(listen)
@@ -843,9 +848,22 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
             ));
         }
         let state = AppState::new(store, config)?;
+        if let Some(address) = metrics_listen {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listening for metrics on {address}"))?;
+            let bound = listener.local_addr().context("reading the metrics address")?;
+            eprintln!("rollcall: metrics on http://{bound}/metrics");
+            tokio::spawn(crate::metrics::serve(listener, state.metrics.clone()));
+        }
         if let Some(dir) = &backup_dir {
             let schedule = crate::backup::Schedule { dir: dir.clone(), every: backup_every, keep: backup_keep };
-            tokio::spawn(crate::backup::run_scheduled(db.clone(), schedule, state.stopping.subscribe()));
+            tokio::spawn(crate::backup::run_scheduled(
+                db.clone(),
+                schedule,
+                state.metrics.clone(),
+                state.stopping.subscribe(),
+            ));
         }
         match certificates {
             Some(certificates) => {

@@ -30,6 +30,7 @@ pub mod cli;
 pub mod console;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod oauth;
 pub mod reads;
 pub mod requests;

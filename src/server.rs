@@ -172,6 +172,8 @@ pub struct AppState {
     /// Admission of reads that may scan, so one tenant never takes every
     /// read connection.
     pub heavy: Arc<crate::reads::HeavyReads>,
+    /// What `/metrics` (on its own listener) serves.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What the webhook routes and the delivery tasks share.
@@ -200,6 +202,7 @@ impl AppState {
         ));
         Ok(AppState {
             heavy,
+            metrics: Arc::new(crate::metrics::Metrics::new(store.clone())),
             store,
             previews: Arc::new(crate::sync::previews::Previews::new(config.preview_wait)),
             config: Arc::new(config),
@@ -219,6 +222,14 @@ pub enum Surface {
 }
 
 impl Surface {
+    /// The surface's name in metrics.
+    pub fn family(self) -> &'static str {
+        match self {
+            Surface::Scim => "scim",
+            Surface::Api => "api",
+        }
+    }
+
     pub fn of_path(path: &str) -> Surface {
         if path == "/scim" || path.starts_with("/scim/") { Surface::Scim } else { Surface::Api }
     }
@@ -253,7 +264,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), limit_body))
-        .layer(middleware::from_fn(request_context))
+        .layer(middleware::from_fn_with_state(state.clone(), request_context))
         .with_state(state);
     // Before routing (a router's own layers run after it): the spellings
     // real SCIM clients send are put in the one the routes know.
@@ -401,7 +412,11 @@ fn usable_request_id(value: &HeaderValue) -> Option<String> {
 
 /// Gives every request an id (honouring the client's), a tracing span that
 /// carries it, a log line when it ends, and the id on the response.
-async fn request_context(mut request: Request, next: Next) -> Response {
+async fn request_context(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
@@ -418,7 +433,9 @@ async fn request_context(mut request: Request, next: Next) -> Response {
         token_id = tracing::field::Empty,
     );
     let started = Instant::now();
+    let (path, method) = (request.uri().path().to_owned(), request.method().clone());
     let mut response = next.run(request).instrument(span.clone()).await;
+    state.metrics.request(&path, method.as_str(), response.status(), started.elapsed());
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {

@@ -17,6 +17,7 @@ mod directory;
 mod feed;
 mod isolation;
 mod membership;
+mod metrics;
 mod oauth;
 mod openapi;
 mod scim;

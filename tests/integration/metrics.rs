@@ -1,0 +1,87 @@
+//! `serve --metrics-listen`: Prometheus text on a listener of its own,
+//! parsed here line by line, its counters moving with requests.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::util::ServedBinary;
+
+/// Parses the exposition: each sample's name with labels, and its value.
+fn samples(text: &str) -> HashMap<String, f64> {
+    let mut found = HashMap::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.starts_with('#') {
+            let known = ["# HELP ", "# TYPE ", "# UNIT ", "# EOF"];
+            assert!(known.iter().any(|prefix| line.starts_with(prefix)), "{line}");
+            if line == "# EOF" {
+                assert!(lines.peek().is_none(), "# EOF is the last line");
+            }
+            continue;
+        }
+        let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a value: {line}"));
+        assert!(name.starts_with("rollcall_"), "{line}");
+        found.insert(name.to_owned(), value);
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_prometheus_text_and_move_with_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [std::ffi::OsStr::new("--metrics-listen"), std::ffi::OsStr::new("127.0.0.1:0")];
+    let server = ServedBinary::start(&dir.path().join("metrics.db"), &args);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let address = loop {
+        let found = server.log.lock().unwrap().iter().find_map(|line| {
+            line.strip_prefix("rollcall: metrics on http://").map(|rest| rest.to_owned())
+        });
+        if let Some(rest) = found {
+            break rest.trim_end_matches("/metrics").to_owned();
+        }
+        assert!(Instant::now() < deadline, "no metrics line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    rollcall::webhooks::deliver::install_tls_provider();
+    let client = reqwest::Client::new();
+    let scrape = || async {
+        let response = client.get(format!("http://{address}/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+        samples(&response.text().await.unwrap())
+    };
+    let before = scrape().await;
+    for name in [
+        "rollcall_log_head_position",
+        "rollcall_database_bytes",
+        "rollcall_wal_bytes",
+        "rollcall_writable",
+        "rollcall_writer_batches_total",
+        "rollcall_writer_commands_total",
+    ] {
+        assert!(before.contains_key(name), "{name} missing: {before:?}");
+    }
+    assert_eq!(before["rollcall_writable"], 1.0);
+
+    for _ in 0..3 {
+        let status = client.get(server.url("/healthz")).send().await.unwrap().status();
+        assert_eq!(status, 200);
+    }
+    let refused = client.get(server.url("/scim/v2/Users")).bearer_auth("nope").send().await;
+    assert_eq!(refused.unwrap().status(), 401);
+    // The metrics are not on the served port.
+    assert_eq!(client.get(server.url("/metrics")).send().await.unwrap().status(), 404);
+
+    let after = scrape().await;
+    let health = r#"rollcall_http_requests_total{family="health",method="GET",status="200"}"#;
+    assert_eq!(after.get(health).copied().unwrap_or(0.0), 3.0, "{after:?}");
+    let auth = r#"rollcall_auth_failures_total{family="scim"}"#;
+    assert_eq!(after.get(auth).copied(), Some(1.0), "{after:?}");
+    let scim_401 = r#"rollcall_http_requests_total{family="scim",method="GET",status="401"}"#;
+    assert_eq!(after[scim_401], 1.0);
+    let histogram = r#"rollcall_http_request_duration_seconds_count{family="health"}"#;
+    assert_eq!(after[histogram], 3.0);
+}
