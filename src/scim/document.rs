@@ -50,6 +50,7 @@ pub fn normalize(kind: ResourceKind, body: &Value) -> Result<Document, Error> {
         }
     }
     strip_secrets(&mut document);
+    crate::scim::limits::check_document(&document)?;
     let required = core.attributes.iter().filter(|attribute| attribute.required);
     for attribute in required {
         let present = document

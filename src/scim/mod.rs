@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod document;
 pub mod eval;
 pub mod filter;
+pub mod limits;
 pub mod patch;
 pub mod render;
 pub mod resources;

@@ -90,6 +90,7 @@ pub fn apply_patch_except(
             .map_err(|error| in_operation(index, error))?;
     }
     check_required(kind, &patched)?;
+    crate::scim::limits::check_patched(&patched)?;
     Ok(patched)
 }
 
@@ -274,6 +275,7 @@ fn read_body(body: &Value) -> Result<Vec<Operation<'_>>, Error> {
     if operations.is_empty() {
         return Err(syntax("Operations is empty: a PATCH request needs at least one operation"));
     }
+    crate::scim::limits::check_patch(operations)?;
     operations
         .iter()
         .enumerate()

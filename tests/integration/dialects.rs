@@ -526,3 +526,54 @@ async fn trailing_slashes_other_cases_and_value_filters_in_attributes() {
             .await;
     assert_eq!((status, body["scimType"].as_str()), (400, Some("invalidFilter")), "{body}");
 }
+
+/// Every value has a documented bound (issue 19, item 6): a 1 MB userName,
+/// 101 emails or a PATCH that makes them 101 is a SCIM 400 naming the
+/// limit, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_over_their_bounds_are_refused_with_the_limit_named() {
+    let server = TestServer::start().await;
+    let token = client(&server).await;
+    let user = "urn:ietf:params:scim:schemas:core:2.0:User";
+    let head = server.log_head();
+    let post = |body: Value| {
+        send(
+            &server,
+            &token,
+            reqwest::Method::POST,
+            "/Users",
+            Some(("application/scim+json", body)),
+        )
+    };
+    let (status, body) = post(json!({"schemas": [user], "userName": "a".repeat(1_000_000)})).await;
+    assert_eq!((status, body["scimType"].as_str()), (400, Some("invalidValue")), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("userName is longer than 1024 characters"));
+    let emails: Vec<Value> =
+        (0..101).map(|n| json!({"value": format!("{n}@example.com")})).collect();
+    let (status, body) =
+        post(json!({"schemas": [user], "userName": "ann", "emails": emails})).await;
+    assert_eq!((status, body["scimType"].as_str()), (400, Some("tooMany")), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("at most 100"), "{body}");
+    assert_eq!(server.log_head(), head, "nothing written");
+
+    let emails: Vec<Value> =
+        (0..100).map(|n| json!({"value": format!("{n}@example.com")})).collect();
+    let id =
+        create(&server, &token, json!({"schemas": [user], "userName": "ann", "emails": emails}))
+            .await;
+    let head = server.log_head();
+    let patch = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "add", "path": "emails", "value": [{"value": "one-more@example.com"}]}],
+    });
+    let (status, body) = send(
+        &server,
+        &token,
+        reqwest::Method::PATCH,
+        format!("/Users/{id}"),
+        Some(("application/scim+json", patch)),
+    )
+    .await;
+    assert_eq!((status, body["scimType"].as_str()), (400, Some("tooMany")), "{body}");
+    assert_eq!(server.log_head(), head, "nothing written");
+}
