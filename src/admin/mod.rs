@@ -59,6 +59,30 @@ pub fn router(state: AppState) -> OpenApiRouter<AppState> {
     )
 }
 
+/// The `{id}` of an API path. One that is not text (bad UTF-8 in its
+/// percent-encoding) names nothing: a JSON 404, as any unknown id, never
+/// the router's plain-text 400.
+#[derive(Debug)]
+pub struct ApiId(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ApiId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<ApiId, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(ApiId(id)),
+            Err(rejection) => Err(ApiError(Error::not_found(format!(
+                "{} ({})",
+                parts.uri.path(),
+                rejection.body_text()
+            )))),
+        }
+    }
+}
+
 /// `axum::Json`, but a malformed body is a JSON error with a message (not
 /// axum's plain text), and an oversized one a 413.
 #[derive(Debug)]
@@ -217,7 +241,7 @@ async fn issue_token(
 async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
-    Path(token_id): Path<String>,
+    ApiId(token_id): ApiId,
 ) -> Result<Response, ApiError> {
     // Revoking an already revoked token is harmless: 204 either way.
     let _: Revoked = tenancy::revoke_token(

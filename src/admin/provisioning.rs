@@ -8,7 +8,7 @@
 //! are documented in docs/api.md.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use projections::feed;
@@ -19,8 +19,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ApiJson;
 use super::openapi::ErrorBody;
+use super::{ApiId, ApiJson};
 use crate::auth::Caller;
 use crate::error::{ApiError, Error};
 use crate::server::AppState;
@@ -217,7 +217,7 @@ async fn list_runs(
 async fn one_run(
     State(state): State<AppState>,
     caller: Caller,
-    Path(run_id): Path<String>,
+    ApiId(run_id): ApiId,
 ) -> Result<Response, ApiError> {
     let tenant = caller.principal.tenant_id;
     let run = state.store.read(|connection| Ok(members::run(connection, &tenant, &run_id)?))?;
@@ -250,7 +250,7 @@ async fn decide(
 async fn approve(
     State(state): State<AppState>,
     caller: Caller,
-    Path(run_id): Path<String>,
+    ApiId(run_id): ApiId,
 ) -> Result<Response, ApiError> {
     decide(state, caller, run_id, true).await
 }
@@ -264,7 +264,7 @@ async fn approve(
 async fn reject(
     State(state): State<AppState>,
     caller: Caller,
-    Path(run_id): Path<String>,
+    ApiId(run_id): ApiId,
 ) -> Result<Response, ApiError> {
     decide(state, caller, run_id, false).await
 }
@@ -505,7 +505,7 @@ async fn list_members(
 async fn one_member(
     State(state): State<AppState>,
     caller: Caller,
-    Path(member_id): Path<String>,
+    ApiId(member_id): ApiId,
 ) -> Result<Response, ApiError> {
     let tenant = caller.principal.tenant_id;
     let (member, cursor) = state.store.snapshot(|connection| {
@@ -526,7 +526,7 @@ async fn one_member(
 async fn patch_member(
     State(state): State<AppState>,
     caller: Caller,
-    Path(member_id): Path<String>,
+    ApiId(member_id): ApiId,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let patch: MemberPatch = serde_json::from_value(body.clone()).map_err(|error| {

@@ -4,7 +4,7 @@
 //! `crate::webhooks` and back.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use projections::feed::Cursor;
@@ -15,9 +15,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ApiJson;
 use super::openapi::ErrorBody;
 use super::provisioning::{PAGE_MAX, query};
+use super::{ApiId, ApiJson};
 use crate::auth::Caller;
 use crate::error::{ApiError, Error};
 use crate::server::AppState;
@@ -134,7 +134,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response,
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiId(id): ApiId,
 ) -> Result<Response, ApiError> {
     let row = endpoint(&state, &caller.principal.tenant_id, &id)?;
     Ok(Json(view(&state, &row)?).into_response())
@@ -149,7 +149,7 @@ async fn show(
 async fn change(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiId(id): ApiId,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let settings: SettingsInput =
@@ -169,7 +169,7 @@ async fn change(
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiId(id): ApiId,
 ) -> Result<Response, ApiError> {
     let tenant = caller.principal.tenant_id.clone();
     webhooks::delete(&state.store, &state.webhooks.deliveries, &tenant, &id, caller.context)
@@ -195,7 +195,7 @@ struct RotateBody {
 async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiId(id): ApiId,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     // The body is optional: none rotates with the default overlap.
@@ -237,7 +237,7 @@ struct DeliveriesQuery {
 async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiId(id): ApiId,
     raw: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let raw = query(raw)?;
@@ -281,7 +281,7 @@ struct RedeliverBody {
 async fn redeliver(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiId(id): ApiId,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let body: RedeliverBody = serde_json::from_value(body).map_err(|error| {
@@ -334,7 +334,7 @@ enum RedeliverAnswer<'a> {
 async fn test(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiId(id): ApiId,
 ) -> Result<Response, ApiError> {
     let tenant = caller.principal.tenant_id;
     let row = endpoint(&state, &tenant, &id)?;

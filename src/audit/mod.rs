@@ -574,7 +574,7 @@ async fn as_of(
 async fn one_request(
     State(state): State<AppState>,
     caller: Caller,
-    axum::extract::Path(request_id): axum::extract::Path<String>,
+    crate::admin::ApiId(request_id): crate::admin::ApiId,
 ) -> Result<Response, ApiError> {
     if request_id.trim().is_empty() || request_id.len() > 200 {
         return Err(Error::invalid("a request id is 1 to 200 characters").into());

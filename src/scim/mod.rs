@@ -105,6 +105,30 @@ pub async fn spelling(mut request: axum::extract::Request) -> axum::extract::Req
     request
 }
 
+/// The `{id}` of a SCIM path. One that is not text (bad UTF-8 in its
+/// percent-encoding) names no resource: a SCIM 404, as any unknown id,
+/// never the router's plain-text 400.
+#[derive(Debug)]
+pub struct ScimId(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ScimId {
+    type Rejection = ScimError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<ScimId, ScimError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(ScimId(id)),
+            Err(rejection) => Err(ScimError(Error::not_found(format!(
+                "resource {} ({})",
+                parts.uri.path(),
+                rejection.body_text()
+            )))),
+        }
+    }
+}
+
 fn read_only(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
     route.fallback(method_not_allowed)
 }
@@ -136,16 +160,16 @@ fn resource_routes(
         )
         .route(
             &format!("{endpoint}/{{id}}"),
-            get(move |s: State<AppState>, c: Caller, b: BaseUrl, Path(id): Path<String>, q: Pairs| async move {
+            get(move |s: State<AppState>, c: Caller, b: BaseUrl, ScimId(id): ScimId, q: Pairs| async move {
                 resources::get_resource(kind, s.0, c, b, id, q).await
             })
-            .put(move |s: State<AppState>, c: Caller, b: BaseUrl, Path(id): Path<String>, h: HeaderMap, body: ScimBody| async move {
+            .put(move |s: State<AppState>, c: Caller, b: BaseUrl, ScimId(id): ScimId, h: HeaderMap, body: ScimBody| async move {
                 resources::update_resource(Update { kind, write: Write::Replace, id, headers: h }, s.0, c, b, body).await
             })
-            .patch(move |s: State<AppState>, c: Caller, b: BaseUrl, Path(id): Path<String>, h: HeaderMap, body: ScimBody| async move {
+            .patch(move |s: State<AppState>, c: Caller, b: BaseUrl, ScimId(id): ScimId, h: HeaderMap, body: ScimBody| async move {
                 resources::update_resource(Update { kind, write: Write::Patch, id, headers: h }, s.0, c, b, body).await
             })
-            .delete(move |s: State<AppState>, c: Caller, Path(id): Path<String>, h: HeaderMap| async move {
+            .delete(move |s: State<AppState>, c: Caller, ScimId(id): ScimId, h: HeaderMap| async move {
                 resources::delete_resource(kind, s.0, c, id, h).await
             })
             .fallback(method_not_allowed),
@@ -161,7 +185,7 @@ async fn resource_types(base: BaseUrl) -> Response {
     respond(StatusCode::OK, &discovery::resource_types(&base), None)
 }
 
-async fn resource_type(base: BaseUrl, Path(name): Path<String>) -> Result<Response, ScimError> {
+async fn resource_type(base: BaseUrl, ScimId(name): ScimId) -> Result<Response, ScimError> {
     let found = discovery::resource_type(&base, &name)
         .ok_or_else(|| Error::not_found(format!("resource type {name}")))?;
     Ok(respond(StatusCode::OK, &found, None))
@@ -171,7 +195,7 @@ async fn schemas(base: BaseUrl) -> Response {
     respond(StatusCode::OK, &discovery::all_schemas(&base), None)
 }
 
-async fn schema(base: BaseUrl, Path(id): Path<String>) -> Result<Response, ScimError> {
+async fn schema(base: BaseUrl, ScimId(id): ScimId) -> Result<Response, ScimError> {
     let found =
         discovery::schema(&base, &id).ok_or_else(|| Error::not_found(format!("schema {id}")))?;
     Ok(respond(StatusCode::OK, &found, None))

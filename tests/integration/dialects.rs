@@ -467,6 +467,13 @@ async fn trailing_slashes_other_cases_and_value_filters_in_attributes() {
         let (status, body) = send(&server, &token, get.clone(), path, None).await;
         assert_eq!(status, 200, "{path}: {body}");
     }
+    // An id that is not text (bad UTF-8 percent-encoded) names nothing: a
+    // SCIM 404, not the router's plain-text 400.
+    for path in ["/Users/%FF", "/Groups/%C3%28", "/Schemas/%FF"] {
+        let (status, body) = send(&server, &token, get.clone(), path, None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error", "{path}");
+    }
     // What is not an endpoint in any case stays a SCIM 404.
     let (status, body) = send(&server, &token, get.clone(), "/Accounts/", None).await;
     assert_eq!(status, 404);

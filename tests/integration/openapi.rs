@@ -73,6 +73,29 @@ async fn every_documented_operation_is_a_route() {
     assert!(operations >= 37, "only {operations} operations documented");
 }
 
+/// An id that is not text (bad UTF-8 percent-encoded) is a JSON 404, like
+/// any id that names nothing, not the router's plain-text 400.
+#[tokio::test]
+async fn an_id_that_is_not_text_is_a_json_404() {
+    let server = TestServer::start().await;
+    server.tenant("acme").await;
+    let (_, admin) = server.token("acme", TokenScope::Admin).await;
+    for path in ["/api/v1/members/%FF", "/api/v1/webhooks/%C3%28", "/api/v1/tokens/%FF"] {
+        let method =
+            if path.contains("tokens") { reqwest::Method::DELETE } else { reqwest::Method::GET };
+        let response = server
+            .client
+            .request(method, server.url(path))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "not_found", "{path}: {body}");
+    }
+}
+
 /// The event types the document names are the feed's catalogue: the
 /// patterns of the `types` filter, of an event's `type` and of a webhook's
 /// types are all made of `projections::feed::TYPES`.
