@@ -43,36 +43,17 @@ pub struct ServeLock {
 }
 
 impl ServeLock {
-    /// Takes the lock, or says which server holds it.
+    /// Takes the lock, or says that a server holds it.
     pub fn acquire(db: &Path) -> Result<ServeLock, Error> {
-        let path = beside(db, ".serve.lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|error| Error::Internal(format!("opening {}: {error}", path.display())))?;
-        match file.try_lock() {
-            Ok(()) => Ok(ServeLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::conflict(format!(
+        match crate::store::Store::lock_beside(db, ".serve.lock")? {
+            Some(file) => Ok(ServeLock { _file: file }),
+            None => Err(Error::conflict(format!(
                 "a rollcall server has {} open (it holds {}); stop it first",
                 db.display(),
-                path.display()
+                beside(db, ".serve.lock").display()
             ))),
-            Err(std::fs::TryLockError::Error(error)) => {
-                Err(Error::Internal(format!("locking {}: {error}", path.display())))
-            }
         }
     }
-}
-
-/// One tenant's chain head in a copy.
-#[derive(Debug, Serialize)]
-pub struct Head {
-    pub tenant_id: String,
-    pub events: u64,
-    pub position: u64,
-    pub hash: String,
 }
 
 /// What a backup (or a restored backup) holds, checked.
@@ -83,7 +64,7 @@ pub struct Checked {
     /// `PRAGMA integrity_check` said `ok`.
     pub integrity: &'static str,
     pub events: u64,
-    pub heads: Vec<Head>,
+    pub heads: Vec<crate::audit::ChainHead>,
     /// The delivery state copied beside it, if there was one.
     pub deliveries: Option<String>,
     pub took_ms: u64,
@@ -149,16 +130,7 @@ pub fn check(file: &Path, started: Instant) -> Result<Checked, Error> {
         );
         return Err(Error::invalid(format!("{} does not verify: {why}", file.display())));
     }
-    let heads = report
-        .heads
-        .iter()
-        .map(|head| Head {
-            tenant_id: head.tenant.clone(),
-            events: head.events,
-            position: head.position,
-            hash: events::hash::to_hex(&head.hash),
-        })
-        .collect();
+    let heads = crate::audit::chain_heads(&report);
     let deliveries = beside(file, ".deliveries");
     Ok(Checked {
         file: file.display().to_string(),

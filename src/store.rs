@@ -55,6 +55,28 @@ impl Store {
         Ok(Store { log: SqliteLog::open_read_only(path, with_functions(options))? })
     }
 
+    /// An OS lock on the file `<db><suffix>` beside the database, taken
+    /// without waiting: `None` when another process (or handle) holds it.
+    /// The lock goes with the file handle, and with a killed process.
+    pub fn lock_beside(db: &Path, suffix: &str) -> Result<Option<std::fs::File>, Error> {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = std::path::PathBuf::from(name);
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|error| Error::Internal(format!("opening {}: {error}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(error)) => {
+                Err(Error::Internal(format!("locking {}: {error}", path.display())))
+            }
+        }
+    }
+
     pub fn log(&self) -> &SqliteLog {
         &self.log
     }

@@ -375,16 +375,7 @@ pub fn verify_report_json(
     label: &str,
     since: Option<&(chain::Checkpoint, Option<String>)>,
 ) -> serde_json::Value {
-    let heads = report
-        .heads
-        .iter()
-        .map(|head| ChainHead {
-            tenant_id: head.tenant.clone(),
-            events: head.events,
-            position: head.position,
-            hash: events::hash::to_hex(&head.hash),
-        })
-        .collect();
+    let heads = chain_heads(report);
     let failure = report.failure.as_ref().map(|failure| ChainFailure {
         position: failure.position,
         tenant_id: failure.tenant.clone(),
@@ -427,12 +418,28 @@ struct VerifyReport<'a> {
     since: Option<SinceCheck>,
 }
 
+/// One tenant's chain head, as a verify report or a backup shows it.
 #[derive(Debug, Serialize, ToSchema)]
-struct ChainHead {
-    tenant_id: String,
-    events: u64,
-    position: u64,
-    hash: String,
+pub struct ChainHead {
+    pub tenant_id: String,
+    pub events: u64,
+    pub position: u64,
+    /// Its chain hash, lower-case hex.
+    pub hash: String,
+}
+
+/// The heads a walk of the chain reached.
+pub fn chain_heads(report: &events::VerifyReport) -> Vec<ChainHead> {
+    report
+        .heads
+        .iter()
+        .map(|head| ChainHead {
+            tenant_id: head.tenant.clone(),
+            events: head.events,
+            position: head.position,
+            hash: events::hash::to_hex(&head.hash),
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -26,8 +26,7 @@ pub mod scheduler;
 pub mod settings;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs::{File, TryLockError};
-use std::path::PathBuf;
+use std::fs::File;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -463,29 +462,13 @@ struct RunLock {
     _file: File,
 }
 
-fn lock_path(store: &Store, tenant: &str) -> PathBuf {
-    let mut path = store.log().path().as_os_str().to_owned();
-    path.push(format!(".sync-{tenant}.lock"));
-    PathBuf::from(path)
-}
-
 fn take_lock(store: &Store, tenant: &str) -> Result<RunLock, Error> {
-    let path = lock_path(store, tenant);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|error| Error::Internal(format!("opening {}: {error}", path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(RunLock { _file: file }),
-        Err(TryLockError::WouldBlock) => Err(Error::conflict(
+    match Store::lock_beside(store.log().path(), &format!(".sync-{tenant}.lock"))? {
+        Some(file) => Ok(RunLock { _file: file }),
+        None => Err(Error::conflict(
             "a Synchronize is already running for this tenant; wait for it to finish \
              (GET /api/v1/provisioning/syncs shows it)",
         )),
-        Err(TryLockError::Error(error)) => {
-            Err(Error::Internal(format!("locking {}: {error}", path.display())))
-        }
     }
 }
 

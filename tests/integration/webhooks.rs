@@ -523,44 +523,11 @@ async fn endpoints_are_checked_rotated_redelivered_and_kept_to_their_tenant() {
     assert_eq!(status, 404);
 }
 
-/// The server as a real child process, on the given database.
-struct Served {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        // A failed assertion must not leave a server running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Served {
-    fn start(db: &std::path::Path) -> Served {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--webhook-allow-private-targets"])
-            .args(["--webhook-retry-schedule", "100ms"])
-            .env("ROLLCALL_DB", db)
-            .env("ROLLCALL_DURABILITY", "off")
-            .env("ROLLCALL_SCHEDULER_INTERVAL_SECONDS", "0")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = std::io::BufReader::new(stderr).lines();
-        let base = loop {
-            let line = lines.next().expect("the server said nothing").unwrap();
-            if let Some(rest) = line.strip_prefix("rollcall: listening on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Served { child, base }
-    }
+/// The real binary, with quick retries and private targets allowed.
+fn start_served(db: &std::path::Path) -> crate::util::ServedBinary {
+    let args = ["--webhook-allow-private-targets", "--webhook-retry-schedule", "100ms"];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    crate::util::ServedBinary::start(db, &args)
 }
 
 #[test]
@@ -590,7 +557,7 @@ fn a_kill_9_mid_delivery_loses_nothing_and_sends_again_at_most_the_one_in_flight
     assert_eq!(listed[0]["url"], json!(receiver.url));
     assert_eq!(listed[0]["status"], "active");
 
-    let mut served = Served::start(&db);
+    let mut served = start_served(&db);
     let client = {
         rollcall::webhooks::deliver::install_tls_provider();
         reqwest::Client::new()
@@ -598,7 +565,7 @@ fn a_kill_9_mid_delivery_loses_nothing_and_sends_again_at_most_the_one_in_flight
     runtime.block_on(async {
         for n in 0..30 {
             let response = client
-                .post(format!("{}/scim/v2/Users", served.base))
+                .post(served.url("/scim/v2/Users"))
                 .bearer_auth(&scim)
                 .header("content-type", "application/scim+json")
                 .body(
@@ -619,11 +586,11 @@ fn a_kill_9_mid_delivery_loses_nothing_and_sends_again_at_most_the_one_in_flight
     let at_kill = receiver.delivered().len();
     assert!(at_kill < 31, "the kill landed mid-delivery ({at_kill} of 31)");
 
-    let served = Served::start(&db);
+    let served = start_served(&db);
     let delivered = runtime.block_on(receiver.wait_for_distinct(31, Duration::from_secs(60)));
     let feed: Value = runtime.block_on(async {
         client
-            .get(format!("{}/api/v1/events?limit=1000", served.base))
+            .get(served.url("/api/v1/events?limit=1000"))
             .bearer_auth(&app)
             .send()
             .await
