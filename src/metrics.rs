@@ -73,7 +73,7 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new(store: Arc<Store>) -> Metrics {
+    pub fn new(store: Arc<Store>, deliveries: Arc<crate::webhooks::state::Deliveries>) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let latency =
@@ -100,7 +100,7 @@ impl Metrics {
             "Scheduled backups, by result (ok or failed)",
             backups.clone(),
         );
-        registry.register_collector(Box::new(Gauges { store }));
+        registry.register_collector(Box::new(Gauges { store, deliveries }));
         Metrics { registry, requests, latency, auth_failures, backups }
     }
 
@@ -140,6 +140,32 @@ impl Metrics {
 #[derive(Debug)]
 struct Gauges {
     store: Arc<Store>,
+    deliveries: Arc<crate::webhooks::state::Deliveries>,
+}
+
+/// Synchronize runs of every tenant by status: how many, and their time.
+fn sync_runs(store: &Store) -> Vec<(String, u64, u64)> {
+    store
+        .read(|connection| {
+            connection
+                .prepare_cached(
+                    "SELECT status, count(*), coalesce(sum(duration_ms), 0) FROM sync_runs \
+                     GROUP BY status ORDER BY status",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_map([], |row| {
+                            Ok((
+                                row.get::<_, String>(0)?,
+                                row.get::<_, i64>(1)?.max(0) as u64,
+                                row.get::<_, i64>(2)?.max(0) as u64,
+                            ))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(|error| crate::error::Error::Internal(error.to_string()))
+        })
+        .unwrap_or_default()
 }
 
 fn file_size(path: &std::path::Path, suffix: &str) -> u64 {
@@ -166,6 +192,51 @@ impl Collector for Gauges {
             "1 while writes can succeed; 0 once the writer stopped or an fsync failed",
             i64::from(log.is_writable()),
         )?;
+        // Runs, by status, with their total time: one family each.
+        let runs = sync_runs(&self.store);
+        if !runs.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "rollcall_sync_runs",
+                "Synchronize runs of every tenant, by status",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (status, count, _) in &runs {
+                let labels = [("status", status.as_str())];
+                ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
+            }
+            let mut family = encoder.encode_descriptor(
+                "rollcall_sync_run_seconds",
+                "Time Synchronize runs took, by status",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (status, _, duration_ms) in &runs {
+                let labels = [("status", status.as_str())];
+                let seconds = ConstCounter::new(*duration_ms as f64 / 1000.0);
+                seconds.encode(family.encode_family(&labels)?)?;
+            }
+        }
+        if let Ok((delivered, failing)) = self.deliveries.totals() {
+            let mut counter = |name: &str, help: &str, value: u64| {
+                let counter = ConstCounter::new(value);
+                let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+                counter.encode(metric)
+            };
+            counter(
+                "rollcall_webhook_messages_delivered",
+                "Webhook messages delivered (answered 2xx), every endpoint",
+                delivered,
+            )?;
+            let gauge = ConstGauge::new(i64::try_from(failing).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(
+                "rollcall_webhook_endpoints_failing",
+                "Webhook endpoints whose next message has failed and waits for a retry",
+                None,
+                gauge.metric_type(),
+            )?;
+            gauge.encode(metric)?;
+        }
         let stats = Some(log.stats());
         let mut counter = |name: &str, help: &str, value: u64| {
             let counter = ConstCounter::new(value);

@@ -202,7 +202,7 @@ impl AppState {
         ));
         Ok(AppState {
             heavy,
-            metrics: Arc::new(crate::metrics::Metrics::new(store.clone())),
+            metrics: Arc::new(crate::metrics::Metrics::new(store.clone(), deliveries.clone())),
             store,
             previews: Arc::new(crate::sync::previews::Previews::new(config.preview_wait)),
             config: Arc::new(config),

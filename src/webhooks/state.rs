@@ -186,6 +186,27 @@ impl Deliveries {
     }
 
     /// Where an endpoint stands, if it has started.
+    /// Over every endpoint: messages delivered (2xx) ever, and how many
+    /// endpoints are failing now (their next message has failed attempts).
+    pub fn totals(&self) -> Result<(u64, u64), Error> {
+        self.with(|connection| {
+            connection
+                .prepare_cached(
+                    "SELECT coalesce(sum(delivered), 0), coalesce(sum(attempts > 0), 0) \
+                     FROM delivery_state",
+                )
+                .and_then(|mut statement| {
+                    statement.query_row([], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?.max(0) as u64,
+                            row.get::<_, i64>(1)?.max(0) as u64,
+                        ))
+                    })
+                })
+                .map_err(|error| Error::Internal(format!("reading delivery totals: {error}")))
+        })
+    }
+
     pub fn existing(&self, tenant: &str, webhook_id: &str) -> Result<Option<DeliveryState>, Error> {
         self.with(|connection| read_state(connection, tenant, webhook_id))
     }

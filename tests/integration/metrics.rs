@@ -9,8 +9,12 @@ use crate::util::ServedBinary;
 /// Parses the exposition: each sample's name with labels, and its value.
 fn samples(text: &str) -> HashMap<String, f64> {
     let mut found = HashMap::new();
+    let mut families = std::collections::HashSet::new();
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
+        if let Some(family) = line.strip_prefix("# TYPE ") {
+            assert!(families.insert(family.to_owned()), "a family appears twice: {line}");
+        }
         if line.starts_with('#') {
             let known = ["# HELP ", "# TYPE ", "# UNIT ", "# EOF"];
             assert!(known.iter().any(|prefix| line.starts_with(prefix)), "{line}");
@@ -31,8 +35,13 @@ fn samples(text: &str) -> HashMap<String, f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_prometheus_text_and_move_with_requests() {
     let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("metrics.db");
+    crate::util::rollcall_ok(&db, &["tenant", "create", "acme"]);
+    let issued =
+        crate::util::rollcall_ok(&db, &["token", "issue", "--tenant", "acme", "--scope", "admin"]);
+    let admin = String::from_utf8(issued.stdout).unwrap().trim().to_owned();
     let args = [std::ffi::OsStr::new("--metrics-listen"), std::ffi::OsStr::new("127.0.0.1:0")];
-    let server = ServedBinary::start(&dir.path().join("metrics.db"), &args);
+    let server = ServedBinary::start(&db, &args);
     let deadline = Instant::now() + Duration::from_secs(10);
     let address = loop {
         let found = server.log.lock().unwrap().iter().find_map(|line| {
@@ -72,6 +81,11 @@ async fn metrics_are_prometheus_text_and_move_with_requests() {
     }
     let refused = client.get(server.url("/scim/v2/Users")).bearer_auth("nope").send().await;
     assert_eq!(refused.unwrap().status(), 401);
+    // Two Synchronize runs (nothing pending: both complete at once).
+    for _ in 0..2 {
+        let run = client.post(server.url("/api/v1/provisioning/sync")).bearer_auth(&admin).send();
+        assert_eq!(run.await.unwrap().status(), 200);
+    }
     // The metrics are not on the served port.
     assert_eq!(client.get(server.url("/metrics")).send().await.unwrap().status(), 404);
 
@@ -84,4 +98,12 @@ async fn metrics_are_prometheus_text_and_move_with_requests() {
     assert_eq!(after[scim_401], 1.0);
     let histogram = r#"rollcall_http_request_duration_seconds_count{family="health"}"#;
     assert_eq!(after[histogram], 3.0);
+    assert_eq!(
+        after.get(r#"rollcall_sync_runs_total{status="completed"}"#),
+        Some(&2.0),
+        "{after:?}"
+    );
+    assert!(after.contains_key(r#"rollcall_sync_run_seconds_total{status="completed"}"#));
+    assert_eq!(after.get("rollcall_webhook_messages_delivered_total"), Some(&0.0));
+    assert_eq!(after.get("rollcall_webhook_endpoints_failing"), Some(&0.0));
 }
