@@ -40,9 +40,17 @@ impl Default for ConnectionLimits {
 }
 
 /// What a connection over the cap is told before it is closed.
-const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
-Content-Type: application/json\r\nConnection: close\r\nContent-Length: 95\r\n\r\n\
-{\"error\":\"overloaded\",\"message\":\"the server has as many connections as it serves; try again\"}";
+const REFUSED_BODY: &str = r#"{"error":"overloaded","message":"the server has as many connections as it serves; try again"}"#;
+
+/// The whole answer to a connection over the cap, its length counted.
+fn refused() -> Vec<u8> {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{REFUSED_BODY}",
+        REFUSED_BODY.len()
+    )
+    .into_bytes()
+}
 
 /// Serves `router` on `listener` until `stop` resolves, then lets every
 /// connection finish; resolves when the last one has.
@@ -68,7 +76,7 @@ pub async fn serve<L>(
             tokio::spawn(async move {
                 let mut io = io;
                 let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                    let _ = io.write_all(REFUSED).await;
+                    let _ = io.write_all(&refused()).await;
                     let _ = io.shutdown().await;
                 })
                 .await;

@@ -583,6 +583,17 @@ async fn slow_idle_and_greedy_clients_are_cut_off_and_others_served() {
     let (said, took) = read_until_closed(&mut over, Duration::from_secs(5)).await;
     assert!(said.starts_with("HTTP/1.1 503"), "{said}");
     assert!(said.contains("Retry-After: 1"), "{said}");
+    // The body is exactly as long as Content-Length says, and JSON.
+    let (head, body) = said.split_once("\r\n\r\n").unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(body.len(), length, "{said}");
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["error"], "overloaded");
     assert!(took < Duration::from_millis(500), "{took:?}");
     drop(held);
     server.stop().await.unwrap();
