@@ -22,7 +22,7 @@ use events::sqlite::{Durability, LogOptions};
 use events::{Actor, CommandContext, EventLog, VerifyScope};
 use rollcall::audit::snapshots::{DEFAULT_EVERY, Snapshots};
 use rollcall::audit::{replay, report};
-use rollcall::server::{AppState, ServerConfig};
+use rollcall::state::{AppState, ServerConfig};
 use rollcall::store::Store;
 use rollcall::tenancy::{self, TenantRef, TokenRequest};
 use serde_json::{Value, json};

@@ -17,7 +17,8 @@ use projections::requests::RequestRow;
 use projections::tenancy::{self, TokenRecord};
 
 use crate::error::Error;
-use crate::server::{AppState, Surface};
+use crate::state::AppState;
+use crate::error::Surface;
 use crate::tenancy::{admit, secret_hash};
 
 /// Who is calling: the admitted token and its tenant.
@@ -81,7 +82,7 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
         at: gate.state.store.log().now_millis(),
         tenant_id: token.tenant_id.clone(),
         token_id: token.token_id.clone(),
-        request_id: request.extensions().get::<crate::server::RequestId>().map(|id| id.0.clone()),
+        request_id: request.extensions().get::<crate::state::RequestId>().map(|id| id.0.clone()),
         method: request.method().clone(),
         uri: request
             .extensions()
@@ -179,7 +180,7 @@ fn value_text(value: &axum::http::HeaderValue) -> Option<String> {
     value
         .to_str()
         .ok()
-        .map(|text| text.chars().take(crate::server::REQUEST_ID_LENGTH_MAX * 4).collect::<String>())
+        .map(|text| text.chars().take(crate::state::REQUEST_ID_LENGTH_MAX * 4).collect::<String>())
 }
 
 /// The admitted caller of a handler, with the context its events carry.
@@ -215,7 +216,7 @@ impl axum::extract::FromRequestParts<AppState> for Caller {
         let header_text = |name: &str| header_text(&parts.headers, name);
         let context = events::CommandContext {
             actor: principal.actor(),
-            request_id: parts.extensions.get::<crate::server::RequestId>().map(|id| id.0.clone()),
+            request_id: parts.extensions.get::<crate::state::RequestId>().map(|id| id.0.clone()),
             user_agent: header_text("user-agent"),
             correlation_id: header_text("x-correlation-id"),
             // Handlers that read a body add it, redacted.

@@ -326,7 +326,7 @@ pub async fn run_scheduled(
         }
         tokio::select! {
             () = tokio::time::sleep(schedule.every) => {}
-            () = crate::webhooks::deliver::until_stopped(&mut stopping) => return,
+            () = crate::stop::until_stopped(&mut stopping) => return,
         }
     }
 }

@@ -26,7 +26,7 @@ use events::sqlite::{Durability, LogOptions};
 use events::{Actor, CommandContext, EventLog, VerifyScope};
 use projections::tenancy as tenancy_projection;
 
-use crate::server::{AppState, ServerConfig};
+use crate::state::{AppState, ServerConfig};
 use crate::store::Store;
 use crate::sync::settings::Setting;
 use crate::tenancy::{self, Revoked, TenantRef, TokenRequest};

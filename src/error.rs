@@ -15,6 +15,10 @@ use axum::response::{IntoResponse, Response};
 use events::{AppendError, ExecuteError, LogError};
 use projections::ProjectionError;
 
+/// The media type of every SCIM response (RFC 7644 section 8.1): SCIM
+/// errors are answered in it wherever they arise.
+pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The thing asked for does not exist for this caller (another tenant's
@@ -306,7 +310,7 @@ impl ScimError {
 impl IntoResponse for ScimError {
     fn into_response(self) -> Response {
         let body = self.body();
-        self.0.into_response_with(body, crate::scim::CONTENT_TYPE)
+        self.0.into_response_with(body, SCIM_CONTENT_TYPE)
     }
 }
 
@@ -398,5 +402,33 @@ impl IntoResponse for OAuthError {
             response.extensions_mut().insert(InternalCause(cause));
         }
         response
+    }
+}
+
+/// Which wire format a path's errors use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    Scim,
+    Api,
+}
+
+impl Surface {
+    /// The surface's name in metrics.
+    pub fn family(self) -> &'static str {
+        match self {
+            Surface::Scim => "scim",
+            Surface::Api => "api",
+        }
+    }
+
+    pub fn of_path(path: &str) -> Surface {
+        if path == "/scim" || path.starts_with("/scim/") { Surface::Scim } else { Surface::Api }
+    }
+
+    pub fn respond(self, error: Error) -> Response {
+        match self {
+            Surface::Scim => ScimError(error).into_response(),
+            Surface::Api => ApiError(error).into_response(),
+        }
     }
 }

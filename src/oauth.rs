@@ -20,7 +20,7 @@ use events::{Actor, CommandContext};
 use serde_json::json;
 
 use crate::error::{Error, OAuthError};
-use crate::server::{AppState, RequestId};
+use crate::state::{AppState, RequestId};
 use crate::tenancy::{self, ClientRefusal};
 
 /// The client's id and secret from a Basic header, if it sent one.

@@ -163,7 +163,7 @@ impl Certificates {
                         self.reload("the files changed");
                     }
                 }
-                () = crate::webhooks::deliver::until_stopped(&mut stopping) => return,
+                () = crate::stop::until_stopped(&mut stopping) => return,
             }
         }
     }

@@ -26,7 +26,7 @@ use super::openapi::{ErrorBody, EventPage};
 use super::provisioning::{PAGE_MAX, blocking, query};
 use crate::auth::Caller;
 use crate::error::{ApiError, Error};
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(events)).routes(routes!(stream))
@@ -148,7 +148,7 @@ async fn wait_for_commit(
             changed.is_ok()
         }
         () = tokio::time::sleep(nap) => false,
-        () = crate::webhooks::deliver::until_stopped(stopping) => return true,
+        () = crate::stop::until_stopped(stopping) => return true,
     };
     if woke {
         // Most commits of a busy log are not this tenant's feed: every
@@ -157,7 +157,7 @@ async fn wait_for_commit(
         let spacing = WAKE_SPACING.min(deadline.saturating_duration_since(Instant::now()));
         tokio::select! {
             () = tokio::time::sleep(spacing) => {}
-            () = crate::webhooks::deliver::until_stopped(stopping) => return true,
+            () = crate::stop::until_stopped(stopping) => return true,
         }
     }
     *stopping.borrow() || stopping.has_changed().is_err()

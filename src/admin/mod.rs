@@ -29,7 +29,8 @@ use utoipa_axum::routes;
 
 use crate::auth::{Caller, Gate, require_token};
 use crate::error::{ApiError, Error};
-use crate::server::{AppState, Surface};
+use crate::state::AppState;
+use crate::error::Surface;
 use crate::tenancy::{self, Revoked, TenantRef, TokenRequest};
 
 /// The routes only `admin` tokens reach: the tenant, its tokens,

@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// An error of the admin, application and audit APIs.
 #[derive(Debug, Serialize, ToSchema)]

@@ -23,7 +23,7 @@ use super::openapi::ErrorBody;
 use super::{ApiId, ApiJson};
 use crate::auth::Caller;
 use crate::error::{ApiError, Error};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::sync::config::{Mapping, RoleBindings, SyncSettings};
 use crate::sync::plan::Counts;
 use crate::sync::settings::{self, Setting};

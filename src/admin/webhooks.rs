@@ -20,7 +20,7 @@ use super::provisioning::{PAGE_MAX, query};
 use super::{ApiId, ApiJson};
 use crate::auth::Caller;
 use crate::error::{ApiError, Error};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::webhooks::{self, AttemptView, NewWebhook, SettingsInput, WebhookView};
 
 pub fn routes() -> OpenApiRouter<AppState> {

@@ -34,7 +34,8 @@ use crate::admin::openapi::ErrorBody;
 use crate::admin::provisioning::{blocking, query};
 use crate::auth::{Caller, Gate, require_token};
 use crate::error::{ApiError, Error};
-use crate::server::{AppState, Surface};
+use crate::state::AppState;
+use crate::error::Surface;
 use report::{Movement, Window};
 
 /// The audit routes, without their gate ([`router`] adds it).

@@ -18,7 +18,7 @@ use crate::admin::provisioning::blocking;
 use crate::audit::chain;
 use crate::audit::report::{self, Window};
 use crate::auth::Caller;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Movements listed on the page; the CSV has them all.
 const SHOWN_MAX: usize = 500;

@@ -17,7 +17,7 @@ use crate::admin::provisioning::blocking;
 use crate::audit::history::{self, Subject};
 use crate::auth::Caller;
 use crate::error::Error;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::sync::config::RoleBindings;
 use crate::sync::settings::{self, Setting};
 

@@ -30,7 +30,7 @@ use axum::routing::{get, post};
 use axum::{Router, middleware};
 use events::event::TokenScope;
 
-use crate::server::AppState;
+use crate::state::AppState;
 use session::{ConsoleGate, require_session};
 
 const CSS: &str = include_str!("assets/console.css");

@@ -24,7 +24,7 @@ use super::session::{Form, Session};
 use crate::admin::provisioning::blocking;
 use crate::auth::Caller;
 use crate::error::Error;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::sync::config::SyncSettings;
 use crate::sync::previews::Lookup;
 use crate::sync::settings::{self, Setting};

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use super::page::{self, PageError, Section, notice, respond, see_other};
 use crate::auth::Principal;
 use crate::error::Error;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::Store;
 use crate::tenancy::{self, Refusal, TenantRef, TokenRequest, admit, secret_hash};
 

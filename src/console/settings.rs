@@ -17,7 +17,7 @@ use super::session::{Form, Session};
 use crate::admin::provisioning::blocking;
 use crate::auth::Caller;
 use crate::error::Error;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::sync;
 use crate::sync::config::{GroupMatch, Mapping, PropertyRule, PropertyType, RoleBindings};
 use crate::sync::settings::{self, Setting};

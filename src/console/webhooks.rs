@@ -18,7 +18,7 @@ use super::page::{self, PageError, Section, notice, respond, see_other, when};
 use super::session::{Form, Session};
 use crate::auth::Caller;
 use crate::error::Error;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::webhooks::state::{Attempt, DeliveryState};
 use crate::webhooks::{self, SettingsInput};
 

@@ -33,7 +33,7 @@ use super::render::{self, BaseUrl};
 use super::resources::{Edit, ScimBody, Target, create_from, delete, redact, respond, update};
 use crate::auth::Caller;
 use crate::error::{Error, InvalidKind, ScimError};
-use crate::server::AppState;
+use crate::state::AppState;
 
 const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
 const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";

@@ -8,7 +8,7 @@ use projections::directory::schema::{
 use serde_json::{Map, Value, json};
 
 use super::render::BaseUrl;
-use crate::server::ServerConfig;
+use crate::state::ServerConfig;
 
 /// Resources returned by one list or search page at most (advertised as
 /// `filter.maxResults`).

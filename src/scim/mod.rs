@@ -1,8 +1,8 @@
 //! The SCIM 2.0 endpoint under /scim/v2 (RFC 7643 and 7644), for
 //! `scim`-scope tokens.
 //!
-//! Only this module speaks the SCIM wire format: parsing filters
-//! ([`filter`]) and bodies ([`document`], [`patch`]), serving resources
+//! Only this module speaks the SCIM wire format: parsing bodies
+//! ([`document`], [`patch`]; filters and paths are [`crate::model`]), serving resources
 //! ([`render`], [`resources`]) and discovery ([`discovery`]). Every request
 //! is authenticated first; every error is an RFC 7644 section 3.12 body; a
 //! path that names no SCIM endpoint is a SCIM 404, and a method an endpoint
@@ -11,8 +11,6 @@
 pub mod bulk;
 pub mod discovery;
 pub mod document;
-pub mod eval;
-pub mod filter;
 pub mod limits;
 pub mod patch;
 pub mod render;
@@ -30,7 +28,8 @@ use self::render::BaseUrl;
 use self::resources::{ScimBody, Update, Write, respond};
 use crate::auth::{Caller, Gate, require_token};
 use crate::error::{Error, ScimError};
-use crate::server::{AppState, Surface};
+use crate::state::AppState;
+use crate::error::Surface;
 
 pub use self::resources::CONTENT_TYPE;
 

@@ -50,8 +50,8 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, InvalidKind};
 use crate::scim::document::Document;
-use crate::scim::eval;
-use crate::scim::filter::{attribute_path, parse_filter};
+use crate::model::eval;
+use crate::model::path::{PatchPath, parse_patch_path};
 
 /// The schema URN of a PATCH request body.
 pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -544,63 +544,6 @@ fn apply_custom_extension(
         }
     }
     Ok(())
-}
-
-/// A PATCH path, parsed: `[URN ":"] name ["." sub]` or
-/// `[URN ":"] name "[" filter "]" ["." sub]`.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PatchPath {
-    pub(crate) schema: Option<String>,
-    pub(crate) name: String,
-    pub(crate) filter: Option<Filter>,
-    pub(crate) sub_attribute: Option<String>,
-}
-
-/// Parses a path with the filter parser's own pieces: `attribute_path` for
-/// the names, `parse_filter` for what is between the brackets.
-pub(crate) fn parse_patch_path(text: &str) -> Result<PatchPath, Error> {
-    let text = text.trim();
-    let invalid = |detail: &str| {
-        Error::invalid_as(InvalidKind::Path, format!("'{text}' is not a valid path: {detail}"))
-    };
-    let Some(open) = text.find('[') else {
-        let path = attribute_path(text).map_err(|message| invalid(&message))?;
-        return Ok(PatchPath {
-            schema: path.schema,
-            name: path.name,
-            filter: None,
-            sub_attribute: path.sub_attribute,
-        });
-    };
-    // The last `]` closes the filter: only a sub-attribute name may follow
-    // it, and a `]` inside a quoted string comes before it.
-    let close = text
-        .rfind(']')
-        .filter(|close| *close > open)
-        .ok_or_else(|| invalid("'[' is not closed"))?;
-    let attribute = text.get(..open).unwrap_or_default();
-    let inner = text.get(open + 1..close).unwrap_or_default();
-    let after = text.get(close + 1..).unwrap_or_default();
-    let path = attribute_path(attribute).map_err(|message| invalid(&message))?;
-    if path.sub_attribute.is_some() {
-        return Err(invalid(
-            "a value filter follows a multi-valued attribute, not a sub-attribute",
-        ));
-    }
-    let filter = parse_filter(inner).map_err(|error| invalid(&error.to_string()))?;
-    let sub_attribute = match after {
-        "" => None,
-        after => {
-            let name = after
-                .strip_prefix('.')
-                .ok_or_else(|| invalid(&format!("'{after}' cannot follow a value filter")))?;
-            match attribute_path(name) {
-                Ok(AttrPath { schema: None, name, sub_attribute: None }) => Some(name),
-                _ => return Err(invalid(&format!("'{name}' is not a sub-attribute name"))),
-            }
-        }
-    };
-    Ok(PatchPath { schema: path.schema, name: path.name, filter: Some(filter), sub_attribute })
 }
 
 /// Where an attribute is stored in a document.
@@ -1492,6 +1435,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::model::filter::parse_filter;
     use crate::scim::document::normalize;
 
     const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";

@@ -161,7 +161,7 @@ pub fn selectors(list: &str) -> Result<Vec<Selector>, Error> {
         .map(|item| {
             let whole = item.to_owned();
             if item.contains('[') {
-                let path = crate::scim::patch::parse_patch_path(item).map_err(|error| {
+                let path = crate::model::path::parse_patch_path(item).map_err(|error| {
                     Error::invalid_as(InvalidKind::Filter, format!("attributes: {error}"))
                 })?;
                 let core = path.schema.as_deref().is_none_or(|urn| {
@@ -215,7 +215,7 @@ fn filtered(kind: ResourceKind, key: &str, value: &Value, filter: &Filter) -> Ve
     };
     elements
         .iter()
-        .filter(|element| crate::scim::eval::element_matches(kind, &path, element, filter))
+        .filter(|element| crate::model::eval::element_matches(kind, &path, element, filter))
         .cloned()
         .collect()
 }
@@ -324,7 +324,7 @@ pub fn exclude(resource: &mut Value, unwanted: &[Selector]) {
             if let Some(Value::Array(items)) = object.get_mut(&key) {
                 let path = AttrPath { schema: None, name: key.clone(), sub_attribute: None };
                 items.retain(|element| {
-                    !crate::scim::eval::element_matches(kind, &path, element, filter)
+                    !crate::model::eval::element_matches(kind, &path, element, filter)
                 });
             }
             continue;

@@ -32,16 +32,15 @@ use serde_json::{Value, json};
 
 use super::discovery::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, list_page};
 use super::document::{Document, normalize};
-use super::filter::parse_filter;
+use crate::model::filter::parse_filter;
 use super::patch::{MemberStep, MembershipPatch};
 use super::render::{self, BaseUrl, Related, Selector};
 use crate::auth::Caller;
 use crate::error::{Error, InvalidKind, ScimError};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::record;
 
-/// The media type of every SCIM response.
-pub const CONTENT_TYPE: &str = "application/scim+json";
+pub use crate::error::SCIM_CONTENT_TYPE as CONTENT_TYPE;
 
 /// A SCIM response with its media type (and ETag, for one resource).
 pub fn respond(status: StatusCode, body: &Value, etag: Option<&str>) -> Response {
@@ -743,7 +742,7 @@ impl ListRequest {
         else {
             return Ok(None);
         };
-        let path = super::filter::attribute_path(sort_by)
+        let path = crate::model::filter::attribute_path(sort_by)
             .map_err(|message| Error::invalid(format!("sortBy: {message}")))?;
         let descending = match self.sort_order.as_deref().map(str::trim) {
             None | Some("") => false,

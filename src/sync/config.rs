@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::error::Error;
 use projections::directory::filter::{AttrPath, Filter};
 
-use crate::scim::patch::{PatchPath, parse_patch_path};
+use crate::model::path::{PatchPath, parse_patch_path};
 
 /// A member property's type: what a SCIM value is converted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

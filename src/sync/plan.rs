@@ -23,7 +23,7 @@ use super::config::{
     is_allowed, stored_or_default,
 };
 use crate::error::Error;
-use crate::scim::eval;
+use crate::model::eval;
 
 /// A tenant's rules, loaded once per preview or run.
 pub struct Rules {

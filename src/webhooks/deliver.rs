@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use super::state::{Attempt, Deliveries, DeliveryState, RESPONSE_KEPT};
 use super::{DeliveryConfig, is_public, sign};
 use crate::error::Error;
+use crate::stop::{is_stopped, until_stopped};
 use crate::store::Store;
 
 /// Events in one batched message at most.
@@ -570,25 +571,6 @@ pub fn start(
         };
         runtime.block_on(Supervisor::new(deliverer).run(stopping));
     })
-}
-
-/// Whether a stop switch is on, or gone (its owner dropped without
-/// turning it on: a server that was not shut down, say).
-fn is_stopped(switch: &watch::Receiver<bool>) -> bool {
-    *switch.borrow() || switch.has_changed().is_err()
-}
-
-/// Resolves once the switch is on or gone. (Waiting on `changed()` alone
-/// returns at once, again and again, once the sender is gone: a spin.)
-pub(crate) async fn until_stopped(switch: &mut watch::Receiver<bool>) {
-    loop {
-        if *switch.borrow_and_update() {
-            return;
-        }
-        if switch.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// The least time between two reads of the endpoints by the supervisor.

@@ -1051,9 +1051,9 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
 /// people.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_log_is_bounded_per_tenant_and_keeps_no_query() {
-    let config = rollcall::server::ServerConfig {
+    let config = rollcall::state::ServerConfig {
         request_log_rows_max: 5,
-        ..rollcall::server::ServerConfig::default()
+        ..rollcall::state::ServerConfig::default()
     };
     let server = TestServer::start_with(config).await;
     let store = server.store.clone();

@@ -310,7 +310,7 @@ async fn unresolvable_and_malformed_operations_answer_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversize_bulk_requests_fail_whole() {
-    let config = rollcall::server::ServerConfig {
+    let config = rollcall::state::ServerConfig {
         bulk_operations_max: 3,
         body_limit_bytes: 4096,
         ..Default::default()
@@ -399,7 +399,7 @@ async fn a_broken_cycle_keeps_its_groups_and_drops_nothing_silently() {
 async fn a_large_bulk_request_yields_the_writer_between_slices() {
     // No budget: every slice is one step, so the count of commits shows
     // the request yielded the writer between operations.
-    let config = rollcall::server::ServerConfig {
+    let config = rollcall::state::ServerConfig {
         bulk_command_budget: std::time::Duration::ZERO,
         ..Default::default()
     };

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use events::event::TokenScope;
-use rollcall::server::ServerConfig;
+use rollcall::state::ServerConfig;
 
 use crate::scim::Scim;
 use crate::util::{Skew, TestServer};

@@ -377,7 +377,7 @@ async fn a_large_group_answers_patch_with_204() {
     // RFC 7644 3.5.2 allows 204; above the configured size the group is not
     // serialised on every membership change.
     let config =
-        rollcall::server::ServerConfig { patch_response_members_max: 2, ..Default::default() };
+        rollcall::state::ServerConfig { patch_response_members_max: 2, ..Default::default() };
     let server = TestServer::start_with(config).await;
     let token = client(&server).await;
     let mut ids = Vec::new();

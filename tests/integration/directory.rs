@@ -8,7 +8,7 @@ use events::event::{GroupCreated, MemberKind, MemberRef, UserCreated};
 use events::{Actor, CommandContext, Event, ExpectedVersion};
 use projections::directory::query::{QueryError, search};
 use projections::directory::schema::ResourceKind;
-use rollcall::scim::filter::parse_filter;
+use rollcall::model::filter::parse_filter;
 use rollcall::store::{Store, record};
 use serde_json::{Value, json};
 
@@ -279,7 +279,7 @@ mod differential {
     }
 
     fn path(text: &str) -> AttrPath {
-        rollcall::scim::filter::attribute_path(text).unwrap()
+        rollcall::model::filter::attribute_path(text).unwrap()
     }
 
     fn string_term() -> impl Strategy<Value = Filter> {
@@ -437,7 +437,7 @@ mod differential {
                 let memory: BTreeSet<String> = rendered
                     .iter()
                     .filter(|(_, resource)| {
-                        rollcall::scim::eval::matches(ResourceKind::User, resource, &filter, None)
+                        rollcall::model::eval::matches(ResourceKind::User, resource, &filter, None)
                     })
                     .map(|(id, _)| id.clone())
                     .collect();

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use events::event::TokenScope;
-use rollcall::server::ServerConfig;
+use rollcall::state::ServerConfig;
 use serde_json::{Value, json};
 
 use crate::util::TestServer;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use events::{Actor, CommandContext, EventLog};
-use rollcall::server::ServerConfig;
+use rollcall::state::ServerConfig;
 use rollcall::tenancy::{self, TenantRef};
 use serde_json::Value;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use events::event::TokenScope;
 use events::{EventLog, VerifyScope};
-use rollcall::server::ServerConfig;
+use rollcall::state::ServerConfig;
 
 use crate::util::{TestServer, json_body};
 
@@ -62,9 +62,9 @@ async fn livez_and_readyz_say_alive_ready_and_why_not() {
 /// OAuth, refusals, unknown routes and oversized bodies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_response_carries_a_request_id() {
-    let config = rollcall::server::ServerConfig {
+    let config = rollcall::state::ServerConfig {
         body_limit_bytes: 1024,
-        ..rollcall::server::ServerConfig::default()
+        ..rollcall::state::ServerConfig::default()
     };
     let server = TestServer::start_with(config).await;
     server.tenant("acme").await;

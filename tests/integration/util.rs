@@ -8,7 +8,7 @@ use events::event::TokenScope;
 use events::sqlite::{Durability, LogOptions};
 use events::{Actor, CommandContext};
 use projections::tenancy::Tenant;
-use rollcall::server::{AppState, ServerConfig};
+use rollcall::state::{AppState, ServerConfig};
 use rollcall::store::Store;
 use rollcall::tenancy::{self, TenantRef, TokenRequest};
 use tokio::sync::oneshot;

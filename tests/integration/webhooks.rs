@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use events::event::TokenScope;
-use rollcall::server::ServerConfig;
+use rollcall::state::ServerConfig;
 use rollcall::webhooks::DeliveryConfig;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -378,7 +378,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::scim::filter::parse_filter;
+    use crate::model::filter::parse_filter;
 
     #[test]
     fn mapping_sources_select_primary_filtered_extension_and_custom_values() {
@@ -399,7 +399,7 @@ mod tests {
         let document = document.as_object().unwrap_or_else(|| unreachable!());
         let select_text = |path: &str, filter: Option<&str>| -> Vec<Value> {
             let path =
-                crate::scim::filter::attribute_path(path).unwrap_or_else(|e| unreachable!("{e}"));
+                crate::model::filter::attribute_path(path).unwrap_or_else(|e| unreachable!("{e}"));
             let filter =
                 filter.map(|text| parse_filter(text).unwrap_or_else(|e| unreachable!("{e}")));
             select(ResourceKind::User, document, &path, filter.as_ref())
