@@ -20,10 +20,11 @@ use std::time::Instant;
 use events::event::TokenScope;
 use events::sqlite::{Durability, LogOptions};
 use events::{Actor, CommandContext, EventLog, VerifyScope};
-use rollcall::audit::snapshots::{DEFAULT_EVERY, Snapshots};
-use rollcall::audit::{replay, report};
+use rollcall::audit::report;
 use rollcall::state::{AppState, ServerConfig};
 use rollcall::store::Store;
+use rollcall::store::replay;
+use rollcall::store::snapshots::{DEFAULT_EVERY, Snapshots};
 use rollcall::tenancy::{self, TenantRef, TokenRequest};
 use serde_json::{Value, json};
 

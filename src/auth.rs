@@ -17,8 +17,8 @@ use projections::requests::RequestRow;
 use projections::tenancy::{self, TokenRecord};
 
 use crate::error::Error;
-use crate::state::AppState;
 use crate::error::Surface;
+use crate::state::AppState;
 use crate::tenancy::{admit, secret_hash};
 
 /// Who is calling: the admitted token and its tenant.

@@ -9,11 +9,15 @@
 //! * [`cli`] parses the command line and runs a command; `serve` starts
 //!   [`server::run`].
 //! * [`server`] assembles the router ([`server::app`]) and the middleware
-//!   every request passes (request id, body limit, logging).
+//!   every request passes (request id, body limit, logging); [`state`] is
+//!   what every handler reaches, below the routes.
 //! * [`auth`] admits bearer tokens by the hash of their secret.
-//! * [`scim`], [`admin`], [`audit`] are the three families of routes, each
-//!   open to its own token scope; [`oauth`] is the token endpoint of the
-//!   client-credentials grant.
+//! * [`scim`] and [`admin`] (all of `/api/v1`) are the families of routes,
+//!   each behind gates for its token scopes; [`oauth`] is the token
+//!   endpoint of the client-credentials grant; [`console`] the admin pages.
+//! * [`model`] is the SCIM data model (filters, paths, in-memory
+//!   evaluation) that SCIM and Synchronize both stand on; [`sync`],
+//!   [`audit`] and [`webhooks`] decide, and know no route.
 //! * [`requests`] writes the request log (each SCIM request as answered)
 //!   in batches beside the requests.
 //! * [`tenancy`] holds the tenant and token commands; [`store`] the one
@@ -21,6 +25,9 @@
 //! * [`webhooks`] pushes the event feed to the application's endpoints,
 //!   signed per Standard Webhooks, in order, retried until delivered.
 //! * [`error`] is the one error enum and its mapping to responses.
+//!
+//! Modules import downwards only (ARCHITECTURE.md, "Code map"); a tidy
+//! test fails on any circle between them.
 
 pub mod admin;
 pub mod audit;

@@ -61,6 +61,16 @@ pub fn in_heavy_lane<T>(work: impl FnOnce() -> T) -> T {
     work()
 }
 
+/// Runs blocking work off the async workers, its reads in the heavy lane
+/// (they may scan; the quick reserve stays for token checks and lookups).
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(move || in_heavy_lane(work))
+        .await
+        .map_err(|error| Error::Internal(format!("a blocking task failed: {error}")))?
+}
+
 /// The admission of heavy reads, shared by every request of a server.
 #[derive(Debug)]
 pub struct HeavyReads {

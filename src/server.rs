@@ -39,7 +39,7 @@ pub fn app(state: AppState) -> Router {
             "/api/v1",
             axum::Router::from(
                 crate::admin::router(state.clone())
-                    .merge(crate::audit::router(state.clone()))
+                    .merge(crate::admin::audit::router(state.clone()))
                     .merge(crate::admin::openapi::public_routes()),
             ),
         )

@@ -49,7 +49,7 @@ pub struct ServerConfig {
     /// request yields the writer to others and goes on in the next.
     pub bulk_command_budget: Duration,
     /// Log positions between as-of snapshots (0: none); see
-    /// `audit::snapshots`.
+    /// `store::snapshots`.
     pub as_of_snapshot_every: u64,
     /// Rows the request log keeps per tenant, newest first.
     pub request_log_rows_max: u64,
@@ -100,7 +100,7 @@ impl Default for ServerConfig {
             oauth_token_lifetime: Duration::from_secs(3600),
             bulk_operations_max: 1000,
             bulk_command_budget: Duration::from_millis(20),
-            as_of_snapshot_every: crate::audit::snapshots::DEFAULT_EVERY,
+            as_of_snapshot_every: crate::store::snapshots::DEFAULT_EVERY,
             request_log_rows_max: crate::requests::KEEP_ROWS_DEFAULT,
             console_session_lifetime: Duration::from_secs(8 * 3600),
             preview_wait: crate::sync::previews::WAIT,

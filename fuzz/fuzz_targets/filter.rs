@@ -1,11 +1,11 @@
-//! The SCIM filter parser (`rollcall::scim::filter::parse_filter`).
+//! The SCIM filter parser (`rollcall::model::filter::parse_filter`).
 //!
 //! Invariants: no input panics; a filter that parses prints (the AST's
 //! `Display`, its canonical text) as text that parses back to the same tree.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rollcall::scim::filter::parse_filter;
+use rollcall::model::filter::parse_filter;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -23,9 +23,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::openapi::{ErrorBody, EventPage};
-use super::provisioning::{PAGE_MAX, blocking, query};
+use super::provisioning::{PAGE_MAX, query};
 use crate::auth::Caller;
 use crate::error::{ApiError, Error};
+use crate::reads::blocking;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {

@@ -9,6 +9,7 @@
 //! translate HTTP to the commands of [`crate::tenancy`] and back; they
 //! decide nothing themselves.
 
+pub mod audit;
 pub mod feed;
 pub mod openapi;
 pub mod provisioning;
@@ -28,9 +29,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Caller, Gate, require_token};
+use crate::error::Surface;
 use crate::error::{ApiError, Error};
 use crate::state::AppState;
-use crate::error::Surface;
 use crate::tenancy::{self, Revoked, TenantRef, TokenRequest};
 
 /// The routes only `admin` tokens reach: the tenant, its tokens,

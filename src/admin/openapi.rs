@@ -102,7 +102,7 @@ impl Modify for BearerScheme {
 fn routes() -> OpenApiRouter<AppState> {
     crate::admin::admin_routes()
         .merge(crate::admin::application_routes())
-        .merge(crate::audit::routes())
+        .merge(super::audit::routes())
         .merge(public_routes())
 }
 

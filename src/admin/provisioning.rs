@@ -12,7 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use projections::feed;
-use projections::members::{self, MemberQuery, MemberRow, MemberStatus, MemberView, SyncRunRow};
+use projections::members::{self, MemberQuery, MemberStatus, MemberView};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -23,11 +23,11 @@ use super::openapi::ErrorBody;
 use super::{ApiId, ApiJson};
 use crate::auth::Caller;
 use crate::error::{ApiError, Error};
+use crate::reads::blocking;
 use crate::state::AppState;
 use crate::sync::config::{Mapping, RoleBindings, SyncSettings};
-use crate::sync::plan::Counts;
 use crate::sync::settings::{self, Setting};
-use crate::sync::{self, Preview, RunOptions, Trigger};
+use crate::sync::{self, Preview, RunOptions, RunView, Trigger, run_view};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -80,16 +80,6 @@ impl Page {
     }
 }
 
-/// Runs blocking work off the async workers, its reads in the heavy lane
-/// (they may scan; the quick reserve stays for token checks and lookups).
-pub(crate) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(move || crate::reads::in_heavy_lane(work))
-        .await
-        .map_err(|error| Error::Internal(format!("a blocking task failed: {error}")))?
-}
-
 /// A query string, or a clear 400 naming what is wrong with it.
 pub(crate) fn query<T: serde::de::DeserializeOwned>(
     raw: Result<Query<T>, axum::extract::rejection::QueryRejection>,
@@ -111,59 +101,6 @@ async fn pending(
     let store = state.store.clone();
     let preview = blocking(move || sync::preview(&store, &tenant, offset, limit)).await?;
     Ok(Json(preview).into_response())
-}
-
-/// A Synchronize run as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = SyncRun)]
-pub struct RunView<'a> {
-    pub run_id: &'a str,
-    /// `manual`, `schedule`, `cli` or `approval`.
-    #[schema(value_type = String)]
-    pub trigger: &'a events::event::RunTrigger,
-    /// Who started it (an admin's token, the schedule, the CLI).
-    #[schema(value_type = Object)]
-    pub actor: &'a Value,
-    /// `running`, `completed`, `held`, `failed`, `approved` or `rejected`.
-    #[schema(value_type = String)]
-    pub status: &'a projections::members::RunStatus,
-    pub started_at: &'a str,
-    pub finished_at: Option<&'a str>,
-    /// The log positions the run read from and to.
-    pub from_position: u64,
-    pub to_position: u64,
-    #[schema(value_type = Counts)]
-    pub counts: &'a Value,
-    pub duration_ms: Option<u64>,
-    /// Why the safeguard held it.
-    pub held_reason: Option<&'a str>,
-    pub error: Option<&'a str>,
-    /// For a held run approved: the run that applied it.
-    pub applied_by: Option<&'a str>,
-}
-
-impl RunView<'_> {
-    pub fn of(run: &SyncRunRow) -> RunView<'_> {
-        RunView {
-            run_id: &run.run_id,
-            trigger: &run.trigger,
-            actor: &run.actor,
-            status: &run.status,
-            started_at: &run.started_at,
-            finished_at: run.finished_at.as_deref(),
-            from_position: run.from_position,
-            to_position: run.to_position,
-            counts: &run.counts,
-            duration_ms: run.duration_ms,
-            held_reason: run.held_reason.as_deref(),
-            error: run.error.as_deref(),
-            applied_by: run.applied_by.as_deref(),
-        }
-    }
-}
-
-pub fn run_view(run: &SyncRunRow) -> Value {
-    serde_json::to_value(RunView::of(run)).unwrap_or(Value::Null)
 }
 
 /// A page of Synchronize runs, newest first.
@@ -393,10 +330,6 @@ async fn put_sync_settings(
     put_setting(state, caller, Setting::Sync, body).await
 }
 
-pub fn member_view(member: &MemberRow) -> Value {
-    member.view()
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -543,5 +476,5 @@ async fn patch_member(
     )
     .await
     .map_err(Error::from)?;
-    Ok(Json(member_view(&member)).into_response())
+    Ok(Json(member.view()).into_response())
 }

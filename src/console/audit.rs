@@ -14,10 +14,10 @@ use serde::Deserialize;
 
 use super::page::{self, PageError, Section, fixed_notice, notice, respond, see_other, when};
 use super::session::{Form, Session};
-use crate::admin::provisioning::blocking;
 use crate::audit::chain;
 use crate::audit::report::{self, Window};
 use crate::auth::Caller;
+use crate::reads::blocking;
 use crate::state::AppState;
 
 /// Movements listed on the page; the CSV has them all.

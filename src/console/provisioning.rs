@@ -21,9 +21,9 @@ use super::page::{
     self, PageError, Section, counts, fixed_notice, notice, pager, respond, see_other, when,
 };
 use super::session::{Form, Session};
-use crate::admin::provisioning::blocking;
 use crate::auth::Caller;
 use crate::error::Error;
+use crate::reads::blocking;
 use crate::state::AppState;
 use crate::sync::config::SyncSettings;
 use crate::sync::previews::Lookup;

@@ -27,9 +27,9 @@ use projections::directory::schema::ResourceKind;
 use self::render::BaseUrl;
 use self::resources::{ScimBody, Update, Write, respond};
 use crate::auth::{Caller, Gate, require_token};
+use crate::error::Surface;
 use crate::error::{Error, ScimError};
 use crate::state::AppState;
-use crate::error::Surface;
 
 pub use self::resources::CONTENT_TYPE;
 

@@ -49,9 +49,9 @@ use std::collections::{BTreeSet, HashSet};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, InvalidKind};
-use crate::scim::document::Document;
 use crate::model::eval;
 use crate::model::path::{PatchPath, parse_patch_path};
+use crate::scim::document::Document;
 
 /// The schema URN of a PATCH request body.
 pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";

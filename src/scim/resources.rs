@@ -32,11 +32,11 @@ use serde_json::{Value, json};
 
 use super::discovery::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, list_page};
 use super::document::{Document, normalize};
-use crate::model::filter::parse_filter;
 use super::patch::{MemberStep, MembershipPatch};
 use super::render::{self, BaseUrl, Related, Selector};
 use crate::auth::Caller;
 use crate::error::{Error, InvalidKind, ScimError};
+use crate::model::filter::parse_filter;
 use crate::state::AppState;
 use crate::store::record;
 

@@ -18,7 +18,6 @@
 //! pending user's effect is decided from the directory as it stands, so a
 //! rerun of anything already applied finds nothing to do.
 
-pub mod cli;
 pub mod config;
 pub mod plan;
 pub mod previews;
@@ -971,6 +970,60 @@ pub fn decide(
         members::run(connection, tenant, run_id)?
             .ok_or_else(|| Error::not_found(format!("Synchronize run {run_id}")))
     })
+}
+
+/// A Synchronize run as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = SyncRun)]
+pub struct RunView<'a> {
+    pub run_id: &'a str,
+    /// `manual`, `schedule`, `cli` or `approval`.
+    #[schema(value_type = String)]
+    pub trigger: &'a events::event::RunTrigger,
+    /// Who started it (an admin's token, the schedule, the CLI).
+    #[schema(value_type = Object)]
+    pub actor: &'a Value,
+    /// `running`, `completed`, `held`, `failed`, `approved` or `rejected`.
+    #[schema(value_type = String)]
+    pub status: &'a projections::members::RunStatus,
+    pub started_at: &'a str,
+    pub finished_at: Option<&'a str>,
+    /// The log positions the run read from and to.
+    pub from_position: u64,
+    pub to_position: u64,
+    #[schema(value_type = Counts)]
+    pub counts: &'a Value,
+    pub duration_ms: Option<u64>,
+    /// Why the safeguard held it.
+    pub held_reason: Option<&'a str>,
+    pub error: Option<&'a str>,
+    /// For a held run approved: the run that applied it.
+    pub applied_by: Option<&'a str>,
+}
+
+impl RunView<'_> {
+    pub fn of(run: &SyncRunRow) -> RunView<'_> {
+        RunView {
+            run_id: &run.run_id,
+            trigger: &run.trigger,
+            actor: &run.actor,
+            status: &run.status,
+            started_at: &run.started_at,
+            finished_at: run.finished_at.as_deref(),
+            from_position: run.from_position,
+            to_position: run.to_position,
+            counts: &run.counts,
+            duration_ms: run.duration_ms,
+            held_reason: run.held_reason.as_deref(),
+            error: run.error.as_deref(),
+            applied_by: run.applied_by.as_deref(),
+        }
+    }
+}
+
+/// A run as JSON, the same for the API and the CLI.
+pub fn run_view(run: &SyncRunRow) -> Value {
+    serde_json::to_value(RunView::of(run)).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]

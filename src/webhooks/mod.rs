@@ -10,7 +10,6 @@
 //! never is. Delivery reads the `feed` projection and writes only its own
 //! state file: it never waits for, nor delays, the event writer.
 
-pub mod cli;
 pub mod deliver;
 pub mod sign;
 pub mod state;

@@ -723,7 +723,7 @@ async fn checkpoints_catch_a_rewritten_chain_and_exports_verify_offline() {
 /// Every folded table's rows, in a total order, as text.
 fn dump(db: &Path) -> Vec<(String, Vec<String>)> {
     let connection = rusqlite::Connection::open(db).unwrap();
-    rollcall::audit::replay::all_tables()
+    rollcall::store::replay::all_tables()
         .into_iter()
         .map(|table| {
             let mut statement = connection.prepare(&format!("SELECT * FROM {table}")).unwrap();
@@ -819,7 +819,7 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
         assert!(output.status.success(), "{}", stderr(&output));
         serde_json::from_str(&stdout(&output)).unwrap()
     };
-    let cache = rollcall::audit::snapshots::Snapshots::beside(&db, 7);
+    let cache = rollcall::store::snapshots::Snapshots::beside(&db, 7);
     for at in [m[1].as_str(), m[2].as_str(), "2999-01-01"] {
         let full = as_of_every(at, "0");
         assert_eq!(as_of_every(at, "7"), full, "{at}: making snapshots");
@@ -987,14 +987,14 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
     // Interrupted, then resumed: the same tables.
     let sliced = rollcall_ok(&db, &["rebuild", "--max-events", "10"]);
     assert!(stderr(&sliced).contains("run `rollcall rebuild` again"), "{}", stderr(&sliced));
-    assert!(rollcall::audit::replay::scratch_path(&db).exists());
+    assert!(rollcall::store::replay::scratch_path(&db).exists());
     let resumed = rollcall_ok(&db, &["rebuild"]);
     assert!(
         stderr(&resumed).contains("resumed an interrupted rebuild at position 10"),
         "{}",
         stderr(&resumed)
     );
-    assert!(!rollcall::audit::replay::scratch_path(&db).exists());
+    assert!(!rollcall::store::replay::scratch_path(&db).exists());
     assert_eq!(dump(&db), original);
     // The server goes on reading and writing the rebuilt tables.
     idp.user("frank@example.com", "f").await;

@@ -6,7 +6,13 @@
 //! append them with an expected version, and fold each recorded event into
 //! the inline projections, all inside the writer's transaction and the
 //! command's savepoint. Commands never write projection tables any other
-//! way.
+//! way. Folding the log into projections again (rebuild, refold checks,
+//! as-of) is [`replay`], with the signed as-of cache in [`snapshots`]:
+//! they belong to the store because opening a file that a later build
+//! gave a new projection folds it here, before anything reads it.
+
+pub mod replay;
+pub mod snapshots;
 
 use std::path::Path;
 
@@ -34,7 +40,7 @@ impl Store {
         let pending = log
             .execute(|tx| {
                 let pending = projections::schema::migrate(tx.connection())?;
-                crate::audit::snapshots::ensure_key(tx.connection())?;
+                crate::store::snapshots::ensure_key(tx.connection())?;
                 Ok::<_, Error>(pending)
             })
             .wait()?;
@@ -43,7 +49,7 @@ impl Store {
             let names: Vec<&str> = pending.iter().map(String::as_str).collect();
             tracing::info!(projections = ?names, "folding new projections from the log, once");
             let rebuilt =
-                crate::audit::replay::rebuild(&store, path, &names, None, &mut |_, _| {})?;
+                crate::store::replay::rebuild(&store, path, &names, None, &mut |_, _| {})?;
             tracing::info!(position = rebuilt.position, "new projections folded");
         }
         Ok(store)

@@ -11,11 +11,10 @@ use projections::feed::Cursor;
 use projections::webhooks as projection;
 use serde_json::Value;
 
-use super::SettingsInput;
-use super::state::Deliveries;
-use crate::cli::{cli_context, print_table};
+use super::common::{cli_context, print_table, tenant_id};
 use crate::store::Store;
-use crate::tenancy::TenantRef;
+use crate::webhooks::SettingsInput;
+use crate::webhooks::state::Deliveries;
 
 #[derive(Debug, Subcommand)]
 pub enum WebhookCommand {
@@ -98,11 +97,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a runtime")
 }
 
-fn tenant_id(store: &Store, tenant: &str) -> anyhow::Result<String> {
-    Ok(store
-        .read(|connection| Ok(TenantRef::Name(tenant.to_owned()).resolve(connection)?.tenant_id))?)
-}
-
 fn endpoint(store: &Store, tenant: &str, id: &str) -> anyhow::Result<projection::WebhookRow> {
     store
         .read(|connection| Ok(projection::webhook(connection, tenant, id)?))?
@@ -132,7 +126,7 @@ pub fn webhook_command(store: &Store, command: WebhookCommand) -> anyhow::Result
                 batch: Some(batch),
                 status: None,
             };
-            let (row, secret) = runtime()?.block_on(super::create(
+            let (row, secret) = runtime()?.block_on(crate::webhooks::create(
                 store,
                 &tenant,
                 input,
@@ -151,7 +145,7 @@ pub fn webhook_command(store: &Store, command: WebhookCommand) -> anyhow::Result
                 store.read(|connection| Ok(projection::webhooks(connection, Some(&tenant))?))?;
             let mut views = Vec::new();
             for row in &rows {
-                views.push(super::view(
+                views.push(crate::webhooks::view(
                     row,
                     deliveries.existing(&tenant, &row.webhook_id)?.as_ref(),
                 ));
@@ -184,10 +178,11 @@ pub fn webhook_command(store: &Store, command: WebhookCommand) -> anyhow::Result
         WebhookCommand::Show { id, tenant } => {
             let tenant = tenant_id(store, &tenant)?;
             let row = endpoint(store, &tenant, &id)?;
-            let mut view = super::view(&row, deliveries.existing(&tenant, &id)?.as_ref());
+            let mut view = crate::webhooks::view(&row, deliveries.existing(&tenant, &id)?.as_ref());
             let attempts = deliveries.attempts(&tenant, &id, false, 20)?;
             if let Some(fields) = view.as_object_mut() {
-                let recent: Vec<Value> = attempts.iter().map(super::attempt_view).collect();
+                let recent: Vec<Value> =
+                    attempts.iter().map(crate::webhooks::attempt_view).collect();
                 fields.insert("recent_deliveries".to_owned(), Value::from(recent));
             }
             print_json(&view);
@@ -196,14 +191,25 @@ pub fn webhook_command(store: &Store, command: WebhookCommand) -> anyhow::Result
         WebhookCommand::Resume { id, tenant } => set_status(store, &tenant, &id, "active")?,
         WebhookCommand::Delete { id, tenant } => {
             let tenant = tenant_id(store, &tenant)?;
-            runtime()?.block_on(super::delete(store, &deliveries, &tenant, &id, cli_context()))?;
+            runtime()?.block_on(crate::webhooks::delete(
+                store,
+                &deliveries,
+                &tenant,
+                &id,
+                cli_context(),
+            ))?;
             eprintln!("rollcall: deleted webhook endpoint {id}");
         }
         WebhookCommand::Rotate { id, tenant, overlap_hours } => {
             let tenant = tenant_id(store, &tenant)?;
             let overlap = Duration::from_secs(overlap_hours.min(24 * 30) * 3600);
-            let (row, secret) =
-                runtime()?.block_on(super::rotate(store, &tenant, &id, overlap, cli_context()))?;
+            let (row, secret) = runtime()?.block_on(crate::webhooks::rotate(
+                store,
+                &tenant,
+                &id,
+                overlap,
+                cli_context(),
+            ))?;
             println!("{secret}");
             eprintln!(
                 "rollcall: new secret for {}; the previous one signs too until {}",
@@ -230,7 +236,14 @@ pub fn webhook_command(store: &Store, command: WebhookCommand) -> anyhow::Result
 fn set_status(store: &Store, tenant: &str, id: &str, status: &str) -> anyhow::Result<()> {
     let tenant = tenant_id(store, tenant)?;
     let input = SettingsInput { status: Some(status.to_owned()), ..SettingsInput::default() };
-    let row = runtime()?.block_on(super::change(store, &tenant, id, input, true, cli_context()))?;
+    let row = runtime()?.block_on(crate::webhooks::change(
+        store,
+        &tenant,
+        id,
+        input,
+        true,
+        cli_context(),
+    ))?;
     eprintln!("rollcall: webhook endpoint {} is {}", row.webhook_id, row.status.as_str());
     Ok(())
 }

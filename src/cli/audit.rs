@@ -4,31 +4,254 @@
 //! modules answer; it decides nothing.
 
 use std::io::{BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::chain::{self, Checkpoint};
-use super::history::{self, Subject};
-use super::report::{self, Window};
-use crate::cli::{AuditCommand, ExportArgs, RebuildArgs, ReportFormat, VerifyArgs, print_table};
+use clap::{Subcommand, ValueEnum};
+use events::{EventLog, VerifyScope};
+use projections::tenancy as tenancy_projection;
+
+use super::common::{print_json, print_table, tenant_id};
+use crate::audit::chain::{self, Checkpoint};
+use crate::audit::history::{self, Subject};
+use crate::audit::report::{self, Window};
 use crate::store::Store;
 use crate::tenancy::TenantRef;
 
-fn tenant_id(store: &Store, name: &str) -> anyhow::Result<String> {
-    Ok(store.read(|connection| TenantRef::Name(name.to_owned()).resolve(connection))?.tenant_id)
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Verify one tenant's chain (by name) instead of the whole log.
+    #[arg(long, conflicts_with = "file")]
+    pub tenant: Option<String>,
+    /// A checkpoint (`POSITION:HASH`, from `rollcall audit checkpoint`)
+    /// the chain must still pass through: proves the log only grew since.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub since: Option<String>,
+    /// Check an export (`rollcall export`) instead of the database; `-`
+    /// reads standard input.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Also refold the whole log into scratch tables and compare them with
+    /// the live projections, naming any table that drifted.
+    #[arg(long, conflicts_with_all = ["file", "since"])]
+    pub projections: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value).context("printing JSON")?);
-    Ok(())
+/// A projection `rollcall rebuild` can replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProjectionArg {
+    Tenancy,
+    Directory,
+    Members,
+    Audit,
+    /// The event feed the application reads.
+    Feed,
+    /// Webhook endpoints (their secrets and delivery state stay).
+    Webhooks,
+}
+
+impl ProjectionArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProjectionArg::Tenancy => "tenancy",
+            ProjectionArg::Directory => "directory",
+            ProjectionArg::Members => "members",
+            ProjectionArg::Audit => "audit",
+            ProjectionArg::Feed => "feed",
+            ProjectionArg::Webhooks => "webhooks",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RebuildArgs {
+    /// Rebuild only this projection (repeatable); all of them by default.
+    #[arg(long, value_enum)]
+    pub projection: Vec<ProjectionArg>,
+    /// Fold at most this many events now and stop; the next rebuild goes on
+    /// from there.
+    #[arg(long)]
+    pub max_events: Option<u64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Who joined, was disabled or enabled, left, came back or was purged
+    /// in a window (by when it took effect), with when the identity
+    /// provider said it and on whose word.
+    JoinersLeavers {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        /// Start: a date (2026-07-01, from 00:00 UTC) or an RFC 3339 instant.
+        #[arg(long)]
+        from: String,
+        /// End: a date (its whole day included) or an instant (excluded).
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
+    /// Every event that touched one user or member, in order, with the
+    /// attribute changes between versions.
+    History {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        /// A SCIM user id, externalId or userName (any the user ever had).
+        #[arg(long, required_unless_present = "member", conflicts_with = "member")]
+        user: Option<String>,
+        /// A member id.
+        #[arg(long)]
+        member: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tenant's SCIM directory and member directory as they were at a
+    /// past instant or log position, folded from the log.
+    AsOf {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        /// An instant (RFC 3339, or a date: its start); state after every
+        /// event recorded at or before it.
+        #[arg(long, required_unless_present = "position", conflicts_with = "position")]
+        at: Option<String>,
+        /// A log position: state after the events up to it.
+        #[arg(long)]
+        position: Option<u64>,
+    },
+    /// The request a change came from, as the client sent it (method, path,
+    /// body with secrets redacted, token, User-Agent), and every event it
+    /// produced.
+    Request {
+        /// A request id (from a joiners-leavers row, a history entry, a log line).
+        request_id: String,
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+    },
+    /// Print the tenant's chain head (`POSITION:HASH`) to write down and
+    /// later give to `rollcall verify --since`.
+    Checkpoint {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    #[arg(long, env = "ROLLCALL_TENANT")]
+    pub tenant: String,
+    /// Only events recorded from then (a date or an RFC 3339 instant).
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// Only events recorded before then (a date: its day included).
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+pub fn verify_command(store: &Store, verify: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let (scope, label) = match &verify.tenant {
+        Some(name) => {
+            let tenant =
+                store.read(|connection| TenantRef::Name(name.clone()).resolve(connection))?;
+            (VerifyScope::Tenant(tenant.tenant_id), name.clone())
+        }
+        None => (VerifyScope::All, "all".to_owned()),
+    };
+    let report = store.log().verify(scope.clone())?;
+    let since = match (&verify.since, &scope) {
+        (None, _) => None,
+        (Some(_), VerifyScope::All) => {
+            anyhow::bail!("--since needs --tenant: a checkpoint is a tenant's")
+        }
+        (Some(text), VerifyScope::Tenant(tenant_id)) => {
+            let checkpoint = crate::audit::chain::Checkpoint::parse(text)?;
+            let problem = if report.is_ok() {
+                crate::audit::chain::check(store, tenant_id, &checkpoint)?
+            } else {
+                None
+            };
+            Some((checkpoint, problem))
+        }
+    };
+    if verify.json {
+        println!("{}", crate::audit::verify_report_json(&report, &label, since.as_ref()));
+    } else {
+        let names = store.read(|connection| Ok(tenancy_projection::list_tenants(connection)?))?;
+        let name_of = |tenant_id: &str| {
+            names
+                .iter()
+                .find(|t| t.tenant_id == tenant_id)
+                .map_or_else(|| tenant_id.to_owned(), |t| t.name.clone())
+        };
+        let rows = report.heads.iter().map(|head| {
+            vec![
+                name_of(&head.tenant),
+                head.events.to_string(),
+                head.position.to_string(),
+                events::hash::to_hex(&head.hash),
+            ]
+        });
+        print_table(&["CHAIN", "EVENTS", "HEAD POSITION", "HEAD HASH"], rows)?;
+    }
+    if let Some((checkpoint, Some(problem))) = &since {
+        eprintln!("rollcall: verify FAILED against checkpoint {checkpoint}: {problem}");
+        return Ok(ExitCode::from(1));
+    }
+    let mut broken_guards = report.missing_guards.clone();
+    broken_guards.extend(report.altered_guards.iter().map(|name| format!("{name} (altered)")));
+    if !broken_guards.is_empty() {
+        eprintln!(
+            "rollcall: verify FAILED: guard triggers missing or altered: {}; the events were open \
+             to edits (the chain above says whether any was made); opening the file for writing \
+             restores them",
+            broken_guards.join(", ")
+        );
+    }
+    match &report.failure {
+        None if !broken_guards.is_empty() => Ok(ExitCode::from(1)),
+        None => {
+            eprintln!("rollcall: verify ok: {} events checked ({label})", report.events_checked);
+            if let Some((checkpoint, None)) = &since {
+                eprintln!(
+                    "rollcall: the chain still passes through checkpoint {checkpoint}: the log only grew since"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(failure) => {
+            eprintln!(
+                "rollcall: verify FAILED at position {} (tenant {}): {}",
+                failure.position,
+                failure.tenant,
+                failure.problem.describe()
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 pub fn audit_command(
     store: &Store,
     command: AuditCommand,
-    snapshots: &super::snapshots::Snapshots,
+    snapshots: &crate::store::snapshots::Snapshots,
 ) -> anyhow::Result<ExitCode> {
     match command {
         AuditCommand::JoinersLeavers { tenant, from, to, format } => {
@@ -36,7 +259,9 @@ pub fn audit_command(
             let tenant_id = tenant_id(store, &tenant)?;
             let movements = report::joiners_leavers(store, &tenant_id, window)?;
             match format {
-                ReportFormat::Json => print_json(&super::report_json(&tenant, window, &movements))?,
+                ReportFormat::Json => {
+                    print_json(&crate::audit::report_json(&tenant, window, &movements))?
+                }
                 ReportFormat::Csv => {
                     let mut out = csv::Writer::from_writer(std::io::stdout().lock());
                     out.write_record(report::COLUMNS).context("writing CSV")?;
@@ -99,11 +324,11 @@ pub fn audit_command(
             let tenant_id = tenant_id(store, &tenant)?;
             let position = match (at, position) {
                 (_, Some(position)) => position,
-                (Some(at), None) => super::position_at_or_before(store, &at)?,
+                (Some(at), None) => crate::audit::position_at_or_before(store, &at)?,
                 (None, None) => anyhow::bail!("--at or --position is required"),
             };
-            let state =
-                super::replay::as_of(store, &tenant_id, position, snapshots)?.everything()?;
+            let state = crate::store::replay::as_of(store, &tenant_id, position, snapshots)?
+                .everything()?;
             print_json(&state)?;
             eprintln!(
                 "rollcall: tenant {tenant} as of position {position}{}: {} users, {} groups, {} members",
@@ -116,7 +341,7 @@ pub fn audit_command(
         }
         AuditCommand::Request { request_id, tenant } => {
             let tenant_id = tenant_id(store, &tenant)?;
-            print_json(&super::ledger::request(store, &tenant_id, &request_id)?)?;
+            print_json(&crate::audit::ledger::request(store, &tenant_id, &request_id)?)?;
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Checkpoint { tenant, json } => {
@@ -215,7 +440,7 @@ pub fn verify_file_command(path: &Path, args: &VerifyArgs) -> anyhow::Result<Exi
 }
 
 pub fn verify_projections_command(store: &Store, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let drift = super::replay::check_projections(store)?;
+    let drift = crate::store::replay::check_projections(store)?;
     if args.json {
         print_json(&drift)?;
     } else {
@@ -246,7 +471,7 @@ pub fn verify_projections_command(store: &Store, args: &VerifyArgs) -> anyhow::R
 pub fn rebuild_command(store: &Store, db: &Path, args: &RebuildArgs) -> anyhow::Result<ExitCode> {
     let mut names: Vec<&str> = args.projection.iter().map(|projection| projection.name()).collect();
     if names.is_empty() {
-        names = super::replay::PROJECTIONS.iter().map(|(name, _)| *name).collect();
+        names = crate::store::replay::PROJECTIONS.iter().map(|(name, _)| *name).collect();
     }
     names.dedup();
     let bar = indicatif::ProgressBar::new(0);
@@ -258,11 +483,16 @@ pub fn rebuild_command(store: &Store, db: &Path, args: &RebuildArgs) -> anyhow::
         .progress_chars("=> "),
     );
     bar.set_message("rebuilding");
-    let rebuilt =
-        super::replay::rebuild(store, db, &names, args.max_events, &mut |position, head| {
+    let rebuilt = crate::store::replay::rebuild(
+        store,
+        db,
+        &names,
+        args.max_events,
+        &mut |position, head| {
             bar.set_length(head);
             bar.set_position(position);
-        })?;
+        },
+    )?;
     bar.finish_and_clear();
     if args.json {
         print_json(&rebuilt)?;

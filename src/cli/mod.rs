@@ -1,8 +1,9 @@
 //! The command line: `serve`; `tenant`, `token`, `client` and `admin
-//! login-link`; `sync`, `mapping`, `roles`, `schedule` (their commands live
-//! in `sync::cli`); `verify`, `audit`, `export`, `rebuild` (in
-//! `audit::cli`). This module owns the clap structs and the dispatch; it
-//! decides nothing a command module decides.
+//! login-link`; `sync`, `mapping`, `roles`, `schedule` (their arguments and
+//! commands live in [`sync`]); `verify`, `audit`, `export`, `rebuild` (in
+//! [`audit`]); `webhook` (in [`webhooks`]). This module owns the top-level
+//! clap structs and the dispatch; it decides nothing a command module
+//! decides. Command modules share [`common`] and never import this one.
 //!
 //! Arguments pass two stages, as in ripgrep: the clap structs ([`Args`])
 //! are close to the flags; [`Args::settings`] turns them once into checked
@@ -12,7 +13,7 @@
 //! said to a human goes to stderr. Errors print their whole chain and exit
 //! with status 2; a failed check (verify) exits with 1.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,9 +24,16 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use events::event::TokenScope;
 use events::sqlite::{Durability, LogOptions};
-use events::{Actor, CommandContext, EventLog, VerifyScope};
 use projections::tenancy as tenancy_projection;
 
+pub mod audit;
+pub mod common;
+pub mod sync;
+pub mod webhooks;
+
+use self::audit::{AuditCommand, ExportArgs, RebuildArgs, VerifyArgs, verify_command};
+use self::common::{cli_context, print_table};
+use self::sync::{SettingCommand, SyncArgs};
 use crate::state::{AppState, ServerConfig};
 use crate::store::Store;
 use crate::sync::settings::Setting;
@@ -44,7 +52,7 @@ pub struct Args {
     /// Log positions between the as-of snapshots kept in `<db>.as-of/`, a
     /// disposable cache that makes `audit as-of` fold only the events since
     /// the nearest one; 0 keeps none.
-    #[arg(long, env = "ROLLCALL_AS_OF_SNAPSHOT_EVERY", default_value_t = crate::audit::snapshots::DEFAULT_EVERY, global = true)]
+    #[arg(long, env = "ROLLCALL_AS_OF_SNAPSHOT_EVERY", default_value_t = crate::store::snapshots::DEFAULT_EVERY, global = true)]
     pub as_of_snapshot_every: u64,
     #[command(subcommand)]
     pub command: Command,
@@ -120,7 +128,7 @@ pub enum Command {
     /// rotate the secret, redeliver.
     Webhook {
         #[command(subcommand)]
-        command: crate::webhooks::cli::WebhookCommand,
+        command: self::webhooks::WebhookCommand,
     },
     /// Show or set a tenant's Synchronize settings: daily schedule,
     /// deprovisioning safeguard, grace before purge (JSON; docs/api.md).
@@ -151,66 +159,6 @@ pub enum Command {
     /// Print the OpenAPI 3.1 document of /api/v1 (as the server serves it
     /// at /api/v1/openapi.json, and docs/openapi.json holds it).
     Openapi,
-}
-
-#[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct SyncArgs {
-    #[command(subcommand)]
-    pub command: Option<SyncCommand>,
-    #[arg(long, env = "ROLLCALL_TENANT")]
-    pub tenant: Option<String>,
-    /// Show what a run would do, and write nothing.
-    #[arg(long)]
-    pub preview: bool,
-    /// Preview items to skip and to show.
-    #[arg(long, default_value_t = 0)]
-    pub offset: u64,
-    #[arg(long, default_value_t = 100)]
-    pub limit: u64,
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum SyncCommand {
-    /// The tenant's runs, newest first.
-    History {
-        #[arg(long, env = "ROLLCALL_TENANT")]
-        tenant: String,
-        #[arg(long, default_value_t = 20)]
-        limit: u64,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Approve a run the safeguard held: runs Synchronize without it.
-    Approve {
-        run_id: String,
-        #[arg(long, env = "ROLLCALL_TENANT")]
-        tenant: String,
-    },
-    /// Reject a held run: members stay as they are, the changes pending.
-    Reject {
-        run_id: String,
-        #[arg(long, env = "ROLLCALL_TENANT")]
-        tenant: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum SettingCommand {
-    /// Print the current value (the default until one is set) as JSON.
-    Show {
-        #[arg(long, env = "ROLLCALL_TENANT")]
-        tenant: String,
-    },
-    /// Set it from a JSON file (`-` reads standard input).
-    Set {
-        #[arg(long, env = "ROLLCALL_TENANT")]
-        tenant: String,
-        #[arg(long)]
-        file: PathBuf,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -412,152 +360,6 @@ pub enum TokenCommand {
     Revoke { token_id: String },
 }
 
-#[derive(Debug, clap::Args)]
-pub struct VerifyArgs {
-    /// Verify one tenant's chain (by name) instead of the whole log.
-    #[arg(long, conflicts_with = "file")]
-    pub tenant: Option<String>,
-    /// A checkpoint (`POSITION:HASH`, from `rollcall audit checkpoint`)
-    /// the chain must still pass through: proves the log only grew since.
-    #[arg(long, value_name = "CHECKPOINT")]
-    pub since: Option<String>,
-    /// Check an export (`rollcall export`) instead of the database; `-`
-    /// reads standard input.
-    #[arg(long, value_name = "FILE")]
-    pub file: Option<PathBuf>,
-    /// Also refold the whole log into scratch tables and compare them with
-    /// the live projections, naming any table that drifted.
-    #[arg(long, conflicts_with_all = ["file", "since"])]
-    pub projections: bool,
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// A projection `rollcall rebuild` can replace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProjectionArg {
-    Tenancy,
-    Directory,
-    Members,
-    Audit,
-    /// The event feed the application reads.
-    Feed,
-    /// Webhook endpoints (their secrets and delivery state stay).
-    Webhooks,
-}
-
-impl ProjectionArg {
-    pub fn name(self) -> &'static str {
-        match self {
-            ProjectionArg::Tenancy => "tenancy",
-            ProjectionArg::Directory => "directory",
-            ProjectionArg::Members => "members",
-            ProjectionArg::Audit => "audit",
-            ProjectionArg::Feed => "feed",
-            ProjectionArg::Webhooks => "webhooks",
-        }
-    }
-}
-
-#[derive(Debug, clap::Args)]
-pub struct RebuildArgs {
-    /// Rebuild only this projection (repeatable); all of them by default.
-    #[arg(long, value_enum)]
-    pub projection: Vec<ProjectionArg>,
-    /// Fold at most this many events now and stop; the next rebuild goes on
-    /// from there.
-    #[arg(long)]
-    pub max_events: Option<u64>,
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// How a report is printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    Table,
-    Csv,
-    Json,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// Who joined, was disabled or enabled, left, came back or was purged
-    /// in a window (by when it took effect), with when the identity
-    /// provider said it and on whose word.
-    JoinersLeavers {
-        #[arg(long, env = "ROLLCALL_TENANT")]
-        tenant: String,
-        /// Start: a date (2026-07-01, from 00:00 UTC) or an RFC 3339 instant.
-        #[arg(long)]
-        from: String,
-        /// End: a date (its whole day included) or an instant (excluded).
-        #[arg(long)]
-        to: String,
-        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
-        format: ReportFormat,
-    },
-    /// Every event that touched one user or member, in order, with the
-    /// attribute changes between versions.
-    History {
-        #[arg(long, env = "ROLLCALL_TENANT")]
-        tenant: String,
-        /// A SCIM user id, externalId or userName (any the user ever had).
-        #[arg(long, required_unless_present = "member", conflicts_with = "member")]
-        user: Option<String>,
-        /// A member id.
-        #[arg(long)]
-        member: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// The tenant's SCIM directory and member directory as they were at a
-    /// past instant or log position, folded from the log.
-    AsOf {
-        #[arg(long, env = "ROLLCALL_TENANT")]
-        tenant: String,
-        /// An instant (RFC 3339, or a date: its start); state after every
-        /// event recorded at or before it.
-        #[arg(long, required_unless_present = "position", conflicts_with = "position")]
-        at: Option<String>,
-        /// A log position: state after the events up to it.
-        #[arg(long)]
-        position: Option<u64>,
-    },
-    /// The request a change came from, as the client sent it (method, path,
-    /// body with secrets redacted, token, User-Agent), and every event it
-    /// produced.
-    Request {
-        /// A request id (from a joiners-leavers row, a history entry, a log line).
-        request_id: String,
-        #[arg(long, env = "ROLLCALL_TENANT")]
-        tenant: String,
-    },
-    /// Print the tenant's chain head (`POSITION:HASH`) to write down and
-    /// later give to `rollcall verify --since`.
-    Checkpoint {
-        #[arg(long, env = "ROLLCALL_TENANT")]
-        tenant: String,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, clap::Args)]
-pub struct ExportArgs {
-    #[arg(long, env = "ROLLCALL_TENANT")]
-    pub tenant: String,
-    /// Only events recorded from then (a date or an RFC 3339 instant).
-    #[arg(long, requires = "to")]
-    pub from: Option<String>,
-    /// Only events recorded before then (a date: its day included).
-    #[arg(long, requires = "from")]
-    pub to: Option<String>,
-    /// Write here instead of standard output.
-    #[arg(long, short)]
-    pub output: Option<PathBuf>,
-}
-
 /// Checked settings for opening the database.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -618,11 +420,6 @@ fn open_store_read_only(settings: &Settings) -> anyhow::Result<Store> {
         .with_context(|| format!("opening the database {} to read it", settings.db.display()))
 }
 
-pub(crate) fn cli_context() -> CommandContext {
-    let user = std::env::var("USER").ok().or_else(|| std::env::var("LOGNAME").ok());
-    CommandContext::new(Actor::Cli { user })
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let settings = args.settings();
     match args.command {
@@ -676,10 +473,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // Read-only: verify must neither create a missing file nor
             // repair the guards whose absence it is there to report.
             if let Some(file) = &verify.file {
-                return crate::audit::cli::verify_file_command(file, &verify);
+                return self::audit::verify_file_command(file, &verify);
             }
             if verify.projections {
-                return crate::audit::cli::verify_projections_command(
+                return self::audit::verify_projections_command(
                     &open_store_read_only(&settings)?,
                     &verify,
                 );
@@ -688,10 +485,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { command } => {
             init_logging("warn", LogFormat::Text);
-            crate::audit::cli::audit_command(
+            self::audit::audit_command(
                 &open_store_read_only(&settings)?,
                 command,
-                &crate::audit::snapshots::Snapshots::beside(
+                &crate::store::snapshots::Snapshots::beside(
                     &settings.db,
                     settings.as_of_snapshot_every,
                 ),
@@ -716,11 +513,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Rebuild(rebuild) => {
             init_logging("warn", LogFormat::Text);
-            crate::audit::cli::rebuild_command(&open_store(&settings)?, &settings.db, &rebuild)
+            self::audit::rebuild_command(&open_store(&settings)?, &settings.db, &rebuild)
         }
         Command::Export(export) => {
             init_logging("warn", LogFormat::Text);
-            crate::audit::cli::export_command(&open_store_read_only(&settings)?, &export)
+            self::audit::export_command(&open_store_read_only(&settings)?, &export)
         }
         Command::Sync(sync) => {
             init_logging("warn", LogFormat::Text);
@@ -729,11 +526,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 open_store(&settings)?
             };
-            crate::sync::cli::sync_command(&store, sync)
+            self::sync::sync_command(&store, sync)
         }
         Command::Webhook { command } => {
             init_logging("warn", LogFormat::Text);
-            crate::webhooks::cli::webhook_command(&open_store(&settings)?, command)
+            self::webhooks::webhook_command(&open_store(&settings)?, command)
         }
         Command::Mapping { command } => setting_command(&settings, Setting::Mapping, command),
         Command::Roles { command } => setting_command(&settings, Setting::Roles, command),
@@ -751,7 +548,7 @@ fn setting_command(
         SettingCommand::Show { .. } => open_store_read_only(settings)?,
         SettingCommand::Set { .. } => open_store(settings)?,
     };
-    crate::sync::cli::setting_command(&store, setting, command)
+    self::sync::setting_command(&store, setting, command)
 }
 
 fn describe_db(path: &Path, existed: bool) -> String {
@@ -1096,111 +893,4 @@ fn client_command(store: &Store, command: ClientCommand) -> anyhow::Result<ExitC
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn verify_command(store: &Store, verify: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let (scope, label) = match &verify.tenant {
-        Some(name) => {
-            let tenant =
-                store.read(|connection| TenantRef::Name(name.clone()).resolve(connection))?;
-            (VerifyScope::Tenant(tenant.tenant_id), name.clone())
-        }
-        None => (VerifyScope::All, "all".to_owned()),
-    };
-    let report = store.log().verify(scope.clone())?;
-    let since = match (&verify.since, &scope) {
-        (None, _) => None,
-        (Some(_), VerifyScope::All) => {
-            anyhow::bail!("--since needs --tenant: a checkpoint is a tenant's")
-        }
-        (Some(text), VerifyScope::Tenant(tenant_id)) => {
-            let checkpoint = crate::audit::chain::Checkpoint::parse(text)?;
-            let problem = if report.is_ok() {
-                crate::audit::chain::check(store, tenant_id, &checkpoint)?
-            } else {
-                None
-            };
-            Some((checkpoint, problem))
-        }
-    };
-    if verify.json {
-        println!("{}", crate::audit::verify_report_json(&report, &label, since.as_ref()));
-    } else {
-        let names = store.read(|connection| Ok(tenancy_projection::list_tenants(connection)?))?;
-        let name_of = |tenant_id: &str| {
-            names
-                .iter()
-                .find(|t| t.tenant_id == tenant_id)
-                .map_or_else(|| tenant_id.to_owned(), |t| t.name.clone())
-        };
-        let rows = report.heads.iter().map(|head| {
-            vec![
-                name_of(&head.tenant),
-                head.events.to_string(),
-                head.position.to_string(),
-                events::hash::to_hex(&head.hash),
-            ]
-        });
-        print_table(&["CHAIN", "EVENTS", "HEAD POSITION", "HEAD HASH"], rows)?;
-    }
-    if let Some((checkpoint, Some(problem))) = &since {
-        eprintln!("rollcall: verify FAILED against checkpoint {checkpoint}: {problem}");
-        return Ok(ExitCode::from(1));
-    }
-    let mut broken_guards = report.missing_guards.clone();
-    broken_guards.extend(report.altered_guards.iter().map(|name| format!("{name} (altered)")));
-    if !broken_guards.is_empty() {
-        eprintln!(
-            "rollcall: verify FAILED: guard triggers missing or altered: {}; the events were open \
-             to edits (the chain above says whether any was made); opening the file for writing \
-             restores them",
-            broken_guards.join(", ")
-        );
-    }
-    match &report.failure {
-        None if !broken_guards.is_empty() => Ok(ExitCode::from(1)),
-        None => {
-            eprintln!("rollcall: verify ok: {} events checked ({label})", report.events_checked);
-            if let Some((checkpoint, None)) = &since {
-                eprintln!(
-                    "rollcall: the chain still passes through checkpoint {checkpoint}: the log only grew since"
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(failure) => {
-            eprintln!(
-                "rollcall: verify FAILED at position {} (tenant {}): {}",
-                failure.position,
-                failure.tenant,
-                failure.problem.describe()
-            );
-            Ok(ExitCode::from(1))
-        }
-    }
-}
-
-/// Prints rows as left-aligned columns under a header.
-pub fn print_table(
-    headers: &[&str],
-    rows: impl Iterator<Item = Vec<String>>,
-) -> anyhow::Result<()> {
-    let rows: Vec<Vec<String>> = rows.collect();
-    let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    let mut write_row = |cells: Vec<String>| -> std::io::Result<()> {
-        let line: Vec<String> =
-            cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-        writeln!(out, "{}", line.join("  ").trim_end())
-    };
-    write_row(headers.iter().map(|header| (*header).to_owned()).collect())?;
-    for row in rows {
-        write_row(row)?;
-    }
-    Ok(())
 }

@@ -337,7 +337,7 @@ impl Folded {
                 let query =
                     members::MemberQuery { offset, limit, ..members::MemberQuery::default() };
                 let (_, page) = members::list_members(&self.scratch, tenant_id, &query)?;
-                Ok(page.iter().map(crate::admin::provisioning::member_view).collect())
+                Ok(page.iter().map(projections::members::MemberRow::view).collect())
             }
         }
     }

@@ -3,30 +3,88 @@
 //! show|set`. It prints what `crate::sync` answers; it decides nothing.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use projections::members::{self, RunStatus, SyncRunRow};
 
-use super::settings::{self, Setting};
-use super::{RunOptions, Trigger};
-use crate::cli::{SettingCommand, SyncArgs, SyncCommand, cli_context};
+use clap::Subcommand;
+
+use super::common::{cli_context, print_json};
 use crate::error::Error;
 use crate::store::Store;
+use crate::sync::settings::{self, Setting};
+use crate::sync::{RunOptions, Trigger};
 use crate::tenancy::TenantRef;
 
 fn tenant_id(store: &Store, name: &str) -> anyhow::Result<String> {
     Ok(store.read(|connection| TenantRef::Name(name.to_owned()).resolve(connection))?.tenant_id)
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value).context("printing JSON")?);
-    Ok(())
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SyncArgs {
+    #[command(subcommand)]
+    pub command: Option<SyncCommand>,
+    #[arg(long, env = "ROLLCALL_TENANT")]
+    pub tenant: Option<String>,
+    /// Show what a run would do, and write nothing.
+    #[arg(long)]
+    pub preview: bool,
+    /// Preview items to skip and to show.
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// The tenant's runs, newest first.
+    History {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a run the safeguard held: runs Synchronize without it.
+    Approve {
+        run_id: String,
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+    },
+    /// Reject a held run: members stay as they are, the changes pending.
+    Reject {
+        run_id: String,
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SettingCommand {
+    /// Print the current value (the default until one is set) as JSON.
+    Show {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+    },
+    /// Set it from a JSON file (`-` reads standard input).
+    Set {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
 }
 
 fn print_run(run: &SyncRunRow, json: bool) -> anyhow::Result<()> {
     if json {
-        return print_json(&crate::admin::provisioning::run_view(run));
+        return print_json(&crate::sync::run_view(run));
     }
     println!(
         "run {}  {}  trigger {}  started {}  {}",
@@ -63,7 +121,7 @@ pub fn sync_command(store: &Store, args: SyncArgs) -> anyhow::Result<ExitCode> {
             let (_, runs) =
                 store.read(|connection| Ok(members::runs(connection, &tenant, 0, limit)?))?;
             if json {
-                let views: Vec<_> = runs.iter().map(crate::admin::provisioning::run_view).collect();
+                let views: Vec<_> = runs.iter().map(crate::sync::run_view).collect();
                 return print_json(&views).map(|()| ExitCode::SUCCESS);
             }
             for run in &runs {
@@ -77,7 +135,7 @@ pub fn sync_command(store: &Store, args: SyncArgs) -> anyhow::Result<ExitCode> {
             let name = args.tenant.context("--tenant (or ROLLCALL_TENANT) is required")?;
             let tenant = tenant_id(store, &name)?;
             if args.preview {
-                let preview = super::preview(store, &tenant, args.offset, args.limit)?;
+                let preview = crate::sync::preview(store, &tenant, args.offset, args.limit)?;
                 if args.json {
                     return print_json(&preview).map(|()| ExitCode::SUCCESS);
                 }
@@ -94,8 +152,13 @@ pub fn sync_command(store: &Store, args: SyncArgs) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let run =
-                super::run(store, &tenant, Trigger::Cli, cli_context(), RunOptions::default())?;
+            let run = crate::sync::run(
+                store,
+                &tenant,
+                Trigger::Cli,
+                cli_context(),
+                RunOptions::default(),
+            )?;
             print_run(&run, args.json)?;
             // A held run is not a failure, but scripts should notice it.
             Ok(if run.status == RunStatus::Held { ExitCode::from(3) } else { ExitCode::SUCCESS })
@@ -105,7 +168,8 @@ pub fn sync_command(store: &Store, args: SyncArgs) -> anyhow::Result<ExitCode> {
 
 fn decide(store: &Store, tenant: &str, run_id: &str, approve: bool) -> anyhow::Result<ExitCode> {
     let tenant = tenant_id(store, tenant)?;
-    let run = super::decide(store, &tenant, run_id, approve, cli_context(), RunOptions::default())?;
+    let run =
+        crate::sync::decide(store, &tenant, run_id, approve, cli_context(), RunOptions::default())?;
     print_run(&run, false)?;
     // An approval is a run of its own: show what it applied.
     if let Some(applied_by) = &run.applied_by {
