@@ -16,6 +16,7 @@ use std::time::Duration;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use events::EventLog;
+use events::histogram::Histogram as WriterHistogram;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -53,6 +54,38 @@ struct FamilyLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientLabels {
+    client: &'static str,
+    status: u16,
+}
+
+/// The kind of SCIM client a request came from, by its User-Agent: the
+/// identity providers rollcall knows, `other`, or `none`. A label with a
+/// handful of values, never the header itself (no tenant, no cardinality
+/// an outsider controls).
+pub fn client_kind(user_agent: Option<&str>) -> &'static str {
+    let Some(agent) = user_agent.map(str::to_ascii_lowercase) else {
+        return "none";
+    };
+    let has = |word: &str| agent.contains(word);
+    if has("microsoft") || has("azure") || has("entra") {
+        "entra"
+    } else if has("okta") {
+        "okta"
+    } else if has("google") {
+        "google"
+    } else if has("onelogin") {
+        "onelogin"
+    } else if has("jumpcloud") {
+        "jumpcloud"
+    } else if agent.trim().is_empty() {
+        "none"
+    } else {
+        "other"
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -65,6 +98,7 @@ pub struct Metrics {
     latency: Family<FamilyLabel, Histogram>,
     auth_failures: Family<FamilyLabel, Counter>,
     backups: Family<ResultLabel, Counter>,
+    scim_clients: Family<ClientLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -80,6 +114,7 @@ impl Metrics {
             Family::<FamilyLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
         let auth_failures = Family::<FamilyLabel, Counter>::default();
         let backups = Family::<ResultLabel, Counter>::default();
+        let scim_clients = Family::<ClientLabels, Counter>::default();
         registry.register(
             "rollcall_http_requests",
             "HTTP requests answered, by route family, method and status",
@@ -100,13 +135,31 @@ impl Metrics {
             "Scheduled backups, by result (ok or failed)",
             backups.clone(),
         );
+        registry.register(
+            "rollcall_scim_requests",
+            "SCIM requests answered, by the kind of client (entra, okta, google, onelogin, jumpcloud, other, none: from its User-Agent) and status",
+            scim_clients.clone(),
+        );
         registry.register_collector(Box::new(Gauges { store, deliveries }));
-        Metrics { registry, requests, latency, auth_failures, backups }
+        Metrics { registry, requests, latency, auth_failures, backups, scim_clients }
     }
 
     /// One request answered.
-    pub fn request(&self, path: &str, method: &str, status: StatusCode, took: Duration) {
+    pub fn request(
+        &self,
+        path: &str,
+        method: &str,
+        user_agent: Option<&str>,
+        status: StatusCode,
+        took: Duration,
+    ) {
         let family = family_of(path);
+        if family == "scim" {
+            let client = client_kind(user_agent);
+            self.scim_clients
+                .get_or_create(&ClientLabels { client, status: status.as_u16() })
+                .inc();
+        }
         self.requests
             .get_or_create(&RequestLabels {
                 family,
@@ -168,101 +221,326 @@ fn sync_runs(store: &Store) -> Vec<(String, u64, u64)> {
         .unwrap_or_default()
 }
 
+/// How far behind the active webhook endpoints are.
+#[derive(Debug, Default)]
+struct Lag {
+    events: u64,
+    oldest_seconds: f64,
+}
+
+/// Rows counted at most per endpoint or tenant: a scrape stays cheap even
+/// when a consumer is far behind.
+const LAG_COUNT_MAX: i64 = 100_000;
+
+fn webhook_lag(store: &Store, deliveries: &crate::webhooks::state::Deliveries) -> Lag {
+    let Ok(cursors) = deliveries.cursors() else { return Lag::default() };
+    let now = store.now();
+    store
+        .read(|connection| {
+            let endpoints = projections::webhooks::webhooks(connection, None)?;
+            let mut lag = Lag::default();
+            for endpoint in endpoints {
+                if endpoint.status != projections::webhooks::WebhookStatus::Active {
+                    continue;
+                }
+                let key = (endpoint.tenant_id.clone(), endpoint.webhook_id.clone());
+                let cursor = cursors.get(&key).copied().unwrap_or(endpoint.from);
+                let (behind, first): (i64, Option<i64>) = connection
+                    .prepare_cached(
+                        "SELECT count(*), min(position) FROM (SELECT position FROM feed_events \
+                         WHERE tenant_id = ?1 AND (position > ?2 OR (position = ?2 AND seq > ?3)) \
+                         ORDER BY position, seq LIMIT ?4)",
+                    )
+                    .and_then(|mut statement| {
+                        statement.query_row(
+                            rusqlite::params![
+                                endpoint.tenant_id,
+                                i64::try_from(cursor.position).unwrap_or(i64::MAX),
+                                cursor.seq,
+                                LAG_COUNT_MAX
+                            ],
+                            |row| Ok((row.get(0)?, row.get(1)?)),
+                        )
+                    })
+                    .map_err(|error| crate::error::Error::Internal(error.to_string()))?;
+                lag.events += behind.max(0) as u64;
+                let Some(first) = first else { continue };
+                let recorded: Option<String> = connection
+                    .prepare_cached("SELECT recorded_at FROM events WHERE position = ?1")
+                    .and_then(|mut statement| {
+                        use rusqlite::OptionalExtension;
+                        statement.query_row([first], |row| row.get(0)).optional()
+                    })
+                    .map_err(|error| crate::error::Error::Internal(error.to_string()))?;
+                if let Some(at) = recorded.and_then(|at| at.parse::<jiff::Timestamp>().ok()) {
+                    let age = now.duration_since(at).as_secs_f64().max(0.0);
+                    lag.oldest_seconds = lag.oldest_seconds.max(age);
+                }
+            }
+            Ok(lag)
+        })
+        .unwrap_or_default()
+}
+
+/// What Synchronize has not applied yet, over every tenant.
+#[derive(Debug, Default)]
+struct Pending {
+    changes: u64,
+    tenants: u64,
+}
+
+fn sync_pending(store: &Store) -> Pending {
+    store
+        .read(|connection| {
+            let checkpoints: Vec<(String, i64)> = connection
+                .prepare_cached(
+                    "SELECT t.tenant_id, coalesce(c.position, 0) FROM tenants t \
+                     LEFT JOIN member_checkpoints c ON c.tenant_id = t.tenant_id",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(|error| crate::error::Error::Internal(error.to_string()))?;
+            let mut pending = Pending::default();
+            for (tenant, checkpoint) in checkpoints {
+                // The member events a run appends come after its checkpoint:
+                // only the SCIM directory's streams are pending work.
+                let changes: i64 = connection
+                    .prepare_cached(
+                        "SELECT count(*) FROM (SELECT 1 FROM events WHERE tenant = ?1 \
+                         AND position > ?2 AND (substr(stream, 1, 5) = 'user:' \
+                         OR substr(stream, 1, 6) = 'group:') LIMIT ?3)",
+                    )
+                    .and_then(|mut statement| {
+                        statement.query_row(
+                            rusqlite::params![tenant, checkpoint, LAG_COUNT_MAX],
+                            |row| row.get(0),
+                        )
+                    })
+                    .map_err(|error| crate::error::Error::Internal(error.to_string()))?;
+                if changes > 0 {
+                    pending.changes += changes as u64;
+                    pending.tenants += 1;
+                }
+            }
+            Ok(pending)
+        })
+        .unwrap_or_default()
+}
+
 fn file_size(path: &std::path::Path, suffix: &str) -> u64 {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     std::fs::metadata(std::path::PathBuf::from(name)).map(|metadata| metadata.len()).unwrap_or(0)
 }
 
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let counter = ConstCounter::new(value);
+    counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
+}
+
+/// A counter family of one label.
+fn counters<N: prometheus_client::encoding::EncodeCounterValue + Copy + std::fmt::Debug>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, N)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (value, count) in values {
+        ConstCounter::new(*count).encode(family.encode_family(&[(label, *value)])?)?;
+    }
+    Ok(())
+}
+
+fn histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    histogram: &WriterHistogram,
+) -> Result<(), std::fmt::Error> {
+    let snapshot = histogram.snapshot();
+    let mut metric = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Histogram,
+    )?;
+    metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+        snapshot.sum,
+        snapshot.count,
+        &snapshot.buckets,
+        None,
+    )
+}
+
 impl Collector for Gauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let encoder = &mut encoder;
         let log = self.store.log();
-        let mut gauge = |name: &str, help: &str, value: i64| {
-            let gauge = ConstGauge::new(value);
-            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-            gauge.encode(metric)
-        };
         let head = log.head().map_or(-1, |head| i64::try_from(head).unwrap_or(i64::MAX));
-        gauge("rollcall_log_head_position", "The log's last position (-1: unreadable)", head)?;
-        let size = |suffix| i64::try_from(file_size(log.path(), suffix)).unwrap_or(i64::MAX);
-        gauge("rollcall_database_bytes", "Size of the database file", size(""))?;
-        gauge("rollcall_wal_bytes", "Size of the database's write-ahead log", size("-wal"))?;
+        let metric = ConstGauge::new(head);
+        metric.encode(encoder.encode_descriptor(
+            "rollcall_log_head_position",
+            "The log's last position (-1: unreadable)",
+            None,
+            metric.metric_type(),
+        )?)?;
+        let size = |suffix| file_size(log.path(), suffix);
+        gauge(encoder, "rollcall_database_bytes", "Size of the database file", size(""))?;
         gauge(
+            encoder,
+            "rollcall_wal_bytes",
+            "Size of the database's write-ahead log",
+            size("-wal"),
+        )?;
+        gauge(
+            encoder,
             "rollcall_writable",
             "1 while writes can succeed; 0 once the writer stopped or an fsync failed",
-            i64::from(log.is_writable()),
+            u64::from(log.is_writable()),
         )?;
         // Runs, by status, with their total time: one family each.
         let runs = sync_runs(&self.store);
         if !runs.is_empty() {
-            let mut family = encoder.encode_descriptor(
+            let counts: Vec<(&str, u64)> =
+                runs.iter().map(|(status, count, _)| (status.as_str(), *count)).collect();
+            counters(
+                encoder,
                 "rollcall_sync_runs",
                 "Synchronize runs of every tenant, by status",
-                None,
-                prometheus_client::metrics::MetricType::Counter,
+                "status",
+                &counts,
             )?;
-            for (status, count, _) in &runs {
-                let labels = [("status", status.as_str())];
-                ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
-            }
-            let mut family = encoder.encode_descriptor(
+            let seconds: Vec<(&str, f64)> = runs
+                .iter()
+                .map(|(status, _, duration_ms)| (status.as_str(), *duration_ms as f64 / 1000.0))
+                .collect();
+            counters(
+                encoder,
                 "rollcall_sync_run_seconds",
                 "Time Synchronize runs took, by status",
-                None,
-                prometheus_client::metrics::MetricType::Counter,
+                "status",
+                &seconds,
             )?;
-            for (status, _, duration_ms) in &runs {
-                let labels = [("status", status.as_str())];
-                let seconds = ConstCounter::new(*duration_ms as f64 / 1000.0);
-                seconds.encode(family.encode_family(&labels)?)?;
-            }
         }
+        let pending = sync_pending(&self.store);
+        gauge(
+            encoder,
+            "rollcall_sync_pending_changes",
+            "SCIM directory events (users and groups) recorded since each tenant's last Synchronize, summed over tenants (each counted up to 100,000)",
+            pending.changes,
+        )?;
+        gauge(
+            encoder,
+            "rollcall_sync_tenants_pending",
+            "Tenants with directory changes a Synchronize has not applied yet",
+            pending.tenants,
+        )?;
         if let Ok((delivered, failing)) = self.deliveries.totals() {
-            let mut counter = |name: &str, help: &str, value: u64| {
-                let counter = ConstCounter::new(value);
-                let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-                counter.encode(metric)
-            };
             counter(
+                encoder,
                 "rollcall_webhook_messages_delivered",
                 "Webhook messages delivered (answered 2xx), every endpoint",
                 delivered,
             )?;
-            let gauge = ConstGauge::new(i64::try_from(failing).unwrap_or(i64::MAX));
-            let metric = encoder.encode_descriptor(
+            gauge(
+                encoder,
                 "rollcall_webhook_endpoints_failing",
                 "Webhook endpoints whose next message has failed and waits for a retry",
-                None,
-                gauge.metric_type(),
-            )?;
-            gauge.encode(metric)?;
-        }
-        let stats = Some(log.stats());
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let counter = ConstCounter::new(value);
-            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-            counter.encode(metric)
-        };
-        if let Some(stats) = stats {
-            let read = |value: &std::sync::atomic::AtomicU64| {
-                value.load(std::sync::atomic::Ordering::Relaxed)
-            };
-            counter(
-                "rollcall_writer_batches",
-                "Transactions the writer committed (one per batch of commands)",
-                read(&stats.batches_committed),
-            )?;
-            counter(
-                "rollcall_writer_commands",
-                "Commands whose effects the writer committed",
-                read(&stats.commands_committed),
-            )?;
-            counter(
-                "rollcall_writer_commands_rolled_back",
-                "Commands rolled back alone (they failed)",
-                read(&stats.commands_rolled_back),
+                failing,
             )?;
         }
+        let (answered, failed) = self.deliveries.attempt_totals();
+        counters(
+            encoder,
+            "rollcall_webhook_attempts",
+            "Webhook delivery attempts by this process, by result (ok: answered 2xx; failed: any other answer, a timeout or no connection)",
+            "result",
+            &[("ok", answered), ("failed", failed)],
+        )?;
+        let lag = webhook_lag(&self.store, &self.deliveries);
+        gauge(
+            encoder,
+            "rollcall_webhook_lag_events",
+            "Feed events not yet delivered to active webhook endpoints, summed over endpoints (each counted up to 100,000)",
+            lag.events,
+        )?;
+        let seconds = ConstGauge::new(lag.oldest_seconds);
+        seconds.encode(encoder.encode_descriptor(
+            "rollcall_webhook_lag_seconds",
+            "Age of the oldest feed event an active webhook endpoint has not been delivered (0: none waiting)",
+            None,
+            seconds.metric_type(),
+        )?)?;
+        let stats = log.stats();
+        let read =
+            |value: &std::sync::atomic::AtomicU64| value.load(std::sync::atomic::Ordering::Relaxed);
+        counter(
+            encoder,
+            "rollcall_writer_batches",
+            "Transactions the writer committed (one per batch of commands)",
+            read(&stats.batches_committed),
+        )?;
+        counter(
+            encoder,
+            "rollcall_writer_commands",
+            "Commands whose effects the writer committed",
+            read(&stats.commands_committed),
+        )?;
+        counter(
+            encoder,
+            "rollcall_writer_commands_rolled_back",
+            "Commands rolled back alone (they failed)",
+            read(&stats.commands_rolled_back),
+        )?;
+        gauge(
+            encoder,
+            "rollcall_writer_queue_commands",
+            "Commands waiting for the writer (not yet in a batch)",
+            read(&stats.queued),
+        )?;
+        histogram(
+            encoder,
+            "rollcall_writer_batch_commands",
+            "Commands per committed batch (group commit)",
+            &stats.batch_commands,
+        )?;
+        histogram(
+            encoder,
+            "rollcall_writer_commit_seconds",
+            "Time of each batch's COMMIT; with --durability full it holds the fsync of the write-ahead log",
+            &stats.commit_seconds,
+        )?;
+        histogram(
+            encoder,
+            "rollcall_writer_fsync_seconds",
+            "Time of each fsync of the write-ahead log by the syncer (--durability pipelined only)",
+            &stats.fsync_seconds,
+        )?;
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod hash;
+pub mod histogram;
 pub mod log;
 pub mod sqlite;
 pub mod time;

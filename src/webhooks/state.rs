@@ -13,6 +13,7 @@
 //! generation it read, so a rewind is never overwritten by a delivery that
 //! was in flight when it happened.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -114,6 +115,11 @@ pub const RESPONSE_KEPT: usize = 1024;
 pub struct Deliveries {
     path: PathBuf,
     connection: Mutex<Connection>,
+    /// Attempts recorded by this process, answered 2xx and not: counters
+    /// for metrics (the attempts table keeps only the latest, so it cannot
+    /// count).
+    answered_ok: std::sync::atomic::AtomicU64,
+    answered_failed: std::sync::atomic::AtomicU64,
 }
 
 fn storage(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
@@ -146,7 +152,12 @@ impl Deliveries {
             )
             .and_then(|()| connection.execute_batch(SCHEMA))
             .map_err(storage("setting up the file"))?;
-        Ok(Deliveries { path, connection: Mutex::new(connection) })
+        Ok(Deliveries {
+            path,
+            connection: Mutex::new(connection),
+            answered_ok: Default::default(),
+            answered_failed: Default::default(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -207,6 +218,44 @@ impl Deliveries {
         })
     }
 
+    fn count(&self, attempt: &Attempt) {
+        let ok = attempt.status.is_some_and(|status| (200..300).contains(&status));
+        let counter = if ok { &self.answered_ok } else { &self.answered_failed };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Attempts this process recorded: `(answered 2xx, failed)`, a failure
+    /// being any other status, a timeout or a refused connection.
+    pub fn attempt_totals(&self) -> (u64, u64) {
+        let read = |counter: &std::sync::atomic::AtomicU64| {
+            counter.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        (read(&self.answered_ok), read(&self.answered_failed))
+    }
+
+    /// Where every endpoint with a state stands: delivered through which
+    /// cursor, by tenant and endpoint id.
+    pub fn cursors(&self) -> Result<HashMap<(String, String), Cursor>, Error> {
+        self.with(|connection| {
+            connection
+                .prepare_cached("SELECT tenant_id, webhook_id, position, seq FROM delivery_state")
+                .and_then(|mut statement| {
+                    statement
+                        .query_map([], |row| {
+                            Ok((
+                                (row.get::<_, String>(0)?, row.get::<_, String>(1)?),
+                                Cursor {
+                                    position: row.get::<_, i64>(2)?.max(0) as u64,
+                                    seq: u16::try_from(row.get::<_, i64>(3)?).unwrap_or(u16::MAX),
+                                },
+                            ))
+                        })?
+                        .collect::<rusqlite::Result<HashMap<_, _>>>()
+                })
+                .map_err(storage("reading delivery cursors"))
+        })
+    }
+
     pub fn existing(&self, tenant: &str, webhook_id: &str) -> Result<Option<DeliveryState>, Error> {
         self.with(|connection| read_state(connection, tenant, webhook_id))
     }
@@ -221,6 +270,7 @@ impl Deliveries {
         attempt: &Attempt,
         next: &DeliveryState,
     ) -> Result<bool, Error> {
+        self.count(attempt);
         self.with(|connection| {
             let transaction = connection.unchecked_transaction().map_err(storage("beginning"))?;
             let changed = connection
@@ -268,6 +318,7 @@ impl Deliveries {
         webhook_id: &str,
         attempt: &Attempt,
     ) -> Result<(), Error> {
+        self.count(attempt);
         self.with(|connection| insert_attempt(connection, tenant, webhook_id, attempt))
     }
 

@@ -40,7 +40,32 @@ async fn metrics_are_prometheus_text_and_move_with_requests() {
     let issued =
         crate::util::rollcall_ok(&db, &["token", "issue", "--tenant", "acme", "--scope", "admin"]);
     let admin = String::from_utf8(issued.stdout).unwrap().trim().to_owned();
-    let args = [std::ffi::OsStr::new("--metrics-listen"), std::ffi::OsStr::new("127.0.0.1:0")];
+    let issued =
+        crate::util::rollcall_ok(&db, &["token", "issue", "--tenant", "acme", "--scope", "scim"]);
+    let scim = String::from_utf8(issued.stdout).unwrap().trim().to_owned();
+    // An endpoint that fails every delivery: attempts fail and lag grows.
+    let receiver = crate::webhooks::Receiver::start(Vec::new()).await;
+    receiver.answer_from_now(crate::webhooks::Answer::Status(500));
+    crate::util::rollcall_ok(
+        &db,
+        &[
+            "webhook",
+            "create",
+            "--tenant",
+            "acme",
+            "--url",
+            &receiver.url,
+            "--allow-private-targets",
+        ],
+    );
+    let args = [
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--webhook-allow-private-targets",
+        "--webhook-retry-schedule",
+        "100ms",
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
     let server = ServedBinary::start(&db, &args);
     let deadline = Instant::now() + Duration::from_secs(10);
     let address = loop {
@@ -106,4 +131,77 @@ async fn metrics_are_prometheus_text_and_move_with_requests() {
     assert!(after.contains_key(r#"rollcall_sync_run_seconds_total{status="completed"}"#));
     assert_eq!(after.get("rollcall_webhook_messages_delivered_total"), Some(&0.0));
     assert_eq!(after.get("rollcall_webhook_endpoints_failing"), Some(&0.0));
+    assert_eq!(after.get("rollcall_sync_pending_changes"), Some(&0.0));
+    assert_eq!(after.get("rollcall_writer_queue_commands"), Some(&0.0));
+
+    // SCIM clients by kind, from their User-Agent; two users pending.
+    for (n, agent) in [(1, Some("Okta SCIM Client 1.0.0")), (2, None)] {
+        let mut request = client
+            .post(server.url("/scim/v2/Users"))
+            .bearer_auth(&scim)
+            .header("content-type", "application/scim+json")
+            .body(format!(
+                r#"{{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u{n}@example.com"}}"#
+            ));
+        if let Some(agent) = agent {
+            request = request.header("user-agent", agent);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 201);
+    }
+    let lookup = client
+        .get(server.url("/scim/v2/Users?filter=userName%20eq%20%22u1%40example.com%22"))
+        .bearer_auth(&scim)
+        .header("user-agent", "Microsoft.Identity.Provisioning");
+    assert_eq!(lookup.send().await.unwrap().status(), 200);
+    let pending = scrape().await;
+    assert_eq!(pending[r#"rollcall_scim_requests_total{client="okta",status="201"}"#], 1.0);
+    assert_eq!(pending[r#"rollcall_scim_requests_total{client="none",status="201"}"#], 1.0);
+    assert_eq!(pending[r#"rollcall_scim_requests_total{client="none",status="401"}"#], 1.0);
+    assert_eq!(pending[r#"rollcall_scim_requests_total{client="entra",status="200"}"#], 1.0);
+    assert_eq!(pending.get("rollcall_sync_pending_changes"), Some(&2.0), "{pending:?}");
+    assert_eq!(pending.get("rollcall_sync_tenants_pending"), Some(&1.0));
+    // The writer's own measurements: every committed batch, in buckets.
+    let batches = pending["rollcall_writer_batches_total"];
+    assert!(batches >= 4.0, "{pending:?}");
+    assert_eq!(pending["rollcall_writer_batch_commands_count"], batches);
+    assert_eq!(pending[r#"rollcall_writer_batch_commands_bucket{le="+Inf"}"#], batches);
+    assert!(pending["rollcall_writer_batch_commands_sum"] >= batches);
+    assert_eq!(pending["rollcall_writer_commit_seconds_count"], batches);
+    assert!(pending["rollcall_writer_commit_seconds_sum"] > 0.0);
+    assert!(pending.contains_key(r#"rollcall_writer_fsync_seconds_bucket{le="0.0001"}"#));
+
+    // A Synchronize applies them; the two joins go to the failing endpoint.
+    let run = client.post(server.url("/api/v1/provisioning/sync")).bearer_auth(&admin).send();
+    assert_eq!(run.await.unwrap().status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let failing = loop {
+        let now = scrape().await;
+        if now.get(r#"rollcall_webhook_attempts_total{result="failed"}"#).copied().unwrap_or(0.0)
+            >= 2.0
+        {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "no failed attempts: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(failing.get("rollcall_sync_pending_changes"), Some(&0.0), "{failing:?}");
+    assert_eq!(failing.get("rollcall_sync_tenants_pending"), Some(&0.0));
+    assert_eq!(failing[r#"rollcall_webhook_attempts_total{result="ok"}"#], 0.0);
+    assert_eq!(failing["rollcall_webhook_endpoints_failing"], 1.0);
+    // Every event of the feed waits (each join is a few: joined, roles,
+    // properties).
+    let feed: serde_json::Value = client
+        .get(server.url("/api/v1/events?limit=1000"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = feed["events"].as_array().unwrap().len() as f64;
+    assert!(events >= 2.0, "{feed}");
+    assert_eq!(failing["rollcall_webhook_lag_events"], events, "{failing:?}");
+    assert!(failing["rollcall_webhook_lag_seconds"] > 0.0, "{failing:?}");
+    assert!(!receiver.received.lock().unwrap().is_empty());
 }

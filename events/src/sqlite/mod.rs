@@ -279,7 +279,14 @@ impl SqliteLog {
         let Some(sender) = &self.sender else {
             return Pending::ready(Err(ExecuteError::Log(LogError::ReadOnly)));
         };
-        match sender.try_send(Message::Run(Box::new(job))) {
+        // Counted before the send, so the writer's decrement never comes
+        // first.
+        self.stats.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sent = sender.try_send(Message::Run(Box::new(job)));
+        if sent.is_err() {
+            self.stats.queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        match sent {
             Ok(()) => Pending::new(receiver),
             Err(TrySendError::Full(_)) => {
                 Pending::ready(Err(ExecuteError::Log(LogError::Overloaded {

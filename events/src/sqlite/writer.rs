@@ -27,6 +27,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::hash::CanonicalEvent;
+use crate::histogram::Histogram;
 use crate::log::LogTransaction;
 use crate::{
     AppendError, ChainHash, CommandContext, ExecuteError, ExpectedVersion, LogError, Metadata,
@@ -380,9 +381,20 @@ impl LogTransaction for SqliteTx<'_> {
     }
 }
 
-/// Counters of the writer's work, for benchmarks and health reports.
-#[derive(Debug, Default)]
+/// Counters of the writer's work, for benchmarks, health reports and
+/// metrics.
+#[derive(Debug)]
 pub struct WriterStats {
+    /// Commands sent to the writer and not yet taken into a batch.
+    pub queued: AtomicU64,
+    /// Commands per committed batch.
+    pub batch_commands: Histogram,
+    /// Time of each batch's `COMMIT` (under `Durability::Full` it holds the
+    /// WAL's fsync).
+    pub commit_seconds: Histogram,
+    /// Time of each `fdatasync` of the WAL by the syncer
+    /// (`Durability::Pipelined` only).
+    pub fsync_seconds: Histogram,
     /// Transactions committed (one per batch).
     pub batches_committed: AtomicU64,
     /// Commands whose effects were committed.
@@ -402,6 +414,23 @@ pub struct WriterStats {
     /// for new events (the event feed's long polls): a reader sees it the
     /// moment it changes. Another process's commits are not in it.
     pub committed: tokio::sync::watch::Sender<Position>,
+}
+
+impl Default for WriterStats {
+    fn default() -> WriterStats {
+        WriterStats {
+            queued: AtomicU64::new(0),
+            batch_commands: Histogram::counts(),
+            commit_seconds: Histogram::seconds(),
+            fsync_seconds: Histogram::seconds(),
+            batches_committed: AtomicU64::new(0),
+            commands_committed: AtomicU64::new(0),
+            commands_rolled_back: AtomicU64::new(0),
+            durability_failed: AtomicBool::new(false),
+            durable_position: AtomicU64::new(0),
+            committed: tokio::sync::watch::Sender::default(),
+        }
+    }
 }
 
 /// Committed batches waiting for the syncer's fsync, at most.
@@ -449,12 +478,18 @@ pub(crate) fn run(
     let mut stopping = false;
     while !stopping {
         match receiver.recv() {
-            Ok(Message::Run(command)) => batch.push(command),
+            Ok(Message::Run(command)) => {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                batch.push(command);
+            }
             Ok(Message::Stop) | Err(_) => break,
         }
         while batch.len() < batch_commands_max {
             match receiver.try_recv() {
-                Ok(Message::Run(command)) => batch.push(command),
+                Ok(Message::Run(command)) => {
+                    stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    batch.push(command);
+                }
                 Ok(Message::Stop) => {
                     stopping = true;
                     break;
@@ -521,7 +556,12 @@ fn sync_loop(wal_path: &Path, receiver: Receiver<Synced>, stats: &WriterStats) {
         }
         let synced = match &failed {
             Some(error) => Err(error.clone()),
-            None => sync_wal(&mut wal_file, wal_path),
+            None => {
+                let started = std::time::Instant::now();
+                let synced = sync_wal(&mut wal_file, wal_path);
+                stats.fsync_seconds.observe_duration(started.elapsed());
+                synced
+            }
         };
         match &synced {
             Ok(()) => {
@@ -646,6 +686,7 @@ fn commit_batch(
             return Err(error);
         }
     };
+    let started = std::time::Instant::now();
     let committed = connection.execute_batch("COMMIT").map_err(|error| {
         // Leave no half-open transaction behind for the next batch.
         let _ = connection.execute_batch("ROLLBACK");
@@ -653,6 +694,8 @@ fn commit_batch(
     });
     if committed.is_ok() {
         let total = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+        stats.commit_seconds.observe_duration(started.elapsed());
+        stats.batch_commands.observe_count(total);
         stats.batches_committed.fetch_add(1, Ordering::Relaxed);
         stats.commands_committed.fetch_add(kept, Ordering::Relaxed);
         stats.commands_rolled_back.fetch_add(total - kept, Ordering::Relaxed);
