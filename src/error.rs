@@ -58,6 +58,11 @@ pub enum Error {
     /// The request body did not arrive within the body timeout.
     #[error("{message}")]
     RequestTimeout { message: String },
+    /// The HTTP layer could not read the request at all: its head too
+    /// large (431), its URI too long (414), or not HTTP (400). Answered by
+    /// `http::refusals` in the path's surface, then the connection closes.
+    #[error("{message}")]
+    Unreadable { status: StatusCode, message: &'static str },
     /// A read ran past its time budget (`budget_ms`, when known): the
     /// query asks for more work than the server will do for one request.
     #[error("{}", budget_message(*budget_ms))]
@@ -108,6 +113,7 @@ impl Error {
             Error::Overloaded | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::BudgetExceeded { .. } => StatusCode::BAD_REQUEST,
             Error::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::Unreadable { status, .. } => *status,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -127,6 +133,11 @@ impl Error {
             Error::Overloaded => "overloaded",
             Error::BudgetExceeded { .. } => "too_expensive",
             Error::RequestTimeout { .. } => "request_timeout",
+            Error::Unreadable { status, .. } => match status.as_u16() {
+                414 => "uri_too_long",
+                431 => "header_fields_too_large",
+                _ => "malformed_request",
+            },
             Error::ShuttingDown => "shutting_down",
             Error::Internal(_) => "internal",
         }
@@ -324,11 +335,16 @@ impl<E: Into<Error>> From<E> for ApiError {
     }
 }
 
+impl ApiError {
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.0.code(), "message": self.0.public_message() })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let error = self.0;
-        let body = serde_json::json!({ "error": error.code(), "message": error.public_message() });
-        error.into_response_with(body, "application/json")
+        let body = self.body();
+        self.0.into_response_with(body, "application/json")
     }
 }
 
@@ -423,6 +439,15 @@ impl Surface {
 
     pub fn of_path(path: &str) -> Surface {
         if path == "/scim" || path.starts_with("/scim/") { Surface::Scim } else { Surface::Api }
+    }
+
+    /// The media type and body of `error` in this surface's shape, for an
+    /// answer written below axum (`http::refusals`).
+    pub fn body(self, error: Error) -> (&'static str, serde_json::Value) {
+        match self {
+            Surface::Scim => (SCIM_CONTENT_TYPE, ScimError(error).body()),
+            Surface::Api => ("application/json", ApiError(error).body()),
+        }
     }
 
     pub fn respond(self, error: Error) -> Response {

@@ -44,8 +44,24 @@ pub fn family_of(path: &str) -> &'static str {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     family: &'static str,
-    method: String,
+    method: &'static str,
     status: u16,
+}
+
+/// A method as a label: the ones HTTP defines, `other` for the rest (a
+/// client cannot grow the label set).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,11 +79,14 @@ struct ClientLabels {
 /// identity providers rollcall knows, `other`, or `none`. A label with a
 /// handful of values, never the header itself (no tenant, no cardinality
 /// an outsider controls).
-pub fn client_kind(user_agent: Option<&str>) -> &'static str {
-    let Some(agent) = user_agent.map(str::to_ascii_lowercase) else {
+pub fn client_kind(user_agent: Option<&[u8]>) -> &'static str {
+    let Some(agent) = user_agent else {
         return "none";
     };
-    let has = |word: &str| agent.contains(word);
+    // Case-insensitive, without copying the header.
+    let has = |word: &str| {
+        agent.windows(word.len()).any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
+    };
     if has("microsoft") || has("azure") || has("entra") {
         "entra"
     } else if has("okta") {
@@ -78,7 +97,7 @@ pub fn client_kind(user_agent: Option<&str>) -> &'static str {
         "onelogin"
     } else if has("jumpcloud") {
         "jumpcloud"
-    } else if agent.trim().is_empty() {
+    } else if agent.trim_ascii().is_empty() {
         "none"
     } else {
         "other"
@@ -99,6 +118,8 @@ pub struct Metrics {
     auth_failures: Family<FamilyLabel, Counter>,
     backups: Family<ResultLabel, Counter>,
     scim_clients: Family<ClientLabels, Counter>,
+    /// Whether requests are counted (see `ServerConfig::count_requests`).
+    counting: bool,
 }
 
 fn latency_histogram() -> Histogram {
@@ -107,7 +128,11 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new(store: Arc<Store>, deliveries: Arc<crate::webhooks::state::Deliveries>) -> Metrics {
+    pub fn new(
+        store: Arc<Store>,
+        deliveries: Arc<crate::webhooks::state::Deliveries>,
+        counting: bool,
+    ) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let latency =
@@ -141,21 +166,23 @@ impl Metrics {
             scim_clients.clone(),
         );
         registry.register_collector(Box::new(Gauges { store, deliveries }));
-        Metrics { registry, requests, latency, auth_failures, backups, scim_clients }
+        Metrics { registry, requests, latency, auth_failures, backups, scim_clients, counting }
     }
 
     /// One request answered.
     pub fn request(
         &self,
         path: &str,
-        method: &str,
-        user_agent: Option<&str>,
+        method: &axum::http::Method,
+        client: &'static str,
         status: StatusCode,
         took: Duration,
     ) {
+        if !self.counting {
+            return;
+        }
         let family = family_of(path);
         if family == "scim" {
-            let client = client_kind(user_agent);
             self.scim_clients
                 .get_or_create(&ClientLabels { client, status: status.as_u16() })
                 .inc();
@@ -163,7 +190,7 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 family,
-                method: method.to_owned(),
+                method: method_label(method),
                 status: status.as_u16(),
             })
             .inc();
@@ -173,6 +200,9 @@ impl Metrics {
     /// A bearer token refused, on the SCIM surface (`scim`) or the others
     /// (`api`).
     pub fn auth_failure(&self, family: &'static str) {
+        if !self.counting {
+            return;
+        }
         self.auth_failures.get_or_create(&FamilyLabel { family }).inc();
     }
 

@@ -71,6 +71,13 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|error| Error::Internal(format!("a blocking task failed: {error}")))?
 }
 
+/// A heavy slot held: released when dropped.
+#[derive(Debug)]
+pub struct Admission {
+    _own: OwnedSemaphorePermit,
+    _shared: OwnedSemaphorePermit,
+}
+
 /// The admission of heavy reads, shared by every request of a server.
 #[derive(Debug)]
 pub struct HeavyReads {
@@ -118,7 +125,14 @@ impl HeavyReads {
             .clone()
     }
 
-    async fn admit(
+    /// A heavy slot of `tenant`, held as long as the answer is: for a
+    /// streamed read (an export) whose work outlives the handler.
+    pub async fn admit(&self, tenant: &str) -> Result<Admission, Error> {
+        let (own, shared) = self.permits(tenant).await?;
+        Ok(Admission { _own: own, _shared: shared })
+    }
+
+    async fn permits(
         &self,
         tenant: &str,
     ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), Error> {
@@ -148,7 +162,7 @@ impl HeavyReads {
         budget: Option<Duration>,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let permits = self.admit(tenant).await?;
+        let permits = self.permits(tenant).await?;
         let outcome = tokio::task::spawn_blocking(move || {
             // Held by the work, not the request: a client that goes away
             // does not free the slot while the read still runs.

@@ -213,19 +213,15 @@ async fn request_context(
     );
     let started = Instant::now();
     let (path, method) = (request.uri().path().to_owned(), request.method().clone());
-    let user_agent = request
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|value| value.to_str().ok())
-        .map(|agent| agent.chars().take(256).collect::<String>());
+    let client = if state.config.count_requests {
+        crate::metrics::client_kind(
+            request.headers().get(header::USER_AGENT).map(HeaderValue::as_bytes),
+        )
+    } else {
+        "none"
+    };
     let mut response = next.run(request).instrument(span.clone()).await;
-    state.metrics.request(
-        &path,
-        method.as_str(),
-        user_agent.as_deref(),
-        response.status(),
-        started.elapsed(),
-    );
+    state.metrics.request(&path, &method, client, response.status(), started.elapsed());
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {

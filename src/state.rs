@@ -87,6 +87,9 @@ pub struct ServerConfig {
     /// A request body must arrive whole within this (a trickle is cut off
     /// with 408).
     pub body_timeout: Duration,
+    /// Count requests for `/metrics` (on when `--metrics-listen` is given:
+    /// with nothing to scrape them, nobody pays for counting).
+    pub count_requests: bool,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +117,7 @@ impl Default for ServerConfig {
             ready_min_free_bytes: 256 * 1024 * 1024,
             connections: crate::http::ConnectionLimits::default(),
             body_timeout: Duration::from_secs(30),
+            count_requests: false,
         }
     }
 }
@@ -194,7 +198,11 @@ impl AppState {
         ));
         Ok(AppState {
             heavy,
-            metrics: Arc::new(crate::metrics::Metrics::new(store.clone(), deliveries.clone())),
+            metrics: Arc::new(crate::metrics::Metrics::new(
+                store.clone(),
+                deliveries.clone(),
+                config.count_requests,
+            )),
             store,
             previews: Arc::new(crate::sync::previews::Previews::new(config.preview_wait)),
             config: Arc::new(config),

@@ -24,7 +24,7 @@ use crate::audit::{
 };
 use crate::auth::{Caller, Gate, require_token};
 use crate::error::{ApiError, Error, Surface};
-use crate::reads::blocking;
+use crate::reads::{blocking, in_heavy_lane};
 use crate::state::AppState;
 use crate::store::{replay, snapshots};
 
@@ -295,9 +295,14 @@ async fn export(
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
     let store = state.store.clone();
     let tenant_id = caller.principal.tenant_id.clone();
+    // An export reads the tenant's whole log: a heavy read, held for as
+    // long as the client takes to receive it, with no time budget.
+    let admission = state.heavy.admit(&tenant_id).await?;
     tokio::task::spawn_blocking(move || {
+        let _admission = admission;
         let mut out = ChannelWriter { sender: sender.clone(), buffer: Vec::new() };
-        if let Err(error) = chain::export(&store, &tenant_id, window, &mut out) {
+        let exported = in_heavy_lane(|| chain::export(&store, &tenant_id, window, &mut out));
+        if let Err(error) = exported {
             // The status line is gone already: end the body with an error,
             // so the client sees a broken transfer, not a short export.
             tracing::error!(%error, "export failed");

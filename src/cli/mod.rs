@@ -39,6 +39,9 @@ use crate::store::Store;
 use crate::sync::settings::Setting;
 use crate::tenancy::{self, Revoked, TenantRef, TokenRequest};
 
+/// Threads `serve` runs blocking work on, at most (docs/operations.md).
+pub const BLOCKING_THREADS_MAX: usize = 64;
+
 /// rollcall: an event-sourced SCIM 2.0 provisioning engine.
 #[derive(Debug, Parser)]
 #[command(name = "rollcall", version, about, long_about = None)]
@@ -590,6 +593,7 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
             max_connections: serve.max_connections.max(1),
         },
         body_timeout: Duration::from_secs(serve.body_timeout_seconds.clamp(1, 3600)),
+        count_requests: serve.metrics_listen.is_some(),
         webhooks: crate::webhooks::DeliveryConfig {
             retry_schedule: serve.webhook_retry_schedule.clone(),
             timeout: Duration::from_secs(serve.webhook_timeout_seconds.clamp(1, 300)),
@@ -598,8 +602,12 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
         },
         ..ServerConfig::default()
     };
+    // Blocking work (heavy reads, exports, Synchronize, backups) waits for
+    // one of a bounded set of threads rather than growing one per request
+    // (tokio's default allows 512, each with its stack and allocator arena).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS_MAX)
         .build()
         .context("starting the runtime")?;
     // Read before anything listens: a certificate that cannot be served is

@@ -598,3 +598,101 @@ async fn slow_idle_and_greedy_clients_are_cut_off_and_others_served() {
     drop(held);
     server.stop().await.unwrap();
 }
+
+/// What hyper refuses by itself (a URI too long, header fields too large
+/// or too many, a request that is not HTTP) is answered with the same
+/// status and a body in the surface's shape, on a fresh connection and on
+/// a kept one after a request that was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_hyper_cannot_read_get_a_body_in_their_surface() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let ask = |request: Vec<u8>| {
+        let address = address.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            // The server may stop reading (and answer) before all is sent.
+            let _ = stream.write_all(&request).await;
+            let (text, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+            text
+        }
+    };
+    let parse = |text: &str| -> (String, String, serde_json::Value) {
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{text}"));
+        let status = head.lines().next().unwrap().to_owned();
+        let length = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .unwrap_or_else(|| panic!("{head}"));
+        assert_eq!(length.parse::<usize>().unwrap(), body.len(), "{text}");
+        let content_type = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-type: "))
+            .unwrap_or_else(|| panic!("{head}"))
+            .to_owned();
+        (status, content_type, serde_json::from_str(body).unwrap())
+    };
+
+    let long_filter = "a".repeat(70_000);
+    let text =
+        ask(format!("GET /scim/v2/Users?filter={long_filter} HTTP/1.1\r\nHost: x\r\n\r\n")
+            .into_bytes())
+        .await;
+    let (status, content_type, body) = parse(&text);
+    assert_eq!(status, "HTTP/1.1 414 URI Too Long");
+    assert_eq!(content_type, "application/scim+json");
+    assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+    assert_eq!(body["status"], "414");
+    assert!(body["detail"].as_str().unwrap().contains(".search"), "{body}");
+
+    let big_header = "b".repeat(500_000);
+    let text =
+        ask(format!("GET /api/v1/tenant HTTP/1.1\r\nHost: x\r\nX-Big: {big_header}\r\n\r\n")
+            .into_bytes())
+        .await;
+    let (status, content_type, body) = parse(&text);
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    assert_eq!(content_type, "application/json");
+    assert_eq!(body["error"], "header_fields_too_large");
+
+    let many: String = (0..150).map(|n| format!("X-Field-{n}: {n}\r\n")).collect();
+    let text =
+        ask(format!("GET /scim/v2/Users HTTP/1.1\r\nHost: x\r\n{many}\r\n").into_bytes()).await;
+    let (status, content_type, body) = parse(&text);
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    assert_eq!(content_type, "application/scim+json");
+    assert_eq!(body["status"], "431");
+
+    let text = ask(b"NOT HTTP AT ALL\r\n\r\n".to_vec()).await;
+    let (status, _, body) = parse(&text);
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    assert_eq!(body["error"], "malformed_request");
+
+    // On a kept connection: one request answered, then one too large.
+    let mut kept = tokio::net::TcpStream::connect(address.clone()).await.unwrap();
+    kept.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut first = Vec::new();
+    while !String::from_utf8_lossy(&first).contains("\r\n\r\n") {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0u8; 4096];
+        let read = kept.read(&mut buffer).await.unwrap();
+        assert!(read > 0);
+        first.extend_from_slice(&buffer[..read]);
+    }
+    assert!(String::from_utf8_lossy(&first).starts_with("HTTP/1.1 200 OK"));
+    let second = format!("GET /scim/v2/Groups?x={long_filter} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let _ = kept.write_all(second.as_bytes()).await;
+    let (mut text, _) = read_until_closed(&mut kept, Duration::from_secs(10)).await;
+    if let Some(at) = text.find("HTTP/1.1 414") {
+        text = text.split_off(at);
+    }
+    let (status, content_type, body) = parse(&text);
+    assert_eq!(status, "HTTP/1.1 414 URI Too Long");
+    assert_eq!(content_type, "application/scim+json", "{text}");
+    assert_eq!(body["status"], "414");
+
+    // And the server goes on answering.
+    let health = server.client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}

@@ -12,7 +12,11 @@
 //!   finish their request (the caller bounds how long by the grace).
 //!
 //! A body that trickles is the body timeout's, in `server::limit_body`.
-//! This module owns the connections; it must not look at requests.
+//! What hyper refuses by itself (431, 414, 400) gets a body in
+//! [`refusals`]. This module owns the connections; it must not look at
+//! requests.
+
+pub mod refusals;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -92,7 +96,8 @@ pub async fn serve<L>(
             let _alive = alive;
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-            let connection = builder.serve_connection(TokioIo::new(io), service);
+            let connection =
+                builder.serve_connection(TokioIo::new(refusals::Refusals::new(io)), service);
             tokio::pin!(connection);
             let mut draining_seen = false;
             loop {
