@@ -7,12 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/listening.sh
 cargo build --release
 dir=$(mktemp -d)
-export ROLLCALL_DB="$dir/bench.db"
-./target/release/rollcall tenant create bench >/dev/null 2>&1
-token=$(./target/release/rollcall token issue --tenant bench --scope scim 2>/dev/null)
-ROLLCALL_LOG=warn ./target/release/rollcall serve --listen 127.0.0.1:0 2>"$dir/server.log" &
-server=$!
-address=$(listening_address "$dir/server.log")
+start_bench_server "$dir"
 python3 - "$address" "$token" <<'PY'
 import json, sys, urllib.request
 address, token = sys.argv[1], sys.argv[2]

@@ -9,11 +9,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release
 dir=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
-export ROLLCALL_DB="$dir/bench.db"
-./target/release/rollcall tenant create bench >/dev/null 2>&1
-token=$(./target/release/rollcall token issue --tenant bench --scope scim 2>/dev/null)
-ROLLCALL_LOG=warn ./target/release/rollcall serve --listen 127.0.0.1:0 2>"$dir/server.log" &
-server=$!
-address=$(listening_address "$dir/server.log")
+start_bench_server "$dir"
 python3 scripts/bench_groups.py --base-url "http://$address/scim/v2" --token "$token" \
   --users "${1:-100000}"

@@ -11,12 +11,7 @@ cargo build --release
 for population in "${@:-10000 100000}"; do
   for n in $population; do
     dir=$(mktemp -d)
-    export ROLLCALL_DB="$dir/bench.db"
-    ./target/release/rollcall tenant create bench >/dev/null 2>&1
-    token=$(./target/release/rollcall token issue --tenant bench --scope scim 2>/dev/null)
-    ROLLCALL_LOG=warn ./target/release/rollcall serve --listen 127.0.0.1:0 2>"$dir/server.log" &
-    server=$!
-    address=$(listening_address "$dir/server.log")
+    start_bench_server "$dir"
     python3 ../shared/load/load.py --base-url "http://$address/scim/v2" --token "$token" \
       --server-pid "$server" --users 2000 --population "$n" --engine wrk --wrk-threads 1 \
       --out "target/bench-scim-$n.json"

@@ -23,14 +23,9 @@ cat "$certs/leaf.pem" "$certs/ca.pem" > "$certs/chain.pem"
 export SSL_CERT_FILE="$certs/ca.pem"
 for scheme in http https; do
   dir=$(mktemp -d)
-  export ROLLCALL_DB="$dir/bench.db"
-  ./target/release/rollcall tenant create bench >/dev/null 2>&1
-  token=$(./target/release/rollcall token issue --tenant bench --scope scim 2>/dev/null)
   tls=()
   [ "$scheme" = https ] && tls=(--tls-cert "$certs/chain.pem" --tls-key "$certs/key.pem")
-  ROLLCALL_LOG=warn ./target/release/rollcall serve --listen 127.0.0.1:0 "${tls[@]}" 2>"$dir/server.log" &
-  server=$!
-  address=$(listening_address "$dir/server.log")
+  start_bench_server "$dir" "${tls[@]}"
   python3 ../shared/load/load.py --base-url "$scheme://$address/scim/v2" --token "$token" \
     --server-pid "$server" --users 2000 --population 10000 --engine wrk --wrk-threads 1 \
     --out "target/bench-tls-$scheme.json"

@@ -17,3 +17,18 @@ listening_address() {
   cat "$log" >&2
   return 1
 }
+
+# `start_bench_server DIR [serve flags...]`: a fresh database in DIR with a
+# tenant `bench` and a scim token, and a release server on it (its log in
+# DIR/server.log); sets `token`, `server` (the pid) and `address`
+# (host:port) for the benchmark that sourced this.
+start_bench_server() {
+  local dir="$1"
+  shift
+  export ROLLCALL_DB="$dir/bench.db"
+  ./target/release/rollcall tenant create bench >/dev/null 2>&1
+  token=$(./target/release/rollcall token issue --tenant bench --scope scim 2>/dev/null)
+  ROLLCALL_LOG=warn ./target/release/rollcall serve --listen 127.0.0.1:0 "$@" 2>"$dir/server.log" &
+  server=$!
+  address=$(listening_address "$dir/server.log")
+}

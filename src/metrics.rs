@@ -336,12 +336,15 @@ fn sync_pending(store: &Store) -> Pending {
             let mut pending = Pending::default();
             for (tenant, checkpoint) in checkpoints {
                 // The member events a run appends come after its checkpoint:
-                // only the SCIM directory's streams are pending work.
+                // only the SCIM directory's streams are pending work. Ranges
+                // of stream names, so the (tenant, stream, version) index
+                // answers alone (its rowid is the position).
                 let changes: i64 = connection
                     .prepare_cached(
-                        "SELECT count(*) FROM (SELECT 1 FROM events WHERE tenant = ?1 \
-                         AND position > ?2 AND (substr(stream, 1, 5) = 'user:' \
-                         OR substr(stream, 1, 6) = 'group:') LIMIT ?3)",
+                        "SELECT (SELECT count(*) FROM (SELECT 1 FROM events WHERE tenant = ?1 \
+                         AND stream >= 'user:' AND stream < 'user;' AND position > ?2 LIMIT ?3)) \
+                         + (SELECT count(*) FROM (SELECT 1 FROM events WHERE tenant = ?1 \
+                         AND stream >= 'group:' AND stream < 'group;' AND position > ?2 LIMIT ?3))",
                     )
                     .and_then(|mut statement| {
                         statement.query_row(
@@ -585,8 +588,14 @@ pub async fn serve(
         axum::routing::get(move || {
             let metrics = metrics.clone();
             async move {
-                match metrics.render() {
-                    Ok(text) => (
+                // A scrape reads the database: never on an async worker, and
+                // never from the connections kept for quick reads.
+                let rendered = tokio::task::spawn_blocking(move || {
+                    crate::reads::in_heavy_lane(|| metrics.render())
+                })
+                .await;
+                match rendered {
+                    Ok(Ok(text)) => (
                         [(
                             header::CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -594,7 +603,7 @@ pub async fn serve(
                         text,
                     )
                         .into_response(),
-                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
                 }
             }
         }),

@@ -43,6 +43,12 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// The largest request head (request line and header fields) read: room
+/// for hyper's longest URI (65,534 bytes) and ordinary headers. A firm
+/// bound, where hyper's buffer limit alone lets a head that arrives in one
+/// read through.
+pub const HEAD_BYTES_MAX: usize = 128 * 1024;
+
 /// What a connection over the cap is told before it is closed.
 const REFUSED_BODY: &str = r#"{"error":"overloaded","message":"the server has as many connections as it serves; try again"}"#;
 
@@ -95,7 +101,10 @@ pub async fn serve<L>(
             let _slot = slot;
             let _alive = alive;
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_header_size(HEAD_BYTES_MAX);
             let connection =
                 builder.serve_connection(TokioIo::new(refusals::Refusals::new(io)), service);
             tokio::pin!(connection);

@@ -1,7 +1,7 @@
 //! The answers hyper gives by itself, in the shape of the surface asked.
 //!
-//! A request hyper cannot read (a head over its buffer or with more than
-//! 100 header fields: 431; a URI over 65,534 bytes: 414; a request line or
+//! A request hyper cannot read (a head over `HEAD_BYTES_MAX` or with more
+//! than 100 header fields: 431; a URI over 65,534 bytes: 414; a request line or
 //! header that is not HTTP: 400) never reaches the router: hyper writes a
 //! bare status line with `content-length: 0` and closes. An identity
 //! provider would log an error with no reason, so this wrapper of the
@@ -78,9 +78,7 @@ fn answer(status: StatusCode, surface: Surface) -> Vec<u8> {
         414 => {
             "the request URI is longer than 65,534 bytes; send a long SCIM filter with POST .search"
         }
-        431 => {
-            "the request's header fields are too large: at most 100 fields and about 400 KiB in all"
-        }
+        431 => "the request's header fields are too large: at most 100 fields and 128 KiB in all",
         _ => "the request could not be read as HTTP/1.1 (a malformed request line or header field)",
     };
     let (content_type, body) = surface.body(Error::Unreadable { status, message });
@@ -111,6 +109,27 @@ impl<I: AsyncWrite + Unpin> Refusals<I> {
         }
         Poll::Ready(Ok(()))
     }
+
+    /// Looks at what hyper writes first (a response head starts a write;
+    /// hyper's refusal is a head alone): takes a refusal whole and queues
+    /// the answer that replaces it (true), or notes that a response begins,
+    /// so what is read next starts a request.
+    fn intercept(&mut self, context: &mut Context<'_>, first: &[u8]) -> io::Result<bool> {
+        if !first.starts_with(b"HTTP/1.") {
+            return Ok(false);
+        }
+        let Some(status) = automatic_refusal(first) else {
+            self.start.clear();
+            return Ok(false);
+        };
+        self.replacement = Some((answer(status, self.surface()), 0));
+        // Hyper's bytes are dropped; ours go out now, or at the next write,
+        // flush or shutdown.
+        if let Poll::Ready(Err(error)) = self.drive(context) {
+            return Err(error);
+        }
+        Ok(true)
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Refusals<I> {
@@ -138,17 +157,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Refusals<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         ready!(self.drive(context))?;
-        if buf.starts_with(b"HTTP/1.") {
-            if let Some(status) = automatic_refusal(buf) {
-                let replacement = answer(status, self.surface());
-                self.replacement = Some((replacement, 0));
-                // Taken whole: hyper's bytes are dropped, ours go out at the
-                // next write, flush or shutdown.
-                let _ = self.drive(context)?;
-                return Poll::Ready(Ok(buf.len()));
-            }
-            // A response begins: whatever is read next starts a request.
-            self.start.clear();
+        if self.intercept(context, buf)? {
+            return Poll::Ready(Ok(buf.len()));
         }
         Pin::new(&mut self.inner).poll_write(context, buf)
     }
@@ -163,10 +173,24 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Refusals<I> {
         Pin::new(&mut self.inner).poll_shutdown(context)
     }
 
-    // Not vectored: hyper then writes each response head in one buffer,
-    // where a refusal is recognised whole.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        slices: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.drive(context))?;
+        let first = slices.iter().find(|slice| !slice.is_empty()).map(|slice| &**slice);
+        if self.intercept(context, first.unwrap_or_default())? {
+            return Poll::Ready(Ok(slices.iter().map(|slice| slice.len()).sum()));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(context, slices)
+    }
+
+    // Vectored like the connection beneath, so hyper keeps queueing bodies
+    // beside their heads instead of copying them into one buffer per
+    // connection.
     fn is_write_vectored(&self) -> bool {
-        false
+        self.inner.is_write_vectored()
     }
 }
 
