@@ -34,16 +34,20 @@ sample() { awk '/^Threads:/ {t=$2} /^VmRSS:/ {r=$2} END {printf "%d %.1f\n", t, 
 read -r threads rss <<<"$(sample)"
 echo "before: $threads threads, $rss MiB RSS (10,000 users)"
 peak_threads=0; peak_rss=0
-(while kill -0 "$server" 2>/dev/null; do sample; sleep 0.2; done) > "$dir/samples" &
+(while kill -0 "$server" 2>/dev/null; do sample; sleep 0.2; done) >> "$dir/samples" &
 sampler=$!
-wrk -t 2 -c 2000 -d 20s --timeout 60s -H "Authorization: Bearer $token" \
-  "http://$address/scim/v2/Users?filter=userName%20co%20%22user0%22&count=100" | tee "$dir/wrk.txt"
-sleep 5
+# Two bursts: the second shows whether memory kept after the first is
+# reused or grows again.
+for burst in 1 2; do
+  : > "$dir/samples"
+  wrk -t 2 -c 2000 -d 20s --timeout 60s -H "Authorization: Bearer $token" \
+    "http://$address/scim/v2/Users?filter=userName%20co%20%22user0%22&count=100" | tee "$dir/wrk.txt"
+  sleep 5
+  read -r peak_threads peak_rss <<<"$(sort -k1,1n "$dir/samples" | tail -1 | awk '{print $1}') $(sort -k2,2n "$dir/samples" | tail -1 | awk '{print $2}')"
+  read -r threads rss <<<"$(sample)"
+  echo "burst $burst: peak $peak_threads threads, $peak_rss MiB RSS; 5 s after every connection closed: $threads threads, $rss MiB RSS"
+done
 kill "$sampler" 2>/dev/null || true
-read -r peak_threads peak_rss <<<"$(sort -k1,1n "$dir/samples" | tail -1 | awk '{print $1}') $(sort -k2,2n "$dir/samples" | tail -1 | awk '{print $2}')"
-read -r threads rss <<<"$(sample)"
-echo "peak during: $peak_threads threads, $peak_rss MiB RSS"
-echo "5 s after every connection closed: $threads threads, $rss MiB RSS"
 health=$(curl -s -o /dev/null -w '%{http_code} in %{time_total}s' "http://$address/healthz")
 echo "healthz after: $health"
 kill "$server"; wait "$server" || true
