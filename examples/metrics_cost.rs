@@ -25,11 +25,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let agents: [Option<&[u8]>; 3] =
         [Some(b"Okta SCIM Client 1.0.0"), Some(b"Microsoft.Identity.Provisioning"), None];
     let started = Instant::now();
-    for n in 0..calls {
-        let agent = agents[(n % 3) as usize];
+    for (n, agent) in (0..calls).zip(agents.iter().copied().cycle()) {
         let client = client_kind(agent);
-        let (path, method) =
-            if n % 4 == 0 { ("/scim/v2/Users", Method::POST) } else { ("/scim/v2/Users", Method::GET) };
+        let (path, method) = if n % 4 == 0 {
+            ("/scim/v2/Users", Method::POST)
+        } else {
+            ("/scim/v2/Users", Method::GET)
+        };
         metrics.request(path, &method, client, StatusCode::OK, Duration::from_micros(180));
     }
     let took = started.elapsed();
