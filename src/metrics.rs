@@ -277,7 +277,7 @@ fn webhook_lag(store: &Store, deliveries: &crate::webhooks::state::Deliveries) -
                 let cursor = cursors.get(&key).copied().unwrap_or(endpoint.from);
                 let (behind, first): (i64, Option<i64>) = connection
                     .prepare_cached(
-                        "SELECT count(*), min(position) FROM (SELECT position FROM feed_events \
+                        "SELECT count(*), min(position) FROM (SELECT position FROM feed_rows \
                          WHERE tenant_id = ?1 AND (position > ?2 OR (position = ?2 AND seq > ?3)) \
                          ORDER BY position, seq LIMIT ?4)",
                     )

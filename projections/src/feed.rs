@@ -1,7 +1,7 @@
 //! The event feed: what the application hears of its members, as a public
 //! contract apart from the internal event enum (docs/events.md).
 //!
-//! It owns the `feed_events` table: one row per public event, the whole
+//! It owns the `feed_rows` table: one row per public event, the whole
 //! JSON body as it is served and delivered, keyed by the tenant and the log
 //! position (and a sequence within it, 0 today) it came from. Folded inline
 //! like every projection, after the member directory (a body carries the
@@ -334,7 +334,7 @@ fn insert(
     })?;
     connection
         .prepare_cached(
-            "INSERT INTO feed_events (tenant_id, position, seq, type, body) \
+            "INSERT INTO feed_rows (tenant_id, position, seq, type, body) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .and_then(|mut statement| {
@@ -487,7 +487,7 @@ pub fn page(
     let types = types.map(|types| json!(types).to_string());
     let mut events: Vec<FeedEvent> = connection
         .prepare_cached(
-            "SELECT position, seq, type, body FROM feed_events \
+            "SELECT position, seq, type, body FROM feed_rows \
              WHERE tenant_id = ?1 AND (position, seq) > (?2, ?3) \
              AND (?4 IS NULL OR type IN (SELECT value FROM json_each(?4))) \
              ORDER BY position, seq LIMIT ?5",
@@ -518,7 +518,7 @@ pub fn page(
 pub fn latest(connection: &Connection, tenant: &str) -> Result<Cursor, ProjectionError> {
     connection
         .prepare_cached(
-            "SELECT position, seq FROM feed_events WHERE tenant_id = ?1 \
+            "SELECT position, seq FROM feed_rows WHERE tenant_id = ?1 \
              ORDER BY position DESC, seq DESC LIMIT 1",
         )
         .and_then(|mut statement| {
@@ -542,7 +542,7 @@ pub fn by_id(
 ) -> Result<Option<FeedEvent>, ProjectionError> {
     connection
         .prepare_cached(
-            "SELECT position, seq, type, body FROM feed_events \
+            "SELECT position, seq, type, body FROM feed_rows \
              WHERE tenant_id = ?1 AND body ->> '$.id' = ?2 LIMIT 1",
         )
         .and_then(|mut statement| statement.query_row([tenant, event_id], feed_event).optional())
@@ -560,7 +560,7 @@ pub fn of_member(
     connection
         .prepare_cached(
             "SELECT f.position, f.seq, f.type, f.body FROM events AS e \
-             JOIN feed_events AS f ON f.tenant_id = e.tenant AND f.position = e.position \
+             JOIN feed_rows AS f ON f.tenant_id = e.tenant AND f.position = e.position \
              WHERE e.tenant = ?1 AND e.stream = ?2 ORDER BY f.position DESC, f.seq DESC LIMIT ?3",
         )
         .and_then(|mut statement| {

@@ -36,7 +36,7 @@ pub const PROJECTIONS: &[(&str, &[&str])] = &[
         &["members", "member_settings", "member_checkpoints", "member_deferred", "sync_runs"],
     ),
     ("audit", &["audit_movements", "audit_causes"]),
-    ("feed", &["feed_events"]),
+    ("feed", &["feed_rows"]),
     ("webhooks", &["webhooks"]),
 ];
 

@@ -253,6 +253,27 @@ struct RequestIdOnly {
     request_id: Option<String>,
 }
 
+/// The causes outside a user's own stream (group events, mapping and
+/// role-binding changes), read once for a whole run: one group event names
+/// a hundred users, and the role bindings every user of the tenant, whose
+/// metadata (the request that changed them) can be tens of kilobytes.
+/// Events never change, so what was read once stays true; the map is
+/// cleared past `SHARED_CAUSES_MAX` to bound its memory.
+#[derive(Debug, Default)]
+pub(crate) struct SharedCauses {
+    by_position: HashMap<u64, Option<Cause>>,
+}
+
+/// Where a member change's causes beyond its user's stream come from: the
+/// group events that named the user, and the run's shared reads.
+pub(crate) struct OtherCauses<'a> {
+    pub groups: &'a [u64],
+    pub shared: &'a mut SharedCauses,
+}
+
+/// Shared causes kept at most (a few hundred bytes each).
+const SHARED_CAUSES_MAX: usize = 100_000;
+
 /// The events a member change rests on, oldest first: the user's SCIM
 /// events after the member's last event (all of them for a join), the
 /// group membership events that named the user since the checkpoint, and
@@ -265,8 +286,9 @@ fn causes(
     rules: &Rules,
     user_id: &str,
     since: u64,
-    group_positions: &[u64],
+    other: OtherCauses<'_>,
 ) -> Result<Vec<Cause>, Error> {
+    let OtherCauses { groups: group_positions, shared } = other;
     let storage =
         |error| Error::Internal(format!("reading the causes of a member change: {error}"));
     let cause = |row: &rusqlite::Row<'_>| -> rusqlite::Result<Cause> {
@@ -318,12 +340,18 @@ fn causes(
         if found.iter().any(|cause| cause.position == *position) {
             continue;
         }
-        if let Some(cause) = by_position
-            .query_row(rusqlite::params![projections::sql_integer(*position), tenant], cause)
-            .optional()
-            .map_err(storage)?
-        {
-            found.push(cause);
+        if !shared.by_position.contains_key(position) {
+            if shared.by_position.len() >= SHARED_CAUSES_MAX {
+                shared.by_position.clear();
+            }
+            let read = by_position
+                .query_row(rusqlite::params![projections::sql_integer(*position), tenant], cause)
+                .optional()
+                .map_err(storage)?;
+            shared.by_position.insert(*position, read);
+        }
+        if let Some(Some(cause)) = shared.by_position.get(position) {
+            found.push(cause.clone());
         }
     }
     found.sort_by_key(|cause| cause.position);
@@ -583,6 +611,7 @@ pub fn run(
         context: &context,
         batch_users: options.batch_users,
         group_causes: &pending.group_causes,
+        shared_causes: Arc::default(),
     };
     // A resumed run goes on after the last user its batches applied.
     let users =
@@ -609,7 +638,8 @@ pub fn run(
                 let mut purged = Counts::default();
                 for effect in plan::purges(tx.connection(), &tenant_id, &format_now(now))? {
                     purged.add(&effect);
-                    apply_effect(tx, &tenant_id, &rules, effect, now, &context, &[])?;
+                    let other = OtherCauses { groups: &[], shared: &mut SharedCauses::default() };
+                    apply_effect(tx, &tenant_id, &rules, effect, now, &context, other)?;
                 }
                 total.merge(&purged);
                 completed.counts = total.to_value();
@@ -680,6 +710,8 @@ struct Batches<'r> {
     context: &'r CommandContext,
     batch_users: usize,
     group_causes: &'r HashMap<String, Vec<u64>>,
+    /// Kept from batch to batch (each batch is its own writer command).
+    shared_causes: Arc<std::sync::Mutex<SharedCauses>>,
 }
 
 impl Batches<'_> {
@@ -711,8 +743,12 @@ impl Batches<'_> {
             .iter()
             .filter_map(|user| Some((user.clone(), self.group_causes.get(user)?.clone())))
             .collect();
+        let shared_causes = Arc::clone(&self.shared_causes);
         self.store
             .command(move |tx| {
+                // Only the writer takes it, one batch at a time.
+                let mut shared =
+                    shared_causes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 let now = clock();
                 let now_text = events::time::format_millis(now);
                 let mut counts = so_far;
@@ -738,7 +774,8 @@ impl Batches<'_> {
                     }
                     counts.add(&effect);
                     let groups = group_causes.get(user).map_or(&[][..], Vec::as_slice);
-                    apply_effect(tx, &tenant_id, &rules, effect, now, &context, groups)?;
+                    let other = OtherCauses { groups, shared: &mut shared };
+                    apply_effect(tx, &tenant_id, &rules, effect, now, &context, other)?;
                 }
                 let through_user = batch.last().cloned().unwrap_or_default();
                 let mut events: Vec<Event> = deferred
@@ -791,7 +828,7 @@ fn apply_effect(
     effect: Effect,
     now: Timestamp,
     context: &CommandContext,
-    group_causes: &[u64],
+    other: OtherCauses<'_>,
 ) -> Result<(), Error> {
     let Effect { user_id, user_name, action, changes, roles, plan, .. } = effect;
     if matches!(action, Action::Rejected | Action::Held) {
@@ -803,7 +840,7 @@ fn apply_effect(
         Vec::new()
     } else {
         let since = plan.member.as_ref().map_or(0, |member| member.last_position);
-        causes(tx.connection(), tenant, rules, &user_id, since, group_causes)?
+        causes(tx.connection(), tenant, rules, &user_id, since, other)?
     };
     let context = &CommandContext { caused_by, ..context.clone() };
     if action == Action::Join {

@@ -1043,6 +1043,41 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
         .unwrap();
     assert_eq!(pending, 0);
     rollcall_ok(&db, &["verify", "--projections"]);
+
+    // A file with the feed in its earlier layout (`feed_events`, WITHOUT
+    // ROWID): the next open drops it and folds the log into `feed_rows`,
+    // with the same rows, so every cursor means what it meant.
+    {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE feed_events (tenant_id TEXT NOT NULL, position INTEGER NOT NULL, \
+                 seq INTEGER NOT NULL, type TEXT NOT NULL, body TEXT NOT NULL, \
+                 PRIMARY KEY (tenant_id, position, seq)) STRICT, WITHOUT ROWID; \
+                 INSERT INTO feed_events SELECT tenant_id, position, seq, type, body FROM feed_rows; \
+                 DROP TABLE feed_rows;",
+            )
+            .unwrap();
+    }
+    let path = db.clone();
+    tokio::task::spawn_blocking(move || {
+        let store =
+            rollcall::store::Store::open(&path, events::sqlite::LogOptions::default()).unwrap();
+        store.shutdown();
+    })
+    .await
+    .unwrap();
+    assert_eq!(dump(&db), settled);
+    let old_table: bool = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'feed_events')",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(!old_table, "the earlier layout is dropped");
+    rollcall_ok(&db, &["verify", "--projections"]);
 }
 
 /// The request log is bounded per tenant: a flood of failures from one

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Issue 20's batch figures, both sides of every ratio from one run: a
+# release server populates 100,000 users with ten mapped attributes in
+# 1,000 bound groups (scripts/bench_sync.py --populate-only), stops, and
+# the CLI then times on copies of that one database, each copy settled on
+# disk first: `verify` (the floor), `sync --preview`, `sync` (every join,
+# durable), `sync` with nothing pending, `rebuild` of every projection;
+# each with its peak RSS (/usr/bin/time). Usage: scripts/bench-batch.sh
+# [USERS [GROUPS]]. Output: one line per command, then the ratios. With
+# BENCH_KEEP_DB=FILE the populated database (before any Synchronize) is
+# kept there, for profiling.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/listening.sh
+cargo build --release
+dir=$(mktemp -d)
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
+export ROLLCALL_DB="$dir/bench.db"
+./target/release/rollcall tenant create bench >/dev/null 2>&1
+scim=$(./target/release/rollcall token issue --tenant bench --scope scim 2>/dev/null)
+admin=$(./target/release/rollcall token issue --tenant bench --scope admin 2>/dev/null)
+ROLLCALL_LOG=warn ./target/release/rollcall serve --listen 127.0.0.1:0 \
+  --scheduler-interval-seconds 0 --body-limit-bytes 8388608 2>"$dir/server.log" &
+server=$!
+address=$(listening_address "$dir/server.log")
+python3 scripts/bench_sync.py --base-url "http://$address" --scim-token "$scim" \
+  --admin-token "$admin" --server-pid "$server" --users "${1:-100000}" --groups "${2:-1000}" \
+  --populate-only
+kill "$server"; wait "$server" || true
+events=$(./target/release/rollcall verify --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["events_checked"])')
+echo "database: $(du -m "$dir/bench.db" | cut -f1) MB, $events events"
+if [ -n "${BENCH_KEEP_DB:-}" ]; then
+  cp "$dir/bench.db" "$BENCH_KEEP_DB"
+fi
+# One timed command on a fresh copy: prints "NAME SECONDS PEAK_MIB".
+timed() {
+  local name="$1"
+  shift
+  rm -f "$dir/copy.db"*
+  cp "$dir/bench.db" "$dir/copy.db"
+  sync
+  /usr/bin/time -f "%e %M" -o "$dir/time" ./target/release/rollcall --db "$dir/copy.db" "$@" >/dev/null 2>"$dir/err" \
+    || { cat "$dir/err"; exit 1; }
+  read -r seconds kib < "$dir/time"
+  printf '%-14s %7.2f s  %6.1f MiB\n' "$name" "$seconds" "$(echo "$kib / 1024" | bc -l)"
+  echo "$name $seconds" >> "$dir/results"
+}
+: > "$dir/results"
+timed verify verify
+timed preview sync --tenant bench --preview
+timed sync sync --tenant bench
+# Nothing pending: a run on a copy already synchronized.
+./target/release/rollcall --db "$dir/bench.db" sync --tenant bench >/dev/null 2>&1
+timed sync-noop sync --tenant bench
+timed rebuild rebuild
+python3 - "$dir/results" <<'PY'
+import sys
+times = dict(line.split() for line in open(sys.argv[1]))
+verify = float(times["verify"])
+for name in ("preview", "sync", "rebuild"):
+    print(f"{name:10} {float(times[name]) / verify:6.1f}x verify")
+print(f"sync-noop  {float(times['sync-noop']) * 1000:6.0f} ms (process start included)")
+PY
