@@ -11,22 +11,10 @@
 # kept there, for profiling.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-. scripts/listening.sh
-cargo build --release
 dir=$(mktemp -d)
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'rm -rf "$dir"' EXIT
+BENCH_POPULATE_INTO="$dir/bench.db" scripts/bench-sync.sh "$@"
 export ROLLCALL_DB="$dir/bench.db"
-./target/release/rollcall tenant create bench >/dev/null 2>&1
-scim=$(./target/release/rollcall token issue --tenant bench --scope scim 2>/dev/null)
-admin=$(./target/release/rollcall token issue --tenant bench --scope admin 2>/dev/null)
-ROLLCALL_LOG=warn ./target/release/rollcall serve --listen 127.0.0.1:0 \
-  --scheduler-interval-seconds 0 --body-limit-bytes 8388608 2>"$dir/server.log" &
-server=$!
-address=$(listening_address "$dir/server.log")
-python3 scripts/bench_sync.py --base-url "http://$address" --scim-token "$scim" \
-  --admin-token "$admin" --server-pid "$server" --users "${1:-100000}" --groups "${2:-1000}" \
-  --populate-only
-kill "$server"; wait "$server" || true
 events=$(./target/release/rollcall verify --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["events_checked"])')
 echo "database: $(du -m "$dir/bench.db" | cut -f1) MB, $events events"
 if [ -n "${BENCH_KEEP_DB:-}" ]; then

@@ -17,5 +17,14 @@ ROLLCALL_LOG=warn ./target/release/rollcall serve --listen 127.0.0.1:0 \
   --scheduler-interval-seconds 0 --body-limit-bytes 8388608 2>"$dir/server.log" &
 server=$!
 address=$(listening_address "$dir/server.log")
+# BENCH_POPULATE_INTO=FILE: only populate, stop the server, and keep the
+# database there (scripts/bench-batch.sh times the CLI on it).
+populate=()
+[ -n "${BENCH_POPULATE_INTO:-}" ] && populate=(--populate-only)
 python3 scripts/bench_sync.py --base-url "http://$address" --scim-token "$scim" \
-  --admin-token "$admin" --server-pid "$server" --users "${1:-100000}" --groups "${2:-1000}"
+  --admin-token "$admin" --server-pid "$server" --users "${1:-100000}" --groups "${2:-1000}" \
+  "${populate[@]}"
+if [ -n "${BENCH_POPULATE_INTO:-}" ]; then
+  kill "$server"; wait "$server" || true
+  cp "$dir/bench.db" "$BENCH_POPULATE_INTO"
+fi

@@ -721,6 +721,19 @@ async fn checkpoints_catch_a_rewritten_chain_and_exports_verify_offline() {
 }
 
 /// Every folded table's rows, in a total order, as text.
+/// Opens the database as every command does (folding what a later build
+/// added) and closes it.
+async fn open_and_close(db: &Path) {
+    let path = db.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let store =
+            rollcall::store::Store::open(&path, events::sqlite::LogOptions::default()).unwrap();
+        store.shutdown();
+    })
+    .await
+    .unwrap();
+}
+
 fn dump(db: &Path) -> Vec<(String, Vec<String>)> {
     let connection = rusqlite::Connection::open(db).unwrap();
     rollcall::store::replay::all_tables()
@@ -1028,14 +1041,7 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
         "{}",
         stderr(&unready)
     );
-    let path = db.clone();
-    tokio::task::spawn_blocking(move || {
-        let store =
-            rollcall::store::Store::open(&path, events::sqlite::LogOptions::default()).unwrap();
-        store.shutdown();
-    })
-    .await
-    .unwrap();
+    open_and_close(&db).await;
     assert_eq!(dump(&db), settled);
     let pending: i64 = rusqlite::Connection::open(&db)
         .unwrap()
@@ -1059,14 +1065,7 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
             )
             .unwrap();
     }
-    let path = db.clone();
-    tokio::task::spawn_blocking(move || {
-        let store =
-            rollcall::store::Store::open(&path, events::sqlite::LogOptions::default()).unwrap();
-        store.shutdown();
-    })
-    .await
-    .unwrap();
+    open_and_close(&db).await;
     assert_eq!(dump(&db), settled);
     let old_table: bool = rusqlite::Connection::open(&db)
         .unwrap()
