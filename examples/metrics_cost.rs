@@ -20,7 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = LogOptions { durability: Durability::Off, ..LogOptions::default() };
     let store = Arc::new(Store::open(&db, options)?);
     let deliveries = Arc::new(rollcall::webhooks::state::Deliveries::open(&db)?);
-    let metrics = Metrics::new(store, deliveries, true);
+    let cache = std::sync::Arc::new(rollcall::cache::ReadCache::new(0));
+    let metrics = Metrics::new(store, deliveries, cache, true);
     let calls = 1_000_000u32;
     let agents: [Option<&[u8]>; 3] =
         [Some(b"Okta SCIM Client 1.0.0"), Some(b"Microsoft.Identity.Provisioning"), None];

@@ -2,8 +2,9 @@
 //! a [`Principal`] (tenant and scope) with one indexed lookup of the
 //! secret's hash, and refuses the request with 401 otherwise.
 //!
-//! Nothing is cached, so a revocation (from the CLI or the API, from this
-//! process or another) takes effect on the very next request. The secret is
+//! An admitted token is kept in the read cache only while the database's
+//! change generation stands, so a revocation (from the CLI or the API, from
+//! this process or another) takes effect on the very next request. The secret is
 //! never logged; the span gets the token id and tenant once admitted.
 
 use std::time::Instant;
@@ -16,6 +17,7 @@ use events::event::TokenScope;
 use projections::requests::RequestRow;
 use projections::tenancy::{self, TokenRecord};
 
+use crate::cache::Generation;
 use crate::error::Error;
 use crate::error::Surface;
 use crate::state::AppState;
@@ -57,12 +59,30 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
         gate.state.metrics.auth_failure(gate.surface.family());
         return gate.surface.respond(Error::Unauthorized { reason: "a bearer token is required" });
     };
+    // Taken before anything is read: what this request reads and keeps in
+    // the cache is tagged with it (see `cache`).
+    let generation = match gate.state.store.log().generation() {
+        Ok(generation) => generation,
+        Err(error) => return gate.surface.respond(Error::from(error)),
+    };
     let hash = secret_hash(secret);
-    let found =
-        gate.state.store.read(|connection| Ok(tenancy::token_by_secret_hash(connection, &hash)?));
-    let token = match found {
-        Ok(token) => token,
-        Err(error) => return gate.surface.respond(error),
+    let token = match gate.state.cache.token(&hash, generation) {
+        Some(token) => Some(token),
+        None => {
+            let found = gate
+                .state
+                .store
+                .read(|connection| Ok(tenancy::token_by_secret_hash(connection, &hash)?));
+            match found {
+                // Unknown secrets are not kept: guesses must not fill it.
+                Ok(Some(token)) => {
+                    gate.state.cache.keep_token(hash, generation, token.clone());
+                    Some(token)
+                }
+                Ok(None) => None,
+                Err(error) => return gate.surface.respond(error),
+            }
+        }
     };
     let token = match admit(token, gate.allowed, gate.state.store.now()) {
         Ok(token) => token,
@@ -90,6 +110,7 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
             .map_or_else(|| request.uri().clone(), |original| original.0.clone()),
         user_agent: request.headers().get(header::USER_AGENT).cloned(),
     });
+    request.extensions_mut().insert(Generation(generation));
     request.extensions_mut().insert(Principal {
         token_id: token.token_id,
         tenant_id: token.tenant_id,
@@ -188,6 +209,8 @@ fn value_text(value: &axum::http::HeaderValue) -> Option<String> {
 pub struct Caller {
     pub principal: Principal,
     pub context: events::CommandContext,
+    /// The change generation the request was admitted at (see `cache`).
+    pub generation: Option<Generation>,
 }
 
 impl Caller {
@@ -235,6 +258,7 @@ impl axum::extract::FromRequestParts<AppState> for Caller {
             }),
             caused_by: Vec::new(),
         };
-        Ok(Caller { principal, context })
+        let generation = parts.extensions.get::<Generation>().copied();
+        Ok(Caller { principal, context, generation })
     }
 }

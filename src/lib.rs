@@ -33,6 +33,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod backup;
+pub mod cache;
 pub mod cli;
 pub mod console;
 pub mod error;

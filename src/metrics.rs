@@ -131,6 +131,7 @@ impl Metrics {
     pub fn new(
         store: Arc<Store>,
         deliveries: Arc<crate::webhooks::state::Deliveries>,
+        cache: Arc<crate::cache::ReadCache>,
         counting: bool,
     ) -> Metrics {
         let mut registry = Registry::default();
@@ -165,7 +166,7 @@ impl Metrics {
             "SCIM requests answered, by the kind of client (entra, okta, google, onelogin, jumpcloud, other, none: from its User-Agent) and status",
             scim_clients.clone(),
         );
-        registry.register_collector(Box::new(Gauges { store, deliveries }));
+        registry.register_collector(Box::new(Gauges { store, deliveries, cache }));
         Metrics { registry, requests, latency, auth_failures, backups, scim_clients, counting }
     }
 
@@ -224,6 +225,7 @@ impl Metrics {
 struct Gauges {
     store: Arc<Store>,
     deliveries: Arc<crate::webhooks::state::Deliveries>,
+    cache: Arc<crate::cache::ReadCache>,
 }
 
 /// Synchronize runs of every tenant by status: how many, and their time.
@@ -449,6 +451,26 @@ impl Collector for Gauges {
             "rollcall_wal_bytes",
             "Size of the database's write-ahead log",
             size("-wal"),
+        )?;
+        let (hits, misses) = self.cache.probes();
+        counters(
+            encoder,
+            "rollcall_read_cache_probes",
+            "Lookups of the read cache (tokens and rendered answers), by result (hit, or miss: absent or older than the last commit)",
+            "result",
+            &[("hit", hits), ("miss", misses)],
+        )?;
+        gauge(
+            encoder,
+            "rollcall_read_cache_bytes",
+            "Bytes the read cache's rendered answers take, by the measure its bound is kept in",
+            self.cache.answer_bytes(),
+        )?;
+        gauge(
+            encoder,
+            "rollcall_read_cache_bytes_max",
+            "The read cache's bound (serve --read-cache-mib)",
+            self.cache.answer_bytes_max(),
         )?;
         gauge(
             encoder,

@@ -90,6 +90,9 @@ pub struct ServerConfig {
     /// Count requests for `/metrics` (on when `--metrics-listen` is given:
     /// with nothing to scrape them, nobody pays for counting).
     pub count_requests: bool,
+    /// Bytes the read cache may keep rendered answers in (0: none); see
+    /// `cache`.
+    pub read_cache_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -118,6 +121,7 @@ impl Default for ServerConfig {
             connections: crate::http::ConnectionLimits::default(),
             body_timeout: Duration::from_secs(30),
             count_requests: false,
+            read_cache_bytes: crate::cache::ANSWERS_MIB_DEFAULT * 1024 * 1024,
         }
     }
 }
@@ -170,6 +174,9 @@ pub struct AppState {
     pub heavy: Arc<crate::reads::HeavyReads>,
     /// What `/metrics` (on its own listener) serves.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Admitted tokens and rendered answers, valid while the database's
+    /// change generation stands.
+    pub cache: Arc<crate::cache::ReadCache>,
 }
 
 /// What the webhook routes and the delivery tasks share.
@@ -196,13 +203,16 @@ impl AppState {
             config.query_budget,
             config.heavy_queue_wait,
         ));
+        let cache = Arc::new(crate::cache::ReadCache::new(config.read_cache_bytes));
         Ok(AppState {
             heavy,
             metrics: Arc::new(crate::metrics::Metrics::new(
                 store.clone(),
                 deliveries.clone(),
+                cache.clone(),
                 config.count_requests,
             )),
+            cache,
             store,
             previews: Arc::new(crate::sync::previews::Previews::new(config.preview_wait)),
             config: Arc::new(config),

@@ -285,6 +285,11 @@ pub struct ServeArgs {
     /// (400, scimType tooMany).
     #[arg(long, env = "ROLLCALL_QUERY_BUDGET_MS", default_value_t = 10_000)]
     pub query_budget_ms: u64,
+    /// MiB of memory the read cache may keep rendered SCIM answers in
+    /// (lookups by userName and by id); 0 keeps none. Never served stale:
+    /// any commit to the database, from any process, empties it.
+    #[arg(long, env = "ROLLCALL_READ_CACHE_MIB", default_value_t = crate::cache::ANSWERS_MIB_DEFAULT)]
+    pub read_cache_mib: u64,
     /// Seconds a webhook endpoint has to answer 2xx.
     #[arg(long, env = "ROLLCALL_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 15)]
     pub webhook_timeout_seconds: u64,
@@ -594,6 +599,7 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
         },
         body_timeout: Duration::from_secs(serve.body_timeout_seconds.clamp(1, 3600)),
         count_requests: serve.metrics_listen.is_some(),
+        read_cache_bytes: serve.read_cache_mib.min(64 * 1024).saturating_mul(1024 * 1024),
         webhooks: crate::webhooks::DeliveryConfig {
             retry_schedule: serve.webhook_retry_schedule.clone(),
             timeout: Duration::from_secs(serve.webhook_timeout_seconds.clamp(1, 300)),

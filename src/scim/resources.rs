@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
@@ -35,6 +36,7 @@ use super::document::{Document, normalize};
 use super::patch::{MemberStep, MembershipPatch};
 use super::render::{self, BaseUrl, Related, Selector};
 use crate::auth::Caller;
+use crate::cache::{Answer, Generation};
 use crate::error::{Error, InvalidKind, ScimError};
 use crate::model::filter::parse_filter;
 use crate::state::AppState;
@@ -44,16 +46,23 @@ pub use crate::error::SCIM_CONTENT_TYPE as CONTENT_TYPE;
 
 /// A SCIM response with its media type (and ETag, for one resource).
 pub fn respond(status: StatusCode, body: &Value, etag: Option<&str>) -> Response {
+    match encode(body) {
+        Ok(bytes) => respond_bytes(status, bytes.into(), etag),
+        Err(error) => ScimError(error).into_response(),
+    }
+}
+
+/// A response body as bytes.
+fn encode(body: &Value) -> Result<Vec<u8>, Error> {
     // Into one Vec, not through `axum::Json`'s `BytesMut` writer: each of
     // serde_json's many small writes went through three layers of `Write`,
     // which cost more than the rest of the serialising.
-    let bytes = match serde_json::to_vec(body) {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            return ScimError(Error::Internal(format!("serialising a response: {error}")))
-                .into_response();
-        }
-    };
+    serde_json::to_vec(body)
+        .map_err(|error| Error::Internal(format!("serialising a response: {error}")))
+}
+
+/// A SCIM response whose body is already encoded.
+fn respond_bytes(status: StatusCode, bytes: Bytes, etag: Option<&str>) -> Response {
     let mut response = (status, bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
@@ -900,15 +909,58 @@ pub async fn get_resource(
         query.map_err(|rejection| Error::invalid_as(InvalidKind::Syntax, rejection.body_text()))?;
     let request = ListRequest::from_query(&pairs)?;
     let tenant = &caller.principal.tenant_id;
-    let (version, resource) = state.store.snapshot(|connection| {
-        let row = read_one(connection, tenant, kind, &id)?;
-        let version = row.version;
-        Ok((
-            version,
-            shown(connection, &base, tenant, row, &request.attributes, &request.excluded)?,
-        ))
-    })?;
-    Ok(respond(StatusCode::OK, &resource, Some(&render::etag(version))))
+    let answer =
+        cached(&state, caller.generation, answer_key(tenant, kind, &base, &id, &pairs), || {
+            let (version, resource) = state.store.snapshot(|connection| {
+                let row = read_one(connection, tenant, kind, &id)?;
+                let version = row.version;
+                Ok((
+                    version,
+                    shown(connection, &base, tenant, row, &request.attributes, &request.excluded)?,
+                ))
+            })?;
+            Ok(Answer::new(encode(&resource)?, Some(render::etag(version))))
+        })?;
+    Ok(respond_bytes(StatusCode::OK, answer.body.clone(), answer.etag.as_deref()))
+}
+
+/// What a read's answer is kept under: everything the answer depends on
+/// besides the database (the tenant, the kind, the base URL its links
+/// carry, the id or listing, the query's parameters in their order).
+fn answer_key(
+    tenant: &str,
+    kind: impl std::fmt::Debug,
+    base: &BaseUrl,
+    target: &str,
+    pairs: &[(String, String)],
+) -> String {
+    let mut key = format!("{tenant}\u{0}{kind:?}\u{0}{}\u{0}{target}", base.0);
+    for (name, value) in pairs {
+        key.push('\u{0}');
+        key.push_str(name);
+        key.push('\u{1}');
+        key.push_str(value);
+    }
+    key
+}
+
+/// The answer kept under `key` at this request's generation, or `read`'s,
+/// then kept (see `cache`). Errors are never kept.
+fn cached(
+    state: &AppState,
+    generation: Option<Generation>,
+    key: String,
+    read: impl FnOnce() -> Result<Answer, Error>,
+) -> Result<std::sync::Arc<Answer>, Error> {
+    let Some(Generation(generation)) = generation else {
+        return read().map(std::sync::Arc::new);
+    };
+    if let Some(answer) = state.cache.answer(&key, generation) {
+        return Ok(answer);
+    }
+    let answer = std::sync::Arc::new(read()?);
+    state.cache.keep_answer(key, generation, answer.clone());
+    Ok(answer)
 }
 
 pub async fn list_resources(
@@ -921,7 +973,8 @@ pub async fn list_resources(
     let Query(pairs) =
         query.map_err(|rejection| Error::invalid_as(InvalidKind::Syntax, rejection.body_text()))?;
     let request = ListRequest::from_query(&pairs)?;
-    list_off_the_runtime(state, base, caller.principal.tenant_id, kinds, request).await
+    let key = answer_key(&caller.principal.tenant_id, kinds, &base, "", &pairs);
+    list_off_the_runtime(state, base, caller, kinds, request, Some(key)).await
 }
 
 pub async fn search_resources(
@@ -932,20 +985,23 @@ pub async fn search_resources(
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let request = ListRequest::from_search(&body)?;
-    list_off_the_runtime(state, base, caller.principal.tenant_id, kinds, request).await
+    list_off_the_runtime(state, base, caller, kinds, request, None).await
 }
 
 /// Runs a listing. One whose filter is answered by an index (an IdP's
-/// matching lookup, by far the most frequent) runs right here; any other
-/// may read every resource of the tenant, so it runs on the blocking pool,
-/// where it cannot hold up the async workers that serve everybody else.
+/// matching lookup, by far the most frequent) runs right here, its answer
+/// kept in the read cache under `key`; any other may read every resource
+/// of the tenant, so it runs on the blocking pool, where it cannot hold up
+/// the async workers that serve everybody else.
 async fn list_off_the_runtime(
     state: AppState,
     base: BaseUrl,
-    tenant: String,
+    caller: Caller,
     kinds: &'static [ResourceKind],
     request: ListRequest,
+    key: Option<String>,
 ) -> Result<Response, ScimError> {
+    let tenant = caller.principal.tenant_id;
     let filter = match &request.filter {
         Some(text) => Some(
             parse_filter(text)
@@ -956,20 +1012,24 @@ async fn list_off_the_runtime(
     let narrow = filter
         .as_ref()
         .is_some_and(|filter| kinds.iter().all(|kind| query::is_narrow(*kind, filter)));
-    let body = if narrow && request.sort_by.is_none() {
-        list(&state, &base, &tenant, kinds, filter.as_ref(), &request)?
-    } else {
-        // Admitted as a heavy read: a tenant's share of the connections,
-        // each statement within the query budget.
-        let heavy = state.heavy.clone();
-        let budget = Some(heavy.budget);
-        let owner = tenant.clone();
-        heavy
-            .run(&owner, budget, move || {
-                list(&state, &base, &tenant, kinds, filter.as_ref(), &request)
-            })
-            .await?
-    };
+    if narrow && request.sort_by.is_none() {
+        let read = || encode(&list(&state, &base, &tenant, kinds, filter.as_ref(), &request)?);
+        let body = match key {
+            Some(key) => cached(&state, caller.generation, key, || Ok(Answer::new(read()?, None)))?
+                .body
+                .clone(),
+            None => read()?.into(),
+        };
+        return Ok(respond_bytes(StatusCode::OK, body, None));
+    }
+    // Admitted as a heavy read: a tenant's share of the connections, each
+    // statement within the query budget.
+    let heavy = state.heavy.clone();
+    let budget = Some(heavy.budget);
+    let owner = tenant.clone();
+    let body = heavy
+        .run(&owner, budget, move || list(&state, &base, &tenant, kinds, filter.as_ref(), &request))
+        .await?;
     Ok(respond(StatusCode::OK, &body, None))
 }
 

@@ -9,6 +9,7 @@ mod auth;
 mod backup;
 mod browser;
 mod bulk;
+mod cache;
 mod cli;
 mod console;
 mod deploy;

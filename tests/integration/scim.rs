@@ -628,7 +628,7 @@ async fn discovery_describes_what_is_supported() {
 }
 
 impl Scim<'_> {
-    async fn patch(&self, path: &str, operations: Value) -> Answer {
+    pub(crate) async fn patch(&self, path: &str, operations: Value) -> Answer {
         let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations});
         self.send(reqwest::Method::PATCH, path, Some(body)).await
     }

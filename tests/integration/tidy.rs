@@ -220,7 +220,7 @@ fn the_modules_of_src_import_downwards_only() {
     let routes_and_pages = ["scim", "admin", "console", "oauth", "auth", "state", "server", "cli"];
     let decisions = [
         "error", "model", "reads", "store", "tenancy", "sync", "audit", "webhooks", "requests",
-        "stop", "metrics", "backup",
+        "stop", "metrics", "backup", "cache",
     ];
     for module in decisions {
         for import in graph.get(module).into_iter().flatten() {

@@ -17,6 +17,8 @@ use tokio::task::JoinHandle;
 pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub store: Arc<Store>,
+    /// The server's read cache, to see that it is used.
+    pub cache: Arc<rollcall::cache::ReadCache>,
     /// `http://127.0.0.1:PORT`, no trailing slash.
     pub base: String,
     pub client: reqwest::Client,
@@ -90,12 +92,14 @@ impl TestServer {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stop) = oneshot::channel::<()>();
         let state = AppState::new(store.clone(), config).unwrap();
+        let cache = state.cache.clone();
         let task = tokio::spawn(rollcall::server::run(listener, state, async move {
             let _ = stop.await;
         }));
         TestServer {
             dir,
             store,
+            cache,
             base,
             client: {
                 rollcall::webhooks::deliver::install_tls_provider();

@@ -6,6 +6,7 @@
 //! as their events go through [`SqliteLog::execute`]; plain appends through
 //! [`crate::EventLog::append`].
 
+mod changes;
 mod pool;
 mod read;
 mod schema;
@@ -132,6 +133,8 @@ pub struct SqliteLog {
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
     readers: pool::ReadPool,
+    /// Last: dropped after the readers have closed (see `changes`).
+    changes: changes::Changes,
 }
 
 impl std::fmt::Debug for SqliteLog {
@@ -206,6 +209,7 @@ impl SqliteLog {
         Ok(SqliteLog {
             path: path.to_owned(),
             readers: pool::ReadPool::for_log(path, &options),
+            changes: changes::Changes::new(path),
             options,
             sender: Some(sender),
             writer_thread: Mutex::new(Some(writer_thread)),
@@ -224,6 +228,7 @@ impl SqliteLog {
         let log = SqliteLog {
             path: path.to_owned(),
             readers: pool::ReadPool::for_log(path, &options),
+            changes: changes::Changes::new(path),
             options,
             sender: None,
             writer_thread: Mutex::new(None),
@@ -357,6 +362,15 @@ impl SqliteLog {
         budget: Option<std::time::Duration>,
     ) -> Result<PooledConnection<'_>, LogError> {
         self.readers.get_in(lane, budget)
+    }
+
+    /// A number that changes whenever anything has been committed to the
+    /// file since the previous call, by this process's writer or by any
+    /// other process: what a cache in front of the projections checks on
+    /// every request (see `changes`). Take it before the read whose answer
+    /// is cached, never after.
+    pub fn generation(&self) -> Result<u64, LogError> {
+        self.changes.generation(|| self.readers.open_connection())
     }
 
     /// How many heavy reads may hold a connection at once.

@@ -156,7 +156,7 @@ impl ReadPool {
         Ok(lent)
     }
 
-    fn open_connection(&self) -> Result<Connection, LogError> {
+    pub(super) fn open_connection(&self) -> Result<Connection, LogError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;

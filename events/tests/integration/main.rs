@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod append;
+mod changes;
 mod group_commit;
 mod immutability;
 mod upcasting;
