@@ -2,8 +2,8 @@
 //! memory in front of the projections and never served stale.
 //!
 //! Every entry carries the database's change generation
-//! (`SqliteLog::generation`, SQLite's `data_version`) read *before* the
-//! read that produced it, and is served only while the generation is the
+//! (`SqliteLog::generation`: the WAL-index header every commit rewrites)
+//! read *before* the read that produced it, and is served only while the generation is the
 //! same. Any commit to the file moves it (this process's writer, the CLI,
 //! another server), so a revocation, a PATCH or a tenant deleted from
 //! another process is seen at the very next request, exactly as without
