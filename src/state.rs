@@ -152,9 +152,23 @@ impl ServerConfig {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach: one `Arc`, so the clone that every
+/// middleware layer and extractor makes per request is one atomic
+/// increment, not one per field (they measured 2.5 % of a cached lookup).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     pub store: Arc<Store>,
     pub config: Arc<ServerConfig>,
     /// When each token's use was last written (see `token_touch_interval`).
@@ -204,7 +218,7 @@ impl AppState {
             config.heavy_queue_wait,
         ));
         let cache = Arc::new(crate::cache::ReadCache::new(config.read_cache_bytes));
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             heavy,
             metrics: Arc::new(crate::metrics::Metrics::new(
                 store.clone(),
@@ -220,6 +234,6 @@ impl AppState {
             requests,
             stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
             webhooks: Arc::new(Webhooks { deliveries, deliverer }),
-        })
+        })))
     }
 }
