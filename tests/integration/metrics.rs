@@ -170,6 +170,26 @@ async fn metrics_are_prometheus_text_and_move_with_requests() {
     assert!(pending["rollcall_writer_commit_seconds_sum"] > 0.0);
     assert!(pending.contains_key(r#"rollcall_writer_fsync_seconds_bucket{le="0.0001"}"#));
 
+    // The read cache: the same lookup again is answered from memory, the
+    // token and the answer both. First the commits that follow the creates
+    // (their request log rows, the token's "last used") land, since each
+    // retires what was kept before it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..4 {
+        let again = client
+            .get(server.url("/scim/v2/Users?filter=userName%20eq%20%22u1%40example.com%22"))
+            .bearer_auth(&scim);
+        assert_eq!(again.send().await.unwrap().status(), 200);
+    }
+    let cached = scrape().await;
+    let hit = r#"rollcall_read_cache_probes_total{result="hit"}"#;
+    // Eight probes: the first request's two miss when those commits came
+    // after the lookup above, the other six hit (tokens alone: three).
+    assert!(cached[hit] >= pending[hit] + 6.0, "{} -> {}", pending[hit], cached[hit]);
+    assert!(cached[r#"rollcall_read_cache_probes_total{result="miss"}"#] >= 1.0);
+    assert!(cached["rollcall_read_cache_bytes"] > 0.0, "{cached:?}");
+    assert_eq!(cached["rollcall_read_cache_bytes_max"], 32.0 * 1024.0 * 1024.0);
+
     // A Synchronize applies them; the two joins go to the failing endpoint.
     let run = client.post(server.url("/api/v1/provisioning/sync")).bearer_auth(&admin).send();
     assert_eq!(run.await.unwrap().status(), 200);
