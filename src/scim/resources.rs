@@ -934,12 +934,21 @@ fn answer_key(
     target: &str,
     pairs: &[(String, String)],
 ) -> String {
-    let mut key = format!("{tenant}\u{0}{kind:?}\u{0}{}\u{0}{target}", base.0);
+    use std::fmt::Write as _;
+    // Every part is length-prefixed: a separator byte alone would let a
+    // value that decodes to that byte (`%00`) make two different queries
+    // share one key, and one of them be served the other's answer.
+    let mut key = String::with_capacity(64);
+    let mut part = |text: &str| {
+        let _ = write!(key, "{}:{text}", text.len());
+    };
+    part(tenant);
+    part(&format!("{kind:?}"));
+    part(&base.0);
+    part(target);
     for (name, value) in pairs {
-        key.push('\u{0}');
-        key.push_str(name);
-        key.push('\u{1}');
-        key.push_str(value);
+        part(name);
+        part(value);
     }
     key
 }
@@ -1141,4 +1150,29 @@ pub async fn delete_resource(
         .await
         .map_err(Error::from)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
+    }
+
+    #[test]
+    fn queries_whose_bytes_join_alike_are_kept_apart() {
+        let base = BaseUrl("http://127.0.0.1/scim/v2".into());
+        let key =
+            |list: &[(&str, &str)]| answer_key("t1", ResourceKind::User, &base, "", &pairs(list));
+        // Joined with separator bytes, both of these read the same.
+        let one = key(&[("attributes", "userName\u{0}excludedAttributes\u{1}emails")]);
+        let two = key(&[("attributes", "userName"), ("excludedAttributes", "emails")]);
+        assert_ne!(one, two);
+        assert_ne!(
+            answer_key("t\u{0}1", ResourceKind::User, &base, "x", &[]),
+            answer_key("t", ResourceKind::User, &base, "1\u{0}x", &[]),
+        );
+        assert_eq!(two, key(&[("attributes", "userName"), ("excludedAttributes", "emails")]));
+    }
 }
