@@ -31,16 +31,7 @@ serve_copy() {
 }
 
 first=${1%%:*}
-export ROLLCALL_DB="$work/bench.db"
-"$first" tenant create bench >/dev/null 2>&1
-token=$("$first" token issue --tenant bench --scope scim 2>/dev/null)
-ROLLCALL_LOG=warn "$first" serve --listen 127.0.0.1:0 2>"$work/populate.log" &
-server=$!
-address=$(listening_address "$work/populate.log")
-python3 ../shared/load/load.py --base-url "http://$address/scim/v2" --token "$token" \
-  --server-pid "$server" --users 100 --population "$users" --phases lookup --engine python \
-  --lookups 100 --phase-seconds 600 --out "$work/populate.json" >/dev/null
-kill "$server"; wait "$server" || true
+populate_bench_db "$first" "$work" "$users"
 sqlite3 "$work/bench.db" "SELECT name FROM scim_resources WHERE kind = 'User'" >"$work/names.txt"
 
 export SCIM_MODE=lookup SCIM_PREFIX=/scim/v2 SCIM_FILE="$work/names.txt"

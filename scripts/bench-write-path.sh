@@ -26,16 +26,7 @@ cargo build --release --bin rollcall
 work=$(mktemp -d)
 trap 'kill "${server:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-export ROLLCALL_DB="$work/bench.db"
-"$bin" tenant create bench >/dev/null 2>&1
-token=$("$bin" token issue --tenant bench --scope scim 2>/dev/null)
-ROLLCALL_LOG=warn "$bin" serve --listen 127.0.0.1:0 2>"$work/populate.log" &
-server=$!
-address=$(listening_address "$work/populate.log")
-python3 ../shared/load/load.py --base-url "http://$address/scim/v2" --token "$token" \
-  --server-pid "$server" --users 100 --population "$users" --phases lookup --engine python \
-  --lookups 100 --phase-seconds 900 --out "$work/populate.json" >/dev/null
-kill "$server"; wait "$server" || true
+populate_bench_db "$bin" "$work" "$users"
 sqlite3 "$work/bench.db" "SELECT id FROM scim_resources WHERE kind = 'User' ORDER BY random()" >"$work/ids.txt"
 echo "populated $users users: $(du -m "$work/bench.db" | cut -f1) MiB"
 

@@ -32,3 +32,21 @@ start_bench_server() {
   server=$!
   address=$(listening_address "$dir/server.log")
 }
+
+# `populate_bench_db BIN DIR USERS`: DIR/bench.db with a tenant `bench` of
+# USERS users, created through load.py against a server of BIN that is
+# stopped again; sets `token` (a scim token of the tenant).
+populate_bench_db() {
+  local bin="$1" dir="$2" users="$3" server address
+  export ROLLCALL_DB="$dir/bench.db"
+  "$bin" tenant create bench >/dev/null 2>&1
+  token=$("$bin" token issue --tenant bench --scope scim 2>/dev/null)
+  ROLLCALL_LOG=warn "$bin" serve --listen 127.0.0.1:0 2>"$dir/populate.log" &
+  server=$!
+  address=$(listening_address "$dir/populate.log")
+  python3 ../shared/load/load.py --base-url "http://$address/scim/v2" --token "$token" \
+    --server-pid "$server" --users 100 --population "$users" --phases lookup --engine python \
+    --lookups 100 --phase-seconds 900 --out "$dir/populate.json" >/dev/null
+  kill "$server"
+  wait "$server" || true
+}
