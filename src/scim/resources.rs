@@ -1169,9 +1169,11 @@ mod tests {
         let one = key(&[("attributes", "userName\u{0}excludedAttributes\u{1}emails")]);
         let two = key(&[("attributes", "userName"), ("excludedAttributes", "emails")]);
         assert_ne!(one, two);
+        // So do a base URL and a target that trade a separator.
+        let split = BaseUrl("http://b\u{0}x".into());
         assert_ne!(
-            answer_key("t\u{0}1", ResourceKind::User, &base, "x", &[]),
-            answer_key("t", ResourceKind::User, &base, "1\u{0}x", &[]),
+            answer_key("t1", ResourceKind::User, &split, "y", &[]),
+            answer_key("t1", ResourceKind::User, &BaseUrl("http://b".into()), "x\u{0}y", &[]),
         );
         assert_eq!(two, key(&[("attributes", "userName"), ("excludedAttributes", "emails")]));
     }
