@@ -155,7 +155,7 @@ pub(crate) fn apply(
     let tenant = recorded.tenant.as_str();
     let (kind, member_id, change) = match event {
         Event::MemberJoined(MemberJoined { member_id, properties, roles, .. }) => {
-            ("member.joined", member_id, json!({ "properties": properties, "roles": roles }))
+            ("member.joined", member_id, Change::Join(JoinChange { properties, roles }))
         }
         Event::MemberUpdated(MemberUpdated {
             member_id,
@@ -176,7 +176,7 @@ pub(crate) fn apply(
                     json!({ "from": old_external_id, "to": external_id }),
                 );
             }
-            ("member.updated", member_id, Value::Object(change))
+            ("member.updated", member_id, Change::Other(Value::Object(change)))
         }
         Event::MemberRolesChanged(MemberRolesChanged { member_id, from, to }) => {
             let added: Vec<&String> = to.iter().filter(|role| !from.contains(role)).collect();
@@ -184,20 +184,28 @@ pub(crate) fn apply(
             (
                 "member.roles_changed",
                 member_id,
-                json!({ "added": added, "removed": removed, "from": from, "to": to }),
+                Change::Other(
+                    json!({ "added": added, "removed": removed, "from": from, "to": to }),
+                ),
             )
         }
-        Event::MemberDisabled(MemberDisabled { member_id, revoke_sessions }) => {
-            ("member.disabled", member_id, json!({ "revoke_sessions": revoke_sessions }))
+        Event::MemberDisabled(MemberDisabled { member_id, revoke_sessions }) => (
+            "member.disabled",
+            member_id,
+            Change::Other(json!({ "revoke_sessions": revoke_sessions })),
+        ),
+        Event::MemberEnabled(enabled) => {
+            ("member.enabled", &enabled.member_id, Change::Other(json!({})))
         }
-        Event::MemberEnabled(enabled) => ("member.enabled", &enabled.member_id, json!({})),
         Event::MemberLeft(MemberLeft { member_id, grace_until }) => {
-            ("member.left", member_id, json!({ "grace_until": grace_until }))
+            ("member.left", member_id, Change::Other(json!({ "grace_until": grace_until })))
         }
         Event::MemberRestored(MemberRestored { member_id, user_id, .. }) => {
-            ("member.restored", member_id, json!({ "scim_user_id": user_id }))
+            ("member.restored", member_id, Change::Other(json!({ "scim_user_id": user_id })))
         }
-        Event::MemberPurged(purged) => ("member.purged", &purged.member_id, json!({})),
+        Event::MemberPurged(purged) => {
+            ("member.purged", &purged.member_id, Change::Other(json!({})))
+        }
         Event::SyncCompleted(completed) => return apply_run(connection, recorded, completed),
         // Not the application's news: the IdP's side (the member events
         // say what it came to), settings, tokens, the application's own
@@ -236,16 +244,101 @@ pub(crate) fn apply(
         | Event::WebhookDisabled(_)
         | Event::WebhookDeleted(_) => return Ok(()),
     };
-    let member = match members::member(connection, tenant, member_id)? {
+    let row = members::member(connection, tenant, member_id)?;
+    let member = match &row {
         // A purged member's body names nobody: no personal value is in it.
         Some(member) if member.status == MemberStatus::Purged => {
-            json!({ "member_id": member.member_id, "status": member.status.as_str() })
+            MemberBody::Purged { member_id: &member.member_id, status: member.status.as_str() }
         }
-        Some(member) => member.view(),
-        None => json!({ "member_id": member_id }),
+        Some(member) => MemberBody::Whole(MemberWhole::of(member)),
+        None => MemberBody::Unknown { member_id },
     };
-    let data = json!({ "member": member, "change": change });
-    insert(connection, recorded, kind, data)
+    insert(connection, recorded, kind, &MemberDataBody { change, member })
+}
+
+/// A `member.*` event's `data` as stored: what [`MemberData`] documents.
+/// Every struct a body is written from declares its fields in sorted
+/// order, so the bytes are those the feed stored when bodies went through
+/// a `serde_json::Value` (which sorts): a rebuild of an older file yields
+/// the same rows (`tests::stored_bodies_keep_the_sorted_keys_of_a_value`).
+#[derive(serde::Serialize)]
+struct MemberDataBody<'a, C> {
+    change: C,
+    member: MemberBody<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum MemberBody<'a> {
+    Whole(MemberWhole<'a>),
+    Purged { member_id: &'a str, status: &'static str },
+    Unknown { member_id: &'a str },
+}
+
+/// [`members::MemberView`], borrowed from the row and in sorted order.
+#[derive(serde::Serialize)]
+struct MemberWhole<'a> {
+    app_properties: &'a Map<String, Value>,
+    disabled_at: Option<&'a str>,
+    grace_until: Option<&'a str>,
+    joined_at: &'a str,
+    last_position: u64,
+    left_at: Option<&'a str>,
+    member_id: &'a str,
+    properties: &'a Map<String, Value>,
+    revoke_sessions: bool,
+    roles: &'a [String],
+    source: MemberWholeSource<'a>,
+    status: &'static str,
+    updated_at: &'a str,
+    user_name: &'a str,
+    version: u64,
+}
+
+#[derive(serde::Serialize)]
+struct MemberWholeSource<'a> {
+    external_id: Option<&'a str>,
+    scim_user_id: &'a str,
+}
+
+impl<'a> MemberWhole<'a> {
+    fn of(row: &'a members::MemberRow) -> MemberWhole<'a> {
+        MemberWhole {
+            app_properties: &row.app_properties,
+            disabled_at: row.disabled_at.as_deref(),
+            grace_until: row.grace_until.as_deref(),
+            joined_at: &row.joined_at,
+            last_position: row.last_position,
+            left_at: row.left_at.as_deref(),
+            member_id: &row.member_id,
+            properties: &row.properties,
+            revoke_sessions: row.revoke_sessions,
+            roles: &row.roles,
+            source: MemberWholeSource {
+                external_id: row.external_id.as_deref(),
+                scim_user_id: &row.user_id,
+            },
+            status: row.status.as_str(),
+            updated_at: &row.updated_at,
+            user_name: &row.user_name,
+            version: row.version,
+        }
+    }
+}
+
+/// A `change`: a join's borrowed from the event, the others built.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Change<'a> {
+    Join(JoinChange<'a>),
+    Other(Value),
+}
+
+/// A join's `change`, borrowed from the event (sorted, as above).
+#[derive(serde::Serialize)]
+struct JoinChange<'a> {
+    properties: &'a Map<String, Value>,
+    roles: &'a [String],
 }
 
 fn apply_run(
@@ -265,8 +358,9 @@ fn apply_run(
         checkpoint: completed.position,
         held_reason: completed.held_reason.clone(),
     };
+    // Through a `Value`: `RunData` is the documented shape, not sorted.
     let data = serde_json::to_value(data).unwrap_or(Value::Null);
-    insert(connection, recorded, kind, data)
+    insert(connection, recorded, kind, &data)
 }
 
 /// Who asked for a member event: the run's actor and trigger. The SCIM
@@ -293,8 +387,8 @@ fn source(
     }
     if let Some(run_id) = &envelope.correlation_id {
         source.insert("run_id".to_owned(), json!(run_id));
-        if let Some(run) = members::run(connection, tenant, run_id)? {
-            source.insert("trigger".to_owned(), json!(run.trigger));
+        if let Some(trigger) = members::run_trigger(connection, tenant, run_id)? {
+            source.insert("trigger".to_owned(), json!(trigger));
         }
     }
     Ok(Value::Object(source))
@@ -304,7 +398,7 @@ fn insert(
     connection: &Connection,
     recorded: &RecordedEvent,
     kind: &str,
-    data: Value,
+    data: &impl serde::Serialize,
 ) -> Result<(), ProjectionError> {
     let tenant = recorded.tenant.as_str();
     let envelope: Envelope = serde_json::from_str(&recorded.metadata).map_err(|error| {
@@ -312,23 +406,21 @@ fn insert(
     })?;
     let cursor = Cursor { position: recorded.position, seq: 0 };
     let request_id = envelope.caused_by.iter().rev().find_map(|cause| cause.request_id.as_deref());
-    let body = EventBody {
+    let body = StoredBody {
+        caused_by: CausedBy {
+            events: envelope.caused_by.iter().map(CauseView::of).collect(),
+            request_id,
+        },
+        cursor: cursor.encode(tenant),
+        data,
         id: &envelope.event_id,
+        occurred_at: &recorded.recorded_at,
+        source: source(connection, tenant, &envelope)?,
+        tenant,
         kind,
         version: CATALOGUE_VERSION,
-        tenant,
-        cursor: cursor.encode(tenant),
-        occurred_at: &recorded.recorded_at,
-        data,
-        source: source(connection, tenant, &envelope)?,
-        caused_by: CausedBy {
-            request_id,
-            events: envelope.caused_by.iter().map(CauseView::of).collect(),
-        },
     };
-    // Through a `Value`, so the keys are sorted as they have always been
-    // stored: a rebuild yields the same bytes.
-    let body = serde_json::to_value(&body).map_err(|error| ProjectionError::Metadata {
+    let body = serde_json::to_string(&body).map_err(|error| ProjectionError::Metadata {
         position: recorded.position,
         reason: error.to_string(),
     })?;
@@ -338,20 +430,32 @@ fn insert(
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .and_then(|mut statement| {
-            statement.execute(params![
-                tenant,
-                sql_integer(cursor.position),
-                cursor.seq,
-                kind,
-                body.to_string()
-            ])
+            statement.execute(params![tenant, sql_integer(cursor.position), cursor.seq, kind, body])
         })
         .map(drop)
         .map_err(ProjectionError::storage("projecting a feed event"))
 }
 
+/// A body as stored: [`EventBody`]'s fields in sorted order (see
+/// [`MemberDataBody`]), written straight to text.
+#[derive(serde::Serialize)]
+struct StoredBody<'a, D> {
+    caused_by: CausedBy<'a>,
+    cursor: String,
+    data: D,
+    id: &'a str,
+    occurred_at: &'a str,
+    source: Value,
+    tenant: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    version: u32,
+}
+
 /// One event of the feed, as the application receives it (the OpenAPI
 /// document's `Event`; docs/events.md describes each type's `data`).
+// The documented shape: bodies are written by `StoredBody`, which holds
+// the same fields (`tests::the_stored_body_has_the_documented_fields`).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 #[schema(as = Event)]
 pub struct EventBody<'a> {
@@ -383,33 +487,33 @@ pub struct EventBody<'a> {
 /// the tenant's audit and exported chain.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct CausedBy<'a> {
+    pub events: Vec<CauseView<'a>>,
     /// The request id of the latest cause that has one.
     pub request_id: Option<&'a str>,
-    pub events: Vec<CauseView<'a>>,
 }
 
 /// One log event behind a feed event.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 #[schema(as = Cause)]
 pub struct CauseView<'a> {
-    pub position: u64,
     /// Its chain hash, lower-case hex.
     pub hash: &'a str,
+    pub position: u64,
+    pub request_id: Option<&'a str>,
+    pub stream: &'a str,
     /// The log event's type (`UserCreated`, `GroupMembersAdded`, ...).
     #[serde(rename = "type")]
     pub event_type: &'a str,
-    pub stream: &'a str,
-    pub request_id: Option<&'a str>,
 }
 
 impl CauseView<'_> {
     fn of(cause: &Cause) -> CauseView<'_> {
         CauseView {
-            position: cause.position,
             hash: &cause.hash,
-            event_type: &cause.event_type,
-            stream: &cause.stream,
+            position: cause.position,
             request_id: cause.request_id.as_deref(),
+            stream: &cause.stream,
+            event_type: &cause.event_type,
         }
     }
 }
@@ -578,7 +682,197 @@ pub fn of_member(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use events::event::{MemberEnabled, MemberPurged, PropertyChange, RunTrigger, SyncStarted};
+
     use super::*;
+
+    /// Every member event, and a run's end, through the whole fold (the
+    /// members directory first, as `crate::apply` does).
+    fn folded_feed() -> Vec<FeedEvent> {
+        let connection = Connection::open_in_memory().unwrap();
+        crate::functions::register(&connection).unwrap();
+        crate::schema::migrate(&connection).unwrap();
+        connection.execute_batch("PRAGMA foreign_keys=OFF").unwrap();
+        let member = || "m-1".to_owned();
+        let properties: Map<String, Value> = serde_json::from_value(json!({
+            "email": "ann@example.com", "title": "Engineer \"\u{e9}\"", "zeta": [1, {"b": 2, "a": 1}]
+        }))
+        .unwrap();
+        let changes = BTreeMap::from([(
+            "title".to_owned(),
+            PropertyChange { from: json!("Engineer"), to: json!("Lead") },
+        )]);
+        let run = Event::SyncStarted(SyncStarted {
+            run_id: "run-1".to_owned(),
+            trigger: RunTrigger::Manual,
+            from_position: 0,
+            to_position: 0,
+            held_reason: None,
+            scheduled_for: None,
+            approves: None,
+        });
+        let stream_events = [
+            run,
+            Event::MemberJoined(MemberJoined {
+                member_id: member(),
+                user_id: "u-1".to_owned(),
+                external_id: Some("ext-1".to_owned()),
+                user_name: "ann@example.com".to_owned(),
+                properties,
+                roles: vec!["admin".to_owned(), "viewer".to_owned()],
+            }),
+            Event::MemberUpdated(MemberUpdated {
+                member_id: member(),
+                changes,
+                user_name: Some("anne@example.com".to_owned()),
+                external_id: None,
+                external_id_cleared: true,
+            }),
+            Event::MemberRolesChanged(MemberRolesChanged {
+                member_id: member(),
+                from: vec!["admin".to_owned(), "viewer".to_owned()],
+                to: vec!["viewer".to_owned()],
+            }),
+            Event::MemberDisabled(MemberDisabled { member_id: member(), revoke_sessions: true }),
+            Event::MemberEnabled(MemberEnabled { member_id: member() }),
+            Event::MemberLeft(MemberLeft {
+                member_id: member(),
+                grace_until: "2026-02-01T00:00:00.000Z".to_owned(),
+            }),
+            Event::MemberRestored(MemberRestored {
+                member_id: member(),
+                user_id: "u-2".to_owned(),
+                user_name: "anne@example.com".to_owned(),
+            }),
+            Event::MemberLeft(MemberLeft {
+                member_id: member(),
+                grace_until: "2026-02-01T00:00:00.000Z".to_owned(),
+            }),
+            Event::MemberPurged(MemberPurged { member_id: member() }),
+            Event::SyncCompleted(SyncCompleted {
+                run_id: "run-1".to_owned(),
+                status: RunEnd::Completed,
+                position: 0,
+                counts: json!({"join": 1, "leave": 1}),
+                duration_ms: 7,
+                held_reason: None,
+            }),
+        ];
+        for (position, event) in (1..).zip(&stream_events) {
+            let encoded = event.encode();
+            let metadata = json!({
+                "event_id": format!("e-{position}"),
+                "actor": {"kind": "token", "token_id": "tok-1"},
+                "correlation_id": "run-1",
+                "caused_by": [
+                    {"position": 1, "hash": "ab", "event_type": "UserCreated", "stream": "user:u-1", "request_id": "r-1"},
+                    {"position": 2, "hash": "cd", "event_type": "GroupMembersAdded", "stream": "group:g-1"},
+                ],
+            });
+            let recorded = RecordedEvent {
+                position,
+                tenant: "t".to_owned(),
+                stream: "member:m-1".to_owned(),
+                version: position,
+                event_type: encoded.event_type,
+                schema_version: encoded.schema_version,
+                payload: encoded.payload,
+                metadata: metadata.to_string(),
+                recorded_at: format!("2026-01-01T00:00:{position:02}.000Z"),
+                prev_hash: events::ZERO_HASH,
+                hash: events::ZERO_HASH,
+            };
+            crate::apply(&connection, &recorded, event).unwrap();
+        }
+        page(&connection, "t", Cursor::START, None, 100).unwrap().events
+    }
+
+    /// Bodies were once written through a `serde_json::Value`, which sorts
+    /// every object's keys; they are now written straight from structs
+    /// whose fields are declared in that order. A field out of order would
+    /// make a rebuild of an older file differ from its rows (`verify
+    /// --projections` would fail), so every body of every type must read
+    /// back into the same bytes through a `Value`.
+    #[test]
+    fn stored_bodies_keep_the_sorted_keys_of_a_value() {
+        let feed = folded_feed();
+        let types: Vec<&str> = feed.iter().map(|event| event.event_type.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "member.joined",
+                "member.updated",
+                "member.roles_changed",
+                "member.disabled",
+                "member.enabled",
+                "member.left",
+                "member.restored",
+                "member.left",
+                "member.purged",
+                "sync.completed"
+            ]
+        );
+        for event in &feed {
+            let value: Value = serde_json::from_str(&event.body).unwrap();
+            assert_eq!(value.to_string(), event.body, "{}", event.event_type);
+        }
+        let joined: Value = serde_json::from_str(&feed[0].body).unwrap();
+        assert_eq!(
+            joined["source"],
+            json!({"kind": "token", "token_id": "tok-1", "run_id": "run-1", "trigger": "manual"})
+        );
+        assert_eq!(joined["caused_by"]["request_id"], "r-1");
+        assert_eq!(joined["data"]["change"]["roles"], json!(["admin", "viewer"]));
+        assert_eq!(joined["data"]["member"]["source"]["external_id"], "ext-1");
+        let purged: Value = serde_json::from_str(&feed[8].body).unwrap();
+        assert_eq!(purged["data"]["member"], json!({"member_id": "m-1", "status": "purged"}));
+    }
+
+    /// A body's member is the admin API's member, field for field.
+    #[test]
+    fn a_body_carries_the_member_view() {
+        let row = members::MemberRow {
+            member_id: "m-1".to_owned(),
+            user_id: "u-1".to_owned(),
+            external_id: None,
+            user_name: "ann@example.com".to_owned(),
+            status: MemberStatus::Disabled,
+            properties: serde_json::from_value(json!({"b": 1, "a": [true]})).unwrap(),
+            roles: vec!["viewer".to_owned()],
+            app_properties: serde_json::from_value(json!({"seat": 4})).unwrap(),
+            joined_at: "2026-01-01T00:00:00.000Z".to_owned(),
+            left_at: Some("2026-01-02T00:00:00.000Z".to_owned()),
+            grace_until: Some("2026-01-03T00:00:00.000Z".to_owned()),
+            disabled_at: Some("2026-01-04T00:00:00.000Z".to_owned()),
+            revoke_sessions: true,
+            updated_at: "2026-01-05T00:00:00.000Z".to_owned(),
+            version: 3,
+            last_position: 99,
+        };
+        assert_eq!(serde_json::to_string(&MemberWhole::of(&row)).unwrap(), row.view().to_string());
+    }
+
+    /// The documented `Event` and the stored body have the same fields.
+    #[test]
+    fn the_stored_body_has_the_documented_fields() {
+        let documented = EventBody {
+            id: "e",
+            kind: "member.joined",
+            version: 1,
+            tenant: "t",
+            cursor: String::new(),
+            occurred_at: "",
+            data: Value::Null,
+            source: Value::Null,
+            caused_by: CausedBy { events: Vec::new(), request_id: None },
+        };
+        let stored: Value = serde_json::from_str(&folded_feed()[0].body).unwrap();
+        let keys =
+            |value: &Value| -> Vec<String> { value.as_object().unwrap().keys().cloned().collect() };
+        assert_eq!(keys(&serde_json::to_value(&documented).unwrap()), keys(&stored));
+    }
 
     #[test]
     fn cursors_round_trip_sort_in_order_and_belong_to_one_tenant() {

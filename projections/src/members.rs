@@ -1032,6 +1032,25 @@ pub fn run(
         .map_err(ProjectionError::storage("reading a Synchronize run"))
 }
 
+/// What triggered a run: all a feed body's `source` needs of it, without
+/// the run's counts and actor to parse for every member event.
+pub fn run_trigger(
+    connection: &Connection,
+    tenant: &str,
+    run_id: &str,
+) -> Result<Option<RunTrigger>, ProjectionError> {
+    connection
+        .prepare_cached("SELECT trigger FROM sync_runs WHERE tenant_id = ?1 AND run_id = ?2")
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![tenant, run_id], |row| {
+                    crate::word_column(row, 0, RunTrigger::parse)
+                })
+                .optional()
+        })
+        .map_err(ProjectionError::storage("reading a Synchronize run's trigger"))
+}
+
 /// The tenant's unfinished run (started, never completed nor failed), if a
 /// crash left one.
 pub fn unfinished_run(
