@@ -7,6 +7,7 @@
 //!
 //!     cargo run --release --example write_floor -- sync BEFORE.db AFTER.db
 //!     cargo run --release --example write_floor -- rebuild AFTER.db
+//!     cargo run --release --example write_floor -- parse DB
 //!
 //! `sync`: a copy of BEFORE (a database before a Synchronize) receives
 //! what AFTER (the same database after it) gained: the events after
@@ -16,6 +17,8 @@
 //! `INSERT ... SELECT` in key order in one durable transaction, then
 //! checkpoint: the times printed are the inserts, the commit (the WAL's
 //! fsync) and the checkpoint (the pages copied into the file and synced).
+//! `parse`: every user's stored document read and parsed as JSON, the
+//! part of deciding a user that no layout of the decision avoids.
 
 use std::path::Path;
 use std::time::Instant;
@@ -36,6 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )?;
             (after.clone(), Some(head))
         }
+        [mode, db] if mode == "parse" => return parse(Path::new(db)),
         [mode, after] if mode == "rebuild" => {
             let connection = Connection::open(&target)?;
             projections::functions::register(&connection)?;
@@ -43,7 +47,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (after.clone(), None)
         }
         _ => {
-            return Err("usage: write_floor sync BEFORE.db AFTER.db | rebuild AFTER.db".into());
+            return Err(
+                "usage: write_floor sync BEFORE.db AFTER.db | rebuild AFTER.db | parse DB".into()
+            );
         }
     };
     let written = copy(&target, Path::new(&source), events_after)?;
@@ -55,6 +61,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         written.commit,
         written.checkpoint,
         written.inserts + written.commit + written.checkpoint
+    );
+    Ok(())
+}
+
+/// The floor under deciding every user (a preview of a first run): read
+/// each user's stored document and parse it, nothing else.
+fn parse(db: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let connection = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut statement = connection.prepare(
+        "SELECT document FROM scim_resources WHERE kind = 'User' ORDER BY tenant_id, id",
+    )?;
+    let mut rows = statement.query([])?;
+    let (mut users, mut bytes) = (0u64, 0usize);
+    while let Some(row) = rows.next()? {
+        let text = row.get_ref(0)?.as_str()?;
+        let document: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)?;
+        bytes += text.len();
+        users += u64::from(!document.is_empty());
+    }
+    println!(
+        "{users} user documents, {} MiB of JSON read and parsed in {:.2} s",
+        bytes / (1024 * 1024),
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -5,7 +5,8 @@
 # the CLI then times on copies of that one database, each copy settled on
 # disk first: `verify` (the floor), `sync --preview`, `sync` (every join,
 # durable), `sync` with nothing pending, `rebuild` of every projection;
-# each with its peak RSS (/usr/bin/time). Usage: scripts/bench-batch.sh
+# each with its peak RSS (/usr/bin/time); then the floors under them
+# (examples/write_floor.rs). Usage: scripts/bench-batch.sh
 # [USERS [GROUPS]]. Output: one line per command, then the ratios. With
 # BENCH_KEEP_DB=FILE the populated database (before any Synchronize) is
 # kept there, for profiling.
@@ -38,9 +39,20 @@ timed verify verify
 timed preview sync --tenant bench --preview
 timed sync sync --tenant bench
 # Nothing pending: a run on a copy already synchronized.
+cp "$dir/bench.db" "$dir/before.db"
 ./target/release/rollcall --db "$dir/bench.db" sync --tenant bench >/dev/null 2>&1
 timed sync-noop sync --tenant bench
 timed rebuild rebuild
+# The floors (examples/write_floor.rs): storing only the rows the
+# Synchronize and the rebuild produced, durably, with nothing decided or
+# folded; and reading and parsing every user's document, which deciding
+# each user starts with.
+cargo build --release --example write_floor 2>/dev/null
+floor=./target/release/examples/write_floor
+sync
+printf 'floor of sync:     %s\n' "$("$floor" sync "$dir/before.db" "$dir/bench.db" 2>/dev/null)"
+printf 'floor of rebuild:  %s\n' "$("$floor" rebuild "$dir/bench.db" 2>/dev/null)"
+printf 'floor of preview:  %s\n' "$("$floor" parse "$dir/before.db")"
 python3 - "$dir/results" <<'PY'
 import sys
 times = dict(line.split() for line in open(sys.argv[1]))

@@ -174,4 +174,57 @@ mod tests {
             .unwrap();
         assert_eq!(left, ("purged".to_owned(), String::new()), "the purge was folded too");
     }
+
+    /// Synchronize reads a batch's members in one range of the user index
+    /// (`members::members_of_users_in_range`); for every user it must
+    /// answer with the member `members::member_of_user` answers, also for
+    /// a user with several members that are not purged, and skip purged
+    /// ones. A range holding more rows than the limit says so.
+    #[test]
+    fn a_range_of_users_gets_the_members_one_lookup_each_would() {
+        let connection = Connection::open_in_memory().unwrap();
+        functions::register(&connection).unwrap();
+        schema::migrate(&connection).unwrap();
+        let join = |position: u64, member: &str, user: &str| {
+            let joined = Event::MemberJoined(MemberJoined {
+                member_id: member.to_owned(),
+                user_id: user.to_owned(),
+                external_id: None,
+                user_name: format!("{member}@example.com"),
+                properties: serde_json::Map::new(),
+                roles: Vec::new(),
+            });
+            let mut recorded = recorded(position, &joined);
+            recorded.stream = format!("member:{member}");
+            recorded.version = 1;
+            apply(&connection, &recorded, &joined).unwrap();
+        };
+        // u-2 has three members; the first of them in the index is purged.
+        join(1, "m-a", "u-1");
+        join(2, "m-b", "u-2");
+        join(3, "m-c", "u-2");
+        join(4, "m-d", "u-2");
+        join(5, "m-e", "u-4");
+        let purged = Event::MemberPurged(MemberPurged { member_id: "m-b".to_owned() });
+        let mut recorded_purge = recorded(6, &purged);
+        recorded_purge.stream = "member:m-b".to_owned();
+        recorded_purge.version = 2;
+        apply(&connection, &recorded_purge, &purged).unwrap();
+
+        let (ranged, complete) =
+            members::members_of_users_in_range(&connection, "t", "u-1", "u-4", 100).unwrap();
+        assert!(complete);
+        for user in ["u-1", "u-2", "u-3", "u-4"] {
+            let one = members::member_of_user(&connection, "t", user).unwrap();
+            let from_range = ranged.iter().find(|member| member.user_id == user);
+            assert_eq!(from_range, one.as_ref(), "{user}");
+        }
+        assert_eq!(
+            ranged.iter().map(|member| member.member_id.as_str()).collect::<Vec<_>>(),
+            ["m-a", "m-c", "m-e"]
+        );
+        let (_, complete) =
+            members::members_of_users_in_range(&connection, "t", "u-1", "u-4", 3).unwrap();
+        assert!(!complete, "four rows in range, three read");
+    }
 }

@@ -728,6 +728,42 @@ pub fn member_of_user(
         .map_err(ProjectionError::storage("reading a user's member"))
 }
 
+/// [`member_of_user`] for every user whose id lies in `first..=last`, in
+/// one read of the same index: the member each of them would be answered
+/// with (the first in the index's order), at most `limit` rows read.
+/// Returns the members and whether the range was read to its end.
+pub fn members_of_users_in_range(
+    connection: &Connection,
+    tenant: &str,
+    first: &str,
+    last: &str,
+    limit: usize,
+) -> Result<(Vec<MemberRow>, bool), ProjectionError> {
+    let rows: Vec<MemberRow> = connection
+        .prepare_cached(&format!(
+            "SELECT {MEMBER_COLUMNS} FROM members INDEXED BY members_by_user \
+             WHERE tenant_id = ?1 AND user_id >= ?2 AND user_id <= ?3 AND status != 'purged' \
+             ORDER BY user_id, member_id LIMIT ?4"
+        ))
+        .and_then(|mut statement| {
+            statement
+                .query_map(
+                    params![tenant, first, last, crate::sql_integer(limit as u64)],
+                    member_from_row,
+                )?
+                .collect()
+        })
+        .map_err(ProjectionError::storage("reading a range of users' members"))?;
+    let complete = rows.len() < limit;
+    let mut members: Vec<MemberRow> = Vec::with_capacity(rows.len());
+    for row in rows {
+        if members.last().is_none_or(|kept| kept.user_id != row.user_id) {
+            members.push(row);
+        }
+    }
+    Ok((members, complete))
+}
+
 /// A member that left with this externalId and is still in its grace at
 /// `now` (the latest to leave, if several did).
 pub fn left_member_by_external_id(

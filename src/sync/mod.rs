@@ -47,10 +47,14 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::store::{Store, record};
-use plan::{Action, Counts, Effect, Rules};
+use plan::{Action, Counts, Effect, ReadAhead, Rules};
 
 /// What started a run: the word `SyncStarted` records.
 pub use events::event::RunTrigger as Trigger;
+
+/// Users a preview decides per read ahead (`plan::ReadAhead`): a run's
+/// batch size, so both read the same ranges.
+const READ_AHEAD_USERS: usize = 500;
 
 /// How a run is cut into writer commands.
 #[derive(Debug, Clone)]
@@ -437,12 +441,16 @@ pub(crate) fn decide_pending(
         each(total, effect);
         total += 1;
     };
-    for user in &pending.users {
-        if let Some(effect) = plan::effect(connection, tenant, rules, user, &now)? {
-            if effect.action.is_deprovisioning() {
-                deprovisioning += 1;
+    let users: Vec<String> = pending.users.iter().cloned().collect();
+    for chunk in users.chunks(READ_AHEAD_USERS) {
+        let mut ahead = ReadAhead::read(connection, tenant, chunk)?;
+        for user in chunk {
+            if let Some(effect) = plan::effect(connection, tenant, rules, user, &now, &mut ahead)? {
+                if effect.action.is_deprovisioning() {
+                    deprovisioning += 1;
+                }
+                keep(effect, &mut counts);
             }
-            keep(effect, &mut counts);
         }
     }
     for effect in plan::purges(connection, tenant, &now)? {
@@ -753,9 +761,19 @@ impl Batches<'_> {
                 let now_text = events::time::format_millis(now);
                 let mut counts = so_far;
                 let mut deferred = Vec::new();
+                // Read ahead at the batch's start: an effect changes only
+                // its own user's member, and a restore's leaver is looked
+                // up as the effect is decided.
+                let mut ahead = ReadAhead::read(tx.connection(), &tenant_id, &batch)?;
                 for user in &batch {
-                    let Some(mut effect) =
-                        plan::effect(tx.connection(), &tenant_id, &rules, user, &now_text)?
+                    let Some(mut effect) = plan::effect(
+                        tx.connection(),
+                        &tenant_id,
+                        &rules,
+                        user,
+                        &now_text,
+                        &mut ahead,
+                    )?
                     else {
                         continue;
                     };

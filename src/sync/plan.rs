@@ -6,13 +6,13 @@
 //! shows is what the run applies (the run decides again inside the writer,
 //! on the directory as it is at that moment).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use events::event::PropertyChange;
 use jiff::Timestamp;
 use projections::directory::schema::ResourceKind;
-use projections::directory::store as directory;
+use projections::directory::store::{self as directory, ResourceRow};
 use projections::members::{self, MemberRow, MemberStatus};
 use rusqlite::Connection;
 use serde::Serialize;
@@ -325,35 +325,100 @@ pub struct UserNow {
     pub document: Map<String, Value>,
 }
 
-fn user_now(
-    connection: &Connection,
-    tenant: &str,
-    user_id: &str,
-) -> Result<Option<UserNow>, Error> {
-    let Some(row) = directory::get(connection, tenant, ResourceKind::User, user_id)? else {
-        return Ok(None);
-    };
-    let active = !matches!(row.document.get("active"), Some(Value::Bool(false)));
-    Ok(Some(UserNow {
-        external_id: row.external_id,
-        user_name: directory::unique_name(ResourceKind::User, &row.document).to_owned(),
-        active,
-        document: row.document,
-    }))
+impl UserNow {
+    fn of(row: ResourceRow) -> UserNow {
+        let active = !matches!(row.document.get("active"), Some(Value::Bool(false)));
+        UserNow {
+            external_id: row.external_id,
+            user_name: directory::unique_name(ResourceKind::User, &row.document).to_owned(),
+            active,
+            document: row.document,
+        }
+    }
+}
+
+/// The users and members of a sorted run of user ids, read ahead in two
+/// range reads of the primary key and the members' user index instead of
+/// two point queries per user: what [`effect`] would have looked up, so
+/// the decisions are the same (a run's users are dense in the id order:
+/// a first run is every user). A range that holds many more rows than ids
+/// (a sparse run) is not read ahead; its users are looked up one by one.
+#[derive(Default)]
+pub struct ReadAhead {
+    users: HashMap<String, UserNow>,
+    members: HashMap<String, MemberRow>,
+    /// The ids whose user and member are in the maps (absent: none).
+    covered: HashSet<String>,
+}
+
+/// Rows a range may hold per id asked for before it is not worth reading.
+const READ_AHEAD_SPREAD: usize = 4;
+
+impl ReadAhead {
+    /// Reads ahead for `ids`, which must be sorted (a `BTreeSet`'s order,
+    /// which is SQLite's binary order of the same text).
+    pub fn read(connection: &Connection, tenant: &str, ids: &[String]) -> Result<ReadAhead, Error> {
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+            return Ok(ReadAhead::default());
+        };
+        let limit = ids.len().saturating_mul(READ_AHEAD_SPREAD).max(16);
+        let rows =
+            directory::in_id_range(connection, tenant, ResourceKind::User, first, last, limit)?;
+        if rows.len() >= limit {
+            return Ok(ReadAhead::default());
+        }
+        let (members, complete) =
+            members::members_of_users_in_range(connection, tenant, first, last, limit)?;
+        if !complete {
+            return Ok(ReadAhead::default());
+        }
+        let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        Ok(ReadAhead {
+            users: rows
+                .into_iter()
+                .filter(|row| wanted.contains(row.id.as_str()))
+                .map(|row| (row.id.clone(), UserNow::of(row)))
+                .collect(),
+            members: members
+                .into_iter()
+                .filter(|member| wanted.contains(member.user_id.as_str()))
+                .map(|member| (member.user_id.clone(), member))
+                .collect(),
+            covered: ids.iter().cloned().collect(),
+        })
+    }
+
+    /// The user and its member (as [`members::member_of_user`] answers),
+    /// from what was read ahead, or looked up now.
+    fn take(
+        &mut self,
+        connection: &Connection,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<(Option<UserNow>, Option<MemberRow>), Error> {
+        if self.covered.remove(user_id) {
+            return Ok((self.users.remove(user_id), self.members.remove(user_id)));
+        }
+        let user =
+            directory::get(connection, tenant, ResourceKind::User, user_id)?.map(UserNow::of);
+        Ok((user, members::member_of_user(connection, tenant, user_id)?))
+    }
 }
 
 /// The pending change of one user's member, `None` when there is none:
-/// reads what [`decide`] needs, and lets it decide. `now` (the events'
-/// format) says which leavers are still within their grace.
+/// reads what [`decide`] needs (from `ahead` where it holds the user), and
+/// lets it decide. `now` (the events' format) says which leavers are still
+/// within their grace.
 pub fn effect(
     connection: &Connection,
     tenant: &str,
     rules: &Rules,
     user_id: &str,
     now: &str,
+    ahead: &mut ReadAhead,
 ) -> Result<Option<Effect>, Error> {
-    let user = user_now(connection, tenant, user_id)?;
-    let member = members::member_of_user(connection, tenant, user_id)?
+    let (user, member) = ahead.take(connection, tenant, user_id)?;
+    let member = member
         .filter(|member| matches!(member.status, MemberStatus::Active | MemberStatus::Disabled));
     // Only an active user without a member may restore a leaver.
     let left = match (&member, &user) {

@@ -271,7 +271,14 @@ impl Decided {
             for entry in self.entries.iter().skip(start).take(count) {
                 match entry {
                     Entry::User(user) => {
-                        items.extend(plan::effect(connection, tenant, &self.rules, user, &now)?);
+                        items.extend(plan::effect(
+                            connection,
+                            tenant,
+                            &self.rules,
+                            user,
+                            &now,
+                            &mut plan::ReadAhead::default(),
+                        )?);
                     }
                     Entry::Purge(effect) => items.push((**effect).clone()),
                 }
