@@ -230,16 +230,24 @@ impl Snapshots {
         Ok(Read::Valid((connection, Through { position: boundary, last_event })))
     }
 
-    /// Keeps `scratch` as the snapshot of `tenant` through `boundary`,
-    /// unless one is already there. Best effort: a failure is logged and
-    /// the as-of goes on.
-    pub fn save(&self, store: &Store, scratch: &mut Connection, tenant: &str, through: Through) {
+    /// Captures `scratch` as the snapshot of `tenant` through `through`,
+    /// unless one is already there: the image of the tables as they are
+    /// now, to be compressed, signed and written by [`Capture::write`]
+    /// (on another thread, while the fold goes on). Best effort: a failure
+    /// is logged and the as-of goes on without it.
+    pub fn capture(
+        &self,
+        store: &Store,
+        scratch: &mut Connection,
+        tenant: &str,
+        through: Through,
+    ) -> Option<Capture> {
         let path = self.file(tenant, through.position);
         if path.exists() {
-            return;
+            return None;
         }
-        let saved = (|| -> Result<(), Error> {
-            let Some(key) = key(store)? else { return Ok(()) };
+        let captured = (|| -> Result<Option<Capture>, Error> {
+            let Some(key) = key(store)? else { return Ok(None) };
             let last_hash = match through.last_event {
                 0 => Vec::new(),
                 last => {
@@ -256,17 +264,50 @@ impl Snapshots {
                     )
                 })
                 .map_err(|error| Error::Internal(error.to_string()))?;
-            let bytes =
-                scratch.serialize(MAIN_DB).map_err(|error| Error::Internal(error.to_string()))?;
-            std::fs::create_dir_all(&self.dir)
-                .map_err(|error| Error::Internal(error.to_string()))?;
+            let image = scratch
+                .serialize(MAIN_DB)
+                .map_err(|error| Error::Internal(error.to_string()))?
+                .to_vec();
+            Ok(Some(Capture {
+                dir: self.dir.clone(),
+                path: path.clone(),
+                key,
+                tenant: tenant.to_owned(),
+                position: through.position,
+                image,
+            }))
+        })();
+        captured.unwrap_or_else(|error| {
+            tracing::info!(%error, path = %path.display(), "as-of snapshot not kept");
+            None
+        })
+    }
+}
+
+/// A snapshot's image, taken and not yet written.
+pub struct Capture {
+    dir: PathBuf,
+    path: PathBuf,
+    key: Vec<u8>,
+    tenant: String,
+    position: Position,
+    image: Vec<u8>,
+}
+
+impl Capture {
+    /// Compresses, signs and writes the image. Best effort, like the
+    /// capture: a failure is logged.
+    pub fn write(self) {
+        let Capture { dir, path, key, tenant, position, image } = self;
+        let written = (|| -> Result<(), Error> {
+            std::fs::create_dir_all(&dir).map_err(|error| Error::Internal(error.to_string()))?;
             // Written aside, then renamed: a reader never sees half a file.
             let partial = path.with_extension(format!("partial-{}", ulid::Ulid::generate()));
             // Compressed: pages of JSON documents shrink about fivefold,
             // and lz4 unpacks faster than the disk reads.
-            let compressed = lz4_flex::block::compress_prepend_size(&bytes);
-            drop(bytes);
-            let mut sign = signer(&key, tenant, through.position)?;
+            let compressed = lz4_flex::block::compress_prepend_size(&image);
+            drop(image);
+            let mut sign = signer(&key, &tenant, position)?;
             sign.update(&compressed);
             let mut signed = sign.finalize().into_bytes().to_vec();
             signed.extend_from_slice(&compressed);
@@ -278,7 +319,7 @@ impl Snapshots {
                     Error::Internal(error.to_string())
                 })
         })();
-        if let Err(error) = saved {
+        if let Err(error) = written {
             tracing::info!(%error, path = %path.display(), "as-of snapshot not kept");
         }
     }
