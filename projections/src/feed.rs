@@ -244,7 +244,11 @@ pub(crate) fn apply(
         | Event::WebhookDisabled(_)
         | Event::WebhookDeleted(_) => return Ok(()),
     };
-    let row = members::member(connection, tenant, member_id)?;
+    // A join's member is the row the join wrote, built the same way.
+    let row = match event {
+        Event::MemberJoined(joined) => Some(members::joined_row(recorded, joined)),
+        _ => members::member(connection, tenant, member_id)?,
+    };
     let member = match &row {
         // A purged member's body names nobody: no personal value is in it.
         Some(member) if member.status == MemberStatus::Purged => {

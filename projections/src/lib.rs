@@ -175,6 +175,31 @@ mod tests {
         assert_eq!(left, ("purged".to_owned(), String::new()), "the purge was folded too");
     }
 
+    /// The feed's body of a join carries `members::joined_row` instead of
+    /// reading the row back: it must be the row the fold wrote.
+    #[test]
+    fn a_joins_row_is_the_row_the_fold_writes() {
+        let connection = Connection::open_in_memory().unwrap();
+        functions::register(&connection).unwrap();
+        schema::migrate(&connection).unwrap();
+        let joined = MemberJoined {
+            member_id: "m-1".to_owned(),
+            user_id: "u-1".to_owned(),
+            external_id: Some("ext-1".to_owned()),
+            user_name: "ann@example.com".to_owned(),
+            properties: serde_json::from_value(serde_json::json!({"email": "ann@example.com"}))
+                .unwrap(),
+            roles: vec!["viewer".to_owned()],
+        };
+        let event = Event::MemberJoined(joined.clone());
+        let recorded = recorded(1, &event);
+        apply(&connection, &recorded, &event).unwrap();
+        assert_eq!(
+            members::member(&connection, "t", "m-1").unwrap(),
+            Some(members::joined_row(&recorded, &joined))
+        );
+    }
+
     /// Synchronize reads a batch's members in one range of the user index
     /// (`members::members_of_users_in_range`); for every user it must
     /// answer with the member `members::member_of_user` answers, also for

@@ -484,31 +484,63 @@ fn set_setting(
         .map_err(ProjectionError::storage("projecting a member setting"))
 }
 
+/// The member a join creates, as its row reads after the fold: what
+/// `insert_member` writes, and what the feed's body of the join carries
+/// without reading it back.
+pub(crate) fn joined_row(recorded: &RecordedEvent, joined: &MemberJoined) -> MemberRow {
+    MemberRow {
+        member_id: joined.member_id.clone(),
+        user_id: joined.user_id.clone(),
+        external_id: joined.external_id.clone(),
+        user_name: joined.user_name.clone(),
+        status: MemberStatus::Active,
+        properties: joined.properties.clone(),
+        roles: joined.roles.clone(),
+        app_properties: Map::new(),
+        joined_at: recorded.recorded_at.clone(),
+        left_at: None,
+        grace_until: None,
+        disabled_at: None,
+        revoke_sessions: false,
+        updated_at: recorded.recorded_at.clone(),
+        version: recorded.version,
+        last_position: recorded.position,
+    }
+}
+
 fn insert_member(
     connection: &Connection,
     recorded: &RecordedEvent,
     joined: &MemberJoined,
 ) -> Result<(), ProjectionError> {
+    let row = joined_row(recorded, joined);
     connection
         .prepare_cached(
             "INSERT INTO members (tenant_id, member_id, user_id, external_id, user_name, status, \
-             properties, roles, app_properties, joined_at, revoke_sessions, updated_at, version, \
-             last_position, search_text) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, '{}', ?8, 0, ?8, ?9, ?10, ?11)",
+             properties, roles, app_properties, joined_at, left_at, grace_until, disabled_at, \
+             revoke_sessions, updated_at, version, last_position, search_text) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
                 recorded.tenant,
-                joined.member_id,
-                joined.user_id,
-                joined.external_id,
-                joined.user_name,
-                json_text(&joined.properties),
-                json_text(&joined.roles),
-                recorded.recorded_at,
-                sql_integer(recorded.version),
-                sql_integer(recorded.position),
-                search_text(&joined.user_name, joined.external_id.as_deref(), &joined.properties)
+                row.member_id,
+                row.user_id,
+                row.external_id,
+                row.user_name,
+                row.status.as_str(),
+                json_text(&row.properties),
+                json_text(&row.roles),
+                json_text(&row.app_properties),
+                row.joined_at,
+                row.left_at,
+                row.grace_until,
+                row.disabled_at,
+                row.revoke_sessions,
+                row.updated_at,
+                sql_integer(row.version),
+                sql_integer(row.last_position),
+                search_text(&row.user_name, row.external_id.as_deref(), &row.properties)
             ])
         })
         .map(drop)
