@@ -765,7 +765,6 @@ mod tests {
             }),
         ];
         for (position, event) in (1..).zip(&stream_events) {
-            let encoded = event.encode();
             let metadata = json!({
                 "event_id": format!("e-{position}"),
                 "actor": {"kind": "token", "token_id": "tok-1"},
@@ -775,19 +774,12 @@ mod tests {
                     {"position": 2, "hash": "cd", "event_type": "GroupMembersAdded", "stream": "group:g-1"},
                 ],
             });
-            let recorded = RecordedEvent {
+            let recorded = crate::tests::recorded_with(
                 position,
-                tenant: "t".to_owned(),
-                stream: "member:m-1".to_owned(),
-                version: position,
-                event_type: encoded.event_type,
-                schema_version: encoded.schema_version,
-                payload: encoded.payload,
-                metadata: metadata.to_string(),
-                recorded_at: format!("2026-01-01T00:00:{position:02}.000Z"),
-                prev_hash: events::ZERO_HASH,
-                hash: events::ZERO_HASH,
-            };
+                event,
+                &metadata.to_string(),
+                format!("2026-01-01T00:00:{position:02}.000Z"),
+            );
             crate::apply(&connection, &recorded, event).unwrap();
         }
         page(&connection, "t", Cursor::START, None, 100).unwrap().events

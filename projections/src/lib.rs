@@ -123,6 +123,22 @@ mod tests {
     use super::*;
 
     fn recorded(position: u64, event: &Event) -> RecordedEvent {
+        recorded_with(
+            position,
+            event,
+            r#"{"event_id":"e","actor":{"kind":"system"}}"#,
+            format!("2026-01-0{position}T00:00:00.000Z"),
+        )
+    }
+
+    /// `event` as the log would hand it to a fold: tenant `t`, stream
+    /// `member:m-1` at version `position`, no chain.
+    pub(crate) fn recorded_with(
+        position: u64,
+        event: &Event,
+        metadata: &str,
+        recorded_at: String,
+    ) -> RecordedEvent {
         let encoded = event.encode();
         RecordedEvent {
             position,
@@ -132,8 +148,8 @@ mod tests {
             event_type: encoded.event_type,
             schema_version: encoded.schema_version,
             payload: encoded.payload,
-            metadata: r#"{"event_id":"e","actor":{"kind":"system"}}"#.to_owned(),
-            recorded_at: format!("2026-01-0{position}T00:00:00.000Z"),
+            metadata: metadata.to_owned(),
+            recorded_at,
             prev_hash: events::ZERO_HASH,
             hash: events::ZERO_HASH,
         }
