@@ -52,10 +52,6 @@ use plan::{Action, Counts, Effect, ReadAhead, Rules};
 /// What started a run: the word `SyncStarted` records.
 pub use events::event::RunTrigger as Trigger;
 
-/// Users a preview decides per read ahead (`plan::ReadAhead`): a run's
-/// batch size, so both read the same ranges.
-const READ_AHEAD_USERS: usize = 500;
-
 /// How a run is cut into writer commands.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -441,8 +437,10 @@ pub(crate) fn decide_pending(
         each(total, effect);
         total += 1;
     };
+    // Read ahead in a default run's batches (`plan::ReadAhead`), so the
+    // preview reads the ranges the run will.
     let users: Vec<String> = pending.users.iter().cloned().collect();
-    for chunk in users.chunks(READ_AHEAD_USERS) {
+    for chunk in users.chunks(RunOptions::default().batch_users) {
         let mut ahead = ReadAhead::read(connection, tenant, chunk)?;
         for user in chunk {
             if let Some(effect) = plan::effect(connection, tenant, rules, user, &now, &mut ahead)? {
