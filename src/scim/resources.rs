@@ -921,7 +921,7 @@ pub async fn get_resource(
             })?;
             Ok(Answer::new(encode(&resource)?, Some(render::etag(version))))
         })?;
-    Ok(respond_bytes(StatusCode::OK, answer.body.clone(), answer.etag.as_deref()))
+    Ok(respond_bytes(StatusCode::OK, answer.body, answer.etag.as_deref()))
 }
 
 /// What a read's answer is kept under: everything the answer depends on
@@ -960,15 +960,15 @@ fn cached(
     generation: Option<Generation>,
     key: String,
     read: impl FnOnce() -> Result<Answer, Error>,
-) -> Result<std::sync::Arc<Answer>, Error> {
+) -> Result<Answer, Error> {
     let Some(Generation(generation)) = generation else {
-        return read().map(std::sync::Arc::new);
+        return read();
     };
     if let Some(answer) = state.cache.answer(&key, generation) {
         return Ok(answer);
     }
-    let answer = std::sync::Arc::new(read()?);
-    state.cache.keep_answer(key, generation, answer.clone());
+    let answer = read()?;
+    state.cache.keep_answer(key, generation, &answer);
     Ok(answer)
 }
 
@@ -987,7 +987,7 @@ pub async fn list_resources(
     if let Some(Generation(generation)) = caller.generation
         && let Some(answer) = state.cache.answer(&key, generation)
     {
-        return Ok(respond_bytes(StatusCode::OK, answer.body.clone(), None));
+        return Ok(respond_bytes(StatusCode::OK, answer.body, None));
     }
     let request = ListRequest::from_query(&pairs)?;
     list_off_the_runtime(state, base, caller, kinds, request, Some(key)).await
@@ -1032,9 +1032,9 @@ async fn list_off_the_runtime(
         let body = encode(&list(&state, &base, &tenant, kinds, filter.as_ref(), &request)?)?;
         let body = match (key, caller.generation) {
             (Some(key), Some(Generation(generation))) => {
-                let answer = std::sync::Arc::new(Answer::new(body, None));
-                state.cache.keep_answer(key, generation, answer.clone());
-                answer.body.clone()
+                let answer = Answer::new(body, None);
+                state.cache.keep_answer(key, generation, &answer);
+                answer.body
             }
             _ => body.into(),
         };

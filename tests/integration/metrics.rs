@@ -188,7 +188,7 @@ async fn metrics_are_prometheus_text_and_move_with_requests() {
     assert!(cached[hit] >= pending[hit] + 6.0, "{} -> {}", pending[hit], cached[hit]);
     assert!(cached[r#"rollcall_read_cache_probes_total{result="miss"}"#] >= 1.0);
     assert!(cached["rollcall_read_cache_bytes"] > 0.0, "{cached:?}");
-    assert_eq!(cached["rollcall_read_cache_bytes_max"], 32.0 * 1024.0 * 1024.0);
+    assert_eq!(cached["rollcall_read_cache_bytes_max"], 64.0 * 1024.0 * 1024.0);
 
     // A Synchronize applies them; the two joins go to the failing endpoint.
     let run = client.post(server.url("/api/v1/provisioning/sync")).bearer_auth(&admin).send();
