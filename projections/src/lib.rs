@@ -118,7 +118,7 @@ pub type Apply = fn(&Connection, &RecordedEvent, &Event) -> Result<(), Projectio
 
 #[cfg(test)]
 mod tests {
-    use events::event::{MemberJoined, MemberPurged};
+    use events::event::{MemberJoined, MemberPurged, UserCreated};
 
     use super::*;
 
@@ -267,5 +267,50 @@ mod tests {
         let (_, complete) =
             members::members_of_users_in_range(&connection, "t", "u-1", "u-4", 3).unwrap();
         assert!(!complete, "four rows in range, three read");
+    }
+
+    /// A full Synchronize walks `directory::store::all_ids`, which reads a
+    /// secondary index in creation order: it must still hand out the
+    /// tenant's ids of that kind in the primary key's order, which is not
+    /// the order they were created in.
+    #[test]
+    fn every_id_of_a_kind_comes_in_the_primary_keys_order() {
+        let connection = Connection::open_in_memory().unwrap();
+        functions::register(&connection).unwrap();
+        schema::migrate(&connection).unwrap();
+        for (position, id) in ["u-c", "u-a", "u-é", "u-B", "u-b"].into_iter().enumerate() {
+            let created = Event::UserCreated(UserCreated {
+                user_id: id.to_owned(),
+                document: serde_json::from_value(serde_json::json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": format!("{position}-{id}@example.com"),
+                }))
+                .unwrap(),
+            });
+            let mut recorded = recorded(position as u64 + 1, &created);
+            recorded.stream = format!("user:{id}");
+            recorded.version = 1;
+            apply(&connection, &recorded, &created).unwrap();
+        }
+        let in_key_order: Vec<String> = connection
+            .prepare(
+                "SELECT id FROM scim_resources WHERE tenant_id = 't' AND kind = 'User' ORDER BY id",
+            )
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(in_key_order, ["u-B", "u-a", "u-b", "u-c", "u-é"]);
+        assert_eq!(
+            directory::store::all_ids(&connection, "t", directory::schema::ResourceKind::User)
+                .unwrap(),
+            in_key_order
+        );
+        assert!(
+            directory::store::all_ids(&connection, "other", directory::schema::ResourceKind::User)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -796,6 +796,18 @@ pub fn members_of_users_in_range(
     Ok((members, complete))
 }
 
+/// Whether any member of the tenant has left and is not purged yet (in
+/// its grace or past it): one probe of the status index.
+pub fn any_left(connection: &Connection, tenant: &str) -> Result<bool, ProjectionError> {
+    connection
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM members INDEXED BY members_by_status \
+             WHERE tenant_id = ?1 AND status = 'left')",
+        )
+        .and_then(|mut statement| statement.query_row(params![tenant], |row| row.get(0)))
+        .map_err(ProjectionError::storage("looking for left members"))
+}
+
 /// A member that left with this externalId and is still in its grace at
 /// `now` (the latest to leave, if several did).
 pub fn left_member_by_external_id(
@@ -806,14 +818,7 @@ pub fn left_member_by_external_id(
 ) -> Result<Option<MemberRow>, ProjectionError> {
     // Almost always there is none: a probe of the status index answers
     // that without the sort the full query sets up.
-    let any_left: bool = connection
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM members INDEXED BY members_by_status \
-             WHERE tenant_id = ?1 AND status = 'left')",
-        )
-        .and_then(|mut statement| statement.query_row(params![tenant], |row| row.get(0)))
-        .map_err(ProjectionError::storage("looking for left members"))?;
-    if !any_left {
+    if !any_left(connection, tenant)? {
         return Ok(None);
     }
     connection

@@ -441,7 +441,7 @@ pub(crate) fn decide_pending(
     // preview reads the ranges the run will.
     let users: Vec<String> = pending.users.iter().cloned().collect();
     for chunk in users.chunks(RunOptions::default().batch_users) {
-        let mut ahead = ReadAhead::read(connection, tenant, chunk)?;
+        let mut ahead = ReadAhead::read(connection, tenant, rules, chunk)?;
         for user in chunk {
             if let Some(effect) = plan::effect(connection, tenant, rules, user, &now, &mut ahead)? {
                 if effect.action.is_deprovisioning() {
@@ -762,7 +762,7 @@ impl Batches<'_> {
                 // Read ahead at the batch's start: an effect changes only
                 // its own user's member, and a restore's leaver is looked
                 // up as the effect is decided.
-                let mut ahead = ReadAhead::read(tx.connection(), &tenant_id, &batch)?;
+                let mut ahead = ReadAhead::read(tx.connection(), &tenant_id, &rules, &batch)?;
                 for user in &batch {
                     let Some(mut effect) = plan::effect(
                         tx.connection(),
@@ -789,6 +789,9 @@ impl Batches<'_> {
                         deferred.push((user.clone(), DeferReason::Rejected, reason.clone()));
                     }
                     counts.add(&effect);
+                    if matches!(effect.action, Action::Leave) {
+                        ahead.someone_left();
+                    }
                     let groups = group_causes.get(user).map_or(&[][..], Vec::as_slice);
                     let other = OtherCauses { groups, shared: &mut shared };
                     apply_effect(tx, &tenant_id, &rules, effect, now, &context, other)?;

@@ -316,21 +316,53 @@ pub(crate) const RESOURCE_COLUMNS: &str =
     "r.kind, r.id, r.external_id, r.document, r.created, r.last_modified, r.version";
 
 pub(crate) fn resource_from_row(row: &Row<'_>) -> rusqlite::Result<ResourceRow> {
+    unparsed_from_row(row)?.parse().map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, error.into())
+    })
+}
+
+/// A resource row whose document is still its stored JSON text: for a
+/// caller that parses many of them on more than one thread.
+#[derive(Debug, Clone)]
+pub struct UnparsedRow {
+    pub kind: ResourceKind,
+    pub id: String,
+    pub external_id: Option<String>,
+    pub document: String,
+    pub created: String,
+    pub last_modified: String,
+    pub version: u64,
+}
+
+impl UnparsedRow {
+    /// The row with its document parsed; the error says why it is not a
+    /// JSON object.
+    pub fn parse(&self) -> Result<ResourceRow, String> {
+        Ok(ResourceRow {
+            kind: self.kind,
+            id: self.id.clone(),
+            external_id: self.external_id.clone(),
+            document: serde_json::from_str(&self.document).map_err(|error| error.to_string())?,
+            created: self.created.clone(),
+            last_modified: self.last_modified.clone(),
+            version: self.version,
+        })
+    }
+}
+
+fn unparsed_from_row(row: &Row<'_>) -> rusqlite::Result<UnparsedRow> {
     let kind: String = row.get(0)?;
-    let document: String = row.get(3)?;
-    let conversion = |index: usize, message: String| {
-        rusqlite::Error::FromSqlConversionFailure(
-            index,
-            rusqlite::types::Type::Text,
-            message.into(),
-        )
-    };
-    Ok(ResourceRow {
-        kind: kind_from_name(&kind).ok_or_else(|| conversion(0, format!("unknown kind {kind}")))?,
+    Ok(UnparsedRow {
+        kind: kind_from_name(&kind).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                format!("unknown kind {kind}").into(),
+            )
+        })?,
         id: row.get(1)?,
         external_id: row.get(2)?,
-        document: serde_json::from_str(&document)
-            .map_err(|error| conversion(3, error.to_string()))?,
+        document: row.get(3)?,
         created: row.get(4)?,
         last_modified: row.get(5)?,
         version: row.get::<_, i64>(6)?.try_into().unwrap_or(0),
@@ -356,6 +388,7 @@ pub fn get(
 /// id order, at most `limit` of them: one range of the primary key, for a
 /// caller about to look up many ids of one sorted run (Synchronize reads
 /// its batch's users this way instead of one query each).
+/// Their documents are left as text ([`UnparsedRow::parse`]).
 pub fn in_id_range(
     connection: &Connection,
     tenant: &str,
@@ -363,7 +396,7 @@ pub fn in_id_range(
     first: &str,
     last: &str,
     limit: usize,
-) -> Result<Vec<ResourceRow>, ProjectionError> {
+) -> Result<Vec<UnparsedRow>, ProjectionError> {
     connection
         .prepare_cached(&format!(
             "SELECT {RESOURCE_COLUMNS} FROM scim_resources r \
@@ -374,7 +407,7 @@ pub fn in_id_range(
             statement
                 .query_map(
                     params![tenant, first, last, kind_name(kind), crate::sql_integer(limit as u64)],
-                    resource_from_row,
+                    unparsed_from_row,
                 )?
                 .collect()
         })
@@ -561,14 +594,21 @@ pub fn all_ids(
     tenant: &str,
     kind: ResourceKind,
 ) -> Result<Vec<String>, ProjectionError> {
-    connection
+    // From the creation-order index, which holds the primary key beside
+    // each entry: the table's own order would read every document's pages
+    // (48 MB at 100,000 users) to find 2.6 MB of ids. Sorted here, as
+    // SQLite sorts text (bytes), which is the order of `String`.
+    let mut ids: Vec<String> = connection
         .prepare_cached(
-            "SELECT id FROM scim_resources WHERE tenant_id = ?1 AND kind = ?2 ORDER BY id",
+            "SELECT id FROM scim_resources INDEXED BY scim_resources_in_order \
+             WHERE tenant_id = ?1 AND kind = ?2",
         )
         .and_then(|mut statement| {
             statement.query_map(params![tenant, kind_name(kind)], |row| row.get(0))?.collect()
         })
-        .map_err(ProjectionError::storage("listing resource ids"))
+        .map_err(ProjectionError::storage("listing resource ids"))?;
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// The ids of the resources of `kind` with this externalId.
