@@ -8,6 +8,7 @@
 //!     cargo run --release --example write_floor -- sync BEFORE.db AFTER.db
 //!     cargo run --release --example write_floor -- rebuild AFTER.db
 //!     cargo run --release --example write_floor -- parse DB
+//!     cargo run --release --example write_floor -- decode DB
 //!
 //! `sync`: a copy of BEFORE (a database before a Synchronize) receives
 //! what AFTER (the same database after it) gained: the events after
@@ -19,6 +20,9 @@
 //! fsync) and the checkpoint (the pages copied into the file and synced).
 //! `parse`: every user's stored document read and parsed as JSON, the
 //! part of deciding a user that no layout of the decision avoids.
+//! `decode`: every event read forward (as a fold reads it, re-hashed
+//! where the log does so) and decoded, nothing applied: the part of a
+//! rebuild or a cold as-of that no layout of the projections avoids.
 
 use std::path::Path;
 use std::time::Instant;
@@ -40,6 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (after.clone(), Some(head))
         }
         [mode, db] if mode == "parse" => return parse(Path::new(db)),
+        [mode, db] if mode == "decode" => return decode(Path::new(db)),
         [mode, after] if mode == "rebuild" => {
             let connection = Connection::open(&target)?;
             projections::functions::register(&connection)?;
@@ -48,7 +53,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => {
             return Err(
-                "usage: write_floor sync BEFORE.db AFTER.db | rebuild AFTER.db | parse DB".into()
+                "usage: write_floor sync BEFORE.db AFTER.db | rebuild AFTER.db | parse DB | decode DB"
+                    .into()
             );
         }
     };
@@ -83,6 +89,27 @@ fn parse(db: &Path) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "{users} user documents, {} MiB of JSON read and parsed in {:.2} s",
+        bytes / (1024 * 1024),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The floor under every fold: the log read forward and each event
+/// decoded, on one thread, as `replay::fold`'s reader does.
+fn decode(db: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use events::EventLog;
+    let started = Instant::now();
+    let store = rollcall::store::Store::open_read_only(db, events::sqlite::LogOptions::default())?;
+    let (mut count, mut bytes) = (0u64, 0usize);
+    for recorded in store.log().read_forward(0, None) {
+        let recorded = recorded?;
+        bytes += recorded.payload.len();
+        recorded.decode()?;
+        count += 1;
+    }
+    println!(
+        "{count} events, {} MiB of payloads read and decoded in {:.2} s",
         bytes / (1024 * 1024),
         started.elapsed().as_secs_f64()
     );

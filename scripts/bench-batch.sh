@@ -45,14 +45,16 @@ timed sync-noop sync --tenant bench
 timed rebuild rebuild
 # The floors (examples/write_floor.rs): storing only the rows the
 # Synchronize and the rebuild produced, durably, with nothing decided or
-# folded; and reading and parsing every user's document, which deciding
-# each user starts with.
+# folded; reading and parsing every user's document, which deciding
+# each user starts with; and reading and decoding every event, which any
+# fold (a rebuild, a cold as-of) starts with.
 cargo build --release --example write_floor 2>/dev/null
 floor=./target/release/examples/write_floor
 sync
 printf 'floor of sync:     %s\n' "$("$floor" sync "$dir/before.db" "$dir/bench.db" 2>/dev/null)"
 printf 'floor of rebuild:  %s\n' "$("$floor" rebuild "$dir/bench.db" 2>/dev/null)"
 printf 'floor of preview:  %s\n' "$("$floor" parse "$dir/before.db")"
+printf 'floor of a fold:   %s\n' "$("$floor" decode "$dir/bench.db")"
 python3 - "$dir/results" <<'PY'
 import sys
 times = dict(line.split() for line in open(sys.argv[1]))

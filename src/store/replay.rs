@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use events::{Event, EventLog, Position};
+use events::{Event, EventLog, Position, RecordedEvent};
 use projections::directory::query;
 use projections::directory::schema::ResourceKind;
 use projections::directory::store::{self as directory, ResourceRow};
@@ -56,11 +56,90 @@ fn prepare(connection: &Connection) -> Result<Vec<String>, Error> {
     Ok(projections::schema::migrate(connection)?)
 }
 
-/// Empty projection tables in memory.
+/// Empty projection tables in memory, without their secondary indexes
+/// (see [`without_indexes`]).
 pub fn scratch() -> Result<Connection, Error> {
     let connection = Connection::open_in_memory().map_err(storage("opening scratch tables"))?;
     prepare(&connection)?;
+    without_indexes(&connection, None)?;
     Ok(connection)
+}
+
+/// One secondary index of a folded table, as the schema declares it.
+struct Index {
+    name: String,
+    table: String,
+    /// The `CREATE INDEX` statement, as `sqlite_schema` keeps it.
+    sql: String,
+}
+
+/// The secondary indexes of every folded table, read once from the schema
+/// itself (`projections::schema::migrate` into an empty connection), so a
+/// new index needs no second list here.
+fn folded_indexes() -> Result<&'static [Index], Error> {
+    static INDEXES: std::sync::OnceLock<Vec<Index>> = std::sync::OnceLock::new();
+    if let Some(indexes) = INDEXES.get() {
+        return Ok(indexes);
+    }
+    let connection = Connection::open_in_memory().map_err(storage("opening scratch tables"))?;
+    prepare(&connection)?;
+    let tables = all_tables();
+    let mut statement = connection
+        .prepare(
+            "SELECT name, tbl_name, sql FROM sqlite_schema \
+             WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+        )
+        .map_err(storage("reading the projections' indexes"))?;
+    let indexes = statement
+        .query_map([], |row| Ok(Index { name: row.get(0)?, table: row.get(1)?, sql: row.get(2)? }))
+        .and_then(|rows| rows.collect::<Result<Vec<Index>, _>>())
+        .map_err(storage("reading the projections' indexes"))?
+        .into_iter()
+        .filter(|index| tables.contains(&index.table.as_str()))
+        .collect();
+    Ok(INDEXES.get_or_init(|| indexes))
+}
+
+/// Drops the secondary indexes of `tables` (of every folded table with
+/// `None`). A fold reads and writes its tables by primary key only; an
+/// index serves the readers after it, and one `CREATE INDEX` (a sort) at
+/// the end costs less than keeping it through every update of a fold
+/// (`perf` put half of a cold as-of in SQLite maintaining the member and
+/// directory tables and their indexes).
+fn without_indexes(connection: &Connection, tables: Option<&[&str]>) -> Result<(), Error> {
+    drop_indexes(connection, folded_indexes()?, tables).map_err(storage("dropping an index"))
+}
+
+/// Creates the secondary indexes of `tables` (of every folded table with
+/// `None`) that [`without_indexes`] dropped.
+fn with_indexes(connection: &Connection, tables: Option<&[&str]>) -> Result<(), Error> {
+    create_indexes(connection, folded_indexes()?, tables).map_err(storage("creating an index"))
+}
+
+fn drop_indexes(
+    connection: &Connection,
+    indexes: &[Index],
+    tables: Option<&[&str]>,
+) -> rusqlite::Result<()> {
+    for index in indexes {
+        if tables.is_none_or(|tables| tables.contains(&index.table.as_str())) {
+            connection.execute_batch(&format!("DROP INDEX IF EXISTS \"{}\"", index.name))?;
+        }
+    }
+    Ok(())
+}
+
+fn create_indexes(
+    connection: &Connection,
+    indexes: &[Index],
+    tables: Option<&[&str]>,
+) -> rusqlite::Result<()> {
+    for index in indexes {
+        if tables.is_none_or(|tables| tables.contains(&index.table.as_str())) {
+            connection.execute_batch(&index.sql)?;
+        }
+    }
+    Ok(())
 }
 
 /// Events folded per transaction: large enough that commits cost nothing,
@@ -76,9 +155,25 @@ pub struct Span<'t> {
     pub tenant: Option<&'t str>,
 }
 
-/// Folds the events of `span` into `connection` with `apply`, `FOLD_CHUNK_EVENTS` per transaction; `chunk_done`
-/// runs inside each transaction before it commits (a rebuild records its
-/// progress there) and `progress` after. Returns the last position folded.
+/// Events a fold's reader hands over at a time, and how many such batches
+/// it may hold ahead of the applying (a bound on memory: a few thousand
+/// decoded events).
+const READ_AHEAD_EVENTS: usize = 512;
+const READ_AHEAD_BATCHES: usize = 4;
+
+/// What the reader of a fold hands over: events read, re-hashed where the
+/// log does so, and decoded.
+type Decoded = Result<Vec<(RecordedEvent, Event)>, Error>;
+
+/// Folds the events of `span` into `connection` with `apply`,
+/// `FOLD_CHUNK_EVENTS` per transaction; `chunk_done` runs inside each
+/// transaction before it commits (a rebuild records its progress there) and
+/// `progress` after. Returns the last position folded.
+///
+/// Reading the log (and re-hashing what it reads) and decoding the
+/// payloads run on a thread of their own, a few batches ahead of this one,
+/// which only applies: in order, on the one connection, as before. On two
+/// cores the two halves overlap instead of adding up.
 pub fn fold(
     store: &Store,
     connection: &Connection,
@@ -88,24 +183,84 @@ pub fn fold(
     progress: &mut dyn FnMut(Position),
 ) -> Result<Position, Error> {
     let Span { after, until, tenant } = span;
+    let events = store.log().read_forward(after, tenant);
+    std::thread::scope(|scope| {
+        let (sender, batches) = std::sync::mpsc::sync_channel::<Decoded>(READ_AHEAD_BATCHES);
+        std::thread::Builder::new()
+            .name("rollcall-fold-read".to_owned())
+            .spawn_scoped(scope, move || read_ahead(events, until, &sender))
+            .map_err(|error| Error::Internal(format!("starting a fold's reader: {error}")))?;
+        // `batches` moves into the applying: when it stops early (an error),
+        // the reader's next send fails and it stops too.
+        apply_batches(connection, apply, batches, after, chunk_done, progress)
+    })
+}
+
+/// The reading half of [`fold`]: events after the span's start up to
+/// `until`, decoded, in batches. An error goes after the events before it,
+/// and ends the reading.
+fn read_ahead(
+    events: impl Iterator<Item = Result<RecordedEvent, events::LogError>>,
+    until: Position,
+    sender: &std::sync::mpsc::SyncSender<Decoded>,
+) {
+    let mut batch = Vec::with_capacity(READ_AHEAD_EVENTS);
+    for recorded in events {
+        let decoded = recorded.map_err(Error::from).and_then(|recorded| {
+            if recorded.position > until {
+                return Ok(None);
+            }
+            let event = recorded.decode()?;
+            Ok(Some((recorded, event)))
+        });
+        match decoded {
+            Ok(Some(pair)) => batch.push(pair),
+            Ok(None) => break,
+            Err(error) => {
+                if !batch.is_empty() && sender.send(Ok(std::mem::take(&mut batch))).is_err() {
+                    return;
+                }
+                let _ = sender.send(Err(error));
+                return;
+            }
+        }
+        if batch.len() == READ_AHEAD_EVENTS
+            && sender
+                .send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(READ_AHEAD_EVENTS))))
+                .is_err()
+        {
+            return;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = sender.send(Ok(batch));
+    }
+}
+
+/// The applying half of [`fold`].
+fn apply_batches(
+    connection: &Connection,
+    apply: projections::Apply,
+    batches: std::sync::mpsc::Receiver<Decoded>,
+    after: Position,
+    chunk_done: &mut dyn FnMut(&Connection, Position) -> Result<(), Error>,
+    progress: &mut dyn FnMut(Position),
+) -> Result<Position, Error> {
     let mut last = after;
     let mut in_chunk = 0u64;
     connection.execute_batch("BEGIN").map_err(storage("folding"))?;
     let folded = (|| {
-        for recorded in store.log().read_forward(after, tenant) {
-            let recorded = recorded?;
-            if recorded.position > until {
-                break;
-            }
-            let event: Event = recorded.decode()?;
-            apply(connection, &recorded, &event)?;
-            last = recorded.position;
-            in_chunk += 1;
-            if in_chunk == FOLD_CHUNK_EVENTS {
-                chunk_done(connection, last)?;
-                connection.execute_batch("COMMIT; BEGIN").map_err(storage("folding"))?;
-                progress(last);
-                in_chunk = 0;
+        for batch in batches {
+            for (recorded, event) in batch? {
+                apply(connection, &recorded, &event)?;
+                last = recorded.position;
+                in_chunk += 1;
+                if in_chunk == FOLD_CHUNK_EVENTS {
+                    chunk_done(connection, last)?;
+                    connection.execute_batch("COMMIT; BEGIN").map_err(storage("folding"))?;
+                    progress(last);
+                    in_chunk = 0;
+                }
             }
         }
         chunk_done(connection, last)
@@ -277,6 +432,9 @@ pub struct Folded {
 }
 
 impl Folded {
+    /// The tables its readers read.
+    const READS: &'static [&'static str] = &["scim_resources", "scim_members", "members"];
+
     /// How many users, groups and members the tenant had.
     pub fn counts(&self) -> Result<(u64, u64, u64), Error> {
         let count = |sql: &str| -> Result<u64, Error> {
@@ -372,6 +530,8 @@ pub fn as_of(
         Some((connection, through)) => {
             projections::functions::register(&connection)
                 .map_err(storage("registering SQL functions"))?;
+            // A snapshot from a build that folded with its indexes.
+            without_indexes(&connection, None)?;
             (connection, through)
         }
         None => (scratch()?, Through { position: 0, last_event: 0 }),
@@ -420,6 +580,9 @@ pub fn as_of(
         }
         fold_to(&scratch, through, position).map(drop)
     })?;
+    // The readers below are the live projections' own, and use their
+    // indexes; only the tables they read get theirs back.
+    with_indexes(&scratch, Some(Folded::READS))?;
     let recorded_at = match position {
         0 => None,
         position => store.log().read_at(position)?.map(|event| event.recorded_at),
@@ -504,6 +667,8 @@ pub fn rebuild(
         remove_scratch(&path);
         return rebuild(store, db, projections, max_events, progress);
     }
+    // Only the swap reads the scratch tables, each whole in key order.
+    without_indexes(&scratch, None)?;
     // Resume only a fold of this very log: the event it stopped at must
     // still be there with the same hash.
     let saved: Option<(i64, Vec<u8>)> = scratch
@@ -599,6 +764,11 @@ pub fn rebuild(
                 &mut record_progress,
                 &mut |_| {},
             )?;
+            // A bulk load: the tables refilled in key order without their
+            // secondary indexes, each index then built by one sort, instead
+            // of an insert into every index, all over it, per row.
+            let indexes = folded_indexes()?;
+            drop_indexes(&live, indexes, Some(&tables)).map_err(SwapError::Sql)?;
             for table in &tables {
                 let columns = columns(&live, table)?.join(", ");
                 live.execute_batch(&format!(
@@ -606,6 +776,7 @@ pub fn rebuild(
                 ))
                 .map_err(SwapError::Sql)?;
             }
+            create_indexes(&live, indexes, Some(&tables)).map_err(SwapError::Sql)?;
             for projection in projections {
                 live.execute("DELETE FROM main.projections_pending WHERE name = ?1", [projection])
                     .map_err(SwapError::Sql)?;

@@ -757,6 +757,22 @@ fn dump(db: &Path) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// Every index of the database, as its schema declares it.
+fn indexes(db: &std::path::Path) -> Vec<(String, String)> {
+    let connection = rusqlite::Connection::open(db).unwrap();
+    let mut statement = connection
+        .prepare(
+            "SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL \
+             ORDER BY name",
+        )
+        .unwrap();
+    statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_of_and_rebuilds_come_from_the_log_alone() {
     let server = TestServer::start().await;
@@ -976,10 +992,14 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
 
     // The live projections equal a refold; a rebuild changes no row.
     let original = dump(&db);
+    let original_indexes = indexes(&db);
+    assert!(original_indexes.len() > 5, "{original_indexes:?}");
     let checked = rollcall_ok(&db, &["verify", "--projections"]);
     assert!(stderr(&checked).contains("projections ok"), "{}", stderr(&checked));
     rollcall_ok(&db, &["rebuild"]);
     assert_eq!(dump(&db), original);
+    // A rebuild bulk-loads without the indexes, then makes every one again.
+    assert_eq!(indexes(&db), original_indexes);
 
     // A drifted table is named, and a rebuild of its projection repairs it.
     {
@@ -1009,6 +1029,7 @@ async fn as_of_and_rebuilds_come_from_the_log_alone() {
     );
     assert!(!rollcall::store::replay::scratch_path(&db).exists());
     assert_eq!(dump(&db), original);
+    assert_eq!(indexes(&db), original_indexes);
     // The server goes on reading and writing the rebuilt tables.
     idp.user("frank@example.com", "f").await;
     admin.sync().await;
