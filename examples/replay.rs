@@ -24,7 +24,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let log = match SqliteLog::open_read_only(&path, LogOptions::default()) {
+    // The key store beside it opens sealed values; without one, events
+    // with sealed values show as undecodable.
+    let keys = rollcall::store::keys::KeyStore::read_only(&path);
+    if let Err(error) = keys.bind(None) {
+        eprintln!("replay: {error}");
+        return ExitCode::from(2);
+    }
+    let options = LogOptions { keys: Some(std::sync::Arc::new(keys)), ..LogOptions::default() };
+    let log = match SqliteLog::open_read_only(&path, options) {
         Ok(log) => log,
         Err(error) => {
             eprintln!("replay: {error}");
@@ -45,7 +53,7 @@ fn main() -> ExitCode {
                 Ok(Actor::System) => "system".to_owned(),
                 Err(error) => format!("(unreadable metadata: {error})"),
             };
-        let decoded = if event.decode().is_ok() { "" } else { " (undecodable)" };
+        let decoded = if event.decode(log.keys()).is_ok() { "" } else { " (undecodable)" };
         println!(
             "{:>8}  {:<24}  {:<26}  {:<36}  {:<15}  {actor}{decoded}",
             event.position, event.recorded_at, event.tenant, event.stream, event.event_type

@@ -105,7 +105,7 @@ fn decode(db: &Path) -> Result<(), Box<dyn std::error::Error>> {
     for recorded in store.log().read_forward(0, None) {
         let recorded = recorded?;
         bytes += recorded.payload.len();
-        recorded.decode()?;
+        recorded.decode(store.keys())?;
         count += 1;
     }
     println!(

@@ -7,7 +7,10 @@
 //! finish). The copy is then checked on its own: `PRAGMA integrity_check`
 //! and a walk of every tenant's hash chain. The webhook delivery state
 //! beside the database (`<db>.deliveries`) is copied the same way to
-//! `FILE.deliveries`. The as-of snapshots are a cache and are not copied.
+//! `FILE.deliveries`, and then the key store (`<db>.keys`, which opens the
+//! sealed personal values) to `FILE.keys`: keep that copy on the key
+//! store's own, shorter schedule (docs/operations.md). The as-of snapshots
+//! are a cache and are not copied.
 //!
 //! `rollcall restore --from FILE` checks the backup the same way, keeps the
 //! database it replaces as `<db>.replaced-<time>`, and puts the backup in
@@ -27,6 +30,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::store::keys::KeyStore;
 
 /// A path beside `db`: `db` with `suffix` appended.
 fn beside(db: &Path, suffix: &str) -> PathBuf {
@@ -67,6 +71,8 @@ pub struct Checked {
     pub heads: Vec<crate::audit::ChainHead>,
     /// The delivery state copied beside it, if there was one.
     pub deliveries: Option<String>,
+    /// The key store copied beside it, if there was one.
+    pub keys: Option<String>,
     pub took_ms: u64,
 }
 
@@ -132,6 +138,7 @@ pub fn check(file: &Path, started: Instant) -> Result<Checked, Error> {
     }
     let heads = crate::audit::chain_heads(&report);
     let deliveries = beside(file, ".deliveries");
+    let keys = KeyStore::path_for(file);
     Ok(Checked {
         file: file.display().to_string(),
         bytes: std::fs::metadata(file).map(|metadata| metadata.len()).unwrap_or(0),
@@ -139,6 +146,7 @@ pub fn check(file: &Path, started: Instant) -> Result<Checked, Error> {
         events: report.events_checked,
         heads,
         deliveries: deliveries.is_file().then(|| deliveries.display().to_string()),
+        keys: keys.is_file().then(|| keys.display().to_string()),
         took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
 }
@@ -161,12 +169,19 @@ pub fn backup(db: &Path, to: &Path) -> Result<Checked, Error> {
     if deliveries.is_file() {
         vacuum_into(&deliveries, &beside(to, ".deliveries"), false)?;
     }
+    // After the database: every key its copy seals with was made before
+    // the event that used it, so the key store's copy holds it.
+    let keys = KeyStore::path_for(db);
+    if keys.is_file() {
+        vacuum_into(&keys, &KeyStore::path_for(to), false)?;
+    }
     match check(to, started) {
         Ok(checked) => Ok(checked),
         Err(error) => {
             // A copy that does not check is not a backup: leave none.
             let _ = std::fs::remove_file(to);
             let _ = std::fs::remove_file(beside(to, ".deliveries"));
+            let _ = std::fs::remove_file(KeyStore::path_for(to));
             Err(error)
         }
     }
@@ -247,6 +262,7 @@ pub fn restore(db: &Path, from: &Path) -> Result<Restored, Error> {
     if saved.is_file() {
         put_in_place(&saved, &deliveries)?;
     }
+    restore_keys(db, from, &stamp)?;
     // The as-of snapshots are of the database replaced.
     let snapshots = beside(db, ".as-of");
     if snapshots.is_dir() {
@@ -256,6 +272,48 @@ pub fn restore(db: &Path, from: &Path) -> Result<Restored, Error> {
         restored: check(db, started)?,
         replaced: replaced.map(|path| path.display().to_string()),
     })
+}
+
+/// The key store of a restored database. The live one, when it is this
+/// database's (the same `database_identity`), holds every key ever made
+/// (each before its first use; an erased one as a tombstone): it opens the
+/// older database as well and the erasures since the backup stay done, so
+/// it is kept, with any key of the backup's copy it lacks added. Another
+/// database's key store is set aside and the backup's put in its place.
+fn restore_keys(db: &Path, from: &Path, stamp: &str) -> Result<(), Error> {
+    let key_error = |error: events::seal::SealError| Error::Internal(error.to_string());
+    let live = KeyStore::path_for(db);
+    let saved = KeyStore::path_for(from);
+    let restored = {
+        let connection = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(storage(format!("opening {}", db.display())))?;
+        crate::store::identity(&connection)?
+    };
+    let live_of = KeyStore::database_of(&live).map_err(key_error)?;
+    if live.is_file() && live_of.is_some() && live_of == restored {
+        if saved.is_file() {
+            KeyStore::merge(&saved, &live).map_err(key_error)?;
+        }
+        return Ok(());
+    }
+    if live.is_file() {
+        checkpoint(&live)?;
+        set_aside(&live, Some(&beside(&live, &format!(".replaced-{stamp}"))))?;
+    }
+    if saved.is_file() {
+        checkpoint(&saved)?;
+        put_in_place(&saved, &live)?;
+    }
+    Ok(())
+}
+
+/// Folds an SQLite file's WAL into it, so the file alone is all of it.
+fn checkpoint(path: &Path) -> Result<(), Error> {
+    Connection::open(path)
+        .and_then(|connection| {
+            connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        })
+        .map_err(storage(format!("checkpointing {}", path.display())))
 }
 
 /// `serve --backup-dir DIR --backup-every D --backup-keep N`.
@@ -298,6 +356,7 @@ pub fn backup_into(db: &Path, schedule: &Schedule) -> Result<Checked, Error> {
     for old in found.iter().take(excess) {
         let _ = std::fs::remove_file(old);
         let _ = std::fs::remove_file(beside(old, ".deliveries"));
+        let _ = std::fs::remove_file(KeyStore::path_for(old));
     }
     Ok(checked)
 }

@@ -4,6 +4,7 @@
 //! These types are storage-neutral: the SQLite log and any later backend
 //! speak them. They carry no typed payload; see [`crate::event`] for that.
 
+use crate::seal::{self, Binding, Keyring, Opened, SealError, SubjectKey};
 use serde::{Deserialize, Serialize};
 
 /// The tenant whose chain holds workspace-wide events, such as the creation
@@ -194,9 +195,10 @@ impl RecordedEvent {
         }
     }
 
-    /// Decodes the typed payload, upcasting an older schema version.
-    pub fn decode(&self) -> Result<crate::Event, crate::DecodeError> {
-        self.as_ref().decode()
+    /// Decodes the typed payload, upcasting an older schema version and
+    /// opening sealed personal values with `keys`.
+    pub fn decode(&self, keys: &dyn Keyring) -> Result<crate::Event, crate::DecodeError> {
+        self.as_ref().decode(keys)
     }
 
     /// Whether the stored hash matches the stored bytes and `prev_hash`.
@@ -204,7 +206,20 @@ impl RecordedEvent {
         self.as_ref().hash_is_consistent()
     }
 
-    /// Parses the metadata JSON.
+    /// The metadata, its request body opened with `keys` where sealed.
+    pub fn metadata_opened(&self, keys: &dyn Keyring) -> Result<Metadata, crate::DecodeError> {
+        self.as_ref().metadata_opened(keys)
+    }
+
+    /// The payload as JSON, its sealed values opened with `keys`.
+    pub fn payload_opened(
+        &self,
+        keys: &dyn Keyring,
+    ) -> Result<serde_json::Value, crate::DecodeError> {
+        self.as_ref().payload_opened(keys)
+    }
+
+    /// Parses the metadata JSON (a sealed request body stays sealed).
     pub fn metadata(&self) -> Result<Metadata, crate::DecodeError> {
         serde_json::from_str(&self.metadata).map_err(|source| crate::DecodeError::Metadata {
             position: self.position,
@@ -250,8 +265,89 @@ impl EventRef<'_> {
         self.canonical().chain_hash(self.prev_hash) == *self.hash
     }
 
-    /// Decodes the typed payload, upcasting an older schema version.
-    pub fn decode(&self) -> Result<crate::Event, crate::DecodeError> {
-        crate::Event::decode(self.event_type, self.schema_version, self.payload, self.recorded_at)
+    /// Decodes the typed payload, upcasting an older schema version and
+    /// opening sealed personal values with `keys`.
+    pub fn decode(&self, keys: &dyn Keyring) -> Result<crate::Event, crate::DecodeError> {
+        let opener = crate::event::Opener {
+            keys,
+            tenant: self.tenant,
+            stream: self.stream,
+            version: self.version,
+        };
+        crate::Event::decode_opened(
+            self.event_type,
+            self.schema_version,
+            self.payload,
+            self.recorded_at,
+            Some(opener),
+        )
+    }
+
+    /// The payload as JSON, its sealed values opened with `keys`.
+    pub fn payload_opened(
+        &self,
+        keys: &dyn Keyring,
+    ) -> Result<serde_json::Value, crate::DecodeError> {
+        let opener = crate::event::Opener {
+            keys,
+            tenant: self.tenant,
+            stream: self.stream,
+            version: self.version,
+        };
+        crate::Event::open_payload(self.event_type, self.schema_version, self.payload, opener)
+    }
+
+    /// The metadata, its request body opened with `keys` where it is
+    /// sealed (an erased one reads as [`crate::event::ERASED`]).
+    pub fn metadata_opened(&self, keys: &dyn Keyring) -> Result<Metadata, crate::DecodeError> {
+        let mut metadata: Metadata = serde_json::from_str(self.metadata).map_err(|source| {
+            crate::DecodeError::Metadata { position: self.position, message: source.to_string() }
+        })?;
+        let Some(body) = metadata.request.as_mut().and_then(|request| request.body.as_mut()) else {
+            return Ok(metadata);
+        };
+        if seal::sealed_key(body).is_none() {
+            return Ok(metadata);
+        }
+        let binding = Binding {
+            tenant: self.tenant,
+            stream: self.stream,
+            version: self.version,
+            field: REQUEST_BODY,
+        };
+        *body = match seal::open(keys, binding, body) {
+            Ok(Opened::Value(value)) => value,
+            Ok(Opened::Erased) => serde_json::Value::String(crate::event::ERASED.to_owned()),
+            Err(error) => {
+                return Err(crate::DecodeError::Metadata {
+                    position: self.position,
+                    message: error.to_string(),
+                });
+            }
+        };
+        Ok(metadata)
+    }
+}
+
+/// The field a recorded request body is bound to when sealed.
+const REQUEST_BODY: &str = "metadata.request.body";
+
+impl CommandContext {
+    /// This context with its request body (if any) sealed under `key` for
+    /// the event at `version` of `stream`: the first event of the command,
+    /// the only one whose metadata records the body.
+    pub fn with_sealed_body(
+        &self,
+        key: &SubjectKey,
+        tenant: &str,
+        stream: &str,
+        version: u64,
+    ) -> Result<CommandContext, SealError> {
+        let mut context = self.clone();
+        if let Some(body) = context.request.as_mut().and_then(|request| request.body.as_mut()) {
+            let binding = Binding { tenant, stream, version, field: REQUEST_BODY };
+            *body = seal::seal(key, binding, &body.to_string())?;
+        }
+        Ok(context)
     }
 }

@@ -120,4 +120,13 @@ pub enum DecodeError {
     Payload { event_type: String, schema_version: u32, message: String },
     #[error("metadata of position {position} does not decode: {message}")]
     Metadata { position: Position, message: String },
+    /// A sealed personal value that does not open: no key store was
+    /// given, its key is missing from it, or the value was edited or moved.
+    #[error("{event_type} v{schema_version}: {source}")]
+    Sealed {
+        event_type: String,
+        schema_version: u32,
+        #[source]
+        source: crate::seal::SealError,
+    },
 }

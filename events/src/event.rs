@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::seal::{self, Binding, Keyring, Opened, SealError, SubjectKey};
 use crate::{DecodeError, NewEvent};
 
 /// What a bearer token may do. Each scope opens one family of routes.
@@ -537,6 +538,10 @@ macro_rules! events {
                 match self { $(Event::$name(payload) => serde_json::to_string(payload),)* }
             }
 
+            fn payload_value(&self) -> Result<Value, serde_json::Error> {
+                match self { $(Event::$name(payload) => serde_json::to_value(payload),)* }
+            }
+
             fn from_current_value(event_type: &str, payload: Value) -> Result<Event, serde_json::Error> {
                 match event_type {
                     $(stringify!($name) => serde_json::from_value(payload).map(Event::$name),)*
@@ -560,8 +565,8 @@ events! {
     TokenRevoked = 1,
     ClientRegistered = 1,
     ClientRevoked = 1,
-    UserCreated = 1,
-    UserUpdated = 1,
+    UserCreated = 2,
+    UserUpdated = 2,
     UserDeactivated = 1,
     UserReactivated = 1,
     UserDeleted = 1,
@@ -574,16 +579,16 @@ events! {
     AttributeMappingChanged = 1,
     RoleBindingChanged = 1,
     ScheduleChanged = 1,
-    MemberJoined = 1,
-    MemberUpdated = 1,
+    MemberJoined = 2,
+    MemberUpdated = 2,
     MemberRolesChanged = 1,
     MemberDisabled = 1,
     MemberEnabled = 1,
     MemberLeft = 1,
-    MemberRestored = 1,
+    MemberRestored = 2,
     MemberPurged = 1,
-    MemberAppPropertiesChanged = 1,
-    MemberChangeDeferred = 1,
+    MemberAppPropertiesChanged = 2,
+    MemberChangeDeferred = 2,
     SyncStarted = 1,
     SyncBatchApplied = 1,
     SyncCompleted = 1,
@@ -598,12 +603,112 @@ events! {
     WebhookDeleted = 1,
 }
 
+/// The fields of each event type that hold personal values, as paths
+/// into its payload (`change.body`: the member `body` of the object
+/// `change`), and the schema version from which the log stores them
+/// sealed (`crate::seal`). That version differs from the one before it in
+/// form only. Everything else stays in clear: ids, types, times, roles,
+/// statuses, which group: the facts an auditor reads after an erasure.
+const PERSONAL: &[(&str, u32, &[&str])] = &[
+    ("UserCreated", 2, &["document"]),
+    ("UserUpdated", 2, &["change.body", "change.operations", "document"]),
+    ("MemberJoined", 2, &["external_id", "user_name", "properties"]),
+    ("MemberUpdated", 2, &["changes", "user_name", "external_id"]),
+    ("MemberRestored", 2, &["user_name"]),
+    ("MemberAppPropertiesChanged", 2, &["changes"]),
+    ("MemberChangeDeferred", 2, &["detail"]),
+];
+
+/// What a personal value reads as once its key is destroyed.
+pub const ERASED: &str = "[erased]";
+
+fn personal(event_type: &str) -> Option<(u32, &'static [&'static str])> {
+    PERSONAL.iter().find(|(name, ..)| *name == event_type).map(|(_, from, fields)| (*from, *fields))
+}
+
+/// The field as the associated data names it.
+fn payload_field(path: &str) -> String {
+    format!("payload.{path}")
+}
+
+/// The value at `path` (`a.b`: member `b` of object `a`), if there.
+fn at_path<'v>(value: &'v mut Value, path: &str) -> Option<&'v mut Value> {
+    path.split('.').try_fold(value, |value, member| value.as_object_mut()?.get_mut(member))
+}
+
+/// What an erased field reads as: a value of the field's own type, so
+/// the event still decodes and folds.
+fn erased_value(path: &str) -> Value {
+    match path {
+        "document" => serde_json::json!({ "userName": ERASED }),
+        "properties" | "changes" => Value::Object(serde_json::Map::new()),
+        "external_id" => Value::Null,
+        _ => Value::String(ERASED.to_owned()),
+    }
+}
+
+/// The person whose values an event holds: its personal fields are sealed
+/// with that subject's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject<'e> {
+    /// A SCIM user, by id: the subject itself.
+    User(&'e str),
+    /// A member, by id: sealed with the key of the user behind it.
+    Member(&'e str),
+}
+
+/// How to open the sealed values of one stored event.
+#[derive(Clone, Copy)]
+pub struct Opener<'a> {
+    pub keys: &'a dyn Keyring,
+    pub tenant: &'a str,
+    pub stream: &'a str,
+    /// The event's version in its stream.
+    pub version: u64,
+}
+
+impl std::fmt::Debug for Opener<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Opener")
+            .field("tenant", &self.tenant)
+            .field("stream", &self.stream)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Event {
-    /// The bytes the log stores for this event.
+    /// The subject whose personal values this event holds, if any.
+    pub fn subject(&self) -> Option<Subject<'_>> {
+        match self {
+            Event::UserCreated(UserCreated { user_id, .. })
+            | Event::UserUpdated(UserUpdated { user_id, .. })
+            | Event::MemberJoined(MemberJoined { user_id, .. })
+            | Event::MemberRestored(MemberRestored { user_id, .. })
+            | Event::MemberChangeDeferred(MemberChangeDeferred { user_id, .. }) => {
+                Some(Subject::User(user_id))
+            }
+            Event::MemberUpdated(MemberUpdated { member_id, .. })
+            | Event::MemberAppPropertiesChanged(MemberAppPropertiesChanged { member_id, .. }) => {
+                Some(Subject::Member(member_id))
+            }
+            _ => None,
+        }
+    }
+
+    /// The bytes the log stores for this event, every value in clear: the
+    /// form of events recorded before sealing (a type with personal
+    /// fields gets the version before its sealed one). The application
+    /// records through [`Event::encode_sealed`].
     pub fn encode(&self) -> NewEvent {
+        let schema_version = match personal(self.event_type()) {
+            Some((sealed_from, _)) => sealed_from - 1,
+            None => self.schema_version(),
+        };
         NewEvent {
             event_type: self.event_type().to_owned(),
-            schema_version: self.schema_version(),
+            schema_version,
             // Payload structs hold only strings, numbers, options and enums:
             // serialising them cannot fail, but the fallback keeps a bug
             // visible instead of panicking the writer.
@@ -613,13 +718,113 @@ impl Event {
         }
     }
 
+    /// The bytes the log stores for this event as the `version`th of
+    /// `stream`, its personal values (if any) sealed under `key` and bound
+    /// to that place.
+    pub fn encode_sealed(
+        &self,
+        key: &SubjectKey,
+        tenant: &str,
+        stream: &str,
+        version: u64,
+    ) -> Result<NewEvent, SealError> {
+        let Some((sealed_from, fields)) = personal(self.event_type()) else {
+            return Ok(self.encode());
+        };
+        let mut value = self.payload_value().map_err(|_| SealError::Malformed("unencodable"))?;
+        for path in fields {
+            let Some(field) = at_path(&mut value, path).filter(|field| !field.is_null()) else {
+                continue;
+            };
+            let field_name = payload_field(path);
+            let binding = Binding { tenant, stream, version, field: &field_name };
+            *field = seal::seal(key, binding, &field.to_string())?;
+        }
+        Ok(NewEvent {
+            event_type: self.event_type().to_owned(),
+            schema_version: sealed_from,
+            payload: value.to_string(),
+        })
+    }
+
+    /// Opens the sealed fields of a stored payload in place; an erased
+    /// one gets [`erased_value`].
+    fn open_fields(
+        fields: &[&str],
+        value: &mut Value,
+        opener: Opener<'_>,
+    ) -> Result<(), SealError> {
+        for path in fields {
+            let Some(field) = at_path(value, path).filter(|field| !field.is_null()) else {
+                continue;
+            };
+            if seal::sealed_key(field).is_none() {
+                return Err(SealError::InClear);
+            }
+            let field_name = payload_field(path);
+            let binding = Binding {
+                tenant: opener.tenant,
+                stream: opener.stream,
+                version: opener.version,
+                field: &field_name,
+            };
+            *field = match seal::open(opener.keys, binding, field)? {
+                Opened::Value(value) => value,
+                Opened::Erased => erased_value(path),
+            };
+        }
+        Ok(())
+    }
+
+    /// A stored payload as JSON, its sealed values opened (an erased one as
+    /// the value [`ERASED`] stands for), for readers that show the payload
+    /// itself rather than the typed event: the history, the ledger.
+    pub fn open_payload(
+        event_type: &str,
+        schema_version: u32,
+        payload: &str,
+        opener: Opener<'_>,
+    ) -> Result<Value, DecodeError> {
+        let mut value: Value =
+            serde_json::from_str(payload).map_err(|error| DecodeError::Payload {
+                event_type: event_type.to_owned(),
+                schema_version,
+                message: error.to_string(),
+            })?;
+        if let Some((_, fields)) = personal(event_type).filter(|(from, _)| schema_version >= *from)
+        {
+            Event::open_fields(fields, &mut value, opener).map_err(|source| {
+                DecodeError::Sealed { event_type: event_type.to_owned(), schema_version, source }
+            })?;
+        }
+        Ok(value)
+    }
+
+    /// Whether a stored payload of this type and version holds sealed values.
+    pub fn is_sealed(event_type: &str, schema_version: u32) -> bool {
+        personal(event_type).is_some_and(|(from, _)| schema_version >= from)
+    }
+
     /// Reads a stored payload, upcasting it from an older schema version.
     /// `recorded_at` is the event's envelope time, which some upcasts need.
+    /// A payload with sealed values fails to decode here: see
+    /// [`Event::decode_opened`].
     pub fn decode(
         event_type: &str,
         schema_version: u32,
         payload: &str,
         recorded_at: &str,
+    ) -> Result<Event, DecodeError> {
+        Event::decode_opened(event_type, schema_version, payload, recorded_at, None)
+    }
+
+    /// [`Event::decode`], opening sealed personal values with `opener`.
+    pub fn decode_opened(
+        event_type: &str,
+        schema_version: u32,
+        payload: &str,
+        recorded_at: &str,
+        opener: Option<Opener<'_>>,
     ) -> Result<Event, DecodeError> {
         let known = Event::current_version(event_type)
             .ok_or_else(|| DecodeError::UnknownType { event_type: event_type.to_owned() })?;
@@ -628,11 +833,6 @@ impl Event {
             schema_version,
             message,
         };
-        if schema_version == known {
-            // The common case skips the intermediate `Value`.
-            return Event::from_current_str(event_type, payload)
-                .map_err(|error| payload_error(error.to_string()));
-        }
         if schema_version > known || schema_version == 0 {
             return Err(DecodeError::FutureVersion {
                 event_type: event_type.to_owned(),
@@ -640,8 +840,28 @@ impl Event {
                 known,
             });
         }
+        let sealed = personal(event_type);
+        let in_clear_form = match sealed {
+            // The version before the sealed one has the same shape.
+            Some((sealed_from, _)) => schema_version + 1 == sealed_from && sealed_from == known,
+            None => false,
+        };
+        if schema_version == known && sealed.is_none() || in_clear_form {
+            // The common case skips the intermediate `Value`.
+            return Event::from_current_str(event_type, payload)
+                .map_err(|error| payload_error(error.to_string()));
+        }
         let mut value: Value =
             serde_json::from_str(payload).map_err(|error| payload_error(error.to_string()))?;
+        if let Some((_, fields)) = sealed.filter(|(from, _)| schema_version >= *from) {
+            let sealed_error = |source: SealError| DecodeError::Sealed {
+                event_type: event_type.to_owned(),
+                schema_version,
+                source,
+            };
+            let opener = opener.ok_or_else(|| sealed_error(SealError::NoKeyring))?;
+            Event::open_fields(fields, &mut value, opener).map_err(sealed_error)?;
+        }
         let mut version = schema_version;
         while version < known {
             value = upcast(event_type, version, value, recorded_at).map_err(payload_error)?;
@@ -656,6 +876,14 @@ impl Event {
 /// `from + 1`. One arm per historical change, kept forever.
 fn upcast(event_type: &str, from: u32, payload: Value, recorded_at: &str) -> Result<Value, String> {
     match (event_type, from) {
+        // The sealed version of a type with personal fields differs from
+        // the one before only in how those are stored; opened, they are
+        // the same payload.
+        (event_type, from)
+            if personal(event_type).is_some_and(|(sealed, _)| from + 1 == sealed) =>
+        {
+            Ok(payload)
+        }
         // TokenIssued v1 stored a relative lifetime (`ttl_days`). A relative
         // lifetime means something only together with the envelope's
         // recorded-at, and every reader had to redo that sum; v2 stores the
@@ -739,6 +967,124 @@ mod tests {
             let decoded = Event::decode("TokenIssued", 1, &v1, "2026-03-01T10:00:00.000Z");
             assert!(matches!(decoded, Err(DecodeError::Payload { .. })), "{days}: {decoded:?}");
         }
+    }
+
+    struct Keys(std::collections::HashMap<u64, seal::KeyState>);
+
+    impl Keyring for Keys {
+        fn key(&self, id: u64) -> Result<seal::KeyState, SealError> {
+            self.0.get(&id).cloned().ok_or(SealError::MissingKey(id))
+        }
+    }
+
+    fn keyring(state: Option<&std::sync::Arc<SubjectKey>>) -> Keys {
+        let state = match state {
+            Some(key) => seal::KeyState::Live(std::sync::Arc::clone(key)),
+            None => seal::KeyState::Erased,
+        };
+        Keys([(5, state)].into_iter().collect())
+    }
+
+    fn personal_events() -> Vec<Event> {
+        let document: ScimDocument = serde_json::from_value(serde_json::json!({
+            "userName": "alice@example.com", "name": {"givenName": "Alice"}, "active": true
+        }))
+        .unwrap();
+        vec![
+            Event::UserCreated(UserCreated {
+                user_id: "u1".to_owned(),
+                document: document.clone(),
+            }),
+            Event::UserUpdated(UserUpdated {
+                user_id: "u1".to_owned(),
+                change: ScimChange::Patch {
+                    operations: serde_json::json!([{"op": "replace", "value": {"title": "CEO Alice"}}]),
+                },
+                document,
+            }),
+            Event::MemberJoined(MemberJoined {
+                member_id: "m1".to_owned(),
+                user_id: "u1".to_owned(),
+                external_id: None,
+                user_name: "alice@example.com".to_owned(),
+                properties: serde_json::from_value(
+                    serde_json::json!({"email": "alice@example.com"}),
+                )
+                .unwrap(),
+                roles: vec!["admin".to_owned()],
+            }),
+        ]
+    }
+
+    #[test]
+    fn personal_values_are_stored_sealed_and_read_back_opened() {
+        let key = std::sync::Arc::new(SubjectKey::new(5, &[7u8; 32]).unwrap());
+        let keys = keyring(Some(&key));
+        for (index, event) in personal_events().into_iter().enumerate() {
+            let version = index as u64 + 1;
+            let stored = event.encode_sealed(&key, "t1", "user:u1", version).unwrap();
+            assert_eq!(stored.schema_version, 2, "{}", stored.event_type);
+            assert!(!stored.payload.contains("lice"), "{}", stored.payload);
+            // The facts stay in clear.
+            assert!(stored.payload.contains("\"u1\""), "{}", stored.payload);
+            let opener = Opener { keys: &keys, tenant: "t1", stream: "user:u1", version };
+            let decoded =
+                Event::decode_opened(&stored.event_type, 2, &stored.payload, "", Some(opener));
+            assert_eq!(decoded, Ok(event.clone()));
+            // Moved to another event of the stream, it does not open.
+            let moved = Opener { version: version + 1, ..opener };
+            assert!(matches!(
+                Event::decode_opened(&stored.event_type, 2, &stored.payload, "", Some(moved)),
+                Err(DecodeError::Sealed { source: SealError::Tampered(5), .. })
+            ));
+            // Without a key store it does not decode at all.
+            assert!(matches!(
+                Event::decode(&stored.event_type, 2, &stored.payload, ""),
+                Err(DecodeError::Sealed { source: SealError::NoKeyring, .. })
+            ));
+            // The clear form of earlier builds still decodes, without keys.
+            let clear = event.encode();
+            assert_eq!(clear.schema_version, 1);
+            assert_eq!(Event::decode(&clear.event_type, 1, &clear.payload, ""), Ok(event));
+        }
+    }
+
+    #[test]
+    fn an_erased_subjects_values_read_as_erased_and_its_facts_stay() {
+        let key = std::sync::Arc::new(SubjectKey::new(5, &[7u8; 32]).unwrap());
+        let erased = keyring(None);
+        let opener = Opener { keys: &erased, tenant: "t1", stream: "member:m1", version: 1 };
+        let events = personal_events();
+        let stored = events[2].encode_sealed(&key, "t1", "member:m1", 1).unwrap();
+        let decoded =
+            Event::decode_opened(&stored.event_type, 2, &stored.payload, "", Some(opener));
+        let Ok(Event::MemberJoined(joined)) = decoded else {
+            unreachable!("expected a MemberJoined, got {decoded:?}");
+        };
+        assert_eq!(joined.user_name, ERASED);
+        assert!(joined.properties.is_empty());
+        assert_eq!((joined.member_id.as_str(), joined.roles), ("m1", vec!["admin".to_owned()]));
+        let opener = Opener { stream: "user:u1", ..opener };
+        let stored = events[1].encode_sealed(&key, "t1", "user:u1", 1).unwrap();
+        let decoded =
+            Event::decode_opened(&stored.event_type, 2, &stored.payload, "", Some(opener));
+        let Ok(Event::UserUpdated(updated)) = decoded else {
+            unreachable!("expected a UserUpdated, got {decoded:?}");
+        };
+        // How it was changed stays; what it was changed to is gone.
+        assert_eq!(updated.change, ScimChange::Patch { operations: Value::from(ERASED) });
+        assert_eq!(updated.document.get("userName"), Some(&Value::from(ERASED)));
+    }
+
+    #[test]
+    fn a_personal_value_in_clear_in_a_sealed_version_is_an_error() {
+        let keys = keyring(None);
+        let opener = Opener { keys: &keys, tenant: "t1", stream: "user:u1", version: 1 };
+        let clear = personal_events()[0].encode();
+        assert!(matches!(
+            Event::decode_opened("UserCreated", 2, &clear.payload, "", Some(opener)),
+            Err(DecodeError::Sealed { source: SealError::InClear, .. })
+        ));
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod event;
 pub mod hash;
 pub mod histogram;
 pub mod log;
+pub mod seal;
 pub mod sqlite;
 pub mod time;
 
@@ -78,7 +79,7 @@ pub use envelope::{
     RecordedEvent, RequestRecord, SYSTEM_TENANT,
 };
 pub use error::{AppendError, DecodeError, ExecuteError, LogError, NestedError};
-pub use event::Event;
+pub use event::{Event, Subject};
 pub use hash::{ChainHash, ZERO_HASH};
 pub use log::{
     ChainHead, EventLog, LogTransaction, Pending, VerifyFailure, VerifyProblem, VerifyReport,

@@ -2,10 +2,11 @@
 //!
 //! Projection tables hold nothing the log does not: dropping them and
 //! folding the log again must give the same rows. The exceptions are
-//! `token_usage`, `request_log`, `audit_snapshot_key` and the `console_*`
-//! tables, operational state (when a token was last used; each SCIM
-//! request as answered, failures included; the as-of cache's signing key;
-//! console sessions and the last chain check) that is
+//! `token_usage`, `request_log`, `audit_snapshot_key`, `database_identity`,
+//! `subject_keys` and the `console_*` tables, operational state (when a
+//! token was last used; each SCIM request as answered, failures included;
+//! the as-of cache's signing key; which database this is and which key
+//! seals whose values; console sessions and the last chain check) that is
 //! deliberately not an event: recording every request in the log would
 //! drown the facts auditors need. A rebuild leaves them alone.
 
@@ -117,6 +118,28 @@ CREATE TABLE IF NOT EXISTS audit_snapshot_key (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     key BLOB NOT NULL CHECK (length(key) = 32)
 ) STRICT;
+
+-- This database's identity (one row, random, made once). The key store
+-- beside the database records it, so a key store of another database is
+-- never sealed with or restored over this one.
+CREATE TABLE IF NOT EXISTS database_identity (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    identity TEXT NOT NULL
+) STRICT;
+
+-- Which data key seals each subject's personal values (issue 21): the
+-- key's id in the key store beside the database (`<db>.keys`), never the
+-- key. Written by the write path in the transaction that first seals
+-- with the key, so the highest id here is the last one handed out and
+-- ids are never reused; `erased_at` is set by an erasure. Not folded
+-- (the ids are in the sealed values themselves): a rebuild leaves it.
+CREATE TABLE IF NOT EXISTS subject_keys (
+    tenant_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    key_id INTEGER NOT NULL UNIQUE,
+    erased_at TEXT,
+    PRIMARY KEY (tenant_id, user_id)
+) STRICT, WITHOUT ROWID;
 
 -- The SCIM directory. `name` is the unique name (a User's userName, a
 -- Group's displayName); `name_key` its Unicode-folded form, unique per

@@ -77,6 +77,7 @@ fn document_matches(document: &Value, wanted: &str) -> bool {
 /// Finds the users and members the subject names, then reads their streams.
 pub fn history(store: &Store, tenant_id: &str, subject: &Subject) -> Result<History, Error> {
     let log = store.log();
+    let keys = store.keys();
     let mut users: BTreeSet<String> = BTreeSet::new();
     let mut members: BTreeSet<String> = BTreeSet::new();
     // Which users stood behind which members: a restored member links the
@@ -99,24 +100,27 @@ pub fn history(store: &Store, tenant_id: &str, subject: &Subject) -> Result<Hist
                     users.insert(user_id.to_owned());
                     return Ok(());
                 }
-                if needle
-                    .as_ref()
-                    .is_some_and(|needle| !event.payload.to_lowercase().contains(needle.as_str()))
+                // A sealed payload names nobody in its bytes: only opened
+                // can it be matched.
+                let sealed = Event::is_sealed(event.event_type, event.schema_version);
+                if !sealed
+                    && needle.as_ref().is_some_and(|needle| {
+                        !event.payload.to_lowercase().contains(needle.as_str())
+                    })
                 {
                     return Ok(());
                 }
-                #[derive(serde::Deserialize)]
-                struct WithDocument {
-                    document: Value,
-                }
-                let Ok(WithDocument { document }) = serde_json::from_str(event.payload) else {
+                let Ok(payload) = event.payload_opened(keys) else {
                     return Ok(());
                 };
-                if document_matches(&document, wanted) {
+                let Some(document) = payload.get("document") else {
+                    return Ok(());
+                };
+                if document_matches(document, wanted) {
                     users.insert(user_id.to_owned());
                 }
             }
-            "MemberJoined" | "MemberRestored" => match event.decode()? {
+            "MemberJoined" | "MemberRestored" => match event.decode(keys)? {
                 Event::MemberJoined(joined) => links.push((joined.member_id, joined.user_id)),
                 Event::MemberRestored(restored) => {
                     links.push((restored.member_id, restored.user_id))
@@ -167,11 +171,10 @@ pub fn history(store: &Store, tenant_id: &str, subject: &Subject) -> Result<Hist
     let mut documents: HashMap<String, Value> = HashMap::new();
     let mut entries = Vec::with_capacity(recorded.len());
     for event in recorded {
-        let metadata: events::Metadata =
-            serde_json::from_str(&event.metadata).map_err(|error| {
-                Error::Internal(format!("an event's metadata does not decode: {error}"))
-            })?;
-        let mut payload: Value = serde_json::from_str(&event.payload).map_err(|error| {
+        let metadata = event.metadata_opened(keys).map_err(|error| {
+            Error::Internal(format!("an event's metadata does not decode: {error}"))
+        })?;
+        let mut payload = event.payload_opened(keys).map_err(|error| {
             Error::Internal(format!("an event's payload does not decode: {error}"))
         })?;
         let mut changes = None;

@@ -73,7 +73,7 @@ pub fn request(store: &Store, tenant_id: &str, request_id: &str) -> Result<Reque
         if !event.metadata.contains(request_id) {
             return Ok(());
         }
-        let metadata: Metadata = serde_json::from_str(event.metadata).map_err(|error| {
+        let metadata: Metadata = event.metadata_opened(store.keys()).map_err(|error| {
             Error::Internal(format!("an event's metadata does not decode: {error}"))
         })?;
         if metadata.request_id.as_deref() != Some(request_id) {

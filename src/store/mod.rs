@@ -11,14 +11,17 @@
 //! they belong to the store because opening a file that a later build
 //! gave a new projection folds it here, before anything reads it.
 
+pub mod keys;
 pub mod replay;
 pub mod snapshots;
 
 use std::path::Path;
+use std::sync::Arc;
 
+use events::seal::{KeySource, KeyState, Keyring, SealError, SubjectKey};
 use events::sqlite::{LogOptions, SqliteLog, SqliteTx};
 use events::{CommandContext, Event, ExpectedVersion, LogTransaction, Pending, RecordedEvent};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::Error;
 
@@ -36,14 +39,18 @@ impl Store {
     /// already holds events: it is folded from the log here, once, before
     /// anything can read it (an interrupted fold resumes at the next open).
     pub fn open(path: &Path, options: LogOptions) -> Result<Store, Error> {
+        let keys = Arc::new(keys::KeyStore::new(path));
+        let options = LogOptions { keys: Some(keys.clone()), ..options };
         let log = SqliteLog::open(path, with_functions(options))?;
-        let pending = log
+        let (pending, identity) = log
             .execute(|tx| {
                 let pending = projections::schema::migrate(tx.connection())?;
                 crate::store::snapshots::ensure_key(tx.connection())?;
-                Ok::<_, Error>(pending)
+                let identity = ensure_identity(tx.connection())?;
+                Ok::<_, Error>((pending, identity))
             })
             .wait()?;
+        keys.bind(Some(&identity)).map_err(key_store)?;
         let store = Store { log };
         if !pending.is_empty() {
             let names: Vec<&str> = pending.iter().map(String::as_str).collect();
@@ -58,7 +65,16 @@ impl Store {
     /// Opens an existing database for reading only: nothing is created,
     /// migrated or written (for `verify`, listings, and auditors' copies).
     pub fn open_read_only(path: &Path, options: LogOptions) -> Result<Store, Error> {
-        Ok(Store { log: SqliteLog::open_read_only(path, with_functions(options))? })
+        let keys = Arc::new(keys::KeyStore::read_only(path));
+        let options = LogOptions { keys: Some(keys.clone()), ..options };
+        let store = Store { log: SqliteLog::open_read_only(path, with_functions(options))? };
+        keys.bind(store.read(identity)?.as_deref()).map_err(key_store)?;
+        Ok(store)
+    }
+
+    /// The keys sealed personal values open with.
+    pub fn keys(&self) -> &dyn Keyring {
+        self.log.keys()
     }
 
     /// An OS lock on the file `<db><suffix>` beside the database, taken
@@ -148,6 +164,39 @@ impl Store {
     }
 }
 
+fn key_store(error: SealError) -> Error {
+    Error::Internal(error.to_string())
+}
+
+/// This database's identity, made on first use (`database_identity`).
+fn ensure_identity(connection: &Connection) -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|error| Error::Internal(format!("no randomness for an identity: {error}")))?;
+    let fresh: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    connection
+        .execute("INSERT OR IGNORE INTO database_identity (id, identity) VALUES (1, ?1)", [fresh])
+        .map_err(|error| Error::Internal(format!("keeping the database's identity: {error}")))?;
+    identity(connection)?.ok_or_else(|| Error::Internal("the database has no identity".to_owned()))
+}
+
+/// This database's identity, if it has one (a file from an older build,
+/// opened read-only, has none).
+pub fn identity(connection: &Connection) -> Result<Option<String>, Error> {
+    match connection
+        .query_row("SELECT identity FROM database_identity WHERE id = 1", [], |row| row.get(0))
+        .optional()
+    {
+        Ok(identity) => Ok(identity),
+        Err(rusqlite::Error::SqliteFailure(_, Some(message)))
+            if message.contains("no such table") =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(Error::Internal(format!("reading the database's identity: {error}"))),
+    }
+}
+
 /// Every connection gets the SQL functions the projections' queries use.
 fn with_functions(options: LogOptions) -> LogOptions {
     LogOptions { connection_setup: Some(projections::functions::register), ..options }
@@ -163,10 +212,136 @@ pub fn record(
     events: &[Event],
     context: &CommandContext,
 ) -> Result<Vec<RecordedEvent>, Error> {
-    let encoded: Vec<_> = events.iter().map(Event::encode).collect();
-    let recorded = tx.append(tenant, stream, expected, &encoded, context)?;
+    if events.iter().all(|event| event.subject().is_none()) {
+        let encoded: Vec<_> = events.iter().map(Event::encode).collect();
+        return fold_recorded(tx, tenant, stream, expected, events, &encoded, context);
+    }
+    // Personal values are sealed before the log hashes them, each bound to
+    // the version its event will get (the log checks `expected` again).
+    let keys = tx.keys().ok_or_else(|| {
+        Error::Internal("no key store: personal values cannot be sealed".to_owned())
+    })?;
+    let first = match expected {
+        ExpectedVersion::NoStream => 1,
+        ExpectedVersion::Exact(version) => version + 1,
+        ExpectedVersion::Any => tx.stream_version(tenant, stream)?.unwrap_or(0) + 1,
+    };
+    let mut sealing: Option<(events::Subject<'_>, Arc<SubjectKey>)> = None;
+    let mut encoded = Vec::with_capacity(events.len());
+    let mut body_key = None;
+    for (index, event) in events.iter().enumerate() {
+        let version = first + index as u64;
+        let Some(subject) = event.subject() else {
+            encoded.push(event.encode());
+            continue;
+        };
+        let key = match &sealing {
+            Some((sealed_for, key)) if *sealed_for == subject => Arc::clone(key),
+            _ => {
+                let key = subject_key(tx.connection(), keys, tenant, subject)?;
+                sealing = Some((subject, Arc::clone(&key)));
+                key
+            }
+        };
+        encoded.push(event.encode_sealed(&key, tenant, stream, version).map_err(sealing_failed)?);
+        if index == 0 {
+            body_key = Some(key);
+        }
+    }
+    match body_key {
+        Some(key) => {
+            let context =
+                context.with_sealed_body(&key, tenant, stream, first).map_err(sealing_failed)?;
+            fold_recorded(tx, tenant, stream, expected, events, &encoded, &context)
+        }
+        None => fold_recorded(tx, tenant, stream, expected, events, &encoded, context),
+    }
+}
+
+fn fold_recorded(
+    tx: &mut SqliteTx<'_>,
+    tenant: &str,
+    stream: &str,
+    expected: ExpectedVersion,
+    events: &[Event],
+    encoded: &[events::NewEvent],
+    context: &CommandContext,
+) -> Result<Vec<RecordedEvent>, Error> {
+    let recorded = tx.append(tenant, stream, expected, encoded, context)?;
     for (recorded, event) in recorded.iter().zip(events) {
         projections::apply(tx.connection(), recorded, event)?;
     }
     Ok(recorded)
+}
+
+fn sealing_failed(error: SealError) -> Error {
+    Error::Internal(format!("sealing personal values: {error}"))
+}
+
+/// The data key of `subject` (a member's is its user's): the one the
+/// subject already has, or the next id, issued now and recorded in
+/// `subject_keys` in this transaction. A subject from before sealing gets
+/// its key with its first event after it.
+fn subject_key(
+    connection: &Connection,
+    keys: &dyn KeySource,
+    tenant: &str,
+    subject: events::Subject<'_>,
+) -> Result<Arc<SubjectKey>, Error> {
+    let storage = |context| move |error| Error::from(events::LogError::storage(context, error));
+    let member_user;
+    let user_id = match subject {
+        events::Subject::User(user_id) => user_id,
+        events::Subject::Member(member_id) => {
+            member_user = connection
+                .prepare_cached(
+                    "SELECT user_id FROM members WHERE tenant_id = ?1 AND member_id = ?2",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row([tenant, member_id], |row| row.get::<_, String>(0))
+                        .optional()
+                })
+                .map_err(storage("finding a member's user"))?
+                .ok_or_else(|| {
+                    Error::Internal(format!("member {member_id} has no row to seal by"))
+                })?;
+            member_user.as_str()
+        }
+    };
+    let known: Option<i64> = connection
+        .prepare_cached("SELECT key_id FROM subject_keys WHERE tenant_id = ?1 AND user_id = ?2")
+        .and_then(|mut statement| {
+            statement.query_row([tenant, user_id], |row| row.get(0)).optional()
+        })
+        .map_err(storage("finding a subject's key"))?;
+    if let Some(id) = known {
+        let id = u64::try_from(id).map_err(|_| Error::Internal(format!("key id {id}")))?;
+        return match keys.key(id).map_err(sealing_failed)? {
+            KeyState::Live(key) => Ok(key),
+            KeyState::Erased => Err(Error::Internal(format!(
+                "user {user_id} was erased: nothing more is recorded about them"
+            ))),
+        };
+    }
+    let next: i64 = connection
+        .prepare_cached("SELECT COALESCE(MAX(key_id), 0) + 1 FROM subject_keys")
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+        .map_err(storage("choosing a subject's key"))?;
+    let mut id = u64::try_from(next).map_err(|_| Error::Internal(format!("key id {next}")))?;
+    // Past the highest id this database handed out, the key store may
+    // hold ids of a later timeline (the database restored from a backup,
+    // the key store kept): an erased one is passed over.
+    let key = loop {
+        match keys.issue(id) {
+            Err(SealError::Erased(_)) => id += 1,
+            issued => break issued.map_err(sealing_failed)?,
+        }
+    };
+    let row = i64::try_from(id).map_err(|_| Error::Internal(format!("key id {id}")))?;
+    connection
+        .prepare_cached("INSERT INTO subject_keys (tenant_id, user_id, key_id) VALUES (?1, ?2, ?3)")
+        .and_then(|mut statement| statement.execute(params![tenant, user_id, row]))
+        .map_err(storage("recording a subject's key"))?;
+    Ok(key)
 }

@@ -184,11 +184,12 @@ pub fn fold(
 ) -> Result<Position, Error> {
     let Span { after, until, tenant } = span;
     let events = store.log().read_forward(after, tenant);
+    let keys = store.keys();
     std::thread::scope(|scope| {
         let (sender, batches) = std::sync::mpsc::sync_channel::<Decoded>(READ_AHEAD_BATCHES);
         std::thread::Builder::new()
             .name("rollcall-fold-read".to_owned())
-            .spawn_scoped(scope, move || read_ahead(events, until, &sender))
+            .spawn_scoped(scope, move || read_ahead(events, until, keys, &sender))
             .map_err(|error| Error::Internal(format!("starting a fold's reader: {error}")))?;
         // `batches` moves into the applying: when it stops early (an error),
         // the reader's next send fails and it stops too.
@@ -202,6 +203,7 @@ pub fn fold(
 fn read_ahead(
     events: impl Iterator<Item = Result<RecordedEvent, events::LogError>>,
     until: Position,
+    keys: &dyn events::seal::Keyring,
     sender: &std::sync::mpsc::SyncSender<Decoded>,
 ) {
     let mut batch = Vec::with_capacity(READ_AHEAD_EVENTS);
@@ -210,7 +212,7 @@ fn read_ahead(
             if recorded.position > until {
                 return Ok(None);
             }
-            let event = recorded.decode()?;
+            let event = recorded.decode(keys)?;
             Ok(Some((recorded, event)))
         });
         match decoded {

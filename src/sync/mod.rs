@@ -143,13 +143,10 @@ pub fn pending_set(
                 }
                 match event.event_type {
                     "GroupCreated" | "GroupMembersAdded" | "GroupMembersRemoved" => {
-                        let decoded = Event::decode(
-                            event.event_type,
-                            event.schema_version,
-                            event.payload,
-                            event.recorded_at,
-                        )
-                        .map_err(|error| Error::Internal(error.to_string()))?;
+                        // Group events hold nothing sealed.
+                        let decoded = event
+                            .decode(&events::seal::NoKeys)
+                            .map_err(|error| Error::Internal(error.to_string()))?;
                         let position = event.position;
                         match decoded {
                             Event::GroupCreated(created) => {

@@ -65,6 +65,9 @@ async fn a_backup_under_write_load_holds_every_acknowledged_write_and_restores()
     }
     let report: Value = serde_json::from_str(&stdout(&backed_up)).unwrap();
     assert_eq!(report["integrity"], "ok");
+    // The key store that opens the sealed personal values comes beside it.
+    let copy_keys = rollcall::store::keys::KeyStore::path_for(&copy);
+    assert_eq!(report["keys"], copy_keys.to_str().unwrap());
     let before: Vec<String> = acknowledged
         .lock()
         .unwrap()
@@ -122,6 +125,16 @@ async fn a_backup_under_write_load_holds_every_acknowledged_write_and_restores()
     let missing: Vec<&String> = before.iter().filter(|name| !names.contains(*name)).collect();
     assert!(missing.is_empty(), "{} acknowledged writes missing: {missing:?}", missing.len());
     assert!(names.len() < all, "the backup is of one moment, not of the end");
+    // The newer database's key store was set aside for the backup's: a
+    // refold, which opens every sealed value, agrees with the projections.
+    drop(served);
+    rollcall_ok(&db, &["verify", "--projections"]);
+    let aside = std::fs::read_dir(work.path())
+        .unwrap()
+        .filter_map(|entry| entry.unwrap().file_name().into_string().ok())
+        .filter(|name| name.starts_with("restored.db.keys.replaced-"))
+        .count();
+    assert_eq!(aside, 1, "the other database's key store is kept aside");
 }
 
 /// `serve --backup-dir`: a checked backup at start (and every

@@ -105,7 +105,7 @@ async fn bulk_ids_resolve_in_paths_and_data_in_any_order() {
     // Bulk request's id.
     let tenant = server.store.log().read_forward(0, None).last().unwrap().unwrap().tenant;
     let created = server.store.log().read_stream(&tenant, &format!("user:{user_id}")).unwrap();
-    let metadata = created[0].metadata().unwrap();
+    let metadata = created[0].metadata_opened(server.store.keys()).unwrap();
     assert_eq!(metadata.request_id.as_deref(), Some("req-under-test"));
     assert_eq!(
         metadata.request,

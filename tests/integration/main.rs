@@ -22,6 +22,7 @@ mod metrics;
 mod oauth;
 mod openapi;
 mod scim;
+mod sealing;
 mod sequences;
 mod server;
 mod synchronize;

@@ -105,6 +105,10 @@ pub struct LogOptions {
     /// Where events' `recorded_at` comes from: the system clock, except in
     /// benchmarks that simulate months of history.
     pub clock: fn() -> jiff::Timestamp,
+    /// The key store personal values are sealed with and opened from
+    /// (`crate::seal`); commands reach it through `SqliteTx::keys`. The
+    /// log itself never seals: it stores the bytes it is given.
+    pub keys: Option<Arc<dyn crate::seal::KeySource>>,
 }
 
 impl Default for LogOptions {
@@ -120,6 +124,7 @@ impl Default for LogOptions {
             verify_hashes_on_read: true,
             connection_setup: None,
             clock: jiff::Timestamp::now,
+            keys: None,
         }
     }
 }
@@ -192,6 +197,7 @@ impl SqliteLog {
         let wal_sync = (options.durability == Durability::Pipelined).then(|| wal_path(path));
         let durable_at_commit = options.durability == Durability::Full;
         let clock = options.clock;
+        let keys = options.keys.clone();
         let writer_thread = std::thread::Builder::new()
             .name("rollcall-log-writer".to_owned())
             .spawn(move || {
@@ -202,7 +208,7 @@ impl SqliteLog {
                     writer_stats,
                     wal_sync,
                     durable_at_commit,
-                    clock,
+                    writer::TxSettings { clock, keys },
                 )
             })
             .map_err(|error| LogError::storage("starting the writer thread", error))?;
@@ -242,6 +248,15 @@ impl SqliteLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The keys sealed values are opened with (`LogOptions::keys`); a log
+    /// opened without a key store opens none.
+    pub fn keys(&self) -> &dyn crate::seal::Keyring {
+        match &self.options.keys {
+            Some(keys) => keys.as_ref(),
+            None => &crate::seal::NoKeys,
+        }
     }
 
     /// Whether a write submitted now can succeed: the writer thread runs

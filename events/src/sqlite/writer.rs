@@ -15,6 +15,7 @@
 //! * Per-batch caches (head position, each tenant's last hash) are dropped
 //!   whenever a savepoint is rolled back and reloaded from the transaction.
 
+use crate::seal::KeySource;
 use std::collections::HashMap;
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -114,6 +115,13 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// What every command's transaction is given: `LogOptions::clock` and
+/// `LogOptions::keys`.
+pub(crate) struct TxSettings {
+    pub clock: fn() -> jiff::Timestamp,
+    pub keys: Option<Arc<dyn KeySource>>,
+}
+
 /// What a command sees: the writer's open transaction.
 pub struct SqliteTx<'c> {
     connection: &'c Connection,
@@ -126,21 +134,33 @@ pub struct SqliteTx<'c> {
     last_recorded_at: Option<String>,
     /// Where "now" comes from (`LogOptions::clock`).
     clock: fn() -> jiff::Timestamp,
+    /// The key store (`LogOptions::keys`).
+    keys: Option<&'c dyn KeySource>,
     /// Set when a storage error happened inside the current command: its
     /// savepoint is rolled back even if the command returns `Ok`.
     poisoned: bool,
 }
 
 impl<'c> SqliteTx<'c> {
-    fn new(connection: &'c Connection, clock: fn() -> jiff::Timestamp) -> SqliteTx<'c> {
+    fn new(
+        connection: &'c Connection,
+        clock: fn() -> jiff::Timestamp,
+        keys: Option<&'c dyn KeySource>,
+    ) -> SqliteTx<'c> {
         SqliteTx {
             connection,
             head: None,
             tenant_hashes: HashMap::new(),
             last_recorded_at: None,
             clock,
+            keys,
             poisoned: false,
         }
+    }
+
+    /// The key store the log was opened with (`LogOptions::keys`).
+    pub fn keys(&self) -> Option<&'c dyn KeySource> {
+        self.keys
     }
 
     /// The write connection, inside the open transaction and the command's
@@ -450,7 +470,7 @@ pub(crate) fn run(
     stats: Arc<WriterStats>,
     wal_sync: Option<PathBuf>,
     durable_at_commit: bool,
-    clock: fn() -> jiff::Timestamp,
+    settings: TxSettings,
 ) {
     let mut syncer = None;
     if let Some(wal_path) = wal_sync {
@@ -497,7 +517,7 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        let committed = commit_batch(&connection, &mut batch, &stats, clock);
+        let committed = commit_batch(&connection, &mut batch, &stats, &settings);
         if let Ok(head) = &committed {
             let head = *head;
             stats.committed.send_if_modified(|last| {
@@ -601,7 +621,7 @@ fn commit_batch(
     connection: &Connection,
     batch: &mut [Box<dyn Command>],
     stats: &WriterStats,
-    clock: fn() -> jiff::Timestamp,
+    settings: &TxSettings,
 ) -> Result<Position, LogError> {
     // A transaction left open by an earlier failure (a ROLLBACK that failed
     // too) would make every later BEGIN fail: clear it first.
@@ -618,7 +638,7 @@ fn commit_batch(
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         return Err(LogError::storage("beginning a batch", error));
     }
-    let mut transaction = SqliteTx::new(connection, clock);
+    let mut transaction = SqliteTx::new(connection, settings.clock, settings.keys.as_deref());
     let mut kept = 0u64;
     let mut aborted: Option<LogError> = None;
     for command in batch.iter_mut() {

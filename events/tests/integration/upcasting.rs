@@ -28,7 +28,7 @@ fn a_stored_token_issued_v1_row_reads_as_v2() {
     let expected_expiry =
         events::time::format_millis(issued_at + jiff::SignedDuration::from_hours(30 * 24));
     assert_eq!(
-        stored[0].decode().unwrap(),
+        stored[0].decode(&events::seal::NoKeys).unwrap(),
         Event::TokenIssued(TokenIssued {
             token_id: "01TOKEN".to_owned(),
             scope: TokenScope::Audit,

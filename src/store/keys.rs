@@ -1,0 +1,341 @@
+//! The key store: every subject's data key (`events::seal`), in an SQLite
+//! file of its own beside the database, `<db>.keys`.
+//!
+//! It is outside the hash chain and outside the database file on purpose:
+//! it can be backed up on its own, shorter schedule, and a backup of the
+//! database alone holds personal values only sealed. Destroying a key
+//! (an erasure) leaves a tombstone, so a key that was erased reads as
+//! erased while a key that is simply missing (a key store restored from a
+//! backup older than the log) is an error that says so.
+//!
+//! This module owns the file and its in-memory cache. It never touches the
+//! database: which key id a subject gets is decided by the write path
+//! (`store::record`, table `subject_keys`), inside the transaction that
+//! first seals with it, so an id is never handed out twice.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use events::seal::{KeySource, KeyState, Keyring, SealError, SubjectKey};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+/// Keys made at a time, in one durable transaction: a new subject costs
+/// the key store one fsync per this many.
+const ISSUE_AHEAD: u64 = 1024;
+
+/// Keys kept in memory at most (about 100 bytes each); past it the cache
+/// starts again empty.
+const CACHED_KEYS_MAX: usize = 262_144;
+
+const SCHEMA: &str = "
+-- The database these keys belong to (its `database_identity`).
+CREATE TABLE IF NOT EXISTS key_store (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    database TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS data_keys (
+    key_id INTEGER PRIMARY KEY,
+    -- NULL once erased: the tombstone says the key existed.
+    key BLOB CHECK (key IS NULL OR length(key) = 32),
+    erased_at TEXT,
+    CHECK ((key IS NULL) = (erased_at IS NOT NULL))
+) STRICT;
+";
+
+pub struct KeyStore {
+    path: PathBuf,
+    writable: bool,
+    /// Opened by [`KeyStore::bind`], once the database beside it is known
+    /// to be a database: opening `--db` on a wrong path leaves no file.
+    /// Empty after it for a reader with no key store file.
+    connection: std::sync::OnceLock<Option<Mutex<Connection>>>,
+    cache: RwLock<HashMap<u64, KeyState>>,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("KeyStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn store_error(context: &'static str) -> impl FnOnce(rusqlite::Error) -> SealError {
+    move |error| SealError::Store(format!("{context}: {error}"))
+}
+
+impl KeyStore {
+    /// Where the key store of the database `db` lives.
+    pub fn path_for(db: &Path) -> PathBuf {
+        let mut name = db.as_os_str().to_owned();
+        name.push(".keys");
+        PathBuf::from(name)
+    }
+
+    /// The key store of `db`, for reading and writing; the file is opened
+    /// (or created) by [`KeyStore::bind`].
+    pub fn new(db: &Path) -> KeyStore {
+        KeyStore::with(KeyStore::path_for(db), true)
+    }
+
+    /// The key store of `db`, for reading only; with no file, every sealed
+    /// value fails to open with a message naming the file.
+    pub fn read_only(db: &Path) -> KeyStore {
+        KeyStore::with(KeyStore::path_for(db), false)
+    }
+
+    fn with(path: PathBuf, writable: bool) -> KeyStore {
+        KeyStore {
+            path,
+            writable,
+            connection: std::sync::OnceLock::new(),
+            cache: RwLock::default(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn open_file(&self) -> Result<Option<Connection>, SealError> {
+        if !self.writable {
+            if !self.path.exists() {
+                return Ok(None);
+            }
+            let connection = Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(store_error("opening the key store"))?;
+            connection
+                .execute_batch("PRAGMA busy_timeout=10000;")
+                .map_err(store_error("opening the key store"))?;
+            return Ok(Some(connection));
+        }
+        let connection =
+            Connection::open(&self.path).map_err(store_error("opening the key store"))?;
+        // WAL: one fsync a commit. `secure_delete`: an erased key's bytes
+        // are overwritten in the file, not left in a free page.
+        connection
+            .query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+            .map_err(store_error("setting up the key store"))?;
+        connection
+            .execute_batch(
+                "PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; PRAGMA busy_timeout=10000;",
+            )
+            .and_then(|()| connection.execute_batch(SCHEMA))
+            .map_err(store_error("setting up the key store"))?;
+        Ok(Some(connection))
+    }
+
+    /// Opens the key store file and ties it to the database `identity`
+    /// (`None`: a database from before identities, opened read-only):
+    /// records it in a new key store, and refuses one that belongs to
+    /// another database, whose keys would seal values that no key of this
+    /// database opens.
+    pub fn bind(&self, identity: Option<&str>) -> Result<(), SealError> {
+        let connection = self.open_file()?;
+        if let (Some(connection), Some(identity)) = (&connection, identity) {
+            let recorded: Option<String> = connection
+                .query_row("SELECT database FROM key_store WHERE id = 1", [], |row| row.get(0))
+                .optional()
+                .map_err(store_error("reading the key store's database"))?;
+            match recorded {
+                Some(recorded) if recorded == identity => {}
+                Some(_) => {
+                    return Err(SealError::Store(format!(
+                        "{} is the key store of another database; move it away, or put this \
+                         database's key store (FILE.keys beside its backup) in its place",
+                        self.path.display()
+                    )));
+                }
+                None if !self.writable => {}
+                None => {
+                    connection
+                        .execute("INSERT INTO key_store (id, database) VALUES (1, ?1)", [identity])
+                        .map_err(store_error("recording the key store's database"))?;
+                }
+            }
+        }
+        self.connection
+            .set(connection.map(Mutex::new))
+            .map_err(|_| SealError::Store("the key store was opened twice".to_owned()))
+    }
+
+    /// The database identity a key store file records, if any.
+    pub fn database_of(path: &Path) -> Result<Option<String>, SealError> {
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(store_error("opening a key store"))?;
+        connection
+            .query_row("SELECT database FROM key_store WHERE id = 1", [], |row| row.get(0))
+            .optional()
+            .map_err(store_error("reading a key store's database"))
+    }
+
+    /// Copies into the key store file `into` every key of `from` it lacks
+    /// (a tombstone in `into` stays a tombstone).
+    pub fn merge(from: &Path, into: &Path) -> Result<u64, SealError> {
+        let connection = Connection::open(into).map_err(store_error("opening a key store"))?;
+        connection
+            .execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;")
+            .map_err(store_error("opening a key store"))?;
+        let source = from.to_str().ok_or(SealError::Malformed("a key store path is not UTF-8"))?;
+        connection
+            .execute("ATTACH DATABASE ?1 AS saved", [source])
+            .map_err(store_error("reading a saved key store"))?;
+        let added = connection
+            .execute(
+                "INSERT OR IGNORE INTO main.data_keys (key_id, key, erased_at) \
+                 SELECT key_id, key, erased_at FROM saved.data_keys",
+                [],
+            )
+            .map_err(store_error("merging a saved key store"))?;
+        Ok(u64::try_from(added).unwrap_or(0))
+    }
+
+    fn connection(&self) -> Result<std::sync::MutexGuard<'_, Connection>, SealError> {
+        let connection = self
+            .connection
+            .get()
+            .ok_or_else(|| SealError::Store("the key store is not open yet".to_owned()))?
+            .as_ref()
+            .ok_or_else(|| {
+                SealError::Store(format!("there is no key store at {}", self.path.display()))
+            })?;
+        connection.lock().map_err(|_| SealError::Store("the key store's lock is poisoned".into()))
+    }
+
+    fn cached(&self, id: u64) -> Option<KeyState> {
+        self.cache.read().ok().and_then(|cache| cache.get(&id).cloned())
+    }
+
+    fn remember(&self, id: u64, state: KeyState) {
+        if let Ok(mut cache) = self.cache.write() {
+            if cache.len() >= CACHED_KEYS_MAX {
+                cache.clear();
+            }
+            cache.insert(id, state);
+        }
+    }
+
+    /// The key store's row for `id`, read from the file.
+    fn load(&self, id: u64) -> Result<Option<KeyState>, SealError> {
+        let row = i64::try_from(id).map_err(|_| SealError::MissingKey(id))?;
+        let found: Option<Option<Vec<u8>>> = self
+            .connection()?
+            .prepare_cached("SELECT key FROM data_keys WHERE key_id = ?1")
+            .and_then(|mut statement| statement.query_row([row], |row| row.get(0)).optional())
+            .map_err(store_error("reading a key"))?;
+        match found {
+            None => Ok(None),
+            Some(None) => Ok(Some(KeyState::Erased)),
+            Some(Some(bytes)) => {
+                let key = SubjectKey::new(id, &bytes).ok_or_else(|| {
+                    SealError::Store(format!("key {id} in the key store is damaged"))
+                })?;
+                Ok(Some(KeyState::Live(Arc::new(key))))
+            }
+        }
+    }
+
+    /// Makes the keys `from..from + ISSUE_AHEAD` that the file does not
+    /// hold yet, in one durable transaction.
+    fn make_keys(&self, from: u64) -> Result<(), SealError> {
+        let mut connection = self.connection()?;
+        let transaction = connection.transaction().map_err(store_error("making keys"))?;
+        {
+            let mut insert = transaction
+                .prepare_cached("INSERT OR IGNORE INTO data_keys (key_id, key) VALUES (?1, ?2)")
+                .map_err(store_error("making keys"))?;
+            for id in from..from.saturating_add(ISSUE_AHEAD) {
+                let row = i64::try_from(id).map_err(|_| SealError::MissingKey(id))?;
+                let bytes = SubjectKey::generate_bytes()?;
+                insert.execute(params![row, &bytes[..]]).map_err(store_error("making keys"))?;
+            }
+        }
+        transaction.commit().map_err(store_error("making keys"))
+    }
+}
+
+impl Keyring for KeyStore {
+    fn key(&self, id: u64) -> Result<KeyState, SealError> {
+        if let Some(state) = self.cached(id) {
+            return Ok(state);
+        }
+        let state = self.load(id)?.ok_or(SealError::MissingKey(id))?;
+        self.remember(id, state.clone());
+        Ok(state)
+    }
+}
+
+impl KeySource for KeyStore {
+    fn issue(&self, id: u64) -> Result<Arc<SubjectKey>, SealError> {
+        let state = match self.cached(id) {
+            Some(state) => Some(state),
+            None => self.load(id)?,
+        };
+        let state = match state {
+            Some(state) => state,
+            None => {
+                self.make_keys(id)?;
+                self.load(id)?.ok_or(SealError::MissingKey(id))?
+            }
+        };
+        self.remember(id, state.clone());
+        match state {
+            KeyState::Live(key) => Ok(key),
+            // Sealing with it would lose the values at once. The write
+            // path goes on to the next id (this happens after a database
+            // restored from a backup older than the key store).
+            KeyState::Erased => Err(SealError::Erased(id)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_keys_are_durable_and_read_back_by_another_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("rollcall.db");
+        let keys = KeyStore::new(&db);
+        keys.bind(Some("db-1")).unwrap();
+        let first = keys.issue(1).unwrap();
+        // Issued ahead, in one transaction: the next ones are there already.
+        let rows: i64 = keys
+            .connection()
+            .unwrap()
+            .query_row("SELECT count(*) FROM data_keys", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, ISSUE_AHEAD as i64);
+        let reader = KeyStore::read_only(&db);
+        reader.bind(Some("db-1")).unwrap();
+        let KeyState::Live(read) = reader.key(1).unwrap() else { unreachable!("live") };
+        let binding = events::seal::Binding { tenant: "t", stream: "s", version: 1, field: "f" };
+        let sealed = events::seal::seal(&first, binding, "\"x\"").unwrap();
+        assert_eq!(
+            events::seal::open(&reader, binding, &sealed),
+            Ok(events::seal::Opened::Value(serde_json::json!("x")))
+        );
+        assert_eq!(read.id, 1);
+        assert_eq!(
+            reader.key(ISSUE_AHEAD + 1).unwrap_err(),
+            SealError::MissingKey(ISSUE_AHEAD + 1)
+        );
+    }
+
+    #[test]
+    fn without_a_key_store_file_a_reader_says_where_it_looked() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("rollcall.db");
+        let reader = KeyStore::read_only(&db);
+        reader.bind(Some("db-1")).unwrap();
+        let error = reader.key(1).unwrap_err().to_string();
+        assert!(error.contains("rollcall.db.keys"), "{error}");
+        assert!(!KeyStore::path_for(&db).exists(), "a reader creates nothing");
+    }
+}
