@@ -36,6 +36,7 @@ pub mod backup;
 pub mod cache;
 pub mod cli;
 pub mod console;
+pub mod erase;
 pub mod error;
 pub mod http;
 pub mod metrics;

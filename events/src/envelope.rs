@@ -343,11 +343,25 @@ impl CommandContext {
         stream: &str,
         version: u64,
     ) -> Result<CommandContext, SealError> {
-        let mut context = self.clone();
-        if let Some(body) = context.request.as_mut().and_then(|request| request.body.as_mut()) {
-            let binding = Binding { tenant, stream, version, field: REQUEST_BODY };
-            *body = seal::seal(key, binding, &body.to_string())?;
-        }
-        Ok(context)
+        // Everything but the body is copied; the body is read, not copied.
+        let request = match &self.request {
+            Some(RequestRecord { method, target, body: Some(body) }) => {
+                let binding = Binding { tenant, stream, version, field: REQUEST_BODY };
+                Some(RequestRecord {
+                    method: method.clone(),
+                    target: target.clone(),
+                    body: Some(seal::seal(key, binding, &body.to_string())?),
+                })
+            }
+            other => other.clone(),
+        };
+        Ok(CommandContext {
+            actor: self.actor.clone(),
+            request_id: self.request_id.clone(),
+            user_agent: self.user_agent.clone(),
+            correlation_id: self.correlation_id.clone(),
+            request,
+            caused_by: self.caused_by.clone(),
+        })
     }
 }

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::seal::{self, Binding, Keyring, Opened, SealError, SubjectKey};
+use crate::seal::{self, Binding, Keyring, SealError, SubjectKey};
 use crate::{DecodeError, NewEvent};
 
 /// What a bearer token may do. Each scope opens one family of routes.
@@ -143,6 +143,11 @@ impl MemberKind {
 pub struct UserCreated {
     pub user_id: String,
     pub document: ScimDocument,
+    /// The id of the data key (`crate::seal`) that seals this user's
+    /// personal values, in this event and every later one; in clear, as it
+    /// names no one. Absent from users created before sealing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<u64>,
 }
 
 /// The identity provider changed a user (PUT or PATCH); `document` is the
@@ -316,6 +321,31 @@ pub struct MemberRestored {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberPurged {
     pub member_id: String,
+}
+
+/// A person's values were erased at an admin's request: the data keys
+/// that sealed them are destroyed (after this event is durable), so what
+/// the log holds of them no longer opens. Names nobody: ids, key ids and
+/// the reason the admin gave. Who asked and when are the metadata's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectErased {
+    /// The SCIM user the request named.
+    pub user_id: String,
+    /// The member behind it, if Synchronize ever applied the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
+    /// Every SCIM user that stood behind the member (a restore adds one),
+    /// the named one included: each was sealed with a key of its own.
+    pub user_ids: Vec<String>,
+    /// The keys destroyed. Empty for a subject from before sealing, whose
+    /// events hold its values in clear (`in_clear`).
+    pub keys: Vec<u64>,
+    /// Events written before sealing hold this person's values in clear:
+    /// the log cannot forget them, only the projections do.
+    #[serde(default)]
+    pub in_clear: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The application changed a member's app-owned properties (never mapped
@@ -538,10 +568,6 @@ macro_rules! events {
                 match self { $(Event::$name(payload) => serde_json::to_string(payload),)* }
             }
 
-            fn payload_value(&self) -> Result<Value, serde_json::Error> {
-                match self { $(Event::$name(payload) => serde_json::to_value(payload),)* }
-            }
-
             fn from_current_value(event_type: &str, payload: Value) -> Result<Event, serde_json::Error> {
                 match event_type {
                     $(stringify!($name) => serde_json::from_value(payload).map(Event::$name),)*
@@ -589,6 +615,7 @@ events! {
     MemberPurged = 1,
     MemberAppPropertiesChanged = 2,
     MemberChangeDeferred = 2,
+    SubjectErased = 1,
     SyncStarted = 1,
     SyncBatchApplied = 1,
     SyncCompleted = 1,
@@ -631,9 +658,52 @@ fn payload_field(path: &str) -> String {
     format!("payload.{path}")
 }
 
-/// The value at `path` (`a.b`: member `b` of object `a`), if there.
-fn at_path<'v>(value: &'v mut Value, path: &str) -> Option<&'v mut Value> {
-    path.split('.').try_fold(value, |value, member| value.as_object_mut()?.get_mut(member))
+/// `text`, a JSON object, with each member at one of `paths` (under
+/// `prefix`; `a.b` is member `b` of the object `a`) replaced by what
+/// `replace` makes of its JSON text; null members stay null. Works on the
+/// text: the members are borrowed as they stand, nothing is parsed into a
+/// tree. Members come out in name order.
+fn replace_members(
+    text: &str,
+    paths: &[&str],
+    prefix: &str,
+    replace: &mut dyn FnMut(&str, &str) -> Result<String, SealError>,
+) -> Result<String, SealError> {
+    let members: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
+        serde_json::from_str(text)
+            .map_err(|_| SealError::Malformed("a payload is not an object"))?;
+    let mut out = String::with_capacity(text.len() + 96);
+    out.push('{');
+    for (index, (name, raw)) in members.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        let quoted = serde_json::to_string(name).map_err(|_| SealError::Malformed("a name"))?;
+        out.push_str(&quoted);
+        out.push(':');
+        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        let raw = raw.get();
+        if raw == "null" {
+            out.push_str(raw);
+        } else if paths.contains(&path.as_str()) {
+            out.push_str(&replace(&path, raw)?);
+        } else if raw.starts_with('{')
+            && paths.iter().any(|wanted| {
+                wanted.strip_prefix(path.as_str()).is_some_and(|rest| rest.starts_with('.'))
+            })
+        {
+            out.push_str(&replace_members(raw, paths, &path, replace)?);
+        } else {
+            out.push_str(raw);
+        }
+    }
+    out.push('}');
+    Ok(out)
+}
+
+/// Whether a user's document is what an erased one reads as.
+pub fn is_erased_document(document: &ScimDocument) -> bool {
+    document.len() == 1 && document.get("userName").and_then(Value::as_str) == Some(ERASED)
 }
 
 /// What an erased field reads as: a value of the field's own type, so
@@ -731,36 +801,29 @@ impl Event {
         let Some((sealed_from, fields)) = personal(self.event_type()) else {
             return Ok(self.encode());
         };
-        let mut value = self.payload_value().map_err(|_| SealError::Malformed("unencodable"))?;
-        for path in fields {
-            let Some(field) = at_path(&mut value, path).filter(|field| !field.is_null()) else {
-                continue;
-            };
+        let clear = self.payload_json().map_err(|_| SealError::Malformed("unencodable"))?;
+        // Each personal member's JSON text, as serialised, is sealed where
+        // it stands: no tree of the document is built.
+        let payload = replace_members(&clear, fields, "", &mut |path, raw| {
             let field_name = payload_field(path);
             let binding = Binding { tenant, stream, version, field: &field_name };
-            *field = seal::seal(key, binding, &field.to_string())?;
-        }
+            seal::seal_text(key, binding, raw)
+        })?;
         Ok(NewEvent {
             event_type: self.event_type().to_owned(),
             schema_version: sealed_from,
-            payload: value.to_string(),
+            payload,
         })
     }
 
-    /// Opens the sealed fields of a stored payload in place; an erased
-    /// one gets [`erased_value`].
-    fn open_fields(
+    /// The payload text with its sealed members opened (an erased one as
+    /// its [`erased_value`]).
+    fn opened_text(
         fields: &[&str],
-        value: &mut Value,
+        payload: &str,
         opener: Opener<'_>,
-    ) -> Result<(), SealError> {
-        for path in fields {
-            let Some(field) = at_path(value, path).filter(|field| !field.is_null()) else {
-                continue;
-            };
-            if seal::sealed_key(field).is_none() {
-                return Err(SealError::InClear);
-            }
+    ) -> Result<String, SealError> {
+        replace_members(payload, fields, "", &mut |path, raw| {
             let field_name = payload_field(path);
             let binding = Binding {
                 tenant: opener.tenant,
@@ -768,12 +831,11 @@ impl Event {
                 version: opener.version,
                 field: &field_name,
             };
-            *field = match seal::open(opener.keys, binding, field)? {
-                Opened::Value(value) => value,
-                Opened::Erased => erased_value(path),
-            };
-        }
-        Ok(())
+            match seal::open_text(opener.keys, binding, raw)? {
+                Some(plaintext) => Ok(plaintext),
+                None => Ok(erased_value(path).to_string()),
+            }
+        })
     }
 
     /// A stored payload as JSON, its sealed values opened (an erased one as
@@ -785,19 +847,25 @@ impl Event {
         payload: &str,
         opener: Opener<'_>,
     ) -> Result<Value, DecodeError> {
-        let mut value: Value =
-            serde_json::from_str(payload).map_err(|error| DecodeError::Payload {
+        let opened = match personal(event_type).filter(|(from, _)| schema_version >= *from) {
+            Some((_, fields)) => {
+                Some(Event::opened_text(fields, payload, opener).map_err(|source| {
+                    DecodeError::Sealed {
+                        event_type: event_type.to_owned(),
+                        schema_version,
+                        source,
+                    }
+                })?)
+            }
+            None => None,
+        };
+        serde_json::from_str(opened.as_deref().unwrap_or(payload)).map_err(|error| {
+            DecodeError::Payload {
                 event_type: event_type.to_owned(),
                 schema_version,
                 message: error.to_string(),
-            })?;
-        if let Some((_, fields)) = personal(event_type).filter(|(from, _)| schema_version >= *from)
-        {
-            Event::open_fields(fields, &mut value, opener).map_err(|source| {
-                DecodeError::Sealed { event_type: event_type.to_owned(), schema_version, source }
-            })?;
-        }
-        Ok(value)
+            }
+        })
     }
 
     /// Whether a stored payload of this type and version holds sealed values.
@@ -851,17 +919,25 @@ impl Event {
             return Event::from_current_str(event_type, payload)
                 .map_err(|error| payload_error(error.to_string()));
         }
+        let opened = match sealed.filter(|(from, _)| schema_version >= *from) {
+            Some((_, fields)) => {
+                let sealed_error = |source: SealError| DecodeError::Sealed {
+                    event_type: event_type.to_owned(),
+                    schema_version,
+                    source,
+                };
+                let opener = opener.ok_or_else(|| sealed_error(SealError::NoKeyring))?;
+                Some(Event::opened_text(fields, payload, opener).map_err(sealed_error)?)
+            }
+            None => None,
+        };
+        let payload = opened.as_deref().unwrap_or(payload);
+        if schema_version == known {
+            return Event::from_current_str(event_type, payload)
+                .map_err(|error| payload_error(error.to_string()));
+        }
         let mut value: Value =
             serde_json::from_str(payload).map_err(|error| payload_error(error.to_string()))?;
-        if let Some((_, fields)) = sealed.filter(|(from, _)| schema_version >= *from) {
-            let sealed_error = |source: SealError| DecodeError::Sealed {
-                event_type: event_type.to_owned(),
-                schema_version,
-                source,
-            };
-            let opener = opener.ok_or_else(|| sealed_error(SealError::NoKeyring))?;
-            Event::open_fields(fields, &mut value, opener).map_err(sealed_error)?;
-        }
         let mut version = schema_version;
         while version < known {
             value = upcast(event_type, version, value, recorded_at).map_err(payload_error)?;
@@ -994,6 +1070,7 @@ mod tests {
             Event::UserCreated(UserCreated {
                 user_id: "u1".to_owned(),
                 document: document.clone(),
+                key: Some(5),
             }),
             Event::UserUpdated(UserUpdated {
                 user_id: "u1".to_owned(),

@@ -56,6 +56,14 @@ impl SubjectKey {
         getrandom::fill(&mut bytes).map_err(|error| SealError::Random(error.to_string()))?;
         Ok(bytes)
     }
+
+    /// The bytes of `count` fresh keys, [`KEY_LEN`] each, from one call to
+    /// the operating system's random source.
+    pub fn generate_many(count: usize) -> Result<Vec<u8>, SealError> {
+        let mut bytes = vec![0u8; count.saturating_mul(KEY_LEN)];
+        getrandom::fill(&mut bytes).map_err(|error| SealError::Random(error.to_string()))?;
+        Ok(bytes)
+    }
 }
 
 /// What a sealed value is bound to: it opens only in the event and field
@@ -97,10 +105,10 @@ pub trait Keyring: Send + Sync {
 /// The key store as the write path sees it: the keys to open with, and
 /// a new subject's key.
 pub trait KeySource: Keyring + std::fmt::Debug {
-    /// The key `id` for a subject about to be sealed with it for the first
-    /// time: made (and durable in the key store before this returns) when
-    /// the store does not hold it yet.
-    fn issue(&self, id: u64) -> Result<Arc<SubjectKey>, SealError>;
+    /// A key no subject has had, for a new one: durable in the key store
+    /// before this returns, and never handed out again, by this process or
+    /// any other on the same key store.
+    fn fresh(&self) -> Result<Arc<SubjectKey>, SealError>;
 }
 
 /// The keyring of a reader without a key store: every sealed value fails
@@ -159,15 +167,17 @@ pub enum SealError {
     InClear,
 }
 
-/// Seals `plaintext` (a JSON text) under `key` for `binding`: the sealed
-/// form, `{"key": ID, "sealed": "<base64url of nonce, ciphertext, tag>"}`.
-pub fn seal(key: &SubjectKey, binding: Binding<'_>, plaintext: &str) -> Result<Value, SealError> {
+/// The nonce, ciphertext and tag of `plaintext` sealed under `key` for
+/// `binding`, base64url.
+fn seal_bytes(
+    key: &SubjectKey,
+    binding: Binding<'_>,
+    plaintext: &str,
+) -> Result<String, SealError> {
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|error| SealError::Random(error.to_string()))?;
-    let mut bytes = Vec::with_capacity(NONCE_LEN + plaintext.len() + 16);
-    bytes.extend_from_slice(&nonce);
-    bytes.extend_from_slice(plaintext.as_bytes());
-    let mut in_out = bytes.split_off(NONCE_LEN);
+    let mut in_out = Vec::with_capacity(plaintext.len() + CHACHA20_POLY1305.tag_len());
+    in_out.extend_from_slice(plaintext.as_bytes());
     key.key
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
@@ -175,14 +185,33 @@ pub fn seal(key: &SubjectKey, binding: Binding<'_>, plaintext: &str) -> Result<V
             &mut in_out,
         )
         .map_err(|_| SealError::Malformed("the value is too long to seal"))?;
+    let mut bytes = Vec::with_capacity(NONCE_LEN + in_out.len());
+    bytes.extend_from_slice(&nonce);
     bytes.extend_from_slice(&in_out);
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes))
+}
+
+/// Seals `plaintext` (a JSON text) under `key` for `binding`: the sealed
+/// form, `{"key": ID, "sealed": "<base64url of nonce, ciphertext, tag>"}`.
+pub fn seal(key: &SubjectKey, binding: Binding<'_>, plaintext: &str) -> Result<Value, SealError> {
     let mut sealed = serde_json::Map::with_capacity(2);
     sealed.insert(KEY_MEMBER.to_owned(), Value::from(key.id));
-    sealed.insert(
-        SEALED_MEMBER.to_owned(),
-        Value::String(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes)),
-    );
+    sealed.insert(SEALED_MEMBER.to_owned(), Value::String(seal_bytes(key, binding, plaintext)?));
     Ok(Value::Object(sealed))
+}
+
+/// [`seal`], as JSON text: what the write path splices into a payload.
+pub fn seal_text(
+    key: &SubjectKey,
+    binding: Binding<'_>,
+    plaintext: &str,
+) -> Result<String, SealError> {
+    // base64url needs no escaping inside a JSON string.
+    Ok(format!(
+        "{{\"{KEY_MEMBER}\":{},\"{SEALED_MEMBER}\":\"{}\"}}",
+        key.id,
+        seal_bytes(key, binding, plaintext)?
+    ))
 }
 
 /// The key id of a value in the sealed form, if it is one.
@@ -194,6 +223,15 @@ pub fn sealed_key(value: &Value) -> Option<u64> {
     object.get(KEY_MEMBER)?.as_u64()
 }
 
+/// The sealed form, as stored.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedForm<'a> {
+    key: u64,
+    #[serde(borrow)]
+    sealed: std::borrow::Cow<'a, str>,
+}
+
 /// Opens a value [`seal`] made, for the same `binding`.
 pub fn open(keys: &dyn Keyring, binding: Binding<'_>, sealed: &Value) -> Result<Opened, SealError> {
     let id = sealed_key(sealed).ok_or(SealError::Malformed("no key and sealed members"))?;
@@ -201,9 +239,35 @@ pub fn open(keys: &dyn Keyring, binding: Binding<'_>, sealed: &Value) -> Result<
         .get(SEALED_MEMBER)
         .and_then(Value::as_str)
         .ok_or(SealError::Malformed("no sealed member"))?;
+    match open_bytes(keys, binding, id, text)? {
+        None => Ok(Opened::Erased),
+        Some(plaintext) => serde_json::from_str(&plaintext)
+            .map(Opened::Value)
+            .map_err(|_| SealError::Malformed("the opened value is not JSON")),
+    }
+}
+
+/// Opens the sealed form `sealed` (JSON text): the JSON text sealed in it,
+/// or `None` when its key was erased. `Err(InClear)` when `sealed` is not
+/// in the sealed form at all.
+pub fn open_text(
+    keys: &dyn Keyring,
+    binding: Binding<'_>,
+    sealed: &str,
+) -> Result<Option<String>, SealError> {
+    let form: SealedForm<'_> = serde_json::from_str(sealed).map_err(|_| SealError::InClear)?;
+    open_bytes(keys, binding, form.key, &form.sealed)
+}
+
+fn open_bytes(
+    keys: &dyn Keyring,
+    binding: Binding<'_>,
+    id: u64,
+    text: &str,
+) -> Result<Option<String>, SealError> {
     let key = match keys.key(id)? {
         KeyState::Live(key) => key,
-        KeyState::Erased => return Ok(Opened::Erased),
+        KeyState::Erased => return Ok(None),
     };
     let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)
@@ -218,9 +282,11 @@ pub fn open(keys: &dyn Keyring, binding: Binding<'_>, sealed: &Value) -> Result<
         .key
         .open_in_place(nonce, Aad::from(binding.associated_data()), &mut sealed_part)
         .map_err(|_| SealError::Tampered(id))?;
-    serde_json::from_slice(plaintext)
-        .map(Opened::Value)
-        .map_err(|_| SealError::Malformed("the opened value is not JSON"))
+    let length = plaintext.len();
+    sealed_part.truncate(length);
+    String::from_utf8(sealed_part)
+        .map(Some)
+        .map_err(|_| SealError::Malformed("the opened value is not text"))
 }
 
 #[cfg(test)]

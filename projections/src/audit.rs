@@ -151,6 +151,27 @@ fn identity_before(
         .map_err(ProjectionError::storage("reading who a member is"))
 }
 
+/// The movements of an erased person name nobody: a userName they had
+/// reads `[erased]` (as the erased events fold), an externalId is gone.
+fn erase(
+    connection: &Connection,
+    tenant: &str,
+    erased: &events::event::SubjectErased,
+) -> Result<(), ProjectionError> {
+    let Some(member_id) = &erased.member_id else { return Ok(()) };
+    connection
+        .prepare_cached(
+            "UPDATE audit_movements SET external_id = NULL, \
+             user_name = CASE WHEN user_name IS NULL THEN NULL ELSE ?3 END \
+             WHERE tenant_id = ?1 AND member_id = ?2",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![tenant, member_id, events::event::ERASED])
+        })
+        .map(drop)
+        .map_err(ProjectionError::storage("projecting SubjectErased"))
+}
+
 /// Folds one event; run it before the member projection folds the same one.
 pub(crate) fn apply(
     connection: &Connection,
@@ -193,6 +214,9 @@ pub(crate) fn apply(
         Event::MemberPurged(MemberPurged { member_id }) => {
             (MovementKind::Purged, member_id, identity_before(connection, tenant, member_id)?)
         }
+        // Moves no one: the movements stay, naming nobody. Rows a rebuild
+        // folds from the erased events read the same.
+        Event::SubjectErased(erased) => return erase(connection, tenant, erased),
         // Moves no one in or out. Listed rather than `_`, so a new event
         // type does not compile until someone decides.
         Event::TenantCreated(_)

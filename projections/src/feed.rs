@@ -42,6 +42,7 @@ pub const TYPES: &[&str] = &[
     "member.left",
     "member.restored",
     "member.purged",
+    "member.erased",
     "sync.completed",
     "sync.held",
 ];
@@ -206,6 +207,11 @@ pub(crate) fn apply(
         Event::MemberPurged(purged) => {
             ("member.purged", &purged.member_id, Change::Other(json!({})))
         }
+        Event::SubjectErased(erased) => {
+            let Some(member_id) = &erased.member_id else { return Ok(()) };
+            erase_earlier(connection, tenant, member_id)?;
+            ("member.erased", member_id, Change::Other(json!({})))
+        }
         Event::SyncCompleted(completed) => return apply_run(connection, recorded, completed),
         // Not the application's news: the IdP's side (the member events
         // say what it came to), settings, tokens, the application's own
@@ -250,6 +256,10 @@ pub(crate) fn apply(
         _ => members::member(connection, tenant, member_id)?,
     };
     let member = match &row {
+        // An erased member's body names nobody, as its earlier ones now do.
+        Some(member) if member.erased_at.is_some() => {
+            return insert(connection, recorded, kind, &erased_data(&change_value(change), member));
+        }
         // A purged member's body names nobody: no personal value is in it.
         Some(member) if member.status == MemberStatus::Purged => {
             MemberBody::Purged { member_id: &member.member_id, status: member.status.as_str() }
@@ -258,6 +268,93 @@ pub(crate) fn apply(
         None => MemberBody::Unknown { member_id },
     };
     insert(connection, recorded, kind, &MemberDataBody { change, member })
+}
+
+/// The `data` of an erased member's event: the change without the
+/// person's values (a join keeps its roles, an update keeps nothing) and
+/// the member as `{erased, member_id, roles, status}`. Made from the
+/// facts alone, so the live feed (rewritten at the erasure) and a rebuild
+/// (folded from events that open as erased) store the same bytes.
+fn erased_data(change: &Value, member: &members::MemberRow) -> Value {
+    erased_form(change, member.member_id.as_str(), Some(&member.roles), member.status.as_str())
+}
+
+fn erased_form(change: &Value, member_id: &str, roles: Option<&[String]>, status: &str) -> Value {
+    let mut kept = Map::new();
+    if let Some(roles) = roles {
+        kept.insert("roles".to_owned(), json!(roles));
+    }
+    // An update's change is the person's values, all of them.
+    let change = match change {
+        Value::Object(fields) if fields.contains_key("properties") => {
+            let mut facts = Map::new();
+            if let Some(roles) = fields.get("roles") {
+                facts.insert("roles".to_owned(), roles.clone());
+            }
+            Value::Object(facts)
+        }
+        other => other.clone(),
+    };
+    let mut member = Map::new();
+    member.insert("erased".to_owned(), Value::Bool(true));
+    member.insert("member_id".to_owned(), json!(member_id));
+    member.extend(kept);
+    if !status.is_empty() {
+        member.insert("status".to_owned(), json!(status));
+    }
+    json!({ "change": change, "member": member })
+}
+
+fn change_value(change: Change<'_>) -> Value {
+    match change {
+        Change::Join(join) => json!({ "properties": join.properties, "roles": join.roles }),
+        Change::Other(value) => value,
+    }
+}
+
+/// Rewrites the stored bodies of one member's earlier events in the
+/// erased form ([`erased_form`]): the feed serves and delivers them from
+/// here, so no reader or webhook gets the person's values again.
+fn erase_earlier(
+    connection: &Connection,
+    tenant: &str,
+    member_id: &str,
+) -> Result<(), ProjectionError> {
+    let storage = ProjectionError::storage("erasing a member's feed events");
+    let rows: Vec<(i64, i64, String)> = connection
+        .prepare_cached(
+            "SELECT rowid, position, body FROM feed_rows WHERE tenant_id = ?1 \
+             AND type LIKE 'member.%' AND json_extract(body, '$.data.member.member_id') = ?2",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![tenant, member_id], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?
+                .collect()
+        })
+        .map_err(storage)?;
+    for (rowid, position, body) in rows {
+        let metadata = |reason: String| ProjectionError::Metadata {
+            position: u64::try_from(position).unwrap_or(0),
+            reason,
+        };
+        let mut body: Value =
+            serde_json::from_str(&body).map_err(|error| metadata(error.to_string()))?;
+        let Some(data) = body.get_mut("data") else { continue };
+        let member = data.get("member").cloned().unwrap_or(Value::Null);
+        let roles: Option<Vec<String>> =
+            member.get("roles").and_then(|roles| serde_json::from_value(roles.clone()).ok());
+        let status = member.get("status").and_then(Value::as_str).unwrap_or_default();
+        let change = data.get("change").cloned().unwrap_or(Value::Null);
+        *data = erased_form(&change, member_id, roles.as_deref(), status);
+        let text = serde_json::to_string(&body).map_err(|error| metadata(error.to_string()))?;
+        connection
+            .prepare_cached("UPDATE feed_rows SET body = ?2 WHERE rowid = ?1")
+            .and_then(|mut statement| statement.execute(params![rowid, text]))
+            .map_err(ProjectionError::storage("erasing a member's feed events"))?;
+    }
+    Ok(())
 }
 
 /// A `member.*` event's `data` as stored: what [`MemberData`] documents.
@@ -468,7 +565,7 @@ pub struct EventBody<'a> {
     /// One of the catalogue's types (`member.joined`, ..., `sync.held`).
     #[serde(rename = "type")]
     #[schema(
-        pattern = "^(member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|sync\\.completed|sync\\.held)$"
+        pattern = "^(member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|member\\.erased|sync\\.completed|sync\\.held)$"
     )]
     pub kind: &'a str,
     /// The catalogue's version.
@@ -846,6 +943,7 @@ mod tests {
             updated_at: "2026-01-05T00:00:00.000Z".to_owned(),
             version: 3,
             last_position: 99,
+            erased_at: None,
         };
         assert_eq!(serde_json::to_string(&MemberWhole::of(&row)).unwrap(), row.view().to_string());
     }

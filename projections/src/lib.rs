@@ -286,6 +286,7 @@ mod tests {
                     "userName": format!("{position}-{id}@example.com"),
                 }))
                 .unwrap(),
+                key: None,
             });
             let mut recorded = recorded(position as u64 + 1, &created);
             recorded.stream = format!("user:{id}");

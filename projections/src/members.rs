@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use events::event::{
     AttributeMappingChanged, MemberAppPropertiesChanged, MemberChangeDeferred, MemberDisabled,
     MemberEnabled, MemberJoined, MemberLeft, MemberPurged, MemberRestored, MemberRolesChanged,
-    MemberUpdated, PropertyChange, RoleBindingChanged, ScheduleChanged, SyncBatchApplied,
-    SyncCompleted, SyncDecided, SyncFailed, SyncStarted,
+    MemberUpdated, PropertyChange, RoleBindingChanged, ScheduleChanged, SubjectErased,
+    SyncBatchApplied, SyncCompleted, SyncDecided, SyncFailed, SyncStarted,
 };
 use events::event::{Decision, DeferReason, RunEnd, RunTrigger};
 use events::{Event, Metadata, RecordedEvent};
@@ -76,6 +76,8 @@ pub struct MemberRow {
     pub version: u64,
     /// The position of the last event applied to it.
     pub last_position: u64,
+    /// When its person was erased: its personal values are gone.
+    pub erased_at: Option<String>,
 }
 
 impl MemberRow {
@@ -118,6 +120,9 @@ pub struct MemberView {
     pub version: u64,
     /// The log position of the last event applied to it.
     pub last_position: u64,
+    /// When its person was erased (`rollcall erase`): absent until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erased_at: Option<String>,
 }
 
 /// Where a member comes from in the SCIM directory.
@@ -148,6 +153,7 @@ impl MemberView {
             updated_at: row.updated_at.clone(),
             version: row.version,
             last_position: row.last_position,
+            erased_at: row.erased_at.clone(),
         }
     }
 }
@@ -328,6 +334,47 @@ pub(crate) fn apply(
              app_properties = '{}', roles = '[]', search_text = ''",
             params![],
         ),
+        // The person's values go; the member's id, roles, status and times
+        // stay, so joiners-and-leavers still count it. A rebuild folds the
+        // same: its earlier events already open as erased.
+        Event::SubjectErased(SubjectErased { user_ids, member_id, keys, in_clear, .. }) => {
+            for user_id in user_ids {
+                connection
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO erasures (tenant_id, user_id, member_id, keys, \
+                         in_clear, erased_at, position) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .and_then(|mut statement| {
+                        statement.execute(params![
+                            tenant,
+                            user_id,
+                            member_id,
+                            json_text(keys),
+                            in_clear,
+                            recorded.recorded_at,
+                            sql_integer(recorded.position)
+                        ])
+                    })
+                    .map_err(ProjectionError::storage("projecting SubjectErased"))?;
+                connection
+                    .prepare_cached(
+                        "DELETE FROM member_deferred WHERE tenant_id = ?1 AND user_id = ?2",
+                    )
+                    .and_then(|mut statement| statement.execute(params![tenant, user_id]))
+                    .map_err(ProjectionError::storage("projecting SubjectErased"))?;
+            }
+            match member_id {
+                Some(member_id) => update_member(
+                    connection,
+                    recorded,
+                    member_id,
+                    "user_name = ?3, external_id = NULL, properties = '{}', \
+                     app_properties = '{}', search_text = '', erased_at = ?4",
+                    params![events::event::ERASED, recorded.recorded_at],
+                ),
+                None => Ok(()),
+            }
+        }
         Event::MemberChangeDeferred(MemberChangeDeferred { run_id, user_id, reason, detail }) => {
             connection
                 .prepare_cached(
@@ -505,6 +552,7 @@ pub(crate) fn joined_row(recorded: &RecordedEvent, joined: &MemberJoined) -> Mem
         updated_at: recorded.recorded_at.clone(),
         version: recorded.version,
         last_position: recorded.position,
+        erased_at: None,
     }
 }
 
@@ -701,7 +749,7 @@ impl Searchable {
 // The lookups below name their index.
 const MEMBER_COLUMNS: &str = "member_id, user_id, external_id, user_name, status, properties, \
     roles, app_properties, joined_at, left_at, grace_until, disabled_at, revoke_sessions, \
-    updated_at, version, last_position";
+    updated_at, version, last_position, erased_at";
 
 fn member_from_row(row: &Row<'_>) -> rusqlite::Result<MemberRow> {
     let status: String = row.get(4)?;
@@ -722,6 +770,7 @@ fn member_from_row(row: &Row<'_>) -> rusqlite::Result<MemberRow> {
         updated_at: row.get(13)?,
         version: u64::try_from(row.get::<_, i64>(14)?).unwrap_or(0),
         last_position: u64::try_from(row.get::<_, i64>(15)?).unwrap_or(0),
+        erased_at: row.get(16)?,
     })
 }
 

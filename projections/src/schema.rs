@@ -2,11 +2,11 @@
 //!
 //! Projection tables hold nothing the log does not: dropping them and
 //! folding the log again must give the same rows. The exceptions are
-//! `token_usage`, `request_log`, `audit_snapshot_key`, `database_identity`,
-//! `subject_keys` and the `console_*` tables, operational state (when a
-//! token was last used; each SCIM request as answered, failures included;
-//! the as-of cache's signing key; which database this is and which key
-//! seals whose values; console sessions and the last chain check) that is
+//! `token_usage`, `request_log`, `audit_snapshot_key`, `database_identity`
+//! and the `console_*` tables, operational state (when a token was last
+//! used; each SCIM request as answered, failures included; the as-of
+//! cache's signing key; which database this is; console sessions and the
+//! last chain check) that is
 //! deliberately not an event: recording every request in the log would
 //! drown the facts auditors need. A rebuild leaves them alone.
 
@@ -126,20 +126,6 @@ CREATE TABLE IF NOT EXISTS database_identity (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     identity TEXT NOT NULL
 ) STRICT;
-
--- Which data key seals each subject's personal values (issue 21): the
--- key's id in the key store beside the database (`<db>.keys`), never the
--- key. Written by the write path in the transaction that first seals
--- with the key, so the highest id here is the last one handed out and
--- ids are never reused; `erased_at` is set by an erasure. Not folded
--- (the ids are in the sealed values themselves): a rebuild leaves it.
-CREATE TABLE IF NOT EXISTS subject_keys (
-    tenant_id TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    key_id INTEGER NOT NULL UNIQUE,
-    erased_at TEXT,
-    PRIMARY KEY (tenant_id, user_id)
-) STRICT, WITHOUT ROWID;
 
 -- The SCIM directory. `name` is the unique name (a User's userName, a
 -- Group's displayName); `name_key` its Unicode-folded form, unique per
@@ -285,6 +271,23 @@ CREATE TABLE IF NOT EXISTS audit_causes (
     PRIMARY KEY (tenant_id, user_id, event_type)
 ) STRICT, WITHOUT ROWID;
 
+-- Erased persons (`SubjectErased`), one row per SCIM user whose key was
+-- destroyed: what every open of the database checks the key store against
+-- (an erasure whose key outlived a crash is finished there), and what the
+-- console and the API say of an erased member. Names nobody.
+CREATE TABLE IF NOT EXISTS erasures (
+    tenant_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    member_id TEXT,
+    -- The keys the erasure destroyed, a JSON list (the same on each row
+    -- of one erasure).
+    keys TEXT NOT NULL,
+    in_clear INTEGER NOT NULL,
+    erased_at TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, user_id)
+) STRICT, WITHOUT ROWID;
+
 -- The event feed: each public event as served and delivered (JSON), in
 -- cursor order per tenant. A rowid table, the key in an index beside it:
 -- a body is about 2 KB, over what a WITHOUT ROWID row keeps in its page
@@ -353,6 +356,12 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("sync_runs", "scheduled_for", "TEXT"),
     ("sync_runs", "approves", "TEXT"),
     ("members", "search_text", "TEXT"),
+    // The id of the data key that seals a user's personal values in the
+    // log (`UserCreated::key`); NULL for groups and for users created
+    // before sealing.
+    ("scim_resources", "key_id", "INTEGER"),
+    // When the member's person was erased (`SubjectErased`).
+    ("members", "erased_at", "TEXT"),
 ];
 
 /// Indexes over added columns, created once the columns are there and

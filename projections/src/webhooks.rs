@@ -132,6 +132,7 @@ pub(crate) fn apply(
         | Event::MemberLeft(_)
         | Event::MemberRestored(_)
         | Event::MemberPurged(_)
+        | Event::SubjectErased(_)
         | Event::MemberAppPropertiesChanged(_)
         | Event::MemberChangeDeferred(_)
         | Event::SyncStarted(_)

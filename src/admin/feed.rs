@@ -56,7 +56,7 @@ struct FeedQuery {
     /// Only these types, comma-separated (`member.joined,member.left`).
     #[serde(default)]
     #[param(
-        pattern = "^((member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|sync\\.completed|sync\\.held)(,(member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|sync\\.completed|sync\\.held))*)?$"
+        pattern = "^((member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|member\\.erased|sync\\.completed|sync\\.held)(,(member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|member\\.erased|sync\\.completed|sync\\.held))*)?$"
     )]
     types: Option<String>,
     /// Seconds to wait for an event past the cursor, 0 to 60 (default 0):
@@ -231,7 +231,7 @@ struct StreamQuery {
     /// Only these types, comma-separated.
     #[serde(default)]
     #[param(
-        pattern = "^((member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|sync\\.completed|sync\\.held)(,(member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|sync\\.completed|sync\\.held))*)?$"
+        pattern = "^((member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|member\\.erased|sync\\.completed|sync\\.held)(,(member\\.joined|member\\.updated|member\\.roles_changed|member\\.disabled|member\\.enabled|member\\.left|member\\.restored|member\\.purged|member\\.erased|sync\\.completed|sync\\.held))*)?$"
     )]
     types: Option<String>,
 }

@@ -40,6 +40,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_mapping, put_mapping))
         .routes(routes!(get_role_bindings, put_role_bindings))
         .routes(routes!(get_sync_settings, put_sync_settings))
+        .routes(routes!(erase_member))
 }
 
 /// The member directory, for the application as well as the admin.
@@ -447,6 +448,57 @@ async fn one_member(
     let member = member.ok_or_else(|| Error::not_found(format!("member {member_id}")))?;
     Ok(Json(MemberAsOf { member: MemberView::of(&member), as_of_cursor: cursor.encode(&tenant) })
         .into_response())
+}
+
+/// What an erasure may say about itself.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct EraseRequest {
+    /// Why (recorded in clear in the log: name no one in it), at most 500
+    /// characters.
+    reason: Option<String>,
+}
+
+/// Erases the member's person (GDPR): destroys the data keys their values
+/// in the log are sealed with, takes those values out of every projection
+/// and report, and delivers `member.erased`. The member's facts (ids,
+/// times, roles) remain. Refused while the identity provider still
+/// provisions the user, or while the member has not left yet.
+#[utoipa::path(post, path = "/members/{member_id}/erase", tag = "members",
+    params(("member_id" = String, Path, description = "The member's id")),
+    request_body(content = EraseRequest, description = "Optional; an empty body is no reason"),
+    responses((status = 200, description = "Erased", body = crate::erase::Erased),
+        (status = 400, description = "The body is not an erasure request", body = ErrorBody),
+        (status = 404, description = "No such member in this tenant", body = ErrorBody),
+        (status = 409, description = "Still provisioned, not left yet, or erased already",
+            body = ErrorBody)))]
+async fn erase_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiId(member_id): ApiId,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: EraseRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        EraseRequest { reason: None }
+    } else {
+        serde_json::from_slice(&body).map_err(|error| {
+            Error::invalid(format!("expected {{\"reason\": \"...\"}} or no body: {error}"))
+        })?
+    };
+    let tenant = caller.principal.tenant_id;
+    let store = state.store.clone();
+    let context = caller.context;
+    let erased = blocking(move || {
+        crate::erase::erase(
+            &store,
+            &tenant,
+            crate::erase::Target::Member(member_id),
+            request.reason.filter(|reason| !reason.trim().is_empty()),
+            context,
+        )
+    })
+    .await?;
+    Ok(Json(erased).into_response())
 }
 
 /// Sets properties the application owns (the mapping's `app_owned`).

@@ -159,6 +159,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Erase a person (GDPR): destroy their data keys so their values in
+    /// the log, exports and backups no longer open, take them out of
+    /// every projection, and tell the application (`member.erased`).
+    /// Refused while the identity provider still provisions the user or
+    /// the member has not left yet (docs/audit.md, "Erasure").
+    Erase {
+        #[arg(long, env = "ROLLCALL_TENANT")]
+        tenant: String,
+        /// The SCIM user's id, externalId or userName, or the member's id.
+        #[arg(long)]
+        user: String,
+        /// Why (recorded in clear in the log: name no one in it).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the OpenAPI 3.1 document of /api/v1 (as the server serves it
     /// at /api/v1/openapi.json, and docs/openapi.json holds it).
     Openapi,
@@ -501,6 +518,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     settings.as_of_snapshot_every,
                 ),
             )
+        }
+        Command::Erase { tenant, user, reason, json } => {
+            init_logging("warn", LogFormat::Text);
+            let store = open_store(&settings)?;
+            let tenant_id = self::common::tenant_id(&store, &tenant)?;
+            let erased = crate::erase::erase(
+                &store,
+                &tenant_id,
+                crate::erase::Target::User(user),
+                reason,
+                self::common::cli_context(),
+            )?;
+            if json {
+                self::common::print_json(&erased)?;
+            } else {
+                println!(
+                    "erased user {}{} at position {}: {} key(s) destroyed",
+                    erased.user_id,
+                    erased
+                        .member_id
+                        .as_ref()
+                        .map(|id| format!(" (member {id})"))
+                        .unwrap_or_default(),
+                    erased.position,
+                    erased.keys_destroyed
+                );
+                println!("{}", erased.message);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Backup { to, json } => {
             init_logging("warn", LogFormat::Text);

@@ -143,14 +143,68 @@ fn member_facts(member: &MemberRow) -> Markup {
             @if let Some(at) = &member.grace_until { div { dt { "Restorable until" } dd { (when(at)) } } }
             div { dt { "SCIM user" } dd { code { (member.user_id) } @if let Some(id) = &member.external_id { " (externalId " (id) ")" } } }
             div { dt { "Member id" } dd { code { (member.member_id) } } }
+            @if let Some(at) = &member.erased_at { div { dt { "Erased" } dd { (when(at)) } } }
         }
     }
+}
+
+/// The erasure form, or why there is none yet. Its confirmation names
+/// what goes: the member's name, externalId and every property.
+fn erase_section(member: &MemberRow, session: &Session) -> Markup {
+    let lost = format!(
+        "Erase {}? Their userName{}, {} mapped and {} app-owned properties, and every value the          log, its exports and backups hold of them will no longer open, for good. The member's          id, times and roles stay. This cannot be undone.",
+        member.user_name,
+        member.external_id.as_ref().map(|id| format!(", externalId {id}")).unwrap_or_default(),
+        member.properties.len(),
+        member.app_properties.len(),
+    );
+    html! {
+        h2 id="erase" { "Erase this person" }
+        @if member.erased_at.is_some() {
+            p { "This person was erased. What the log holds of them reads “[erased]”." }
+        } @else if matches!(member.status, MemberStatus::Active | MemberStatus::Disabled) {
+            p { "A member can be erased once it has left: remove the user in the identity provider, then Synchronize." }
+        } @else {
+            p { (lost) }
+            form method="post" action={ "/admin/members/" (member.member_id) "/erase" } data-confirm=(lost) {
+                input type="hidden" name="csrf" value=(session.csrf);
+                label { "Reason (recorded in clear: name no one) " input type="text" name="reason" maxlength="500"; }
+                label { input type="checkbox" name="confirm" value="yes" required; " I understand this cannot be undone" }
+                button type="submit" class="danger" { "Erase" }
+            }
+        }
+    }
+}
+
+/// Erases the member's person (the form above): the same command as
+/// `POST /api/v1/members/{id}/erase`.
+pub async fn erase(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(member_id): Path<String>,
+    form: super::session::Form,
+) -> Result<Response, PageError> {
+    if form.get("confirm") != Some("yes") {
+        return Err(Error::invalid("tick the confirmation to erase this person").into());
+    }
+    let reason = form.get("reason").filter(|reason| !reason.is_empty()).map(str::to_owned);
+    let tenant = caller.principal.tenant_id.clone();
+    let store = state.store.clone();
+    let context = caller.context;
+    let target = member_id.clone();
+    blocking(move || {
+        crate::erase::erase(&store, &tenant, crate::erase::Target::Member(target), reason, context)
+    })
+    .await?;
+    Ok(page::see_other(&format!("/admin/members/{member_id}?notice=erased")))
 }
 
 #[derive(Debug, Deserialize)]
 pub struct MemberView {
     #[serde(default)]
     history: Option<String>,
+    #[serde(default)]
+    notice: Option<String>,
 }
 
 pub async fn one(
@@ -176,6 +230,7 @@ pub async fn one(
         None
     };
     let body = html! {
+        (page::fixed_notice(view.notice.as_deref()))
         (member_facts(&member))
         h2 { "Properties (from the identity provider)" }
         (properties_table("Mapped properties", &member.properties))
@@ -211,6 +266,7 @@ pub async fn one(
                 }
             },
         }
+        (erase_section(&member, &session))
         p { a href="/admin/members" { "All members" } }
     };
     Ok(respond(

@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/bindings", get(settings::bindings_page).post(settings::save_bindings))
         .route("/admin/members", get(members::list))
         .route("/admin/members/{member_id}", get(members::one))
+        .route("/admin/members/{member_id}/erase", post(members::erase))
         .route("/admin/webhooks", get(webhooks::list).post(webhooks::create))
         .route("/admin/webhooks/{id}", get(webhooks::show))
         .route("/admin/webhooks/{id}/pause", post(webhooks::pause))

@@ -153,6 +153,7 @@ pub fn fixed_notice(key: Option<&str>) -> Markup {
         Some("unchanged") => "Nothing changed: that is what was already saved.",
         Some("revoked") => "The token is revoked; it stops working at its next request.",
         Some("verified") => "The chain was checked; the result is below.",
+        Some("erased") => "Erased: the person's keys are destroyed and their values are gone.",
         _ => return html! {},
     };
     notice("ok", text)

@@ -296,7 +296,11 @@ fn create(
     check_unique(tx, tenant, kind, &document, None)?;
     let id = ulid::Ulid::generate().to_string().to_ascii_lowercase();
     let event = match kind {
-        ResourceKind::User => Event::UserCreated(UserCreated { user_id: id.clone(), document }),
+        ResourceKind::User => Event::UserCreated(UserCreated {
+            user_id: id.clone(),
+            document,
+            key: Some(crate::store::fresh_subject_key(tx)?),
+        }),
         ResourceKind::Group => {
             let members = take_members(tx, tenant, &id, &mut document, &BTreeMap::new())?;
             Event::GroupCreated(GroupCreated { group_id: id.clone(), document, members })

@@ -9,9 +9,10 @@
 //! backup older than the log) is an error that says so.
 //!
 //! This module owns the file and its in-memory cache. It never touches the
-//! database: which key id a subject gets is decided by the write path
-//! (`store::record`, table `subject_keys`), inside the transaction that
-//! first seals with it, so an id is never handed out twice.
+//! database. Ids are made in blocks numbered after every id the file
+//! holds, under the file's write lock, and each process hands out only the
+//! ids of the blocks it made: an id is never handed out twice. Which key is
+//! whose is the user's `UserCreated::key`, folded into the directory row.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,16 @@ pub struct KeyStore {
     /// Empty after it for a reader with no key store file.
     connection: std::sync::OnceLock<Option<Mutex<Connection>>>,
     cache: RwLock<HashMap<u64, KeyState>>,
+    /// The ids this process made and has not handed out yet.
+    lease: Mutex<std::ops::Range<u64>>,
+    /// The file's `PRAGMA data_version` when the cache was last known to
+    /// match it: another process's erasure moves it, and the cache is
+    /// dropped before the next key is handed out.
+    seen: std::sync::atomic::AtomicI64,
+    /// Keys an erasure recorded in the log that the file may still hold
+    /// (its process died before destroying them, and this handle is a
+    /// reader that may not): they read as erased all the same.
+    forgotten: RwLock<std::collections::HashSet<u64>>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -89,6 +100,9 @@ impl KeyStore {
             writable,
             connection: std::sync::OnceLock::new(),
             cache: RwLock::default(),
+            lease: Mutex::new(0..0),
+            seen: std::sync::atomic::AtomicI64::new(i64::MIN),
+            forgotten: RwLock::default(),
         }
     }
 
@@ -207,6 +221,79 @@ impl KeyStore {
         connection.lock().map_err(|_| SealError::Store("the key store's lock is poisoned".into()))
     }
 
+    /// Destroys the keys `ids` (an erasure): each leaves a tombstone, its
+    /// bytes overwritten in the file (`secure_delete`) and, by the
+    /// checkpoint that follows, gone from the WAL too. Idempotent: a key
+    /// erased already stays as it was. Returns how many it destroyed now.
+    pub fn erase(&self, ids: &[u64], at: &str) -> Result<usize, SealError> {
+        let mut destroyed = 0;
+        {
+            let mut connection = self.connection()?;
+            let transaction = connection
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(store_error("erasing keys"))?;
+            for id in ids {
+                let row = i64::try_from(*id).map_err(|_| SealError::MissingKey(*id))?;
+                destroyed += transaction
+                    .prepare_cached(
+                        "UPDATE data_keys SET key = NULL, erased_at = ?2 \
+                         WHERE key_id = ?1 AND key IS NOT NULL",
+                    )
+                    .and_then(|mut statement| statement.execute(params![row, at]))
+                    .map_err(store_error("erasing keys"))?;
+            }
+            transaction.commit().map_err(store_error("erasing keys"))?;
+            connection
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(store_error("checkpointing the key store"))?;
+        }
+        for id in ids {
+            self.remember(*id, KeyState::Erased);
+        }
+        Ok(destroyed)
+    }
+
+    /// Treats `ids` as erased from now on, whatever the file says.
+    pub fn forget(&self, ids: &[u64]) {
+        if let Ok(mut forgotten) = self.forgotten.write() {
+            forgotten.extend(ids.iter().copied());
+        }
+    }
+
+    /// Those of `ids` the file holds live (not erased).
+    pub fn live_among(&self, ids: &[u64]) -> Result<Vec<u64>, SealError> {
+        let connection = self.connection()?;
+        let mut live = Vec::new();
+        for id in ids {
+            let row = i64::try_from(*id).map_err(|_| SealError::MissingKey(*id))?;
+            let found: Option<bool> = connection
+                .prepare_cached("SELECT key IS NOT NULL FROM data_keys WHERE key_id = ?1")
+                .and_then(|mut statement| statement.query_row([row], |row| row.get(0)).optional())
+                .map_err(store_error("reading a key"))?;
+            if found == Some(true) {
+                live.push(*id);
+            }
+        }
+        Ok(live)
+    }
+
+    /// Drops the cache when another connection (another process) changed
+    /// the file since it was last looked at.
+    fn revalidate(&self) -> Result<(), SealError> {
+        use std::sync::atomic::Ordering;
+        let version: i64 = self
+            .connection()?
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .map_err(store_error("reading the key store's version"))?;
+        if self.seen.swap(version, Ordering::AcqRel) != version
+            && let Ok(mut cache) = self.cache.write()
+        {
+            cache.clear();
+        }
+        Ok(())
+    }
+
     fn cached(&self, id: u64) -> Option<KeyState> {
         self.cache.read().ok().and_then(|cache| cache.get(&id).cloned())
     }
@@ -240,27 +327,43 @@ impl KeyStore {
         }
     }
 
-    /// Makes the keys `from..from + ISSUE_AHEAD` that the file does not
-    /// hold yet, in one durable transaction.
-    fn make_keys(&self, from: u64) -> Result<(), SealError> {
+    /// Makes the next `ISSUE_AHEAD` keys, numbered after every key the
+    /// file holds, in one durable transaction that takes the file's write
+    /// lock first: two processes never make (or hand out) the same id.
+    /// Returns their ids.
+    fn make_keys(&self) -> Result<std::ops::Range<u64>, SealError> {
         let mut connection = self.connection()?;
-        let transaction = connection.transaction().map_err(store_error("making keys"))?;
+        let transaction = connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(store_error("making keys"))?;
+        let from: i64 = transaction
+            .query_row("SELECT COALESCE(MAX(key_id), 0) + 1 FROM data_keys", [], |row| row.get(0))
+            .map_err(store_error("making keys"))?;
+        let from = u64::try_from(from).map_err(|_| SealError::Store(format!("key id {from}")))?;
         {
             let mut insert = transaction
-                .prepare_cached("INSERT OR IGNORE INTO data_keys (key_id, key) VALUES (?1, ?2)")
+                .prepare_cached("INSERT INTO data_keys (key_id, key) VALUES (?1, ?2)")
                 .map_err(store_error("making keys"))?;
-            for id in from..from.saturating_add(ISSUE_AHEAD) {
+            let bytes = SubjectKey::generate_many(ISSUE_AHEAD as usize)?;
+            for (id, key) in (from..).zip(bytes.chunks_exact(events::seal::KEY_LEN)) {
                 let row = i64::try_from(id).map_err(|_| SealError::MissingKey(id))?;
-                let bytes = SubjectKey::generate_bytes()?;
-                insert.execute(params![row, &bytes[..]]).map_err(store_error("making keys"))?;
+                insert.execute(params![row, key]).map_err(store_error("making keys"))?;
+                if let Some(made) = SubjectKey::new(id, key) {
+                    self.remember(id, KeyState::Live(Arc::new(made)));
+                }
             }
         }
-        transaction.commit().map_err(store_error("making keys"))
+        transaction.commit().map_err(store_error("making keys"))?;
+        Ok(from..from.saturating_add(ISSUE_AHEAD))
     }
 }
 
 impl Keyring for KeyStore {
     fn key(&self, id: u64) -> Result<KeyState, SealError> {
+        if self.forgotten.read().is_ok_and(|forgotten| forgotten.contains(&id)) {
+            return Ok(KeyState::Erased);
+        }
+        self.revalidate()?;
         if let Some(state) = self.cached(id) {
             return Ok(state);
         }
@@ -271,24 +374,16 @@ impl Keyring for KeyStore {
 }
 
 impl KeySource for KeyStore {
-    fn issue(&self, id: u64) -> Result<Arc<SubjectKey>, SealError> {
-        let state = match self.cached(id) {
-            Some(state) => Some(state),
-            None => self.load(id)?,
-        };
-        let state = match state {
-            Some(state) => state,
-            None => {
-                self.make_keys(id)?;
-                self.load(id)?.ok_or(SealError::MissingKey(id))?
-            }
-        };
-        self.remember(id, state.clone());
-        match state {
+    fn fresh(&self) -> Result<Arc<SubjectKey>, SealError> {
+        let mut lease =
+            self.lease.lock().map_err(|_| SealError::Store("the key lease is poisoned".into()))?;
+        if lease.is_empty() {
+            *lease = self.make_keys()?;
+        }
+        let id = lease.next().ok_or_else(|| SealError::Store("no key was made".to_owned()))?;
+        drop(lease);
+        match self.key(id)? {
             KeyState::Live(key) => Ok(key),
-            // Sealing with it would lose the values at once. The write
-            // path goes on to the next id (this happens after a database
-            // restored from a backup older than the key store).
             KeyState::Erased => Err(SealError::Erased(id)),
         }
     }
@@ -304,14 +399,20 @@ mod tests {
         let db = dir.path().join("rollcall.db");
         let keys = KeyStore::new(&db);
         keys.bind(Some("db-1")).unwrap();
-        let first = keys.issue(1).unwrap();
+        let first = keys.fresh().unwrap();
+        assert_eq!(first.id, 1);
+        assert_eq!(keys.fresh().unwrap().id, 2);
+        // Another handle (another process) gets ids of its own.
+        let other = KeyStore::new(&db);
+        other.bind(Some("db-1")).unwrap();
+        assert_eq!(other.fresh().unwrap().id, ISSUE_AHEAD + 1);
         // Issued ahead, in one transaction: the next ones are there already.
         let rows: i64 = keys
             .connection()
             .unwrap()
             .query_row("SELECT count(*) FROM data_keys", [], |row| row.get(0))
             .unwrap();
-        assert_eq!(rows, ISSUE_AHEAD as i64);
+        assert_eq!(rows, 2 * ISSUE_AHEAD as i64);
         let reader = KeyStore::read_only(&db);
         reader.bind(Some("db-1")).unwrap();
         let KeyState::Live(read) = reader.key(1).unwrap() else { unreachable!("live") };
@@ -322,10 +423,8 @@ mod tests {
             Ok(events::seal::Opened::Value(serde_json::json!("x")))
         );
         assert_eq!(read.id, 1);
-        assert_eq!(
-            reader.key(ISSUE_AHEAD + 1).unwrap_err(),
-            SealError::MissingKey(ISSUE_AHEAD + 1)
-        );
+        let beyond = 2 * ISSUE_AHEAD + 1;
+        assert_eq!(reader.key(beyond).unwrap_err(), SealError::MissingKey(beyond));
     }
 
     #[test]

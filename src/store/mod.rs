@@ -18,10 +18,11 @@ pub mod snapshots;
 use std::path::Path;
 use std::sync::Arc;
 
+use events::event::UserCreated;
 use events::seal::{KeySource, KeyState, Keyring, SealError, SubjectKey};
 use events::sqlite::{LogOptions, SqliteLog, SqliteTx};
 use events::{CommandContext, Event, ExpectedVersion, LogTransaction, Pending, RecordedEvent};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::Error;
 
@@ -29,6 +30,7 @@ use crate::error::Error;
 #[derive(Debug)]
 pub struct Store {
     log: SqliteLog,
+    key_store: Arc<keys::KeyStore>,
 }
 
 impl Store {
@@ -51,7 +53,10 @@ impl Store {
             })
             .wait()?;
         keys.bind(Some(&identity)).map_err(key_store)?;
-        let store = Store { log };
+        let store = Store { log, key_store: keys };
+        // An erasure whose process died between its event and its keys is
+        // finished here, before anything reads.
+        store.finish_erasures()?;
         if !pending.is_empty() {
             let names: Vec<&str> = pending.iter().map(String::as_str).collect();
             tracing::info!(projections = ?names, "folding new projections from the log, once");
@@ -67,9 +72,107 @@ impl Store {
     pub fn open_read_only(path: &Path, options: LogOptions) -> Result<Store, Error> {
         let keys = Arc::new(keys::KeyStore::read_only(path));
         let options = LogOptions { keys: Some(keys.clone()), ..options };
-        let store = Store { log: SqliteLog::open_read_only(path, with_functions(options))? };
+        let log = SqliteLog::open_read_only(path, with_functions(options))?;
+        let store = Store { log, key_store: keys.clone() };
         keys.bind(store.read(identity)?.as_deref()).map_err(key_store)?;
+        // A reader cannot finish an interrupted erasure; it honours it.
+        let erased: Vec<u64> =
+            store.erased_keys()?.into_iter().flat_map(|(_, keys, _)| keys).collect();
+        keys.forget(&erased);
         Ok(store)
+    }
+
+    /// The key store itself: erasures destroy keys in it.
+    pub fn key_store(&self) -> &keys::KeyStore {
+        &self.key_store
+    }
+
+    /// Destroys the data keys of an erasure recorded in `tenant` at `at`,
+    /// then drops the tenant's as-of snapshots (a cache that held the
+    /// person's rows, made again from the log) and empties the WAL, so
+    /// old page images holding the values leave it. Idempotent; returns
+    /// how many keys it destroyed now.
+    pub fn destroy_keys(&self, tenant: &str, keys: &[u64], at: &str) -> Result<usize, Error> {
+        let destroyed = self.key_store.erase(keys, at).map_err(key_store)?;
+        self.forget_snapshots(tenant);
+        self.checkpoint_wal();
+        Ok(destroyed)
+    }
+
+    /// Every erasure's tenant, key ids and time, from the `erasures`
+    /// projection (none in a file from before erasures).
+    pub fn erased_keys(&self) -> Result<Vec<(String, Vec<u64>, String)>, Error> {
+        let rows: Vec<(String, String, String)> = self.read(|connection| {
+            let found = connection
+                .prepare("SELECT tenant_id, keys, erased_at FROM erasures")
+                .and_then(|mut statement| {
+                    statement
+                        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                        .collect()
+                });
+            match found {
+                Ok(rows) => Ok(rows),
+                Err(rusqlite::Error::SqliteFailure(_, Some(message)))
+                    if message.contains("no such table") =>
+                {
+                    Ok(Vec::new())
+                }
+                Err(error) => {
+                    Err(Error::from(events::LogError::storage("reading erasures", error)))
+                }
+            }
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(tenant, keys, at)| (tenant, serde_json::from_str(&keys).unwrap_or_default(), at))
+            .collect())
+    }
+
+    /// Destroys every key an erasure recorded that the key store still
+    /// holds live: the erasures whose process stopped between their event
+    /// and their keys (`crate::erase`). Run at every writable open.
+    fn finish_erasures(&self) -> Result<(), Error> {
+        for (tenant, keys, at) in self.erased_keys()? {
+            let live = self.key_store.live_among(&keys).map_err(key_store)?;
+            if !live.is_empty() {
+                tracing::warn!(tenant, keys = live.len(), "finishing an interrupted erasure");
+                self.destroy_keys(&tenant, &live, &at)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the as-of snapshots of `tenant`.
+    fn forget_snapshots(&self, tenant: &str) {
+        let dir = snapshots::Snapshots::beside(self.log.path(), 0);
+        let prefix: String = tenant.chars().filter(char::is_ascii_alphanumeric).collect();
+        let Ok(entries) = std::fs::read_dir(dir.dir()) else { return };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            if name.to_str().is_some_and(|name| name.starts_with(&format!("{prefix}-")))
+                && let Err(error) = std::fs::remove_file(entry.path())
+            {
+                tracing::warn!(%error, "an as-of snapshot was not removed after an erasure");
+            }
+        }
+    }
+
+    /// `wal_checkpoint(TRUNCATE)` on a connection of its own: waits for
+    /// the readers of older snapshots, then empties the WAL. Under constant
+    /// writes it may not complete; the frames are overwritten as the WAL
+    /// restarts.
+    fn checkpoint_wal(&self) {
+        let outcome = Connection::open(self.log.path()).and_then(|connection| {
+            connection.busy_timeout(std::time::Duration::from_secs(10))?;
+            connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0))
+        });
+        match outcome {
+            Ok(0) => {}
+            Ok(_) => {
+                tracing::warn!("the WAL was busy after an erasure; a later checkpoint empties it")
+            }
+            Err(error) => tracing::warn!(%error, "checkpointing after an erasure failed"),
+        }
     }
 
     /// The keys sealed personal values open with.
@@ -216,17 +319,34 @@ pub fn record(
         let encoded: Vec<_> = events.iter().map(Event::encode).collect();
         return fold_recorded(tx, tenant, stream, expected, events, &encoded, context);
     }
-    // Personal values are sealed before the log hashes them, each bound to
-    // the version its event will get (the log checks `expected` again).
     let keys = tx.keys().ok_or_else(|| {
         Error::Internal("no key store: personal values cannot be sealed".to_owned())
     })?;
+    // A created user without a key gets one here (a command may choose it
+    // itself, with `fresh_subject_key`).
+    let keyed: std::borrow::Cow<'_, [Event]> = if events
+        .iter()
+        .any(|event| matches!(event, Event::UserCreated(UserCreated { key: None, .. })))
+    {
+        let mut owned = events.to_vec();
+        for event in &mut owned {
+            if let Event::UserCreated(created @ UserCreated { key: None, .. }) = event {
+                created.key = Some(keys.fresh().map_err(sealing_failed)?.id);
+            }
+        }
+        std::borrow::Cow::Owned(owned)
+    } else {
+        std::borrow::Cow::Borrowed(events)
+    };
+    let events = keyed.as_ref();
+    // Personal values are sealed before the log hashes them, each bound to
+    // the version its event will get (the log checks `expected` again).
     let first = match expected {
         ExpectedVersion::NoStream => 1,
         ExpectedVersion::Exact(version) => version + 1,
         ExpectedVersion::Any => tx.stream_version(tenant, stream)?.unwrap_or(0) + 1,
     };
-    let mut sealing: Option<(events::Subject<'_>, Arc<SubjectKey>)> = None;
+    let mut sealing: Option<(events::Subject<'_>, Option<Arc<SubjectKey>>)> = None;
     let mut encoded = Vec::with_capacity(events.len());
     let mut body_key = None;
     for (index, event) in events.iter().enumerate() {
@@ -236,16 +356,27 @@ pub fn record(
             continue;
         };
         let key = match &sealing {
-            Some((sealed_for, key)) if *sealed_for == subject => Arc::clone(key),
+            Some((sealed_for, key)) if *sealed_for == subject => key.clone(),
             _ => {
-                let key = subject_key(tx.connection(), keys, tenant, subject)?;
-                sealing = Some((subject, Arc::clone(&key)));
+                let key = match event {
+                    Event::UserCreated(UserCreated { key: Some(id), .. }) => {
+                        Some(live_key(keys, *id)?)
+                    }
+                    _ => subject_key(tx, keys, tenant, subject)?,
+                };
+                sealing = Some((subject, key.clone()));
                 key
             }
         };
-        encoded.push(event.encode_sealed(&key, tenant, stream, version).map_err(sealing_failed)?);
+        // A subject from before sealing has no key: its events stay in
+        // clear, as its earlier ones are (ARCHITECTURE.md, "Erasure").
+        match &key {
+            Some(key) => encoded
+                .push(event.encode_sealed(key, tenant, stream, version).map_err(sealing_failed)?),
+            None => encoded.push(event.encode()),
+        }
         if index == 0 {
-            body_key = Some(key);
+            body_key = key;
         }
     }
     match body_key {
@@ -256,6 +387,15 @@ pub fn record(
         }
         None => fold_recorded(tx, tenant, stream, expected, events, &encoded, context),
     }
+}
+
+/// A key for a user about to be created: the command puts its id in the
+/// `UserCreated` (else `record` does).
+pub fn fresh_subject_key(tx: &SqliteTx<'_>) -> Result<u64, Error> {
+    let keys = tx.keys().ok_or_else(|| {
+        Error::Internal("no key store: personal values cannot be sealed".to_owned())
+    })?;
+    Ok(keys.fresh().map_err(sealing_failed)?.id)
 }
 
 fn fold_recorded(
@@ -278,16 +418,25 @@ fn sealing_failed(error: SealError) -> Error {
     Error::Internal(format!("sealing personal values: {error}"))
 }
 
-/// The data key of `subject` (a member's is its user's): the one the
-/// subject already has, or the next id, issued now and recorded in
-/// `subject_keys` in this transaction. A subject from before sealing gets
-/// its key with its first event after it.
+fn live_key(keys: &dyn KeySource, id: u64) -> Result<Arc<SubjectKey>, Error> {
+    match keys.key(id).map_err(sealing_failed)? {
+        KeyState::Live(key) => Ok(key),
+        KeyState::Erased => Err(Error::Internal(format!(
+            "data key {id} was erased: nothing more is recorded about its subject"
+        ))),
+    }
+}
+
+/// The data key of `subject` (a member's is its user's): the id its
+/// directory row holds, else (the user was deleted) the one its
+/// `UserCreated` names; `None` for a user created before sealing.
 fn subject_key(
-    connection: &Connection,
+    tx: &mut SqliteTx<'_>,
     keys: &dyn KeySource,
     tenant: &str,
     subject: events::Subject<'_>,
-) -> Result<Arc<SubjectKey>, Error> {
+) -> Result<Option<Arc<SubjectKey>>, Error> {
+    let connection = tx.connection();
     let storage = |context| move |error| Error::from(events::LogError::storage(context, error));
     let member_user;
     let user_id = match subject {
@@ -309,39 +458,37 @@ fn subject_key(
             member_user.as_str()
         }
     };
-    let known: Option<i64> = connection
-        .prepare_cached("SELECT key_id FROM subject_keys WHERE tenant_id = ?1 AND user_id = ?2")
+    key_id_of_user(tx, keys, tenant, user_id)?.map(|id| live_key(keys, id)).transpose()
+}
+
+/// The id of a user's data key: its directory row's, else (the user was
+/// deleted) the one its `UserCreated` names; `None` for a user created
+/// before sealing, or one that never was.
+pub fn key_id_of_user(
+    tx: &mut SqliteTx<'_>,
+    keys: &dyn Keyring,
+    tenant: &str,
+    user_id: &str,
+) -> Result<Option<u64>, Error> {
+    let storage = |context| move |error| Error::from(events::LogError::storage(context, error));
+    let row: Option<Option<i64>> = tx
+        .connection()
+        .prepare_cached("SELECT key_id FROM scim_resources WHERE tenant_id = ?1 AND id = ?2")
         .and_then(|mut statement| {
             statement.query_row([tenant, user_id], |row| row.get(0)).optional()
         })
         .map_err(storage("finding a subject's key"))?;
-    if let Some(id) = known {
-        let id = u64::try_from(id).map_err(|_| Error::Internal(format!("key id {id}")))?;
-        return match keys.key(id).map_err(sealing_failed)? {
-            KeyState::Live(key) => Ok(key),
-            KeyState::Erased => Err(Error::Internal(format!(
-                "user {user_id} was erased: nothing more is recorded about them"
-            ))),
-        };
-    }
-    let next: i64 = connection
-        .prepare_cached("SELECT COALESCE(MAX(key_id), 0) + 1 FROM subject_keys")
-        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
-        .map_err(storage("choosing a subject's key"))?;
-    let mut id = u64::try_from(next).map_err(|_| Error::Internal(format!("key id {next}")))?;
-    // Past the highest id this database handed out, the key store may
-    // hold ids of a later timeline (the database restored from a backup,
-    // the key store kept): an erased one is passed over.
-    let key = loop {
-        match keys.issue(id) {
-            Err(SealError::Erased(_)) => id += 1,
-            issued => break issued.map_err(sealing_failed)?,
+    let id = match row {
+        Some(id) => id.and_then(|id| u64::try_from(id).ok()),
+        None => {
+            // The user is gone from the directory: its first event says.
+            let first = tx.read_stream(tenant, &format!("user:{user_id}"))?;
+            match first.first().map(|created| created.decode(keys)) {
+                Some(Ok(Event::UserCreated(UserCreated { key, .. }))) => key,
+                Some(Err(error)) => return Err(error.into()),
+                _ => None,
+            }
         }
     };
-    let row = i64::try_from(id).map_err(|_| Error::Internal(format!("key id {id}")))?;
-    connection
-        .prepare_cached("INSERT INTO subject_keys (tenant_id, user_id, key_id) VALUES (?1, ?2, ?3)")
-        .and_then(|mut statement| statement.execute(params![tenant, user_id, row]))
-        .map_err(storage("recording a subject's key"))?;
-    Ok(key)
+    Ok(id)
 }

@@ -33,7 +33,14 @@ pub const PROJECTIONS: &[(&str, &[&str])] = &[
     ("directory", &["scim_resources", "scim_members"]),
     (
         "members",
-        &["members", "member_settings", "member_checkpoints", "member_deferred", "sync_runs"],
+        &[
+            "members",
+            "member_settings",
+            "member_checkpoints",
+            "member_deferred",
+            "sync_runs",
+            "erasures",
+        ],
     ),
     ("audit", &["audit_movements", "audit_causes"]),
     ("feed", &["feed_rows"]),

@@ -804,6 +804,7 @@ mod tests {
             updated_at: "2026-01-01T00:00:00.000Z".to_owned(),
             version: 1,
             last_position: 1,
+            erased_at: None,
         }
     }
 

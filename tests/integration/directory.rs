@@ -36,7 +36,7 @@ fn user(store: &Store, id: &str, document: Value) {
     let Value::Object(document) = document else { panic!("not an object") };
     create(
         store,
-        Event::UserCreated(UserCreated { user_id: id.to_owned(), document }),
+        Event::UserCreated(UserCreated { user_id: id.to_owned(), document, key: None }),
         format!("user:{id}"),
     );
 }

@@ -15,6 +15,7 @@ mod console;
 mod deploy;
 mod dialects;
 mod directory;
+mod erasure;
 mod feed;
 mod isolation;
 mod membership;

@@ -176,8 +176,11 @@ impl SqliteLog {
                 // command's undo pages) in memory: past 64 KiB per batch
                 // SQLite otherwise spills it to a temporary file, two write
                 // calls per page, on the writer's critical path.
+                // secure_delete: what a write frees (an old document, an
+                // erased person's row) is overwritten with zeros, not left
+                // readable in the file's free space (issue 21, erasure).
                 "PRAGMA synchronous={}; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint={}; \
-                 PRAGMA temp_store=MEMORY;",
+                 PRAGMA temp_store=MEMORY; PRAGMA secure_delete=ON;",
                 options.durability.pragma(),
                 options.wal_checkpoint_pages
             ))

@@ -9,10 +9,10 @@ use super::SqliteLog;
 use crate::log::{ChainHead, VerifyFailure, VerifyProblem, VerifyReport, VerifyScope};
 use crate::{ChainHash, EventRef, LogError, Position, RecordedEvent, ZERO_HASH};
 
-const COLUMNS: &str = "position, tenant, stream, version, event_type, schema_version, payload, \
+pub(super) const COLUMNS: &str = "position, tenant, stream, version, event_type, schema_version, payload, \
                        metadata, recorded_at, prev_hash, hash";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<RecordedEvent> {
+pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<RecordedEvent> {
     Ok(RecordedEvent {
         position: row.get::<_, i64>(0)?.try_into().unwrap_or(0),
         tenant: row.get(1)?,
@@ -28,7 +28,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RecordedEvent> {
     })
 }
 
-fn check(event: RecordedEvent, verify_hashes: bool) -> Result<RecordedEvent, LogError> {
+pub(super) fn check(event: RecordedEvent, verify_hashes: bool) -> Result<RecordedEvent, LogError> {
     if verify_hashes && !event.hash_is_consistent() {
         return Err(LogError::HashMismatch {
             position: event.position,

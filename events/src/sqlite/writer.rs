@@ -163,6 +163,28 @@ impl<'c> SqliteTx<'c> {
         self.keys
     }
 
+    /// Every event of one stream, in version order, as this transaction
+    /// sees them (its own appends included), hashes checked.
+    pub fn read_stream(
+        &mut self,
+        tenant: &str,
+        stream: &str,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let read = self
+            .connection
+            .prepare_cached(&format!(
+                "SELECT {} FROM events WHERE tenant = ?1 AND stream = ?2 ORDER BY version",
+                super::read::COLUMNS
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_map([tenant, stream], super::read::from_row)?
+                    .collect::<Result<Vec<_>, _>>()
+            });
+        let rows = self.storage("reading a stream", read)?;
+        rows.into_iter().map(|event| super::read::check(event, true)).collect()
+    }
+
     /// The write connection, inside the open transaction and the command's
     /// savepoint, for inline projections to update their tables.
     pub fn connection(&self) -> &Connection {

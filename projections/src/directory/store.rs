@@ -66,6 +66,17 @@ pub fn unique_name(kind: ResourceKind, document: &ScimDocument) -> &str {
     document.get(attribute).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// The folded unique name. An erased user's document (`events::event::
+/// is_erased_document`) names nobody, so several of them can stand at once
+/// in a past state (as-of, a fold): each is keyed by its id instead, and
+/// never takes the name of a user really called `[erased]`.
+fn name_key(kind: ResourceKind, id: &str, document: &ScimDocument) -> String {
+    if kind == ResourceKind::User && events::event::is_erased_document(document) {
+        return format!("\u{0}erased\u{0}{id}");
+    }
+    fold(unique_name(kind, document))
+}
+
 fn external_id(document: &ScimDocument) -> Option<&str> {
     document.get("externalId").and_then(Value::as_str)
 }
@@ -77,8 +88,8 @@ pub(crate) fn apply(
 ) -> Result<(), ProjectionError> {
     let tenant = recorded.tenant.as_str();
     match event {
-        Event::UserCreated(UserCreated { user_id, document }) => {
-            insert(connection, recorded, ResourceKind::User, user_id, document)
+        Event::UserCreated(UserCreated { user_id, document, key }) => {
+            insert(connection, recorded, ResourceKind::User, user_id, document, *key)
         }
         Event::UserUpdated(UserUpdated { user_id, document, .. }) => {
             replace(connection, recorded, ResourceKind::User, user_id, document)
@@ -96,8 +107,10 @@ pub(crate) fn apply(
         // The memberships it had were removed by GroupMembersRemoved events
         // recorded before this one.
         Event::UserDeleted(UserDeleted { user_id }) => delete(connection, tenant, user_id),
+        // Refused while the user is in the directory: nothing is left here.
+        Event::SubjectErased(_) => Ok(()),
         Event::GroupCreated(GroupCreated { group_id, document, members }) => {
-            insert(connection, recorded, ResourceKind::Group, group_id, document)?;
+            insert(connection, recorded, ResourceKind::Group, group_id, document, None)?;
             add_members(connection, tenant, group_id, members)
         }
         Event::GroupMembersAdded(GroupMembersAdded { group_id, members }) => {
@@ -203,12 +216,14 @@ fn insert(
     kind: ResourceKind,
     id: &str,
     document: &ScimDocument,
+    key: Option<u64>,
 ) -> Result<(), ProjectionError> {
     let name = unique_name(kind, document);
     connection
         .prepare_cached(
             "INSERT INTO scim_resources (tenant_id, kind, id, external_id, name, name_key, document, created, \
-             last_modified, version, created_position) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
+             last_modified, version, created_position, key_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -217,11 +232,12 @@ fn insert(
                 id,
                 external_id(document),
                 name,
-                fold(name),
+                name_key(kind, id, document),
                 document_json(document),
                 recorded.recorded_at,
                 sql_integer(recorded.version),
                 sql_integer(recorded.position),
+                key.map(sql_integer),
             ])
         })
         .map(drop)
@@ -264,7 +280,8 @@ fn replace(
              AND (external_id IS NOT ?3 OR name IS NOT ?4 OR name_key IS NOT ?5)",
         )
         .and_then(|mut statement| {
-            statement.execute(params![recorded.tenant, id, external_id(document), name, fold(name)])
+            let key = name_key(kind, id, document);
+            statement.execute(params![recorded.tenant, id, external_id(document), name, key])
         })
         .map(drop)
         .map_err(ProjectionError::storage(context))
