@@ -354,6 +354,31 @@ async fn an_admin_signs_in_synchronizes_maps_approves_and_signs_out() {
     assert!(left.contains("cy@example.com") && !left.contains("ada@example.com"), "{left}");
     browser.screenshot("07-approved").await;
 
+    // Erase a leaver: the confirmation names what goes, then the member
+    // reads as erased.
+    let listed: Value = server
+        .client
+        .get(server.url("/api/v1/members?status=left&search=bob"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bob = listed["members"][0]["member_id"].as_str().unwrap().to_owned();
+    browser.go(&server.url(&format!("/admin/members/{bob}"))).await;
+    let offer = browser.wait_text("#erase + p", "bob@example.com").await;
+    assert!(offer.contains("cannot be undone"), "{offer}");
+    browser.click("input[name='confirm']").await;
+    browser.type_into("input[name='reason']", "GDPR request 7").await;
+    browser.screenshot("07a-erase").await;
+    browser.click("form[action$='/erase'] button").await;
+    browser.command(reqwest::Method::POST, "/alert/accept", Some(json!({}))).await;
+    browser.wait_text(".notice", "Erased").await;
+    assert!(browser.text("h1").await.contains("[erased]"));
+    browser.screenshot("07b-erased").await;
+
     // Sign out: the console is closed again.
     browser.click("form.sign-out button").await;
     browser.wait_text("h1", "Sign in").await;
