@@ -53,11 +53,13 @@ pub struct KeyStore {
     connection: std::sync::OnceLock<Option<Mutex<Connection>>>,
     cache: RwLock<HashMap<u64, KeyState>>,
     /// The ids this process made and has not handed out yet.
-    lease: Mutex<std::ops::Range<u64>>,
-    /// The file's `PRAGMA data_version` when the cache was last known to
+    lease: Mutex<Vec<Arc<SubjectKey>>>,
+    /// The change generation of the file when the cache was last known to
     /// match it: another process's erasure moves it, and the cache is
     /// dropped before the next key is handed out.
-    seen: std::sync::atomic::AtomicI64,
+    seen: std::sync::atomic::AtomicU64,
+    /// The file's change counter (its WAL-index header: one `pread`).
+    changes: events::sqlite::Changes,
     /// Keys an erasure recorded in the log that the file may still hold
     /// (its process died before destroying them, and this handle is a
     /// reader that may not): they read as erased all the same.
@@ -95,13 +97,15 @@ impl KeyStore {
     }
 
     fn with(path: PathBuf, writable: bool) -> KeyStore {
+        let path_for_changes = path.clone();
         KeyStore {
             path,
             writable,
             connection: std::sync::OnceLock::new(),
             cache: RwLock::default(),
-            lease: Mutex::new(0..0),
-            seen: std::sync::atomic::AtomicI64::new(i64::MIN),
+            lease: Mutex::new(Vec::new()),
+            seen: std::sync::atomic::AtomicU64::new(u64::MAX),
+            changes: events::sqlite::Changes::new(&path_for_changes),
             forgotten: RwLock::default(),
         }
     }
@@ -281,12 +285,18 @@ impl KeyStore {
     /// the file since it was last looked at.
     fn revalidate(&self) -> Result<(), SealError> {
         use std::sync::atomic::Ordering;
-        let version: i64 = self
-            .connection()?
-            .prepare_cached("PRAGMA data_version")
-            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
-            .map_err(store_error("reading the key store's version"))?;
-        if self.seen.swap(version, Ordering::AcqRel) != version
+        // A reader with no key store file has nothing to keep fresh.
+        if matches!(self.connection.get(), Some(None)) {
+            return Ok(());
+        }
+        let generation = self
+            .changes
+            .generation(|| {
+                Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .map_err(|error| events::LogError::storage("watching the key store", error))
+            })
+            .map_err(|error| SealError::Store(error.to_string()))?;
+        if self.seen.swap(generation, Ordering::AcqRel) != generation
             && let Ok(mut cache) = self.cache.write()
         {
             cache.clear();
@@ -331,30 +341,41 @@ impl KeyStore {
     /// file holds, in one durable transaction that takes the file's write
     /// lock first: two processes never make (or hand out) the same id.
     /// Returns their ids.
-    fn make_keys(&self) -> Result<std::ops::Range<u64>, SealError> {
-        let mut connection = self.connection()?;
-        let transaction = connection
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(store_error("making keys"))?;
-        let from: i64 = transaction
-            .query_row("SELECT COALESCE(MAX(key_id), 0) + 1 FROM data_keys", [], |row| row.get(0))
-            .map_err(store_error("making keys"))?;
-        let from = u64::try_from(from).map_err(|_| SealError::Store(format!("key id {from}")))?;
+    fn make_keys(&self) -> Result<Vec<Arc<SubjectKey>>, SealError> {
+        let mut made = Vec::with_capacity(ISSUE_AHEAD as usize);
         {
-            let mut insert = transaction
-                .prepare_cached("INSERT INTO data_keys (key_id, key) VALUES (?1, ?2)")
+            let mut connection = self.connection()?;
+            let transaction = connection
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(store_error("making keys"))?;
-            let bytes = SubjectKey::generate_many(ISSUE_AHEAD as usize)?;
-            for (id, key) in (from..).zip(bytes.chunks_exact(events::seal::KEY_LEN)) {
-                let row = i64::try_from(id).map_err(|_| SealError::MissingKey(id))?;
-                insert.execute(params![row, key]).map_err(store_error("making keys"))?;
-                if let Some(made) = SubjectKey::new(id, key) {
-                    self.remember(id, KeyState::Live(Arc::new(made)));
+            let from: i64 = transaction
+                .query_row("SELECT COALESCE(MAX(key_id), 0) + 1 FROM data_keys", [], |row| {
+                    row.get(0)
+                })
+                .map_err(store_error("making keys"))?;
+            let from =
+                u64::try_from(from).map_err(|_| SealError::Store(format!("key id {from}")))?;
+            {
+                let mut insert = transaction
+                    .prepare_cached("INSERT INTO data_keys (key_id, key) VALUES (?1, ?2)")
+                    .map_err(store_error("making keys"))?;
+                let bytes = SubjectKey::generate_many(ISSUE_AHEAD as usize)?;
+                for (id, key) in (from..).zip(bytes.chunks_exact(events::seal::KEY_LEN)) {
+                    let row = i64::try_from(id).map_err(|_| SealError::MissingKey(id))?;
+                    insert.execute(params![row, key]).map_err(store_error("making keys"))?;
+                    made.extend(SubjectKey::new(id, key).map(Arc::new));
                 }
             }
+            transaction.commit().map_err(store_error("making keys"))?;
         }
-        transaction.commit().map_err(store_error("making keys"))?;
-        Ok(from..from.saturating_add(ISSUE_AHEAD))
+        // This commit moved the file's counter: take it in now (dropping
+        // the cache if anything else changed too), so the keys just made
+        // stay cached past it.
+        self.revalidate()?;
+        for key in &made {
+            self.remember(key.id, KeyState::Live(key.clone()));
+        }
+        Ok(made)
     }
 }
 
@@ -379,13 +400,10 @@ impl KeySource for KeyStore {
             self.lease.lock().map_err(|_| SealError::Store("the key lease is poisoned".into()))?;
         if lease.is_empty() {
             *lease = self.make_keys()?;
+            // Handed out from the end: the lowest id first.
+            lease.reverse();
         }
-        let id = lease.next().ok_or_else(|| SealError::Store("no key was made".to_owned()))?;
-        drop(lease);
-        match self.key(id)? {
-            KeyState::Live(key) => Ok(key),
-            KeyState::Erased => Err(SealError::Erased(id)),
-        }
+        lease.pop().ok_or_else(|| SealError::Store("no key was made".to_owned()))
     }
 }
 

@@ -128,12 +128,9 @@ fn drop_indexes(
     indexes: &[Index],
     tables: Option<&[&str]>,
 ) -> rusqlite::Result<()> {
-    for index in indexes {
-        if tables.is_none_or(|tables| tables.contains(&index.table.as_str())) {
-            connection.execute_batch(&format!("DROP INDEX IF EXISTS \"{}\"", index.name))?;
-        }
-    }
-    Ok(())
+    each_index(connection, indexes, tables, |index| {
+        format!("DROP INDEX IF EXISTS \"{}\"", index.name)
+    })
 }
 
 fn create_indexes(
@@ -141,9 +138,20 @@ fn create_indexes(
     indexes: &[Index],
     tables: Option<&[&str]>,
 ) -> rusqlite::Result<()> {
+    each_index(connection, indexes, tables, |index| index.sql.clone())
+}
+
+/// Runs `statement` of each of `indexes` on one of `tables` (every one
+/// with `None`).
+fn each_index(
+    connection: &Connection,
+    indexes: &[Index],
+    tables: Option<&[&str]>,
+    statement: impl Fn(&Index) -> String,
+) -> rusqlite::Result<()> {
     for index in indexes {
         if tables.is_none_or(|tables| tables.contains(&index.table.as_str())) {
-            connection.execute_batch(&index.sql)?;
+            connection.execute_batch(&statement(index))?;
         }
     }
     Ok(())

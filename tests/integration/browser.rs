@@ -357,12 +357,8 @@ async fn an_admin_signs_in_synchronizes_maps_approves_and_signs_out() {
     // Erase a leaver: the confirmation names what goes, then the member
     // reads as erased.
     let listed: Value = server
-        .client
-        .get(server.url("/api/v1/members?status=left&search=bob"))
-        .bearer_auth(&admin)
-        .send()
+        .get("/api/v1/members?status=left&search=bob", Some(&admin))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

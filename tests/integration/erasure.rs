@@ -39,8 +39,22 @@ impl Client {
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request =
-            self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        self.send_as(method, path, body, &ulid::Ulid::generate().to_string()).await
+    }
+
+    /// [`Client::send`] with the request id given.
+    async fn send_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        request_id: &str,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("x-request-id", request_id);
         if let Some(body) = body {
             request =
                 request.header("content-type", "application/scim+json").body(body.to_string());
@@ -101,14 +115,20 @@ async fn an_erased_person_is_gone_from_every_file_and_every_verification_passes(
     let scim_token = token(&db, "acme", "scim");
     let admin_token = token(&db, "acme", "admin");
     let other_admin = token(&db, "other", "admin");
-    let server = ServedBinary::start(&db, &[]);
+    let server = ServedBinary::start(&db, &["--webhook-allow-private-targets".as_ref()]);
     let scim = Client::new(&server, &scim_token);
     let admin = Client::new(&server, &admin_token);
+    let receiver = crate::webhooks::Receiver::start(Vec::new()).await;
+    let (status, endpoint) = admin
+        .send(reqwest::Method::POST, "/api/v1/webhooks", Some(json!({"url": receiver.url})))
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
 
     // The person in every place: the document, a change, the member's
     // mapped and app-owned properties, a refused request naming them.
-    let (status, created) =
-        scim.send(reqwest::Method::POST, "/scim/v2/Users", Some(person())).await;
+    let (status, created) = scim
+        .send_as(reqwest::Method::POST, "/scim/v2/Users", Some(person()), "req-erasure-create")
+        .await;
     assert_eq!(status, 201, "{created}");
     let user_id = created["id"].as_str().unwrap().to_owned();
     let change = json!({"schemas": [PATCH], "Operations": [
@@ -207,6 +227,26 @@ async fn an_erased_person_is_gone_from_every_file_and_every_verification_passes(
     assert_eq!(joined["member"]["erased"], true, "{joined}");
     assert_eq!(joined["member"]["member_id"], member_id.as_str());
 
+    // The webhook delivers member.erased, naming nobody.
+    let started = std::time::Instant::now();
+    let erased_delivery = loop {
+        let found = receiver
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|received| String::from_utf8_lossy(&received.body).into_owned())
+            .find(|body| body.contains("member.erased"));
+        if let Some(body) = found {
+            break body;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "no member.erased");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for value in PERSONAL {
+        assert!(!erased_delivery.contains(value), "the delivery names {value}");
+    }
+
     // Stop the server: nothing it wrote names the person.
     let log = server.log.lock().unwrap().join("\n");
     drop(server);
@@ -248,7 +288,10 @@ async fn an_erased_person_is_gone_from_every_file_and_every_verification_passes(
     assert!(leavers.contains("[erased]") && leavers.contains(&member_id), "{leavers}");
     let as_of =
         stdout(&rollcall_ok(&db, &["audit", "as-of", "--tenant", "acme", "--at", "2999-01-01"]));
-    for text in [history.as_str(), leavers.as_str(), as_of.as_str()] {
+    let ledger =
+        stdout(&rollcall_ok(&db, &["audit", "request", "req-erasure-create", "--tenant", "acme"]));
+    assert!(ledger.contains("UserCreated") && ledger.contains("[erased]"), "{ledger}");
+    for text in [history.as_str(), leavers.as_str(), as_of.as_str(), ledger.as_str()] {
         for value in PERSONAL {
             assert!(!text.contains(value), "a report names {value}: {text}");
         }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
+pub use changes::Changes;
 pub use pool::{Lane, PooledConnection};
 pub use read::VisitError;
 pub use schema::EVENTS_SCHEMA_VERSION;
