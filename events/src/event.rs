@@ -669,7 +669,9 @@ fn replace_members(
     prefix: &str,
     replace: &mut dyn FnMut(&str, &str) -> Result<String, SealError>,
 ) -> Result<String, SealError> {
-    let members: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
+    // Names borrowed from `text`: a payload's names are its fields' names,
+    // plain words that JSON never escapes.
+    let members: std::collections::BTreeMap<&str, &serde_json::value::RawValue> =
         serde_json::from_str(text)
             .map_err(|_| SealError::Malformed("a payload is not an object"))?;
     let mut out = String::with_capacity(text.len() + 96);
@@ -681,7 +683,7 @@ fn replace_members(
         let quoted = serde_json::to_string(name).map_err(|_| SealError::Malformed("a name"))?;
         out.push_str(&quoted);
         out.push(':');
-        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        let path = if prefix.is_empty() { (*name).to_owned() } else { format!("{prefix}.{name}") };
         let raw = raw.get();
         if raw == "null" {
             out.push_str(raw);

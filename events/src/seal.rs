@@ -275,16 +275,18 @@ fn open_bytes(
     if bytes.len() < NONCE_LEN + CHACHA20_POLY1305.tag_len() {
         return Err(SealError::Malformed("the sealed member is too short"));
     }
-    let mut sealed_part = bytes.split_off(NONCE_LEN);
-    let nonce = Nonce::try_assume_unique_for_key(&bytes)
-        .map_err(|_| SealError::Malformed("the sealed member is too short"))?;
-    let plaintext = key
+    let nonce = bytes
+        .get(..NONCE_LEN)
+        .and_then(|nonce| Nonce::try_assume_unique_for_key(nonce).ok())
+        .ok_or(SealError::Malformed("the sealed member is too short"))?;
+    // Opened where it lies, then moved to the front: one buffer in all.
+    let length = key
         .key
-        .open_in_place(nonce, Aad::from(binding.associated_data()), &mut sealed_part)
-        .map_err(|_| SealError::Tampered(id))?;
-    let length = plaintext.len();
-    sealed_part.truncate(length);
-    String::from_utf8(sealed_part)
+        .open_within(nonce, Aad::from(binding.associated_data()), &mut bytes, NONCE_LEN..)
+        .map_err(|_| SealError::Tampered(id))?
+        .len();
+    bytes.truncate(length);
+    String::from_utf8(bytes)
         .map(Some)
         .map_err(|_| SealError::Malformed("the opened value is not text"))
 }
