@@ -27,6 +27,7 @@ pub mod event;
 pub mod hash;
 pub mod histogram;
 pub mod log;
+pub mod postgres;
 pub mod seal;
 pub mod sqlite;
 pub mod time;

@@ -295,7 +295,7 @@ impl<'c> SqliteTx<'c> {
     }
 }
 
-fn validate(stream: &str, event: &NewEvent) -> Result<(), AppendError> {
+pub(crate) fn validate(stream: &str, event: &NewEvent) -> Result<(), AppendError> {
     let invalid = |reason: &str| AppendError::InvalidEvent {
         stream: stream.to_owned(),
         reason: reason.to_owned(),

@@ -6,5 +6,6 @@ mod append;
 mod changes;
 mod group_commit;
 mod immutability;
+mod postgres;
 mod upcasting;
 mod util;
