@@ -192,3 +192,51 @@ pub fn flatten_append<T>(result: Result<T, ExecuteError<AppendError>>) -> Result
         })),
     }
 }
+
+/// What every backend checks of an append before it writes: a tenant and
+/// a stream named, each event well-formed (a type, a version, a JSON
+/// payload).
+pub(crate) fn check_events(
+    tenant: &str,
+    stream: &str,
+    events: &[crate::NewEvent],
+) -> Result<(), crate::AppendError> {
+    let invalid = |reason: &str| crate::AppendError::InvalidEvent {
+        stream: stream.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if tenant.is_empty() || stream.is_empty() {
+        return Err(invalid("empty tenant or stream"));
+    }
+    for event in events {
+        if event.event_type.is_empty() {
+            return Err(invalid("empty event type"));
+        }
+        if event.schema_version == 0 {
+            return Err(invalid("schema version 0"));
+        }
+        if serde_json::from_str::<serde::de::IgnoredAny>(&event.payload).is_err() {
+            return Err(invalid("payload is not JSON"));
+        }
+    }
+    Ok(())
+}
+
+/// The stream's version check: a conflict names what was expected and
+/// what is there.
+pub(crate) fn check_expected(
+    tenant: &str,
+    stream: &str,
+    expected: crate::ExpectedVersion,
+    actual: Option<u64>,
+) -> Result<(), crate::AppendError> {
+    if expected.accepts(actual) {
+        return Ok(());
+    }
+    Err(crate::AppendError::Conflict {
+        tenant: tenant.to_owned(),
+        stream: stream.to_owned(),
+        expected,
+        actual,
+    })
+}

@@ -347,27 +347,12 @@ impl PgTx {
         events: &[NewEvent],
         context: &CommandContext,
     ) -> Result<Vec<RecordedEvent>, AppendError> {
-        if tenant.is_empty() || stream.is_empty() {
-            return Err(AppendError::InvalidEvent {
-                stream: stream.to_owned(),
-                reason: "empty tenant or stream".to_owned(),
-            });
-        }
-        for event in events {
-            crate::sqlite::validate(stream, event)?;
-        }
+        crate::log::check_events(tenant, stream, events)?;
         // The head first: every version check of the tenant then runs
         // under its lock, so two racing appends cannot both pass it.
         let head = self.lock_head(tenant).await?;
         let actual = self.stream_version(tenant, stream).await?;
-        if !expected.accepts(actual) {
-            return Err(AppendError::Conflict {
-                tenant: tenant.to_owned(),
-                stream: stream.to_owned(),
-                expected,
-                actual,
-            });
-        }
+        crate::log::check_expected(tenant, stream, expected, actual)?;
         let (_, mut position, mut prev_hash, last_at) =
             self.heads.get(head).cloned().ok_or(LogError::WriterStopped)?;
         // Never earlier than the tenant's event before it, even if this

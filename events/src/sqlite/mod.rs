@@ -25,7 +25,6 @@ pub use changes::Changes;
 pub use pool::{Lane, PooledConnection};
 pub use read::VisitError;
 pub use schema::EVENTS_SCHEMA_VERSION;
-pub(crate) use writer::validate;
 pub use writer::{SqliteTx, WriterStats};
 
 use crate::log::{EventLog, LogTransaction, Pending, VerifyReport, VerifyScope};

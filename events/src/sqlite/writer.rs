@@ -295,23 +295,6 @@ impl<'c> SqliteTx<'c> {
     }
 }
 
-pub(crate) fn validate(stream: &str, event: &NewEvent) -> Result<(), AppendError> {
-    let invalid = |reason: &str| AppendError::InvalidEvent {
-        stream: stream.to_owned(),
-        reason: reason.to_owned(),
-    };
-    if event.event_type.is_empty() {
-        return Err(invalid("empty event type"));
-    }
-    if event.schema_version == 0 {
-        return Err(invalid("schema version 0"));
-    }
-    if serde_json::from_str::<serde::de::IgnoredAny>(&event.payload).is_err() {
-        return Err(invalid("payload is not JSON"));
-    }
-    Ok(())
-}
-
 impl LogTransaction for SqliteTx<'_> {
     fn stream_version(&mut self, tenant: &str, stream: &str) -> Result<Option<u64>, LogError> {
         let result = self
@@ -332,24 +315,9 @@ impl LogTransaction for SqliteTx<'_> {
         events: &[NewEvent],
         context: &CommandContext,
     ) -> Result<Vec<RecordedEvent>, AppendError> {
-        if tenant.is_empty() || stream.is_empty() {
-            return Err(AppendError::InvalidEvent {
-                stream: stream.to_owned(),
-                reason: "empty tenant or stream".to_owned(),
-            });
-        }
-        for event in events {
-            validate(stream, event)?;
-        }
+        crate::log::check_events(tenant, stream, events)?;
         let actual = self.stream_version(tenant, stream)?;
-        if !expected.accepts(actual) {
-            return Err(AppendError::Conflict {
-                tenant: tenant.to_owned(),
-                stream: stream.to_owned(),
-                expected,
-                actual,
-            });
-        }
+        crate::log::check_expected(tenant, stream, expected, actual)?;
         let mut position = self.head()?;
         let mut prev_hash = self.tenant_hash(tenant)?;
         // Never earlier than the event before it, even if the clock steps
