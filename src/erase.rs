@@ -190,8 +190,9 @@ fn decide(
         "erased from every projection, report and snapshot; this person was recorded before \
          sealing, so the log still holds their earlier values in clear (it is never rewritten)"
     } else {
-        "erased: the person's keys are destroyed, so their values in the log, its exports and \
-         backups no longer open; the facts (ids, times, roles, who asked) remain"
+        "erased: the person's keys are destroyed, so their values in the log and its exports \
+         no longer open (a backup made before keeps its own copy of the keys until it \
+         expires); the facts (ids, times, roles, who asked) remain"
     };
     Ok(Decided {
         erased: Erased {

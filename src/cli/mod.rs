@@ -160,7 +160,7 @@ pub enum Command {
         json: bool,
     },
     /// Erase a person (GDPR): destroy their data keys so their values in
-    /// the log, exports and backups no longer open, take them out of
+    /// the log and its exports no longer open, take them out of
     /// every projection, and tell the application (`member.erased`).
     /// Refused while the identity provider still provisions the user or
     /// the member has not left yet (docs/audit.md, "Erasure").

@@ -152,7 +152,10 @@ fn member_facts(member: &MemberRow) -> Markup {
 /// what goes: the member's name, externalId and every property.
 fn erase_section(member: &MemberRow, session: &Session) -> Markup {
     let lost = format!(
-        "Erase {}? Their userName{}, {} mapped and {} app-owned properties, and every value the          log, its exports and backups hold of them will no longer open, for good. The member's          id, times and roles stay. This cannot be undone.",
+        "Erase {}? Their userName{}, {} mapped and {} app-owned properties, and every value \
+         the log and its exports hold of them will no longer open, for good (backups made \
+         before keep their own copy of the key until they expire). The member's id, times \
+         and roles stay. This cannot be undone.",
         member.user_name,
         member.external_id.as_ref().map(|id| format!(", externalId {id}")).unwrap_or_default(),
         member.properties.len(),
