@@ -21,6 +21,7 @@
 //!
 //! This crate knows nothing of HTTP, SCIM wire formats or projections.
 
+pub mod db;
 pub mod envelope;
 pub mod error;
 pub mod event;

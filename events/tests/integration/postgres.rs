@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use events::postgres::PgLog;
+use events::db::Db;
+use events::postgres::{PgLog, PgPool};
 use events::{Actor, AppendError, CommandContext, ExpectedVersion, LogError, NewEvent};
 
 /// The cluster's connection settings, key-value form, without a database.
@@ -23,7 +24,7 @@ fn cluster() -> Option<String> {
 }
 
 /// A fresh database's URL, or `None` (and why) where there is no cluster.
-async fn database() -> Option<String> {
+fn database() -> Option<String> {
     let Some(cluster) = cluster() else {
         assert!(
             std::env::var_os("ROLLCALL_REQUIRE_POSTGRES").is_none(),
@@ -32,13 +33,9 @@ async fn database() -> Option<String> {
         eprintln!("no PostgreSQL cluster (PGHOST unset): the PostgreSQL tests are skipped");
         return None;
     };
-    let (client, connection) =
-        tokio_postgres::connect(&format!("{cluster} dbname=postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let admin = PgPool::new(&format!("{cluster} dbname=postgres"), 1).unwrap();
     let name = format!("rollcall_{}", ulid::Ulid::generate().to_string().to_lowercase());
-    client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    admin.get().unwrap().batch(&format!("CREATE DATABASE {name}")).unwrap();
     Some(format!("{cluster} dbname={name}"))
 }
 
@@ -54,56 +51,49 @@ fn context() -> CommandContext {
     CommandContext::new(Actor::Cli { user: Some("test".to_owned()) })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn each_tenant_has_its_own_gapless_chain_and_a_tampered_event_is_named() {
-    let Some(url) = database().await else { return };
-    let log = PgLog::connect(&url, 4).await.unwrap();
+#[test]
+fn each_tenant_has_its_own_gapless_chain_and_a_tampered_event_is_named() {
+    let Some(url) = database() else { return };
+    let log = PgLog::connect(&url, 4).unwrap();
     for n in 1..=3 {
-        let recorded = log
-            .append("acme", "user:1", ExpectedVersion::Any, &[event(n)], &context())
-            .await
-            .unwrap();
+        let recorded =
+            log.append("acme", "user:1", ExpectedVersion::Any, &[event(n)], &context()).unwrap();
         assert_eq!(recorded[0].position, n);
         assert_eq!(recorded[0].version, n);
     }
     let other = log
         .append("globex", "user:9", ExpectedVersion::NoStream, &[event(1), event(2)], &context())
-        .await
         .unwrap();
     assert_eq!((other[0].position, other[1].position), (1, 2), "positions are per tenant");
-    assert_eq!(log.tenant_head("acme").await.unwrap(), 3);
-    let stream = log.read_stream("acme", "user:1").await.unwrap();
+    assert_eq!(log.tenant_head("acme").unwrap(), 3);
+    let stream = log.read_stream("acme", "user:1").unwrap();
     assert_eq!(stream.len(), 3);
     assert_eq!(stream[1].prev_hash, stream[0].hash);
     assert!(stream.iter().all(events::RecordedEvent::hash_is_consistent));
-    assert_eq!(log.verify_tenant("acme").await.unwrap(), 3);
-    assert_eq!(log.verify_tenant("globex").await.unwrap(), 2);
+    assert_eq!(log.verify_tenant("acme").unwrap(), 3);
+    assert_eq!(log.verify_tenant("globex").unwrap(), 2);
 
     // A version conflict writes nothing and keeps the chain as it was.
     let conflict = log
         .append("acme", "user:1", ExpectedVersion::Exact(1), &[event(9)], &context())
-        .await
         .unwrap_err();
     assert!(matches!(conflict, AppendError::Conflict { actual: Some(3), .. }), "{conflict:?}");
-    assert_eq!(log.tenant_head("acme").await.unwrap(), 3);
+    assert_eq!(log.tenant_head("acme").unwrap(), 3);
     let bad = NewEvent { payload: "not json".to_owned(), ..event(1) };
     let refused =
-        log.append("acme", "user:1", ExpectedVersion::Any, &[bad], &context()).await.unwrap_err();
+        log.append("acme", "user:1", ExpectedVersion::Any, &[bad], &context()).unwrap_err();
     assert!(matches!(refused, AppendError::InvalidEvent { .. }), "{refused:?}");
 
     // An event edited behind the log's back is found, by position.
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client
-        .execute(
-            "UPDATE events SET payload = '{\"n\":42}' WHERE tenant = 'acme' AND position = 2",
-            &[],
-        )
-        .await
+    PgPool::new(&url, 1)
+        .unwrap()
+        .get()
+        .unwrap()
+        .batch("UPDATE events SET payload = '{\"n\":42}' WHERE tenant = 'acme' AND position = 2")
         .unwrap();
-    let broken = log.verify_tenant("acme").await.unwrap_err();
+    let broken = log.verify_tenant("acme").unwrap_err();
     assert!(matches!(broken, LogError::HashMismatch { position: 2, .. }), "{broken:?}");
-    assert_eq!(log.verify_tenant("globex").await.unwrap(), 2, "another tenant is untouched");
+    assert_eq!(log.verify_tenant("globex").unwrap(), 2, "another tenant is untouched");
 }
 
 /// The late-commit bug of logs that number events from a sequence: a slow
@@ -113,42 +103,38 @@ async fn each_tenant_has_its_own_gapless_chain_and_a_tampered_event_is_named() {
 /// appenders on two nodes queue behind it and a reader tails the tenant:
 /// the reader sees every position, in order, none skipped or twice, and
 /// another tenant appends freely meanwhile.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_slow_transaction_is_never_skipped_by_a_reader_across_two_nodes() {
-    let Some(url) = database().await else { return };
-    let node_a = PgLog::connect(&url, 40).await.unwrap();
-    let node_b = PgLog::connect(&url, 40).await.unwrap();
-    node_a
-        .append("acme", "setup", ExpectedVersion::NoStream, &[event(0)], &context())
-        .await
-        .unwrap();
+#[test]
+fn a_slow_transaction_is_never_skipped_by_a_reader_across_two_nodes() {
+    let Some(url) = database() else { return };
+    let node_a = PgLog::connect(&url, 40).unwrap();
+    let node_b = PgLog::connect(&url, 40).unwrap();
+    node_a.append("acme", "setup", ExpectedVersion::NoStream, &[event(0)], &context()).unwrap();
 
-    let mut slow = node_a.transaction().await.unwrap();
-    let held =
-        slow.append("acme", "slow", ExpectedVersion::NoStream, &[event(1)], &context()).await;
+    let mut slow = node_a.transaction().unwrap();
+    let held = slow.append("acme", "slow", ExpectedVersion::NoStream, &[event(1)], &context());
     assert_eq!(held.unwrap()[0].position, 2, "the slow transaction holds position 2");
 
     const APPENDERS: u64 = 64;
     const EACH: u64 = 5;
     let total = 2 + APPENDERS * EACH;
     let reader_log = node_b.clone();
-    let reader = tokio::spawn(async move {
+    let reader = std::thread::spawn(move || {
         let mut seen = 0;
         let started = std::time::Instant::now();
         while seen < total {
-            for event in reader_log.read_forward("acme", seen, 50).await.unwrap() {
+            for event in reader_log.read_forward("acme", seen, 50).unwrap() {
                 assert_eq!(event.position, seen + 1, "a position was skipped or repeated");
                 seen = event.position;
             }
             assert!(started.elapsed() < Duration::from_secs(60), "the reader stalled at {seen}");
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            std::thread::sleep(Duration::from_millis(2));
         }
         seen
     });
     let mut appenders = Vec::new();
     for task in 0..APPENDERS {
         let node = if task % 2 == 0 { node_a.clone() } else { node_b.clone() };
-        appenders.push(tokio::spawn(async move {
+        appenders.push(std::thread::spawn(move || {
             for n in 0..EACH {
                 node.append(
                     "acme",
@@ -157,68 +143,106 @@ async fn a_slow_transaction_is_never_skipped_by_a_reader_across_two_nodes() {
                     &[event(n)],
                     &context(),
                 )
-                .await
                 .unwrap();
             }
         }));
     }
     // While acme's head is held, another tenant is not held up.
     for n in 1..=20 {
-        let other = tokio::time::timeout(
-            Duration::from_secs(5),
-            node_b.append("globex", "user:1", ExpectedVersion::Any, &[event(n)], &context()),
-        )
-        .await
-        .expect("another tenant waits for nobody");
+        let started = std::time::Instant::now();
+        let other =
+            node_b.append("globex", "user:1", ExpectedVersion::Any, &[event(n)], &context());
+        assert!(started.elapsed() < Duration::from_secs(5), "another tenant waits for nobody");
         assert_eq!(other.unwrap()[0].position, n);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(node_b.tenant_head("acme").await.unwrap(), 1, "nothing passed the slow one");
-    slow.commit().await.unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(node_b.tenant_head("acme").unwrap(), 1, "nothing passed the slow one");
+    slow.commit().unwrap();
     for appender in appenders {
-        appender.await.unwrap();
+        appender.join().unwrap();
     }
-    assert_eq!(reader.await.unwrap(), total);
-    assert_eq!(node_a.verify_tenant("acme").await.unwrap(), total);
-    assert_eq!(node_b.verify_tenant("globex").await.unwrap(), 20);
+    assert_eq!(reader.join().unwrap(), total);
+    assert_eq!(node_a.verify_tenant("acme").unwrap(), total);
+    assert_eq!(node_b.verify_tenant("globex").unwrap(), 20);
 }
 
 /// Two nodes racing to create one stream: exactly one wins.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_creates_on_two_nodes_let_exactly_one_through() {
-    let Some(url) = database().await else { return };
-    let nodes = [PgLog::connect(&url, 16).await.unwrap(), PgLog::connect(&url, 16).await.unwrap()];
+#[test]
+fn racing_creates_on_two_nodes_let_exactly_one_through() {
+    let Some(url) = database() else { return };
+    let nodes = [PgLog::connect(&url, 16).unwrap(), PgLog::connect(&url, 16).unwrap()];
     let mut racers = Vec::new();
     for task in 0..32u64 {
         let node = nodes[(task % 2) as usize].clone();
-        racers.push(tokio::spawn(async move {
+        racers.push(std::thread::spawn(move || {
             node.append("acme", "user:same", ExpectedVersion::NoStream, &[event(task)], &context())
-                .await
         }));
     }
     let mut won = 0;
     for racer in racers {
-        match racer.await.unwrap() {
+        match racer.join().unwrap() {
             Ok(_) => won += 1,
             Err(AppendError::Conflict { actual: Some(1), .. }) => {}
             Err(other) => panic!("{other:?}"),
         }
     }
     assert_eq!(won, 1);
-    assert_eq!(nodes[1].verify_tenant("acme").await.unwrap(), 1);
+    assert_eq!(nodes[1].verify_tenant("acme").unwrap(), 1);
     // A dropped, uncommitted transaction leaves nothing and holds nothing.
-    let mut abandoned = nodes[0].transaction().await.unwrap();
-    abandoned
-        .append("acme", "user:x", ExpectedVersion::NoStream, &[event(1)], &context())
-        .await
-        .unwrap();
+    let mut abandoned = nodes[0].transaction().unwrap();
+    abandoned.append("acme", "user:x", ExpectedVersion::NoStream, &[event(1)], &context()).unwrap();
     drop(abandoned);
-    let next = tokio::time::timeout(
-        Duration::from_secs(10),
-        nodes[1].append("acme", "user:y", ExpectedVersion::NoStream, &[event(1)], &context()),
-    )
-    .await
-    .expect("the abandoned transaction's lock is released");
+    let started = std::time::Instant::now();
+    let next =
+        nodes[1].append("acme", "user:y", ExpectedVersion::NoStream, &[event(1)], &context());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the abandoned transaction's lock is released"
+    );
     assert_eq!(next.unwrap()[0].position, 2);
-    assert!(nodes[0].read_stream("acme", "user:x").await.unwrap().is_empty());
+    assert!(nodes[0].read_stream("acme", "user:x").unwrap().is_empty());
+}
+
+/// The SQL seam on PostgreSQL reads what SQLite's reads: each type rollcall
+/// stores, `NULL` as `None`, a column of the wrong type an error; and a
+/// unique violation is recognised as one.
+#[test]
+fn the_sql_seam_reads_and_binds_each_type_as_sqlite_does() {
+    use events::args;
+    use events::db::{DbError, DbExt};
+    let Some(url) = database() else { return };
+    let pool = PgPool::new(&url, 2).unwrap();
+    let db = pool.get().unwrap();
+    db.batch("CREATE TABLE t (a TEXT PRIMARY KEY, b BIGINT, c BYTEA, d DOUBLE PRECISION)").unwrap();
+    let bytes: &[u8] = b"xy";
+    assert_eq!(
+        db.exec("INSERT INTO t VALUES (?1, ?2, ?3, ?4)", args!["x", 7i64, bytes, 1.5f64]).unwrap(),
+        1
+    );
+    let row = db
+        .single(
+            "SELECT a, b, c, d, CAST(NULL AS TEXT), EXISTS (SELECT 1 FROM t) FROM t",
+            args![],
+            |row| {
+                Ok((
+                    row.get::<String>(0)?,
+                    row.get::<i64>(1)?,
+                    row.get::<Vec<u8>>(2)?,
+                    row.get::<f64>(3)?,
+                    row.get::<Option<String>>(4)?,
+                    row.get::<bool>(5)?,
+                ))
+            },
+        )
+        .unwrap();
+    assert_eq!(row, ("x".to_owned(), 7, b"xy".to_vec(), 1.5, None, true));
+    let wrong = db.single("SELECT b FROM t", args![], |row| row.get::<String>(0));
+    assert!(matches!(wrong, Err(DbError::Column { index: 0, .. })), "{wrong:?}");
+    let none: Option<String> =
+        db.one("SELECT a FROM t WHERE b = ?1", args![8i64], |row| row.get(0)).unwrap();
+    assert_eq!(none, None);
+    let twice = db.exec("INSERT INTO t (a) VALUES (?1)", args!["x"]).unwrap_err();
+    assert!(twice.is_unique_violation(), "{twice}");
+    let missing = db.exec("DELETE FROM nowhere", args![]).unwrap_err();
+    assert!(missing.is_missing_table(), "{missing}");
 }

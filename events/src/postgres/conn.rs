@@ -1,0 +1,249 @@
+//! Synchronous connections to PostgreSQL for the [`Db`] seam: what the
+//! projections and the commands run their statements on, from plain
+//! threads (a writer lane, a blocking read), exactly as they run them on a
+//! `rusqlite::Connection`.
+//!
+//! The connections' sockets are driven by a small runtime of the pool's
+//! own, so a statement can be waited for from any thread, also one of the
+//! server's async workers (which then blocks for one round trip, as a
+//! SQLite read blocks for its page reads). Statements are prepared once per
+//! connection (deadpool's statement cache) under their PostgreSQL spelling.
+//! This module owns no table.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::TryStreamExt;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::db::{Db, DbError, Dialect, Flow, Param, Row, Value, postgres_placeholders};
+
+/// Connections a node keeps open by default.
+pub const POOL_SIZE_DEFAULT: usize = 16;
+
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Waits for `future` on the current thread. The futures given here only
+/// talk to connection tasks over channels, so they need no runtime of
+/// their own.
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        // A spurious wake-up polls again, which is harmless.
+        std::thread::park();
+    }
+}
+
+/// One node's connections to one database.
+pub struct PgPool {
+    pool: Pool,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for PgPool {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("PgPool").field("status", &self.pool.status()).finish()
+    }
+}
+
+impl PgPool {
+    /// A pool of at most `size` connections to `url` (`postgres://...` or
+    /// the key-value form). Connects lazily; [`PgPool::get`] reports a
+    /// database that cannot be reached.
+    pub fn new(url: &str, size: usize) -> Result<PgPool, DbError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|error| DbError::Connection(format!("not a PostgreSQL URL: {error}")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("rollcall-pg")
+            .enable_all()
+            .build()
+            .map_err(|error| DbError::Connection(format!("starting its runtime: {error}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|error| DbError::Connection(error.to_string()))?;
+        Ok(PgPool { pool, runtime: Some(runtime) })
+    }
+
+    /// A connection, waiting for one to be free.
+    pub fn get(&self) -> Result<PgConn, DbError> {
+        let runtime = self.runtime.as_ref().ok_or_else(|| DbError::Connection("closed".into()))?;
+        let pool = self.pool.clone();
+        // Making a connection spawns its socket's task: on the pool's
+        // runtime, whatever thread asks.
+        let object = block_on(runtime.spawn(async move { pool.get().await }))
+            .map_err(|error| DbError::Connection(error.to_string()))?
+            .map_err(|error| DbError::Connection(error.to_string()))?;
+        Ok(PgConn { client: Some(object) })
+    }
+
+    /// How many connections are open and how many of them are idle.
+    pub fn status(&self) -> (usize, usize) {
+        let status = self.pool.status();
+        (status.size, status.available)
+    }
+}
+
+impl Drop for PgPool {
+    fn drop(&mut self) {
+        self.pool.close();
+        // Dropping a runtime may not block inside another one.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// One pooled connection. Back to the pool when dropped, unless
+/// [`PgConn::discard`] said it must not be reused (a transaction left
+/// open by a failure).
+pub struct PgConn {
+    client: Option<deadpool_postgres::Object>,
+}
+
+impl std::fmt::Debug for PgConn {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("PgConn").finish_non_exhaustive()
+    }
+}
+
+fn postgres_params<'p>(
+    params: &'p [&'p dyn Param],
+) -> impl ExactSizeIterator<Item = &'p dyn ToSql> {
+    params.iter().map(|param| *param as &dyn ToSql)
+}
+
+impl PgConn {
+    fn client(&self) -> Result<&deadpool_postgres::Object, DbError> {
+        self.client.as_ref().ok_or_else(|| DbError::Connection("discarded".to_owned()))
+    }
+
+    /// Closes the connection instead of pooling it again: what a
+    /// transaction that could not be ended cleanly needs (closing rolls
+    /// it back on the server).
+    pub fn discard(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+
+    fn rows(&self, sql: &str, params: &[&dyn Param]) -> Result<Vec<tokio_postgres::Row>, DbError> {
+        let client = self.client()?;
+        let sql = postgres_placeholders(sql);
+        block_on(async {
+            let statement = client.prepare_cached(&sql).await?;
+            let stream = client.query_raw(&statement, postgres_params(params)).await?;
+            stream.try_collect::<Vec<_>>().await
+        })
+        .map_err(DbError::from)
+    }
+}
+
+struct PgRow<'r>(&'r tokio_postgres::Row);
+
+impl PgRow<'_> {
+    fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+        &'a self,
+        index: usize,
+    ) -> Result<Option<T>, DbError> {
+        self.0.try_get::<_, Option<T>>(index).map_err(DbError::from)
+    }
+}
+
+impl Row for PgRow<'_> {
+    fn value(&self, index: usize) -> Result<Value<'_>, DbError> {
+        let column = self.0.columns().get(index).ok_or_else(|| DbError::Column {
+            index,
+            message: "no such column in the result".to_owned(),
+        })?;
+        let ty = column.type_();
+        let value = if *ty == Type::INT8 {
+            self.get::<i64>(index)?.map(Value::Integer)
+        } else if *ty == Type::INT4 {
+            self.get::<i32>(index)?.map(|integer| Value::Integer(integer.into()))
+        } else if *ty == Type::INT2 {
+            self.get::<i16>(index)?.map(|integer| Value::Integer(integer.into()))
+        } else if *ty == Type::TEXT
+            || *ty == Type::VARCHAR
+            || *ty == Type::BPCHAR
+            || *ty == Type::NAME
+        {
+            self.get::<&str>(index)?.map(Value::Text)
+        } else if *ty == Type::BYTEA {
+            self.get::<&[u8]>(index)?.map(Value::Blob)
+        } else if *ty == Type::BOOL {
+            self.get::<bool>(index)?.map(Value::Bool)
+        } else if *ty == Type::FLOAT8 {
+            self.get::<f64>(index)?.map(Value::Real)
+        } else if *ty == Type::FLOAT4 {
+            self.get::<f32>(index)?.map(|real| Value::Real(real.into()))
+        } else {
+            return Err(DbError::Column {
+                index,
+                message: format!("a column of type {ty} (select it as text or bigint)"),
+            });
+        };
+        Ok(value.unwrap_or(Value::Null))
+    }
+}
+
+impl Db for PgConn {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn exec(&self, sql: &str, params: &[&dyn Param]) -> Result<usize, DbError> {
+        let client = self.client()?;
+        let sql = postgres_placeholders(sql);
+        let changed = block_on(async {
+            let statement = client.prepare_cached(&sql).await?;
+            client.execute_raw(&statement, postgres_params(params)).await
+        })?;
+        Ok(usize::try_from(changed).unwrap_or(usize::MAX))
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        params: &[&dyn Param],
+        each: &mut dyn FnMut(&dyn Row) -> Result<Flow, DbError>,
+    ) -> Result<(), DbError> {
+        for row in self.rows(sql, params)? {
+            if each(&PgRow(&row))? == Flow::Stop {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), DbError> {
+        let client = self.client()?;
+        block_on(client.batch_execute(sql)).map_err(DbError::from)
+    }
+}
