@@ -11,7 +11,10 @@
 //! placeholders (`?1`); the PostgreSQL side rewrites them to `$1` once per
 //! statement it prepares ([`postgres_placeholders`]).
 //!
-//! Values cross the seam as a borrowed [`Value`]; [`Column`] reads the
+//! The shape is rusqlite's (`prepare_cached`, `execute`, `query_row`,
+//! `query_map`, `row.get`, `optional`), so SQL code reads as it always
+//! did and moving a function onto the seam changes its types, not its
+//! logic. Values cross it as a borrowed [`Value`]; [`Column`] reads the
 //! Rust types rollcall stores (text, integers, blobs, reals, booleans,
 //! and `Option` of each) strictly: a column of the wrong type is an error,
 //! never a silent conversion. This module owns no table.
@@ -30,9 +33,9 @@ pub trait Param: rusqlite::ToSql + tokio_postgres::types::ToSql + Sync {}
 
 impl<T: rusqlite::ToSql + tokio_postgres::types::ToSql + Sync> Param for T {}
 
-/// Parameters for [`Db`]: `args![tenant, id]`.
+/// Parameters for [`Db`]: `params![tenant, id]`.
 #[macro_export]
-macro_rules! args {
+macro_rules! params {
     () => {
         &[] as &[&dyn $crate::db::Param]
     };
@@ -40,6 +43,43 @@ macro_rules! args {
         &[$(&$value as &dyn $crate::db::Param),+] as &[&dyn $crate::db::Param]
     };
 }
+
+/// What a statement binds: `params![..]`, an array of one type, or `[]`.
+pub trait Params {
+    fn with<R>(&self, each: impl FnOnce(&[&dyn Param]) -> R) -> R;
+}
+
+impl Params for &[&dyn Param] {
+    fn with<R>(&self, each: impl FnOnce(&[&dyn Param]) -> R) -> R {
+        each(self)
+    }
+}
+
+impl Params for [&dyn Param; 0] {
+    fn with<R>(&self, each: impl FnOnce(&[&dyn Param]) -> R) -> R {
+        each(&[])
+    }
+}
+
+// Sizes one by one, as rusqlite has them: a generic length would leave
+// `[]` without a type to infer.
+macro_rules! array_params {
+    ($($size:literal)*) => {$(
+        impl<T: Param> Params for [T; $size] {
+            fn with<R>(&self, each: impl FnOnce(&[&dyn Param]) -> R) -> R {
+                each(&self.each_ref().map(|param| param as &dyn Param))
+            }
+        }
+
+        impl<T: Param> Params for &[T; $size] {
+            fn with<R>(&self, each: impl FnOnce(&[&dyn Param]) -> R) -> R {
+                (*self).with(each)
+            }
+        }
+    )*};
+}
+
+array_params!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
 
 /// One column of a result row, borrowed from it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,7 +92,7 @@ pub enum Value<'a> {
     Bool(bool),
 }
 
-impl Value<'_> {
+impl<'a> Value<'a> {
     fn kind(&self) -> &'static str {
         match self {
             Value::Null => "NULL",
@@ -63,27 +103,67 @@ impl Value<'_> {
             Value::Bool(_) => "a boolean",
         }
     }
-}
 
-/// A result row.
-pub trait Row {
-    /// The value of column `index` (from 0).
-    fn value(&self, index: usize) -> Result<Value<'_>, DbError>;
-}
-
-impl dyn Row + '_ {
-    /// Column `index` as `T`.
-    pub fn get<T: Column>(&self, index: usize) -> Result<T, DbError> {
-        T::read(self.value(index)?).map_err(|message| DbError::Column { index, message })
-    }
-
-    /// Column `index` as text, borrowed (no copy on SQLite).
-    pub fn text(&self, index: usize) -> Result<&str, DbError> {
-        match self.value(index)? {
+    /// The text, or an error naming what the column held instead.
+    pub fn as_str(&self) -> Result<&'a str, DbError> {
+        match *self {
             Value::Text(text) => Ok(text),
-            other => Err(DbError::Column { index, message: mismatch("text", &other) }),
+            other => Err(DbError::Column { index: 0, message: mismatch("text", &other) }),
         }
     }
+}
+
+/// A result row of either engine.
+pub enum Row<'a> {
+    Sqlite(&'a rusqlite::Row<'a>),
+    Postgres(&'a tokio_postgres::Row),
+}
+
+impl std::fmt::Debug for Row<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Row").finish_non_exhaustive()
+    }
+}
+
+/// How a column is named: by its index from 0.
+pub trait ColumnIndex {
+    fn index(self) -> usize;
+}
+
+impl ColumnIndex for usize {
+    fn index(self) -> usize {
+        self
+    }
+}
+
+impl Row<'_> {
+    /// Column `index` as `T` (the first type parameter is rusqlite's
+    /// index type, kept so `row.get::<_, String>(0)` reads the same).
+    pub fn get<I: ColumnIndex, T: Column>(&self, index: I) -> Result<T, DbError> {
+        let index = index.index();
+        T::read(self.get_ref(index)?).map_err(|message| DbError::Column { index, message })
+    }
+
+    /// Column `index`, borrowed from the row (no copy on SQLite).
+    pub fn get_ref(&self, index: usize) -> Result<Value<'_>, DbError> {
+        match self {
+            Row::Sqlite(row) => sqlite_value(row, index),
+            Row::Postgres(row) => crate::postgres::conn::value(row, index),
+        }
+    }
+}
+
+fn sqlite_value<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> Result<Value<'r>, DbError> {
+    use rusqlite::types::ValueRef;
+    Ok(match row.get_ref(index)? {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(integer) => Value::Integer(integer),
+        ValueRef::Real(real) => Value::Real(real),
+        ValueRef::Text(bytes) => Value::Text(std::str::from_utf8(bytes).map_err(|error| {
+            DbError::Column { index, message: format!("text that is not UTF-8: {error}") }
+        })?),
+        ValueRef::Blob(bytes) => Value::Blob(bytes),
+    })
 }
 
 fn mismatch(wanted: &str, found: &Value<'_>) -> String {
@@ -113,19 +193,20 @@ impl Column for i64 {
     }
 }
 
-impl Column for u64 {
-    fn read(value: Value<'_>) -> Result<Self, String> {
-        let integer = i64::read(value)?;
-        u64::try_from(integer).map_err(|_| format!("expected a count, found {integer}"))
-    }
+macro_rules! integer_columns {
+    ($($type:ty),*) => {$(
+        impl Column for $type {
+            fn read(value: Value<'_>) -> Result<Self, String> {
+                let integer = i64::read(value)?;
+                <$type>::try_from(integer).map_err(|_| {
+                    format!("{integer} is out of range for {}", stringify!($type))
+                })
+            }
+        }
+    )*};
 }
 
-impl Column for u32 {
-    fn read(value: Value<'_>) -> Result<Self, String> {
-        let integer = i64::read(value)?;
-        u32::try_from(integer).map_err(|_| format!("expected a small count, found {integer}"))
-    }
-}
+integer_columns!(u64, u32, i32, usize, u16, u8);
 
 impl Column for f64 {
     fn read(value: Value<'_>) -> Result<Self, String> {
@@ -153,6 +234,16 @@ impl Column for Vec<u8> {
     fn read(value: Value<'_>) -> Result<Self, String> {
         match value {
             Value::Blob(bytes) => Ok(bytes.to_vec()),
+            other => Err(mismatch("a blob", &other)),
+        }
+    }
+}
+
+impl<const N: usize> Column for [u8; N] {
+    fn read(value: Value<'_>) -> Result<Self, String> {
+        match value {
+            Value::Blob(bytes) => <[u8; N]>::try_from(bytes)
+                .map_err(|_| format!("expected {N} bytes, found {}", bytes.len())),
             other => Err(mismatch("a blob", &other)),
         }
     }
@@ -232,94 +323,194 @@ impl DbError {
     }
 }
 
-/// What a row visitor tells [`Db::query`]: go on or stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    Stop,
+/// `Result::optional`, as rusqlite has it: no row is `None`.
+pub trait OptionalExtension<T> {
+    fn optional(self) -> Result<Option<T>, DbError>;
 }
 
-/// Statements against one connection (inside whatever transaction it is
-/// in). Object-safe: projections take `&dyn Db`.
+impl<T> OptionalExtension<T> for Result<T, DbError> {
+    fn optional(self) -> Result<Option<T>, DbError> {
+        match self {
+            Ok(value) => Ok(Some(value)),
+            Err(DbError::NoRow) | Err(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows)) => {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// A connection (inside whatever transaction it is in). Object-safe:
+/// projections and commands take `&dyn Db`.
 pub trait Db {
     fn dialect(&self) -> Dialect;
 
-    /// Runs one statement; returns how many rows it changed.
-    fn exec(&self, sql: &str, params: &[&dyn Param]) -> Result<usize, DbError>;
-
-    /// Runs one query, handing each row to `each` until it says stop.
-    fn query(
-        &self,
-        sql: &str,
-        params: &[&dyn Param],
-        each: &mut dyn FnMut(&dyn Row) -> Result<Flow, DbError>,
-    ) -> Result<(), DbError>;
+    /// A statement, prepared once per connection and kept.
+    fn prepare_cached(&self, sql: &str) -> Result<Statement<'_>, DbError>;
 
     /// Runs statements without parameters, separated by semicolons
     /// (schema, transaction control).
-    fn batch(&self, sql: &str) -> Result<(), DbError>;
+    fn execute_batch(&self, sql: &str) -> Result<(), DbError>;
 }
 
-/// The ways of reading an answer, for every [`Db`].
-pub trait DbExt: Db {
-    /// The first row, if any.
-    fn one<T>(
-        &self,
-        sql: &str,
-        params: &[&dyn Param],
-        read: impl FnOnce(&dyn Row) -> Result<T, DbError>,
-    ) -> Result<Option<T>, DbError> {
-        let mut read = Some(read);
-        let mut found = None;
-        self.query(sql, params, &mut |row| {
-            if let Some(read) = read.take() {
-                found = Some(read(row)?);
-            }
-            Ok(Flow::Stop)
-        })?;
-        Ok(found)
+impl dyn Db + '_ {
+    /// Runs one statement; returns how many rows it changed.
+    pub fn execute(&self, sql: &str, params: impl Params) -> Result<usize, DbError> {
+        self.prepare_cached(sql)?.execute(params)
     }
 
-    /// The first row, which must be there (an aggregate, say).
-    fn single<T>(
+    /// The first row read by `read`; [`DbError::NoRow`] when there is none.
+    pub fn query_row<T>(
         &self,
         sql: &str,
-        params: &[&dyn Param],
-        read: impl FnOnce(&dyn Row) -> Result<T, DbError>,
+        params: impl Params,
+        read: impl FnOnce(&Row<'_>) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        self.one(sql, params, read)?.ok_or(DbError::NoRow)
-    }
-
-    /// Every row.
-    fn all<T>(
-        &self,
-        sql: &str,
-        params: &[&dyn Param],
-        mut read: impl FnMut(&dyn Row) -> Result<T, DbError>,
-    ) -> Result<Vec<T>, DbError> {
-        let mut rows = Vec::new();
-        self.query(sql, params, &mut |row| {
-            rows.push(read(row)?);
-            Ok(Flow::Continue)
-        })?;
-        Ok(rows)
-    }
-
-    /// Every row to `visit`, nothing collected.
-    fn each(
-        &self,
-        sql: &str,
-        params: &[&dyn Param],
-        mut visit: impl FnMut(&dyn Row) -> Result<(), DbError>,
-    ) -> Result<(), DbError> {
-        self.query(sql, params, &mut |row| {
-            visit(row)?;
-            Ok(Flow::Continue)
-        })
+        self.prepare_cached(sql)?.query_row(params, read)
     }
 }
 
-impl<D: Db + ?Sized> DbExt for D {}
+/// A prepared statement of either engine.
+pub enum Statement<'c> {
+    Sqlite(rusqlite::CachedStatement<'c>),
+    Postgres { connection: &'c crate::postgres::PgConn, statement: tokio_postgres::Statement },
+}
+
+impl std::fmt::Debug for Statement<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Statement").finish_non_exhaustive()
+    }
+}
+
+fn sqlite_params<'p>(
+    params: &'p [&'p dyn Param],
+) -> rusqlite::ParamsFromIter<impl Iterator<Item = &'p dyn rusqlite::ToSql>> {
+    rusqlite::params_from_iter(params.iter().map(|param| *param as &dyn rusqlite::ToSql))
+}
+
+impl<'c> Statement<'c> {
+    /// Runs it; returns how many rows it changed.
+    pub fn execute(&mut self, params: impl Params) -> Result<usize, DbError> {
+        match self {
+            Statement::Sqlite(statement) => params
+                .with(|params| statement.execute(sqlite_params(params)))
+                .map_err(DbError::from),
+            Statement::Postgres { connection, statement } => {
+                params.with(|params| connection.execute_prepared(statement, params))
+            }
+        }
+    }
+
+    /// Its rows, one at a time.
+    pub fn query(&mut self, params: impl Params) -> Result<Rows<'_>, DbError> {
+        match self {
+            Statement::Sqlite(statement) => {
+                // The parameters are bound before `query` returns, so the
+                // borrowed slice may end with this call.
+                let rows = params.with(|params| {
+                    statement.raw_bind_parameters_from(params)?;
+                    Ok::<_, DbError>(())
+                });
+                rows?;
+                Ok(Rows::Sqlite(statement.raw_query()))
+            }
+            Statement::Postgres { connection, statement } => {
+                let rows = params.with(|params| connection.query_prepared(statement, params))?;
+                Ok(Rows::Postgres { rows: rows.into_iter(), current: None })
+            }
+        }
+    }
+
+    /// The first row read by `read`; [`DbError::NoRow`] when there is none.
+    pub fn query_row<T>(
+        &mut self,
+        params: impl Params,
+        read: impl FnOnce(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let mut rows = self.query(params)?;
+        match rows.next()? {
+            Some(row) => read(&row),
+            None => Err(DbError::NoRow),
+        }
+    }
+
+    /// Every row, each read by `read`, lazily.
+    pub fn query_map<T, F>(
+        &mut self,
+        params: impl Params,
+        read: F,
+    ) -> Result<MappedRows<'_, F>, DbError>
+    where
+        F: FnMut(&Row<'_>) -> Result<T, DbError>,
+    {
+        Ok(MappedRows { rows: self.query(params)?, read })
+    }
+
+    /// Whether it returns any row.
+    pub fn exists(&mut self, params: impl Params) -> Result<bool, DbError> {
+        Ok(self.query(params)?.next()?.is_some())
+    }
+}
+
+trait BindFrom {
+    fn raw_bind_parameters_from(&mut self, params: &[&dyn Param]) -> Result<(), DbError>;
+}
+
+impl BindFrom for rusqlite::CachedStatement<'_> {
+    fn raw_bind_parameters_from(&mut self, params: &[&dyn Param]) -> Result<(), DbError> {
+        for (index, param) in params.iter().enumerate() {
+            self.raw_bind_parameter(index + 1, *param as &dyn rusqlite::ToSql)?;
+        }
+        Ok(())
+    }
+}
+
+/// The rows of a query.
+pub enum Rows<'s> {
+    Sqlite(rusqlite::Rows<'s>),
+    Postgres { rows: std::vec::IntoIter<tokio_postgres::Row>, current: Option<tokio_postgres::Row> },
+}
+
+impl std::fmt::Debug for Rows<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Rows").finish_non_exhaustive()
+    }
+}
+
+impl Rows<'_> {
+    /// The next row, `None` after the last.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Row<'_>>, DbError> {
+        match self {
+            Rows::Sqlite(rows) => Ok(rows.next()?.map(Row::Sqlite)),
+            Rows::Postgres { rows, current } => {
+                *current = rows.next();
+                Ok(current.as_ref().map(Row::Postgres))
+            }
+        }
+    }
+}
+
+/// Rows read one by one as they are iterated.
+pub struct MappedRows<'s, F> {
+    rows: Rows<'s>,
+    read: F,
+}
+
+impl<T, F> Iterator for MappedRows<'_, F>
+where
+    F: FnMut(&Row<'_>) -> Result<T, DbError>,
+{
+    type Item = Result<T, DbError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.rows.next() {
+            Ok(Some(row)) => Some((self.read)(&row)),
+            Ok(None) => None,
+            Err(error) => Some(Err(error)),
+        }
+    }
+}
 
 /// Rewrites SQLite's placeholders (`?1`, or a bare `?` counted from the
 /// last) to PostgreSQL's (`$1`), leaving quoted text and identifiers alone.
@@ -360,56 +551,17 @@ pub fn postgres_placeholders(sql: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-struct SqliteRow<'r, 's>(&'r rusqlite::Row<'s>);
-
-impl Row for SqliteRow<'_, '_> {
-    fn value(&self, index: usize) -> Result<Value<'_>, DbError> {
-        use rusqlite::types::ValueRef;
-        Ok(match self.0.get_ref(index)? {
-            ValueRef::Null => Value::Null,
-            ValueRef::Integer(integer) => Value::Integer(integer),
-            ValueRef::Real(real) => Value::Real(real),
-            ValueRef::Text(bytes) => Value::Text(std::str::from_utf8(bytes).map_err(|error| {
-                DbError::Column { index, message: format!("text that is not UTF-8: {error}") }
-            })?),
-            ValueRef::Blob(bytes) => Value::Blob(bytes),
-        })
-    }
-}
-
-fn sqlite_params<'p>(
-    params: &'p [&'p dyn Param],
-) -> rusqlite::ParamsFromIter<impl Iterator<Item = &'p dyn rusqlite::ToSql>> {
-    rusqlite::params_from_iter(params.iter().map(|param| *param as &dyn rusqlite::ToSql))
-}
-
 impl Db for rusqlite::Connection {
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
     }
 
-    fn exec(&self, sql: &str, params: &[&dyn Param]) -> Result<usize, DbError> {
-        Ok(self.prepare_cached(sql)?.execute(sqlite_params(params))?)
+    fn prepare_cached(&self, sql: &str) -> Result<Statement<'_>, DbError> {
+        Ok(Statement::Sqlite(rusqlite::Connection::prepare_cached(self, sql)?))
     }
 
-    fn query(
-        &self,
-        sql: &str,
-        params: &[&dyn Param],
-        each: &mut dyn FnMut(&dyn Row) -> Result<Flow, DbError>,
-    ) -> Result<(), DbError> {
-        let mut statement = self.prepare_cached(sql)?;
-        let mut rows = statement.query(sqlite_params(params))?;
-        while let Some(row) = rows.next()? {
-            if each(&SqliteRow(row))? == Flow::Stop {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn batch(&self, sql: &str) -> Result<(), DbError> {
-        Ok(self.execute_batch(sql)?)
+    fn execute_batch(&self, sql: &str) -> Result<(), DbError> {
+        Ok(rusqlite::Connection::execute_batch(self, sql)?)
     }
 }
 
@@ -432,35 +584,43 @@ mod tests {
     fn sqlite_reads_each_type_strictly() {
         let connection = rusqlite::Connection::open_in_memory().unwrap();
         let db: &dyn Db = &connection;
-        db.batch("CREATE TABLE t (a TEXT, b INTEGER, c BLOB, d REAL)").unwrap();
+        db.execute_batch("CREATE TABLE t (a TEXT, b INTEGER, c BLOB, d REAL)").unwrap();
         let bytes: &[u8] = b"xy";
         assert_eq!(
-            db.exec("INSERT INTO t VALUES (?1, ?2, ?3, ?4)", args!["x", 7i64, bytes, 1.5f64])
+            db.execute("INSERT INTO t VALUES (?1, ?2, ?3, ?4)", params!["x", 7i64, bytes, 1.5f64])
                 .unwrap(),
             1
         );
         let row = db
-            .single("SELECT a, b, c, d, NULL FROM t", args![], |row| {
+            .query_row("SELECT a, b, c, d, NULL FROM t", [], |row| {
                 Ok((
-                    row.get::<String>(0)?,
-                    row.get::<i64>(1)?,
-                    row.get::<Vec<u8>>(2)?,
-                    row.get::<f64>(3)?,
-                    row.get::<Option<String>>(4)?,
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                    row.get::<_, f64>(3)?,
+                    row.get::<_, Option<String>>(4)?,
                 ))
             })
             .unwrap();
         assert_eq!(row, ("x".to_owned(), 7, b"xy".to_vec(), 1.5, None));
-        let wrong = db.single("SELECT b FROM t", args![], |row| row.get::<String>(0));
+        let wrong = db.query_row("SELECT b FROM t", [], |row| row.get::<_, String>(0));
         assert!(matches!(wrong, Err(DbError::Column { index: 0, .. })), "{wrong:?}");
-        assert_eq!(
-            db.one("SELECT a FROM t WHERE b = ?1", args![8i64], |row| row.get::<String>(0))
-                .unwrap(),
-            None
-        );
+        let none = db
+            .query_row("SELECT a FROM t WHERE b = ?1", [8i64], |row| row.get::<_, String>(0))
+            .optional()
+            .unwrap();
+        assert_eq!(none, None);
         assert!(
-            db.single("SELECT EXISTS (SELECT 1 FROM t)", args![], |row| row.get::<bool>(0))
+            db.query_row("SELECT EXISTS (SELECT 1 FROM t)", [], |row| row.get::<_, bool>(0))
                 .unwrap()
         );
+        let all: Vec<String> = db
+            .prepare_cached("SELECT a FROM t")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(all, ["x"]);
     }
 }

@@ -19,7 +19,7 @@ use futures_util::TryStreamExt;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::db::{Db, DbError, Dialect, Flow, Param, Row, Value, postgres_placeholders};
+use crate::db::{Db, DbError, Dialect, Param, Statement, Value, postgres_placeholders};
 
 /// Connections a node keeps open by default.
 pub const POOL_SIZE_DEFAULT: usize = 16;
@@ -133,6 +133,16 @@ impl std::fmt::Debug for PgConn {
     }
 }
 
+/// Its statements are the seam's (`connection.query_row(..)`), as a
+/// `rusqlite::Connection`'s are rusqlite's.
+impl std::ops::Deref for PgConn {
+    type Target = dyn Db;
+
+    fn deref(&self) -> &Self::Target {
+        self
+    }
+}
+
 fn postgres_params<'p>(
     params: &'p [&'p dyn Param],
 ) -> impl ExactSizeIterator<Item = &'p dyn ToSql> {
@@ -153,64 +163,69 @@ impl PgConn {
         }
     }
 
-    fn rows(&self, sql: &str, params: &[&dyn Param]) -> Result<Vec<tokio_postgres::Row>, DbError> {
+    pub(crate) fn execute_prepared(
+        &self,
+        statement: &tokio_postgres::Statement,
+        params: &[&dyn Param],
+    ) -> Result<usize, DbError> {
         let client = self.client()?;
-        let sql = postgres_placeholders(sql);
+        let changed = block_on(client.execute_raw(statement, postgres_params(params)))?;
+        Ok(usize::try_from(changed).unwrap_or(usize::MAX))
+    }
+
+    pub(crate) fn query_prepared(
+        &self,
+        statement: &tokio_postgres::Statement,
+        params: &[&dyn Param],
+    ) -> Result<Vec<tokio_postgres::Row>, DbError> {
+        let client = self.client()?;
         block_on(async {
-            let statement = client.prepare_cached(&sql).await?;
-            let stream = client.query_raw(&statement, postgres_params(params)).await?;
+            let stream = client.query_raw(statement, postgres_params(params)).await?;
             stream.try_collect::<Vec<_>>().await
         })
         .map_err(DbError::from)
     }
 }
 
-struct PgRow<'r>(&'r tokio_postgres::Row);
-
-impl PgRow<'_> {
-    fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
-        &'a self,
-        index: usize,
-    ) -> Result<Option<T>, DbError> {
-        self.0.try_get::<_, Option<T>>(index).map_err(DbError::from)
-    }
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    index: usize,
+) -> Result<Option<T>, DbError> {
+    row.try_get::<_, Option<T>>(index).map_err(DbError::from)
 }
 
-impl Row for PgRow<'_> {
-    fn value(&self, index: usize) -> Result<Value<'_>, DbError> {
-        let column = self.0.columns().get(index).ok_or_else(|| DbError::Column {
+/// Column `index` of a PostgreSQL row as the seam's value: decided by the
+/// column's type, as SQLite's value carries its own.
+pub(crate) fn value(row: &tokio_postgres::Row, index: usize) -> Result<Value<'_>, DbError> {
+    let column = row.columns().get(index).ok_or_else(|| DbError::Column {
+        index,
+        message: "no such column in the result".to_owned(),
+    })?;
+    let ty = column.type_();
+    let value = if *ty == Type::INT8 {
+        get::<i64>(row, index)?.map(Value::Integer)
+    } else if *ty == Type::INT4 {
+        get::<i32>(row, index)?.map(|integer| Value::Integer(integer.into()))
+    } else if *ty == Type::INT2 {
+        get::<i16>(row, index)?.map(|integer| Value::Integer(integer.into()))
+    } else if *ty == Type::TEXT || *ty == Type::VARCHAR || *ty == Type::BPCHAR || *ty == Type::NAME
+    {
+        get::<&str>(row, index)?.map(Value::Text)
+    } else if *ty == Type::BYTEA {
+        get::<&[u8]>(row, index)?.map(Value::Blob)
+    } else if *ty == Type::BOOL {
+        get::<bool>(row, index)?.map(Value::Bool)
+    } else if *ty == Type::FLOAT8 {
+        get::<f64>(row, index)?.map(Value::Real)
+    } else if *ty == Type::FLOAT4 {
+        get::<f32>(row, index)?.map(|real| Value::Real(real.into()))
+    } else {
+        return Err(DbError::Column {
             index,
-            message: "no such column in the result".to_owned(),
-        })?;
-        let ty = column.type_();
-        let value = if *ty == Type::INT8 {
-            self.get::<i64>(index)?.map(Value::Integer)
-        } else if *ty == Type::INT4 {
-            self.get::<i32>(index)?.map(|integer| Value::Integer(integer.into()))
-        } else if *ty == Type::INT2 {
-            self.get::<i16>(index)?.map(|integer| Value::Integer(integer.into()))
-        } else if *ty == Type::TEXT
-            || *ty == Type::VARCHAR
-            || *ty == Type::BPCHAR
-            || *ty == Type::NAME
-        {
-            self.get::<&str>(index)?.map(Value::Text)
-        } else if *ty == Type::BYTEA {
-            self.get::<&[u8]>(index)?.map(Value::Blob)
-        } else if *ty == Type::BOOL {
-            self.get::<bool>(index)?.map(Value::Bool)
-        } else if *ty == Type::FLOAT8 {
-            self.get::<f64>(index)?.map(Value::Real)
-        } else if *ty == Type::FLOAT4 {
-            self.get::<f32>(index)?.map(|real| Value::Real(real.into()))
-        } else {
-            return Err(DbError::Column {
-                index,
-                message: format!("a column of type {ty} (select it as text or bigint)"),
-            });
-        };
-        Ok(value.unwrap_or(Value::Null))
-    }
+            message: format!("a column of type {ty} (select it as text or bigint)"),
+        });
+    };
+    Ok(value.unwrap_or(Value::Null))
 }
 
 impl Db for PgConn {
@@ -218,31 +233,14 @@ impl Db for PgConn {
         Dialect::Postgres
     }
 
-    fn exec(&self, sql: &str, params: &[&dyn Param]) -> Result<usize, DbError> {
+    fn prepare_cached(&self, sql: &str) -> Result<Statement<'_>, DbError> {
         let client = self.client()?;
         let sql = postgres_placeholders(sql);
-        let changed = block_on(async {
-            let statement = client.prepare_cached(&sql).await?;
-            client.execute_raw(&statement, postgres_params(params)).await
-        })?;
-        Ok(usize::try_from(changed).unwrap_or(usize::MAX))
+        let statement = block_on(client.prepare_cached(&sql))?;
+        Ok(Statement::Postgres { connection: self, statement })
     }
 
-    fn query(
-        &self,
-        sql: &str,
-        params: &[&dyn Param],
-        each: &mut dyn FnMut(&dyn Row) -> Result<Flow, DbError>,
-    ) -> Result<(), DbError> {
-        for row in self.rows(sql, params)? {
-            if each(&PgRow(&row))? == Flow::Stop {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn batch(&self, sql: &str) -> Result<(), DbError> {
+    fn execute_batch(&self, sql: &str) -> Result<(), DbError> {
         let client = self.client()?;
         block_on(client.batch_execute(sql)).map_err(DbError::from)
     }

@@ -19,11 +19,11 @@
 //! This module owns the `events` and `tenant_heads` tables of the
 //! database it is given, and nothing else in it.
 
-use crate::db::{Db, DbError, DbExt};
+use crate::db::{Db, DbError, OptionalExtension};
 use crate::hash::{CanonicalEvent, ChainHash, ZERO_HASH};
 use crate::{
     AppendError, CommandContext, ExpectedVersion, LogError, Metadata, NewEvent, Position,
-    RecordedEvent, args,
+    RecordedEvent, params,
 };
 
 pub mod conn;
@@ -86,7 +86,7 @@ use std::sync::Arc;
 type StoredEvent =
     (String, u64, String, u64, String, u32, String, String, String, Vec<u8>, Vec<u8>);
 
-fn read_event(row: &dyn crate::db::Row) -> Result<StoredEvent, DbError> {
+fn read_event(row: &crate::db::Row<'_>) -> Result<StoredEvent, DbError> {
     Ok((
         row.get(0)?,
         row.get(1)?,
@@ -146,14 +146,14 @@ impl PgLog {
         let log = PgLog { pool };
         let connection = log.connection("making the log's tables")?;
         let made = (|| {
-            connection.batch("BEGIN")?;
-            connection.single(
+            connection.execute_batch("BEGIN")?;
+            connection.query_row(
                 "SELECT pg_advisory_xact_lock(?1)",
-                args![SCHEMA_LOCK],
+                params![SCHEMA_LOCK],
                 |_| Ok(()),
             )?;
-            connection.batch(SCHEMA)?;
-            connection.batch("COMMIT")
+            connection.execute_batch(SCHEMA)?;
+            connection.execute_batch("COMMIT")
         })();
         made.map_err(storage("making the log's tables"))?;
         Ok(log)
@@ -213,9 +213,12 @@ impl PgLog {
     pub fn tenant_head(&self, tenant: &str) -> Result<Position, LogError> {
         let connection = self.connection("reading a tenant's head")?;
         connection
-            .one("SELECT position FROM tenant_heads WHERE tenant = ?1", args![tenant], |row| {
-                row.get::<u64>(0)
-            })
+            .query_row(
+                "SELECT position FROM tenant_heads WHERE tenant = ?1",
+                params![tenant],
+                |row| row.get::<_, u64>(0),
+            )
+            .optional()
             .map(Option::unwrap_or_default)
             .map_err(storage("reading a tenant's head"))
     }
@@ -261,11 +264,12 @@ impl PgLog {
         }
         let connection = self.connection("reading a tenant's head")?;
         let head = connection
-            .one(
+            .query_row(
                 "SELECT position, hash FROM tenant_heads WHERE tenant = ?1",
-                args![tenant],
-                |row| Ok((row.get::<u64>(0)?, row.get::<Vec<u8>>(1)?)),
+                params![tenant],
+                |row| Ok((row.get::<_, u64>(0)?, row.get::<_, Vec<u8>>(1)?)),
             )
+            .optional()
             .map_err(storage("reading a tenant's head"))?;
         match head {
             None if last == 0 => Ok(0),
@@ -292,7 +296,12 @@ pub fn read_forward(
         "SELECT {EVENT_COLUMNS} FROM events WHERE tenant = ?1 AND position > ?2 \
          ORDER BY position LIMIT ?3"
     );
-    db.all(&sql, args![tenant, to_i64(after), to_i64(limit)], read_event)
+    db.prepare_cached(&sql)
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![tenant, to_i64(after), to_i64(limit)], read_event)?
+                .collect::<Result<Vec<_>, _>>()
+        })
         .map_err(storage("reading events"))?
         .into_iter()
         .map(recorded)
@@ -308,7 +317,10 @@ pub fn read_stream(
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE tenant = ?1 AND stream = ?2 ORDER BY version"
     );
-    db.all(&sql, args![tenant, stream], read_event)
+    db.prepare_cached(&sql)
+        .and_then(|mut statement| {
+            statement.query_map(params![tenant, stream], read_event)?.collect::<Result<Vec<_>, _>>()
+        })
         .map_err(storage("reading a stream"))?
         .into_iter()
         .map(recorded)
@@ -335,7 +347,7 @@ impl std::fmt::Debug for PgTx {
 impl PgTx {
     /// Begins a transaction on `connection`.
     pub fn begin(connection: PgConn) -> Result<PgTx, LogError> {
-        connection.batch("BEGIN").map_err(storage("beginning a transaction"))?;
+        connection.execute_batch("BEGIN").map_err(storage("beginning a transaction"))?;
         Ok(PgTx { connection, open: true, heads: Vec::new(), clock: jiff::Timestamp::now })
     }
 
@@ -348,10 +360,10 @@ impl PgTx {
     /// The stream's last version, if it has events.
     pub fn stream_version(&mut self, tenant: &str, stream: &str) -> Result<Option<u64>, LogError> {
         self.connection
-            .single(
+            .query_row(
                 "SELECT MAX(version) FROM events WHERE tenant = ?1 AND stream = ?2",
-                args![tenant, stream],
-                |row| row.get::<Option<u64>>(0),
+                params![tenant, stream],
+                |row| row.get::<_, Option<u64>>(0),
             )
             .map_err(storage("reading a stream's version"))
     }
@@ -365,26 +377,27 @@ impl PgTx {
         }
         let connection = &self.connection;
         connection
-            .exec(
+            .execute(
                 "INSERT INTO tenant_heads (tenant, position, hash) VALUES (?1, 0, ?2) \
                  ON CONFLICT (tenant) DO NOTHING",
-                args![tenant, ZERO_HASH.as_slice()],
+                params![tenant, ZERO_HASH.as_slice()],
             )
             .map_err(storage("making a tenant's head"))?;
         let (position, hash) = connection
-            .single(
+            .query_row(
                 "SELECT position, hash FROM tenant_heads WHERE tenant = ?1 FOR UPDATE",
-                args![tenant],
-                |row| Ok((row.get::<u64>(0)?, row.get::<Vec<u8>>(1)?)),
+                params![tenant],
+                |row| Ok((row.get::<_, u64>(0)?, row.get::<_, Vec<u8>>(1)?)),
             )
             .map_err(storage("locking a tenant's head"))?;
         let hash = to_hash(&hash, position)?;
         let last_at: Option<String> = connection
-            .one(
+            .query_row(
                 "SELECT recorded_at FROM events WHERE tenant = ?1 AND position = ?2",
-                args![tenant, to_i64(position)],
+                params![tenant, to_i64(position)],
                 |row| row.get(0),
             )
+            .optional()
             .map_err(storage("reading a tenant's last event"))?;
         self.heads.push((tenant.to_owned(), position, hash, last_at.unwrap_or_default()));
         Ok(self.heads.len() - 1)
@@ -439,9 +452,9 @@ impl PgTx {
             }
             .chain_hash(&prev_hash);
             self.connection
-                .exec(
+                .execute(
                     &insert,
-                    args![
+                    params![
                         tenant,
                         to_i64(position),
                         stream,
@@ -472,9 +485,9 @@ impl PgTx {
             prev_hash = hash;
         }
         self.connection
-            .exec(
+            .execute(
                 "UPDATE tenant_heads SET position = ?2, hash = ?3 WHERE tenant = ?1",
-                args![tenant, to_i64(position), prev_hash.as_slice()],
+                params![tenant, to_i64(position), prev_hash.as_slice()],
             )
             .map_err(storage("moving a tenant's head"))?;
         if let Some(held) = self.heads.get_mut(head) {
@@ -487,7 +500,7 @@ impl PgTx {
     /// returns, and the heads it held are released.
     pub fn commit(mut self) -> Result<(), LogError> {
         self.open = false;
-        let committed = self.connection.batch("COMMIT");
+        let committed = self.connection.execute_batch("COMMIT");
         if committed.is_err() {
             self.connection.discard();
         }
@@ -497,7 +510,7 @@ impl PgTx {
     /// Rolls back: nothing this transaction appended is kept.
     pub fn rollback(mut self) -> Result<(), LogError> {
         self.open = false;
-        let rolled = self.connection.batch("ROLLBACK");
+        let rolled = self.connection.execute_batch("ROLLBACK");
         if rolled.is_err() {
             self.connection.discard();
         }

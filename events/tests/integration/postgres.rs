@@ -35,7 +35,7 @@ fn database() -> Option<String> {
     };
     let admin = PgPool::new(&format!("{cluster} dbname=postgres"), 1).unwrap();
     let name = format!("rollcall_{}", ulid::Ulid::generate().to_string().to_lowercase());
-    admin.get().unwrap().batch(&format!("CREATE DATABASE {name}")).unwrap();
+    admin.get().unwrap().execute_batch(&format!("CREATE DATABASE {name}")).unwrap();
     Some(format!("{cluster} dbname={name}"))
 }
 
@@ -89,7 +89,9 @@ fn each_tenant_has_its_own_gapless_chain_and_a_tampered_event_is_named() {
         .unwrap()
         .get()
         .unwrap()
-        .batch("UPDATE events SET payload = '{\"n\":42}' WHERE tenant = 'acme' AND position = 2")
+        .execute_batch(
+            "UPDATE events SET payload = '{\"n\":42}' WHERE tenant = 'acme' AND position = 2",
+        )
         .unwrap();
     let broken = log.verify_tenant("acme").unwrap_err();
     assert!(matches!(broken, LogError::HashMismatch { position: 2, .. }), "{broken:?}");
@@ -208,41 +210,48 @@ fn racing_creates_on_two_nodes_let_exactly_one_through() {
 /// unique violation is recognised as one.
 #[test]
 fn the_sql_seam_reads_and_binds_each_type_as_sqlite_does() {
-    use events::args;
-    use events::db::{DbError, DbExt};
+    use events::db::{DbError, OptionalExtension};
+    use events::params;
     let Some(url) = database() else { return };
     let pool = PgPool::new(&url, 2).unwrap();
     let db = pool.get().unwrap();
-    db.batch("CREATE TABLE t (a TEXT PRIMARY KEY, b BIGINT, c BYTEA, d DOUBLE PRECISION)").unwrap();
+    db.execute_batch("CREATE TABLE t (a TEXT PRIMARY KEY, b BIGINT, c BYTEA, d DOUBLE PRECISION)")
+        .unwrap();
     let bytes: &[u8] = b"xy";
     assert_eq!(
-        db.exec("INSERT INTO t VALUES (?1, ?2, ?3, ?4)", args!["x", 7i64, bytes, 1.5f64]).unwrap(),
+        db.execute("INSERT INTO t VALUES (?1, ?2, ?3, ?4)", params!["x", 7i64, bytes, 1.5f64])
+            .unwrap(),
         1
     );
     let row = db
-        .single(
+        .query_row(
             "SELECT a, b, c, d, CAST(NULL AS TEXT), EXISTS (SELECT 1 FROM t) FROM t",
-            args![],
+            [],
             |row| {
                 Ok((
-                    row.get::<String>(0)?,
-                    row.get::<i64>(1)?,
-                    row.get::<Vec<u8>>(2)?,
-                    row.get::<f64>(3)?,
-                    row.get::<Option<String>>(4)?,
-                    row.get::<bool>(5)?,
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                    row.get::<_, f64>(3)?,
+                    row.get::<_, Option<String>>(4)?,
+                    row.get::<_, bool>(5)?,
                 ))
             },
         )
         .unwrap();
     assert_eq!(row, ("x".to_owned(), 7, b"xy".to_vec(), 1.5, None, true));
-    let wrong = db.single("SELECT b FROM t", args![], |row| row.get::<String>(0));
+    let wrong = db.query_row("SELECT b FROM t", [], |row| row.get::<_, String>(0));
     assert!(matches!(wrong, Err(DbError::Column { index: 0, .. })), "{wrong:?}");
     let none: Option<String> =
-        db.one("SELECT a FROM t WHERE b = ?1", args![8i64], |row| row.get(0)).unwrap();
+        db.query_row("SELECT a FROM t WHERE b = ?1", [8i64], |row| row.get(0)).optional().unwrap();
     assert_eq!(none, None);
-    let twice = db.exec("INSERT INTO t (a) VALUES (?1)", args!["x"]).unwrap_err();
+    let mut statement = db.prepare_cached("SELECT a FROM t WHERE b > ?1 ORDER BY a").unwrap();
+    let all: Vec<String> =
+        statement.query_map([0i64], |row| row.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(all, ["x"]);
+    drop(statement);
+    let twice = db.execute("INSERT INTO t (a) VALUES (?1)", ["x"]).unwrap_err();
     assert!(twice.is_unique_violation(), "{twice}");
-    let missing = db.exec("DELETE FROM nowhere", args![]).unwrap_err();
+    let missing = db.execute("DELETE FROM nowhere", []).unwrap_err();
     assert!(missing.is_missing_table(), "{missing}");
 }
