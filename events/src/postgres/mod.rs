@@ -22,8 +22,8 @@
 use crate::db::{Db, DbError, OptionalExtension};
 use crate::hash::{CanonicalEvent, ChainHash, ZERO_HASH};
 use crate::{
-    AppendError, CommandContext, ExpectedVersion, LogError, Metadata, NewEvent, Position,
-    RecordedEvent, params,
+    AppendError, CommandContext, ExpectedVersion, LogError, LogTransaction, Metadata, NewEvent,
+    Position, RecordedEvent, params,
 };
 
 pub mod conn;
@@ -82,52 +82,27 @@ pub struct PgLog {
 
 use std::sync::Arc;
 
-/// A stored event as it reads, before its hashes are checked for length.
-type StoredEvent =
-    (String, u64, String, u64, String, u32, String, String, String, Vec<u8>, Vec<u8>);
-
-fn read_event(row: &crate::db::Row<'_>) -> Result<StoredEvent, DbError> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-        row.get(8)?,
-        row.get(9)?,
-        row.get(10)?,
-    ))
-}
-
-fn recorded(stored: StoredEvent) -> Result<RecordedEvent, LogError> {
-    let (
-        tenant,
-        position,
-        stream,
-        version,
-        event_type,
-        schema_version,
-        payload,
-        metadata,
-        at,
-        prev,
-        hash,
-    ) = stored;
+fn read_event(row: &crate::db::Row<'_>) -> Result<RecordedEvent, DbError> {
+    let position = row.get(1)?;
+    let hash = |index: usize| {
+        let bytes: Vec<u8> = row.get(index)?;
+        ChainHash::try_from(bytes.as_slice()).map_err(|_| DbError::Column {
+            index,
+            message: format!("the hash of the event at {position} is not 32 bytes"),
+        })
+    };
     Ok(RecordedEvent {
-        tenant,
+        tenant: row.get(0)?,
         position,
-        stream,
-        version,
-        event_type,
-        schema_version,
-        payload,
-        metadata,
-        recorded_at: at,
-        prev_hash: to_hash(&prev, position)?,
-        hash: to_hash(&hash, position)?,
+        stream: row.get(2)?,
+        version: row.get(3)?,
+        event_type: row.get(4)?,
+        schema_version: row.get(5)?,
+        payload: row.get(6)?,
+        metadata: row.get(7)?,
+        recorded_at: row.get(8)?,
+        prev_hash: hash(9)?,
+        hash: hash(10)?,
     })
 }
 
@@ -302,10 +277,7 @@ pub fn read_forward(
                 .query_map(params![tenant, to_i64(after), to_i64(limit)], read_event)?
                 .collect::<Result<Vec<_>, _>>()
         })
-        .map_err(storage("reading events"))?
-        .into_iter()
-        .map(recorded)
-        .collect()
+        .map_err(storage("reading events"))
 }
 
 /// The events of one stream, in version order.
@@ -321,10 +293,7 @@ pub fn read_stream(
         .and_then(|mut statement| {
             statement.query_map(params![tenant, stream], read_event)?.collect::<Result<Vec<_>, _>>()
         })
-        .map_err(storage("reading a stream"))?
-        .into_iter()
-        .map(recorded)
-        .collect()
+        .map_err(storage("reading a stream"))
 }
 
 /// One transaction of one node. Dropped without [`PgTx::commit`], it
@@ -355,17 +324,6 @@ impl PgTx {
     /// through it, inside the transaction.
     pub fn db(&self) -> &PgConn {
         &self.connection
-    }
-
-    /// The stream's last version, if it has events.
-    pub fn stream_version(&mut self, tenant: &str, stream: &str) -> Result<Option<u64>, LogError> {
-        self.connection
-            .query_row(
-                "SELECT MAX(version) FROM events WHERE tenant = ?1 AND stream = ?2",
-                params![tenant, stream],
-                |row| row.get::<_, Option<u64>>(0),
-            )
-            .map_err(storage("reading a stream's version"))
     }
 
     /// Takes the tenant's head row for this transaction (made at position
@@ -403,9 +361,43 @@ impl PgTx {
         Ok(self.heads.len() - 1)
     }
 
+    /// Commits: every append of this transaction is durable when it
+    /// returns, and the heads it held are released.
+    pub fn commit(mut self) -> Result<(), LogError> {
+        self.open = false;
+        let committed = self.connection.execute_batch("COMMIT");
+        if committed.is_err() {
+            self.connection.discard();
+        }
+        committed.map_err(storage("committing"))
+    }
+
+    /// Rolls back: nothing this transaction appended is kept.
+    pub fn rollback(mut self) -> Result<(), LogError> {
+        self.open = false;
+        let rolled = self.connection.execute_batch("ROLLBACK");
+        if rolled.is_err() {
+            self.connection.discard();
+        }
+        rolled.map_err(storage("rolling back"))
+    }
+}
+
+impl LogTransaction for PgTx {
+    /// The stream's last version, if it has events.
+    fn stream_version(&mut self, tenant: &str, stream: &str) -> Result<Option<u64>, LogError> {
+        self.connection
+            .query_row(
+                "SELECT MAX(version) FROM events WHERE tenant = ?1 AND stream = ?2",
+                params![tenant, stream],
+                |row| row.get::<_, Option<u64>>(0),
+            )
+            .map_err(storage("reading a stream's version"))
+    }
+
     /// Appends `events` to one stream if it is at `expected`: the next
     /// positions of the tenant, each hashed after the one before.
-    pub fn append(
+    fn append(
         &mut self,
         tenant: &str,
         stream: &str,
@@ -494,27 +486,6 @@ impl PgTx {
             *held = (tenant.to_owned(), position, prev_hash, recorded_at);
         }
         Ok(recorded)
-    }
-
-    /// Commits: every append of this transaction is durable when it
-    /// returns, and the heads it held are released.
-    pub fn commit(mut self) -> Result<(), LogError> {
-        self.open = false;
-        let committed = self.connection.execute_batch("COMMIT");
-        if committed.is_err() {
-            self.connection.discard();
-        }
-        committed.map_err(storage("committing"))
-    }
-
-    /// Rolls back: nothing this transaction appended is kept.
-    pub fn rollback(mut self) -> Result<(), LogError> {
-        self.open = false;
-        let rolled = self.connection.execute_batch("ROLLBACK");
-        if rolled.is_err() {
-            self.connection.discard();
-        }
-        rolled.map_err(storage("rolling back"))
     }
 }
 

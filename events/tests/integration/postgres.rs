@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use events::db::Db;
 use events::postgres::{PgLog, PgPool};
-use events::{Actor, AppendError, CommandContext, ExpectedVersion, LogError, NewEvent};
+use events::{
+    Actor, AppendError, CommandContext, ExpectedVersion, LogError, LogTransaction, NewEvent,
+};
 
 /// The cluster's connection settings, key-value form, without a database.
 fn cluster() -> Option<String> {
