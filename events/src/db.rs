@@ -458,6 +458,14 @@ trait BindFrom {
 
 impl BindFrom for rusqlite::CachedStatement<'_> {
     fn raw_bind_parameters_from(&mut self, params: &[&dyn Param]) -> Result<(), DbError> {
+        // As rusqlite's own `query` does: a parameter left unbound would
+        // silently be NULL.
+        if params.len() != self.parameter_count() {
+            return Err(DbError::Sqlite(rusqlite::Error::InvalidParameterCount(
+                params.len(),
+                self.parameter_count(),
+            )));
+        }
         for (index, param) in params.iter().enumerate() {
             self.raw_bind_parameter(index + 1, *param as &dyn rusqlite::ToSql)?;
         }
@@ -622,5 +630,8 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(all, ["x"]);
+        let short =
+            db.prepare_cached("SELECT a FROM t WHERE b = ?1 AND a = ?2").unwrap().exists(["x"]);
+        assert!(short.is_err(), "a parameter missing is an error, not a NULL");
     }
 }
