@@ -193,7 +193,7 @@ impl From<LogError> for Error {
 impl From<ProjectionError> for Error {
     fn from(error: ProjectionError) -> Error {
         match &error {
-            ProjectionError::Storage { source, .. } if events::error::is_interrupt(source) => {
+            ProjectionError::Storage { source, .. } if source.is_interrupt() => {
                 Error::BudgetExceeded { budget_ms: None }
             }
             _ => Error::Internal(error.to_string()),

@@ -55,6 +55,12 @@ impl Params for &[&dyn Param] {
     }
 }
 
+impl Params for Vec<&dyn Param> {
+    fn with<R>(&self, each: impl FnOnce(&[&dyn Param]) -> R) -> R {
+        each(self)
+    }
+}
+
 impl Params for [&dyn Param; 0] {
     fn with<R>(&self, each: impl FnOnce(&[&dyn Param]) -> R) -> R {
         each(&[])
@@ -81,9 +87,98 @@ macro_rules! array_params {
 
 array_params!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
 
+/// An owned parameter whose type is known only when the statement is
+/// built (a filter's literal), as rusqlite's `types::Value`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef as Sqlite};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => Sqlite::Null,
+            Value::Integer(integer) => Sqlite::Integer(*integer),
+            Value::Real(real) => Sqlite::Real(*real),
+            Value::Text(text) => Sqlite::Text(text.as_bytes()),
+            Value::Blob(bytes) => Sqlite::Blob(bytes),
+        }))
+    }
+}
+
+impl tokio_postgres::types::ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        // Each variant binds as its Rust type would, so a literal of the
+        // wrong type for its column is refused as a typed one would be.
+        match self {
+            Value::Null => Ok(tokio_postgres::types::IsNull::Yes),
+            Value::Integer(integer) => integer.to_sql_checked(ty, out),
+            Value::Real(real) => real.to_sql_checked(ty, out),
+            Value::Text(text) => text.to_sql_checked(ty, out),
+            Value::Blob(bytes) => bytes.to_sql_checked(ty, out),
+        }
+    }
+
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+impl From<i64> for Value {
+    fn from(integer: i64) -> Value {
+        Value::Integer(integer)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(real: f64) -> Value {
+        Value::Real(real)
+    }
+}
+
+impl From<String> for Value {
+    fn from(text: String) -> Value {
+        Value::Text(text)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Value {
+        Value::Text(text.to_owned())
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(bytes: Vec<u8>) -> Value {
+        Value::Blob(bytes)
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(value: Option<T>) -> Value {
+        value.map_or(Value::Null, Into::into)
+    }
+}
+
+/// Owned values as the parameters of one statement.
+pub fn values_as_params(values: &[Value]) -> Vec<&dyn Param> {
+    values.iter().map(|value| value as &dyn Param).collect()
+}
+
 /// One column of a result row, borrowed from it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Value<'a> {
+pub enum ValueRef<'a> {
     Null,
     Integer(i64),
     Real(f64),
@@ -92,22 +187,22 @@ pub enum Value<'a> {
     Bool(bool),
 }
 
-impl<'a> Value<'a> {
+impl<'a> ValueRef<'a> {
     fn kind(&self) -> &'static str {
         match self {
-            Value::Null => "NULL",
-            Value::Integer(_) => "an integer",
-            Value::Real(_) => "a real",
-            Value::Text(_) => "text",
-            Value::Blob(_) => "a blob",
-            Value::Bool(_) => "a boolean",
+            ValueRef::Null => "NULL",
+            ValueRef::Integer(_) => "an integer",
+            ValueRef::Real(_) => "a real",
+            ValueRef::Text(_) => "text",
+            ValueRef::Blob(_) => "a blob",
+            ValueRef::Bool(_) => "a boolean",
         }
     }
 
     /// The text, or an error naming what the column held instead.
     pub fn as_str(&self) -> Result<&'a str, DbError> {
         match *self {
-            Value::Text(text) => Ok(text),
+            ValueRef::Text(text) => Ok(text),
             other => Err(DbError::Column { index: 0, message: mismatch("text", &other) }),
         }
     }
@@ -145,7 +240,7 @@ impl Row<'_> {
     }
 
     /// Column `index`, borrowed from the row (no copy on SQLite).
-    pub fn get_ref(&self, index: usize) -> Result<Value<'_>, DbError> {
+    pub fn get_ref(&self, index: usize) -> Result<ValueRef<'_>, DbError> {
         match self {
             Row::Sqlite(row) => sqlite_value(row, index),
             Row::Postgres(row) => crate::postgres::conn::value(row, index),
@@ -153,41 +248,43 @@ impl Row<'_> {
     }
 }
 
-fn sqlite_value<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> Result<Value<'r>, DbError> {
-    use rusqlite::types::ValueRef;
+fn sqlite_value<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> Result<ValueRef<'r>, DbError> {
     Ok(match row.get_ref(index)? {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(integer) => Value::Integer(integer),
-        ValueRef::Real(real) => Value::Real(real),
-        ValueRef::Text(bytes) => Value::Text(std::str::from_utf8(bytes).map_err(|error| {
-            DbError::Column { index, message: format!("text that is not UTF-8: {error}") }
-        })?),
-        ValueRef::Blob(bytes) => Value::Blob(bytes),
+        rusqlite::types::ValueRef::Null => ValueRef::Null,
+        rusqlite::types::ValueRef::Integer(integer) => ValueRef::Integer(integer),
+        rusqlite::types::ValueRef::Real(real) => ValueRef::Real(real),
+        rusqlite::types::ValueRef::Text(bytes) => {
+            ValueRef::Text(std::str::from_utf8(bytes).map_err(|error| DbError::Column {
+                index,
+                message: format!("text that is not UTF-8: {error}"),
+            })?)
+        }
+        rusqlite::types::ValueRef::Blob(bytes) => ValueRef::Blob(bytes),
     })
 }
 
-fn mismatch(wanted: &str, found: &Value<'_>) -> String {
+fn mismatch(wanted: &str, found: &ValueRef<'_>) -> String {
     format!("expected {wanted}, found {}", found.kind())
 }
 
 /// A Rust type a column is read as.
 pub trait Column: Sized {
-    fn read(value: Value<'_>) -> Result<Self, String>;
+    fn read(value: ValueRef<'_>) -> Result<Self, String>;
 }
 
 impl Column for String {
-    fn read(value: Value<'_>) -> Result<Self, String> {
+    fn read(value: ValueRef<'_>) -> Result<Self, String> {
         match value {
-            Value::Text(text) => Ok(text.to_owned()),
+            ValueRef::Text(text) => Ok(text.to_owned()),
             other => Err(mismatch("text", &other)),
         }
     }
 }
 
 impl Column for i64 {
-    fn read(value: Value<'_>) -> Result<Self, String> {
+    fn read(value: ValueRef<'_>) -> Result<Self, String> {
         match value {
-            Value::Integer(integer) => Ok(integer),
+            ValueRef::Integer(integer) => Ok(integer),
             other => Err(mismatch("an integer", &other)),
         }
     }
@@ -196,7 +293,7 @@ impl Column for i64 {
 macro_rules! integer_columns {
     ($($type:ty),*) => {$(
         impl Column for $type {
-            fn read(value: Value<'_>) -> Result<Self, String> {
+            fn read(value: ValueRef<'_>) -> Result<Self, String> {
                 let integer = i64::read(value)?;
                 <$type>::try_from(integer).map_err(|_| {
                     format!("{integer} is out of range for {}", stringify!($type))
@@ -209,40 +306,40 @@ macro_rules! integer_columns {
 integer_columns!(u64, u32, i32, usize, u16, u8);
 
 impl Column for f64 {
-    fn read(value: Value<'_>) -> Result<Self, String> {
+    fn read(value: ValueRef<'_>) -> Result<Self, String> {
         match value {
-            Value::Real(real) => Ok(real),
+            ValueRef::Real(real) => Ok(real),
             // SQLite stores a whole real as an integer where it can.
-            Value::Integer(integer) => Ok(integer as f64),
+            ValueRef::Integer(integer) => Ok(integer as f64),
             other => Err(mismatch("a real", &other)),
         }
     }
 }
 
 impl Column for bool {
-    fn read(value: Value<'_>) -> Result<Self, String> {
+    fn read(value: ValueRef<'_>) -> Result<Self, String> {
         match value {
-            Value::Bool(flag) => Ok(flag),
+            ValueRef::Bool(flag) => Ok(flag),
             // SQLite has no boolean: `EXISTS` and flags are 0 or 1.
-            Value::Integer(integer) => Ok(integer != 0),
+            ValueRef::Integer(integer) => Ok(integer != 0),
             other => Err(mismatch("a boolean", &other)),
         }
     }
 }
 
 impl Column for Vec<u8> {
-    fn read(value: Value<'_>) -> Result<Self, String> {
+    fn read(value: ValueRef<'_>) -> Result<Self, String> {
         match value {
-            Value::Blob(bytes) => Ok(bytes.to_vec()),
+            ValueRef::Blob(bytes) => Ok(bytes.to_vec()),
             other => Err(mismatch("a blob", &other)),
         }
     }
 }
 
 impl<const N: usize> Column for [u8; N] {
-    fn read(value: Value<'_>) -> Result<Self, String> {
+    fn read(value: ValueRef<'_>) -> Result<Self, String> {
         match value {
-            Value::Blob(bytes) => <[u8; N]>::try_from(bytes)
+            ValueRef::Blob(bytes) => <[u8; N]>::try_from(bytes)
                 .map_err(|_| format!("expected {N} bytes, found {}", bytes.len())),
             other => Err(mismatch("a blob", &other)),
         }
@@ -250,9 +347,9 @@ impl<const N: usize> Column for [u8; N] {
 }
 
 impl<T: Column> Column for Option<T> {
-    fn read(value: Value<'_>) -> Result<Self, String> {
+    fn read(value: ValueRef<'_>) -> Result<Self, String> {
         match value {
-            Value::Null => Ok(None),
+            ValueRef::Null => Ok(None),
             other => T::read(other).map(Some),
         }
     }
@@ -559,19 +656,27 @@ pub fn postgres_placeholders(sql: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-impl Db for rusqlite::Connection {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
-    }
+// A connection, and what derefs to one: a read pool's connection, a
+// transaction.
+macro_rules! sqlite_db {
+    ($($type:ty),*) => {$(
+        impl Db for $type {
+            fn dialect(&self) -> Dialect {
+                Dialect::Sqlite
+            }
 
-    fn prepare_cached(&self, sql: &str) -> Result<Statement<'_>, DbError> {
-        Ok(Statement::Sqlite(rusqlite::Connection::prepare_cached(self, sql)?))
-    }
+            fn prepare_cached(&self, sql: &str) -> Result<Statement<'_>, DbError> {
+                Ok(Statement::Sqlite(rusqlite::Connection::prepare_cached(self, sql)?))
+            }
 
-    fn execute_batch(&self, sql: &str) -> Result<(), DbError> {
-        Ok(rusqlite::Connection::execute_batch(self, sql)?)
-    }
+            fn execute_batch(&self, sql: &str) -> Result<(), DbError> {
+                Ok(rusqlite::Connection::execute_batch(self, sql)?)
+            }
+        }
+    )*};
 }
+
+sqlite_db!(rusqlite::Connection, crate::sqlite::PooledConnection<'_>, rusqlite::Transaction<'_>);
 
 #[cfg(test)]
 mod tests {

@@ -14,11 +14,12 @@
 //! reads the `members` row of the member moving (who it was at the time),
 //! so [`apply`] must run before the member projection folds the same event.
 
+use events::db::{Db, DbError, OptionalExtension, Row};
 use events::event::{
     MemberDisabled, MemberEnabled, MemberJoined, MemberLeft, MemberPurged, MemberRestored,
 };
+use events::params;
 use events::{Actor, Event, Position, RecordedEvent};
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 
 use crate::ProjectionError;
@@ -133,7 +134,7 @@ fn word_text(word: &Word) -> String {
 type Identity = (Option<String>, Option<String>, Option<String>);
 
 fn identity_before(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     member_id: &str,
 ) -> Result<Identity, ProjectionError> {
@@ -154,7 +155,7 @@ fn identity_before(
 /// The movements of an erased person name nobody: a userName they had
 /// reads `[erased]` (as the erased events fold), an externalId is gone.
 fn erase(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     erased: &events::event::SubjectErased,
 ) -> Result<(), ProjectionError> {
@@ -174,7 +175,7 @@ fn erase(
 
 /// Folds one event; run it before the member projection folds the same one.
 pub(crate) fn apply(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     event: &Event,
 ) -> Result<(), ProjectionError> {
@@ -289,7 +290,7 @@ pub(crate) fn apply(
 }
 
 fn remember_cause(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     user_id: &str,
 ) -> Result<(), ProjectionError> {
@@ -317,7 +318,7 @@ fn remember_cause(
 
 /// The newest of `types` recorded for a user: position, time, word.
 fn last_cause(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     user_id: &str,
     types: &[&str],
@@ -345,21 +346,16 @@ fn last_cause(
     Ok(newest)
 }
 
-fn word_column(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Word>> {
+fn word_column(row: &Row<'_>, index: usize) -> Result<Option<Word>, DbError> {
     let text: Option<String> = row.get(index)?;
     text.map(|text| {
-        serde_json::from_str(&text).map_err(|error| {
-            rusqlite::Error::FromSqlConversionFailure(
-                index,
-                rusqlite::types::Type::Text,
-                Box::new(error),
-            )
-        })
+        serde_json::from_str(&text)
+            .map_err(|error| DbError::Column { index, message: error.to_string() })
     })
     .transpose()
 }
 
-fn movement_from_row(row: &Row<'_>) -> rusqlite::Result<Movement> {
+fn movement_from_row(row: &Row<'_>) -> Result<Movement, DbError> {
     let position: i64 = row.get(0)?;
     let said_position: Option<i64> = row.get(9)?;
     Ok(Movement {
@@ -370,11 +366,8 @@ fn movement_from_row(row: &Row<'_>) -> rusqlite::Result<Movement> {
         user_name: row.get(4)?,
         external_id: row.get(5)?,
         effective_at: row.get(6)?,
-        applied_by: word_column(row, 7)?.ok_or(rusqlite::Error::InvalidColumnType(
-            7,
-            "applied_by".to_owned(),
-            rusqlite::types::Type::Null,
-        ))?,
+        applied_by: word_column(row, 7)?
+            .ok_or(DbError::Column { index: 7, message: "applied_by is NULL".to_owned() })?,
         said_at: row.get(8)?,
         said_position: said_position.and_then(|position| u64::try_from(position).ok()),
         said_by: word_column(row, 10)?,
@@ -383,15 +376,15 @@ fn movement_from_row(row: &Row<'_>) -> rusqlite::Result<Movement> {
 
 /// Whether the audit tables hold the whole log: false on a file written by
 /// a build without them, until an open for writing (or a rebuild) folds it.
-pub fn ready(connection: &Connection) -> Result<bool, ProjectionError> {
-    let exists = |table: &str| -> rusqlite::Result<bool> {
+pub fn ready(connection: &dyn Db) -> Result<bool, ProjectionError> {
+    let exists = |table: &str| -> Result<bool, DbError> {
         connection.query_row(
             "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)",
             [table],
             |row| row.get(0),
         )
     };
-    (|| {
+    (|| -> Result<_, DbError> {
         if !exists("audit_movements")? {
             return Ok(false);
         }
@@ -410,7 +403,7 @@ pub fn ready(connection: &Connection) -> Result<bool, ProjectionError> {
 /// The movements of one tenant recorded at positions `[from, to)`, in the
 /// order they took effect.
 pub fn movements(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     from: Position,
     to: Position,

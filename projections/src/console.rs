@@ -6,7 +6,8 @@
 //! from events and a rebuild never touches it. Secrets are kept only as
 //! SHA-256 hashes; the caller hashes them.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use events::db::{Db, DbError, OptionalExtension};
+use events::params;
 
 use crate::ProjectionError;
 
@@ -25,11 +26,11 @@ pub struct SessionRow {
 /// Starts a session, and forgets the sessions and links that have expired
 /// (so the tables stay the size of what is in use).
 pub fn start_session(
-    connection: &Connection,
+    connection: &dyn Db,
     secret_sha256: &[u8; 32],
     session: &SessionRow,
 ) -> Result<(), ProjectionError> {
-    (|| {
+    (|| -> Result<_, DbError> {
         connection
             .prepare_cached(
                 "INSERT INTO console_sessions \
@@ -58,7 +59,7 @@ pub fn start_session(
 
 /// The session a cookie names, expired or not (the caller compares).
 pub fn session(
-    connection: &Connection,
+    connection: &dyn Db,
     secret_sha256: &[u8; 32],
 ) -> Result<Option<SessionRow>, ProjectionError> {
     connection
@@ -83,10 +84,7 @@ pub fn session(
 }
 
 /// Ends a session (signing out); ending one that is gone is harmless.
-pub fn end_session(
-    connection: &Connection,
-    secret_sha256: &[u8; 32],
-) -> Result<(), ProjectionError> {
+pub fn end_session(connection: &dyn Db, secret_sha256: &[u8; 32]) -> Result<(), ProjectionError> {
     connection
         .prepare_cached("DELETE FROM console_sessions WHERE secret_sha256 = ?1")
         .and_then(|mut statement| statement.execute([secret_sha256.as_slice()]))
@@ -96,7 +94,7 @@ pub fn end_session(
 
 /// Records a one-time sign-in link for the token it will sign in as.
 pub fn add_link(
-    connection: &Connection,
+    connection: &dyn Db,
     secret_sha256: &[u8; 32],
     tenant_id: &str,
     token_id: &str,
@@ -117,7 +115,7 @@ pub fn add_link(
 /// Uses a sign-in link up: returns its (tenant, token, expiry) and deletes
 /// it, so a second use finds nothing. Call it inside the writer.
 pub fn take_link(
-    connection: &Connection,
+    connection: &dyn Db,
     secret_sha256: &[u8; 32],
 ) -> Result<Option<(String, String, String)>, ProjectionError> {
     connection
@@ -148,7 +146,7 @@ pub struct VerifyRow {
 }
 
 pub fn record_verify(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant_id: &str,
     row: &VerifyRow,
 ) -> Result<(), ProjectionError> {
@@ -173,7 +171,7 @@ pub fn record_verify(
 }
 
 pub fn last_verify(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant_id: &str,
 ) -> Result<Option<VerifyRow>, ProjectionError> {
     connection

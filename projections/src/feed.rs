@@ -15,12 +15,13 @@
 //! and carries a tag over the tenant, so a cursor of another tenant (or a
 //! mangled one) is refused instead of silently reading from elsewhere.
 
+use events::db::{Db, DbError, OptionalExtension};
 use events::event::{
     MemberDisabled, MemberJoined, MemberLeft, MemberRestored, MemberRolesChanged, MemberUpdated,
     RunEnd, SyncCompleted,
 };
+use events::params;
 use events::{Actor, Cause, Event, RecordedEvent};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -131,7 +132,7 @@ pub struct Before {
 
 /// Reads what [`apply`] will need of the state before `event` is folded.
 pub fn before(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     event: &Event,
 ) -> Result<Before, ProjectionError> {
@@ -148,7 +149,7 @@ pub fn before(
 
 /// Folds one event, after the member directory has folded it.
 pub(crate) fn apply(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     event: &Event,
     before: Before,
@@ -316,7 +317,7 @@ fn change_value(change: Change<'_>) -> Value {
 /// erased form ([`erased_form`]): the feed serves and delivers them from
 /// here, so no reader or webhook gets the person's values again.
 fn erase_earlier(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     member_id: &str,
 ) -> Result<(), ProjectionError> {
@@ -443,7 +444,7 @@ struct JoinChange<'a> {
 }
 
 fn apply_run(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     completed: &SyncCompleted,
 ) -> Result<(), ProjectionError> {
@@ -467,7 +468,7 @@ fn apply_run(
 /// Who asked for a member event: the run's actor and trigger. The SCIM
 /// side of it is in `caused_by`.
 fn source(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     envelope: &Envelope,
 ) -> Result<Value, ProjectionError> {
@@ -496,7 +497,7 @@ fn source(
 }
 
 fn insert(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     kind: &str,
     data: &impl serde::Serialize,
@@ -531,7 +532,13 @@ fn insert(
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .and_then(|mut statement| {
-            statement.execute(params![tenant, sql_integer(cursor.position), cursor.seq, kind, body])
+            statement.execute(params![
+                tenant,
+                sql_integer(cursor.position),
+                i64::from(cursor.seq),
+                kind,
+                body
+            ])
         })
         .map(drop)
         .map_err(ProjectionError::storage("projecting a feed event"))
@@ -671,7 +678,7 @@ pub struct FeedPage {
     pub has_more: bool,
 }
 
-fn feed_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<FeedEvent> {
+fn feed_event(row: &events::db::Row<'_>) -> Result<FeedEvent, DbError> {
     let position: i64 = row.get(0)?;
     Ok(FeedEvent {
         cursor: Cursor { position: u64::try_from(position).unwrap_or(0), seq: row.get(1)? },
@@ -683,7 +690,7 @@ fn feed_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<FeedEvent> {
 /// Up to `limit` events of `tenant` after `after`, in cursor order; only
 /// those of `types` when given.
 pub fn page(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     after: Cursor,
     types: Option<&[String]>,
@@ -703,13 +710,13 @@ pub fn page(
                     params![
                         tenant,
                         sql_integer(after.position),
-                        after.seq,
+                        i64::from(after.seq),
                         types,
                         sql_integer(limit as u64 + 1)
                     ],
                     feed_event,
                 )?
-                .collect::<rusqlite::Result<Vec<_>>>()
+                .collect::<Result<Vec<_>, DbError>>()
         })
         .map_err(ProjectionError::storage("reading the event feed"))?;
     let has_more = events.len() > limit;
@@ -720,7 +727,7 @@ pub fn page(
 
 /// The cursor of the tenant's newest event ([`Cursor::START`] if none):
 /// what a read of the member directory in the same snapshot reflects.
-pub fn latest(connection: &Connection, tenant: &str) -> Result<Cursor, ProjectionError> {
+pub fn latest(connection: &dyn Db, tenant: &str) -> Result<Cursor, ProjectionError> {
     connection
         .prepare_cached(
             "SELECT position, seq FROM feed_rows WHERE tenant_id = ?1 \
@@ -741,7 +748,7 @@ pub fn latest(connection: &Connection, tenant: &str) -> Result<Cursor, Projectio
 /// One event of a tenant by its id. A scan of the tenant's feed (no index
 /// is kept for it): only a redelivery an admin asks for looks one up.
 pub fn by_id(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     event_id: &str,
 ) -> Result<Option<FeedEvent>, ProjectionError> {
@@ -757,7 +764,7 @@ pub fn by_id(
 /// The feed events one member's stream produced, oldest first: the
 /// member's own stream in the log names its positions.
 pub fn of_member(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     member_id: &str,
     limit: usize,
@@ -774,7 +781,7 @@ pub fn of_member(
                     params![tenant, format!("member:{member_id}"), sql_integer(limit as u64)],
                     feed_event,
                 )?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>, DbError>>()?;
             events.reverse();
             Ok(events)
         })
@@ -792,7 +799,7 @@ mod tests {
     /// Every member event, and a run's end, through the whole fold (the
     /// members directory first, as `crate::apply` does).
     fn folded_feed() -> Vec<FeedEvent> {
-        let connection = Connection::open_in_memory().unwrap();
+        let connection = rusqlite::Connection::open_in_memory().unwrap();
         crate::functions::register(&connection).unwrap();
         crate::schema::migrate(&connection).unwrap();
         connection.execute_batch("PRAGMA foreign_keys=OFF").unwrap();

@@ -38,15 +38,15 @@ pub mod schema;
 pub mod tenancy;
 pub mod webhooks;
 
+use events::db::{Db, DbError};
 use events::{Event, RecordedEvent};
-use rusqlite::Connection;
 
 /// Errors of the projection layer: a storage error, or an event that no
 /// longer decodes (which means a bug or a damaged log, never bad input).
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     #[error("projection storage error while {context}: {source}")]
-    Storage { context: &'static str, source: rusqlite::Error },
+    Storage { context: &'static str, source: DbError },
     #[error(transparent)]
     Decode(#[from] events::DecodeError),
     #[error("the metadata of the event at position {position} does not decode: {reason}")]
@@ -62,29 +62,26 @@ pub fn sql_integer(value: u64) -> i64 {
 /// Reads a column holding one of a closed set of words: a word no build
 /// wrote is an error, never a default.
 pub(crate) fn word_column<T>(
-    row: &rusqlite::Row<'_>,
+    row: &events::db::Row<'_>,
     index: usize,
     parse: fn(&str) -> Option<T>,
-) -> rusqlite::Result<T> {
+) -> Result<T, DbError> {
     let text: String = row.get(index)?;
-    parse(&text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            index,
-            rusqlite::types::Type::Text,
-            format!("{text:?} is not a word this column holds").into(),
-        )
+    parse(&text).ok_or_else(|| DbError::Column {
+        index,
+        message: format!("{text:?} is not a word this column holds"),
     })
 }
 
 impl ProjectionError {
-    pub fn storage(context: &'static str) -> impl FnOnce(rusqlite::Error) -> ProjectionError {
-        move |source| ProjectionError::Storage { context, source }
+    pub fn storage<E: Into<DbError>>(context: &'static str) -> impl FnOnce(E) -> ProjectionError {
+        move |source| ProjectionError::Storage { context, source: source.into() }
     }
 }
 
 /// Folds one recorded event into every inline projection.
 pub fn apply(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     event: &Event,
 ) -> Result<(), ProjectionError> {
@@ -105,7 +102,7 @@ pub fn apply(
 /// directory only: the tables a past state is read from, without the
 /// tokens and the audit trail that would only be thrown away.
 pub fn apply_directories(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     event: &Event,
 ) -> Result<(), ProjectionError> {
@@ -114,7 +111,7 @@ pub fn apply_directories(
 }
 
 /// A fold of one event: [`apply`] or [`apply_directories`].
-pub type Apply = fn(&Connection, &RecordedEvent, &Event) -> Result<(), ProjectionError>;
+pub type Apply = fn(&dyn Db, &RecordedEvent, &Event) -> Result<(), ProjectionError>;
 
 #[cfg(test)]
 mod tests {
@@ -161,7 +158,7 @@ mod tests {
     /// externalId). Swap the two and the purge names nobody.
     #[test]
     fn the_audit_is_folded_before_the_members() {
-        let connection = Connection::open_in_memory().unwrap();
+        let connection = rusqlite::Connection::open_in_memory().unwrap();
         functions::register(&connection).unwrap();
         schema::migrate(&connection).unwrap();
         let joined = Event::MemberJoined(MemberJoined {
@@ -195,7 +192,7 @@ mod tests {
     /// reading the row back: it must be the row the fold wrote.
     #[test]
     fn a_joins_row_is_the_row_the_fold_writes() {
-        let connection = Connection::open_in_memory().unwrap();
+        let connection = rusqlite::Connection::open_in_memory().unwrap();
         functions::register(&connection).unwrap();
         schema::migrate(&connection).unwrap();
         let joined = MemberJoined {
@@ -223,7 +220,7 @@ mod tests {
     /// ones. A range holding more rows than the limit says so.
     #[test]
     fn a_range_of_users_gets_the_members_one_lookup_each_would() {
-        let connection = Connection::open_in_memory().unwrap();
+        let connection = rusqlite::Connection::open_in_memory().unwrap();
         functions::register(&connection).unwrap();
         schema::migrate(&connection).unwrap();
         let join = |position: u64, member: &str, user: &str| {
@@ -275,7 +272,7 @@ mod tests {
     /// the order they were created in.
     #[test]
     fn every_id_of_a_kind_comes_in_the_primary_keys_order() {
-        let connection = Connection::open_in_memory().unwrap();
+        let connection = rusqlite::Connection::open_in_memory().unwrap();
         functions::register(&connection).unwrap();
         schema::migrate(&connection).unwrap();
         for (position, id) in ["u-c", "u-a", "u-é", "u-B", "u-b"].into_iter().enumerate() {
@@ -294,7 +291,7 @@ mod tests {
             apply(&connection, &recorded, &created).unwrap();
         }
         let in_key_order: Vec<String> = connection
-            .prepare(
+            .prepare_cached(
                 "SELECT id FROM scim_resources WHERE tenant_id = 't' AND kind = 'User' ORDER BY id",
             )
             .unwrap()

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use events::db::{Db, DbError, OptionalExtension, Row};
 use events::event::{
     AttributeMappingChanged, MemberAppPropertiesChanged, MemberChangeDeferred, MemberDisabled,
     MemberEnabled, MemberJoined, MemberLeft, MemberPurged, MemberRestored, MemberRolesChanged,
@@ -17,8 +18,8 @@ use events::event::{
     SyncBatchApplied, SyncCompleted, SyncDecided, SyncFailed, SyncStarted,
 };
 use events::event::{Decision, DeferReason, RunEnd, RunTrigger};
+use events::params;
 use events::{Event, Metadata, RecordedEvent};
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
 use crate::ProjectionError;
@@ -227,7 +228,7 @@ fn json_text(value: &impl serde::Serialize) -> String {
 }
 
 pub(crate) fn apply(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     event: &Event,
 ) -> Result<(), ProjectionError> {
@@ -508,7 +509,7 @@ pub(crate) fn apply(
 }
 
 fn set_setting(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     kind: &str,
     value: &Value,
@@ -557,7 +558,7 @@ pub(crate) fn joined_row(recorded: &RecordedEvent, joined: &MemberJoined) -> Mem
 }
 
 fn insert_member(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     joined: &MemberJoined,
 ) -> Result<(), ProjectionError> {
@@ -598,11 +599,11 @@ fn insert_member(
 /// Sets `assignments` (which may use ?3 and up) on one member, with its
 /// version, position and time.
 fn update_member(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     member_id: &str,
     assignments: &str,
-    extra: &[&dyn rusqlite::ToSql],
+    extra: &[&dyn events::db::Param],
 ) -> Result<(), ProjectionError> {
     let sql = format!(
         "UPDATE members SET {assignments}, version = ?{v}, last_position = ?{p}, updated_at = ?{t} \
@@ -613,7 +614,7 @@ fn update_member(
     );
     let version = sql_integer(recorded.version);
     let position = sql_integer(recorded.position);
-    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&recorded.tenant, &member_id];
+    let mut values: Vec<&dyn events::db::Param> = vec![&recorded.tenant, &member_id];
     values.extend_from_slice(extra);
     values.push(&version);
     values.push(&position);
@@ -628,9 +629,9 @@ fn update_member(
 /// Sets `assignments` (which may use ?3 and up; ?1 is the tenant, ?2 the
 /// run) on one run.
 fn update_run(
-    connection: &Connection,
+    connection: &dyn Db,
     assignments: &str,
-    values: &[&dyn rusqlite::ToSql],
+    values: &[&dyn events::db::Param],
 ) -> Result<(), ProjectionError> {
     connection
         .prepare_cached(&format!(
@@ -654,7 +655,7 @@ fn apply_changes(properties: &mut Map<String, Value>, changes: &BTreeMap<String,
 
 /// A member's `column` (a JSON object) with `changes` applied.
 fn changed_properties(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     member_id: &str,
     column: &str,
@@ -714,7 +715,7 @@ struct Searchable {
 
 impl Searchable {
     fn read(
-        connection: &Connection,
+        connection: &dyn Db,
         tenant: &str,
         member_id: &str,
     ) -> Result<Option<Searchable>, ProjectionError> {
@@ -751,7 +752,7 @@ const MEMBER_COLUMNS: &str = "member_id, user_id, external_id, user_name, status
     roles, app_properties, joined_at, left_at, grace_until, disabled_at, revoke_sessions, \
     updated_at, version, last_position, erased_at";
 
-fn member_from_row(row: &Row<'_>) -> rusqlite::Result<MemberRow> {
+fn member_from_row(row: &Row<'_>) -> Result<MemberRow, DbError> {
     let status: String = row.get(4)?;
     Ok(MemberRow {
         member_id: row.get(0)?,
@@ -776,7 +777,7 @@ fn member_from_row(row: &Row<'_>) -> rusqlite::Result<MemberRow> {
 
 /// One member by its id.
 pub fn member(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     member_id: &str,
 ) -> Result<Option<MemberRow>, ProjectionError> {
@@ -794,7 +795,7 @@ pub fn member(
 /// most one: a member takes a user id when it joins or is restored, and a
 /// user id is never reused.
 pub fn member_of_user(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     user_id: &str,
 ) -> Result<Option<MemberRow>, ProjectionError> {
@@ -814,7 +815,7 @@ pub fn member_of_user(
 /// with (the first in the index's order), at most `limit` rows read.
 /// Returns the members and whether the range was read to its end.
 pub fn members_of_users_in_range(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     first: &str,
     last: &str,
@@ -847,7 +848,7 @@ pub fn members_of_users_in_range(
 
 /// Whether any member of the tenant has left and is not purged yet (in
 /// its grace or past it): one probe of the status index.
-pub fn any_left(connection: &Connection, tenant: &str) -> Result<bool, ProjectionError> {
+pub fn any_left(connection: &dyn Db, tenant: &str) -> Result<bool, ProjectionError> {
     connection
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM members INDEXED BY members_by_status \
@@ -860,7 +861,7 @@ pub fn any_left(connection: &Connection, tenant: &str) -> Result<bool, Projectio
 /// A member that left with this externalId and is still in its grace at
 /// `now` (the latest to leave, if several did).
 pub fn left_member_by_external_id(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     external_id: &str,
     now: &str,
@@ -884,7 +885,7 @@ pub fn left_member_by_external_id(
 
 /// Members that left and whose grace ended before `now` (RFC 3339).
 pub fn leavers_past_grace(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     now: &str,
 ) -> Result<Vec<MemberRow>, ProjectionError> {
@@ -921,7 +922,7 @@ pub struct MemberQuery {
 /// pass over the tenant's index entries counts the matches and keeps the
 /// page's ids (about 0.3 µs a member, see BENCHMARKS.md).
 pub fn list_members(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     query: &MemberQuery,
 ) -> Result<(u64, Vec<MemberRow>), ProjectionError> {
@@ -983,7 +984,7 @@ pub fn list_members(
                         ],
                         |row| row.get::<_, String>(0),
                     )?
-                    .collect::<rusqlite::Result<Vec<String>>>()
+                    .collect::<Result<Vec<String>, DbError>>()
             })
             .map_err(storage("listing members"))?;
         (u64::try_from(total).unwrap_or(0), ids)
@@ -997,7 +998,7 @@ pub fn list_members(
 
 /// How many members have each status.
 pub fn status_counts(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
 ) -> Result<BTreeMap<&'static str, u64>, ProjectionError> {
     let mut counts: BTreeMap<&'static str, u64> =
@@ -1020,10 +1021,7 @@ pub fn status_counts(
 /// The SCIM user ids of the active and disabled members, in order: what a
 /// full re-application walks beside the directory's users (a member whose
 /// user is gone must leave).
-pub fn member_user_ids(
-    connection: &Connection,
-    tenant: &str,
-) -> Result<Vec<String>, ProjectionError> {
+pub fn member_user_ids(connection: &dyn Db, tenant: &str) -> Result<Vec<String>, ProjectionError> {
     connection
         .prepare_cached(
             "SELECT user_id FROM members WHERE tenant_id = ?1 AND status IN ('active', 'disabled') \
@@ -1039,7 +1037,7 @@ pub type UserProperties = (String, Map<String, Value>);
 /// The mapped properties of every active or disabled member, by its SCIM
 /// user: what the mapping's unique values are checked against.
 pub fn member_properties(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
 ) -> Result<Vec<UserProperties>, ProjectionError> {
     connection
@@ -1061,7 +1059,7 @@ pub fn member_properties(
 /// A tenant's stored setting (`mapping`, `roles`, `sync`) and the position
 /// of the event that set it.
 pub fn setting(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     kind: &str,
 ) -> Result<Option<(Value, u64)>, ProjectionError> {
@@ -1081,7 +1079,7 @@ pub fn setting(
 }
 
 /// The log position the member directory reflects, 0 before any run.
-pub fn checkpoint(connection: &Connection, tenant: &str) -> Result<u64, ProjectionError> {
+pub fn checkpoint(connection: &dyn Db, tenant: &str) -> Result<u64, ProjectionError> {
     let position: Option<i64> = connection
         .prepare_cached("SELECT position FROM member_checkpoints WHERE tenant_id = ?1")
         .and_then(|mut statement| statement.query_row(params![tenant], |row| row.get(0)).optional())
@@ -1090,10 +1088,7 @@ pub fn checkpoint(connection: &Connection, tenant: &str) -> Result<u64, Projecti
 }
 
 /// Users whose change an earlier run deferred, in user id order.
-pub fn deferred(
-    connection: &Connection,
-    tenant: &str,
-) -> Result<Vec<DeferredRow>, ProjectionError> {
+pub fn deferred(connection: &dyn Db, tenant: &str) -> Result<Vec<DeferredRow>, ProjectionError> {
     connection
         .prepare_cached(
             "SELECT user_id, reason, detail, run_id FROM member_deferred WHERE tenant_id = ?1 \
@@ -1117,7 +1112,7 @@ pub fn deferred(
 const RUN_COLUMNS: &str = "run_id, trigger, actor, status, started_at, finished_at, from_position, \
     to_position, through_user, counts, duration_ms, held_reason, error, applied_by, approves";
 
-fn run_from_row(row: &Row<'_>) -> rusqlite::Result<SyncRunRow> {
+fn run_from_row(row: &Row<'_>) -> Result<SyncRunRow, DbError> {
     let position = |value: i64| u64::try_from(value).unwrap_or(0);
     Ok(SyncRunRow {
         run_id: row.get(0)?,
@@ -1140,7 +1135,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<SyncRunRow> {
 
 /// One run by id.
 pub fn run(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     run_id: &str,
 ) -> Result<Option<SyncRunRow>, ProjectionError> {
@@ -1157,7 +1152,7 @@ pub fn run(
 /// What triggered a run: all a feed body's `source` needs of it, without
 /// the run's counts and actor to parse for every member event.
 pub fn run_trigger(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     run_id: &str,
 ) -> Result<Option<RunTrigger>, ProjectionError> {
@@ -1176,7 +1171,7 @@ pub fn run_trigger(
 /// The tenant's unfinished run (started, never completed nor failed), if a
 /// crash left one.
 pub fn unfinished_run(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
 ) -> Result<Option<SyncRunRow>, ProjectionError> {
     connection
@@ -1190,7 +1185,7 @@ pub fn unfinished_run(
 
 /// Runs, newest first.
 pub fn runs(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     offset: u64,
     limit: u64,
@@ -1215,7 +1210,7 @@ pub fn runs(
 
 /// The latest scheduled instant a run was started for.
 pub fn last_scheduled_for(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
 ) -> Result<Option<String>, ProjectionError> {
     connection

@@ -9,7 +9,8 @@
 //! failed ones above all, for as long as its bound keeps them. Nothing
 //! here is folded from events, and a rebuild never touches it.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use events::db::{Db, DbError, OptionalExtension, Row};
+use events::params;
 use serde::Serialize;
 
 use crate::ProjectionError;
@@ -39,13 +40,13 @@ pub struct RequestRow {
 /// beyond `keep`: the bound is per tenant, so one tenant's flood of
 /// failures never pushes out another's provisioning log.
 pub fn record(
-    connection: &Connection,
+    connection: &dyn Db,
     rows: &[RequestRow],
     keep: u64,
     trim: &[&str],
 ) -> Result<(), ProjectionError> {
     let context = ProjectionError::storage("recording requests");
-    (|| {
+    (|| -> Result<_, DbError> {
         let mut insert = connection.prepare_cached(
             "INSERT INTO request_log (tenant_id, request_id, at, token_id, method, target, status, \
              duration_ms, user_agent, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -58,7 +59,7 @@ pub fn record(
                 row.token_id,
                 row.method,
                 row.target,
-                row.status,
+                i64::from(row.status),
                 sql(row.duration_ms),
                 row.user_agent,
                 row.error
@@ -82,7 +83,7 @@ pub fn record(
 const COLUMNS: &str = "tenant_id, request_id, at, token_id, method, target, status, duration_ms, \
                        user_agent, error";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<RequestRow> {
+fn from_row(row: &Row<'_>) -> Result<RequestRow, DbError> {
     let duration: i64 = row.get(7)?;
     Ok(RequestRow {
         tenant_id: row.get(0)?,
@@ -101,7 +102,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RequestRow> {
 /// The tenant's request with this id, if the log still has it (the latest,
 /// should a client have reused an id).
 pub fn by_request_id(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant_id: &str,
     request_id: &str,
 ) -> Result<Option<RequestRow>, ProjectionError> {
@@ -117,7 +118,7 @@ pub fn by_request_id(
 /// A tenant's newest requests, newest first: all of them, or only those
 /// answered with an error (`failed`).
 pub fn recent(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant_id: &str,
     failed: bool,
     offset: u64,

@@ -10,7 +10,7 @@
 //! deliberately not an event: recording every request in the log would
 //! drown the facts auditors need. A rebuild leaves them alone.
 
-use rusqlite::Connection;
+use events::db::{Db, DbError};
 use serde_json::{Map, Value};
 
 use crate::ProjectionError;
@@ -382,7 +382,7 @@ CREATE INDEX IF NOT EXISTS members_list ON members
 /// ones it (or an earlier, interrupted open) created on a database that
 /// already had tenants. The caller must rebuild them before anything reads
 /// them; the rebuild clears their names from `projections_pending`.
-pub fn migrate(connection: &Connection) -> Result<Vec<String>, ProjectionError> {
+pub fn migrate(connection: &dyn Db) -> Result<Vec<String>, ProjectionError> {
     let table_exists = |table: &str| -> Result<bool, ProjectionError> {
         connection
             .query_row(
@@ -441,27 +441,29 @@ pub fn migrate(connection: &Connection) -> Result<Vec<String>, ProjectionError> 
             .map_err(ProjectionError::storage("marking a projection to fold"))?;
     }
     connection
-        .prepare("SELECT name FROM projections_pending ORDER BY name")
+        .prepare_cached("SELECT name FROM projections_pending ORDER BY name")
         .and_then(|mut statement| {
             statement
                 .query_map([], |row| row.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()
+                .collect::<Result<Vec<String>, DbError>>()
         })
         .map_err(ProjectionError::storage("reading the projections to fold"))
 }
 
 /// Fills `members.search_text` of every member of a file from an earlier
 /// build, once, when the column is added.
-fn fill_search_text(connection: &Connection) -> Result<(), ProjectionError> {
+fn fill_search_text(connection: &dyn Db) -> Result<(), ProjectionError> {
     let storage = ProjectionError::storage;
     let mut select = connection
-        .prepare(
+        .prepare_cached(
             "SELECT tenant_id, member_id, user_name, external_id, properties FROM members \
              WHERE search_text IS NULL",
         )
         .map_err(storage("reading members to index"))?;
     let mut update = connection
-        .prepare("UPDATE members SET search_text = ?3 WHERE tenant_id = ?1 AND member_id = ?2")
+        .prepare_cached(
+            "UPDATE members SET search_text = ?3 WHERE tenant_id = ?1 AND member_id = ?2",
+        )
         .map_err(storage("indexing members"))?;
     let mut rows = select.query([]).map_err(storage("reading members to index"))?;
     while let Some(row) = rows.next().map_err(storage("reading members to index"))? {
@@ -471,7 +473,7 @@ fn fill_search_text(connection: &Connection) -> Result<(), ProjectionError> {
             read(4)?.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
         let text = search_text(&read(2)?.unwrap_or_default(), read(3)?.as_deref(), &properties);
         update
-            .execute(rusqlite::params![tenant, member_id, text])
+            .execute(events::params![tenant, member_id, text])
             .map_err(storage("indexing members"))?;
     }
     Ok(())

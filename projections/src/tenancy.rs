@@ -4,11 +4,12 @@
 //! The token table is keyed by the SHA-256 of the secret, so resolving a
 //! bearer token is one indexed lookup. Secrets themselves are never here.
 
+use events::db::{Db, DbError, OptionalExtension, Row};
 use events::event::{
     ClientRegistered, ClientRevoked, TenantCreated, TokenIssued, TokenRevoked, TokenScope,
 };
+use events::params;
 use events::{ChainHash, Event, RecordedEvent};
-use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::ProjectionError;
 
@@ -35,7 +36,7 @@ pub struct TokenRecord {
 }
 
 pub(crate) fn apply(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     event: &Event,
 ) -> Result<(), ProjectionError> {
@@ -150,7 +151,7 @@ pub struct ClientRecord {
     pub revoked_at: Option<String>,
 }
 
-fn client_from_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
+fn client_from_row(row: &Row<'_>) -> Result<ClientRecord, DbError> {
     Ok(ClientRecord {
         client_id: row.get(0)?,
         tenant_id: row.get(1)?,
@@ -166,7 +167,7 @@ const CLIENT_COLUMNS: &str = "c.client_id, c.tenant_id, n.name, c.secret_sha256,
                               FROM oauth_clients c JOIN tenants n ON n.tenant_id = c.tenant_id";
 
 pub fn client_by_id(
-    connection: &Connection,
+    connection: &dyn Db,
     client_id: &str,
 ) -> Result<Option<ClientRecord>, ProjectionError> {
     connection
@@ -177,7 +178,7 @@ pub fn client_by_id(
 
 /// OAuth clients of one tenant, or of all, oldest first.
 pub fn list_clients(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant_id: Option<&str>,
 ) -> Result<Vec<ClientRecord>, ProjectionError> {
     match tenant_id {
@@ -200,7 +201,7 @@ pub fn list_clients(
 /// revoking it should not record 8,760 revocations of dead ones). Times
 /// are fixed-width UTC text, so they compare as strings.
 pub fn live_tokens_of_client(
-    connection: &Connection,
+    connection: &dyn Db,
     client_id: &str,
     now: &str,
 ) -> Result<Vec<TokenRecord>, ProjectionError> {
@@ -213,14 +214,11 @@ pub fn live_tokens_of_client(
         .map_err(ProjectionError::storage("listing a client's tokens"))
 }
 
-fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
+fn tenant_from_row(row: &Row<'_>) -> Result<Tenant, DbError> {
     Ok(Tenant { tenant_id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? })
 }
 
-pub fn tenant_by_name(
-    connection: &Connection,
-    name: &str,
-) -> Result<Option<Tenant>, ProjectionError> {
+pub fn tenant_by_name(connection: &dyn Db, name: &str) -> Result<Option<Tenant>, ProjectionError> {
     connection
         .prepare_cached("SELECT tenant_id, name, created_at FROM tenants WHERE name = ?1")
         .and_then(|mut statement| statement.query_row([name], tenant_from_row).optional())
@@ -228,7 +226,7 @@ pub fn tenant_by_name(
 }
 
 pub fn tenant_by_id(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant_id: &str,
 ) -> Result<Option<Tenant>, ProjectionError> {
     connection
@@ -237,7 +235,7 @@ pub fn tenant_by_id(
         .map_err(ProjectionError::storage("looking up a tenant"))
 }
 
-pub fn list_tenants(connection: &Connection) -> Result<Vec<Tenant>, ProjectionError> {
+pub fn list_tenants(connection: &dyn Db) -> Result<Vec<Tenant>, ProjectionError> {
     connection
         .prepare_cached("SELECT tenant_id, name, created_at FROM tenants ORDER BY name")
         .and_then(|mut statement| statement.query_map([], tenant_from_row)?.collect())
@@ -249,18 +247,15 @@ const TOKEN_COLUMNS: &str = "t.token_id, t.tenant_id, n.name, t.scope, t.label, 
                              FROM tokens t JOIN tenants n ON n.tenant_id = t.tenant_id \
                              LEFT JOIN token_usage u ON u.token_id = t.token_id";
 
-fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+fn token_from_row(row: &Row<'_>) -> Result<TokenRecord, DbError> {
     let scope: String = row.get(3)?;
     Ok(TokenRecord {
         token_id: row.get(0)?,
         tenant_id: row.get(1)?,
         tenant_name: row.get(2)?,
-        scope: TokenScope::parse(&scope).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                3,
-                rusqlite::types::Type::Text,
-                format!("unknown scope {scope}").into(),
-            )
+        scope: TokenScope::parse(&scope).ok_or_else(|| DbError::Column {
+            index: 3,
+            message: format!("unknown scope {scope}"),
         })?,
         label: row.get(4)?,
         created_at: row.get(5)?,
@@ -273,17 +268,19 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
 /// The token whose secret hashes to `secret_sha256`: the one indexed lookup
 /// behind every authenticated request.
 pub fn token_by_secret_hash(
-    connection: &Connection,
+    connection: &dyn Db,
     secret_sha256: &ChainHash,
 ) -> Result<Option<TokenRecord>, ProjectionError> {
     connection
         .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} WHERE t.secret_sha256 = ?1"))
-        .and_then(|mut statement| statement.query_row([secret_sha256], token_from_row).optional())
+        .and_then(|mut statement| {
+            statement.query_row([&secret_sha256[..]], token_from_row).optional()
+        })
         .map_err(ProjectionError::storage("looking up a token"))
 }
 
 pub fn token_by_id(
-    connection: &Connection,
+    connection: &dyn Db,
     token_id: &str,
 ) -> Result<Option<TokenRecord>, ProjectionError> {
     connection
@@ -294,7 +291,7 @@ pub fn token_by_id(
 
 /// Tokens of one tenant, or of all tenants, oldest first.
 pub fn list_tokens(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant_id: Option<&str>,
 ) -> Result<Vec<TokenRecord>, ProjectionError> {
     let context = ProjectionError::storage("listing tokens");
@@ -316,7 +313,7 @@ pub fn list_tokens(
 /// Notes that a token was just used. Telemetry, not history: see
 /// [`crate::schema`].
 pub fn record_token_use(
-    connection: &Connection,
+    connection: &dyn Db,
     token_id: &str,
     at: &str,
 ) -> Result<(), ProjectionError> {

@@ -10,12 +10,13 @@
 //! and a rebuild leaves the table alone. Where deliveries stand is not here
 //! either: that is the deliverer's own file (`src/webhooks`).
 
+use events::db::{Db, DbError, OptionalExtension, Row};
 use events::event::{
     WebhookChanged, WebhookCreated, WebhookDeleted, WebhookDisabled, WebhookPaused, WebhookResumed,
     WebhookSecretRotated, WebhookSettings,
 };
+use events::params;
 use events::{Event, RecordedEvent};
-use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::feed::Cursor;
 use crate::{ProjectionError, sql_integer};
@@ -51,13 +52,13 @@ pub struct WebhookRow {
 }
 
 pub(crate) fn apply(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     event: &Event,
 ) -> Result<(), ProjectionError> {
     let tenant = recorded.tenant.as_str();
     let storage = ProjectionError::storage("projecting a webhook endpoint");
-    let (webhook_id, set, values): (&str, &str, Vec<rusqlite::types::Value>) = match event {
+    let (webhook_id, set, values): (&str, &str, Vec<events::db::Value>) = match event {
         Event::WebhookCreated(WebhookCreated { webhook_id, settings, from_position, from_seq }) => {
             return connection
                 .prepare_cached(
@@ -71,7 +72,7 @@ pub(crate) fn apply(
                         webhook_id,
                         settings_text(settings),
                         sql_integer(*from_position),
-                        from_seq,
+                        i64::from(*from_seq),
                         recorded.recorded_at,
                         sql_integer(recorded.version)
                     ])
@@ -145,7 +146,7 @@ pub(crate) fn apply(
         "UPDATE webhooks SET {set}, updated_at = ?3, version = ?4 \
          WHERE tenant_id = ?1 AND webhook_id = ?2"
     );
-    let mut bound: Vec<rusqlite::types::Value> = vec![
+    let mut bound: Vec<events::db::Value> = vec![
         tenant.to_owned().into(),
         webhook_id.to_owned().into(),
         recorded.recorded_at.clone().into(),
@@ -154,7 +155,7 @@ pub(crate) fn apply(
     bound.extend(values);
     connection
         .prepare_cached(&sql)
-        .and_then(|mut statement| statement.execute(rusqlite::params_from_iter(bound)))
+        .and_then(|mut statement| statement.execute(events::db::values_as_params(&bound)))
         .map(drop)
         .map_err(storage)
 }
@@ -167,11 +168,10 @@ fn settings_text(settings: &WebhookSettings) -> String {
 const COLUMNS: &str = "tenant_id, webhook_id, settings, status, disabled_reason, from_position, \
      from_seq, created_at, updated_at, secret_rotated_at, previous_secret_valid_until, version";
 
-fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<WebhookRow> {
+fn webhook_from_row(row: &Row<'_>) -> Result<WebhookRow, DbError> {
     let settings: String = row.get(2)?;
-    let settings = serde_json::from_str(&settings).map_err(|error| {
-        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(error))
-    })?;
+    let settings = serde_json::from_str(&settings)
+        .map_err(|error| DbError::Column { index: 2, message: error.to_string() })?;
     let position: i64 = row.get(5)?;
     let version: i64 = row.get(11)?;
     Ok(WebhookRow {
@@ -191,7 +191,7 @@ fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<WebhookRow> {
 
 /// One endpoint of a tenant.
 pub fn webhook(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     webhook_id: &str,
 ) -> Result<Option<WebhookRow>, ProjectionError> {
@@ -207,7 +207,7 @@ pub fn webhook(
 
 /// A tenant's endpoints, oldest first; every tenant's with `None`.
 pub fn webhooks(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: Option<&str>,
 ) -> Result<Vec<WebhookRow>, ProjectionError> {
     connection
@@ -216,14 +216,14 @@ pub fn webhooks(
              ORDER BY tenant_id, created_at, webhook_id"
         ))
         .and_then(|mut statement| {
-            statement.query_map([tenant], webhook_from_row)?.collect::<rusqlite::Result<Vec<_>>>()
+            statement.query_map([tenant], webhook_from_row)?.collect::<Result<Vec<_>, DbError>>()
         })
         .map_err(ProjectionError::storage("reading webhook endpoints"))
 }
 
 /// Keeps a new signing secret beside the log (see the module comment).
 pub fn insert_secret(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     webhook_id: &str,
     secret: &str,
@@ -244,7 +244,7 @@ pub fn insert_secret(
 /// Gives the endpoint's current secrets an end (a rotation's overlap),
 /// and forgets those whose end has passed.
 pub fn retire_secrets(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     webhook_id: &str,
     valid_until: &str,
@@ -269,7 +269,7 @@ pub fn retire_secrets(
 
 /// Forgets every secret of a deleted endpoint.
 pub fn delete_secrets(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     webhook_id: &str,
 ) -> Result<(), ProjectionError> {
@@ -284,7 +284,7 @@ pub fn delete_secrets(
 
 /// The secrets that sign a delivery at `now`, newest first.
 pub fn signing_secrets(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     webhook_id: &str,
     now: &str,
@@ -297,7 +297,7 @@ pub fn signing_secrets(
         .and_then(|mut statement| {
             statement
                 .query_map(params![tenant, webhook_id, now], |row| row.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()
+                .collect::<Result<Vec<String>, DbError>>()
         })
         .map_err(ProjectionError::storage("reading webhook secrets"))
 }

@@ -19,7 +19,7 @@ use futures_util::TryStreamExt;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::db::{Db, DbError, Dialect, Param, Statement, Value, postgres_placeholders};
+use crate::db::{Db, DbError, Dialect, Param, Statement, ValueRef, postgres_placeholders};
 
 /// Connections a node keeps open by default.
 pub const POOL_SIZE_DEFAULT: usize = 16;
@@ -196,36 +196,36 @@ fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
 
 /// Column `index` of a PostgreSQL row as the seam's value: decided by the
 /// column's type, as SQLite's value carries its own.
-pub(crate) fn value(row: &tokio_postgres::Row, index: usize) -> Result<Value<'_>, DbError> {
+pub(crate) fn value(row: &tokio_postgres::Row, index: usize) -> Result<ValueRef<'_>, DbError> {
     let column = row.columns().get(index).ok_or_else(|| DbError::Column {
         index,
         message: "no such column in the result".to_owned(),
     })?;
     let ty = column.type_();
     let value = if *ty == Type::INT8 {
-        get::<i64>(row, index)?.map(Value::Integer)
+        get::<i64>(row, index)?.map(ValueRef::Integer)
     } else if *ty == Type::INT4 {
-        get::<i32>(row, index)?.map(|integer| Value::Integer(integer.into()))
+        get::<i32>(row, index)?.map(|integer| ValueRef::Integer(integer.into()))
     } else if *ty == Type::INT2 {
-        get::<i16>(row, index)?.map(|integer| Value::Integer(integer.into()))
+        get::<i16>(row, index)?.map(|integer| ValueRef::Integer(integer.into()))
     } else if *ty == Type::TEXT || *ty == Type::VARCHAR || *ty == Type::BPCHAR || *ty == Type::NAME
     {
-        get::<&str>(row, index)?.map(Value::Text)
+        get::<&str>(row, index)?.map(ValueRef::Text)
     } else if *ty == Type::BYTEA {
-        get::<&[u8]>(row, index)?.map(Value::Blob)
+        get::<&[u8]>(row, index)?.map(ValueRef::Blob)
     } else if *ty == Type::BOOL {
-        get::<bool>(row, index)?.map(Value::Bool)
+        get::<bool>(row, index)?.map(ValueRef::Bool)
     } else if *ty == Type::FLOAT8 {
-        get::<f64>(row, index)?.map(Value::Real)
+        get::<f64>(row, index)?.map(ValueRef::Real)
     } else if *ty == Type::FLOAT4 {
-        get::<f32>(row, index)?.map(|real| Value::Real(real.into()))
+        get::<f32>(row, index)?.map(|real| ValueRef::Real(real.into()))
     } else {
         return Err(DbError::Column {
             index,
             message: format!("a column of type {ty} (select it as text or bigint)"),
         });
     };
-    Ok(value.unwrap_or(Value::Null))
+    Ok(value.unwrap_or(ValueRef::Null))
 }
 
 impl Db for PgConn {

@@ -18,8 +18,8 @@
 //! attribute without a sub-attribute means its `value`
 //! (`emails co "@example.com"`).
 
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, params_from_iter};
+use events::db::Value as SqlValue;
+use events::db::{Db, values_as_params};
 
 use super::filter::{AttrPath, CompareOp, CompareValue, Filter};
 use super::schema::{
@@ -50,7 +50,7 @@ pub struct Page {
 /// The resources of `kind` in `tenant` matching `filter`, in a stable order
 /// (creation), skipping `offset` and returning at most `limit`.
 pub fn search(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     kind: ResourceKind,
     filter: Option<&Filter>,
@@ -71,7 +71,7 @@ pub struct Sort {
 
 /// [`search`], ordered by `sort` (creation order when `None`).
 pub fn search_sorted(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     kind: ResourceKind,
     filter: Option<&Filter>,
@@ -132,9 +132,7 @@ pub fn search_sorted(
         resources = connection
             .prepare_cached(&sql)
             .and_then(|mut statement| {
-                statement
-                    .query_map(params_from_iter(page_params.iter()), resource_from_row)?
-                    .collect()
+                statement.query_map(values_as_params(&page_params), resource_from_row)?.collect()
             })
             .map_err(storage("reading search results"))?;
     }
@@ -145,9 +143,7 @@ pub fn search_sorted(
     }
     let total: i64 = connection
         .prepare_cached(&format!("SELECT count(*) {from}"))
-        .and_then(|mut statement| {
-            statement.query_row(params_from_iter(params.iter()), |row| row.get(0))
-        })
+        .and_then(|mut statement| statement.query_row(values_as_params(&params), |row| row.get(0)))
         .map_err(storage("counting search results"))?;
     Ok(Page { total_results: u64::try_from(total).unwrap_or(0), resources })
 }

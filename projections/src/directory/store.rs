@@ -12,7 +12,8 @@ use events::event::{
 use events::{Event, RecordedEvent};
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use events::db::{Db, DbError, OptionalExtension, Row};
+use events::params;
 use serde_json::Value;
 
 use super::schema::ResourceKind;
@@ -82,7 +83,7 @@ fn external_id(document: &ScimDocument) -> Option<&str> {
 }
 
 pub(crate) fn apply(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     event: &Event,
 ) -> Result<(), ProjectionError> {
@@ -211,7 +212,7 @@ pub fn updated_row(row: ResourceRow, last: &RecordedEvent, document: ScimDocumen
 }
 
 fn insert(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     kind: ResourceKind,
     id: &str,
@@ -245,7 +246,7 @@ fn insert(
 }
 
 fn replace(
-    connection: &Connection,
+    connection: &dyn Db,
     recorded: &RecordedEvent,
     kind: ResourceKind,
     id: &str,
@@ -288,11 +289,7 @@ fn replace(
 }
 
 /// Records that a resource changed (its version and lastModified move).
-fn touch(
-    connection: &Connection,
-    recorded: &RecordedEvent,
-    id: &str,
-) -> Result<(), ProjectionError> {
+fn touch(connection: &dyn Db, recorded: &RecordedEvent, id: &str) -> Result<(), ProjectionError> {
     connection
         .prepare_cached("UPDATE scim_resources SET last_modified = ?3, version = ?4 WHERE tenant_id = ?1 AND id = ?2")
         .and_then(|mut statement| {
@@ -302,7 +299,7 @@ fn touch(
         .map_err(ProjectionError::storage("projecting a resource change"))
 }
 
-fn delete(connection: &Connection, tenant: &str, id: &str) -> Result<(), ProjectionError> {
+fn delete(connection: &dyn Db, tenant: &str, id: &str) -> Result<(), ProjectionError> {
     connection
         .prepare_cached("DELETE FROM scim_resources WHERE tenant_id = ?1 AND id = ?2")
         .and_then(|mut statement| statement.execute(params![tenant, id]))
@@ -311,7 +308,7 @@ fn delete(connection: &Connection, tenant: &str, id: &str) -> Result<(), Project
 }
 
 fn add_members(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     group_id: &str,
     members: &[MemberRef],
@@ -332,10 +329,10 @@ fn add_members(
 pub(crate) const RESOURCE_COLUMNS: &str =
     "r.kind, r.id, r.external_id, r.document, r.created, r.last_modified, r.version";
 
-pub(crate) fn resource_from_row(row: &Row<'_>) -> rusqlite::Result<ResourceRow> {
-    unparsed_from_row(row)?.parse().map_err(|error| {
-        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, error.into())
-    })
+pub(crate) fn resource_from_row(row: &Row<'_>) -> Result<ResourceRow, DbError> {
+    unparsed_from_row(row)?
+        .parse()
+        .map_err(|error| DbError::Column { index: 3, message: error.to_string() })
 }
 
 /// A resource row whose document is still its stored JSON text: for a
@@ -367,16 +364,11 @@ impl UnparsedRow {
     }
 }
 
-fn unparsed_from_row(row: &Row<'_>) -> rusqlite::Result<UnparsedRow> {
+fn unparsed_from_row(row: &Row<'_>) -> Result<UnparsedRow, DbError> {
     let kind: String = row.get(0)?;
     Ok(UnparsedRow {
-        kind: kind_from_name(&kind).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                0,
-                rusqlite::types::Type::Text,
-                format!("unknown kind {kind}").into(),
-            )
-        })?,
+        kind: kind_from_name(&kind)
+            .ok_or_else(|| DbError::Column { index: 0, message: format!("unknown kind {kind}") })?,
         id: row.get(1)?,
         external_id: row.get(2)?,
         document: row.get(3)?,
@@ -388,7 +380,7 @@ fn unparsed_from_row(row: &Row<'_>) -> rusqlite::Result<UnparsedRow> {
 
 /// A resource of `kind` in `tenant` by id.
 pub fn get(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     kind: ResourceKind,
     id: &str,
@@ -407,7 +399,7 @@ pub fn get(
 /// its batch's users this way instead of one query each).
 /// Their documents are left as text ([`UnparsedRow::parse`]).
 pub fn in_id_range(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     kind: ResourceKind,
     first: &str,
@@ -433,7 +425,7 @@ pub fn in_id_range(
 
 /// The id of the resource of `kind` whose unique name is `name`, in any case.
 pub fn id_by_name(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     kind: ResourceKind,
     name: &str,
@@ -453,7 +445,7 @@ pub fn id_by_name(
 /// The kinds of those of `ids` that are resources of the tenant, in one
 /// statement however many there are (a PATCH may name 10,000 members).
 pub fn kinds_of(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     ids: &[&str],
 ) -> Result<HashMap<String, ResourceKind>, ProjectionError> {
@@ -482,7 +474,7 @@ pub fn kinds_of(
 
 /// Those of `ids` that are direct members of the group, in one statement.
 pub fn members_among(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     group_id: &str,
     ids: &[&str],
@@ -504,7 +496,7 @@ pub fn members_among(
 
 /// The members of a group, in a stable order, with their names.
 pub fn members(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     group_id: &str,
 ) -> Result<Vec<MemberRow>, ProjectionError> {
@@ -532,7 +524,7 @@ pub fn members(
 /// The members of each of `group_ids`, in one statement: a page of groups
 /// with their members without a query per group.
 pub fn members_of_groups(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     group_ids: &[&str],
 ) -> Result<HashMap<String, Vec<MemberRow>>, ProjectionError> {
@@ -565,7 +557,7 @@ pub fn members_of_groups(
 /// Whether a group has more than `limit` members, counting no further than
 /// that (a count of a 100,000-member group reads 100,000 index entries).
 pub fn has_more_members_than(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     group_id: &str,
     limit: usize,
@@ -586,7 +578,7 @@ pub fn has_more_members_than(
 
 /// The groups `member_id` belongs to directly: (group id, displayName).
 pub fn groups_of(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     member_id: &str,
 ) -> Result<Vec<(String, String)>, ProjectionError> {
@@ -607,7 +599,7 @@ pub fn groups_of(
 /// Every id of `kind` in the tenant, in id order (what a full
 /// Synchronize walks).
 pub fn all_ids(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     kind: ResourceKind,
 ) -> Result<Vec<String>, ProjectionError> {
@@ -630,7 +622,7 @@ pub fn all_ids(
 
 /// The ids of the resources of `kind` with this externalId.
 pub fn ids_by_external_id(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     kind: ResourceKind,
     external_id: &str,
@@ -652,7 +644,7 @@ pub fn ids_by_external_id(
 /// group visited. (A recursive CTE did the same in one statement, but
 /// SQLite drove its final join from the tenant's whole membership table.)
 pub fn users_under(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     group_id: &str,
 ) -> Result<Vec<String>, ProjectionError> {
@@ -691,7 +683,7 @@ pub fn users_under(
 /// `kind` in name order, with their externalIds: what a console offers
 /// to pick from.
 pub fn names(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     kind: ResourceKind,
     limit: u64,
