@@ -184,11 +184,7 @@ fn note_use(state: &AppState, token: &TokenRecord) {
     let token_id = token.token_id.clone();
     let at = state.store.log().now_millis();
     // Fire and forget: losing a "last used" stamp to a shutdown is harmless.
-    drop(
-        state
-            .store
-            .command(move |tx| Ok(tenancy::record_token_use(tx.connection(), &token_id, &at)?)),
-    );
+    drop(state.store.command(move |tx| Ok(tenancy::record_token_use(tx.db(), &token_id, &at)?)));
 }
 
 /// A header a client chose, as recorded: text, and no longer than a

@@ -16,11 +16,11 @@
 
 use std::collections::BTreeSet;
 
+use events::db::{Db, OptionalExtension};
 use events::event::{ERASED, SubjectErased};
-use events::sqlite::SqliteTx;
+use events::params;
 use events::{CommandContext, Event, ExpectedVersion, LogTransaction, Pending};
 use projections::members::{MemberRow, MemberStatus};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use crate::error::Error;
@@ -93,12 +93,12 @@ pub fn erase(
     finish(store, tenant, decided)
 }
 
-fn storage(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+fn storage<E: std::fmt::Display + 'static>(context: &'static str) -> impl FnOnce(E) -> Error {
     move |error| Error::from(events::LogError::storage(context, error))
 }
 
 fn decide(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     tenant: &str,
     target: &Target,
     reason: Option<String>,
@@ -110,7 +110,7 @@ fn decide(
         return Err(Error::invalid("a reason is at most 500 characters"));
     }
     let (user_id, member) = resolve(tx, tenant, target)?;
-    let connection = tx.connection();
+    let connection = tx.db();
     if let Some(at) = erased_at(connection, tenant, &user_id)? {
         return Err(Error::conflict(format!("user {user_id} was erased already, at {at}")));
     }
@@ -138,7 +138,8 @@ fn decide(
             member.status.as_str()
         )));
     }
-    let keys_ring = tx.keys().ok_or_else(|| Error::Internal("no key store".to_owned()))?;
+    let keys_held = tx.keys().ok_or_else(|| Error::Internal("no key store".to_owned()))?;
+    let keys_ring: &dyn events::seal::KeySource = &*keys_held;
     let mut keys = Vec::new();
     let mut in_clear = false;
     let mut values = BTreeSet::new();
@@ -160,7 +161,7 @@ fn decide(
         }
     }
     values.remove(ERASED);
-    scrub_request_log(tx.connection(), tenant, &values)?;
+    scrub_request_log(tx.db(), tenant, &values)?;
     let (stream, member_id) = match &member {
         Some(member) => (format!("member:{}", member.member_id), Some(member.member_id.clone())),
         None => (format!("user:{user_id}"), None),
@@ -214,11 +215,11 @@ fn decide(
 /// gone by the time an erasure is allowed); a user in the directory is
 /// found too, so the refusal can say why.
 fn resolve(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     tenant: &str,
     target: &Target,
 ) -> Result<(String, Option<MemberRow>), Error> {
-    let connection = tx.connection();
+    let connection = tx.db();
     let (text, by_member) = match target {
         Target::Member(id) => (id.as_str(), true),
         Target::User(text) => (text.as_str(), false),
@@ -277,7 +278,7 @@ fn resolve(
 }
 
 fn member_by(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     condition: &str,
     value: &str,
@@ -286,7 +287,7 @@ fn member_by(
 }
 
 fn members_by(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     condition: &str,
     value: &str,
@@ -306,7 +307,7 @@ fn members_by(
     Ok(rows)
 }
 
-fn in_directory(connection: &Connection, tenant: &str, user_id: &str) -> Result<bool, Error> {
+fn in_directory(connection: &dyn Db, tenant: &str, user_id: &str) -> Result<bool, Error> {
     connection
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM scim_resources WHERE tenant_id = ?1 AND id = ?2 \
@@ -318,7 +319,7 @@ fn in_directory(connection: &Connection, tenant: &str, user_id: &str) -> Result<
 
 /// When `user_id` was erased, if it was.
 pub fn erased_at(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     user_id: &str,
 ) -> Result<Option<String>, Error> {
@@ -332,7 +333,7 @@ pub fn erased_at(
 
 /// The SCIM users that stood behind a member (a restore adds one).
 fn users_of_member(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     member_id: &str,
 ) -> Result<Vec<String>, Error> {
@@ -407,7 +408,7 @@ fn percent_encoded(text: &str) -> String {
 /// refused userName in the error): the person's values there become
 /// `[erased]`, as they were sent and percent-encoded.
 fn scrub_request_log(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     values: &BTreeSet<String>,
 ) -> Result<(), Error> {

@@ -246,7 +246,7 @@ fn sync_runs(store: &Store) -> Vec<(String, u64, u64)> {
                                 row.get::<_, i64>(2)?.max(0) as u64,
                             ))
                         })?
-                        .collect::<rusqlite::Result<Vec<_>>>()
+                        .collect::<Result<Vec<_>, events::db::DbError>>()
                 })
                 .map_err(|error| crate::error::Error::Internal(error.to_string()))
         })
@@ -285,10 +285,10 @@ fn webhook_lag(store: &Store, deliveries: &crate::webhooks::state::Deliveries) -
                     )
                     .and_then(|mut statement| {
                         statement.query_row(
-                            rusqlite::params![
+                            events::params![
                                 endpoint.tenant_id,
                                 i64::try_from(cursor.position).unwrap_or(i64::MAX),
-                                cursor.seq,
+                                i64::from(cursor.seq),
                                 LAG_COUNT_MAX
                             ],
                             |row| Ok((row.get(0)?, row.get(1)?)),
@@ -300,7 +300,7 @@ fn webhook_lag(store: &Store, deliveries: &crate::webhooks::state::Deliveries) -
                 let recorded: Option<String> = connection
                     .prepare_cached("SELECT recorded_at FROM events WHERE position = ?1")
                     .and_then(|mut statement| {
-                        use rusqlite::OptionalExtension;
+                        use events::db::OptionalExtension;
                         statement.query_row([first], |row| row.get(0)).optional()
                     })
                     .map_err(|error| crate::error::Error::Internal(error.to_string()))?;
@@ -324,17 +324,18 @@ struct Pending {
 fn sync_pending(store: &Store) -> Pending {
     store
         .read(|connection| {
-            let checkpoints: Vec<(String, i64)> = connection
-                .prepare_cached(
-                    "SELECT t.tenant_id, coalesce(c.position, 0) FROM tenants t \
+            let checkpoints: Vec<(String, i64)> =
+                connection
+                    .prepare_cached(
+                        "SELECT t.tenant_id, coalesce(c.position, 0) FROM tenants t \
                      LEFT JOIN member_checkpoints c ON c.tenant_id = t.tenant_id",
-                )
-                .and_then(|mut statement| {
-                    statement
-                        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .map_err(|error| crate::error::Error::Internal(error.to_string()))?;
+                    )
+                    .and_then(|mut statement| {
+                        statement
+                            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                            .collect::<Result<Vec<_>, events::db::DbError>>()
+                    })
+                    .map_err(|error| crate::error::Error::Internal(error.to_string()))?;
             let mut pending = Pending::default();
             for (tenant, checkpoint) in checkpoints {
                 // The member events a run appends come after its checkpoint:
@@ -349,10 +350,10 @@ fn sync_pending(store: &Store) -> Pending {
                          AND stream >= 'group:' AND stream < 'group;' AND position > ?2 LIMIT ?3))",
                     )
                     .and_then(|mut statement| {
-                        statement.query_row(
-                            rusqlite::params![tenant, checkpoint, LAG_COUNT_MAX],
-                            |row| row.get(0),
-                        )
+                        statement
+                            .query_row(events::params![tenant, checkpoint, LAG_COUNT_MAX], |row| {
+                                row.get(0)
+                            })
                     })
                     .map_err(|error| crate::error::Error::Internal(error.to_string()))?;
                 if changes > 0 {

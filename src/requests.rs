@@ -108,7 +108,7 @@ impl RequestLog {
         store.command(move |tx| {
             if !rows.is_empty() {
                 let trim: Vec<&str> = due.iter().map(String::as_str).collect();
-                requests::record(tx.connection(), &rows, keep, &trim)?;
+                requests::record(tx.db(), &rows, keep, &trim)?;
             }
             Ok(())
         })

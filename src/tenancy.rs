@@ -6,6 +6,7 @@
 //! the return value of [`issue_token`]: the log and the projections hold its
 //! SHA-256, and [`Secret`]'s `Debug` never prints it.
 
+use events::db::Db;
 use events::event::{
     ClientRegistered, ClientRevoked, TenantCreated, TokenIssued, TokenRevoked, TokenScope,
 };
@@ -110,7 +111,7 @@ pub fn create_tenant(store: &Store, name: &str, context: CommandContext) -> Pend
     }
     let name = name.to_owned();
     store.command(move |tx| {
-        if tenancy::tenant_by_name(tx.connection(), &name)?.is_some() {
+        if tenancy::tenant_by_name(tx.db(), &name)?.is_some() {
             return Err(Error::conflict(format!("a tenant named {name:?} already exists")));
         }
         let tenant_id = ulid::Ulid::generate().to_string();
@@ -123,7 +124,7 @@ pub fn create_tenant(store: &Store, name: &str, context: CommandContext) -> Pend
             &[event],
             &context,
         )?;
-        tenancy::tenant_by_id(tx.connection(), &tenant_id)?
+        tenancy::tenant_by_id(tx.db(), &tenant_id)?
             .ok_or_else(|| Error::Internal("tenant vanished".to_owned()))
     })
 }
@@ -189,7 +190,7 @@ pub fn issue_token(
     };
     let secret_sha256 = events::hash::to_hex(&secret_hash(secret.expose()));
     store.command(move |tx| {
-        let tenant = tenant.resolve(tx.connection())?;
+        let tenant = tenant.resolve(tx.db())?;
         let token_id = ulid::Ulid::generate().to_string();
         let event = Event::TokenIssued(TokenIssued {
             token_id: token_id.clone(),
@@ -207,7 +208,7 @@ pub fn issue_token(
             &[event],
             &context,
         )?;
-        let record = tenancy::token_by_id(tx.connection(), &token_id)?
+        let record = tenancy::token_by_id(tx.db(), &token_id)?
             .ok_or_else(|| Error::Internal("token vanished".to_owned()))?;
         Ok((record, secret))
     })
@@ -240,7 +241,7 @@ pub fn register_client(
     };
     let secret_sha256 = events::hash::to_hex(&secret_hash(secret.expose()));
     store.command(move |tx| {
-        let tenant = tenant.resolve(tx.connection())?;
+        let tenant = tenant.resolve(tx.db())?;
         let client_id = format!(
             "{CLIENT_ID_PREFIX}{}",
             ulid::Ulid::generate().to_string().to_ascii_lowercase()
@@ -258,7 +259,7 @@ pub fn register_client(
             &[event],
             &context,
         )?;
-        let client = tenancy::client_by_id(tx.connection(), &client_id)?
+        let client = tenancy::client_by_id(tx.db(), &client_id)?
             .ok_or_else(|| Error::Internal("client vanished".to_owned()))?;
         Ok((client, secret))
     })
@@ -273,13 +274,13 @@ pub fn revoke_client(
     let client_id = client_id.to_owned();
     let clock = store.log().clock();
     store.command(move |tx| {
-        let client = tenancy::client_by_id(tx.connection(), &client_id)?
+        let client = tenancy::client_by_id(tx.db(), &client_id)?
             .ok_or_else(|| Error::not_found(format!("client {client_id}")))?;
         if client.revoked_at.is_some() {
             return Ok(Revoked::Already);
         }
         let now = events::time::format_millis(clock());
-        for token in tenancy::live_tokens_of_client(tx.connection(), &client_id, &now)? {
+        for token in tenancy::live_tokens_of_client(tx.db(), &client_id, &now)? {
             record_revocation(tx, &token, &context)?;
         }
         let stream = format!("client:{client_id}");
@@ -294,7 +295,7 @@ pub fn revoke_client(
 
 /// Appends a token's TokenRevoked at its stream's current version.
 fn record_revocation(
-    tx: &mut events::sqlite::SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     token: &TokenRecord,
     context: &CommandContext,
 ) -> Result<(), Error> {
@@ -389,7 +390,7 @@ pub fn grant_client_credentials(
     let secret_sha256 = events::hash::to_hex(&secret_hash(secret.expose()));
     let clock = store.log().clock();
     store.command(move |tx| {
-        let client = tenancy::client_by_id(tx.connection(), &client_id)?;
+        let client = tenancy::client_by_id(tx.db(), &client_id)?;
         let Some(client) = client
             .filter(|client| client.revoked_at.is_none() && client.secret_sha256 == presented)
         else {
@@ -397,7 +398,7 @@ pub fn grant_client_credentials(
         };
         let now = clock();
         let live = tenancy::live_tokens_of_client(
-            tx.connection(),
+            tx.db(),
             &client.client_id,
             &events::time::format_millis(now),
         )?;
@@ -421,7 +422,7 @@ pub fn grant_client_credentials(
             &[event],
             &context,
         )?;
-        let record = tenancy::token_by_id(tx.connection(), &token_id)?
+        let record = tenancy::token_by_id(tx.db(), &token_id)?
             .ok_or_else(|| Error::Internal("token vanished".to_owned()))?;
         Ok(Ok((record, secret)))
     })
@@ -444,7 +445,7 @@ pub fn revoke_token(
 ) -> Pending<Revoked, Error> {
     let token_id = token_id.to_owned();
     store.command(move |tx| {
-        let token = tenancy::token_by_id(tx.connection(), &token_id)?
+        let token = tenancy::token_by_id(tx.db(), &token_id)?
             .filter(|token| within_tenant.as_ref().is_none_or(|tenant| *tenant == token.tenant_id))
             .ok_or_else(|| Error::not_found(format!("token {token_id}")))?;
         if token.revoked_at.is_some() {
@@ -463,7 +464,7 @@ pub enum TenantRef {
 }
 
 impl TenantRef {
-    pub fn resolve(&self, connection: &rusqlite::Connection) -> Result<Tenant, Error> {
+    pub fn resolve(&self, connection: &dyn Db) -> Result<Tenant, Error> {
         let found = match self {
             TenantRef::Name(name) => tenancy::tenant_by_name(connection, name)?,
             TenantRef::Id(id) => tenancy::tenant_by_id(connection, id)?,

@@ -47,8 +47,10 @@ pub enum LogError {
 impl LogError {
     /// Wraps a storage engine error with what the log was doing.
     pub fn storage(context: &'static str, error: impl std::fmt::Display + 'static) -> LogError {
-        let sqlite = (&error as &dyn std::any::Any).downcast_ref::<rusqlite::Error>();
-        if sqlite.is_some_and(is_interrupt) {
+        let any = &error as &dyn std::any::Any;
+        let sqlite = any.downcast_ref::<rusqlite::Error>();
+        let seam = any.downcast_ref::<crate::db::DbError>();
+        if sqlite.is_some_and(is_interrupt) || seam.is_some_and(crate::db::DbError::is_interrupt) {
             return LogError::Interrupted { context };
         }
         LogError::Storage { context, message: error.to_string() }

@@ -87,3 +87,14 @@ pub use log::{
     ChainHead, EventLog, LogTransaction, Pending, VerifyFailure, VerifyProblem, VerifyReport,
     VerifyScope,
 };
+
+/// The text of a caught panic, for the error a command or step answers.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-text panic payload".to_owned()
+    }
+}

@@ -13,9 +13,11 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
+use crate::db::Db;
+use crate::seal::KeySource;
 use crate::{
-    AppendError, ChainHash, CommandContext, ExecuteError, ExpectedVersion, LogError, NewEvent,
-    Position, RecordedEvent,
+    AppendError, ChainHash, CommandContext, ExecuteError, ExpectedVersion, LogError, NestedError,
+    NewEvent, Position, RecordedEvent,
 };
 
 /// The append-only event log.
@@ -53,8 +55,30 @@ pub trait EventLog: Send + Sync + 'static {
     fn verify(&self, scope: VerifyScope) -> Result<VerifyReport, LogError>;
 }
 
-/// What a command may do to the log from inside the writer's transaction.
+/// What a command may do from inside the writer's transaction, on either
+/// engine: read stream versions and append, write its inline projections
+/// through [`LogTransaction::db`], and run independent steps that fail
+/// alone. Object-safe: commands take `&mut dyn LogTransaction`.
 pub trait LogTransaction {
+    /// The open transaction's connection, for inline projections and the
+    /// command's own reads (they see its writes).
+    fn db(&self) -> &dyn Db;
+
+    /// The key store the log was opened with (`LogOptions::keys`): a
+    /// handle of its own, so a command may hold it while it appends.
+    fn keys(&self) -> Option<std::sync::Arc<dyn KeySource>>;
+
+    /// Every event of one stream, in version order, as this transaction
+    /// sees them (its own appends included), hashes checked.
+    fn read_stream(&mut self, tenant: &str, stream: &str) -> Result<Vec<RecordedEvent>, LogError>;
+
+    /// Runs `step` in a savepoint of its own; see [`dyn LogTransaction::nested`],
+    /// which is how callers use it. `step` answers whether it succeeded.
+    fn nested_step(
+        &mut self,
+        step: &mut dyn FnMut(&mut dyn LogTransaction) -> bool,
+    ) -> Result<(), NestedError<()>>;
+
     /// The version of the stream's last event, `None` if it has none.
     fn stream_version(&mut self, tenant: &str, stream: &str) -> Result<Option<u64>, LogError>;
 
@@ -67,6 +91,40 @@ pub trait LogTransaction {
         events: &[NewEvent],
         context: &CommandContext,
     ) -> Result<Vec<RecordedEvent>, AppendError>;
+}
+
+impl dyn LogTransaction + '_ {
+    /// Runs `step` in a savepoint of its own inside the command's, for a
+    /// command made of independent steps (a SCIM Bulk request): an `Err`
+    /// (or a panic) undoes that step's writes only, and the command goes
+    /// on. A storage error inside the step still dooms the whole command,
+    /// as it would anywhere else in it.
+    pub fn nested<T, E>(
+        &mut self,
+        step: impl FnOnce(&mut dyn LogTransaction) -> Result<T, E>,
+    ) -> Result<T, NestedError<E>> {
+        let mut step = Some(step);
+        let mut outcome = None;
+        let ran = self.nested_step(&mut |tx| {
+            let Some(step) = step.take() else { return false };
+            let result = step(tx);
+            let ok = result.is_ok();
+            outcome = Some(result);
+            ok
+        });
+        match (ran, outcome) {
+            (Ok(()), Some(Ok(value))) => Ok(value),
+            (Err(NestedError::Log(error)), _) => Err(NestedError::Log(error)),
+            (Err(NestedError::Panicked(message)), _) => Err(NestedError::Panicked(message)),
+            (_, Some(Err(error))) => Err(NestedError::Step(error)),
+            (_, None) | (Err(NestedError::Step(())), Some(Ok(_))) => {
+                Err(NestedError::Log(LogError::Storage {
+                    context: "running a step",
+                    message: "the step did not run".to_owned(),
+                }))
+            }
+        }
+    }
 }
 
 /// Which chains [`EventLog::verify`] walks.

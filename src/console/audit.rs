@@ -186,7 +186,7 @@ pub async fn verify(
     let (tenant, row) = row;
     state
         .store
-        .command(move |tx| Ok(console_state::record_verify(tx.connection(), &tenant, &row)?))
+        .command(move |tx| Ok(console_state::record_verify(tx.db(), &tenant, &row)?))
         .await
         .map_err(crate::error::Error::from)?;
     Ok(see_other("/admin/audit?notice=verified"))

@@ -9,7 +9,7 @@
 //! of writer commands, each yielding the writer after the configured budget
 //! (`bulk_command_budget`, 20 ms by default), and
 //! each operation in a savepoint of its own inside them
-//! (`SqliteTx::nested`): an operation that fails or panics writes nothing
+//! (`LogTransaction::nested`): an operation that fails or panics writes nothing
 //! and the others go on.
 //!
 //! This module parses, orders and shapes the BulkResponse; it must not
@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use events::sqlite::SqliteTx;
+use events::LogTransaction;
 use events::{CommandContext, NestedError, RequestRecord};
 use projections::directory::schema::ResourceKind;
 use serde_json::{Map, Value, json};
@@ -763,7 +763,7 @@ impl Progress {
 
     /// Runs steps until the budget is spent, inside one writer command.
     /// `Err` only for a storage failure, which ends the whole request.
-    pub fn advance(&mut self, transaction: &mut SqliteTx<'_>) -> Result<(), Error> {
+    pub fn advance(&mut self, transaction: &mut dyn LogTransaction) -> Result<(), Error> {
         let started = std::time::Instant::now();
         while let Some(step) = self.steps.next() {
             // After failOnErrors stops the request, only the member adds
@@ -806,7 +806,7 @@ impl Progress {
 
     fn execute(
         &mut self,
-        transaction: &mut SqliteTx<'_>,
+        transaction: &mut dyn LogTransaction,
         index: usize,
         deferring: &BTreeSet<String>,
     ) -> Result<Outcome, Error> {
@@ -858,33 +858,34 @@ impl Progress {
         let context = self.context_of(operation);
         let (tenant, version) = (self.tenant.as_str(), operation.version.as_deref());
         // Each write answers with the row it left (no version for a DELETE).
-        let run = |tx: &mut SqliteTx<'_>| -> Result<(StatusCode, String, Option<u64>), Error> {
-            match (operation.method, id.clone()) {
-                (Method::Post, _) => {
-                    let row = create_from(tx, tenant, kind, &data, &context)?;
-                    Ok((StatusCode::CREATED, row.id, Some(row.version)))
+        let run =
+            |tx: &mut dyn LogTransaction| -> Result<(StatusCode, String, Option<u64>), Error> {
+                match (operation.method, id.clone()) {
+                    (Method::Post, _) => {
+                        let row = create_from(tx, tenant, kind, &data, &context)?;
+                        Ok((StatusCode::CREATED, row.id, Some(row.version)))
+                    }
+                    (Method::Put, Some(id)) => {
+                        let edit = Edit::Replace(normalize(kind, &data)?, data);
+                        let row =
+                            update(tx, Target { tenant, kind, id: &id }, version, edit, &context)?;
+                        Ok((StatusCode::OK, id, Some(row.version)))
+                    }
+                    (Method::Patch, Some(id)) => {
+                        let edit = Edit::Patch(data);
+                        let row =
+                            update(tx, Target { tenant, kind, id: &id }, version, edit, &context)?;
+                        Ok((StatusCode::OK, id, Some(row.version)))
+                    }
+                    (Method::Delete, Some(id)) => {
+                        delete(tx, Target { tenant, kind, id: &id }, version, &context)?;
+                        Ok((StatusCode::NO_CONTENT, id, None))
+                    }
+                    (_, None) => {
+                        Err(Error::invalid_as(InvalidKind::Path, "the path names no resource"))
+                    }
                 }
-                (Method::Put, Some(id)) => {
-                    let edit = Edit::Replace(normalize(kind, &data)?, data);
-                    let row =
-                        update(tx, Target { tenant, kind, id: &id }, version, edit, &context)?;
-                    Ok((StatusCode::OK, id, Some(row.version)))
-                }
-                (Method::Patch, Some(id)) => {
-                    let edit = Edit::Patch(data);
-                    let row =
-                        update(tx, Target { tenant, kind, id: &id }, version, edit, &context)?;
-                    Ok((StatusCode::OK, id, Some(row.version)))
-                }
-                (Method::Delete, Some(id)) => {
-                    delete(tx, Target { tenant, kind, id: &id }, version, &context)?;
-                    Ok((StatusCode::NO_CONTENT, id, None))
-                }
-                (_, None) => {
-                    Err(Error::invalid_as(InvalidKind::Path, "the path names no resource"))
-                }
-            }
-        };
+            };
         Ok(match transaction.nested(run) {
             Ok((status, id, version)) => {
                 if let (Method::Post, Some(bulk_id)) = (operation.method, &operation.bulk_id) {
@@ -917,7 +918,11 @@ impl Progress {
     /// creation stands whatever happens here: a member whose operation
     /// failed is left out, and a failed add is logged, not reported as the
     /// POST's failure.
-    fn add_deferred(&mut self, transaction: &mut SqliteTx<'_>, index: usize) -> Result<(), Error> {
+    fn add_deferred(
+        &mut self,
+        transaction: &mut dyn LogTransaction,
+        index: usize,
+    ) -> Result<(), Error> {
         let Some(Some(operation)) = self.operations.get(index) else { return Ok(()) };
         let Some(id) = operation.bulk_id.as_ref().and_then(|bulk_id| self.created.get(bulk_id))
         else {

@@ -16,19 +16,19 @@ use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use events::LogTransaction;
+use events::db::Db;
 use events::event::{
     GroupCreated, GroupDeleted, GroupMembersAdded, GroupMembersRemoved, GroupRenamed, GroupUpdated,
     MemberKind, MemberRef, ScimChange, UserCreated, UserDeactivated, UserDeleted, UserReactivated,
     UserUpdated,
 };
-use events::sqlite::SqliteTx;
 use events::{CommandContext, Event, ExpectedVersion};
 use projections::directory::filter::Filter;
 use projections::directory::query::{self, QueryError};
 use projections::directory::schema::ResourceKind;
 use projections::directory::store::{self, MemberRow, ResourceRow};
 use projections::functions::fold;
-use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use super::discovery::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, list_page};
@@ -205,7 +205,7 @@ pub fn redact(value: &Value) -> Value {
 /// new ids are looked up (a PATCH adding one member to a group of 100,000
 /// makes one lookup, not 100,000).
 fn take_members(
-    tx: &SqliteTx<'_>,
+    tx: &dyn LogTransaction,
     tenant: &str,
     group_id: &str,
     document: &mut Document,
@@ -241,7 +241,7 @@ fn take_members(
     let found = if unknown.is_empty() {
         HashMap::new()
     } else {
-        store::kinds_of(tx.connection(), tenant, &unknown)?
+        store::kinds_of(tx.db(), tenant, &unknown)?
     };
     Ok(listed
         .into_iter()
@@ -263,14 +263,14 @@ fn take_members(
 }
 
 fn check_unique(
-    tx: &SqliteTx<'_>,
+    tx: &dyn LogTransaction,
     tenant: &str,
     kind: ResourceKind,
     document: &Document,
     own_id: Option<&str>,
 ) -> Result<(), Error> {
     let name = store::unique_name(kind, document);
-    if let Some(existing) = store::id_by_name(tx.connection(), tenant, kind, name)?
+    if let Some(existing) = store::id_by_name(tx.db(), tenant, kind, name)?
         && Some(existing.as_str()) != own_id
     {
         let attribute = match kind {
@@ -287,7 +287,7 @@ fn check_unique(
 /// Creates a resource; returns it as the directory now holds it, with its
 /// members, so the answer needs no read back (and no second transaction).
 fn create(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     tenant: &str,
     kind: ResourceKind,
     mut document: Document,
@@ -334,12 +334,12 @@ fn create(
 }
 
 fn current(
-    tx: &SqliteTx<'_>,
+    tx: &dyn LogTransaction,
     tenant: &str,
     kind: ResourceKind,
     id: &str,
 ) -> Result<ResourceRow, Error> {
-    store::get(tx.connection(), tenant, kind, id)?
+    store::get(tx.db(), tenant, kind, id)?
         .ok_or_else(|| Error::not_found(format!("{} {id}", kind_label(kind))))
 }
 
@@ -350,7 +350,7 @@ fn is_active(document: &Document) -> bool {
 /// Moves a resource to `document` (for a Group, members included), with the
 /// events that say what changed. No change, no event.
 fn change(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     tenant: &str,
     row: ResourceRow,
     mut document: Document,
@@ -378,7 +378,7 @@ fn change(
             }
         }
         ResourceKind::Group => {
-            let before: BTreeMap<String, MemberKind> = store::members(tx.connection(), tenant, id)?
+            let before: BTreeMap<String, MemberKind> = store::members(tx.db(), tenant, id)?
                 .into_iter()
                 .map(|member| (member.member_id, member.kind))
                 .collect();
@@ -397,7 +397,7 @@ fn change(
 
 /// A renamed resource must keep its name unique in the tenant.
 fn check_rename(
-    tx: &SqliteTx<'_>,
+    tx: &dyn LogTransaction,
     tenant: &str,
     row: &ResourceRow,
     document: &Document,
@@ -454,7 +454,7 @@ fn group_events(
 /// Records a change's events in the resource's stream (no events, no
 /// write); returns the resource as the directory now holds it.
 fn record_change(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     tenant: &str,
     row: ResourceRow,
     events: Vec<Event>,
@@ -492,7 +492,7 @@ pub static GROUP_PATCHES_BY_ID: std::sync::atomic::AtomicU64 = std::sync::atomic
 /// `document` is the group's document with the request's other operations
 /// applied.
 fn patch_members(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     tenant: &str,
     row: ResourceRow,
     document: Document,
@@ -520,7 +520,7 @@ fn patch_members(
                 let mut probe = normalize(group, &Value::Object(probe))?;
                 let listed = take_members(tx, tenant, &row.id, &mut probe, &BTreeMap::new())?;
                 let ids: Vec<&str> = listed.iter().map(|member| member.value.as_str()).collect();
-                let current = store::members_among(tx.connection(), tenant, &row.id, &ids)?;
+                let current = store::members_among(tx.db(), tenant, &row.id, &ids)?;
                 for member in listed {
                     let kept = removed.remove(&member.value);
                     if !kept
@@ -534,7 +534,7 @@ fn patch_members(
             }
             MemberStep::Remove(ids) => {
                 let listed: Vec<&str> = ids.iter().map(String::as_str).collect();
-                let current = store::members_among(tx.connection(), tenant, &row.id, &listed)?;
+                let current = store::members_among(tx.db(), tenant, &row.id, &listed)?;
                 for id in ids {
                     if let Some(at) = added_at.remove(&id) {
                         if let Some(slot) = added.get_mut(at) {
@@ -572,7 +572,7 @@ pub(super) enum Edit {
 
 /// Creates a resource from a request body; returns it as written.
 pub(super) fn create_from(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     tenant: &str,
     kind: ResourceKind,
     body: &Value,
@@ -583,7 +583,7 @@ pub(super) fn create_from(
 
 /// Applies a PUT or PATCH to an existing resource, under its If-Match.
 pub(super) fn update(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     Target { tenant, kind, id }: Target<'_>,
     precondition: Option<&str>,
     edit: Edit,
@@ -621,7 +621,7 @@ pub(super) fn update(
 
 /// Deletes a resource, under its If-Match.
 pub(super) fn delete(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     Target { tenant, kind, id }: Target<'_>,
     precondition: Option<&str>,
     context: &CommandContext,
@@ -630,7 +630,7 @@ pub(super) fn delete(
     check_if_match(precondition, &row)?;
     // Every group holding it loses it first, each in its own stream, so
     // each group's history and version say so.
-    for (group_id, _) in store::groups_of(tx.connection(), tenant, id)? {
+    for (group_id, _) in store::groups_of(tx.db(), tenant, id)? {
         let group = current(tx, tenant, ResourceKind::Group, &group_id)?;
         let removed = Event::GroupMembersRemoved(GroupMembersRemoved {
             group_id: group_id.clone(),
@@ -649,10 +649,14 @@ pub(super) fn delete(
 }
 
 /// A Group's document with its members, as PATCH and PUT see it.
-fn with_members(tx: &SqliteTx<'_>, tenant: &str, row: &ResourceRow) -> Result<Document, Error> {
+fn with_members(
+    tx: &dyn LogTransaction,
+    tenant: &str,
+    row: &ResourceRow,
+) -> Result<Document, Error> {
     let mut document = row.document.clone();
     if row.kind == ResourceKind::Group {
-        let members: Vec<Value> = store::members(tx.connection(), tenant, &row.id)?
+        let members: Vec<Value> = store::members(tx.db(), tenant, &row.id)?
             .into_iter()
             .map(|member| json!({"value": member.member_id, "type": member.kind.as_str()}))
             .collect();
@@ -783,7 +787,7 @@ impl ListRequest {
 }
 
 fn related(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     row: &ResourceRow,
     load_members: bool,
@@ -801,7 +805,7 @@ fn related(
 }
 
 fn shown(
-    connection: &Connection,
+    connection: &dyn Db,
     base: &BaseUrl,
     tenant: &str,
     row: ResourceRow,
@@ -819,7 +823,7 @@ fn shown(
 }
 
 fn read_one(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     kind: ResourceKind,
     id: &str,
@@ -1096,9 +1100,7 @@ pub async fn update_resource(
                 let target = Target { tenant: &tenant, kind, id: &id };
                 let row = update(tx, target, precondition.as_deref(), edit, &caller.context)?;
                 let groups = match kind {
-                    ResourceKind::User => {
-                        Some(store::groups_of(tx.connection(), &tenant, &row.id)?)
-                    }
+                    ResourceKind::User => Some(store::groups_of(tx.db(), &tenant, &row.id)?),
                     ResourceKind::Group => None,
                 };
                 Ok::<_, Error>((row, groups))

@@ -18,11 +18,12 @@ pub mod snapshots;
 use std::path::Path;
 use std::sync::Arc;
 
+use events::db::{Db, OptionalExtension};
 use events::event::UserCreated;
 use events::seal::{KeySource, KeyState, Keyring, SealError, SubjectKey};
-use events::sqlite::{LogOptions, SqliteLog, SqliteTx};
+use events::sqlite::{LogOptions, SqliteLog};
 use events::{CommandContext, Event, ExpectedVersion, LogTransaction, Pending, RecordedEvent};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use crate::error::Error;
 
@@ -46,9 +47,9 @@ impl Store {
         let log = SqliteLog::open(path, with_functions(options))?;
         let (pending, identity) = log
             .execute(|tx| {
-                let pending = projections::schema::migrate(tx.connection())?;
-                crate::store::snapshots::ensure_key(tx.connection())?;
-                let identity = ensure_identity(tx.connection())?;
+                let pending = projections::schema::migrate(tx.db())?;
+                crate::store::snapshots::ensure_key(tx.db())?;
+                let identity = ensure_identity(tx.db())?;
                 Ok::<_, Error>((pending, identity))
             })
             .wait()?;
@@ -104,7 +105,7 @@ impl Store {
     pub fn erased_keys(&self) -> Result<Vec<(String, Vec<u64>, String)>, Error> {
         let rows: Vec<(String, String, String)> = self.read(|connection| {
             let found = connection
-                .prepare("SELECT tenant_id, keys, erased_at FROM erasures")
+                .prepare_cached("SELECT tenant_id, keys, erased_at FROM erasures")
                 .and_then(|mut statement| {
                     statement
                         .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
@@ -112,11 +113,7 @@ impl Store {
                 });
             match found {
                 Ok(rows) => Ok(rows),
-                Err(rusqlite::Error::SqliteFailure(_, Some(message)))
-                    if message.contains("no such table") =>
-                {
-                    Ok(Vec::new())
-                }
+                Err(error) if error.is_missing_table() => Ok(Vec::new()),
                 Err(error) => {
                     Err(Error::from(events::LogError::storage("reading erasures", error)))
                 }
@@ -218,7 +215,7 @@ impl Store {
     ///
     /// Inside [`crate::reads::HeavyReads::run`] it borrows from the heavy
     /// lane, with that read's budget; elsewhere from the quick lane.
-    pub fn read<T>(&self, query: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
+    pub fn read<T>(&self, query: impl FnOnce(&dyn Db) -> Result<T, Error>) -> Result<T, Error> {
         let connection = self.reader()?;
         query(&connection)
     }
@@ -231,10 +228,7 @@ impl Store {
     /// Runs several reads on one pooled connection inside one read
     /// transaction: they see one snapshot, and SQLite takes its locks once
     /// rather than once per statement. Synchronous, like [`Store::read`].
-    pub fn snapshot<T>(
-        &self,
-        reads: impl FnOnce(&Connection) -> Result<T, Error>,
-    ) -> Result<T, Error> {
+    pub fn snapshot<T>(&self, reads: impl FnOnce(&dyn Db) -> Result<T, Error>) -> Result<T, Error> {
         let connection = self.reader()?;
         let storage = |context| move |error| Error::from(events::LogError::storage(context, error));
         connection
@@ -255,10 +249,10 @@ impl Store {
     /// Runs a command on the writer thread; see `SqliteLog::execute`.
     pub fn command<T, F>(&self, command: F) -> Pending<T, Error>
     where
-        F: FnOnce(&mut SqliteTx<'_>) -> Result<T, Error> + Send + 'static,
+        F: FnOnce(&mut dyn LogTransaction) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
-        self.log.execute(command)
+        self.log.execute(move |tx| command(tx))
     }
 
     /// Lets queued commands finish and stops the writer.
@@ -272,7 +266,7 @@ fn key_store(error: SealError) -> Error {
 }
 
 /// This database's identity, made on first use (`database_identity`).
-fn ensure_identity(connection: &Connection) -> Result<String, Error> {
+fn ensure_identity(connection: &dyn Db) -> Result<String, Error> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)
         .map_err(|error| Error::Internal(format!("no randomness for an identity: {error}")))?;
@@ -285,17 +279,13 @@ fn ensure_identity(connection: &Connection) -> Result<String, Error> {
 
 /// This database's identity, if it has one (a file from an older build,
 /// opened read-only, has none).
-pub fn identity(connection: &Connection) -> Result<Option<String>, Error> {
+pub fn identity(connection: &dyn Db) -> Result<Option<String>, Error> {
     match connection
         .query_row("SELECT identity FROM database_identity WHERE id = 1", [], |row| row.get(0))
         .optional()
     {
         Ok(identity) => Ok(identity),
-        Err(rusqlite::Error::SqliteFailure(_, Some(message)))
-            if message.contains("no such table") =>
-        {
-            Ok(None)
-        }
+        Err(error) if error.is_missing_table() => Ok(None),
         Err(error) => Err(Error::Internal(format!("reading the database's identity: {error}"))),
     }
 }
@@ -308,7 +298,7 @@ fn with_functions(options: LogOptions) -> LogOptions {
 /// Appends `events` to one stream and folds them into the inline
 /// projections, inside the current command.
 pub fn record(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     tenant: &str,
     stream: &str,
     expected: ExpectedVersion,
@@ -319,9 +309,10 @@ pub fn record(
         let encoded: Vec<_> = events.iter().map(Event::encode).collect();
         return fold_recorded(tx, tenant, stream, expected, events, &encoded, context);
     }
-    let keys = tx.keys().ok_or_else(|| {
+    let keys_held = tx.keys().ok_or_else(|| {
         Error::Internal("no key store: personal values cannot be sealed".to_owned())
     })?;
+    let keys: &dyn KeySource = &*keys_held;
     // A created user without a key gets one here (a command may choose it
     // itself, with `fresh_subject_key`).
     let keyed: std::borrow::Cow<'_, [Event]> = if events
@@ -391,15 +382,16 @@ pub fn record(
 
 /// A key for a user about to be created: the command puts its id in the
 /// `UserCreated` (else `record` does).
-pub fn fresh_subject_key(tx: &SqliteTx<'_>) -> Result<u64, Error> {
-    let keys = tx.keys().ok_or_else(|| {
+pub fn fresh_subject_key(tx: &dyn LogTransaction) -> Result<u64, Error> {
+    let keys_held = tx.keys().ok_or_else(|| {
         Error::Internal("no key store: personal values cannot be sealed".to_owned())
     })?;
+    let keys: &dyn KeySource = &*keys_held;
     Ok(keys.fresh().map_err(sealing_failed)?.id)
 }
 
 fn fold_recorded(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     tenant: &str,
     stream: &str,
     expected: ExpectedVersion,
@@ -409,7 +401,7 @@ fn fold_recorded(
 ) -> Result<Vec<RecordedEvent>, Error> {
     let recorded = tx.append(tenant, stream, expected, encoded, context)?;
     for (recorded, event) in recorded.iter().zip(events) {
-        projections::apply(tx.connection(), recorded, event)?;
+        projections::apply(tx.db(), recorded, event)?;
     }
     Ok(recorded)
 }
@@ -431,12 +423,12 @@ fn live_key(keys: &dyn KeySource, id: u64) -> Result<Arc<SubjectKey>, Error> {
 /// directory row holds, else (the user was deleted) the one its
 /// `UserCreated` names; `None` for a user created before sealing.
 fn subject_key(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     keys: &dyn KeySource,
     tenant: &str,
     subject: events::Subject<'_>,
 ) -> Result<Option<Arc<SubjectKey>>, Error> {
-    let connection = tx.connection();
+    let connection = tx.db();
     let storage = |context| move |error| Error::from(events::LogError::storage(context, error));
     let member_user;
     let user_id = match subject {
@@ -465,14 +457,14 @@ fn subject_key(
 /// deleted) the one its `UserCreated` names; `None` for a user created
 /// before sealing, or one that never was.
 pub fn key_id_of_user(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     keys: &dyn Keyring,
     tenant: &str,
     user_id: &str,
 ) -> Result<Option<u64>, Error> {
     let storage = |context| move |error| Error::from(events::LogError::storage(context, error));
     let row: Option<Option<i64>> = tx
-        .connection()
+        .db()
         .prepare_cached("SELECT key_id FROM scim_resources WHERE tenant_id = ?1 AND id = ?2")
         .and_then(|mut statement| {
             statement.query_row([tenant, user_id], |row| row.get(0)).optional()

@@ -27,8 +27,9 @@
 use std::path::{Path, PathBuf};
 
 use events::Position;
+use events::db::{Db, OptionalExtension as _};
 use hmac::{KeyInit, Mac};
-use rusqlite::{Connection, MAIN_DB, OptionalExtension, params};
+use rusqlite::{Connection, MAIN_DB, OptionalExtension as _, params};
 
 use crate::error::Error;
 use crate::store::Store;
@@ -77,7 +78,7 @@ const SIGNATURE_BYTES: usize = 32;
 
 /// Makes the signing key, once per database. Runs inside the writer's
 /// migration.
-pub fn ensure_key(connection: &Connection) -> Result<(), Error> {
+pub fn ensure_key(connection: &dyn Db) -> Result<(), Error> {
     let mut key = [0u8; 32];
     getrandom::fill(&mut key)
         .map_err(|error| Error::Internal(format!("no randomness for a key: {error}")))?;
@@ -96,11 +97,7 @@ fn key(store: &Store) -> Result<Option<Vec<u8>>, Error> {
         match found {
             Ok(key) => Ok(key),
             // A file from before the key existed, opened read-only.
-            Err(rusqlite::Error::SqliteFailure(_, Some(message)))
-                if message.contains("no such table") =>
-            {
-                Ok(None)
-            }
+            Err(error) if error.is_missing_table() => Ok(None),
             Err(error) => Err(Error::Internal(format!("reading the snapshot key: {error}"))),
         }
     })

@@ -29,19 +29,19 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::Instant;
 
+use events::db::{Db, OptionalExtension};
 use events::event::{Decision, DeferReason, RunEnd};
 use events::event::{
     Event, MemberChangeDeferred, MemberDisabled, MemberEnabled, MemberJoined, MemberLeft,
     MemberPurged, MemberRestored, MemberRolesChanged, MemberUpdated, SyncBatchApplied,
     SyncCompleted, SyncFailed, SyncStarted,
 };
-use events::sqlite::{SqliteTx, VisitError};
+use events::sqlite::VisitError;
 use events::{Actor, Cause, CommandContext, EventLog, ExpectedVersion, LogTransaction};
 use jiff::Timestamp;
 use projections::directory::schema::ResourceKind;
 use projections::directory::store as directory;
 use projections::members::{self, MemberStatus, RunStatus, SyncRunRow};
-use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -278,7 +278,7 @@ const SHARED_CAUSES_MAX: usize = 100_000;
 /// newest [`CAUSES_MAX`] of them. Read on the writer's connection, so they
 /// are exactly the events the decision saw.
 fn causes(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     rules: &Rules,
     user_id: &str,
@@ -288,7 +288,7 @@ fn causes(
     let OtherCauses { groups: group_positions, shared } = other;
     let storage =
         |error| Error::Internal(format!("reading the causes of a member change: {error}"));
-    let cause = |row: &rusqlite::Row<'_>| -> rusqlite::Result<Cause> {
+    let cause = |row: &events::db::Row<'_>| -> Result<Cause, events::db::DbError> {
         let position: i64 = row.get(0)?;
         let hash: Vec<u8> = row.get(1)?;
         let hash: events::ChainHash = hash.try_into().unwrap_or(events::ZERO_HASH);
@@ -315,7 +315,7 @@ fn causes(
         .and_then(|mut statement| {
             statement
                 .query_map(
-                    rusqlite::params![
+                    events::params![
                         tenant,
                         format!("user:{user_id}"),
                         projections::sql_integer(since),
@@ -323,7 +323,7 @@ fn causes(
                     ],
                     cause,
                 )?
-                .collect::<rusqlite::Result<Vec<_>>>()
+                .collect::<Result<Vec<_>, events::db::DbError>>()
         })
         .map_err(storage)?;
     let settings = [rules.mapping_position, rules.bindings_position];
@@ -342,7 +342,7 @@ fn causes(
                 shared.by_position.clear();
             }
             let read = by_position
-                .query_row(rusqlite::params![projections::sql_integer(*position), tenant], cause)
+                .query_row(events::params![projections::sql_integer(*position), tenant], cause)
                 .optional()
                 .map_err(storage)?;
             shared.by_position.insert(*position, read);
@@ -418,7 +418,7 @@ pub fn preview_with(
 /// and summary (no items: `each` keeps what it needs). `rules` must have
 /// its roles loaded.
 pub(crate) fn decide_pending(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     rules: &Rules,
     pending: &PendingSet,
@@ -639,7 +639,7 @@ pub fn run(
                 // Leavers past their grace are purged as the run ends.
                 let now = clock();
                 let mut purged = Counts::default();
-                for effect in plan::purges(tx.connection(), &tenant_id, &format_now(now))? {
+                for effect in plan::purges(tx.db(), &tenant_id, &format_now(now))? {
                     purged.add(&effect);
                     let other = OtherCauses { groups: &[], shared: &mut SharedCauses::default() };
                     apply_effect(tx, &tenant_id, &rules, effect, now, &context, other)?;
@@ -688,7 +688,7 @@ fn format_now(now: Timestamp) -> String {
 
 /// Whether applying this user's pending change would disable or remove
 /// its member (the safeguard's count; no mapping is evaluated).
-fn would_deprovision(connection: &Connection, tenant: &str, user_id: &str) -> Result<bool, Error> {
+fn would_deprovision(connection: &dyn Db, tenant: &str, user_id: &str) -> Result<bool, Error> {
     let Some(member) = members::member_of_user(connection, tenant, user_id)? else {
         return Ok(false);
     };
@@ -759,16 +759,10 @@ impl Batches<'_> {
                 // Read ahead at the batch's start: an effect changes only
                 // its own user's member, and a restore's leaver is looked
                 // up as the effect is decided.
-                let mut ahead = ReadAhead::read(tx.connection(), &tenant_id, &rules, &batch)?;
+                let mut ahead = ReadAhead::read(tx.db(), &tenant_id, &rules, &batch)?;
                 for user in &batch {
-                    let Some(mut effect) = plan::effect(
-                        tx.connection(),
-                        &tenant_id,
-                        &rules,
-                        user,
-                        &now_text,
-                        &mut ahead,
-                    )?
+                    let Some(mut effect) =
+                        plan::effect(tx.db(), &tenant_id, &rules, user, &now_text, &mut ahead)?
                     else {
                         continue;
                     };
@@ -825,7 +819,7 @@ fn expected(version: Option<u64>) -> ExpectedVersion {
 }
 
 fn append_to_run(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     tenant: &str,
     run_id: &str,
     event: Event,
@@ -838,7 +832,7 @@ fn append_to_run(
 
 /// Appends one effect's member events (a rejected effect appends none).
 fn apply_effect(
-    tx: &mut SqliteTx<'_>,
+    tx: &mut dyn LogTransaction,
     tenant: &str,
     rules: &Rules,
     effect: Effect,
@@ -856,7 +850,7 @@ fn apply_effect(
         Vec::new()
     } else {
         let since = plan.member.as_ref().map_or(0, |member| member.last_position);
-        causes(tx.connection(), tenant, rules, &user_id, since, other)?
+        causes(tx.db(), tenant, rules, &user_id, since, other)?
     };
     let context = &CommandContext { caused_by, ..context.clone() };
     if action == Action::Join {
@@ -1012,7 +1006,7 @@ pub fn decide(
         .command(move |tx| {
             let run_id = decided.run_id.clone();
             // Two admins deciding at once: the second finds it decided.
-            let status = members::run(tx.connection(), &tenant_id, &run_id)?.map(|run| run.status);
+            let status = members::run(tx.db(), &tenant_id, &run_id)?.map(|run| run.status);
             if status != Some(RunStatus::Held) {
                 return Err(Error::conflict(format!("run {run_id} was already decided")));
             }

@@ -9,12 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
+use events::db::Db;
 use events::event::PropertyChange;
 use jiff::Timestamp;
 use projections::directory::schema::ResourceKind;
 use projections::directory::store::{self as directory, ResourceRow};
 use projections::members::{self, MemberRow, MemberStatus};
-use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -60,7 +60,7 @@ fn unique_key(value: &Value) -> String {
 impl Rules {
     /// The tenant's mapping, bindings and settings; the users each binding
     /// reaches are read by [`Rules::load_roles`].
-    pub fn load(connection: &Connection, tenant: &str) -> Result<Rules, Error> {
+    pub fn load(connection: &dyn Db, tenant: &str) -> Result<Rules, Error> {
         let (mapping, mapping_position) = stored(connection, tenant, "mapping")?;
         let (bindings, bindings_position) = stored(connection, tenant, "roles")?;
         let (settings, _) = stored::<SyncSettings>(connection, tenant, "sync")?;
@@ -102,7 +102,7 @@ impl Rules {
 
     /// Reads which users the bound groups hold (directly or nested): needed
     /// only when some user is pending, so a run with nothing to do skips it.
-    pub fn load_roles(&mut self, connection: &Connection, tenant: &str) -> Result<(), Error> {
+    pub fn load_roles(&mut self, connection: &dyn Db, tenant: &str) -> Result<(), Error> {
         let mut roles_by_user: HashMap<String, BTreeSet<String>> = HashMap::new();
         for binding in &self.bindings.bindings {
             let groups = match binding.by {
@@ -133,7 +133,7 @@ impl Rules {
     }
 
     /// The values of unique properties the tenant's members hold now.
-    fn load_claims(&mut self, connection: &Connection, tenant: &str) -> Result<(), Error> {
+    fn load_claims(&mut self, connection: &dyn Db, tenant: &str) -> Result<(), Error> {
         let names: Vec<String> = self.unique_rules().map(|rule| rule.property.clone()).collect();
         let mut claims: Claims = names.iter().map(|name| (name.clone(), HashMap::new())).collect();
         if !names.is_empty() {
@@ -228,7 +228,7 @@ impl Rules {
 }
 
 fn stored<T: serde::de::DeserializeOwned + Default>(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     kind: &str,
 ) -> Result<(T, u64), Error> {
@@ -426,7 +426,7 @@ impl ReadAhead {
     /// which is SQLite's binary order of the same text), and maps each
     /// user under `rules`.
     pub fn read(
-        connection: &Connection,
+        connection: &dyn Db,
         tenant: &str,
         rules: &Rules,
         ids: &[String],
@@ -471,7 +471,7 @@ impl ReadAhead {
     /// from what was read ahead, or looked up now.
     fn take(
         &mut self,
-        connection: &Connection,
+        connection: &dyn Db,
         tenant: &str,
         user_id: &str,
     ) -> Result<(Option<Taken>, Option<MemberRow>), Error> {
@@ -490,7 +490,7 @@ impl ReadAhead {
 /// lets it decide. `now` (the events' format) says which leavers are still
 /// within their grace.
 pub fn effect(
-    connection: &Connection,
+    connection: &dyn Db,
     tenant: &str,
     rules: &Rules,
     user_id: &str,
@@ -646,7 +646,7 @@ pub fn diff(
 }
 
 /// The effects of purging leavers whose grace ended by `now`.
-pub fn purges(connection: &Connection, tenant: &str, now: &str) -> Result<Vec<Effect>, Error> {
+pub fn purges(connection: &dyn Db, tenant: &str, now: &str) -> Result<Vec<Effect>, Error> {
     Ok(members::leavers_past_grace(connection, tenant, now)?
         .into_iter()
         .map(|member| Effect {
@@ -1147,7 +1147,7 @@ mod tests {
         rules = rules
             .with_mapping(Mapping { properties: vec![department], app_owned: Vec::new() })
             .unwrap();
-        let connection = Connection::open_in_memory().unwrap();
+        let connection = rusqlite::Connection::open_in_memory().unwrap();
         projections::functions::register(&connection).unwrap();
         projections::schema::migrate(&connection).unwrap();
         rules.load_claims(&connection, "t").unwrap();

@@ -9,7 +9,7 @@ use events::event::{
     AttributeMappingChanged, Event, MemberAppPropertiesChanged, PropertyChange, RoleBindingChanged,
     ScheduleChanged,
 };
-use events::{CommandContext, ExpectedVersion, LogTransaction, Pending};
+use events::{CommandContext, ExpectedVersion, Pending};
 use projections::members::{self, MemberRow, MemberStatus};
 use serde_json::{Map, Value};
 
@@ -96,7 +96,7 @@ pub fn set(
     };
     let tenant = tenant.to_owned();
     store.command(move |tx| {
-        let recorded = members::setting(tx.connection(), &tenant, setting.kind())?;
+        let recorded = members::setting(tx.db(), &tenant, setting.kind())?;
         let current = match recorded {
             Some((value, _)) => value,
             None => parse(setting, Value::Object(Map::new())).unwrap_or(Value::Null),
@@ -132,15 +132,14 @@ pub fn set_app_properties(
     let member_id = member_id.to_owned();
     store.command(move |tx| {
         let not_found = || Error::not_found(format!("member {member_id}"));
-        let member =
-            members::member(tx.connection(), &tenant, &member_id)?.ok_or_else(not_found)?;
+        let member = members::member(tx.db(), &tenant, &member_id)?.ok_or_else(not_found)?;
         if member.status == MemberStatus::Purged {
             return Err(Error::conflict(format!(
                 "member {member_id} was purged; its properties are gone"
             )));
         }
         let mapping: Mapping = stored_or_default(
-            members::setting(tx.connection(), &tenant, "mapping")?.map(|(value, _)| value),
+            members::setting(tx.db(), &tenant, "mapping")?.map(|(value, _)| value),
         )?;
         let mut changes = BTreeMap::new();
         for (name, to) in properties {
@@ -176,6 +175,6 @@ pub fn set_app_properties(
             })],
             &context,
         )?;
-        members::member(tx.connection(), &tenant, &member_id)?.ok_or_else(not_found)
+        members::member(tx.db(), &tenant, &member_id)?.ok_or_else(not_found)
     })
 }

@@ -337,7 +337,7 @@ pub async fn create(
     let kept = secret.clone();
     let row = store
         .command(move |tx| {
-            let existing = projection::webhooks(tx.connection(), Some(&tenant_id))?;
+            let existing = projection::webhooks(tx.db(), Some(&tenant_id))?;
             if existing.len() >= ENDPOINTS_MAX {
                 return Err(Error::conflict(format!(
                     "a tenant has at most {ENDPOINTS_MAX} webhook endpoints; delete one first"
@@ -345,7 +345,7 @@ pub async fn create(
             }
             // Deliveries start after what the feed holds now, read in the
             // same transaction as the event.
-            let from = feed::latest(tx.connection(), &tenant_id)?;
+            let from = feed::latest(tx.db(), &tenant_id)?;
             let created = WebhookCreated {
                 webhook_id: webhook_id.clone(),
                 settings,
@@ -361,8 +361,8 @@ pub async fn create(
                 &context,
             )?;
             let at = recorded.first().map(|event| event.recorded_at.clone()).unwrap_or_default();
-            projection::insert_secret(tx.connection(), &tenant_id, &webhook_id, &kept, &at)?;
-            projection::webhook(tx.connection(), &tenant_id, &webhook_id)?
+            projection::insert_secret(tx.db(), &tenant_id, &webhook_id, &kept, &at)?;
+            projection::webhook(tx.db(), &tenant_id, &webhook_id)?
                 .ok_or_else(|| Error::Internal("a created endpoint has no row".to_owned()))
         })
         .await?;
@@ -398,7 +398,7 @@ pub async fn change(
     let batch = input.batch;
     store
         .command(move |tx| {
-            let current = projection::webhook(tx.connection(), &tenant_id, &webhook_id)?
+            let current = projection::webhook(tx.db(), &tenant_id, &webhook_id)?
                 .ok_or_else(|| not_found(&webhook_id))?;
             let mut settings = current.settings.clone();
             if let Some(url) = url {
@@ -437,7 +437,7 @@ pub async fn change(
                     &context,
                 )?;
             }
-            projection::webhook(tx.connection(), &tenant_id, &webhook_id)?
+            projection::webhook(tx.db(), &tenant_id, &webhook_id)?
                 .ok_or_else(|| not_found(&webhook_id))
         })
         .await
@@ -459,7 +459,7 @@ pub async fn rotate(
     let clock = store.log().clock();
     let row = store
         .command(move |tx| {
-            let current = projection::webhook(tx.connection(), &tenant_id, &webhook_id)?
+            let current = projection::webhook(tx.db(), &tenant_id, &webhook_id)?
                 .ok_or_else(|| not_found(&webhook_id))?;
             let now = clock();
             let until = now
@@ -467,14 +467,8 @@ pub async fn rotate(
                 .map_err(|error| Error::invalid(format!("overlap out of range: {error}")))?;
             let now_text = events::time::format_millis(now);
             let until_text = events::time::format_millis(until);
-            projection::retire_secrets(
-                tx.connection(),
-                &tenant_id,
-                &webhook_id,
-                &until_text,
-                &now_text,
-            )?;
-            projection::insert_secret(tx.connection(), &tenant_id, &webhook_id, &kept, &now_text)?;
+            projection::retire_secrets(tx.db(), &tenant_id, &webhook_id, &until_text, &now_text)?;
+            projection::insert_secret(tx.db(), &tenant_id, &webhook_id, &kept, &now_text)?;
             record(
                 tx,
                 &tenant_id,
@@ -486,7 +480,7 @@ pub async fn rotate(
                 })],
                 &context,
             )?;
-            projection::webhook(tx.connection(), &tenant_id, &webhook_id)?
+            projection::webhook(tx.db(), &tenant_id, &webhook_id)?
                 .ok_or_else(|| not_found(&webhook_id))
         })
         .await?;
@@ -505,8 +499,8 @@ pub async fn delete(
     let id = webhook_id.to_owned();
     store
         .command(move |tx| {
-            let current = projection::webhook(tx.connection(), &tenant_id, &id)?
-                .ok_or_else(|| not_found(&id))?;
+            let current =
+                projection::webhook(tx.db(), &tenant_id, &id)?.ok_or_else(|| not_found(&id))?;
             record(
                 tx,
                 &tenant_id,
@@ -515,7 +509,7 @@ pub async fn delete(
                 &[Event::WebhookDeleted(WebhookDeleted { webhook_id: id.clone() })],
                 &context,
             )?;
-            projection::delete_secrets(tx.connection(), &tenant_id, &id).map_err(Error::from)
+            projection::delete_secrets(tx.db(), &tenant_id, &id).map_err(Error::from)
         })
         .await?;
     deliveries.forget(tenant, webhook_id)
@@ -532,7 +526,7 @@ pub async fn disable(
     let id = webhook_id.to_owned();
     store
         .command(move |tx| {
-            let Some(current) = projection::webhook(tx.connection(), &tenant_id, &id)? else {
+            let Some(current) = projection::webhook(tx.db(), &tenant_id, &id)? else {
                 return Ok(());
             };
             if current.status != WebhookStatus::Active {

@@ -389,7 +389,7 @@ async fn an_erasure_killed_between_its_event_and_its_keys_is_finished_at_the_nex
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_recorded_before_sealing_is_erased_from_the_projections_and_the_log_says_so() {
     use events::event::{Event, UserCreated};
-    use events::{Actor, CommandContext, ExpectedVersion, LogTransaction};
+    use events::{Actor, CommandContext, ExpectedVersion};
 
     let server = crate::util::TestServer::start().await;
     server.tenant("acme").await;
@@ -414,7 +414,7 @@ async fn a_person_recorded_before_sealing_is_erased_from_the_projections_and_the
                 &[event.encode()],
                 &context,
             )?;
-            projections::apply(tx.connection(), &recorded[0], &event)?;
+            projections::apply(tx.db(), &recorded[0], &event)?;
             Ok::<_, rollcall::error::Error>(())
         })
         .await

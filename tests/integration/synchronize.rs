@@ -868,7 +868,7 @@ fn runs_of(server: &TestServer, tenant: &str) -> Vec<(String, String)> {
         .store
         .read(move |connection| {
             let mut statement = connection
-                .prepare(
+                .prepare_cached(
                     "SELECT run_id, status FROM sync_runs WHERE tenant_id = ?1 ORDER BY run_id",
                 )
                 .unwrap();
@@ -1425,7 +1425,7 @@ async fn a_database_from_an_earlier_build_gains_the_member_search() {
         .store
         .read(|connection| {
             let mut statement = connection
-                .prepare(
+                .prepare_cached(
                     "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'members' \
                      ORDER BY name",
                 )

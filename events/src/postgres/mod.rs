@@ -19,11 +19,15 @@
 //! This module owns the `events` and `tenant_heads` tables of the
 //! database it is given, and nothing else in it.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
 use crate::db::{Db, DbError, OptionalExtension};
 use crate::hash::{CanonicalEvent, ChainHash, ZERO_HASH};
+use crate::seal::KeySource;
 use crate::{
-    AppendError, CommandContext, ExpectedVersion, LogError, LogTransaction, Metadata, NewEvent,
-    Position, RecordedEvent, params,
+    AppendError, CommandContext, ExpectedVersion, LogError, LogTransaction, Metadata, NestedError,
+    NewEvent, Position, RecordedEvent, params,
 };
 
 pub mod conn;
@@ -79,8 +83,6 @@ const EVENT_COLUMNS: &str = "tenant, position, stream, version, event_type, sche
 pub struct PgLog {
     pool: Arc<PgPool>,
 }
-
-use std::sync::Arc;
 
 fn read_event(row: &crate::db::Row<'_>) -> Result<RecordedEvent, DbError> {
     let position = row.get(1)?;
@@ -305,6 +307,7 @@ pub struct PgTx {
     /// last hash, last recorded_at.
     heads: Vec<(String, Position, ChainHash, String)>,
     clock: fn() -> jiff::Timestamp,
+    keys: Option<Arc<dyn KeySource>>,
 }
 
 impl std::fmt::Debug for PgTx {
@@ -317,12 +320,28 @@ impl PgTx {
     /// Begins a transaction on `connection`.
     pub fn begin(connection: PgConn) -> Result<PgTx, LogError> {
         connection.execute_batch("BEGIN").map_err(storage("beginning a transaction"))?;
-        Ok(PgTx { connection, open: true, heads: Vec::new(), clock: jiff::Timestamp::now })
+        Ok(PgTx {
+            connection,
+            open: true,
+            heads: Vec::new(),
+            clock: jiff::Timestamp::now,
+            keys: None,
+        })
     }
 
-    /// The connection the transaction runs on: the projections fold
-    /// through it, inside the transaction.
-    pub fn db(&self) -> &PgConn {
+    /// The transaction with a clock and a key store (`LogOptions`).
+    pub fn with(
+        mut self,
+        clock: fn() -> jiff::Timestamp,
+        keys: Option<Arc<dyn KeySource>>,
+    ) -> PgTx {
+        self.clock = clock;
+        self.keys = keys;
+        self
+    }
+
+    /// The connection the transaction runs on.
+    pub fn connection(&self) -> &PgConn {
         &self.connection
     }
 
@@ -384,6 +403,44 @@ impl PgTx {
 }
 
 impl LogTransaction for PgTx {
+    fn db(&self) -> &dyn Db {
+        &*self.connection
+    }
+
+    fn keys(&self) -> Option<Arc<dyn KeySource>> {
+        self.keys.clone()
+    }
+
+    fn read_stream(&mut self, tenant: &str, stream: &str) -> Result<Vec<RecordedEvent>, LogError> {
+        read_stream(&*self.connection, tenant, stream)
+    }
+
+    /// A savepoint: a step that fails or panics is rolled back to it, and
+    /// the heads it moved go back with it. A step that swallowed a storage
+    /// error leaves the transaction aborted, so closing the savepoint fails
+    /// and dooms the command, as on SQLite.
+    fn nested_step(
+        &mut self,
+        step: &mut dyn FnMut(&mut dyn LogTransaction) -> bool,
+    ) -> Result<(), NestedError<()>> {
+        let heads = self.heads.clone();
+        self.connection.execute_batch("SAVEPOINT step").map_err(storage("opening a step"))?;
+        let outcome = match catch_unwind(AssertUnwindSafe(|| step(self))) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(NestedError::Step(())),
+            Err(panic) => Err(NestedError::Panicked(crate::panic_message(&panic))),
+        };
+        let closed = match outcome {
+            Ok(()) => self.connection.execute_batch("RELEASE step"),
+            Err(_) => {
+                self.heads = heads;
+                self.connection.execute_batch("ROLLBACK TO step; RELEASE step")
+            }
+        };
+        closed.map_err(storage("closing a step"))?;
+        outcome
+    }
+
     /// The stream's last version, if it has events.
     fn stream_version(&mut self, tenant: &str, stream: &str) -> Result<Option<u64>, LogError> {
         self.connection

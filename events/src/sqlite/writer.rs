@@ -74,7 +74,7 @@ where
         let outcome = match catch_unwind(AssertUnwindSafe(|| command(transaction))) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(ExecuteError::Command(error)),
-            Err(panic) => Err(ExecuteError::Panicked(panic_message(&panic))),
+            Err(panic) => Err(ExecuteError::Panicked(crate::panic_message(&panic))),
         };
         let keep = outcome.is_ok() && !transaction.poisoned;
         if outcome.is_ok() && transaction.poisoned {
@@ -105,16 +105,6 @@ where
     }
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(text) = panic.downcast_ref::<&str>() {
-        (*text).to_owned()
-    } else if let Some(text) = panic.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "non-text panic payload".to_owned()
-    }
-}
-
 /// What every command's transaction is given: `LogOptions::clock` and
 /// `LogOptions::keys`.
 pub(crate) struct TxSettings {
@@ -135,7 +125,7 @@ pub struct SqliteTx<'c> {
     /// Where "now" comes from (`LogOptions::clock`).
     clock: fn() -> jiff::Timestamp,
     /// The key store (`LogOptions::keys`).
-    keys: Option<&'c dyn KeySource>,
+    keys: Option<Arc<dyn KeySource>>,
     /// Set when a storage error happened inside the current command: its
     /// savepoint is rolled back even if the command returns `Ok`.
     poisoned: bool,
@@ -145,7 +135,7 @@ impl<'c> SqliteTx<'c> {
     fn new(
         connection: &'c Connection,
         clock: fn() -> jiff::Timestamp,
-        keys: Option<&'c dyn KeySource>,
+        keys: Option<Arc<dyn KeySource>>,
     ) -> SqliteTx<'c> {
         SqliteTx {
             connection,
@@ -158,46 +148,15 @@ impl<'c> SqliteTx<'c> {
         }
     }
 
-    /// The key store the log was opened with (`LogOptions::keys`).
-    pub fn keys(&self) -> Option<&'c dyn KeySource> {
-        self.keys
-    }
-
-    /// Every event of one stream, in version order, as this transaction
-    /// sees them (its own appends included), hashes checked.
-    pub fn read_stream(
-        &mut self,
-        tenant: &str,
-        stream: &str,
-    ) -> Result<Vec<RecordedEvent>, LogError> {
-        let read = self
-            .connection
-            .prepare_cached(&format!(
-                "SELECT {} FROM events WHERE tenant = ?1 AND stream = ?2 ORDER BY version",
-                super::read::COLUMNS
-            ))
-            .and_then(|mut statement| {
-                statement
-                    .query_map([tenant, stream], super::read::from_row)?
-                    .collect::<Result<Vec<_>, _>>()
-            });
-        let rows = self.storage("reading a stream", read)?;
-        rows.into_iter().map(|event| super::read::check(event, true)).collect()
-    }
-
     /// The write connection, inside the open transaction and the command's
     /// savepoint, for inline projections to update their tables.
     pub fn connection(&self) -> &Connection {
         self.connection
     }
 
-    /// Runs `step` in a savepoint of its own inside the command's, for a
-    /// command made of independent steps (a SCIM Bulk request): an `Err`
-    /// (or a panic) undoes that step's writes only, and the command goes
-    /// on. A storage
-    /// error inside the step still dooms the whole command, as it would
-    /// anywhere else in it.
-    pub fn nested<T, E>(
+    /// Runs `step` in a savepoint of its own inside the command's
+    /// (`dyn LogTransaction::nested` is how commands use it).
+    fn nested_sqlite<T, E>(
         &mut self,
         step: impl FnOnce(&mut SqliteTx<'c>) -> Result<T, E>,
     ) -> Result<T, NestedError<E>> {
@@ -209,7 +168,7 @@ impl<'c> SqliteTx<'c> {
         let outcome = match catch_unwind(AssertUnwindSafe(|| step(self))) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(NestedError::Step(error)),
-            Err(panic) => Err(NestedError::Panicked(panic_message(&panic))),
+            Err(panic) => Err(NestedError::Panicked(crate::panic_message(&panic))),
         };
         let closed = match &outcome {
             Ok(_) if !self.poisoned => {
@@ -296,6 +255,37 @@ impl<'c> SqliteTx<'c> {
 }
 
 impl LogTransaction for SqliteTx<'_> {
+    fn db(&self) -> &dyn crate::db::Db {
+        self.connection
+    }
+
+    fn keys(&self) -> Option<Arc<dyn KeySource>> {
+        self.keys.clone()
+    }
+
+    fn read_stream(&mut self, tenant: &str, stream: &str) -> Result<Vec<RecordedEvent>, LogError> {
+        let read = self
+            .connection
+            .prepare_cached(&format!(
+                "SELECT {} FROM events WHERE tenant = ?1 AND stream = ?2 ORDER BY version",
+                super::read::COLUMNS
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_map([tenant, stream], super::read::from_row)?
+                    .collect::<Result<Vec<_>, _>>()
+            });
+        let rows = self.storage("reading a stream", read)?;
+        rows.into_iter().map(|event| super::read::check(event, true)).collect()
+    }
+
+    fn nested_step(
+        &mut self,
+        step: &mut dyn FnMut(&mut dyn LogTransaction) -> bool,
+    ) -> Result<(), NestedError<()>> {
+        self.nested_sqlite(|tx| if step(tx) { Ok(()) } else { Err(()) })
+    }
+
     fn stream_version(&mut self, tenant: &str, stream: &str) -> Result<Option<u64>, LogError> {
         let result = self
             .connection
@@ -628,7 +618,7 @@ fn commit_batch(
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         return Err(LogError::storage("beginning a batch", error));
     }
-    let mut transaction = SqliteTx::new(connection, settings.clock, settings.keys.as_deref());
+    let mut transaction = SqliteTx::new(connection, settings.clock, settings.keys.clone());
     let mut kept = 0u64;
     let mut aborted: Option<LogError> = None;
     for command in batch.iter_mut() {

@@ -182,6 +182,8 @@ async fn a_failing_step_of_a_command_is_undone_alone() {
     let log = db.open();
     let outcomes = log
         .execute(|tx| {
+            // As commands hold it: the transaction of either engine.
+            let tx: &mut dyn LogTransaction = tx;
             let first = tx.nested(|tx| {
                 tx.append("t1", "one", ExpectedVersion::NoStream, &[event("A", 1)], &context())
             });
