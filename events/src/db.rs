@@ -465,6 +465,17 @@ impl dyn Db + '_ {
     ) -> Result<T, DbError> {
         self.prepare_cached(sql)?.query_row(params, read)
     }
+
+    /// Whether the database has a table of that name.
+    pub fn table_exists(&self, table: &str) -> Result<bool, DbError> {
+        let sql = match self.dialect() {
+            Dialect::Sqlite => {
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)"
+            }
+            Dialect::Postgres => "SELECT to_regclass(?1::text) IS NOT NULL",
+        };
+        self.query_row(sql, [table], |row| row.get(0))
+    }
 }
 
 /// A prepared statement of either engine.

@@ -377,13 +377,7 @@ fn movement_from_row(row: &Row<'_>) -> Result<Movement, DbError> {
 /// Whether the audit tables hold the whole log: false on a file written by
 /// a build without them, until an open for writing (or a rebuild) folds it.
 pub fn ready(connection: &dyn Db) -> Result<bool, ProjectionError> {
-    let exists = |table: &str| -> Result<bool, DbError> {
-        connection.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)",
-            [table],
-            |row| row.get(0),
-        )
-    };
+    let exists = |table: &str| connection.table_exists(table);
     (|| -> Result<_, DbError> {
         if !exists("audit_movements")? {
             return Ok(false);

@@ -152,15 +152,18 @@ pub fn record_verify(
 ) -> Result<(), ProjectionError> {
     connection
         .prepare_cached(
-            "INSERT OR REPLACE INTO console_verify \
+            "INSERT INTO console_verify \
              (tenant_id, at, ok, events_checked, checkpoint, problem) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (tenant_id) DO UPDATE SET at = excluded.at, ok = excluded.ok, \
+             events_checked = excluded.events_checked, checkpoint = excluded.checkpoint, \
+             problem = excluded.problem",
         )
         .and_then(|mut statement| {
             statement.execute(params![
                 tenant_id,
                 row.at,
-                row.ok,
+                i64::from(row.ok),
                 i64::try_from(row.events_checked).unwrap_or(i64::MAX),
                 row.checkpoint,
                 row.problem

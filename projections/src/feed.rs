@@ -15,7 +15,7 @@
 //! and carries a tag over the tenant, so a cursor of another tenant (or a
 //! mangled one) is refused instead of silently reading from elsewhere.
 
-use events::db::{Db, DbError, OptionalExtension};
+use events::db::{Db, DbError, Dialect, OptionalExtension};
 use events::event::{
     MemberDisabled, MemberJoined, MemberLeft, MemberRestored, MemberRolesChanged, MemberUpdated,
     RunEnd, SyncCompleted,
@@ -322,11 +322,18 @@ fn erase_earlier(
     member_id: &str,
 ) -> Result<(), ProjectionError> {
     let storage = ProjectionError::storage("erasing a member's feed events");
+    let select = match connection.dialect() {
+        Dialect::Sqlite => {
+            "SELECT position, seq, body FROM feed_rows WHERE tenant_id = ?1 \
+             AND type LIKE 'member.%' AND json_extract(body, '$.data.member.member_id') = ?2"
+        }
+        Dialect::Postgres => {
+            "SELECT position, seq, body FROM feed_rows WHERE tenant_id = ?1 \
+             AND type LIKE 'member.%' AND (body::jsonb #>> '{data,member,member_id}') = ?2"
+        }
+    };
     let rows: Vec<(i64, i64, String)> = connection
-        .prepare_cached(
-            "SELECT rowid, position, body FROM feed_rows WHERE tenant_id = ?1 \
-             AND type LIKE 'member.%' AND json_extract(body, '$.data.member.member_id') = ?2",
-        )
+        .prepare_cached(select)
         .and_then(|mut statement| {
             statement
                 .query_map(params![tenant, member_id], |row| {
@@ -335,7 +342,7 @@ fn erase_earlier(
                 .collect()
         })
         .map_err(storage)?;
-    for (rowid, position, body) in rows {
+    for (position, seq, body) in rows {
         let metadata = |reason: String| ProjectionError::Metadata {
             position: u64::try_from(position).unwrap_or(0),
             reason,
@@ -351,8 +358,10 @@ fn erase_earlier(
         *data = erased_form(&change, member_id, roles.as_deref(), status);
         let text = serde_json::to_string(&body).map_err(|error| metadata(error.to_string()))?;
         connection
-            .prepare_cached("UPDATE feed_rows SET body = ?2 WHERE rowid = ?1")
-            .and_then(|mut statement| statement.execute(params![rowid, text]))
+            .prepare_cached(
+                "UPDATE feed_rows SET body = ?4 WHERE tenant_id = ?1 AND position = ?2 AND seq = ?3",
+            )
+            .and_then(|mut statement| statement.execute(params![tenant, position, seq, text]))
             .map_err(ProjectionError::storage("erasing a member's feed events"))?;
     }
     Ok(())
@@ -697,13 +706,22 @@ pub fn page(
     limit: usize,
 ) -> Result<FeedPage, ProjectionError> {
     let types = types.map(|types| json!(types).to_string());
-    let mut events: Vec<FeedEvent> = connection
-        .prepare_cached(
+    let sql = match connection.dialect() {
+        Dialect::Sqlite => {
             "SELECT position, seq, type, body FROM feed_rows \
              WHERE tenant_id = ?1 AND (position, seq) > (?2, ?3) \
              AND (?4 IS NULL OR type IN (SELECT value FROM json_each(?4))) \
-             ORDER BY position, seq LIMIT ?5",
-        )
+             ORDER BY position, seq LIMIT ?5"
+        }
+        Dialect::Postgres => {
+            "SELECT position, seq, type, body FROM feed_rows \
+             WHERE tenant_id = ?1 AND (position, seq) > (?2, ?3) \
+             AND (?4::text IS NULL OR type IN (SELECT jsonb_array_elements_text(?4::jsonb))) \
+             ORDER BY position, seq LIMIT ?5"
+        }
+    };
+    let mut events: Vec<FeedEvent> = connection
+        .prepare_cached(sql)
         .and_then(|mut statement| {
             statement
                 .query_map(

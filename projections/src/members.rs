@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use events::db::{Db, DbError, OptionalExtension, Row};
+use events::db::{Db, DbError, Dialect, OptionalExtension, Row};
 use events::event::{
     AttributeMappingChanged, MemberAppPropertiesChanged, MemberChangeDeferred, MemberDisabled,
     MemberEnabled, MemberJoined, MemberLeft, MemberPurged, MemberRestored, MemberRolesChanged,
@@ -295,7 +295,7 @@ pub(crate) fn apply(
             recorded,
             member_id,
             "status = 'disabled', disabled_at = ?3, revoke_sessions = ?4",
-            params![recorded.recorded_at, revoke_sessions],
+            params![recorded.recorded_at, i64::from(*revoke_sessions)],
         ),
         Event::MemberEnabled(MemberEnabled { member_id }) => update_member(
             connection,
@@ -342,8 +342,12 @@ pub(crate) fn apply(
             for user_id in user_ids {
                 connection
                     .prepare_cached(
-                        "INSERT OR REPLACE INTO erasures (tenant_id, user_id, member_id, keys, \
-                         in_clear, erased_at, position) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT INTO erasures (tenant_id, user_id, member_id, keys, \
+                         in_clear, erased_at, position) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                         ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
+                         member_id = excluded.member_id, keys = excluded.keys, \
+                         in_clear = excluded.in_clear, erased_at = excluded.erased_at, \
+                         position = excluded.position",
                     )
                     .and_then(|mut statement| {
                         statement.execute(params![
@@ -351,7 +355,7 @@ pub(crate) fn apply(
                             user_id,
                             member_id,
                             json_text(keys),
-                            in_clear,
+                            i64::from(*in_clear),
                             recorded.recorded_at,
                             sql_integer(recorded.position)
                         ])
@@ -585,7 +589,7 @@ fn insert_member(
                 row.left_at,
                 row.grace_until,
                 row.disabled_at,
-                row.revoke_sessions,
+                i64::from(row.revoke_sessions),
                 row.updated_at,
                 sql_integer(row.version),
                 sql_integer(row.last_position),
@@ -935,10 +939,28 @@ pub fn list_members(
     // matches nothing, as it should.
     let role = query.role.as_ref().map(json_text);
     let search = query.search.as_deref().map(search_fold);
-    let ids_sql = "SELECT member_id FROM members INDEXED BY members_list \
-        WHERE tenant_id = ?1 AND (?2 IS NULL OR status = ?2) \
-        AND (?3 IS NULL OR instr(roles, ?3) > 0) AND (?4 IS NULL OR instr(search_text, ?4) > 0) \
-        ORDER BY user_name COLLATE NOCASE, member_id";
+    let postgres_ids;
+    let ids_sql = match connection.dialect() {
+        Dialect::Sqlite => {
+            "SELECT member_id FROM members INDEXED BY members_list \
+             WHERE tenant_id = ?1 AND (?2 IS NULL OR status = ?2) \
+             AND (?3 IS NULL OR instr(roles, ?3) > 0) AND (?4 IS NULL OR instr(search_text, ?4) > 0) \
+             ORDER BY user_name COLLATE NOCASE, member_id"
+        }
+        // The same order: NOCASE folds ASCII only, then compares bytes, as
+        // `translate` over a `COLLATE "C"` column does.
+        Dialect::Postgres => {
+            postgres_ids = format!(
+                "SELECT member_id FROM members \
+                 WHERE tenant_id = ?1 AND (?2::text IS NULL OR status = ?2) \
+                 AND (?3::text IS NULL OR strpos(roles, ?3) > 0) \
+                 AND (?4::text IS NULL OR strpos(search_text, ?4) > 0) \
+                 ORDER BY translate(user_name, {}), member_id",
+                crate::schema::POSTGRES_NOCASE
+            );
+            postgres_ids.as_str()
+        }
+    };
     let (total, ids) = if role.is_some() || search.is_some() {
         let mut statement =
             connection.prepare_cached(ids_sql).map_err(storage("listing members"))?;
@@ -960,10 +982,15 @@ pub fn list_members(
                 .prepare_cached("SELECT count(*) FROM members WHERE tenant_id = ?1")
                 .and_then(|mut statement| statement.query_row(params![tenant], |row| row.get(0))),
             Some(status) => connection
-                .prepare_cached(
-                    "SELECT count(*) FROM members INDEXED BY members_by_status \
-                     WHERE tenant_id = ?1 AND status = ?2",
-                )
+                .prepare_cached(match connection.dialect() {
+                    Dialect::Sqlite => {
+                        "SELECT count(*) FROM members INDEXED BY members_by_status \
+                         WHERE tenant_id = ?1 AND status = ?2"
+                    }
+                    Dialect::Postgres => {
+                        "SELECT count(*) FROM members WHERE tenant_id = ?1 AND status = ?2"
+                    }
+                })
                 .and_then(|mut statement| {
                     statement.query_row(params![tenant, status], |row| row.get(0))
                 }),

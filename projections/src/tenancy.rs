@@ -12,6 +12,7 @@ use events::params;
 use events::{ChainHash, Event, RecordedEvent};
 
 use crate::ProjectionError;
+use crate::schema::nocase;
 
 /// A tenant as the admin sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,7 +190,8 @@ pub fn list_clients(
             .and_then(|mut statement| statement.query_map([tenant_id], client_from_row)?.collect()),
         None => connection
             .prepare_cached(&format!(
-                "SELECT {CLIENT_COLUMNS} ORDER BY n.name, c.created_at, c.client_id"
+                "SELECT {CLIENT_COLUMNS} ORDER BY {}, c.created_at, c.client_id",
+                nocase(connection, "n.name")
             ))
             .and_then(|mut statement| statement.query_map([], client_from_row)?.collect()),
     }
@@ -220,7 +222,11 @@ fn tenant_from_row(row: &Row<'_>) -> Result<Tenant, DbError> {
 
 pub fn tenant_by_name(connection: &dyn Db, name: &str) -> Result<Option<Tenant>, ProjectionError> {
     connection
-        .prepare_cached("SELECT tenant_id, name, created_at FROM tenants WHERE name = ?1")
+        .prepare_cached(&format!(
+            "SELECT tenant_id, name, created_at FROM tenants WHERE {} = {}",
+            nocase(connection, "name"),
+            nocase(connection, "?1")
+        ))
         .and_then(|mut statement| statement.query_row([name], tenant_from_row).optional())
         .map_err(ProjectionError::storage("looking up a tenant"))
 }
@@ -237,7 +243,10 @@ pub fn tenant_by_id(
 
 pub fn list_tenants(connection: &dyn Db) -> Result<Vec<Tenant>, ProjectionError> {
     connection
-        .prepare_cached("SELECT tenant_id, name, created_at FROM tenants ORDER BY name")
+        .prepare_cached(&format!(
+            "SELECT tenant_id, name, created_at FROM tenants ORDER BY {}",
+            nocase(connection, "name")
+        ))
         .and_then(|mut statement| statement.query_map([], tenant_from_row)?.collect())
         .map_err(ProjectionError::storage("listing tenants"))
 }
@@ -303,7 +312,8 @@ pub fn list_tokens(
             .and_then(|mut statement| statement.query_map([tenant_id], token_from_row)?.collect()),
         None => connection
             .prepare_cached(&format!(
-                "SELECT {TOKEN_COLUMNS} ORDER BY n.name, t.created_at, t.token_id"
+                "SELECT {TOKEN_COLUMNS} ORDER BY {}, t.created_at, t.token_id",
+                nocase(connection, "n.name")
             ))
             .and_then(|mut statement| statement.query_map([], token_from_row)?.collect()),
     }

@@ -272,7 +272,10 @@ fn ensure_identity(connection: &dyn Db) -> Result<String, Error> {
         .map_err(|error| Error::Internal(format!("no randomness for an identity: {error}")))?;
     let fresh: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
     connection
-        .execute("INSERT OR IGNORE INTO database_identity (id, identity) VALUES (1, ?1)", [fresh])
+        .execute(
+            "INSERT INTO database_identity (id, identity) VALUES (1, ?1) ON CONFLICT DO NOTHING",
+            [fresh],
+        )
         .map_err(|error| Error::Internal(format!("keeping the database's identity: {error}")))?;
     identity(connection)?.ok_or_else(|| Error::Internal("the database has no identity".to_owned()))
 }

@@ -83,7 +83,10 @@ pub fn ensure_key(connection: &dyn Db) -> Result<(), Error> {
     getrandom::fill(&mut key)
         .map_err(|error| Error::Internal(format!("no randomness for a key: {error}")))?;
     connection
-        .execute("INSERT OR IGNORE INTO audit_snapshot_key (id, key) VALUES (1, ?1)", [&key[..]])
+        .execute(
+            "INSERT INTO audit_snapshot_key (id, key) VALUES (1, ?1) ON CONFLICT DO NOTHING",
+            [&key[..]],
+        )
         .map_err(|error| Error::Internal(format!("keeping the snapshot key: {error}")))?;
     Ok(())
 }

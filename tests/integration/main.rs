@@ -22,6 +22,7 @@ mod membership;
 mod metrics;
 mod oauth;
 mod openapi;
+mod postgres;
 mod scim;
 mod sealing;
 mod sequences;

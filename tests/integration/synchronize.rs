@@ -87,7 +87,12 @@ fn counts(nonzero: &[(&str, u64)]) -> Value {
     all
 }
 
-async fn user(scim: &Scim<'_>, name: &str, external_id: &str, department: &str) -> String {
+pub(crate) async fn user(
+    scim: &Scim<'_>,
+    name: &str,
+    external_id: &str,
+    department: &str,
+) -> String {
     let answer = scim
         .post(
             "/Users",
@@ -107,7 +112,7 @@ async fn user(scim: &Scim<'_>, name: &str, external_id: &str, department: &str) 
     answer.body["id"].as_str().unwrap().to_owned()
 }
 
-async fn group(scim: &Scim<'_>, name: &str, members: &[&str]) -> String {
+pub(crate) async fn group(scim: &Scim<'_>, name: &str, members: &[&str]) -> String {
     let members: Vec<Value> = members.iter().map(|id| json!({"value": id})).collect();
     let answer = scim
         .post("/Groups", json!({"schemas": [GROUP], "displayName": name, "members": members}))
@@ -116,7 +121,7 @@ async fn group(scim: &Scim<'_>, name: &str, members: &[&str]) -> String {
     answer.body["id"].as_str().unwrap().to_owned()
 }
 
-async fn patch_user(scim: &Scim<'_>, id: &str, operations: Value) {
+pub(crate) async fn patch_user(scim: &Scim<'_>, id: &str, operations: Value) {
     let answer = scim
         .send(
             reqwest::Method::PATCH,

@@ -70,10 +70,13 @@ pub fn unique_name(kind: ResourceKind, document: &ScimDocument) -> &str {
 /// The folded unique name. An erased user's document (`events::event::
 /// is_erased_document`) names nobody, so several of them can stand at once
 /// in a past state (as-of, a fold): each is keyed by its id instead, and
-/// never takes the name of a user really called `[erased]`.
+/// never takes the name of a user really called `[erased]`: the key holds
+/// ASCII capitals, which a fold (lowercasing) never outputs. (It held NUL
+/// separators until PostgreSQL, whose text cannot; a file folded before
+/// keeps them, which collide with nothing either.)
 fn name_key(kind: ResourceKind, id: &str, document: &ScimDocument) -> String {
     if kind == ResourceKind::User && events::event::is_erased_document(document) {
-        return format!("\u{0}erased\u{0}{id}");
+        return format!("ERASED {id}");
     }
     fold(unique_name(kind, document))
 }
@@ -278,7 +281,8 @@ fn replace(
         .prepare_cached(
             "UPDATE scim_resources SET external_id = ?3, name = ?4, name_key = ?5 \
              WHERE tenant_id = ?1 AND id = ?2 \
-             AND (external_id IS NOT ?3 OR name IS NOT ?4 OR name_key IS NOT ?5)",
+             AND (external_id IS DISTINCT FROM ?3 OR name IS DISTINCT FROM ?4 \
+             OR name_key IS DISTINCT FROM ?5)",
         )
         .and_then(|mut statement| {
             let key = name_key(kind, id, document);
@@ -315,7 +319,8 @@ fn add_members(
 ) -> Result<(), ProjectionError> {
     let mut statement = connection
         .prepare_cached(
-            "INSERT OR IGNORE INTO scim_members (tenant_id, group_id, member_id, member_type) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO scim_members (tenant_id, group_id, member_id, member_type) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT DO NOTHING",
         )
         .map_err(ProjectionError::storage("projecting group members"))?;
     for member in members {
