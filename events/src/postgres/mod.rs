@@ -31,8 +31,10 @@ use crate::{
 };
 
 pub mod conn;
+pub mod writer;
 
 pub use conn::{POOL_SIZE_DEFAULT, PgConn, PgPool};
+pub use writer::{PgWriter, PgWriterOptions};
 
 /// The tables, made once per database (under an advisory lock, so two
 /// nodes starting together do not race on them).
@@ -417,8 +419,8 @@ impl LogTransaction for PgTx {
 
     /// A savepoint: a step that fails or panics is rolled back to it, and
     /// the heads it moved go back with it. A step that swallowed a storage
-    /// error leaves the transaction aborted, so closing the savepoint fails
-    /// and dooms the command, as on SQLite.
+    /// error left the transaction aborted, so releasing the savepoint
+    /// fails: it is rolled back too, and answered as a storage error.
     fn nested_step(
         &mut self,
         step: &mut dyn FnMut(&mut dyn LogTransaction) -> bool,
@@ -430,15 +432,21 @@ impl LogTransaction for PgTx {
             Ok(false) => Err(NestedError::Step(())),
             Err(panic) => Err(NestedError::Panicked(crate::panic_message(&panic))),
         };
-        let closed = match outcome {
-            Ok(()) => self.connection.execute_batch("RELEASE step"),
-            Err(_) => {
-                self.heads = heads;
-                self.connection.execute_batch("ROLLBACK TO step; RELEASE step")
-            }
+        let refused = match outcome {
+            Ok(()) => self.connection.execute_batch("RELEASE step").err(),
+            Err(_) => None,
         };
-        closed.map_err(storage("closing a step"))?;
-        outcome
+        if outcome.is_err() || refused.is_some() {
+            // Undone, so the transaction stays usable for what follows.
+            self.heads = heads;
+            self.connection
+                .execute_batch("ROLLBACK TO step; RELEASE step")
+                .map_err(storage("closing a step"))?;
+        }
+        match refused {
+            Some(error) => Err(NestedError::Log(LogError::storage("closing a step", error))),
+            None => outcome,
+        }
     }
 
     /// The stream's last version, if it has events.

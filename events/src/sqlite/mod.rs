@@ -10,7 +10,7 @@ mod changes;
 mod pool;
 mod read;
 mod schema;
-mod writer;
+pub(crate) mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};

@@ -71,11 +71,7 @@ where
         let Some(command) = self.command.take() else {
             return false;
         };
-        let outcome = match catch_unwind(AssertUnwindSafe(|| command(transaction))) {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(ExecuteError::Command(error)),
-            Err(panic) => Err(ExecuteError::Panicked(crate::panic_message(&panic))),
-        };
+        let outcome = caught(|| command(transaction));
         let keep = outcome.is_ok() && !transaction.poisoned;
         if outcome.is_ok() && transaction.poisoned {
             // The command swallowed a storage error; its writes are suspect.
@@ -95,6 +91,14 @@ where
     }
 
     fn finish(self: Box<Self>, commit: Result<(), &LogError>) {
+        self.answer(commit);
+    }
+}
+
+impl<F, T, E> ClosureCommand<F, T, E> {
+    /// Answers the caller once the batch's fate is known: a command that
+    /// ran well is answered with the commit's error if the batch was lost.
+    pub(crate) fn answer(self, commit: Result<(), &LogError>) {
         let answer = match (self.outcome, commit) {
             (Some(Ok(_)), Err(error)) | (None, Err(error)) => Err(ExecuteError::Log(error.clone())),
             (Some(outcome), _) => outcome,
@@ -102,6 +106,15 @@ where
         };
         // A caller that stopped waiting (a dropped request) is not an error.
         let _ = self.reply.send(answer);
+    }
+}
+
+/// Runs a command closure, a panic caught as its error.
+pub(crate) fn caught<T, E>(command: impl FnOnce() -> Result<T, E>) -> Result<T, ExecuteError<E>> {
+    match catch_unwind(AssertUnwindSafe(command)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(ExecuteError::Command(error)),
+        Err(panic) => Err(ExecuteError::Panicked(crate::panic_message(&panic))),
     }
 }
 

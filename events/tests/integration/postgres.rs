@@ -8,9 +8,10 @@
 use std::time::Duration;
 
 use events::db::Db;
-use events::postgres::{PgLog, PgPool};
+use events::postgres::{PgLog, PgPool, PgWriter, PgWriterOptions};
 use events::{
-    Actor, AppendError, CommandContext, ExpectedVersion, LogError, LogTransaction, NewEvent,
+    Actor, AppendError, CommandContext, ExecuteError, ExpectedVersion, LogError, LogTransaction,
+    NewEvent,
 };
 
 /// The cluster's connection settings, key-value form, without a database.
@@ -256,4 +257,126 @@ fn the_sql_seam_reads_and_binds_each_type_as_sqlite_does() {
     assert!(twice.is_unique_violation(), "{twice}");
     let missing = db.execute("DELETE FROM nowhere", []).unwrap_err();
     assert!(missing.is_missing_table(), "{missing}");
+}
+
+fn writer(url: &str, lanes: usize) -> (PgLog, PgWriter) {
+    let log = PgLog::connect(url, lanes + 2).unwrap();
+    let options = PgWriterOptions { lanes, ..PgWriterOptions::default() };
+    let writer = PgWriter::start(log.pool().clone(), options).unwrap();
+    (log, writer)
+}
+
+#[test]
+fn the_writer_commits_each_tenant_in_queue_order_while_tenants_write_in_parallel() {
+    let Some(url) = database() else { return };
+    let (log, writer) = writer(&url, 4);
+    let writer = std::sync::Arc::new(writer);
+    // Eight submitters, two per tenant, each queueing 40 appends to a
+    // stream of its own without waiting in between: batches form.
+    let submitters: Vec<_> = (0..8)
+        .map(|submitter| {
+            let writer = writer.clone();
+            std::thread::spawn(move || {
+                let tenant = format!("tenant-{}", submitter % 4);
+                let stream = format!("s-{submitter}");
+                let pending: Vec<_> = (1..=40)
+                    .map(|n| {
+                        let (tenant, stream) = (tenant.clone(), stream.clone());
+                        writer.execute(&tenant.clone(), move |tx| {
+                            let expected = if n == 1 {
+                                ExpectedVersion::NoStream
+                            } else {
+                                ExpectedVersion::Exact(n - 1)
+                            };
+                            tx.append(&tenant, &stream, expected, &[event(n)], &context())
+                        })
+                    })
+                    .collect();
+                pending.into_iter().map(|answer| answer.wait().unwrap().len()).sum::<usize>()
+            })
+        })
+        .collect();
+    let appended: usize = submitters.into_iter().map(|thread| thread.join().unwrap()).sum();
+    assert_eq!(appended, 320);
+    for tenant in 0..4 {
+        let tenant = format!("tenant-{tenant}");
+        assert_eq!(log.verify_tenant(&tenant).unwrap(), 80, "{tenant}'s chain is whole");
+    }
+    // Versions were checked against each stream's last: queue order held.
+    for submitter in 0..8 {
+        let stream =
+            log.read_stream(&format!("tenant-{}", submitter % 4), &format!("s-{submitter}"));
+        let versions: Vec<u64> = stream.unwrap().iter().map(|event| event.version).collect();
+        assert_eq!(versions, (1..=40).collect::<Vec<_>>());
+    }
+    writer.shutdown();
+}
+
+#[test]
+fn a_failing_a_panicking_and_a_careless_command_are_undone_alone() {
+    let Some(url) = database() else { return };
+    let (log, writer) = writer(&url, 1);
+    fn append(
+        stream: &'static str,
+    ) -> impl FnOnce(&mut dyn LogTransaction) -> Result<Vec<events::RecordedEvent>, AppendError>
+    {
+        move |tx| tx.append("acme", stream, ExpectedVersion::NoStream, &[event(1)], &context())
+    }
+    // A slow first command holds the only lane, so the rest form a batch.
+    let first = writer.execute("acme", move |tx| {
+        std::thread::sleep(Duration::from_millis(200));
+        append("first")(tx)
+    });
+    let failing = writer.execute("acme", |tx| {
+        append("failing")(tx)?;
+        Err::<(), _>(AppendError::InvalidEvent {
+            stream: "failing".to_owned(),
+            reason: "no".to_owned(),
+        })
+    });
+    let panicking = writer.execute("acme", |tx| -> Result<(), AppendError> {
+        append("panicking")(tx)?;
+        panic!("a bug in one command");
+    });
+    // Swallows a storage error: PostgreSQL aborted its transaction, so its
+    // writes cannot be kept, and it is told so.
+    let careless = writer.execute("acme", |tx| {
+        append("careless")(tx)?;
+        let _ = tx.db().execute_batch("SELECT * FROM no_such_table");
+        Ok::<_, AppendError>(())
+    });
+    let last = writer.execute("acme", append("last"));
+    assert_eq!(first.wait().unwrap().len(), 1);
+    assert!(matches!(failing.wait(), Err(ExecuteError::Command(_))));
+    assert!(
+        matches!(panicking.wait(), Err(ExecuteError::Panicked(message)) if message.contains("a bug"))
+    );
+    assert!(matches!(careless.wait(), Err(ExecuteError::Log(_))));
+    assert_eq!(last.wait().unwrap()[0].position, 2, "the undone appends left no gap");
+    for gone in ["failing", "panicking", "careless"] {
+        assert!(log.read_stream("acme", gone).unwrap().is_empty(), "{gone} was undone");
+    }
+    assert_eq!(log.verify_tenant("acme").unwrap(), 2);
+}
+
+#[test]
+fn racing_commands_on_two_nodes_create_a_stream_once() {
+    let Some(url) = database() else { return };
+    let nodes = [writer(&url, 4), writer(&url, 4)];
+    let pending: Vec<_> = (0..32)
+        .map(|n| {
+            nodes[n % 2].1.execute("acme", move |tx| {
+                tx.append(
+                    "acme",
+                    "user:x",
+                    ExpectedVersion::NoStream,
+                    &[event(n as u64)],
+                    &context(),
+                )
+            })
+        })
+        .collect();
+    let won = pending.into_iter().map(|answer| answer.wait().is_ok()).filter(|ok| *ok).count();
+    assert_eq!(won, 1);
+    assert_eq!(nodes[0].0.verify_tenant("acme").unwrap(), 1);
 }
