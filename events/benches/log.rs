@@ -5,7 +5,12 @@
 //! Run: `cargo bench -p events --bench log` (figures in BENCHMARKS.md).
 //! `BENCH_DURABILITY=pipelined` measures the appends under
 //! `Durability::Pipelined` instead of the default `Full`;
-//! `BENCH_ONLY=append|concurrent|replay` runs one part.
+//! `BENCH_ONLY=append|concurrent|replay|postgres` runs one part. The
+//! PostgreSQL part (only when asked for) measures `PgWriter` and one
+//! transaction per append, 64 appenders over 8 and over 64 tenants, on a
+//! fresh database in the cluster `PGHOST`, `PGPORT`, `PGUSER` name (fsync
+//! and `synchronous_commit` as the cluster has them); `BENCH_PG_LANES`
+//! sets the writer's lanes (default 8).
 //! Knobs (environment): `BENCH_DIR` (where the database files go, default a
 //! temp dir), `BENCH_REPLAY_EVENTS` (default 1,000,000),
 //! `BENCH_APPENDS_PER_TASK` (default 1,000 with 64 appenders).
@@ -232,6 +237,90 @@ fn replay_child(path: &Path, mode: &str) {
     );
 }
 
+/// A fresh database in the cluster the environment names.
+fn postgres_database() -> String {
+    let host =
+        std::env::var("PGHOST").expect("BENCH_ONLY=postgres needs PGHOST (and PGPORT, PGUSER)");
+    let mut cluster = format!("host={host}");
+    for (variable, key) in [("PGPORT", "port"), ("PGUSER", "user"), ("PGPASSWORD", "password")] {
+        if let Ok(value) = std::env::var(variable) {
+            cluster.push_str(&format!(" {key}={value}"));
+        }
+    }
+    let admin = events::postgres::PgPool::new(&format!("{cluster} dbname=postgres"), 1).unwrap();
+    let name = format!("rollcall_bench_{}", std::process::id());
+    let connection = admin.get().unwrap();
+    use events::db::Db;
+    connection.execute_batch(&format!("DROP DATABASE IF EXISTS {name}")).unwrap();
+    connection.execute_batch(&format!("CREATE DATABASE {name}")).unwrap();
+    format!("{cluster} dbname={name}")
+}
+
+/// `tasks` appenders over `tenants`, through the writer (group commit per
+/// tenant) and then each append in a transaction of its own.
+fn postgres_appenders(tasks: u64, tenants: u64) {
+    use events::postgres::{PgLog, PgWriter, PgWriterOptions};
+    let per_task = env_number("BENCH_APPENDS_PER_TASK", 200);
+    let lanes = env_number("BENCH_PG_LANES", 8) as usize;
+    let event = sample_event(0).encode();
+    for batched in [true, false] {
+        let log = PgLog::connect(&postgres_database(), 72).unwrap();
+        let writer =
+            Arc::new(PgWriter::start(log.pool().clone(), PgWriterOptions::default()).unwrap());
+        let started = Instant::now();
+        let threads: Vec<_> = (0..tasks)
+            .map(|task| {
+                let (log, writer, event) = (log.clone(), writer.clone(), event.clone());
+                std::thread::spawn(move || {
+                    let tenant = format!("tenant-{}", task % tenants);
+                    let stream = format!("stream-{task}");
+                    for n in 0..per_task {
+                        let expected = if n == 0 {
+                            ExpectedVersion::NoStream
+                        } else {
+                            ExpectedVersion::Exact(n)
+                        };
+                        if batched {
+                            let (tenant, stream, event) =
+                                (tenant.clone(), stream.clone(), event.clone());
+                            writer
+                                .execute(&tenant.clone(), move |tx| {
+                                    tx.append(&tenant, &stream, expected, &[event], &context())
+                                })
+                                .wait()
+                                .unwrap();
+                        } else {
+                            log.append(
+                                &tenant,
+                                &stream,
+                                expected,
+                                std::slice::from_ref(&event),
+                                &context(),
+                            )
+                            .unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let total = tasks * per_task;
+        let how = if batched {
+            format!("PgWriter ({lanes} lanes)")
+        } else {
+            "a transaction each".to_owned()
+        };
+        println!(
+            "postgres {how}, {tasks} appenders over {tenants} tenants: {total} appends in \
+             {seconds:.2} s = {:.0} appends/s",
+            total as f64 / seconds
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|arg| arg == "--replay-child") {
@@ -246,6 +335,11 @@ fn main() {
     println!("events log benchmark, database files in {}", dir.display());
 
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only == "postgres" {
+        postgres_appenders(64, 8);
+        postgres_appenders(64, 64);
+        return;
+    }
     if only.is_empty() || only == "append" {
         one_appender(&dir);
     }
