@@ -54,6 +54,11 @@ fn sample_event(n: u64) -> Event {
     })
 }
 
+/// What the append after `n` earlier ones expects.
+fn after(n: u64) -> ExpectedVersion {
+    if n == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(n) }
+}
+
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -122,11 +127,7 @@ fn concurrent_appenders(dir: &Path, tasks: u64) {
                     let tenant = format!("tenant-{}", task % 8);
                     let stream = format!("stream-{task}");
                     for n in 0..per_task {
-                        let expected = if n == 0 {
-                            ExpectedVersion::NoStream
-                        } else {
-                            ExpectedVersion::Exact(n)
-                        };
+                        let expected = after(n);
                         flatten_append(
                             log.append(&tenant, &stream, expected, vec![event.clone()], context())
                                 .await,
@@ -275,11 +276,7 @@ fn postgres_appenders(tasks: u64, tenants: u64) {
                     let tenant = format!("tenant-{}", task % tenants);
                     let stream = format!("stream-{task}");
                     for n in 0..per_task {
-                        let expected = if n == 0 {
-                            ExpectedVersion::NoStream
-                        } else {
-                            ExpectedVersion::Exact(n)
-                        };
+                        let expected = after(n);
                         if batched {
                             let (tenant, stream, event) =
                                 (tenant.clone(), stream.clone(), event.clone());

@@ -15,10 +15,8 @@ use events::postgres::{PgLog, PgPool};
 use serde_json::json;
 
 use crate::scim::Scim;
-use crate::synchronize::{Admin, group, patch_user, user};
+use crate::synchronize::{Admin, disable_delete_and_move, group, user};
 use crate::util::TestServer;
-
-const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
 /// A fresh database's settings, or `None` (and why) where there is no
 /// cluster.
@@ -98,14 +96,7 @@ async fn story(server: &TestServer) {
     let carol = user(&scim, "carol@example.com", "ext-carol", "Ops").await;
     group(&scim, "Engineering", &[&alice, &bob]).await;
     assert_eq!(admin.sync().await["status"], "completed");
-    patch_user(&scim, &bob, json!([{"op": "replace", "path": "active", "value": false}])).await;
-    assert_eq!(scim.delete(&format!("/Users/{carol}")).await.status, 204);
-    patch_user(
-        &scim,
-        &alice,
-        json!([{"op": "replace", "path": format!("{ENTERPRISE}:department"), "value": "Platform"}]),
-    )
-    .await;
+    disable_delete_and_move(&scim, &bob, &carol, &alice).await;
     assert_eq!(admin.sync().await["status"], "completed");
     let hook = json!({"url": "http://127.0.0.1:9/hook", "description": "the app"});
     let (status, body) = admin.send(reqwest::Method::POST, "/webhooks", Some(hook)).await;

@@ -132,6 +132,24 @@ pub(crate) async fn patch_user(scim: &Scim<'_>, id: &str, operations: Value) {
     assert_eq!(answer.status, 200, "{}", answer.body);
 }
 
+/// Deactivates one user (Entra ID's words: `Replace`, `"False"`), deletes
+/// another, and moves a third to the department "Platform".
+pub(crate) async fn disable_delete_and_move(
+    scim: &Scim<'_>,
+    disable: &str,
+    delete: &str,
+    change: &str,
+) {
+    patch_user(scim, disable, json!([{"op": "Replace", "path": "active", "value": "False"}])).await;
+    assert_eq!(scim.delete(&format!("/Users/{delete}")).await.status, 204);
+    patch_user(
+        scim,
+        change,
+        json!([{"op": "replace", "path": format!("{ENTERPRISE}:department"), "value": "Platform"}]),
+    )
+    .await;
+}
+
 /// The story: push, preview, synchronize; deactivate, delete and
 /// change; preview exactly those; synchronize; a rerun does nothing; a
 /// user re-created within the grace gets its member back.
@@ -195,15 +213,7 @@ async fn pushes_flow_into_members_at_synchronize_and_only_then() {
     assert_eq!(members["carol@example.com"]["roles"], json!(["admin"]));
     let carol_member = members["carol@example.com"]["member_id"].as_str().unwrap().to_owned();
 
-    // Deactivate one, delete one, change a department.
-    patch_user(&scim, &bob, json!([{"op": "Replace", "path": "active", "value": "False"}])).await;
-    assert_eq!(scim.delete(&format!("/Users/{carol}")).await.status, 204);
-    patch_user(
-        &scim,
-        &alice,
-        json!([{"op": "replace", "path": format!("{ENTERPRISE}:department"), "value": "Platform"}]),
-    )
-    .await;
+    disable_delete_and_move(&scim, &bob, &carol, &alice).await;
     let head = server.log_head();
     let preview = admin.get("/provisioning/pending").await;
     assert_eq!(
