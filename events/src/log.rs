@@ -4,8 +4,8 @@
 //! [`EventLog`] is what readers and simple appenders use. [`LogTransaction`]
 //! is what a command sees inside the writer: it reads stream versions and
 //! appends, and its appends commit or vanish together with everything else
-//! the command did. A PostgreSQL backend would implement both traits; the
-//! SQLite one lives in [`crate::sqlite`].
+//! the command did. `SqliteTx` ([`crate::sqlite`]) and `PgTx`
+//! ([`crate::postgres`]) both implement [`LogTransaction`].
 
 use std::future::Future;
 use std::pin::Pin;
