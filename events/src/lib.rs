@@ -85,7 +85,7 @@ pub use event::{Event, Subject};
 pub use hash::{ChainHash, ZERO_HASH};
 pub use log::{
     ChainHead, EventLog, LogTransaction, Pending, VerifyFailure, VerifyProblem, VerifyReport,
-    VerifyScope,
+    VerifyScope, VisitError,
 };
 
 /// The text of a caught panic, for the error a command or step answers.

@@ -21,6 +21,14 @@ use crate::{
 };
 
 /// The append-only event log.
+/// What stops a walk of the log (`visit_forward` of either backend): the
+/// log failed, or the visitor did.
+#[derive(Debug)]
+pub enum VisitError<E> {
+    Log(LogError),
+    Visitor(E),
+}
+
 pub trait EventLog: Send + Sync + 'static {
     /// Appends `events` to one stream, atomically, if the stream is at
     /// `expected`. Answers once the events are durable.

@@ -31,6 +31,7 @@ use crate::{
 };
 
 pub mod conn;
+mod read;
 pub mod writer;
 
 pub use conn::{POOL_SIZE_DEFAULT, PgConn, PgPool};
@@ -59,7 +60,25 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (tenant, position),
     UNIQUE (tenant, stream, version)
 );
+-- A window of time as a range of positions (`first_position_at`).
+CREATE INDEX IF NOT EXISTS events_by_time ON events (tenant, recorded_at);
 ";
+
+/// The triggers that refuse every UPDATE, DELETE and TRUNCATE of
+/// `events`: the log is append-only on the server itself, as on SQLite
+/// (`verify` reports a guard that is missing or altered).
+fn guards() -> String {
+    let [row_guard, table_guard] = read::GUARDS;
+    format!(
+        "CREATE OR REPLACE FUNCTION rollcall_events_append_only() RETURNS trigger \
+         LANGUAGE plpgsql AS $guard${body}$guard$; \
+         CREATE OR REPLACE TRIGGER {row_guard} BEFORE UPDATE OR DELETE ON events \
+         FOR EACH ROW EXECUTE FUNCTION rollcall_events_append_only(); \
+         CREATE OR REPLACE TRIGGER {table_guard} BEFORE TRUNCATE ON events \
+         FOR EACH STATEMENT EXECUTE FUNCTION rollcall_events_append_only();",
+        body = read::GUARD_BODY
+    )
+}
 
 /// The advisory lock key the schema is made under.
 pub const SCHEMA_LOCK: i64 = 0x726f_6c6c_6361_6c6c;
@@ -132,6 +151,7 @@ impl PgLog {
                 |_| Ok(()),
             )?;
             connection.execute_batch(SCHEMA)?;
+            connection.execute_batch(&guards())?;
             connection.execute_batch("COMMIT")
         })();
         made.map_err(storage("making the log's tables"))?;
@@ -202,62 +222,15 @@ impl PgLog {
             .map_err(storage("reading a tenant's head"))
     }
 
-    /// Walks the tenant's chain from its first event: every event's hash
-    /// recomputed from its stored bytes and its predecessor's, positions
-    /// gapless, and the head row the last event. Returns how many events
-    /// it checked; the first break is an error naming its position.
+    /// Walks the tenant's chain (`PgLog::verify`): how many events it
+    /// checked, or the first break as an error naming its position.
     pub fn verify_tenant(&self, tenant: &str) -> Result<u64, LogError> {
-        let mut prev_hash = ZERO_HASH;
-        let mut last: Position = 0;
-        let mut checked = 0u64;
-        loop {
-            let batch = self.read_forward(tenant, last, 1000)?;
-            if batch.is_empty() {
-                break;
-            }
-            for event in &batch {
-                // A log migrated from SQLite keeps its global positions:
-                // increasing per tenant, with gaps where others wrote.
-                if event.position <= last {
-                    return Err(LogError::HashMismatch {
-                        position: event.position,
-                        what: "its position is not after the previous event's",
-                    });
-                }
-                if event.prev_hash != prev_hash {
-                    return Err(LogError::HashMismatch {
-                        position: event.position,
-                        what: "its prev_hash is not the previous event's hash",
-                    });
-                }
-                if !event.hash_is_consistent() {
-                    return Err(LogError::HashMismatch {
-                        position: event.position,
-                        what: "its bytes do not hash to its stored hash",
-                    });
-                }
-                prev_hash = event.hash;
-                last = event.position;
-                checked += 1;
-            }
-        }
-        let connection = self.connection("reading a tenant's head")?;
-        let head = connection
-            .query_row(
-                "SELECT position, hash FROM tenant_heads WHERE tenant = ?1",
-                params![tenant],
-                |row| Ok((row.get::<_, u64>(0)?, row.get::<_, Vec<u8>>(1)?)),
-            )
-            .optional()
-            .map_err(storage("reading a tenant's head"))?;
-        match head {
-            None if last == 0 => Ok(0),
-            Some((position, hash)) if position == last && to_hash(&hash, last)? == prev_hash => {
-                Ok(checked)
-            }
-            _ => Err(LogError::HashMismatch {
-                position: last,
-                what: "the tenant's head row is not its last event",
+        let report = self.verify(crate::VerifyScope::Tenant(tenant.to_owned()))?;
+        match report.failure {
+            None => Ok(report.events_checked),
+            Some(failure) => Err(LogError::HashMismatch {
+                position: failure.position,
+                what: failure.problem.describe(),
             }),
         }
     }

@@ -107,8 +107,14 @@ where
     }
 }
 
+/// A batch a lane runs: its tenant (`None` for a command alone) and its
+/// commands in queue order.
+type Batch = (Option<String>, Vec<Box<dyn Command>>);
+
 struct Job {
-    tenant: String,
+    /// `None`: a command whose tenant is known only once it runs; it runs
+    /// in a transaction of its own.
+    tenant: Option<String>,
     command: Box<dyn Command>,
 }
 
@@ -122,6 +128,9 @@ struct Queue {
 
 struct Shared {
     queue: Mutex<Queue>,
+    /// Moved after every commit of this node's writer: what readers that
+    /// tail the log (the feed, webhook delivery) wait on.
+    committed: tokio::sync::watch::Sender<u64>,
     wake: Condvar,
     pool: Arc<PgPool>,
     options: PgWriterOptions,
@@ -136,16 +145,23 @@ impl Shared {
 
     /// The next batch: the oldest job of a tenant no lane is writing, and
     /// the later jobs of that tenant. `None` once stopping and drained.
-    fn take(&self) -> Option<(String, Vec<Box<dyn Command>>)> {
+    fn take(&self) -> Option<Batch> {
         let mut queue = self.lock();
         loop {
-            let free = queue.jobs.iter().position(|job| !queue.busy.contains(&job.tenant));
+            let free = queue.jobs.iter().position(|job| {
+                job.tenant.as_ref().is_none_or(|tenant| !queue.busy.contains(tenant))
+            });
             if let Some(first) = free {
-                let tenant = queue.jobs.get(first).map(|job| job.tenant.clone())?;
+                let tenant = queue.jobs.get(first).and_then(|job| job.tenant.clone());
+                let Some(tenant) = tenant else {
+                    let alone = queue.jobs.remove(first).map(|job| job.command);
+                    return Some((None, alone.into_iter().collect()));
+                };
                 let mut batch = Vec::new();
                 let mut index = first;
                 while index < queue.jobs.len() && batch.len() < self.options.batch_commands_max {
-                    if queue.jobs.get(index).is_some_and(|job| job.tenant == tenant) {
+                    if queue.jobs.get(index).is_some_and(|job| job.tenant.as_ref() == Some(&tenant))
+                    {
                         if let Some(job) = queue.jobs.remove(index) {
                             batch.push(job.command);
                         }
@@ -154,7 +170,7 @@ impl Shared {
                     }
                 }
                 queue.busy.insert(tenant.clone());
-                return Some((tenant, batch));
+                return Some((Some(tenant), batch));
             }
             if queue.stopping && queue.jobs.is_empty() {
                 return None;
@@ -163,8 +179,10 @@ impl Shared {
         }
     }
 
-    fn done(&self, tenant: &str) {
-        self.lock().busy.remove(tenant);
+    fn done(&self, tenant: Option<&str>) {
+        if let Some(tenant) = tenant {
+            self.lock().busy.remove(tenant);
+        }
         self.wake.notify_all();
     }
 
@@ -195,6 +213,9 @@ impl Shared {
             }
         }
         let committed = tx.commit();
+        if committed.is_ok() {
+            self.committed.send_modify(|commits| *commits = commits.wrapping_add(1));
+        }
         for command in batch {
             command.finish(committed.as_ref().map(|_| ()));
         }
@@ -219,6 +240,7 @@ impl PgWriter {
         let lanes = options.lanes.max(1);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
+            committed: tokio::sync::watch::Sender::new(0),
             wake: Condvar::new(),
             pool,
             options,
@@ -231,7 +253,7 @@ impl PgWriter {
                 .spawn(move || {
                     while let Some((tenant, batch)) = shared.take() {
                         shared.run(batch);
-                        shared.done(&tenant);
+                        shared.done(tenant.as_deref());
                     }
                 })
                 .map_err(|error| LogError::storage("starting a writer lane", error))?;
@@ -249,6 +271,28 @@ impl PgWriter {
         T: Send + 'static,
         E: Send + 'static,
     {
+        self.queue(Some(tenant.to_owned()), command)
+    }
+
+    /// Runs `command` in a transaction of its own: for a command that
+    /// finds out which tenant it writes only as it runs (a token's use, a
+    /// revocation by id), which batched with one tenant's commands could
+    /// hold a second tenant's head.
+    pub fn execute_alone<T, E, F>(&self, command: F) -> Pending<T, E>
+    where
+        F: FnOnce(&mut dyn LogTransaction) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        self.queue(None, command)
+    }
+
+    fn queue<T, E, F>(&self, tenant: Option<String>, command: F) -> Pending<T, E>
+    where
+        F: FnOnce(&mut dyn LogTransaction) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
         let (reply, receiver) = oneshot::channel();
         let job = ClosureCommand { command: Some(command), outcome: None, reply };
         {
@@ -261,10 +305,22 @@ impl PgWriter {
                     queue_max: self.shared.options.queue_commands_max,
                 })));
             }
-            queue.jobs.push_back(Job { tenant: tenant.to_owned(), command: Box::new(job) });
+            queue.jobs.push_back(Job { tenant, command: Box::new(job) });
         }
         self.shared.wake.notify_one();
         Pending::new(receiver)
+    }
+
+    /// Wakes whenever a batch of this node's writer commits (the value
+    /// counts the commits).
+    pub fn watch_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.committed.subscribe()
+    }
+
+    /// Whether commands submitted now can run: the lanes have not been
+    /// stopped.
+    pub fn is_running(&self) -> bool {
+        !self.shared.lock().stopping
     }
 
     /// Lets queued commands finish and stops the lanes.

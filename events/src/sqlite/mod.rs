@@ -21,9 +21,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
+pub use crate::log::VisitError;
 pub use changes::Changes;
 pub use pool::{Lane, PooledConnection};
-pub use read::VisitError;
 pub use schema::EVENTS_SCHEMA_VERSION;
 pub use writer::{SqliteTx, WriterStats};
 

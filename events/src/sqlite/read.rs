@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteLog;
+use crate::log::VisitError;
 use crate::log::{ChainHead, VerifyFailure, VerifyProblem, VerifyReport, VerifyScope};
 use crate::{ChainHash, EventRef, LogError, Position, RecordedEvent, ZERO_HASH};
 
@@ -248,13 +249,6 @@ fn ref_from_row<'row>(row: &'row Row<'_>) -> rusqlite::Result<EventRef<'row>> {
         prev_hash: hash_ref(row, 9)?,
         hash: hash_ref(row, 10)?,
     })
-}
-
-/// What stops a [`SqliteLog::visit_forward`] walk.
-#[derive(Debug)]
-pub enum VisitError<E> {
-    Log(LogError),
-    Visitor(E),
 }
 
 /// Calls `visit` for every event after `after` (of one tenant, or all), in

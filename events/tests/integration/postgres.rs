@@ -87,18 +87,44 @@ fn each_tenant_has_its_own_gapless_chain_and_a_tampered_event_is_named() {
         log.append("acme", "user:1", ExpectedVersion::Any, &[bad], &context()).unwrap_err();
     assert!(matches!(refused, AppendError::InvalidEvent { .. }), "{refused:?}");
 
-    // An event edited behind the log's back is found, by position.
-    PgPool::new(&url, 1)
-        .unwrap()
-        .get()
-        .unwrap()
-        .execute_batch(
-            "UPDATE events SET payload = '{\"n\":42}' WHERE tenant = 'acme' AND position = 2",
-        )
-        .unwrap();
+    // The server itself refuses edits of the log.
+    let raw_pool = PgPool::new(&url, 1).unwrap();
+    let raw = raw_pool.get().unwrap();
+    for edit in [
+        "UPDATE events SET payload = '{\"n\":42}' WHERE tenant = 'acme' AND position = 2",
+        "DELETE FROM events WHERE tenant = 'acme' AND position = 3",
+        "TRUNCATE events",
+    ] {
+        let refused = raw.execute_batch(edit).unwrap_err().to_string();
+        assert!(refused.contains("append-only"), "{edit}: {refused}");
+    }
+    let report = log.verify(events::VerifyScope::All).unwrap();
+    assert_eq!((report.events_checked, &report.failure), (5, &None));
+    assert!(report.missing_guards.is_empty() && report.altered_guards.is_empty(), "{report:?}");
+
+    // With its guards switched off, an edit behind the log's back is found,
+    // by position, and so are the guards.
+    raw.execute_batch(
+        "ALTER TABLE events DISABLE TRIGGER USER; \
+         UPDATE events SET payload = '{\"n\":42}' WHERE tenant = 'acme' AND position = 2",
+    )
+    .unwrap();
     let broken = log.verify_tenant("acme").unwrap_err();
     assert!(matches!(broken, LogError::HashMismatch { position: 2, .. }), "{broken:?}");
     assert_eq!(log.verify_tenant("globex").unwrap(), 2, "another tenant is untouched");
+    let report = log.verify(events::VerifyScope::Tenant("globex".to_owned())).unwrap();
+    assert_eq!(report.missing_guards.len(), 2, "{report:?}");
+    // The last event removed: the head row no longer matches the chain.
+    raw.execute_batch("DELETE FROM events WHERE tenant = 'globex' AND position = 2").unwrap();
+    let cut = log.verify(events::VerifyScope::Tenant("globex".to_owned())).unwrap();
+    assert_eq!(cut.failure.map(|failure| failure.position), Some(2), "the cut end is found");
+    // Reads by position and by time name their tenant.
+    assert_eq!(log.read_at("acme", 3).unwrap().map(|event| event.position), Some(3));
+    assert_eq!(log.read_at("globex", 3).unwrap(), None);
+    assert_eq!(log.first_position_at("acme", "0000").unwrap(), 1);
+    assert_eq!(log.first_position_at("acme", "9999").unwrap(), 4, "after the last: head + 1");
+    assert_eq!(log.tenants().unwrap(), ["acme", "globex"]);
+    assert_eq!(log.head().unwrap(), 3);
 }
 
 /// The late-commit bug of logs that number events from a sequence: a slow
