@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use events::event::TokenScope;
 use events::sqlite::{Durability, LogOptions};
-use events::{Actor, CommandContext, EventLog, VerifyScope};
+use events::{Actor, CommandContext, VerifyScope};
 use rollcall::audit::report;
 use rollcall::state::{AppState, ServerConfig};
 use rollcall::store::Store;
@@ -381,7 +381,8 @@ fn measure(store: &Store, db: &Path, only: Option<&str>) {
             ("2026-09-01T00:00:00Z", "from a snapshot"),
             ("2026-10-30T09:13:00Z", "from a snapshot"),
         ] {
-            let position = rollcall::audit::position_at_or_before(store, at).expect("position");
+            let position =
+                rollcall::audit::position_at_or_before(store, &tenant, at).expect("position");
             // What the API answers: the counts and a page of 100 members.
             let (counts, page) =
                 timed(&format!("as-of {at} (position {position}, {note})"), || {

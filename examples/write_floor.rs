@@ -102,7 +102,8 @@ fn decode(db: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let store = rollcall::store::Store::open_read_only(db, events::sqlite::LogOptions::default())?;
     let (mut count, mut bytes) = (0u64, 0usize);
-    for recorded in store.log().read_forward(0, None) {
+    let log = store.log().sqlite().ok_or("the write floor reads a SQLite file")?;
+    for recorded in log.read_forward(0, None) {
         let recorded = recorded?;
         bytes += recorded.payload.len();
         recorded.decode(store.keys())?;

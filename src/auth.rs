@@ -66,7 +66,7 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
         Err(error) => return gate.surface.respond(Error::from(error)),
     };
     let hash = secret_hash(secret);
-    let token = match gate.state.cache.token(&hash, generation) {
+    let token = match generation.and_then(|generation| gate.state.cache.token(&hash, generation)) {
         Some(token) => Some(token),
         None => {
             let found = gate
@@ -76,7 +76,9 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
             match found {
                 // Unknown secrets are not kept: guesses must not fill it.
                 Ok(Some(token)) => {
-                    gate.state.cache.keep_token(hash, generation, token.clone());
+                    if let Some(generation) = generation {
+                        gate.state.cache.keep_token(hash, generation, token.clone());
+                    }
                     Some(token)
                 }
                 Ok(None) => None,
@@ -110,7 +112,9 @@ pub async fn require_token(State(gate): State<Gate>, mut request: Request, next:
             .map_or_else(|| request.uri().clone(), |original| original.0.clone()),
         user_agent: request.headers().get(header::USER_AGENT).cloned(),
     });
-    request.extensions_mut().insert(Generation(generation));
+    if let Some(generation) = generation {
+        request.extensions_mut().insert(Generation(generation));
+    }
     request.extensions_mut().insert(Principal {
         token_id: token.token_id,
         tenant_id: token.tenant_id,
@@ -184,7 +188,11 @@ fn note_use(state: &AppState, token: &TokenRecord) {
     let token_id = token.token_id.clone();
     let at = state.store.log().now_millis();
     // Fire and forget: losing a "last used" stamp to a shutdown is harmless.
-    drop(state.store.command(move |tx| Ok(tenancy::record_token_use(tx.db(), &token_id, &at)?)));
+    drop(
+        state
+            .store
+            .command(None, move |tx| Ok(tenancy::record_token_use(tx.db(), &token_id, &at)?)),
+    );
 }
 
 /// A header a client chose, as recorded: text, and no longer than a

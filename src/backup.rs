@@ -24,8 +24,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use events::VerifyScope;
 use events::sqlite::LogOptions;
-use events::{EventLog, VerifyScope};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 

@@ -77,8 +77,9 @@ pub fn record(
     reason: Option<String>,
     context: CommandContext,
 ) -> Pending<Decided, Error> {
+    let lane = tenant;
     let tenant = tenant.to_owned();
-    store.command(move |tx| decide(tx, &tenant, &target, reason, &context))
+    store.command(Some(lane), move |tx| decide(tx, &tenant, &target, reason, &context))
 }
 
 /// Runs [`record`] and [`finish`] to the end (the CLI).

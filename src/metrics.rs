@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use events::EventLog;
 use events::histogram::Histogram as WriterHistogram;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -445,14 +444,18 @@ impl Collector for Gauges {
             None,
             metric.metric_type(),
         )?)?;
-        let size = |suffix| file_size(log.path(), suffix);
-        gauge(encoder, "rollcall_database_bytes", "Size of the database file", size(""))?;
-        gauge(
-            encoder,
-            "rollcall_wal_bytes",
-            "Size of the database's write-ahead log",
-            size("-wal"),
-        )?;
+        // On PostgreSQL the files are the server's, measured by its own
+        // exporters.
+        if let Some(path) = log.path() {
+            let size = |suffix| file_size(path, suffix);
+            gauge(encoder, "rollcall_database_bytes", "Size of the database file", size(""))?;
+            gauge(
+                encoder,
+                "rollcall_wal_bytes",
+                "Size of the database's write-ahead log",
+                size("-wal"),
+            )?;
+        }
         let (hits, misses) = self.cache.probes();
         counters(
             encoder,
@@ -552,51 +555,55 @@ impl Collector for Gauges {
             None,
             seconds.metric_type(),
         )?)?;
-        let stats = log.stats();
-        let read =
-            |value: &std::sync::atomic::AtomicU64| value.load(std::sync::atomic::Ordering::Relaxed);
-        counter(
-            encoder,
-            "rollcall_writer_batches",
-            "Transactions the writer committed (one per batch of commands)",
-            read(&stats.batches_committed),
-        )?;
-        counter(
-            encoder,
-            "rollcall_writer_commands",
-            "Commands whose effects the writer committed",
-            read(&stats.commands_committed),
-        )?;
-        counter(
-            encoder,
-            "rollcall_writer_commands_rolled_back",
-            "Commands rolled back alone (they failed)",
-            read(&stats.commands_rolled_back),
-        )?;
-        gauge(
-            encoder,
-            "rollcall_writer_queue_commands",
-            "Commands waiting for the writer (not yet in a batch)",
-            read(&stats.queued),
-        )?;
-        histogram(
-            encoder,
-            "rollcall_writer_batch_commands",
-            "Commands per committed batch (group commit)",
-            &stats.batch_commands,
-        )?;
-        histogram(
-            encoder,
-            "rollcall_writer_commit_seconds",
-            "Time of each batch's COMMIT; with --durability full it holds the fsync of the write-ahead log",
-            &stats.commit_seconds,
-        )?;
-        histogram(
-            encoder,
-            "rollcall_writer_fsync_seconds",
-            "Time of each fsync of the write-ahead log by the syncer (--durability pipelined only)",
-            &stats.fsync_seconds,
-        )?;
+        // The writer's statistics are the SQLite writer's.
+        if let Some(log) = log.sqlite() {
+            let stats = log.stats();
+            let read = |value: &std::sync::atomic::AtomicU64| {
+                value.load(std::sync::atomic::Ordering::Relaxed)
+            };
+            counter(
+                encoder,
+                "rollcall_writer_batches",
+                "Transactions the writer committed (one per batch of commands)",
+                read(&stats.batches_committed),
+            )?;
+            counter(
+                encoder,
+                "rollcall_writer_commands",
+                "Commands whose effects the writer committed",
+                read(&stats.commands_committed),
+            )?;
+            counter(
+                encoder,
+                "rollcall_writer_commands_rolled_back",
+                "Commands rolled back alone (they failed)",
+                read(&stats.commands_rolled_back),
+            )?;
+            gauge(
+                encoder,
+                "rollcall_writer_queue_commands",
+                "Commands waiting for the writer (not yet in a batch)",
+                read(&stats.queued),
+            )?;
+            histogram(
+                encoder,
+                "rollcall_writer_batch_commands",
+                "Commands per committed batch (group commit)",
+                &stats.batch_commands,
+            )?;
+            histogram(
+                encoder,
+                "rollcall_writer_commit_seconds",
+                "Time of each batch's COMMIT; with --durability full it holds the fsync of the write-ahead log",
+                &stats.commit_seconds,
+            )?;
+            histogram(
+                encoder,
+                "rollcall_writer_fsync_seconds",
+                "Time of each fsync of the write-ahead log by the syncer (--durability pipelined only)",
+                &stats.fsync_seconds,
+            )?;
+        }
         Ok(())
     }
 }

@@ -105,7 +105,7 @@ impl RequestLog {
         let rows = self.take();
         let keep = self.keep;
         let due = self.due(&rows);
-        store.command(move |tx| {
+        store.command(None, move |tx| {
             if !rows.is_empty() {
                 let trim: Vec<&str> = due.iter().map(String::as_str).collect();
                 requests::record(tx.db(), &rows, keep, &trim)?;

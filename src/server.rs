@@ -18,7 +18,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use events::EventLog;
 use http_body_util::BodyExt;
 use tracing::Instrument;
 
@@ -139,7 +138,8 @@ fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
 /// answers, and the disk has room. 503 names the first reason it has not.
 async fn readyz(State(state): State<AppState>) -> Response {
     let log = state.store.log();
-    let free = free_bytes(log.path());
+    // On PostgreSQL the database's disk is the server's to watch.
+    let free = log.path().map(free_bytes).transpose();
     let floor = state.config.ready_min_free_bytes;
     let reason = if !log.is_writable() {
         Some("the log writer has stopped or an fsync failed".to_owned())
@@ -148,7 +148,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         match &free {
             Err(error) => Some(format!("the free disk space cannot be read: {error}")),
-            Ok(free) if *free < floor => Some(format!(
+            Ok(Some(free)) if *free < floor => Some(format!(
                 "{} MiB free on the database's disk, below the floor of {} MiB (serve --ready-min-free-mb)",
                 free / (1024 * 1024),
                 floor / (1024 * 1024)
@@ -156,7 +156,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
             Ok(_) => None,
         }
     };
-    let free_mib = free.ok().map(|free| free / (1024 * 1024));
+    let free_mib = free.ok().flatten().map(|free| free / (1024 * 1024));
     match reason {
         None => (
             StatusCode::OK,

@@ -110,7 +110,7 @@ pub fn create_tenant(store: &Store, name: &str, context: CommandContext) -> Pend
         return Pending::ready(Err(events::ExecuteError::Command(error)));
     }
     let name = name.to_owned();
-    store.command(move |tx| {
+    store.command(Some(SYSTEM_TENANT), move |tx| {
         if tenancy::tenant_by_name(tx.db(), &name)?.is_some() {
             return Err(Error::conflict(format!("a tenant named {name:?} already exists")));
         }
@@ -189,7 +189,7 @@ pub fn issue_token(
         Err(error) => return Pending::ready(Err(events::ExecuteError::Command(error))),
     };
     let secret_sha256 = events::hash::to_hex(&secret_hash(secret.expose()));
-    store.command(move |tx| {
+    store.command(None, move |tx| {
         let tenant = tenant.resolve(tx.db())?;
         let token_id = ulid::Ulid::generate().to_string();
         let event = Event::TokenIssued(TokenIssued {
@@ -240,7 +240,7 @@ pub fn register_client(
         Err(error) => return Pending::ready(Err(events::ExecuteError::Command(error))),
     };
     let secret_sha256 = events::hash::to_hex(&secret_hash(secret.expose()));
-    store.command(move |tx| {
+    store.command(None, move |tx| {
         let tenant = tenant.resolve(tx.db())?;
         let client_id = format!(
             "{CLIENT_ID_PREFIX}{}",
@@ -273,7 +273,7 @@ pub fn revoke_client(
 ) -> Pending<Revoked, Error> {
     let client_id = client_id.to_owned();
     let clock = store.log().clock();
-    store.command(move |tx| {
+    store.command(None, move |tx| {
         let client = tenancy::client_by_id(tx.db(), &client_id)?
             .ok_or_else(|| Error::not_found(format!("client {client_id}")))?;
         if client.revoked_at.is_some() {
@@ -389,7 +389,7 @@ pub fn grant_client_credentials(
     };
     let secret_sha256 = events::hash::to_hex(&secret_hash(secret.expose()));
     let clock = store.log().clock();
-    store.command(move |tx| {
+    store.command(None, move |tx| {
         let client = tenancy::client_by_id(tx.db(), &client_id)?;
         let Some(client) = client
             .filter(|client| client.revoked_at.is_none() && client.secret_sha256 == presented)
@@ -444,7 +444,7 @@ pub fn revoke_token(
     context: CommandContext,
 ) -> Pending<Revoked, Error> {
     let token_id = token_id.to_owned();
-    store.command(move |tx| {
+    store.command(None, move |tx| {
         let token = tenancy::token_by_id(tx.db(), &token_id)?
             .filter(|token| within_tenant.as_ref().is_none_or(|tenant| *tenant == token.tenant_id))
             .ok_or_else(|| Error::not_found(format!("token {token_id}")))?;

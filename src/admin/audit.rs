@@ -8,8 +8,8 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, middleware};
+use events::VerifyScope;
 use events::event::TokenScope;
-use events::{EventLog, VerifyScope};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -389,13 +389,13 @@ async fn as_of(
         return Err(Error::invalid(format!("offset and position must be 0 to {largest}")).into());
     }
     let store = state.store.clone();
-    let snapshots =
-        snapshots::Snapshots::beside(store.log().path(), state.config.as_of_snapshot_every);
+    let path = store.log().sqlite_for("an as-of")?.path();
+    let snapshots = snapshots::Snapshots::beside(path, state.config.as_of_snapshot_every);
     let tenant_id = caller.principal.tenant_id.clone();
     let (at, position) = (params.at.clone(), params.position);
     let state = blocking(move || {
         let position = match (at, position) {
-            (Some(at), None) => position_at_or_before(&store, &at)?,
+            (Some(at), None) => position_at_or_before(&store, &tenant_id, &at)?,
             (None, Some(position)) => position,
             _ => return Err(Error::invalid("give one of at (an instant or a date) or position")),
         };

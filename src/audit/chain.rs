@@ -12,7 +12,7 @@ use std::io::{BufRead, Write};
 
 use events::hash::{CanonicalEvent, from_hex, to_hex};
 use events::sqlite::VisitError;
-use events::{ChainHash, EventLog, Position, VerifyScope};
+use events::{ChainHash, Position, VerifyScope};
 use serde::{Deserialize, Serialize};
 
 use super::report::Window;
@@ -63,8 +63,11 @@ pub fn checkpoint(store: &Store, tenant_id: &str) -> Result<Option<(Checkpoint, 
     let Some(head) = report.heads.into_iter().find(|head| head.tenant == tenant_id) else {
         return Ok(None);
     };
-    let recorded_at =
-        store.log().read_at(head.position)?.map(|event| event.recorded_at).unwrap_or_default();
+    let recorded_at = store
+        .log()
+        .read_at(tenant_id, head.position)?
+        .map(|event| event.recorded_at)
+        .unwrap_or_default();
     Ok(Some((Checkpoint { position: head.position, hash: head.hash }, recorded_at)))
 }
 
@@ -76,7 +79,7 @@ pub fn check(
     tenant_id: &str,
     checkpoint: &Checkpoint,
 ) -> Result<Option<String>, Error> {
-    match store.log().read_at(checkpoint.position)? {
+    match store.log().read_at(tenant_id, checkpoint.position)? {
         None => Ok(Some(format!(
             "the log no longer reaches position {}: events were removed",
             checkpoint.position
@@ -123,8 +126,8 @@ pub fn export(
     let log = store.log();
     let (start, end) = match window {
         Some(window) => (
-            log.first_position_at(&events::time::format_millis(window.from))?,
-            log.first_position_at(&events::time::format_millis(window.to))?,
+            log.first_position_at(tenant_id, &events::time::format_millis(window.from))?,
+            log.first_position_at(tenant_id, &events::time::format_millis(window.to))?,
         ),
         None => (1, Position::MAX),
     };

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use events::event::Event;
 use events::sqlite::VisitError;
-use events::{EventLog, Position, RecordedEvent};
+use events::{Position, RecordedEvent};
 use serde::Serialize;
 use serde_json::Value;
 

@@ -64,7 +64,7 @@ pub fn request(store: &Store, tenant_id: &str, request_id: &str) -> Result<Reque
     })?;
     // Its events were recorded after it arrived: no need to read before.
     let start = match &logged {
-        Some(row) => store.log().first_position_at(&row.at)?.saturating_sub(1),
+        Some(row) => store.log().first_position_at(tenant_id, &row.at)?.saturating_sub(1),
         None => 0,
     };
     let mut found: Option<Request> = None;

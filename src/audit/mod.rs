@@ -166,11 +166,15 @@ pub struct SinceCheck {
 /// its start): the state "as of" that instant.
 pub fn position_at_or_before(
     store: &crate::store::Store,
+    tenant_id: &str,
     at: &str,
 ) -> Result<events::Position, Error> {
     let instant = report::instant(at, "at", false)?;
     let after = instant
         .checked_add(jiff::SignedDuration::from_millis(1))
         .map_err(|_| Error::invalid(format!("at {at:?} is out of range")))?;
-    Ok(store.log().first_position_at(&events::time::format_millis(after))?.saturating_sub(1))
+    Ok(store
+        .log()
+        .first_position_at(tenant_id, &events::time::format_millis(after))?
+        .saturating_sub(1))
 }

@@ -65,8 +65,8 @@ pub fn joiners_leavers(
     window: Window,
 ) -> Result<Vec<Movement>, Error> {
     let log = store.log();
-    let start = log.first_position_at(&events::time::format_millis(window.from))?;
-    let end = log.first_position_at(&events::time::format_millis(window.to))?;
+    let start = log.first_position_at(tenant_id, &events::time::format_millis(window.from))?;
+    let end = log.first_position_at(tenant_id, &events::time::format_millis(window.to))?;
     if start >= end {
         return Ok(Vec::new());
     }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use clap::{Subcommand, ValueEnum};
-use events::{EventLog, VerifyScope};
+use events::VerifyScope;
 use projections::tenancy as tenancy_projection;
 
 use super::common::{print_json, print_table, tenant_id};
@@ -324,7 +324,7 @@ pub fn audit_command(
             let tenant_id = tenant_id(store, &tenant)?;
             let position = match (at, position) {
                 (_, Some(position)) => position,
-                (Some(at), None) => crate::audit::position_at_or_before(store, &at)?,
+                (Some(at), None) => crate::audit::position_at_or_before(store, &tenant_id, &at)?,
                 (None, None) => anyhow::bail!("--at or --position is required"),
             };
             let state = crate::store::replay::as_of(store, &tenant_id, position, snapshots)?

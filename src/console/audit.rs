@@ -7,7 +7,6 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use events::EventLog;
 use maud::html;
 use projections::console::{self as console_state, VerifyRow};
 use serde::Deserialize;
@@ -186,7 +185,7 @@ pub async fn verify(
     let (tenant, row) = row;
     state
         .store
-        .command(move |tx| Ok(console_state::record_verify(tx.db(), &tenant, &row)?))
+        .command(None, move |tx| Ok(console_state::record_verify(tx.db(), &tenant, &row)?))
         .await
         .map_err(crate::error::Error::from)?;
     Ok(see_other("/admin/audit?notice=verified"))

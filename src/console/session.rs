@@ -498,7 +498,7 @@ async fn start(state: &AppState, headers: &HeaderMap, token: &TokenRecord, next:
     let hash = secret_hash(&secret);
     let stored = state
         .store
-        .command(move |tx| Ok(console_state::start_session(tx.db(), &hash, &row)?))
+        .command(None, move |tx| Ok(console_state::start_session(tx.db(), &hash, &row)?))
         .await
         .map_err(Error::from);
     if let Err(error) = stored {
@@ -549,7 +549,7 @@ pub async fn redeem_link(
     let hash = secret_hash(form.text("code"));
     let taken = state
         .store
-        .command(move |tx| Ok(console_state::take_link(tx.db(), &hash)?))
+        .command(None, move |tx| Ok(console_state::take_link(tx.db(), &hash)?))
         .await
         .map_err(Error::from);
     let now = state.store.now();
@@ -585,7 +585,7 @@ pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap, _form: 
         let hash = secret_hash(secret);
         let ended = state
             .store
-            .command(move |tx| Ok(console_state::end_session(tx.db(), &hash)?))
+            .command(None, move |tx| Ok(console_state::end_session(tx.db(), &hash)?))
             .await
             .map_err(Error::from);
         if let Err(error) = ended {
@@ -634,7 +634,7 @@ pub fn issue_link(
     let expires_at = events::time::format_millis(expires);
     let (tenant_id, token_id) = (token.tenant_id.clone(), token.token_id.clone());
     store
-        .command(move |tx| {
+        .command(None, move |tx| {
             Ok(console_state::add_link(tx.db(), &hash, &tenant_id, &token_id, &expires_at)?)
         })
         .wait()?;

@@ -1011,6 +1011,7 @@ pub async fn bulk(
 ) -> Result<Response, ScimError> {
     let request = BulkRequest::parse(&body, state.config.bulk_operations_max)?;
     drop(body);
+    let tenant = caller.principal.tenant_id.clone();
     let progress = Progress::new(
         request,
         caller.principal.tenant_id.clone(),
@@ -1025,7 +1026,7 @@ pub async fn bulk(
     while !lock(&progress).finished() {
         let kept = lock(&progress).outcomes.clone();
         let shared = progress.clone();
-        let ran = state.store.command(move |tx| lock(&shared).advance(tx)).await;
+        let ran = state.store.command(Some(&tenant), move |tx| lock(&shared).advance(tx)).await;
         match ran {
             Ok(()) => committed += 1,
             // Nothing was written yet: the request fails as a whole.

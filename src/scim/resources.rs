@@ -893,7 +893,9 @@ pub async fn create_resource(
     let caller = caller.with_body(redact(&body));
     let (row, related) = state
         .store
-        .command(move |tx| create(tx, &tenant, kind, document, &caller.context))
+        .command(Some(&caller.principal.tenant_id.clone()), move |tx| {
+            create(tx, &tenant, kind, document, &caller.context)
+        })
         .await
         .map_err(Error::from)?;
     let (id, version) = (row.id.clone(), row.version);
@@ -1093,10 +1095,11 @@ pub async fn update_resource(
     // The command answers with the user as it wrote it, and its groups
     // while their pages are at hand: no read back in a second transaction.
     let (row, groups) = {
+        let lane = tenant.clone();
         let tenant = tenant.clone();
         state
             .store
-            .command(move |tx| {
+            .command(Some(&lane), move |tx| {
                 let target = Target { tenant: &tenant, kind, id: &id };
                 let row = update(tx, target, precondition.as_deref(), edit, &caller.context)?;
                 let groups = match kind {
@@ -1149,7 +1152,7 @@ pub async fn delete_resource(
     let tenant = caller.principal.tenant_id.clone();
     state
         .store
-        .command(move |tx| {
+        .command(Some(&caller.principal.tenant_id), move |tx| {
             let target = Target { tenant: &tenant, kind, id: &id };
             delete(tx, target, precondition.as_deref(), &caller.context)
         })

@@ -1,5 +1,7 @@
 //! The key store: every subject's data key (`events::seal`), in an SQLite
-//! file of its own beside the database, `<db>.keys`.
+//! file of its own beside the database, `<db>.keys`, or, for a database on
+//! PostgreSQL, in the `data_keys` table of that database, shared by every
+//! node.
 //!
 //! It is outside the hash chain and outside the database file on purpose:
 //! it can be backed up on its own, shorter schedule, and a backup of the
@@ -8,8 +10,9 @@
 //! erased while a key that is simply missing (a key store restored from a
 //! backup older than the log) is an error that says so.
 //!
-//! This module owns the file and its in-memory cache. It never touches the
-//! database. Ids are made in blocks numbered after every id the file
+//! This module owns the file (on PostgreSQL, the `key_store` and
+//! `data_keys` tables) and its in-memory cache. It never touches the
+//! log or the projections. Ids are made in blocks numbered after every id the file
 //! holds, under the file's write lock, and each process hands out only the
 //! ids of the blocks it made: an id is never handed out twice. Which key is
 //! whose is the user's `UserCreated::key`, folded into the directory row.
@@ -18,8 +21,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use events::db::{Db, OptionalExtension as _};
+use events::params;
+use events::postgres::PgPool;
 use events::seal::{KeySource, KeyState, Keyring, SealError, SubjectKey};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
 
 /// Keys made at a time, in one durable transaction: a new subject costs
 /// the key store one fsync per this many.
@@ -44,13 +50,39 @@ CREATE TABLE IF NOT EXISTS data_keys (
 ) STRICT;
 ";
 
+/// The same tables on PostgreSQL.
+const POSTGRES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS key_store (
+    id BIGINT PRIMARY KEY CHECK (id = 1),
+    database TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS data_keys (
+    key_id BIGINT PRIMARY KEY,
+    key BYTEA CHECK (key IS NULL OR octet_length(key) = 32),
+    erased_at TEXT,
+    CHECK ((key IS NULL) = (erased_at IS NOT NULL))
+);
+";
+
+/// How often a node on PostgreSQL looks whether another node erased keys
+/// it holds in its cache: at most this long after an erasure elsewhere,
+/// a key it cached still opens values here (the erased person's rows are
+/// gone from the projections already, by the erasure's own commit).
+const POSTGRES_REVALIDATE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Where the keys are kept.
+enum Backing {
+    File(Mutex<Connection>),
+    Postgres { pool: Arc<PgPool>, checked: Mutex<Option<std::time::Instant>> },
+}
+
 pub struct KeyStore {
     path: PathBuf,
     writable: bool,
     /// Opened by [`KeyStore::bind`], once the database beside it is known
     /// to be a database: opening `--db` on a wrong path leaves no file.
     /// Empty after it for a reader with no key store file.
-    connection: std::sync::OnceLock<Option<Mutex<Connection>>>,
+    connection: std::sync::OnceLock<Option<Backing>>,
     cache: RwLock<HashMap<u64, KeyState>>,
     /// The ids this process made and has not handed out yet.
     lease: Mutex<Vec<Arc<SubjectKey>>>,
@@ -60,6 +92,8 @@ pub struct KeyStore {
     seen: std::sync::atomic::AtomicU64,
     /// The file's change counter (its WAL-index header: one `pread`).
     changes: events::sqlite::Changes,
+    /// The pool of a key store on PostgreSQL, until [`KeyStore::bind`].
+    postgres: Option<Arc<PgPool>>,
     /// Keys an erasure recorded in the log that the file may still hold
     /// (its process died before destroying them, and this handle is a
     /// reader that may not): they read as erased all the same.
@@ -72,7 +106,7 @@ impl std::fmt::Debug for KeyStore {
     }
 }
 
-fn store_error(context: &'static str) -> impl FnOnce(rusqlite::Error) -> SealError {
+fn store_error<E: std::fmt::Display>(context: &'static str) -> impl FnOnce(E) -> SealError {
     move |error| SealError::Store(format!("{context}: {error}"))
 }
 
@@ -106,15 +140,38 @@ impl KeyStore {
             lease: Mutex::new(Vec::new()),
             seen: std::sync::atomic::AtomicU64::new(u64::MAX),
             changes: events::sqlite::Changes::new(&path_for_changes),
+            postgres: None,
             forgotten: RwLock::default(),
         }
+    }
+
+    /// The key store of a database on PostgreSQL: its tables in that
+    /// database, made by [`KeyStore::bind`].
+    pub fn postgres(pool: Arc<PgPool>) -> KeyStore {
+        let mut store = KeyStore::with(PathBuf::from("data_keys"), true);
+        store.postgres = Some(pool);
+        store
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn open_file(&self) -> Result<Option<Connection>, SealError> {
+    fn open_file(&self) -> Result<Option<Backing>, SealError> {
+        if let Some(pool) = &self.postgres {
+            let connection = pool.get().map_err(store_error("opening the key store"))?;
+            connection
+                .execute_batch(&format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({}); {POSTGRES_SCHEMA} COMMIT;",
+                    events::postgres::SCHEMA_LOCK
+                ))
+                .map_err(store_error("setting up the key store"))?;
+            return Ok(Some(Backing::Postgres { pool: pool.clone(), checked: Mutex::new(None) }));
+        }
+        Ok(self.open_sqlite()?.map(|connection| Backing::File(Mutex::new(connection))))
+    }
+
+    fn open_sqlite(&self) -> Result<Option<Connection>, SealError> {
         if !self.writable {
             if !self.path.exists() {
                 return Ok(None);
@@ -151,32 +208,36 @@ impl KeyStore {
     /// another database, whose keys would seal values that no key of this
     /// database opens.
     pub fn bind(&self, identity: Option<&str>) -> Result<(), SealError> {
-        let connection = self.open_file()?;
-        if let (Some(connection), Some(identity)) = (&connection, identity) {
-            let recorded: Option<String> = connection
+        let backing = self.open_file()?;
+        self.connection
+            .set(backing)
+            .map_err(|_| SealError::Store("the key store was opened twice".to_owned()))?;
+        let Some(identity) = identity else { return Ok(()) };
+        if matches!(self.connection.get(), Some(None)) {
+            return Ok(());
+        }
+        self.with_db(|db| {
+            let recorded: Option<String> = db
                 .query_row("SELECT database FROM key_store WHERE id = 1", [], |row| row.get(0))
                 .optional()
                 .map_err(store_error("reading the key store's database"))?;
             match recorded {
-                Some(recorded) if recorded == identity => {}
-                Some(_) => {
-                    return Err(SealError::Store(format!(
-                        "{} is the key store of another database; move it away, or put this \
-                         database's key store (FILE.keys beside its backup) in its place",
-                        self.path.display()
-                    )));
-                }
-                None if !self.writable => {}
-                None => {
-                    connection
-                        .execute("INSERT INTO key_store (id, database) VALUES (1, ?1)", [identity])
-                        .map_err(store_error("recording the key store's database"))?;
-                }
+                Some(recorded) if recorded == identity => Ok(()),
+                Some(_) => Err(SealError::Store(format!(
+                    "{} is the key store of another database; move it away, or put this \
+                     database's key store (FILE.keys beside its backup) in its place",
+                    self.path.display()
+                ))),
+                None if !self.writable => Ok(()),
+                None => db
+                    .execute(
+                        "INSERT INTO key_store (id, database) VALUES (1, ?1) ON CONFLICT DO NOTHING",
+                        [identity],
+                    )
+                    .map(drop)
+                    .map_err(store_error("recording the key store's database")),
             }
-        }
-        self.connection
-            .set(connection.map(Mutex::new))
-            .map_err(|_| SealError::Store("the key store was opened twice".to_owned()))
+        })
     }
 
     /// The database identity a key store file records, if any.
@@ -213,16 +274,62 @@ impl KeyStore {
         Ok(u64::try_from(added).unwrap_or(0))
     }
 
-    fn connection(&self) -> Result<std::sync::MutexGuard<'_, Connection>, SealError> {
-        let connection = self
-            .connection
+    fn backing(&self) -> Result<&Backing, SealError> {
+        self.connection
             .get()
             .ok_or_else(|| SealError::Store("the key store is not open yet".to_owned()))?
             .as_ref()
             .ok_or_else(|| {
                 SealError::Store(format!("there is no key store at {}", self.path.display()))
-            })?;
-        connection.lock().map_err(|_| SealError::Store("the key store's lock is poisoned".into()))
+            })
+    }
+
+    /// Runs `work` on the key store's connection.
+    fn with_db<T>(
+        &self,
+        work: impl FnOnce(&dyn Db) -> Result<T, SealError>,
+    ) -> Result<T, SealError> {
+        match self.backing()? {
+            Backing::File(connection) => {
+                let connection = connection
+                    .lock()
+                    .map_err(|_| SealError::Store("the key store's lock is poisoned".into()))?;
+                work(&*connection)
+            }
+            Backing::Postgres { pool, .. } => {
+                let connection = pool.get().map_err(store_error("reaching the key store"))?;
+                work(&*connection)
+            }
+        }
+    }
+
+    /// Runs `work` in a transaction that holds the key store's write lock
+    /// from its start (the file's, or the table's on PostgreSQL): two
+    /// processes or nodes making keys wait for each other.
+    fn write<T>(
+        &self,
+        context: &'static str,
+        work: impl FnOnce(&dyn Db) -> Result<T, SealError>,
+    ) -> Result<T, SealError> {
+        self.with_db(|db| {
+            let begin = match db.dialect() {
+                events::db::Dialect::Sqlite => "BEGIN IMMEDIATE",
+                events::db::Dialect::Postgres => {
+                    "BEGIN; LOCK TABLE data_keys IN SHARE ROW EXCLUSIVE MODE"
+                }
+            };
+            db.execute_batch(begin).map_err(store_error(context))?;
+            match work(db) {
+                Ok(done) => {
+                    db.execute_batch("COMMIT").map_err(store_error(context))?;
+                    Ok(done)
+                }
+                Err(error) => {
+                    let _ = db.execute_batch("ROLLBACK");
+                    Err(error)
+                }
+            }
+        })
     }
 
     /// Destroys the keys `ids` (an erasure): each leaves a tombstone, its
@@ -230,15 +337,11 @@ impl KeyStore {
     /// checkpoint that follows, gone from the WAL too. Idempotent: a key
     /// erased already stays as it was. Returns how many it destroyed now.
     pub fn erase(&self, ids: &[u64], at: &str) -> Result<usize, SealError> {
-        let mut destroyed = 0;
-        {
-            let mut connection = self.connection()?;
-            let transaction = connection
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(store_error("erasing keys"))?;
+        let destroyed = self.write("erasing keys", |db| {
+            let mut destroyed = 0;
             for id in ids {
                 let row = i64::try_from(*id).map_err(|_| SealError::MissingKey(*id))?;
-                destroyed += transaction
+                destroyed += db
                     .prepare_cached(
                         "UPDATE data_keys SET key = NULL, erased_at = ?2 \
                          WHERE key_id = ?1 AND key IS NOT NULL",
@@ -246,11 +349,17 @@ impl KeyStore {
                     .and_then(|mut statement| statement.execute(params![row, at]))
                     .map_err(store_error("erasing keys"))?;
             }
-            transaction.commit().map_err(store_error("erasing keys"))?;
-            connection
+            Ok(destroyed)
+        })?;
+        // The old bytes leave the file's WAL, or PostgreSQL's dead tuples.
+        self.with_db(|db| match db.dialect() {
+            events::db::Dialect::Sqlite => db
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-                .map_err(store_error("checkpointing the key store"))?;
-        }
+                .map_err(store_error("checkpointing the key store")),
+            events::db::Dialect::Postgres => {
+                db.execute_batch("VACUUM data_keys").map_err(store_error("vacuuming the key store"))
+            }
+        })?;
         for id in ids {
             self.remember(*id, KeyState::Erased);
         }
@@ -266,28 +375,35 @@ impl KeyStore {
 
     /// Those of `ids` the file holds live (not erased).
     pub fn live_among(&self, ids: &[u64]) -> Result<Vec<u64>, SealError> {
-        let connection = self.connection()?;
-        let mut live = Vec::new();
-        for id in ids {
-            let row = i64::try_from(*id).map_err(|_| SealError::MissingKey(*id))?;
-            let found: Option<bool> = connection
-                .prepare_cached("SELECT key IS NOT NULL FROM data_keys WHERE key_id = ?1")
-                .and_then(|mut statement| statement.query_row([row], |row| row.get(0)).optional())
-                .map_err(store_error("reading a key"))?;
-            if found == Some(true) {
-                live.push(*id);
+        self.with_db(|db| {
+            let mut live = Vec::new();
+            for id in ids {
+                let row = i64::try_from(*id).map_err(|_| SealError::MissingKey(*id))?;
+                let found: Option<bool> = db
+                    .prepare_cached("SELECT key IS NOT NULL FROM data_keys WHERE key_id = ?1")
+                    .and_then(|mut statement| {
+                        statement.query_row([row], |row| row.get(0)).optional()
+                    })
+                    .map_err(store_error("reading a key"))?;
+                if found == Some(true) {
+                    live.push(*id);
+                }
             }
-        }
-        Ok(live)
+            Ok(live)
+        })
     }
 
     /// Drops the cache when another connection (another process) changed
     /// the file since it was last looked at.
     fn revalidate(&self) -> Result<(), SealError> {
         use std::sync::atomic::Ordering;
-        // A reader with no key store file has nothing to keep fresh.
-        if matches!(self.connection.get(), Some(None)) {
-            return Ok(());
+        match self.connection.get() {
+            // A reader with no key store file has nothing to keep fresh.
+            Some(None) => return Ok(()),
+            Some(Some(Backing::Postgres { checked, .. })) => {
+                return self.revalidate_postgres(checked);
+            }
+            _ => {}
         }
         let generation = self
             .changes
@@ -297,6 +413,35 @@ impl KeyStore {
             })
             .map_err(|error| SealError::Store(error.to_string()))?;
         if self.seen.swap(generation, Ordering::AcqRel) != generation
+            && let Ok(mut cache) = self.cache.write()
+        {
+            cache.clear();
+        }
+        Ok(())
+    }
+
+    /// On PostgreSQL, every [`POSTGRES_REVALIDATE`]: the count of erased
+    /// keys, which only an erasure moves, stands for the file's counter.
+    fn revalidate_postgres(
+        &self,
+        checked: &Mutex<Option<std::time::Instant>>,
+    ) -> Result<(), SealError> {
+        use std::sync::atomic::Ordering;
+        {
+            let mut checked = checked
+                .lock()
+                .map_err(|_| SealError::Store("the key store's lock is poisoned".into()))?;
+            if checked.is_some_and(|at| at.elapsed() < POSTGRES_REVALIDATE) {
+                return Ok(());
+            }
+            *checked = Some(std::time::Instant::now());
+        }
+        let erased: i64 = self.with_db(|db| {
+            db.query_row("SELECT count(*) FROM data_keys WHERE key IS NULL", [], |row| row.get(0))
+                .map_err(store_error("watching the key store"))
+        })?;
+        let erased = u64::try_from(erased).unwrap_or(0);
+        if self.seen.swap(erased, Ordering::AcqRel) != erased
             && let Ok(mut cache) = self.cache.write()
         {
             cache.clear();
@@ -320,11 +465,11 @@ impl KeyStore {
     /// The key store's row for `id`, read from the file.
     fn load(&self, id: u64) -> Result<Option<KeyState>, SealError> {
         let row = i64::try_from(id).map_err(|_| SealError::MissingKey(id))?;
-        let found: Option<Option<Vec<u8>>> = self
-            .connection()?
-            .prepare_cached("SELECT key FROM data_keys WHERE key_id = ?1")
-            .and_then(|mut statement| statement.query_row([row], |row| row.get(0)).optional())
-            .map_err(store_error("reading a key"))?;
+        let found: Option<Option<Vec<u8>>> = self.with_db(|db| {
+            db.prepare_cached("SELECT key FROM data_keys WHERE key_id = ?1")
+                .and_then(|mut statement| statement.query_row([row], |row| row.get(0)).optional())
+                .map_err(store_error("reading a key"))
+        })?;
         match found {
             None => Ok(None),
             Some(None) => Ok(Some(KeyState::Erased)),
@@ -338,36 +483,30 @@ impl KeyStore {
     }
 
     /// Makes the next `ISSUE_AHEAD` keys, numbered after every key the
-    /// file holds, in one durable transaction that takes the file's write
-    /// lock first: two processes never make (or hand out) the same id.
+    /// store holds, in one durable transaction that takes its write lock
+    /// first: two processes (or nodes) never make or hand out the same id.
     /// Returns their ids.
     fn make_keys(&self) -> Result<Vec<Arc<SubjectKey>>, SealError> {
-        let mut made = Vec::with_capacity(ISSUE_AHEAD as usize);
-        {
-            let mut connection = self.connection()?;
-            let transaction = connection
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(store_error("making keys"))?;
-            let from: i64 = transaction
+        let made = self.write("making keys", |db| {
+            let from: i64 = db
                 .query_row("SELECT COALESCE(MAX(key_id), 0) + 1 FROM data_keys", [], |row| {
                     row.get(0)
                 })
                 .map_err(store_error("making keys"))?;
             let from =
                 u64::try_from(from).map_err(|_| SealError::Store(format!("key id {from}")))?;
-            {
-                let mut insert = transaction
-                    .prepare_cached("INSERT INTO data_keys (key_id, key) VALUES (?1, ?2)")
-                    .map_err(store_error("making keys"))?;
-                let bytes = SubjectKey::generate_many(ISSUE_AHEAD as usize)?;
-                for (id, key) in (from..).zip(bytes.chunks_exact(events::seal::KEY_LEN)) {
-                    let row = i64::try_from(id).map_err(|_| SealError::MissingKey(id))?;
-                    insert.execute(params![row, key]).map_err(store_error("making keys"))?;
-                    made.extend(SubjectKey::new(id, key).map(Arc::new));
-                }
+            let mut insert = db
+                .prepare_cached("INSERT INTO data_keys (key_id, key) VALUES (?1, ?2)")
+                .map_err(store_error("making keys"))?;
+            let bytes = SubjectKey::generate_many(ISSUE_AHEAD as usize)?;
+            let mut made = Vec::with_capacity(ISSUE_AHEAD as usize);
+            for (id, key) in (from..).zip(bytes.chunks_exact(events::seal::KEY_LEN)) {
+                let row = i64::try_from(id).map_err(|_| SealError::MissingKey(id))?;
+                insert.execute(params![row, key]).map_err(store_error("making keys"))?;
+                made.extend(SubjectKey::new(id, key).map(Arc::new));
             }
-            transaction.commit().map_err(store_error("making keys"))?;
-        }
+            Ok(made)
+        })?;
         // This commit moved the file's counter: take it in now (dropping
         // the cache if anything else changed too), so the keys just made
         // stay cached past it.
@@ -426,9 +565,9 @@ mod tests {
         assert_eq!(other.fresh().unwrap().id, ISSUE_AHEAD + 1);
         // Issued ahead, in one transaction: the next ones are there already.
         let rows: i64 = keys
-            .connection()
-            .unwrap()
-            .query_row("SELECT count(*) FROM data_keys", [], |row| row.get(0))
+            .with_db(|db| {
+                Ok(db.query_row("SELECT count(*) FROM data_keys", [], |row| row.get(0)).unwrap())
+            })
             .unwrap();
         assert_eq!(rows, 2 * ISSUE_AHEAD as i64);
         let reader = KeyStore::read_only(&db);

@@ -10,8 +10,13 @@
 //! as-of) is [`replay`], with the signed as-of cache in [`snapshots`]:
 //! they belong to the store because opening a file that a later build
 //! gave a new projection folds it here, before anything reads it.
+//!
+//! The store runs on the embedded SQLite file or on PostgreSQL ([`log`]);
+//! commands and reads are written once, against `events::db::Db` and
+//! `LogTransaction`, and run on either.
 
 pub mod keys;
+pub mod log;
 pub mod replay;
 pub mod snapshots;
 
@@ -20,6 +25,7 @@ use std::sync::Arc;
 
 use events::db::{Db, OptionalExtension};
 use events::event::UserCreated;
+use events::postgres::{PgLog, PgPool, PgWriter, PgWriterOptions};
 use events::seal::{KeySource, KeyState, Keyring, SealError, SubjectKey};
 use events::sqlite::{LogOptions, SqliteLog};
 use events::{CommandContext, Event, ExpectedVersion, LogTransaction, Pending, RecordedEvent};
@@ -27,11 +33,32 @@ use rusqlite::Connection;
 
 use crate::error::Error;
 
-/// The database: log and projections on one SQLite file.
+/// The database: log and projections, on one SQLite file or on one
+/// PostgreSQL database.
 #[derive(Debug)]
 pub struct Store {
-    log: SqliteLog,
+    log: log::Log,
     key_store: Arc<keys::KeyStore>,
+}
+
+/// How a node runs on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Connections the node keeps open at most (writer lanes and reads).
+    pub pool_size: usize,
+    /// Writer lanes: tenants whose commands commit at once.
+    pub lanes: usize,
+    pub clock: fn() -> jiff::Timestamp,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> PostgresOptions {
+        PostgresOptions {
+            pool_size: events::postgres::POOL_SIZE_DEFAULT,
+            lanes: PgWriterOptions::default().lanes,
+            clock: jiff::Timestamp::now,
+        }
+    }
 }
 
 impl Store {
@@ -54,7 +81,7 @@ impl Store {
             })
             .wait()?;
         keys.bind(Some(&identity)).map_err(key_store)?;
-        let store = Store { log, key_store: keys };
+        let store = Store { log: log::Log::Sqlite(log), key_store: keys };
         // An erasure whose process died between its event and its keys is
         // finished here, before anything reads.
         store.finish_erasures()?;
@@ -74,12 +101,56 @@ impl Store {
         let keys = Arc::new(keys::KeyStore::read_only(path));
         let options = LogOptions { keys: Some(keys.clone()), ..options };
         let log = SqliteLog::open_read_only(path, with_functions(options))?;
-        let store = Store { log, key_store: keys.clone() };
+        let store = Store { log: log::Log::Sqlite(log), key_store: keys.clone() };
         keys.bind(store.read(identity)?.as_deref()).map_err(key_store)?;
         // A reader cannot finish an interrupted erasure; it honours it.
         let erased: Vec<u64> =
             store.erased_keys()?.into_iter().flat_map(|(_, keys, _)| keys).collect();
         keys.forget(&erased);
+        Ok(store)
+    }
+
+    /// Connects to the PostgreSQL database at `url`, makes or migrates the
+    /// log's and the projections' tables (under an advisory lock, so nodes
+    /// starting together do not race), and starts this node's writer.
+    pub fn open_postgres(url: &str, options: PostgresOptions) -> Result<Store, Error> {
+        let pool = PgPool::new(url, options.pool_size.max(options.lanes + 1)).map_err(|error| {
+            Error::from(events::LogError::NotALog { reason: error.to_string() })
+        })?;
+        let pool = Arc::new(pool);
+        let log = PgLog::on(pool.clone())?;
+        let identity = {
+            let tx = log.transaction()?;
+            let made = (|| {
+                projections::schema::migrate(tx.db())?;
+                crate::store::snapshots::ensure_key(tx.db())?;
+                ensure_identity(tx.db())
+            })();
+            let identity = made?;
+            tx.commit()?;
+            identity
+        };
+        let keys = Arc::new(keys::KeyStore::postgres(pool.clone()));
+        keys.bind(Some(&identity)).map_err(key_store)?;
+        let source: Arc<dyn KeySource> = keys.clone();
+        let writer = PgWriter::start(
+            pool,
+            PgWriterOptions {
+                lanes: options.lanes,
+                clock: options.clock,
+                keys: Some(source),
+                ..PgWriterOptions::default()
+            },
+        )?;
+        let node = log::PgNode {
+            log,
+            writer,
+            clock: options.clock,
+            keys: keys.clone(),
+            pool_size: options.pool_size,
+        };
+        let store = Store { log: log::Log::Postgres(node), key_store: keys };
+        store.finish_erasures()?;
         Ok(store)
     }
 
@@ -141,7 +212,9 @@ impl Store {
 
     /// Deletes the as-of snapshots of `tenant`.
     fn forget_snapshots(&self, tenant: &str) {
-        let dir = snapshots::Snapshots::beside(self.log.path(), 0);
+        // On PostgreSQL no as-of snapshot is kept.
+        let Some(path) = self.log.path() else { return };
+        let dir = snapshots::Snapshots::beside(path, 0);
         let prefix: String = tenant.chars().filter(char::is_ascii_alphanumeric).collect();
         let Ok(entries) = std::fs::read_dir(dir.dir()) else { return };
         for entry in entries.filter_map(Result::ok) {
@@ -159,7 +232,10 @@ impl Store {
     /// writes it may not complete; the frames are overwritten as the WAL
     /// restarts.
     fn checkpoint_wal(&self) {
-        let outcome = Connection::open(self.log.path()).and_then(|connection| {
+        // PostgreSQL's own WAL is not ours to empty; the key store vacuums
+        // its table after an erasure.
+        let Some(path) = self.log.path() else { return };
+        let outcome = Connection::open(path).and_then(|connection| {
             connection.busy_timeout(std::time::Duration::from_secs(10))?;
             connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0))
         });
@@ -199,7 +275,33 @@ impl Store {
         }
     }
 
-    pub fn log(&self) -> &SqliteLog {
+    /// Takes the lock `name` of this database without waiting: `None`
+    /// when another holder (in this process, another one, or another node)
+    /// has it. On SQLite it is an OS lock on `<db>.<name>.lock`; on
+    /// PostgreSQL a session advisory lock, held on a connection of its own.
+    /// Either goes with its holder: dropped, or killed.
+    pub fn try_lock(&self, name: &str) -> Result<Option<StoreLock>, Error> {
+        match &self.log {
+            log::Log::Sqlite(log) => {
+                Ok(Store::lock_beside(log.path(), &format!(".{name}.lock"))?.map(StoreLock::File))
+            }
+            log::Log::Postgres(node) => {
+                let storage =
+                    |error| Error::from(events::LogError::storage("taking a lock", error));
+                let connection = node.log.pool().get().map_err(storage)?;
+                let taken: bool = connection
+                    .query_row(
+                        "SELECT pg_try_advisory_lock(hashtextextended(?1, 0))",
+                        [format!("rollcall:{name}")],
+                        |row| row.get(0),
+                    )
+                    .map_err(storage)?;
+                Ok(taken.then(|| StoreLock::Postgres(Box::new(connection))))
+            }
+        }
+    }
+
+    pub fn log(&self) -> &log::Log {
         &self.log
     }
 
@@ -216,48 +318,90 @@ impl Store {
     /// Inside [`crate::reads::HeavyReads::run`] it borrows from the heavy
     /// lane, with that read's budget; elsewhere from the quick lane.
     pub fn read<T>(&self, query: impl FnOnce(&dyn Db) -> Result<T, Error>) -> Result<T, Error> {
-        let connection = self.reader()?;
-        query(&connection)
-    }
-
-    fn reader(&self) -> Result<events::sqlite::PooledConnection<'_>, Error> {
-        let (lane, budget) = crate::reads::current_lane();
-        Ok(self.log.reader_in(lane, budget)?)
+        match &self.log {
+            log::Log::Sqlite(log) => {
+                let (lane, budget) = crate::reads::current_lane();
+                let connection = log.reader_in(lane, budget)?;
+                query(&connection)
+            }
+            log::Log::Postgres(node) => {
+                let connection = node
+                    .log
+                    .pool()
+                    .get()
+                    .map_err(|error| events::LogError::storage("taking a connection", error))?;
+                query(&*connection)
+            }
+        }
     }
 
     /// Runs several reads on one pooled connection inside one read
     /// transaction: they see one snapshot, and SQLite takes its locks once
     /// rather than once per statement. Synchronous, like [`Store::read`].
     pub fn snapshot<T>(&self, reads: impl FnOnce(&dyn Db) -> Result<T, Error>) -> Result<T, Error> {
-        let connection = self.reader()?;
         let storage = |context| move |error| Error::from(events::LogError::storage(context, error));
-        connection
-            .prepare_cached("BEGIN DEFERRED")
-            .and_then(|mut begin| begin.execute([]))
-            .map_err(storage("beginning a read snapshot"))?;
-        let outcome = reads(&connection);
-        // Ending a read transaction cannot lose anything; should COMMIT
-        // fail, roll back, so the pooled connection never keeps an old
-        // snapshot for its next borrower.
-        let ended = connection.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([]));
-        if ended.is_err() && !connection.is_autocommit() {
-            let _ = connection.execute_batch("ROLLBACK");
-        }
-        outcome
+        self.read(|connection| {
+            let begin = match connection.dialect() {
+                events::db::Dialect::Sqlite => "BEGIN DEFERRED",
+                events::db::Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            };
+            connection
+                .prepare_cached(begin)
+                .and_then(|mut begin| begin.execute([]))
+                .map_err(storage("beginning a read snapshot"))?;
+            let outcome = reads(connection);
+            // Ending a read transaction cannot lose anything; should COMMIT
+            // fail, roll back, so the pooled connection never keeps an old
+            // snapshot for its next borrower.
+            let ended =
+                connection.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([]));
+            if ended.is_err() {
+                let _ = connection.execute_batch("ROLLBACK");
+            }
+            outcome
+        })
     }
 
-    /// Runs a command on the writer thread; see `SqliteLog::execute`.
-    pub fn command<T, F>(&self, command: F) -> Pending<T, Error>
+    /// Runs a command inside the writer's next transaction, in a savepoint
+    /// of its own (`SqliteLog::execute`, `PgWriter::execute`). `tenant` is
+    /// the tenant it writes, when the caller knows it: on PostgreSQL one
+    /// tenant's commands are batched together, and a command whose tenant
+    /// is found only as it runs (`None`) runs alone.
+    pub fn command<T, F>(&self, tenant: Option<&str>, command: F) -> Pending<T, Error>
     where
         F: FnOnce(&mut dyn LogTransaction) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
-        self.log.execute(move |tx| command(tx))
+        match &self.log {
+            log::Log::Sqlite(log) => log.execute(move |tx| command(tx)),
+            log::Log::Postgres(node) => match tenant {
+                Some(tenant) => node.writer.execute(tenant, command),
+                None => node.writer.execute_alone(command),
+            },
+        }
     }
 
     /// Lets queued commands finish and stops the writer.
     pub fn shutdown(&self) {
         self.log.shutdown();
+    }
+}
+
+/// A lock of [`Store::try_lock`], held until dropped.
+#[derive(Debug)]
+pub enum StoreLock {
+    File(std::fs::File),
+    /// The connection whose session holds the advisory lock.
+    Postgres(Box<events::postgres::PgConn>),
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        // Closing the session releases its advisory locks, whatever state
+        // it is in; pooled again, it would keep holding them.
+        if let StoreLock::Postgres(connection) = self {
+            connection.discard();
+        }
     }
 }
 

@@ -198,7 +198,7 @@ pub fn fold(
     progress: &mut dyn FnMut(Position),
 ) -> Result<Position, Error> {
     let Span { after, until, tenant } = span;
-    let events = store.log().read_forward(after, tenant);
+    let events = store.log().sqlite_for("a fold of the log")?.read_forward(after, tenant);
     let keys = store.keys();
     std::thread::scope(|scope| {
         let (sender, batches) = std::sync::mpsc::sync_channel::<Decoded>(READ_AHEAD_BATCHES);
@@ -371,7 +371,7 @@ pub fn check_projections(store: &Store) -> Result<Drift, Error> {
     // One read transaction on the live file: its head and its tables agree,
     // because the writer changes both in one transaction.
     let (position, live) = {
-        let reader = store.log().reader()?;
+        let reader = store.log().sqlite_for("a check of the projections")?.reader()?;
         reader.execute_batch("BEGIN").map_err(storage("reading the projections"))?;
         let read = (|| {
             let head: i64 = reader
@@ -602,7 +602,7 @@ pub fn as_of(
     with_indexes(&scratch, Some(Folded::READS))?;
     let recorded_at = match position {
         0 => None,
-        position => store.log().read_at(position)?.map(|event| event.recorded_at),
+        position => store.log().read_at(tenant_id, position)?.map(|event| event.recorded_at),
     };
     Ok(Folded { position, recorded_at, tenant_id: tenant_id.to_owned(), scratch })
 }
@@ -697,7 +697,7 @@ pub fn rebuild(
     let mut resumed_from = 0;
     if let Some((position, hash)) = saved {
         let position = Position::try_from(position).unwrap_or(0);
-        match store.log().read_at(position)? {
+        match store.log().sqlite_for("a rebuild")?.read_at(position)? {
             Some(event) if event.hash.as_slice() == hash.as_slice() => resumed_from = position,
             _ => {
                 drop(scratch);
@@ -711,12 +711,12 @@ pub fn rebuild(
         Some(max) => head.min(resumed_from.saturating_add(max)),
         None => head,
     };
+    let log = store.log().sqlite_for("a rebuild")?;
     let mut record_progress = |connection: &Connection, position: Position| -> Result<(), Error> {
         if position == 0 {
             return Ok(());
         }
-        let hash =
-            store.log().read_at(position)?.map(|event| event.hash.to_vec()).unwrap_or_default();
+        let hash = log.read_at(position)?.map(|event| event.hash.to_vec()).unwrap_or_default();
         connection
             .execute_batch("DELETE FROM rebuild_progress")
             .and_then(|()| {

@@ -222,7 +222,7 @@ impl Snapshots {
             return Ok(Read::Stale);
         }
         if last_event > 0 {
-            match store.log().read_at(last_event)? {
+            match store.log().read_at(tenant, last_event)? {
                 Some(event) if event.hash.as_slice() == last_hash.as_slice() => {}
                 _ => return Ok(Read::Stale),
             }
@@ -250,9 +250,11 @@ impl Snapshots {
             let Some(key) = key(store)? else { return Ok(None) };
             let last_hash = match through.last_event {
                 0 => Vec::new(),
-                last => {
-                    store.log().read_at(last)?.map(|event| event.hash.to_vec()).unwrap_or_default()
-                }
+                last => store
+                    .log()
+                    .read_at(tenant, last)?
+                    .map(|event| event.hash.to_vec())
+                    .unwrap_or_default(),
             };
             scratch
                 .execute_batch(&format!("{META}; DELETE FROM as_of_snapshot;"))

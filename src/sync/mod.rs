@@ -25,7 +25,6 @@ pub mod scheduler;
 pub mod settings;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs::File;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,7 +36,7 @@ use events::event::{
     SyncCompleted, SyncFailed, SyncStarted,
 };
 use events::sqlite::VisitError;
-use events::{Actor, Cause, CommandContext, EventLog, ExpectedVersion, LogTransaction};
+use events::{Actor, Cause, CommandContext, ExpectedVersion, LogTransaction};
 use jiff::Timestamp;
 use projections::directory::schema::ResourceKind;
 use projections::directory::store as directory;
@@ -101,7 +100,7 @@ impl Range {
         store.read(|connection| {
             Ok(Range {
                 checkpoint: members::checkpoint(connection, tenant)?,
-                head: store.log().head()?,
+                head: store.log().tenant_head(tenant)?,
             })
         })
     }
@@ -484,17 +483,18 @@ pub fn safeguard_reason(rules: &Rules, active: u64, deprovisioning: u64) -> Opti
     })
 }
 
-/// Holds the tenant's Synchronize lock while a run goes on: an OS file
-/// lock beside the database, so two runs of one tenant never overlap,
-/// whether they are triggered in one process or two (the server and the
-/// CLI), and a crashed run's lock goes with its process.
+/// Holds the tenant's Synchronize lock while a run goes on (`Store::try_lock`:
+/// an OS file lock beside the SQLite file, an advisory lock on PostgreSQL),
+/// so two runs of one tenant never overlap, whether they are triggered in
+/// one process or two (the server and the CLI, or two nodes), and a
+/// crashed run's lock goes with its process.
 struct RunLock {
-    _file: File,
+    _lock: crate::store::StoreLock,
 }
 
 fn take_lock(store: &Store, tenant: &str) -> Result<RunLock, Error> {
-    match Store::lock_beside(store.log().path(), &format!(".sync-{tenant}.lock"))? {
-        Some(file) => Ok(RunLock { _file: file }),
+    match store.try_lock(&format!("sync-{tenant}"))? {
+        Some(lock) => Ok(RunLock { _lock: lock }),
         None => Err(Error::conflict(
             "a Synchronize is already running for this tenant; wait for it to finish \
              (GET /api/v1/provisioning/syncs shows it)",
@@ -586,7 +586,7 @@ pub fn run(
             let tenant_id = tenant.to_owned();
             let context = context.clone();
             store
-                .command(move |tx| {
+                .command(Some(tenant), move |tx| {
                     let stream = format!("sync:{}", started_event.run_id);
                     record(
                         tx,
@@ -635,7 +635,7 @@ pub fn run(
         let context = context.clone();
         let clock = store.log().clock();
         store
-            .command(move |tx| {
+            .command(Some(tenant), move |tx| {
                 // Leavers past their grace are purged as the run ends.
                 let now = clock();
                 let mut purged = Counts::default();
@@ -664,7 +664,7 @@ pub fn run(
         // Best effort: if the writer is gone, the run stays unfinished and
         // the next trigger resumes it.
         let _ = store
-            .command(move |tx| {
+            .command(Some(tenant), move |tx| {
                 append_to_run(
                     tx,
                     &tenant_id,
@@ -748,7 +748,7 @@ impl Batches<'_> {
             .collect();
         let shared_causes = Arc::clone(&self.shared_causes);
         self.store
-            .command(move |tx| {
+            .command(Some(self.tenant), move |tx| {
                 // Only the writer takes it, one batch at a time.
                 let mut shared =
                     shared_causes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -1003,7 +1003,7 @@ pub fn decide(
     };
     let tenant_id = tenant.to_owned();
     store
-        .command(move |tx| {
+        .command(Some(tenant), move |tx| {
             let run_id = decided.run_id.clone();
             // Two admins deciding at once: the second finds it decided.
             let status = members::run(tx.db(), &tenant_id, &run_id)?.map(|run| run.status);

@@ -20,8 +20,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
-use events::EventLog;
-
 use super::plan::{self, Effect, Rules};
 use super::{PendingSet, Preview, Range, decide_pending, pending_set};
 use crate::error::Error;

@@ -94,8 +94,9 @@ pub fn set(
         Ok(value) => value,
         Err(error) => return Pending::ready(Err(events::ExecuteError::Command(error))),
     };
+    let lane = tenant;
     let tenant = tenant.to_owned();
-    store.command(move |tx| {
+    store.command(Some(lane), move |tx| {
         let recorded = members::setting(tx.db(), &tenant, setting.kind())?;
         let current = match recorded {
             Some((value, _)) => value,
@@ -128,9 +129,10 @@ pub fn set_app_properties(
     properties: Map<String, Value>,
     context: CommandContext,
 ) -> Pending<MemberRow, Error> {
+    let lane = tenant;
     let tenant = tenant.to_owned();
     let member_id = member_id.to_owned();
-    store.command(move |tx| {
+    store.command(Some(lane), move |tx| {
         let not_found = || Error::not_found(format!("member {member_id}"));
         let member = members::member(tx.db(), &tenant, &member_id)?.ok_or_else(not_found)?;
         if member.status == MemberStatus::Purged {

@@ -336,7 +336,7 @@ pub async fn create(
     let tenant_id = tenant.to_owned();
     let kept = secret.clone();
     let row = store
-        .command(move |tx| {
+        .command(Some(tenant), move |tx| {
             let existing = projection::webhooks(tx.db(), Some(&tenant_id))?;
             if existing.len() >= ENDPOINTS_MAX {
                 return Err(Error::conflict(format!(
@@ -397,7 +397,7 @@ pub async fn change(
     let webhook_id = webhook_id.to_owned();
     let batch = input.batch;
     store
-        .command(move |tx| {
+        .command(Some(tenant), move |tx| {
             let current = projection::webhook(tx.db(), &tenant_id, &webhook_id)?
                 .ok_or_else(|| not_found(&webhook_id))?;
             let mut settings = current.settings.clone();
@@ -458,7 +458,7 @@ pub async fn rotate(
     let webhook_id = webhook_id.to_owned();
     let clock = store.log().clock();
     let row = store
-        .command(move |tx| {
+        .command(Some(tenant), move |tx| {
             let current = projection::webhook(tx.db(), &tenant_id, &webhook_id)?
                 .ok_or_else(|| not_found(&webhook_id))?;
             let now = clock();
@@ -498,7 +498,7 @@ pub async fn delete(
     let tenant_id = tenant.to_owned();
     let id = webhook_id.to_owned();
     store
-        .command(move |tx| {
+        .command(Some(tenant), move |tx| {
             let current =
                 projection::webhook(tx.db(), &tenant_id, &id)?.ok_or_else(|| not_found(&id))?;
             record(
@@ -525,7 +525,7 @@ pub async fn disable(
     let tenant_id = tenant.to_owned();
     let id = webhook_id.to_owned();
     store
-        .command(move |tx| {
+        .command(Some(tenant), move |tx| {
             let Some(current) = projection::webhook(tx.db(), &tenant_id, &id)? else {
                 return Ok(());
             };

@@ -83,7 +83,7 @@ async fn an_expired_token_gets_401() {
     let hash = events::hash::to_hex(&rollcall::tenancy::secret_hash(secret));
     server
         .store
-        .command(move |tx| {
+        .command(None, move |tx| {
             let event = Event::TokenIssued(TokenIssued {
                 token_id: "01EXPIREDTOKEN000000000000".to_owned(),
                 scope: TokenScope::Scim,

@@ -19,7 +19,7 @@ fn bulk(operations: Value) -> Value {
 }
 
 fn events_in_log(server: &TestServer) -> usize {
-    server.store.log().read_forward(0, None).count()
+    server.store.log().sqlite().unwrap().read_forward(0, None).count()
 }
 
 /// Each answered operation's status, in order.
@@ -103,7 +103,8 @@ async fn bulk_ids_resolve_in_paths_and_data_in_any_order() {
 
     // Each operation's events record that operation as sent, under the
     // Bulk request's id.
-    let tenant = server.store.log().read_forward(0, None).last().unwrap().unwrap().tenant;
+    let tenant =
+        server.store.log().sqlite().unwrap().read_forward(0, None).last().unwrap().unwrap().tenant;
     let created = server.store.log().read_stream(&tenant, &format!("user:{user_id}")).unwrap();
     let metadata = created[0].metadata_opened(server.store.keys()).unwrap();
     assert_eq!(metadata.request_id.as_deref(), Some("req-under-test"));
@@ -388,7 +389,8 @@ async fn a_broken_cycle_keeps_its_groups_and_drops_nothing_silently() {
         .post("/Bulk", bulk(json!([new_group("c", "C", &["d"]), new_group("d", "D", &["c"])])))
         .await;
     let c = id_of(&answer.body["Operations"][0]);
-    let tenant = server.store.log().read_forward(0, None).last().unwrap().unwrap().tenant;
+    let tenant =
+        server.store.log().sqlite().unwrap().read_forward(0, None).last().unwrap().unwrap().tenant;
     let history = server.store.log().read_stream(&tenant, &format!("group:{c}")).unwrap();
     let added = history.iter().find(|event| event.event_type == "GroupMembersAdded").unwrap();
     let request = added.metadata().unwrap().request.unwrap();
@@ -405,7 +407,8 @@ async fn a_large_bulk_request_yields_the_writer_between_slices() {
     };
     let server = TestServer::start_with(config).await;
     let scim = Scim::new(&server, "acme").await;
-    let batches_before = server.store.log().stats().batches_committed.load(Ordering::Relaxed);
+    let batches_before =
+        server.store.log().sqlite().unwrap().stats().batches_committed.load(Ordering::Relaxed);
     let operations: Vec<Value> = (0..1000)
         .map(|n| {
             json!({"method": "POST", "path": "/Users", "bulkId": format!("u{n}"),
@@ -419,7 +422,8 @@ async fn a_large_bulk_request_yields_the_writer_between_slices() {
     assert_eq!(operations.len(), 1000);
     assert!(operations.iter().all(|op| op["status"] == "201"));
     let batches =
-        server.store.log().stats().batches_committed.load(Ordering::Relaxed) - batches_before;
+        server.store.log().sqlite().unwrap().stats().batches_committed.load(Ordering::Relaxed)
+            - batches_before;
     assert!(batches >= 1000, "a thousand creates took {batches} writer command(s)");
     assert_eq!(scim.get("/Users?count=0").await.body["totalResults"], 1000);
 }

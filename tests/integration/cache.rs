@@ -14,9 +14,9 @@ use crate::util::{TestServer, rollcall, stderr};
 /// Waits until a quarter second passes with nothing committed.
 async fn settle(server: &TestServer) {
     loop {
-        let before = server.store.log().generation().unwrap();
+        let before = server.store.log().generation().unwrap().unwrap();
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if server.store.log().generation().unwrap() == before {
+        if server.store.log().generation().unwrap().unwrap() == before {
             return;
         }
     }

@@ -168,7 +168,7 @@ async fn the_cli_works_on_the_file_of_a_running_server() {
     assert_eq!(server.get("/scim/v2/Users", Some(&secret)).await.status(), 401);
 
     // Both writers' events make one gapless, verified chain.
-    let report = events::EventLog::verify(server.store.log(), events::VerifyScope::All).unwrap();
+    let report = server.store.log().verify(events::VerifyScope::All).unwrap();
     assert_eq!(report.failure, None);
     assert_eq!(report.events_checked, 4);
     server.stop().await.unwrap();

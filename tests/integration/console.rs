@@ -527,7 +527,7 @@ async fn synchronize_shows_the_run_while_it_goes_on() {
     // each: a command holding the writer now keeps the run from committing
     // its next one until the page has been seen mid-run.
     let (release, held) = std::sync::mpsc::channel::<()>();
-    let blocker = server.store.command(move |_| {
+    let blocker = server.store.command(None, move |_| {
         let _ = held.recv();
         Ok(())
     });

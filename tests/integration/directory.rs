@@ -18,7 +18,7 @@ const TENANT: &str = "tenant-a";
 
 fn create(store: &Store, event: Event, stream: String) {
     store
-        .command(move |tx| {
+        .command(None, move |tx| {
             record(
                 tx,
                 TENANT,
@@ -87,7 +87,7 @@ fn seed() -> (tempfile::TempDir, Store) {
 
 fn ids(store: &Store, kind: ResourceKind, filter: &str) -> Result<BTreeSet<String>, String> {
     let parsed = parse_filter(filter).map_err(|error| error.to_string())?;
-    let connection = store.log().reader().unwrap();
+    let connection = store.log().sqlite().unwrap().reader().unwrap();
     match search(&connection, TENANT, kind, Some(&parsed), 0, 100) {
         Ok(page) => {
             assert_eq!(page.total_results as usize, page.resources.len(), "{filter}");
@@ -210,7 +210,7 @@ fn filters_that_cannot_apply_are_invalid() {
 #[test]
 fn paging_is_stable_and_counts_everything() {
     let (_dir, store) = seed();
-    let connection = store.log().reader().unwrap();
+    let connection = store.log().sqlite().unwrap().reader().unwrap();
     let page = |offset, limit| {
         search(&connection, TENANT, ResourceKind::User, None, offset, limit).unwrap()
     };
@@ -407,7 +407,7 @@ mod differential {
     #[test]
     fn sql_and_memory_select_the_same_resources() {
         let (_dir, store) = corpus();
-        let connection = store.log().reader().unwrap();
+        let connection = store.log().sqlite().unwrap().reader().unwrap();
         let base = BaseUrl("http://example/scim/v2".to_owned());
         let everyone =
             search(&connection, TENANT, ResourceKind::User, None, 0, 1000).unwrap().resources;

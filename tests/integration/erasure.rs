@@ -405,7 +405,7 @@ async fn a_person_recorded_before_sealing_is_erased_from_the_projections_and_the
     let (written, stream) = (tenant.clone(), format!("user:{user_id}"));
     server
         .store
-        .command(move |tx| {
+        .command(None, move |tx| {
             let context = CommandContext::new(Actor::Cli { user: None });
             let recorded = tx.append(
                 &written,

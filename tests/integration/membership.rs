@@ -4,7 +4,6 @@
 //! whole-list one: the same requests must give the same answers, members,
 //! versions and events.
 
-use events::EventLog;
 use serde_json::{Value, json};
 
 use std::sync::atomic::Ordering;

@@ -110,7 +110,7 @@ type Case<'a> = (Vec<(&'a str, &'a str)>, Option<(&'a str, &'a str)>, u16, &'a s
 async fn refusals_follow_rfc_6749() {
     let server = TestServer::start().await;
     let (client_id, secret) = register(&server).await;
-    let head = events::EventLog::head(server.store.log()).unwrap();
+    let head = server.store.log().head().unwrap();
     let junk = format!("{secret}&junk=1");
     let cases: Vec<Case<'_>> = vec![
         (
@@ -187,8 +187,15 @@ async fn refusals_follow_rfc_6749() {
             "invalid_client",
         ),
     ];
-    let writes = server.store.log().stats().commands_committed.load(Ordering::Relaxed)
-        + server.store.log().stats().commands_rolled_back.load(Ordering::Relaxed);
+    let writes = server
+        .store
+        .log()
+        .sqlite()
+        .unwrap()
+        .stats()
+        .commands_committed
+        .load(Ordering::Relaxed)
+        + server.store.log().sqlite().unwrap().stats().commands_rolled_back.load(Ordering::Relaxed);
     for (form, basic, status, error) in cases {
         let (got, headers, body) = token_request(&server, &form, basic).await;
         assert_eq!((got, body["error"].as_str()), (status, Some(error)), "{form:?} {body}");
@@ -206,14 +213,17 @@ async fn refusals_follow_rfc_6749() {
         .unwrap();
     assert_eq!(json.status(), 400);
     assert_eq!(json.json::<Value>().await.unwrap()["error"], "invalid_request");
-    assert_eq!(
-        events::EventLog::head(server.store.log()).unwrap(),
-        head,
-        "refusals record nothing"
-    );
+    assert_eq!(server.store.log().head().unwrap(), head, "refusals record nothing");
     // ... and wrong credentials never queue for the writer.
-    let after = server.store.log().stats().commands_committed.load(Ordering::Relaxed)
-        + server.store.log().stats().commands_rolled_back.load(Ordering::Relaxed);
+    let after = server
+        .store
+        .log()
+        .sqlite()
+        .unwrap()
+        .stats()
+        .commands_committed
+        .load(Ordering::Relaxed)
+        + server.store.log().sqlite().unwrap().stats().commands_rolled_back.load(Ordering::Relaxed);
     assert_eq!(after, writes, "refusals reach no writer command");
     // Percent-encoded Basic credentials are decoded.
     let escaped = client_id.replace('_', "%5F");
@@ -256,6 +266,8 @@ async fn access_tokens_expire_on_time_and_die_with_their_client() {
         server
             .store
             .log()
+            .sqlite()
+            .unwrap()
             .read_forward(0, None)
             .filter(|event| event.as_ref().unwrap().event_type == "TokenRevoked")
             .count()

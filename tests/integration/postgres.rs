@@ -188,7 +188,7 @@ async fn the_log_folds_into_the_same_tables_on_postgresql_as_on_sqlite() {
         let tx = log.transaction().unwrap();
         projections::schema::migrate(&**tx.connection()).unwrap();
         let mut folded = 0;
-        for recorded in store.log().read_forward(0, None) {
+        for recorded in store.log().sqlite().unwrap().read_forward(0, None) {
             let recorded = recorded.unwrap();
             let event = recorded.decode(store.keys()).unwrap();
             projections::apply(&**tx.connection(), &recorded, &event).unwrap();
@@ -221,4 +221,117 @@ async fn the_log_folds_into_the_same_tables_on_postgresql_as_on_sqlite() {
     })
     .await
     .unwrap();
+}
+
+/// The store itself on PostgreSQL, as two nodes on one database: both open
+/// it at once (the schema is made once), a tenant created on one is found
+/// on the other and cannot be created twice by racing nodes, a token issued
+/// on one admits on the other, a sealed user recorded on one opens with
+/// the other's keys, the Synchronize lock is one lock across nodes, and an
+/// erasure's destroyed key reads as erased on the other node too.
+#[test]
+fn two_nodes_share_one_store_on_postgresql() {
+    use events::event::{TokenScope, UserCreated};
+    use events::{Actor, CommandContext, Event, ExpectedVersion};
+    use rollcall::store::{PostgresOptions, Store};
+    use rollcall::tenancy::{self, TenantRef, TokenRequest};
+
+    let Some(url) = database() else { return };
+    let context = || CommandContext::new(Actor::System);
+    let opening: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || Store::open_postgres(&url, PostgresOptions::default()))
+        })
+        .collect();
+    let nodes: Vec<Store> = opening.into_iter().map(|node| node.join().unwrap().unwrap()).collect();
+    let (a, b) = (&nodes[0], &nodes[1]);
+
+    // Racing creates of one name through both nodes: exactly one tenant.
+    let racing: Vec<_> = nodes
+        .iter()
+        .flat_map(|node| (0..4).map(move |_| tenancy::create_tenant(node, "acme", context())))
+        .collect();
+    let created: Vec<_> = racing.into_iter().map(events::Pending::wait).collect();
+    assert_eq!(created.iter().filter(|outcome| outcome.is_ok()).count(), 1, "{created:?}");
+    let tenant = b
+        .read(|db| Ok(projections::tenancy::tenant_by_name(db, "ACME")?))
+        .unwrap()
+        .expect("node B finds node A's tenant, by any case");
+
+    // A token issued on B admits on A.
+    let request =
+        TokenRequest { scope: TokenScope::Scim, lifetime: None, label: None, client_id: None };
+    let (_, secret) =
+        tenancy::issue_token(b, TenantRef::Id(tenant.tenant_id.clone()), request, context())
+            .wait()
+            .unwrap();
+    let hash = tenancy::secret_hash(secret.expose());
+    let token = a
+        .read(|db| Ok(projections::tenancy::token_by_secret_hash(db, &hash)?))
+        .unwrap()
+        .expect("node A admits node B's token");
+    assert_eq!(token.tenant_id, tenant.tenant_id);
+
+    // A user sealed on A opens on B; keys made on two nodes never collide.
+    let record = |node: &Store, user: &str| {
+        let (tenant_id, user) = (tenant.tenant_id.clone(), user.to_owned());
+        node.command(Some(&tenant.tenant_id), move |tx| {
+            let mut document = serde_json::Map::new();
+            document.insert("userName".to_owned(), json!(format!("{user}@example.com")));
+            let created =
+                Event::UserCreated(UserCreated { user_id: user.clone(), document, key: None });
+            let recorded = rollcall::store::record(
+                tx,
+                &tenant_id,
+                &format!("user:{user}"),
+                ExpectedVersion::NoStream,
+                &[created],
+                &CommandContext::new(Actor::System),
+            )?;
+            Ok(recorded)
+        })
+        .wait()
+        .unwrap()
+    };
+    let on_a = record(a, "u1");
+    let on_b = record(b, "u2");
+    // The token came first, at 1.
+    assert_eq!((on_a[0].position, on_b[0].position), (2, 3), "one tenant, one order across nodes");
+    assert!(!on_a[0].payload.contains("u1@example.com"), "the userName is sealed");
+    let key_of = |event: &events::RecordedEvent, keys: &dyn events::seal::Keyring| match event
+        .decode(keys)
+        .unwrap()
+    {
+        Event::UserCreated(created) => (created.key.unwrap(), created.document["userName"].clone()),
+        other => panic!("{other:?}"),
+    };
+    let stream = b.log().read_stream(&tenant.tenant_id, "user:u1").unwrap();
+    let (key_a, name) = key_of(&stream[0], b.keys());
+    assert_eq!(name, json!("u1@example.com"));
+    let (key_b, _) = key_of(&on_b[0], a.keys());
+    assert_ne!(key_a, key_b, "each node leases keys of its own");
+
+    // One Synchronize lock across nodes, released with its holder.
+    let held = a.try_lock("sync-acme").unwrap().expect("the first takes it");
+    assert!(b.try_lock("sync-acme").unwrap().is_none(), "the other node waits");
+    drop(held);
+    assert!(b.try_lock("sync-acme").unwrap().is_some(), "dropped, it is free");
+
+    // A key destroyed on A reads as erased on B (after B's revalidation).
+    assert_eq!(a.key_store().erase(&[key_a], "2026-12-04T00:00:00.000Z").unwrap(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(matches!(
+        events::seal::Keyring::key(b.keys(), key_a).unwrap(),
+        events::seal::KeyState::Erased
+    ));
+    assert!(b.key_store().live_among(&[key_a, key_b]).unwrap() == [key_b]);
+
+    // Both nodes verify the whole log, guards and all.
+    for node in [a, b] {
+        let report = node.log().verify(events::VerifyScope::All).unwrap();
+        assert_eq!(report.failure, None);
+        assert_eq!(report.events_checked, 1 + 1 + 2, "the tenant, its token, two users");
+        assert!(report.missing_guards.is_empty(), "{report:?}");
+    }
 }

@@ -2,8 +2,8 @@
 //! error case, asserting statuses, headers and bodies, and what the log
 //! recorded.
 
+use events::VerifyScope;
 use events::event::TokenScope;
-use events::{EventLog, VerifyScope};
 use serde_json::{Value, json};
 
 use crate::util::TestServer;

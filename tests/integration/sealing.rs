@@ -5,7 +5,6 @@
 //! the chain and exports verify over the sealed bytes, and a sealed value
 //! moved to another event does not open.
 
-use events::EventLog;
 use events::seal::SealError;
 use serde_json::{Value, json};
 

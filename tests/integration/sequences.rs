@@ -10,7 +10,6 @@
 
 use std::collections::BTreeSet;
 
-use events::EventLog;
 use events::event::TokenScope;
 use reqwest::Method;
 use reqwest::header::HeaderMap;

@@ -5,8 +5,8 @@
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
+use events::VerifyScope;
 use events::event::TokenScope;
-use events::{EventLog, VerifyScope};
 use rollcall::state::ServerConfig;
 
 use crate::util::{TestServer, json_body};
@@ -363,7 +363,7 @@ async fn shutdown_drains_the_writer() {
     // Commands in flight when shutdown begins: one running on the writer,
     // twenty queued behind it.
     let (release, held) = std::sync::mpsc::channel::<()>();
-    let running = store.command(move |_| {
+    let running = store.command(None, move |_| {
         let _ = held.recv();
         Ok(())
     });

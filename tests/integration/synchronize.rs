@@ -257,6 +257,8 @@ async fn pushes_flow_into_members_at_synchronize_and_only_then() {
     let appended: Vec<String> = server
         .store
         .log()
+        .sqlite()
+        .unwrap()
         .read_forward(before, Some(&tenant))
         .map(|event| event.unwrap().stream)
         .collect();
@@ -448,7 +450,7 @@ async fn concurrent_triggers_apply_each_change_once() {
     let admin = Admin::new(&server, "acme").await;
     bulk_users(&scim, 0, 300).await;
     let (release, held) = std::sync::mpsc::channel::<()>();
-    let blocker = server.store.command(move |_| {
+    let blocker = server.store.command(None, move |_| {
         let _ = held.recv();
         Ok(())
     });
@@ -1038,7 +1040,7 @@ async fn removing_a_nested_group_revokes_the_roles_it_granted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_run_keeps_its_range_and_later_changes_stay_pending() {
     use events::event::{Event, SyncBatchApplied, SyncStarted};
-    use events::{Actor, CommandContext, EventLog, ExpectedVersion};
+    use events::{Actor, CommandContext, ExpectedVersion};
     let server = TestServer::start().await;
     let scim = Scim::new(&server, "acme").await;
     let admin = Admin::new(&server, "acme").await;
@@ -1073,7 +1075,7 @@ async fn a_resumed_run_keeps_its_range_and_later_changes_stay_pending() {
     ];
     server
         .store
-        .command(move |tx| {
+        .command(None, move |tx| {
             rollcall::store::record(
                 tx,
                 &tenant,

@@ -112,7 +112,6 @@ impl TestServer {
 
     /// The log's head position: "wrote nothing" means it did not move.
     pub fn log_head(&self) -> u64 {
-        use events::EventLog;
         self.store.log().head().unwrap()
     }
 
