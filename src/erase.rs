@@ -416,11 +416,12 @@ fn scrub_request_log(
     for value in values.iter().filter(|value| value.chars().count() >= SCRUB_MIN_CHARS) {
         for form in [value.clone(), percent_encoded(value)] {
             connection
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "UPDATE request_log SET target = replace(target, ?2, ?3), \
-                     error = replace(error, ?2, ?3) WHERE tenant_id = ?1 \
-                     AND (instr(target, ?2) > 0 OR instr(error, ?2) > 0)",
-                )
+                     error = replace(error, ?2, ?3) WHERE tenant_id = ?1 AND ({} OR {})",
+                    projections::schema::contains(connection, "target", "?2"),
+                    projections::schema::contains(connection, "error", "?2"),
+                ))
                 .and_then(|mut statement| statement.execute(params![tenant, form, ERASED]))
                 .map_err(storage("scrubbing the request log"))?;
         }

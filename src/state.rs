@@ -205,9 +205,7 @@ impl AppState {
     /// state file next to the database).
     pub fn new(store: Arc<Store>, config: ServerConfig) -> Result<AppState, Error> {
         let requests = Arc::new(crate::requests::RequestLog::new(config.request_log_rows_max));
-        let deliveries = Arc::new(crate::webhooks::state::Deliveries::open(
-            store.log().sqlite_for("webhook delivery")?.path(),
-        )?);
+        let deliveries = Arc::new(crate::webhooks::state::Deliveries::of(&store)?);
         let deliverer = Arc::new(crate::webhooks::deliver::Deliverer::new(
             store.clone(),
             deliveries.clone(),

@@ -14,6 +14,21 @@ pub fn fold(text: &str) -> String {
     text.to_lowercase()
 }
 
+/// A JSON value with every string in it folded ([`fold`]), keys and
+/// structure as they were: what PostgreSQL compares case-insensitive
+/// strings against, so both engines fold by this one function.
+pub fn fold_value(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => Value::String(fold(text)),
+        Value::Array(items) => Value::Array(items.iter().map(fold_value).collect()),
+        Value::Object(fields) => Value::Object(
+            fields.iter().map(|(key, value)| (key.clone(), fold_value(value))).collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// Registers the functions on one connection.
 pub fn register(connection: &Connection) -> rusqlite::Result<()> {
     connection.create_scalar_function(

@@ -466,6 +466,27 @@ pub fn nocase(connection: &dyn Db, expression: &str) -> String {
     }
 }
 
+/// The rows of a JSON array of strings bound at `param`, as a table `j`
+/// with one column `value`: SQLite's `json_each`, PostgreSQL's
+/// `jsonb_array_elements_text`.
+pub fn json_list(connection: &dyn Db, param: &str) -> String {
+    match connection.dialect() {
+        Dialect::Sqlite => format!("json_each({param}) j"),
+        Dialect::Postgres => {
+            format!("jsonb_array_elements_text(CAST({param} AS TEXT)::jsonb) AS j(value)")
+        }
+    }
+}
+
+/// Whether the text `needle` occurs in `haystack`, bytewise: SQLite's
+/// `instr`, PostgreSQL's `strpos`.
+pub fn contains(connection: &dyn Db, haystack: &str, needle: &str) -> String {
+    match connection.dialect() {
+        Dialect::Sqlite => format!("instr({haystack}, {needle}) > 0"),
+        Dialect::Postgres => format!("strpos({haystack}, {needle}) > 0"),
+    }
+}
+
 /// The tables on PostgreSQL: made whole at once (a PostgreSQL database
 /// has no older layout to bring forward yet), under a transaction-scoped
 /// advisory lock so that nodes starting together do not race.
@@ -486,6 +507,39 @@ fn migrate_postgres(connection: &dyn Db) -> Result<Vec<String>, ProjectionError>
 /// NOCASE columns get an index on their ASCII-folded value instead; the
 /// table that orders by SQLite's `rowid` (`webhook_secrets`) gets a column
 /// of that name.
+/// What SCIM filters read on PostgreSQL (`directory::query`): each
+/// document as `jsonb` and its folded copy (every string folded by
+/// `functions::fold`, the one Rust function that decides case on both
+/// engines), and two functions: the values at a path, one row for a
+/// scalar and one per element of a list, each with its folded twin (what
+/// SQLite's `json_each` gives, with `scim_fold` beside it), and an instant
+/// read from text that is NULL rather than an error when it is none.
+const POSTGRES_SEARCH: &str = r#"
+ALTER TABLE scim_resources ADD COLUMN IF NOT EXISTS doc JSONB;
+ALTER TABLE scim_resources ADD COLUMN IF NOT EXISTS folded JSONB;
+CREATE OR REPLACE FUNCTION rollcall_values(doc JSONB, folded JSONB, path TEXT[])
+RETURNS TABLE (type TEXT, value JSONB, folded JSONB)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $values$
+    SELECT jsonb_typeof(e.value), e.value, f.value
+    FROM jsonb_array_elements(CASE WHEN jsonb_typeof(doc #> path) = 'array' THEN doc #> path
+                                   WHEN doc #> path IS NULL THEN '[]'::jsonb
+                                   ELSE jsonb_build_array(doc #> path) END)
+         WITH ORDINALITY AS e(value, n)
+    LEFT JOIN jsonb_array_elements(CASE WHEN jsonb_typeof(folded #> path) = 'array' THEN folded #> path
+                                        WHEN folded #> path IS NULL THEN '[]'::jsonb
+                                        ELSE jsonb_build_array(folded #> path) END)
+         WITH ORDINALITY AS f(value, n) ON f.n = e.n
+$values$;
+CREATE OR REPLACE FUNCTION rollcall_instant(text TEXT) RETURNS TIMESTAMPTZ
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $instant$
+BEGIN
+    RETURN text::timestamptz;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END
+$instant$;
+"#;
+
 pub fn postgres_tables() -> String {
     let mut out = String::with_capacity(CREATE.len() + 1024);
     for line in CREATE.lines() {
@@ -520,6 +574,7 @@ pub fn postgres_tables() -> String {
         };
         out.push_str(&format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind};\n"));
     }
+    out.push_str(POSTGRES_SEARCH);
     out.push_str(&format!(
         "CREATE UNIQUE INDEX IF NOT EXISTS tenants_by_name ON tenants \
          (translate(name, {POSTGRES_NOCASE}));\n\

@@ -46,9 +46,18 @@ pub const BLOCKING_THREADS_MAX: usize = 64;
 #[derive(Debug, Parser)]
 #[command(name = "rollcall", version, about, long_about = None)]
 pub struct Args {
-    /// The SQLite database file; created, with its tables, on first use.
+    /// The database: an SQLite file (created, with its tables, on first
+    /// use), or a PostgreSQL URL (`postgres://user@host/dbname`), shared by
+    /// any number of rollcall nodes; its tables are made on first use.
     #[arg(long, env = "ROLLCALL_DB", default_value = "rollcall.db", global = true)]
-    pub db: PathBuf,
+    pub db: String,
+    /// Connections each node keeps to PostgreSQL at most (writer lanes and
+    /// reads); see README.md, "More than one machine".
+    #[arg(long, env = "ROLLCALL_PG_POOL", default_value_t = crate::store::PostgresOptions::default().pool_size, global = true)]
+    pub pg_pool: usize,
+    /// Writer lanes on PostgreSQL: tenants whose writes commit at once.
+    #[arg(long, env = "ROLLCALL_PG_LANES", default_value_t = crate::store::PostgresOptions::default().lanes, global = true)]
+    pub pg_lanes: usize,
     /// How hard each commit works to survive a power cut.
     #[arg(long, env = "ROLLCALL_DURABILITY", value_enum, default_value_t = DurabilityArg::Full, global = true)]
     pub durability: DurabilityArg,
@@ -385,11 +394,79 @@ pub enum TokenCommand {
     Revoke { token_id: String },
 }
 
+/// Where the database is.
+#[derive(Clone)]
+pub enum Database {
+    File(PathBuf),
+    /// A PostgreSQL URL; it may hold a password, so it is shown only
+    /// through [`Database::describe`].
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.describe())
+    }
+}
+
+impl Database {
+    /// `--db`: a `postgres://` or `postgresql://` URL, else a file path.
+    pub fn parse(text: &str) -> Database {
+        let lower = text.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Database::Postgres(text.to_owned())
+        } else {
+            Database::File(PathBuf::from(text))
+        }
+    }
+
+    /// What to call it in messages: the file, or the URL without its
+    /// password.
+    pub fn describe(&self) -> String {
+        match self {
+            Database::File(path) => path.display().to_string(),
+            Database::Postgres(url) => redact_password(url),
+        }
+    }
+
+    /// The file, for what works on an SQLite file only (`what`); on
+    /// PostgreSQL an error that says what to use instead.
+    pub fn file(&self, what: &str) -> anyhow::Result<&Path> {
+        match self {
+            Database::File(path) => Ok(path),
+            Database::Postgres(_) => anyhow::bail!(
+                "{what} works on an SQLite file; a database on PostgreSQL is backed up, \
+                 restored and rebuilt with PostgreSQL's own tools (pg_dump, base backups \
+                 with point-in-time recovery) -- see README.md, \"More than one machine\""
+            ),
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` as `postgres://user:***@host/db`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let query_free = path.map(|path| path.split('?').next().unwrap_or_default());
+    match query_free {
+        Some(path) => format!("{scheme}://{authority}/{path}"),
+        None => format!("{scheme}://{authority}"),
+    }
+}
+
 /// Checked settings for opening the database.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub db: PathBuf,
+    pub db: Database,
     pub log_options: LogOptions,
+    pub postgres: crate::store::PostgresOptions,
     pub as_of_snapshot_every: u64,
 }
 
@@ -402,8 +479,13 @@ impl Args {
             DurabilityArg::Off => Durability::Off,
         };
         Settings {
-            db: self.db.clone(),
+            db: Database::parse(&self.db),
             log_options: LogOptions { durability, ..LogOptions::default() },
+            postgres: crate::store::PostgresOptions {
+                pool_size: self.pg_pool.max(2),
+                lanes: self.pg_lanes.max(1),
+                ..crate::store::PostgresOptions::default()
+            },
             as_of_snapshot_every: self.as_of_snapshot_every,
         }
     }
@@ -436,13 +518,21 @@ fn init_logging(default_filter: &str, format: LogFormat) {
 }
 
 fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    Store::open(&settings.db, settings.log_options.clone())
-        .with_context(|| format!("opening the database {}", settings.db.display()))
+    match &settings.db {
+        Database::File(path) => Store::open(path, settings.log_options.clone()),
+        Database::Postgres(url) => Store::open_postgres(url, settings.postgres.clone()),
+    }
+    .with_context(|| format!("opening the database {}", settings.db.describe()))
 }
 
+/// On PostgreSQL, where nothing is migrated behind a reader's back, the
+/// same as [`open_store`].
 fn open_store_read_only(settings: &Settings) -> anyhow::Result<Store> {
-    Store::open_read_only(&settings.db, settings.log_options.clone())
-        .with_context(|| format!("opening the database {} to read it", settings.db.display()))
+    match &settings.db {
+        Database::File(path) => Store::open_read_only(path, settings.log_options.clone()),
+        Database::Postgres(url) => Store::open_postgres(url, settings.postgres.clone()),
+    }
+    .with_context(|| format!("opening the database {} to read it", settings.db.describe()))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -514,7 +604,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &open_store_read_only(&settings)?,
                 command,
                 &crate::store::snapshots::Snapshots::beside(
-                    &settings.db,
+                    settings.db.file("audit")?,
                     settings.as_of_snapshot_every,
                 ),
             )
@@ -550,12 +640,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Backup { to, json } => {
             init_logging("warn", LogFormat::Text);
-            let checked = crate::backup::backup(&settings.db, &to)?;
+            let checked = crate::backup::backup(settings.db.file("backup")?, &to)?;
             print_backup(&checked, json, "backed up")
         }
         Command::Restore { from, json } => {
             init_logging("warn", LogFormat::Text);
-            let restored = crate::backup::restore(&settings.db, &from)?;
+            let restored = crate::backup::restore(settings.db.file("restore")?, &from)?;
             if let (Some(replaced), false) = (&restored.replaced, json) {
                 eprintln!("rollcall: the database replaced is kept as {replaced}");
             }
@@ -567,7 +657,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Rebuild(rebuild) => {
             init_logging("warn", LogFormat::Text);
-            self::audit::rebuild_command(&open_store(&settings)?, &settings.db, &rebuild)
+            let file = settings.db.file("rebuild")?;
+            self::audit::rebuild_command(&open_store(&settings)?, file, &rebuild)
         }
         Command::Export(export) => {
             init_logging("warn", LogFormat::Text);
@@ -614,12 +705,32 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
     let listen: SocketAddr = serve.listen.parse().with_context(|| {
         format!("--listen {:?} is not an address like 127.0.0.1:8080", serve.listen)
     })?;
-    let existed = settings.db.exists();
-    // Held while serving: `restore` refuses to replace the file under a
-    // server, and a second server on the same file is refused here.
-    let _serving = crate::backup::ServeLock::acquire(&settings.db)?;
-    let store = Arc::new(open_store(settings)?);
-    eprintln!("rollcall: database {}", describe_db(&settings.db, existed));
+    // Held while serving a file: `restore` refuses to replace the file
+    // under a server, and a second server on the same file is refused
+    // here. Any number of nodes serve one PostgreSQL database.
+    let serving = match &settings.db {
+        Database::File(path) => {
+            let existed = path.exists();
+            let lock = crate::backup::ServeLock::acquire(path)?;
+            let store = Arc::new(open_store(settings)?);
+            eprintln!("rollcall: database {}", describe_db(path, existed));
+            Some((lock, store))
+        }
+        Database::Postgres(_) => {
+            if serve.backup_dir.is_some() {
+                settings.db.file("--backup-dir")?;
+            }
+            None
+        }
+    };
+    let store = match &serving {
+        Some((_, store)) => store.clone(),
+        None => {
+            let store = Arc::new(open_store(settings)?);
+            eprintln!("rollcall: database {} (PostgreSQL)", settings.db.describe());
+            store
+        }
+    };
     let config = ServerConfig {
         body_limit_bytes: serve.body_limit_bytes,
         shutdown_grace: Duration::from_secs(serve.shutdown_grace_seconds),
@@ -674,8 +785,12 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
         ),
         _ => None,
     };
-    let (backup_dir, backup_every, backup_keep, db) =
-        (serve.backup_dir.clone(), serve.backup_every, serve.backup_keep, settings.db.clone());
+    // Scheduled backups copy the file (refused above on PostgreSQL).
+    let backups = match (&settings.db, &serve.backup_dir) {
+        (Database::File(path), Some(dir)) => Some((path.clone(), dir.clone())),
+        _ => None,
+    };
+    let (backup_every, backup_keep) = (serve.backup_every, serve.backup_keep);
     let metrics_listen = serve.metrics_listen;
     runtime.block_on(async move {
         let shutdown = shutdown_signal();
@@ -713,7 +828,7 @@ fn serve(settings: &Settings, serve: &ServeArgs) -> anyhow::Result<()> {
             eprintln!("rollcall: metrics on http://{bound}/metrics");
             tokio::spawn(crate::metrics::serve(listener, state.metrics.clone()));
         }
-        if let Some(dir) = &backup_dir {
+        if let Some((db, dir)) = &backups {
             let schedule = crate::backup::Schedule { dir: dir.clone(), every: backup_every, keep: backup_keep };
             tokio::spawn(crate::backup::run_scheduled(
                 db.clone(),

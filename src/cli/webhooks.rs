@@ -108,7 +108,7 @@ fn print_json(value: &Value) {
 }
 
 pub fn webhook_command(store: &Store, command: WebhookCommand) -> anyhow::Result<ExitCode> {
-    let deliveries = Deliveries::open(store.log().sqlite_for("webhook delivery")?.path())?;
+    let deliveries = Deliveries::of(store)?;
     match command {
         WebhookCommand::Create {
             tenant,

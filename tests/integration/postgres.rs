@@ -335,3 +335,206 @@ fn two_nodes_share_one_store_on_postgresql() {
         assert!(report.missing_guards.is_empty(), "{report:?}");
     }
 }
+
+/// Every kind of SCIM filter and sort answers the same on PostgreSQL as on
+/// SQLite: users and groups are told over SCIM to a SQLite server, its log
+/// is folded into PostgreSQL, and each filter (columns, JSON strings with
+/// Unicode case, lists and value paths, numbers, booleans, instants, a
+/// custom extension, members and groups, not/and/or, presence) and each
+/// sort is run on both, the ids and totals compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_filters_and_sorts_answer_the_same_on_postgresql() {
+    use projections::directory::query::{Sort, search_sorted};
+    use projections::directory::schema::ResourceKind;
+
+    let Some(url) = database() else { return };
+    let server = TestServer::start().await;
+    let scim = Scim::new(&server, "acme").await;
+    const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+    const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    const CUSTOM: &str = "urn:example:params:scim:schemas:extension:acme:2.0:User";
+    let people = [
+        ("Émile@Example.com", "ext-1", true, "Straße", 3, "2024-01-02T03:04:05Z"),
+        ("ZOË@example.com", "ext-2", false, "ÖKONOMIE", 12, "2023-06-01T00:00:00+02:00"),
+        ("bob@example.org", "EXT-3", true, "sales", 7, "2025-12-31T23:59:59.500Z"),
+        ("İsmail@example.com", "ext-4", true, "", 0, "not a date"),
+        ("carol@example.com", "ext-5", false, "Ops", -4, "2024-01-02T03:04:05.001Z"),
+    ];
+    let mut ids = Vec::new();
+    for (index, (name, external, active, department, level, hired)) in people.iter().enumerate() {
+        let mut user = json!({
+            "schemas": [USER, ENTERPRISE, CUSTOM],
+            "userName": name, "externalId": external, "active": active,
+            "displayName": name.to_uppercase(),
+            "title": if index % 2 == 0 { json!("Engineer") } else { json!(null) },
+            "name": {"givenName": name.split('@').next().unwrap(), "familyName": "Test"},
+            "emails": [
+                {"value": format!("home-{name}"), "type": "home"},
+                {"value": name, "type": if index == 1 { "WORK" } else { "work" }, "primary": index != 2}
+            ],
+            ENTERPRISE: {"department": department, "employeeNumber": format!("{}", 100 - index)},
+            CUSTOM: {"level": level, "hired": hired, "tags": ["a", format!("T{index}")]}
+        });
+        if index == 3 {
+            user.as_object_mut().unwrap().remove("emails");
+        }
+        let answer = scim.post("/Users", user).await;
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        ids.push(answer.body["id"].as_str().unwrap().to_owned());
+    }
+    for (name, members) in
+        [("Engineering", &ids[0..3]), ("Ünits", &ids[2..5]), ("empty", &ids[0..0])]
+    {
+        let members: Vec<_> = members.iter().map(|id| json!({"value": id})).collect();
+        let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                          "displayName": name, "members": members});
+        assert_eq!(scim.post("/Groups", body).await.status, 201);
+    }
+
+    let user_filters = [
+        "userName eq \"émile@example.com\"",
+        "userName sw \"z\"",
+        "userName ew \"ORG\"",
+        "userName co \"İ\"",
+        "userName co \"i̇\"",
+        "userName gt \"c\"",
+        "externalId eq \"ext-3\"",
+        "externalId eq \"EXT-3\"",
+        "id eq \"not-an-id\"",
+        "displayName co \"ZOË\"",
+        "displayName co \"zoë\"",
+        "title pr",
+        "not (title pr)",
+        "title eq null",
+        "name.givenName sw \"é\"",
+        "name pr",
+        "emails pr",
+        "emails co \"HOME-\"",
+        "emails.type eq \"work\"",
+        "emails[type eq \"work\" and value ew \".org\"]",
+        "emails[primary eq true]",
+        "emails[primary eq false] or active eq false",
+        "active eq true",
+        "active ne true",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq \"strasse\"",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq \"straße\"",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department pr",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department ge \"o\"",
+        "urn:example:params:scim:schemas:extension:acme:2.0:User:level gt 2",
+        "urn:example:params:scim:schemas:extension:acme:2.0:User:level le 0",
+        "urn:example:params:scim:schemas:extension:acme:2.0:User:level eq 7",
+        "urn:example:params:scim:schemas:extension:acme:2.0:User:hired co \"2024\"",
+        "urn:example:params:scim:schemas:extension:acme:2.0:User:tags eq \"t1\"",
+        "urn:example:params:scim:schemas:extension:acme:2.0:User:tags pr",
+        "meta.created gt \"2000-01-01T00:00:00Z\"",
+        "meta.lastModified lt \"2000-01-01T00:00:00Z\"",
+        "meta.resourceType eq \"User\"",
+        "groups eq \"nothing\"",
+        "groups pr",
+        "not (groups pr)",
+        "groups[display eq \"engineering\"]",
+        "groups.display co \"ÜN\"",
+        "groups[type eq \"DIRECT\"]",
+        "(active eq true and emails pr) or externalId sw \"EXT\"",
+        "not (userName co \"example.com\") and not (title pr)",
+    ];
+    let group_filters = [
+        "displayName eq \"ünits\"",
+        "displayName sw \"E\"",
+        "members pr",
+        "not (members pr)",
+        "members eq \"nope\"",
+        "members[type eq \"user\"]",
+        "members.display co \"ZOË\"",
+        "members[value eq \"ID2\"]".replace("ID2", &ids[2]).leak(),
+        "members.display ew \".org\" or displayName eq \"empty\"",
+    ];
+    let sorts = [
+        ("userName", false),
+        ("userName", true),
+        ("displayName", false),
+        ("title", false),
+        ("title", true),
+        ("name.givenName", true),
+        ("emails", false),
+        ("emails.type", true),
+        ("active", false),
+        ("externalId", true),
+        ("meta.lastModified", false),
+        ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", false),
+        ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber", true),
+        ("urn:example:params:scim:schemas:extension:acme:2.0:User:level", false),
+        ("urn:example:params:scim:schemas:extension:acme:2.0:User:hired", true),
+    ];
+
+    let store = server.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let log = PgLog::connect(&url, 2).unwrap();
+        let tx = log.transaction().unwrap();
+        projections::schema::migrate(&**tx.connection()).unwrap();
+        for recorded in store.log().sqlite().unwrap().read_forward(0, None) {
+            let recorded = recorded.unwrap();
+            let event = recorded.decode(store.keys()).unwrap();
+            projections::apply(&**tx.connection(), &recorded, &event).unwrap();
+        }
+        tx.commit().unwrap();
+        let connection = log.pool().get().unwrap();
+        let postgres: &dyn Db = &*connection;
+        let tenant = store
+            .read(|db| Ok(projections::tenancy::tenant_by_name(db, "acme")?))
+            .unwrap()
+            .unwrap()
+            .tenant_id;
+        let answer = |db: &dyn Db, kind, filter: Option<&str>, sort: Option<&Sort>, page| {
+            let filter = filter.map(|text| rollcall::model::filter::parse_filter(text).unwrap());
+            let (offset, limit) = page;
+            match search_sorted(db, &tenant, kind, filter.as_ref(), sort, offset, limit) {
+                Ok(page) => Ok((
+                    page.total_results,
+                    page.resources.into_iter().map(|row| row.id).collect::<Vec<_>>(),
+                )),
+                Err(error) => Err(error.to_string()),
+            }
+        };
+        store
+            .read(|sqlite| {
+                let mut matched = 0;
+                let kinds = user_filters
+                    .iter()
+                    .map(|filter| (ResourceKind::User, *filter))
+                    .chain(group_filters.iter().map(|filter| (ResourceKind::Group, *filter)));
+                for (kind, filter) in kinds {
+                    for page in [(0, 100), (1, 2)] {
+                        let expected = answer(sqlite, kind, Some(filter), None, page);
+                        let expected = expected.unwrap_or_else(|error| panic!("{filter}: {error}"));
+                        matched += usize::from(expected.0 > 0 && expected.0 < 5);
+                        assert_eq!(
+                            answer(postgres, kind, Some(filter), None, page),
+                            Ok(expected),
+                            "{filter}, page {page:?}"
+                        );
+                    }
+                }
+                assert!(matched > 40, "most filters match some but not all: {matched}");
+                for (path, descending) in sorts {
+                    let sort = Sort {
+                        path: rollcall::model::filter::attribute_path(path).unwrap(),
+                        descending,
+                    };
+                    for filter in [None, Some("active eq true")] {
+                        let expected =
+                            answer(sqlite, ResourceKind::User, filter, Some(&sort), (0, 100));
+                        assert_eq!(
+                            answer(postgres, ResourceKind::User, filter, Some(&sort), (0, 100)),
+                            expected,
+                            "sorted by {path}, descending {descending}, {filter:?}"
+                        );
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+    })
+    .await
+    .unwrap();
+}

@@ -17,9 +17,15 @@
 //! is `not (eq)`, `eq null` is "not present". A complex multi-valued
 //! attribute without a sub-attribute means its `value`
 //! (`emails co "@example.com"`).
+//!
+//! On PostgreSQL the same translation reads the document's `jsonb` forms
+//! (`schema::POSTGRES_SEARCH`): `rollcall_values` stands for `json_each`,
+//! and a case-insensitive string is compared in the folded copy, folded by
+//! the same Rust function that `scim_fold` calls, never by a collation.
+//! Text compares bytewise (`COLLATE "C"`), as SQLite's BINARY does.
 
 use events::db::Value as SqlValue;
-use events::db::{Db, values_as_params};
+use events::db::{Db, Dialect, values_as_params};
 
 use super::filter::{AttrPath, CompareOp, CompareValue, Filter};
 use super::schema::{
@@ -79,10 +85,11 @@ pub fn search_sorted(
     offset: u64,
     limit: u64,
 ) -> Result<Page, QueryError> {
-    let mut translator = Translator { kind, params: Vec::new(), aliases: 0 };
+    let mut translator =
+        Translator { kind, params: Vec::new(), aliases: 0, dialect: connection.dialect() };
     let condition = match filter {
         Some(filter) => translator.filter(filter, &Scope::Resource)?,
-        None => "1".to_owned(),
+        None => translator.truth().to_owned(),
     };
     let condition_params = translator.params.len();
     // Ordering parameters are numbered after the condition's, so the count
@@ -245,16 +252,111 @@ struct Translator {
     kind: ResourceKind,
     params: Vec<SqlValue>,
     aliases: u32,
+    dialect: Dialect,
 }
 
-fn json_path(schema: Option<&str>, names: &[&str]) -> String {
-    let mut path = "$".to_owned();
-    for name in schema.into_iter().chain(names.iter().copied()) {
-        path.push_str(".\"");
-        path.push_str(name);
-        path.push('"');
+/// A path into a document: names, and list indexes (a sort reads a
+/// list's first value).
+#[derive(Debug, Clone)]
+struct JsonPath(Vec<Segment>);
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Key(String),
+    Index(u32),
+}
+
+fn json_path(schema: Option<&str>, names: &[&str]) -> JsonPath {
+    JsonPath(
+        schema
+            .into_iter()
+            .chain(names.iter().copied())
+            .map(|name| Segment::Key(name.to_owned()))
+            .collect(),
+    )
+}
+
+impl JsonPath {
+    fn key(mut self, name: &str) -> JsonPath {
+        self.0.push(Segment::Key(name.to_owned()));
+        self
     }
-    path
+
+    fn index(mut self, index: u32) -> JsonPath {
+        self.0.push(Segment::Index(index));
+        self
+    }
+
+    /// SQLite's JSON path (`$."name"[0]`), or a PostgreSQL `text[]`
+    /// literal (`{"name","0"}`), every element quoted.
+    fn render(&self, dialect: Dialect) -> String {
+        match dialect {
+            Dialect::Sqlite => {
+                let mut path = "$".to_owned();
+                for segment in &self.0 {
+                    match segment {
+                        Segment::Key(name) => {
+                            path.push_str(".\"");
+                            path.push_str(name);
+                            path.push('"');
+                        }
+                        Segment::Index(index) => path.push_str(&format!("[{index}]")),
+                    }
+                }
+                path
+            }
+            Dialect::Postgres => {
+                let elements: Vec<String> = self
+                    .0
+                    .iter()
+                    .map(|segment| {
+                        let text = match segment {
+                            Segment::Key(name) => name.clone(),
+                            Segment::Index(index) => index.to_string(),
+                        };
+                        format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+                    })
+                    .collect();
+                format!("{{{}}}", elements.join(","))
+            }
+        }
+    }
+}
+
+/// Where a JSON leaf reads its values: a document (or an element of one)
+/// and, on PostgreSQL, its folded twin.
+struct JsonBase {
+    document: String,
+    folded: String,
+}
+
+impl JsonBase {
+    fn resource(dialect: Dialect) -> JsonBase {
+        match dialect {
+            Dialect::Sqlite => {
+                JsonBase { document: "r.document".to_owned(), folded: String::new() }
+            }
+            Dialect::Postgres => {
+                JsonBase { document: "r.doc".to_owned(), folded: "r.folded".to_owned() }
+            }
+        }
+    }
+
+    /// An element's object (nothing for a plain value: it has no
+    /// sub-attributes to look into).
+    fn element(alias: &str) -> JsonBase {
+        JsonBase {
+            document: format!("CASE WHEN {alias}.type = 'object' THEN {alias}.value END"),
+            folded: format!("CASE WHEN {alias}.type = 'object' THEN {alias}.folded END"),
+        }
+    }
+}
+
+/// What a comparison reads: a column (or an expression over columns), or
+/// the values a JSON leaf iterates under `alias`.
+enum Operand<'a> {
+    Column(&'a str),
+    Json(&'a str),
 }
 
 fn is(name: &str, expected: &str) -> bool {
@@ -273,6 +375,40 @@ impl Translator {
         format!("?{}", self.params.len() + 2)
     }
 
+    /// A path, bound as a parameter in the dialect's form.
+    fn path(&mut self, path: &JsonPath) -> String {
+        let param = self.param(SqlValue::Text(path.render(self.dialect)));
+        match self.dialect {
+            Dialect::Sqlite => param,
+            Dialect::Postgres => format!("CAST(CAST({param} AS TEXT) AS TEXT[])"),
+        }
+    }
+
+    fn truth(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "1",
+            Dialect::Postgres => "TRUE",
+        }
+    }
+
+    fn falsity(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "0",
+            Dialect::Postgres => "FALSE",
+        }
+    }
+
+    /// The rows of every value at `path` under `base`, as `alias`.
+    fn values(&mut self, base: &JsonBase, path: &JsonPath, alias: &str) -> String {
+        let path = self.path(path);
+        match self.dialect {
+            Dialect::Sqlite => format!("json_each({}, {path}) AS {alias}", base.document),
+            Dialect::Postgres => {
+                format!("rollcall_values({}, {}, {path}) AS {alias}", base.document, base.folded)
+            }
+        }
+    }
+
     fn filter(&mut self, filter: &Filter, scope: &Scope<'_>) -> Result<String, QueryError> {
         match filter {
             Filter::And(left, right) => {
@@ -283,7 +419,10 @@ impl Translator {
             }
             // coalesce: a comparison with NULL is "unknown", and `not`
             // of an attribute that is absent must match.
-            Filter::Not(inner) => Ok(format!("NOT coalesce(({}), 0)", self.filter(inner, scope)?)),
+            Filter::Not(inner) => {
+                let inner = self.filter(inner, scope)?;
+                Ok(format!("NOT coalesce(({inner}), {})", self.falsity()))
+            }
             Filter::Present { path } => self.leaf(scope, path, None),
             // `ne null` is "present".
             Filter::Compare { path, op: CompareOp::NotEqual, value: CompareValue::Null } => {
@@ -291,7 +430,7 @@ impl Translator {
             }
             Filter::Compare { path, op: CompareOp::NotEqual, value } => {
                 let equal = self.leaf(scope, path, Some((CompareOp::Equal, value)))?;
-                Ok(format!("NOT coalesce(({equal}), 0)"))
+                Ok(format!("NOT coalesce(({equal}), {})", self.falsity()))
             }
             Filter::Compare { path, op, value: CompareValue::Null } => {
                 if *op != CompareOp::Equal {
@@ -332,7 +471,7 @@ impl Translator {
                 }
                 // Only an object element has sub-attributes; a plain value in
                 // a list no schema describes is not JSON text to look into.
-                let base = format!("CASE WHEN {alias}.type = 'object' THEN {alias}.value END");
+                let base = JsonBase::element(alias);
                 let json = json_path(None, &[sub.map_or(path.name.as_str(), |sub| sub.name)]);
                 self.json_leaf(&base, json, Semantics::of(sub), comparison)
             }
@@ -341,15 +480,10 @@ impl Translator {
                     name if is(name, "value") => {
                         (format!("{alias}.member_id"), Semantics::exact_string())
                     }
-                    name if is(name, "type") => {
-                        (format!("{alias}.member_type"), Semantics::of(None))
+                    name if is(name, "type") => self.ascii_folded(&format!("{alias}.member_type")),
+                    name if is(name, "display") => {
+                        self.display_of(&format!("{alias}.member_id"), alias)
                     }
-                    name if is(name, "display") => (
-                        format!(
-                            "(SELECT x.name FROM scim_resources x WHERE x.tenant_id = {alias}.tenant_id AND x.id = {alias}.member_id)"
-                        ),
-                        Semantics::of(None),
-                    ),
                     other => {
                         return Err(QueryError::InvalidFilter(format!(
                             "members cannot be filtered by '{other}'"
@@ -363,13 +497,10 @@ impl Translator {
                     name if is(name, "value") => {
                         (format!("{alias}.group_id"), Semantics::exact_string())
                     }
-                    name if is(name, "display") => (
-                        format!(
-                            "(SELECT x.name FROM scim_resources x WHERE x.tenant_id = {alias}.tenant_id AND x.id = {alias}.group_id)"
-                        ),
-                        Semantics::of(None),
-                    ),
-                    name if is(name, "type") => ("'direct'".to_owned(), Semantics::of(None)),
+                    name if is(name, "display") => {
+                        self.display_of(&format!("{alias}.group_id"), alias)
+                    }
+                    name if is(name, "type") => self.ascii_folded("'direct'"),
                     other => {
                         return Err(QueryError::InvalidFilter(format!(
                             "groups cannot be filtered by '{other}'"
@@ -378,6 +509,39 @@ impl Translator {
                 };
                 self.column_leaf(&expression, semantics, comparison)
             }
+        }
+    }
+
+    /// The unique name of the member (or group) `id` names, to compare
+    /// case-insensitively: SQLite folds it as it reads, PostgreSQL reads
+    /// the folded `name_key` that `scim_fold`'s own function wrote.
+    fn display_of(&self, id: &str, alias: &str) -> (String, Semantics) {
+        match self.dialect {
+            Dialect::Sqlite => (
+                format!(
+                    "(SELECT x.name FROM scim_resources x WHERE x.tenant_id = {alias}.tenant_id AND x.id = {id})"
+                ),
+                Semantics::of(None),
+            ),
+            Dialect::Postgres => (
+                format!(
+                    "(SELECT x.name_key FROM scim_resources x WHERE x.tenant_id = {alias}.tenant_id AND x.id = {id})"
+                ),
+                Semantics { kind: AttributeType::String, case_exact: false, folded: true },
+            ),
+        }
+    }
+
+    /// A column of ASCII words only rollcall writes (a member's type), to
+    /// compare case-insensitively: on PostgreSQL `lower` of ASCII is what
+    /// `fold` gives; SQLite folds it with `scim_fold` as any other text.
+    fn ascii_folded(&self, column: &str) -> (String, Semantics) {
+        match self.dialect {
+            Dialect::Sqlite => (column.to_owned(), Semantics::of(None)),
+            Dialect::Postgres => (
+                format!("lower({column})"),
+                Semantics { kind: AttributeType::String, case_exact: false, folded: true },
+            ),
         }
     }
 
@@ -404,7 +568,7 @@ impl Translator {
             if let Some(scope) = membership {
                 let inner = match sub {
                     Some(sub) => self.leaf(&scope, &AttrPath::named(sub), comparison)?,
-                    None if comparison.is_none() => "1".to_owned(),
+                    None if comparison.is_none() => self.truth().to_owned(),
                     None => self.leaf(&scope, &AttrPath::named("value"), comparison)?,
                 };
                 return Ok(self.membership_exists(&scope, &inner));
@@ -419,7 +583,12 @@ impl Translator {
                             resolved.schema.filter(|s| *s == ENTERPRISE_USER_SCHEMA),
                             &[name],
                         );
-                        return self.json_leaf("r.document", json, Semantics::of(None), None);
+                        return self.json_leaf(
+                            &JsonBase::resource(self.dialect),
+                            json,
+                            Semantics::of(None),
+                            None,
+                        );
                     }
                     (None, Some(_))
                         if attribute.multi_valued && attribute.sub_attribute("value").is_some() =>
@@ -438,32 +607,35 @@ impl Translator {
                         resolved.schema.filter(|s| *s == ENTERPRISE_USER_SCHEMA),
                         &[name],
                     );
-                    let array = self.param(SqlValue::Text(json));
+                    let values = self.values(&JsonBase::resource(self.dialect), &json, &alias);
                     let scope = Scope::Element { alias: alias.clone(), attribute: Some(attribute) };
                     let inner = self.leaf(&scope, &AttrPath::named(sub_name), comparison)?;
-                    return Ok(format!(
-                        "EXISTS (SELECT 1 FROM json_each(r.document, {array}) AS {alias} WHERE {inner})"
-                    ));
+                    return Ok(format!("EXISTS (SELECT 1 FROM {values} WHERE {inner})"));
                 }
                 let json = json_path(
                     resolved.schema.filter(|s| *s == ENTERPRISE_USER_SCHEMA),
                     &[name, sub_name],
                 );
                 return self.json_leaf(
-                    "r.document",
+                    &JsonBase::resource(self.dialect),
                     json,
                     Semantics::of(resolved.sub_attribute),
                     comparison,
                 );
             }
             let json = json_path(resolved.schema.filter(|s| *s == ENTERPRISE_USER_SCHEMA), &[name]);
-            return self.json_leaf("r.document", json, Semantics::of(Some(attribute)), comparison);
+            return self.json_leaf(
+                &JsonBase::resource(self.dialect),
+                json,
+                Semantics::of(Some(attribute)),
+                comparison,
+            );
         }
         // Not in any schema: a custom extension's attribute, read as sent.
         let mut names = vec![path.name.as_str()];
         names.extend(path.sub_attribute.as_deref());
         let json = json_path(path.schema.as_deref(), &names);
-        self.json_leaf("r.document", json, Semantics::of(None), comparison)
+        self.json_leaf(&JsonBase::resource(self.dialect), json, Semantics::of(None), comparison)
     }
 
     /// The expression a sort orders by: an indexed column where there is
@@ -478,8 +650,8 @@ impl Translator {
         let Some(resolved) = resolved else {
             let mut names = vec![path.name.as_str()];
             names.extend(path.sub_attribute.as_deref());
-            let json = self.param(SqlValue::Text(json_path(path.schema.as_deref(), &names)));
-            return Ok(format!("scim_fold(json_extract(r.document, {json}))"));
+            let json = json_path(path.schema.as_deref(), &names);
+            return Ok(self.sort_key(&json, AttributeType::String, true));
         };
         let name = resolved.attribute.name;
         let sub = resolved.sub_attribute.as_ref().map(|sub| sub.name);
@@ -503,15 +675,15 @@ impl Translator {
         let attribute = resolved.attribute;
         let mut json = json_path(schema, &[name]);
         if attribute.multi_valued {
-            json.push_str("[0]");
+            json = json.index(0);
         }
         let target = match (attribute.kind, sub) {
             (AttributeType::Complex, Some(sub)) => {
-                json.push_str(&format!(".\"{sub}\""));
+                json = json.key(sub);
                 resolved.target()
             }
             (AttributeType::Complex, None) if attribute.sub_attribute("value").is_some() => {
-                json.push_str(".\"value\"");
+                json = json.key("value");
                 attribute.sub_attribute("value").unwrap_or(attribute)
             }
             (AttributeType::Complex, None) => {
@@ -521,14 +693,37 @@ impl Translator {
             }
             _ => attribute,
         };
-        let json = self.param(SqlValue::Text(json));
         let folds = matches!(target.kind, AttributeType::String | AttributeType::Reference)
             && !target.case_exact;
-        Ok(if folds {
-            format!("scim_fold(json_extract(r.document, {json}))")
-        } else {
-            format!("json_extract(r.document, {json})")
-        })
+        Ok(self.sort_key(&json, target.kind, folds))
+    }
+
+    /// The value at `json` to order by: folded for a case-insensitive
+    /// string. SQLite orders `json_extract`'s typed values (numbers as
+    /// numbers, text bytewise, other types' values apart); PostgreSQL is
+    /// given the same order, by the attribute's type.
+    fn sort_key(&mut self, json: &JsonPath, kind: AttributeType, folds: bool) -> String {
+        let path = self.path(json);
+        match self.dialect {
+            Dialect::Sqlite if folds => format!("scim_fold(json_extract(r.document, {path}))"),
+            Dialect::Sqlite => format!("json_extract(r.document, {path})"),
+            Dialect::Postgres => {
+                let (column, wanted) = match kind {
+                    _ if folds => ("r.folded", "string"),
+                    AttributeType::Integer | AttributeType::Decimal => ("r.doc", "number"),
+                    AttributeType::Boolean => ("r.doc", "boolean"),
+                    _ => ("r.doc", "string"),
+                };
+                let value = format!(
+                    "CASE WHEN jsonb_typeof({column} #> {path}) = '{wanted}' THEN {column} #>> {path} END"
+                );
+                if wanted == "number" {
+                    format!("({value})::numeric")
+                } else {
+                    format!("({value}) COLLATE \"C\"")
+                }
+            }
+        }
     }
 
     fn membership_exists(&self, scope: &Scope<'_>, inner: &str) -> String {
@@ -547,20 +742,27 @@ impl Translator {
     /// a scalar, each element of a list) is tried.
     fn json_leaf(
         &mut self,
-        base: &str,
-        json: String,
+        base: &JsonBase,
+        json: JsonPath,
         semantics: Semantics,
         comparison: Option<(CompareOp, &CompareValue)>,
     ) -> Result<String, QueryError> {
         let alias = self.alias("v");
-        let path = self.param(SqlValue::Text(json));
-        let test = match comparison {
-            None => format!(
+        let values = self.values(base, &json, &alias);
+        let test = match (comparison, self.dialect) {
+            (None, Dialect::Sqlite) => format!(
                 "{alias}.type <> 'null' AND NOT ({alias}.type = 'text' AND {alias}.value = '')"
             ),
-            Some((op, value)) => self.compare(&format!("{alias}.value"), semantics, op, value)?,
+            // An object is present when one of its members is, as SQLite's
+            // `json_each` walks an object's members.
+            (None, Dialect::Postgres) => format!(
+                "{alias}.type <> 'null' AND {alias}.value <> '\"\"'::jsonb \
+                 AND NOT ({alias}.type = 'object' AND NOT EXISTS (SELECT 1 FROM jsonb_each({alias}.value) AS o \
+                 WHERE jsonb_typeof(o.value) <> 'null' AND o.value <> '\"\"'::jsonb))"
+            ),
+            (Some((op, value)), _) => self.compare(Operand::Json(&alias), semantics, op, value)?,
         };
-        Ok(format!("EXISTS (SELECT 1 FROM json_each({base}, {path}) AS {alias} WHERE {test})"))
+        Ok(format!("EXISTS (SELECT 1 FROM {values} WHERE {test})"))
     }
 
     fn column_leaf(
@@ -571,18 +773,51 @@ impl Translator {
     ) -> Result<String, QueryError> {
         match comparison {
             None => Ok(format!("({column} IS NOT NULL AND {column} <> '')")),
-            Some((op, value)) => self.compare(column, semantics, op, value),
+            Some((op, value)) => self.compare(Operand::Column(column), semantics, op, value),
+        }
+    }
+
+    /// The SQL that reads an operand as a value of `kind` (text as text,
+    /// folded or not; numbers, booleans and instants as themselves), or
+    /// NULL where it is of another JSON type, as SQLite's typed values
+    /// never equal another type's.
+    fn operand(&self, operand: &Operand<'_>, kind: AttributeType, folded: bool) -> String {
+        match (self.dialect, operand) {
+            (Dialect::Sqlite, Operand::Column(column)) => (*column).to_owned(),
+            (Dialect::Sqlite, Operand::Json(alias)) => format!("{alias}.value"),
+            (Dialect::Postgres, Operand::Column(column)) => match kind {
+                AttributeType::DateTime => format!("rollcall_instant({column})"),
+                _ => (*column).to_owned(),
+            },
+            (Dialect::Postgres, Operand::Json(alias)) => match kind {
+                AttributeType::Boolean => {
+                    format!("CASE WHEN {alias}.type = 'boolean' THEN {alias}.value END")
+                }
+                AttributeType::Integer | AttributeType::Decimal => format!(
+                    "CASE WHEN {alias}.type = 'number' THEN ({alias}.value #>> '{{}}')::numeric END"
+                ),
+                AttributeType::DateTime => format!(
+                    "rollcall_instant(CASE WHEN {alias}.type = 'string' THEN {alias}.value #>> '{{}}' END)"
+                ),
+                _ => {
+                    let column = if folded { "folded" } else { "value" };
+                    format!(
+                        "(CASE WHEN {alias}.type = 'string' THEN {alias}.{column} #>> '{{}}' END) COLLATE \"C\""
+                    )
+                }
+            },
         }
     }
 
     fn compare(
         &mut self,
-        expression: &str,
+        operand: Operand<'_>,
         semantics: Semantics,
         op: CompareOp,
         value: &CompareValue,
     ) -> Result<String, QueryError> {
         let keyword = op.keyword();
+        let postgres = self.dialect == Dialect::Postgres;
         match semantics.kind {
             AttributeType::Boolean => {
                 let truth = match value {
@@ -597,6 +832,11 @@ impl Translator {
                     return Err(QueryError::InvalidFilter(format!(
                         "booleans compare only with eq and ne, not {keyword}"
                     )));
+                }
+                let expression = self.operand(&operand, AttributeType::Boolean, false);
+                if postgres {
+                    let literal = if truth { "'true'::jsonb" } else { "'false'::jsonb" };
+                    return Ok(format!("{expression} = {literal}"));
                 }
                 let param = self.param(SqlValue::Integer(i64::from(truth)));
                 Ok(format!("{expression} = {param}"))
@@ -614,6 +854,7 @@ impl Translator {
                     Some(integer) => SqlValue::Integer(integer),
                     None => SqlValue::Real(number.as_f64().unwrap_or(f64::NAN)),
                 };
+                let expression = self.operand(&operand, semantics.kind, false);
                 let param = self.param(bound);
                 Ok(format!("{expression} {operator} {param}"))
             }
@@ -629,7 +870,11 @@ impl Translator {
                 let instant: jiff::Timestamp = text.parse().map_err(|_| {
                     QueryError::InvalidFilter(format!("{text:?} is not an RFC 3339 date and time"))
                 })?;
+                let expression = self.operand(&operand, AttributeType::DateTime, false);
                 let param = self.param(SqlValue::Text(events::time::format_millis(instant)));
+                if postgres {
+                    return Ok(format!("{expression} {operator} rollcall_instant({param})"));
+                }
                 Ok(format!("julianday({expression}) {operator} julianday({param})"))
             }
             AttributeType::String
@@ -643,17 +888,30 @@ impl Translator {
                     CompareValue::Null => String::new(),
                 };
                 let (left, right) = if semantics.case_exact {
-                    (expression.to_owned(), text)
+                    (self.operand(&operand, semantics.kind, false), text)
                 } else if semantics.folded {
-                    (expression.to_owned(), fold(&text))
+                    (self.operand(&operand, semantics.kind, false), fold(&text))
+                } else if postgres {
+                    let Operand::Json(_) = operand else {
+                        return Err(QueryError::InvalidFilter(
+                            "this attribute cannot be compared case-insensitively".to_owned(),
+                        ));
+                    };
+                    (self.operand(&operand, semantics.kind, true), fold(&text))
                 } else {
+                    let expression = self.operand(&operand, semantics.kind, false);
                     (format!("scim_fold({expression})"), fold(&text))
                 };
                 let characters = i64::try_from(right.chars().count()).unwrap_or(i64::MAX);
                 match op {
                     CompareOp::Contains => {
                         let param = self.param(SqlValue::Text(right));
-                        Ok(format!("instr({left}, {param}) > 0"))
+                        let find = if postgres { "strpos" } else { "instr" };
+                        Ok(format!("{find}({left}, {param}) > 0"))
+                    }
+                    CompareOp::StartsWith if postgres => {
+                        let param = self.param(SqlValue::Text(right));
+                        Ok(format!("starts_with({left}, {param})"))
                     }
                     CompareOp::StartsWith => {
                         let length = self.param(SqlValue::Integer(characters));
@@ -661,6 +919,13 @@ impl Translator {
                         Ok(format!("substr({left}, 1, {length}) = {param}"))
                     }
                     CompareOp::EndsWith if characters == 0 => Ok(format!("{left} IS NOT NULL")),
+                    CompareOp::EndsWith if postgres => {
+                        let length = self.param(SqlValue::Integer(characters));
+                        let param = self.param(SqlValue::Text(right));
+                        Ok(format!(
+                            "right({left}, CAST(CAST({length} AS BIGINT) AS INTEGER)) = {param}"
+                        ))
+                    }
                     CompareOp::EndsWith => {
                         let length = self.param(SqlValue::Integer(-characters));
                         let param = self.param(SqlValue::Text(right));
@@ -716,12 +981,10 @@ impl Translator {
             None => (json_path(path.schema.as_deref(), &[path.name.as_str()]), None),
         };
         let alias = self.alias("e");
-        let array = self.param(SqlValue::Text(json));
+        let values = self.values(&JsonBase::resource(self.dialect), &json, &alias);
         let scope = Scope::Element { alias: alias.clone(), attribute };
         let condition = self.filter(inner, &scope)?;
-        Ok(format!(
-            "EXISTS (SELECT 1 FROM json_each(r.document, {array}) AS {alias} WHERE {condition})"
-        ))
+        Ok(format!("EXISTS (SELECT 1 FROM {values} WHERE {condition})"))
     }
 }
 

@@ -245,7 +245,32 @@ fn insert(
             ])
         })
         .map(drop)
-        .map_err(ProjectionError::storage("projecting a created resource"))
+        .map_err(ProjectionError::storage("projecting a created resource"))?;
+    searchable(connection, &recorded.tenant, id, document)
+}
+
+/// On PostgreSQL, the document's `jsonb` forms that filters read (see
+/// `schema::POSTGRES_SEARCH`); SQLite reads the document text itself.
+fn searchable(
+    connection: &dyn Db,
+    tenant: &str,
+    id: &str,
+    document: &ScimDocument,
+) -> Result<(), ProjectionError> {
+    if connection.dialect() != events::db::Dialect::Postgres {
+        return Ok(());
+    }
+    let folded = crate::functions::fold_value(&serde_json::Value::Object(document.clone()));
+    connection
+        .prepare_cached(
+            "UPDATE scim_resources SET doc = CAST(?3 AS TEXT)::jsonb, \
+             folded = CAST(?4 AS TEXT)::jsonb WHERE tenant_id = ?1 AND id = ?2",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![tenant, id, document_json(document), folded.to_string()])
+        })
+        .map(drop)
+        .map_err(ProjectionError::storage("projecting a resource's search forms"))
 }
 
 fn replace(
@@ -271,6 +296,7 @@ fn replace(
             ])
         })
         .map_err(ProjectionError::storage(context))?;
+    searchable(connection, &recorded.tenant, id, document)?;
     // The indexed columns apart, and only when they change: SQLite rewrites
     // an index entry for every indexed column an UPDATE sets, even to its
     // own value, so setting them on every PATCH dirtied two more scattered
@@ -456,12 +482,13 @@ pub fn kinds_of(
 ) -> Result<HashMap<String, ResourceKind>, ProjectionError> {
     let ids = Value::from(ids).to_string();
     connection
-        .prepare_cached(
+        .prepare_cached(&format!(
             // CROSS JOIN keeps the ids as the outer loop: each is one probe
             // of the primary key, never a scan of the tenant.
-            "SELECT r.id, r.kind FROM json_each(?2) j \
+            "SELECT r.id, r.kind FROM {} \
              CROSS JOIN scim_resources r ON r.tenant_id = ?1 AND r.id = j.value",
-        )
+            crate::schema::json_list(connection, "?2")
+        ))
         .and_then(|mut statement| {
             statement
                 .query_map(params![tenant, ids], |row| {
@@ -486,13 +513,14 @@ pub fn members_among(
 ) -> Result<HashSet<String>, ProjectionError> {
     let ids = Value::from(ids).to_string();
     connection
-        .prepare_cached(
+        .prepare_cached(&format!(
             // CROSS JOIN keeps the ids as the outer loop: a plain JOIN was
             // planned as a scan of the group's members with the id list
             // inside it (70 s for 10,000 ids against 100,000 members).
-            "SELECT m.member_id FROM json_each(?3) j CROSS JOIN scim_members m \
+            "SELECT m.member_id FROM {} CROSS JOIN scim_members m \
              ON m.tenant_id = ?1 AND m.group_id = ?2 AND m.member_id = j.value",
-        )
+            crate::schema::json_list(connection, "?3")
+        ))
         .and_then(|mut statement| {
             statement.query_map(params![tenant, group_id, ids], |row| row.get(0))?.collect()
         })
@@ -536,13 +564,14 @@ pub fn members_of_groups(
     let ids = Value::from(group_ids).to_string();
     let mut by_group: HashMap<String, Vec<MemberRow>> = HashMap::new();
     connection
-        .prepare_cached(
+        .prepare_cached(&format!(
             // The ids drive the loop, as in `members_among`.
-            "SELECT m.group_id, m.member_id, m.member_type, r.name FROM json_each(?2) j \
+            "SELECT m.group_id, m.member_id, m.member_type, r.name FROM {} \
              CROSS JOIN scim_members m ON m.tenant_id = ?1 AND m.group_id = j.value \
              LEFT JOIN scim_resources r ON r.tenant_id = m.tenant_id AND r.id = m.member_id \
              ORDER BY m.group_id, m.member_id",
-        )
+            crate::schema::json_list(connection, "?2")
+        ))
         .and_then(|mut statement| {
             let mut rows = statement.query(params![tenant, ids])?;
             while let Some(row) = rows.next()? {
@@ -571,7 +600,7 @@ pub fn has_more_members_than(
     connection
         .prepare_cached(
             "SELECT count(*) > ?3 FROM (SELECT 1 FROM scim_members \
-             WHERE tenant_id = ?1 AND group_id = ?2 LIMIT ?4)",
+             WHERE tenant_id = ?1 AND group_id = ?2 LIMIT ?4) AS limited",
         )
         .and_then(|mut statement| {
             statement.query_row(params![tenant, group_id, limit, limit.saturating_add(1)], |row| {
