@@ -9,7 +9,7 @@
 //! dialects really differ (JSON functions, upserts, the schema) branch on
 //! [`Db::dialect`]. SQL is written in SQLite's spelling with numbered
 //! placeholders (`?1`); the PostgreSQL side rewrites them to `$1` once per
-//! statement it prepares ([`postgres_placeholders`]).
+//! statement it prepares ([`postgres_spelling`]).
 //!
 //! The shape is rusqlite's (`prepare_cached`, `execute`, `query_row`,
 //! `query_map`, `row.get`, `optional`), so SQL code reads as it always
@@ -628,6 +628,21 @@ where
     }
 }
 
+/// A statement as PostgreSQL spells it: SQLite's planner directives
+/// (`INDEXED BY index`), which mean nothing there, dropped, and the
+/// placeholders rewritten ([`postgres_placeholders`]).
+pub fn postgres_spelling(sql: &str) -> String {
+    let mut text = sql.to_owned();
+    while let Some(at) = text.find(" INDEXED BY ") {
+        let name_at = at + " INDEXED BY ".len();
+        let name_len = text[name_at..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(text.len() - name_at);
+        text.replace_range(at..name_at + name_len, "");
+    }
+    postgres_placeholders(&text).into_owned()
+}
+
 /// Rewrites SQLite's placeholders (`?1`, or a bare `?` counted from the
 /// last) to PostgreSQL's (`$1`), leaving quoted text and identifiers alone.
 pub fn postgres_placeholders(sql: &str) -> Cow<'_, str> {
@@ -702,6 +717,12 @@ mod tests {
         assert_eq!(postgres_placeholders("VALUES (?, ?, ?)"), "VALUES ($1, $2, $3)");
         assert_eq!(postgres_placeholders("SELECT \"a?\" FROM t"), "SELECT \"a?\" FROM t");
         assert!(matches!(postgres_placeholders("SELECT 1"), Cow::Borrowed(_)));
+        assert_eq!(
+            postgres_spelling(
+                "SELECT a FROM t INDEXED BY t_by_b WHERE b = ?1 AND c IN (SELECT c FROM u INDEXED BY u_2)"
+            ),
+            "SELECT a FROM t WHERE b = $1 AND c IN (SELECT c FROM u)"
+        );
     }
 
     #[test]

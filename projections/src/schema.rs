@@ -478,6 +478,16 @@ pub fn json_list(connection: &dyn Db, param: &str) -> String {
     }
 }
 
+/// The join that keeps its left side as the outer loop: SQLite's CROSS
+/// JOIN (a planner directive there); a plain JOIN on PostgreSQL, whose
+/// planner needs no telling (and whose CROSS JOIN takes no ON).
+pub fn outer_loop_join(connection: &dyn Db) -> &'static str {
+    match connection.dialect() {
+        Dialect::Sqlite => "CROSS JOIN",
+        Dialect::Postgres => "JOIN",
+    }
+}
+
 /// Whether the text `needle` occurs in `haystack`, bytewise: SQLite's
 /// `instr`, PostgreSQL's `strpos`.
 pub fn contains(connection: &dyn Db, haystack: &str, needle: &str) -> String {

@@ -212,7 +212,7 @@ pub fn webhooks(
 ) -> Result<Vec<WebhookRow>, ProjectionError> {
     connection
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM webhooks WHERE ?1 IS NULL OR tenant_id = ?1 \
+            "SELECT {COLUMNS} FROM webhooks WHERE CAST(?1 AS TEXT) IS NULL OR tenant_id = ?1 \
              ORDER BY tenant_id, created_at, webhook_id"
         ))
         .and_then(|mut statement| {

@@ -19,7 +19,7 @@ use futures_util::TryStreamExt;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::db::{Db, DbError, Dialect, Param, Statement, ValueRef, postgres_placeholders};
+use crate::db::{Db, DbError, Dialect, Param, Statement, ValueRef, postgres_spelling};
 
 /// Connections a node keeps open by default.
 pub const POOL_SIZE_DEFAULT: usize = 16;
@@ -69,9 +69,14 @@ impl PgPool {
     /// the key-value form). Connects lazily; [`PgPool::get`] reports a
     /// database that cannot be reached.
     pub fn new(url: &str, size: usize) -> Result<PgPool, DbError> {
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|error| DbError::Connection(format!("not a PostgreSQL URL: {error}")))?;
+        // The schema's `IF NOT EXISTS` notices are the server's chatter,
+        // not news: only warnings reach the log, unless the URL says else.
+        if config.get_options().is_none() {
+            config.options("-c client_min_messages=warning");
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("rollcall-pg")
@@ -235,7 +240,7 @@ impl Db for PgConn {
 
     fn prepare_cached(&self, sql: &str) -> Result<Statement<'_>, DbError> {
         let client = self.client()?;
-        let sql = postgres_placeholders(sql);
+        let sql = postgres_spelling(sql);
         let statement = block_on(client.prepare_cached(&sql))?;
         Ok(Statement::Postgres { connection: self, statement })
     }

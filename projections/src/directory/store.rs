@@ -486,8 +486,9 @@ pub fn kinds_of(
             // CROSS JOIN keeps the ids as the outer loop: each is one probe
             // of the primary key, never a scan of the tenant.
             "SELECT r.id, r.kind FROM {} \
-             CROSS JOIN scim_resources r ON r.tenant_id = ?1 AND r.id = j.value",
-            crate::schema::json_list(connection, "?2")
+             {} scim_resources r ON r.tenant_id = ?1 AND r.id = j.value",
+            crate::schema::json_list(connection, "?2"),
+            crate::schema::outer_loop_join(connection)
         ))
         .and_then(|mut statement| {
             statement
@@ -517,9 +518,10 @@ pub fn members_among(
             // CROSS JOIN keeps the ids as the outer loop: a plain JOIN was
             // planned as a scan of the group's members with the id list
             // inside it (70 s for 10,000 ids against 100,000 members).
-            "SELECT m.member_id FROM {} CROSS JOIN scim_members m \
+            "SELECT m.member_id FROM {} {} scim_members m \
              ON m.tenant_id = ?1 AND m.group_id = ?2 AND m.member_id = j.value",
-            crate::schema::json_list(connection, "?3")
+            crate::schema::json_list(connection, "?3"),
+            crate::schema::outer_loop_join(connection)
         ))
         .and_then(|mut statement| {
             statement.query_map(params![tenant, group_id, ids], |row| row.get(0))?.collect()
@@ -567,10 +569,11 @@ pub fn members_of_groups(
         .prepare_cached(&format!(
             // The ids drive the loop, as in `members_among`.
             "SELECT m.group_id, m.member_id, m.member_type, r.name FROM {} \
-             CROSS JOIN scim_members m ON m.tenant_id = ?1 AND m.group_id = j.value \
+             {} scim_members m ON m.tenant_id = ?1 AND m.group_id = j.value \
              LEFT JOIN scim_resources r ON r.tenant_id = m.tenant_id AND r.id = m.member_id \
              ORDER BY m.group_id, m.member_id",
-            crate::schema::json_list(connection, "?2")
+            crate::schema::json_list(connection, "?2"),
+            crate::schema::outer_loop_join(connection)
         ))
         .and_then(|mut statement| {
             let mut rows = statement.query(params![tenant, ids])?;
