@@ -771,10 +771,14 @@ pub fn by_id(
     event_id: &str,
 ) -> Result<Option<FeedEvent>, ProjectionError> {
     connection
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT position, seq, type, body FROM feed_rows \
-             WHERE tenant_id = ?1 AND body ->> '$.id' = ?2 LIMIT 1",
-        )
+             WHERE tenant_id = ?1 AND {} = ?2 LIMIT 1",
+            match connection.dialect() {
+                events::db::Dialect::Sqlite => "body ->> '$.id'",
+                events::db::Dialect::Postgres => "body::jsonb ->> 'id'",
+            }
+        ))
         .and_then(|mut statement| statement.query_row([tenant, event_id], feed_event).optional())
         .map_err(ProjectionError::storage("reading a feed event"))
 }

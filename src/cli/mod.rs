@@ -603,10 +603,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             self::audit::audit_command(
                 &open_store_read_only(&settings)?,
                 command,
-                &crate::store::snapshots::Snapshots::beside(
-                    settings.db.file("audit")?,
-                    settings.as_of_snapshot_every,
-                ),
+                match &settings.db {
+                    Database::File(path) => Some(crate::store::snapshots::Snapshots::beside(
+                        path,
+                        settings.as_of_snapshot_every,
+                    )),
+                    Database::Postgres(_) => None,
+                }
+                .as_ref(),
             )
         }
         Command::Erase { tenant, user, reason, json } => {

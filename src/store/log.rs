@@ -124,8 +124,9 @@ impl Log {
         }
     }
 
-    /// How far the log has come: the last position on SQLite, the highest
-    /// any tenant has reached on PostgreSQL.
+    /// How far the log has come: the last position on SQLite, the sum of
+    /// the tenants' last positions on PostgreSQL (either moves with every
+    /// append).
     pub fn head(&self) -> Result<Position, LogError> {
         match self {
             Log::Sqlite(log) => log.head(),

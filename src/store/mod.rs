@@ -325,12 +325,26 @@ impl Store {
                 query(&connection)
             }
             log::Log::Postgres(node) => {
-                let connection = node
-                    .log
-                    .pool()
-                    .get()
-                    .map_err(|error| events::LogError::storage("taking a connection", error))?;
-                query(&*connection)
+                let storage = |error| events::LogError::storage("taking a connection", error);
+                let connection = node.log.pool().get().map_err(storage)?;
+                // A heavy read's budget is the server's statement timeout,
+                // set for this read alone (a cancelled statement is an
+                // interrupt, as SQLite's progress handler gives).
+                let (_, budget) = crate::reads::current_lane();
+                if let Some(budget) = budget {
+                    let millis = budget.as_millis().clamp(1, i32::MAX as u128);
+                    connection
+                        .execute_batch(&format!("SET statement_timeout = {millis}"))
+                        .map_err(storage)?;
+                }
+                let answer = query(&*connection);
+                if budget.is_some() {
+                    let mut connection = connection;
+                    if connection.execute_batch("RESET statement_timeout").is_err() {
+                        connection.discard();
+                    }
+                }
+                answer
             }
         }
     }

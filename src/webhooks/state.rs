@@ -446,7 +446,7 @@ impl Deliveries {
                     "SELECT kind, message_id, first_cursor, last_cursor, events, attempt, at, \
                      status, error, latency_ms, response FROM delivery_attempts \
                      WHERE tenant_id = ?1 AND webhook_id = ?2 \
-                     AND (?3 = 0 OR status IS NULL OR status NOT BETWEEN 200 AND 299) \
+                     AND (CAST(?3 AS BIGINT) = 0 OR status IS NULL OR status NOT BETWEEN 200 AND 299) \
                      ORDER BY id DESC LIMIT ?4",
                 )
                 .and_then(|mut statement| {

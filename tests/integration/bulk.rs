@@ -5,7 +5,6 @@
 
 use std::sync::atomic::Ordering;
 
-use events::EventLog;
 use serde_json::{Value, json};
 
 use crate::scim::{GROUP, Scim, USER, assert_error};
@@ -19,7 +18,8 @@ fn bulk(operations: Value) -> Value {
 }
 
 fn events_in_log(server: &TestServer) -> usize {
-    server.store.log().sqlite().unwrap().read_forward(0, None).count()
+    // The head counts the events on either backend.
+    usize::try_from(server.log_head()).unwrap()
 }
 
 /// Each answered operation's status, in order.
@@ -103,8 +103,7 @@ async fn bulk_ids_resolve_in_paths_and_data_in_any_order() {
 
     // Each operation's events record that operation as sent, under the
     // Bulk request's id.
-    let tenant =
-        server.store.log().sqlite().unwrap().read_forward(0, None).last().unwrap().unwrap().tenant;
+    let tenant = server.tenant_id("acme");
     let created = server.store.log().read_stream(&tenant, &format!("user:{user_id}")).unwrap();
     let metadata = created[0].metadata_opened(server.store.keys()).unwrap();
     assert_eq!(metadata.request_id.as_deref(), Some("req-under-test"));
@@ -389,8 +388,7 @@ async fn a_broken_cycle_keeps_its_groups_and_drops_nothing_silently() {
         .post("/Bulk", bulk(json!([new_group("c", "C", &["d"]), new_group("d", "D", &["c"])])))
         .await;
     let c = id_of(&answer.body["Operations"][0]);
-    let tenant =
-        server.store.log().sqlite().unwrap().read_forward(0, None).last().unwrap().unwrap().tenant;
+    let tenant = server.tenant_id("acme");
     let history = server.store.log().read_stream(&tenant, &format!("group:{c}")).unwrap();
     let added = history.iter().find(|event| event.event_type == "GroupMembersAdded").unwrap();
     let request = added.metadata().unwrap().request.unwrap();
@@ -405,6 +403,9 @@ async fn a_large_bulk_request_yields_the_writer_between_slices() {
         bulk_command_budget: std::time::Duration::ZERO,
         ..Default::default()
     };
+    if crate::util::sqlite_only("counts the SQLite writer's batches") {
+        return;
+    }
     let server = TestServer::start_with(config).await;
     let scim = Scim::new(&server, "acme").await;
     let batches_before =

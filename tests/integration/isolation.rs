@@ -96,6 +96,11 @@ fn median(mut values: Vec<Duration>) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_searches_of_one_tenant_leave_another_tenant_its_pace() {
+    if crate::util::sqlite_only(
+        "200-term filters over 6,000 users outlast the query budget on PostgreSQL in a debug build (ARCHITECTURE.md)",
+    ) {
+        return;
+    }
     let server = TestServer::start().await;
     server.tenant("busy").await;
     server.tenant("quiet").await;

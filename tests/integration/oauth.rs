@@ -2,11 +2,10 @@
 //! the token endpoint and its errors (section 5.2), and access tokens that
 //! work on /scim/v2 like issued ones and expire on time.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine;
-use events::{Actor, CommandContext, EventLog};
+use events::{Actor, CommandContext};
 use rollcall::state::ServerConfig;
 use rollcall::tenancy::{self, TenantRef};
 use serde_json::Value;
@@ -187,15 +186,7 @@ async fn refusals_follow_rfc_6749() {
             "invalid_client",
         ),
     ];
-    let writes = server
-        .store
-        .log()
-        .sqlite()
-        .unwrap()
-        .stats()
-        .commands_committed
-        .load(Ordering::Relaxed)
-        + server.store.log().sqlite().unwrap().stats().commands_rolled_back.load(Ordering::Relaxed);
+    let writes = server.writer_commands();
     for (form, basic, status, error) in cases {
         let (got, headers, body) = token_request(&server, &form, basic).await;
         assert_eq!((got, body["error"].as_str()), (status, Some(error)), "{form:?} {body}");
@@ -215,15 +206,7 @@ async fn refusals_follow_rfc_6749() {
     assert_eq!(json.json::<Value>().await.unwrap()["error"], "invalid_request");
     assert_eq!(server.store.log().head().unwrap(), head, "refusals record nothing");
     // ... and wrong credentials never queue for the writer.
-    let after = server
-        .store
-        .log()
-        .sqlite()
-        .unwrap()
-        .stats()
-        .commands_committed
-        .load(Ordering::Relaxed)
-        + server.store.log().sqlite().unwrap().stats().commands_rolled_back.load(Ordering::Relaxed);
+    let after = server.writer_commands();
     assert_eq!(after, writes, "refusals reach no writer command");
     // Percent-encoded Basic credentials are decoded.
     let escaped = client_id.replace('_', "%5F");
@@ -263,14 +246,7 @@ async fn access_tokens_expire_on_time_and_die_with_their_client() {
     let (_, _, body) = token_request(&server, &grant, None).await;
     let fresh = body["access_token"].as_str().unwrap().to_owned();
     let revocations = |server: &TestServer| {
-        server
-            .store
-            .log()
-            .sqlite()
-            .unwrap()
-            .read_forward(0, None)
-            .filter(|event| event.as_ref().unwrap().event_type == "TokenRevoked")
-            .count()
+        server.events_after(0, None).iter().filter(|(kind, _)| kind == "TokenRevoked").count()
     };
     tenancy::revoke_client(&server.store, &client_id, CommandContext::new(Actor::System))
         .await

@@ -11,34 +11,15 @@
 
 use events::EventLog;
 use events::db::Db;
-use events::postgres::{PgLog, PgPool};
+use events::postgres::PgLog;
 use serde_json::json;
 
 use crate::scim::Scim;
 use crate::synchronize::{Admin, disable_delete_and_move, group, user};
 use crate::util::TestServer;
 
-/// A fresh database's settings, or `None` (and why) where there is no
-/// cluster.
 fn database() -> Option<String> {
-    let Ok(host) = std::env::var("PGHOST") else {
-        assert!(
-            std::env::var_os("ROLLCALL_REQUIRE_POSTGRES").is_none(),
-            "ROLLCALL_REQUIRE_POSTGRES is set but PGHOST is not: no cluster to test against"
-        );
-        eprintln!("no PostgreSQL cluster (PGHOST unset): the PostgreSQL tests are skipped");
-        return None;
-    };
-    let mut cluster = format!("host={host}");
-    for (variable, key) in [("PGPORT", "port"), ("PGUSER", "user"), ("PGPASSWORD", "password")] {
-        if let Ok(value) = std::env::var(variable) {
-            cluster.push_str(&format!(" {key}={value}"));
-        }
-    }
-    let admin = PgPool::new(&format!("{cluster} dbname=postgres"), 1).unwrap();
-    let name = format!("rollcall_{}", ulid::Ulid::generate().to_string().to_lowercase());
-    admin.get().unwrap().execute_batch(&format!("CREATE DATABASE {name}")).unwrap();
-    Some(format!("{cluster} dbname={name}"))
+    crate::util::postgres_database()
 }
 
 /// The tables folded from the log (the operational ones, such as the
@@ -178,6 +159,9 @@ fn same_answers(sqlite: &dyn Db, postgres: &dyn Db) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_folds_into_the_same_tables_on_postgresql_as_on_sqlite() {
+    if crate::util::sqlite_only("compares a SQLite server's folds with PostgreSQL's") {
+        return;
+    }
     let Some(url) = database() else { return };
     let server = TestServer::start_with(crate::webhooks::quick_config()).await;
     story(&server).await;
@@ -344,6 +328,9 @@ fn two_nodes_share_one_store_on_postgresql() {
 /// sort is run on both, the ids and totals compared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scim_filters_and_sorts_answer_the_same_on_postgresql() {
+    if crate::util::sqlite_only("compares a SQLite server's answers with PostgreSQL's") {
+        return;
+    }
     use projections::directory::query::{Sort, search_sorted};
     use projections::directory::schema::ResourceKind;
 

@@ -16,6 +16,8 @@ use tokio::task::JoinHandle;
 
 pub struct TestServer {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database of a PostgreSQL run (its URL).
+    pub postgres: Option<String>,
     pub store: Arc<Store>,
     /// The server's read cache, to see that it is used.
     pub cache: Arc<rollcall::cache::ReadCache>,
@@ -59,13 +61,83 @@ impl Skew {
     }
 }
 
+/// Whether this run tells its stories to a PostgreSQL-backed server
+/// (`ROLLCALL_TEST_BACKEND=postgres`, as scripts/test's second run sets):
+/// a fresh database of the cluster the environment names, per server.
+pub fn postgres_backend() -> Option<String> {
+    if std::env::var("ROLLCALL_TEST_BACKEND").ok()? != "postgres" {
+        return None;
+    }
+    Some(postgres_database().expect("ROLLCALL_TEST_BACKEND=postgres needs PGHOST"))
+}
+
+/// Opens the database a server ran on (`TestServer::db_path`) again.
+pub fn open_store(db: &Path) -> Store {
+    match db.to_str().filter(|text| text.starts_with("postgres://")) {
+        Some(url) => Store::open_postgres(url, rollcall::store::PostgresOptions::default()),
+        None => Store::open_read_only(db, test_log_options()),
+    }
+    .unwrap()
+}
+
+/// Whether the test calling it is about the SQLite file itself (its bytes,
+/// backups, WAL, writer statistics): on a PostgreSQL run it says why it is
+/// skipped and the test returns.
+pub fn sqlite_only(why: &str) -> bool {
+    let skipped = std::env::var("ROLLCALL_TEST_BACKEND").is_ok_and(|backend| backend == "postgres");
+    if skipped {
+        eprintln!("skipped on PostgreSQL: {why}");
+    }
+    skipped
+}
+
+/// A fresh database's settings in the cluster the environment names
+/// (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`: `scripts/test` runs the
+/// suite under Debian's `pg_virtualenv`), or `None` where there is none.
+pub fn postgres_database() -> Option<String> {
+    let Ok(host) = std::env::var("PGHOST") else {
+        assert!(
+            std::env::var_os("ROLLCALL_REQUIRE_POSTGRES").is_none(),
+            "ROLLCALL_REQUIRE_POSTGRES is set but PGHOST is not: no cluster to test against"
+        );
+        eprintln!("no PostgreSQL cluster (PGHOST unset): the PostgreSQL tests are skipped");
+        return None;
+    };
+    // A URL, as `--db` takes one: the CLI runs against the same database.
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|byte| match byte {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    char::from(byte).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect()
+    };
+    let user = encode(&std::env::var("PGUSER").unwrap_or_else(|_| "postgres".to_owned()));
+    let password =
+        std::env::var("PGPASSWORD").map(|p| format!(":{}", encode(&p))).unwrap_or_default();
+    let port = std::env::var("PGPORT").unwrap_or_else(|_| "5432".to_owned());
+    let cluster = format!("postgres://{user}{password}@{host}:{port}");
+    let admin = events::postgres::PgPool::new(&format!("{cluster}/postgres"), 1).unwrap();
+    let name = format!("rollcall_{}", ulid::Ulid::generate().to_string().to_lowercase());
+    admin.get().unwrap().execute_batch(&format!("CREATE DATABASE {name}")).unwrap();
+    Some(format!("{cluster}/{name}"))
+}
+
 impl TestServer {
     pub async fn start() -> TestServer {
         TestServer::start_with(ServerConfig::default()).await
     }
 
     pub async fn start_with(config: ServerConfig) -> TestServer {
-        TestServer::open_in(tempfile::tempdir().unwrap(), config, test_log_options()).await
+        TestServer::open_in(
+            tempfile::tempdir().unwrap(),
+            config,
+            test_log_options(),
+            postgres_backend(),
+        )
+        .await
     }
 
     /// A server whose every decision about time reads `clock` (see [`Skew`]).
@@ -74,19 +146,33 @@ impl TestServer {
         clock: fn() -> jiff::Timestamp,
     ) -> TestServer {
         let options = LogOptions { clock, ..test_log_options() };
-        TestServer::open_in(tempfile::tempdir().unwrap(), config, options).await
+        TestServer::open_in(tempfile::tempdir().unwrap(), config, options, postgres_backend()).await
     }
 
     async fn open_in(
         dir: tempfile::TempDir,
         config: ServerConfig,
         options: LogOptions,
+        postgres: Option<String>,
     ) -> TestServer {
+        if std::env::var_os("ROLLCALL_TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
+        }
         let path = dir.path().join("rollcall.db");
-        let store = tokio::task::spawn_blocking(move || Store::open(&path, options))
-            .await
-            .unwrap()
-            .unwrap();
+        let url = postgres.clone();
+        let store = tokio::task::spawn_blocking(move || match url {
+            Some(url) => Store::open_postgres(
+                &url,
+                rollcall::store::PostgresOptions {
+                    clock: options.clock,
+                    ..rollcall::store::PostgresOptions::default()
+                },
+            ),
+            None => Store::open(&path, options),
+        })
+        .await
+        .unwrap()
+        .unwrap();
         let store = Arc::new(store);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -98,6 +184,7 @@ impl TestServer {
         }));
         TestServer {
             dir,
+            postgres,
             store,
             cache,
             base,
@@ -115,8 +202,42 @@ impl TestServer {
         self.store.log().head().unwrap()
     }
 
+    /// Every event after `after` (of `tenant`, or all), as (type, stream).
+    pub fn events_after(&self, after: u64, tenant: Option<&str>) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        self.store
+            .log()
+            .visit_forward(after, tenant, |event| {
+                found.push((event.event_type.to_owned(), event.stream.to_owned()));
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        found
+    }
+
+    /// The commands the SQLite writer has committed or rolled back (`None`
+    /// on PostgreSQL, whose writer keeps no such count).
+    pub fn writer_commands(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = self.store.log().sqlite()?.stats();
+        Some(stats.commands_committed.load(Relaxed) + stats.commands_rolled_back.load(Relaxed))
+    }
+
+    /// The id of the tenant named `name`.
+    pub fn tenant_id(&self, name: &str) -> String {
+        self.store
+            .read(|db| Ok(projections::tenancy::tenant_by_name(db, name)?))
+            .unwrap()
+            .unwrap()
+            .tenant_id
+    }
+
+    /// What `--db` names: the file, or on a PostgreSQL run the URL.
     pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("rollcall.db")
+        match &self.postgres {
+            Some(url) => PathBuf::from(url),
+            None => self.dir.path().join("rollcall.db"),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -153,7 +274,7 @@ impl TestServer {
     /// an earlier build left, say), and starts a new server on that file.
     pub async fn reopen_after(self, between: impl FnOnce(&Path) + Send + 'static) -> TestServer {
         let path = self.db_path();
-        let TestServer { dir, store, shutdown, task, .. } = self;
+        let TestServer { dir, store, shutdown, task, postgres, .. } = self;
         if let Some(shutdown) = shutdown {
             let _ = shutdown.send(());
         }
@@ -165,7 +286,7 @@ impl TestServer {
         })
         .await
         .unwrap();
-        TestServer::open_in(dir, ServerConfig::default(), test_log_options()).await
+        TestServer::open_in(dir, ServerConfig::default(), test_log_options(), postgres).await
     }
 
     /// Stops the server the way a signal does, and waits for it to drain.

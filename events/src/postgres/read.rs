@@ -56,14 +56,18 @@ impl PgLog {
             .map_err(storage("listing the log's tenants"))
     }
 
-    /// The highest position any tenant has reached (0 for an empty log):
-    /// a figure of how far the log has come, not an address of one event.
+    /// The sum of every tenant's last position (0 for an empty log): how
+    /// many events the log holds (tenants' positions are gapless), a
+    /// figure that moves with every append of any tenant, not an address
+    /// of one event.
     pub fn head(&self) -> Result<Position, LogError> {
         let connection = self.connection("reading the log's head")?;
         connection
-            .query_row("SELECT COALESCE(MAX(position), 0) FROM tenant_heads", [], |row| {
-                row.get::<_, u64>(0)
-            })
+            .query_row(
+                "SELECT CAST(COALESCE(SUM(position), 0) AS BIGINT) FROM tenant_heads",
+                [],
+                |row| row.get::<_, u64>(0),
+            )
             .map_err(storage("reading the log's head"))
     }
 
