@@ -38,6 +38,10 @@ pub struct PgNode {
     pub keys: Arc<super::keys::KeyStore>,
     /// Connections this node keeps at most.
     pub pool_size: usize,
+    /// Connections that hold advisory locks (`Store::try_lock`), one per
+    /// lock held, apart from the pool so that long-held locks (a webhook
+    /// endpoint's deliverer) never starve the writer and the reads.
+    pub locks: Arc<events::postgres::PgPool>,
 }
 
 impl std::fmt::Debug for PgNode {

@@ -41,6 +41,11 @@ pub struct Store {
     key_store: Arc<keys::KeyStore>,
 }
 
+/// Advisory locks a node may hold at once on PostgreSQL (each on a
+/// connection of its own, opened as needed): one per webhook endpoint it
+/// delivers and per Synchronize it runs.
+const LOCK_CONNECTIONS_MAX: usize = 256;
+
 /// How a node runs on PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
@@ -118,6 +123,9 @@ impl Store {
             Error::from(events::LogError::NotALog { reason: error.to_string() })
         })?;
         let pool = Arc::new(pool);
+        let locks = PgPool::new(url, LOCK_CONNECTIONS_MAX).map_err(|error| {
+            Error::from(events::LogError::NotALog { reason: error.to_string() })
+        })?;
         let log = PgLog::on(pool.clone())?;
         let identity = {
             let tx = log.transaction()?;
@@ -148,6 +156,7 @@ impl Store {
             clock: options.clock,
             keys: keys.clone(),
             pool_size: options.pool_size,
+            locks: Arc::new(locks),
         };
         let store = Store { log: log::Log::Postgres(node), key_store: keys };
         store.finish_erasures()?;
@@ -288,7 +297,7 @@ impl Store {
             log::Log::Postgres(node) => {
                 let storage =
                     |error| Error::from(events::LogError::storage("taking a lock", error));
-                let connection = node.log.pool().get().map_err(storage)?;
+                let connection = node.locks.get().map_err(storage)?;
                 let taken: bool = connection
                     .query_row(
                         "SELECT pg_try_advisory_lock(hashtextextended(?1, 0))",

@@ -320,8 +320,41 @@ impl Deliverer {
         Ok(page.events)
     }
 
+    /// Waits for the endpoint's lock on PostgreSQL, where every node runs a
+    /// supervisor: the lock makes one of them its deliverer, and a node
+    /// that dies releases it with its session, so another resumes from the
+    /// delivery state, in order. `None` once told to stop. One SQLite file
+    /// has one server, and needs no lock (`Some(None)`).
+    async fn endpoint_lock(
+        &self,
+        row: &WebhookRow,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Option<crate::store::StoreLock>> {
+        if self.store.log().sqlite().is_some() {
+            return Some(None);
+        }
+        let name = format!("webhook-{}-{}", row.tenant_id, row.webhook_id);
+        loop {
+            let store = Arc::clone(&self.store);
+            let name = name.clone();
+            match tokio::task::spawn_blocking(move || store.try_lock(&name)).await {
+                Ok(Ok(Some(lock))) => return Some(Some(lock)),
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, webhook = %row.webhook_id, "taking an endpoint's lock failed")
+                }
+                Err(error) => tracing::warn!(%error, "taking an endpoint's lock failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.poll) => {}
+                () = until_stopped(stop) => return None,
+            }
+        }
+    }
+
     /// Delivers to one endpoint until told to stop (or it is disabled).
     async fn run_endpoint(self: Arc<Self>, row: WebhookRow, mut stop: watch::Receiver<bool>) {
+        let Some(_lock) = self.endpoint_lock(&row, &mut stop).await else { return };
         let mut commits = self.store.log().watch_commits();
         let mut held = Held::default();
         loop {

@@ -756,3 +756,107 @@ async fn the_cli_pauses_resumes_rotates_redelivers_and_deletes() {
     cli(&["webhook", "delete", &id, "--tenant", "acme"]);
     assert_eq!(admin.get("/webhooks").await["webhooks"], json!([]));
 }
+
+/// Two nodes on one PostgreSQL database, both serving SCIM and both
+/// running a webhook supervisor: each event reaches the endpoint once and
+/// in order (one node holds the endpoint's lock), and when the node that
+/// delivers is killed with SIGKILL mid-delivery, the other takes the
+/// endpoint over from the delivery state: nothing lost, nothing out of
+/// order, at most the one message in flight sent again.
+#[test]
+fn two_nodes_deliver_each_endpoint_once_and_hand_over_on_kill_9() {
+    let Some(url) = crate::util::postgres_database() else { return };
+    let db = std::path::PathBuf::from(&url);
+    let cli =
+        |args: &[&str]| crate::util::stdout(&crate::util::rollcall_ok(&db, args)).trim().to_owned();
+    cli(&["tenant", "create", "acme"]);
+    let scim = cli(&["token", "issue", "--tenant", "acme", "--scope", "scim"]);
+    let app = cli(&["token", "issue", "--tenant", "acme", "--scope", "app"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let receiver = runtime.block_on(Receiver::start(Vec::new()));
+    receiver.answer_from_now(Answer::Slow(Duration::from_millis(100)));
+    let secret = cli(&[
+        "webhook",
+        "create",
+        "--tenant",
+        "acme",
+        "--url",
+        &receiver.url,
+        "--allow-private-targets",
+    ]);
+    // The first node takes the endpoint's lock as it starts (the endpoint
+    // is there already); the second starts after it, so it waits.
+    let first = start_served(&db);
+    let client = {
+        rollcall::webhooks::deliver::install_tls_provider();
+        reqwest::Client::new()
+    };
+    let pool = events::postgres::PgPool::new(&url, 1).unwrap();
+    let started = Instant::now();
+    while pool
+        .get()
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .unwrap()
+        == 0
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "the first node took no lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut nodes = [first, start_served(&db)];
+    runtime.block_on(async {
+        for n in 0..30 {
+            let node = &nodes[n % 2];
+            let response = client
+                .post(node.url("/scim/v2/Users"))
+                .bearer_auth(&scim)
+                .header("content-type", "application/scim+json")
+                .body(
+                    json!({"schemas": [USER], "userName": format!("user{n:02}@example.com")})
+                        .to_string(),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+        }
+    });
+    cli(&["sync", "--tenant", "acme"]);
+    runtime.block_on(receiver.wait_for(5, Duration::from_secs(30)));
+    // The deliverer dies mid-delivery; its session, and the lock, with it.
+    let at_kill = receiver.delivered().len();
+    assert!(at_kill < 31, "the kill landed mid-delivery ({at_kill} of 31)");
+    nodes[0].child.kill().unwrap();
+    nodes[0].child.wait().unwrap();
+    let delivered = runtime.block_on(receiver.wait_for_distinct(31, Duration::from_secs(60)));
+    let feed: Value = runtime.block_on(async {
+        client
+            .get(nodes[1].url("/api/v1/events?limit=1000"))
+            .bearer_auth(&app)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let expected: Vec<&Value> =
+        feed["events"].as_array().unwrap().iter().map(|event| &event["id"]).collect();
+    assert_eq!(expected.len(), 31);
+    let mut first_seen: Vec<Value> = Vec::new();
+    for received in &delivered {
+        verify(&secret, received).unwrap();
+        let id = received.json()["id"].clone();
+        if !first_seen.contains(&id) {
+            first_seen.push(id);
+        }
+    }
+    assert_eq!(first_seen.iter().collect::<Vec<_>>(), expected, "every event, in order");
+    let repeats = delivered.len() - first_seen.len();
+    assert!(repeats <= 1, "{repeats} sent again; at most the one in flight");
+}
