@@ -525,3 +525,41 @@ async fn scim_filters_and_sorts_answer_the_same_on_postgresql() {
     .await
     .unwrap();
 }
+
+/// The daily Synchronize on two nodes: both schedulers find the tenant due
+/// at the same instant and tick at once; exactly one run happens (the
+/// advisory lock, and the check under it that the instant has not run),
+/// and a later tick on either node runs nothing more.
+#[test]
+fn two_nodes_schedulers_run_a_daily_synchronize_once() {
+    use rollcall::store::{PostgresOptions, Store};
+    use rollcall::sync::settings::{Setting, set};
+    use rollcall::sync::{RunOptions, scheduler};
+
+    let Some(url) = database() else { return };
+    let nodes: Vec<Store> =
+        (0..2).map(|_| Store::open_postgres(&url, PostgresOptions::default()).unwrap()).collect();
+    let context = || events::CommandContext::new(events::Actor::System);
+    let tenant = rollcall::tenancy::create_tenant(&nodes[0], "acme", context()).wait().unwrap();
+    let schedule = json!({"schedule": {"time": "02:30", "time_zone": "UTC"}});
+    set(&nodes[1], &tenant.tenant_id, Setting::Sync, schedule, context()).wait().unwrap();
+    // A day after the tenant was made, past 02:30.
+    let now = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(25);
+    assert_eq!(scheduler::due_tenants(&nodes[0], now).unwrap().len(), 1);
+    let ran: usize = std::thread::scope(|scope| {
+        let ticks: Vec<_> = nodes
+            .iter()
+            .map(|node| scope.spawn(move || scheduler::tick(node, now, RunOptions::default())))
+            .collect();
+        ticks.into_iter().map(|tick| tick.join().unwrap().unwrap()).sum()
+    });
+    assert_eq!(ran, 1, "one of the two nodes ran it");
+    for node in &nodes {
+        assert_eq!(scheduler::tick(node, now, RunOptions::default()).unwrap(), 0);
+        assert!(scheduler::due_tenants(node, now).unwrap().is_empty());
+    }
+    let (total, _) = nodes[1]
+        .read(|db| Ok(projections::members::runs(db, &tenant.tenant_id, 0, 10)?))
+        .unwrap();
+    assert_eq!(total, 1, "one run recorded");
+}
