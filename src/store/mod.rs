@@ -150,6 +150,9 @@ impl Store {
                 ..PgWriterOptions::default()
             },
         )?;
+        // Other nodes' commits wake this node's feed readers and
+        // deliverers as its own do.
+        log.pool().listen(events::postgres::writer::COMMITS_CHANNEL, writer.commit_signal());
         let node = log::PgNode {
             log,
             writer,

@@ -243,6 +243,10 @@ fn two_nodes_share_one_store_on_postgresql() {
         .unwrap()
         .expect("node B finds node A's tenant, by any case");
 
+    // A's readers that tail the log wake at B's commits, not only at A's.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut heard = a.log().watch_commits();
+    heard.borrow_and_update();
     // A token issued on B admits on A.
     let request =
         TokenRequest { scope: TokenScope::Scim, lifetime: None, label: None, client_id: None };
@@ -256,6 +260,11 @@ fn two_nodes_share_one_store_on_postgresql() {
         .unwrap()
         .expect("node A admits node B's token");
     assert_eq!(token.tenant_id, tenant.tenant_id);
+    let waited = std::time::Instant::now();
+    while !heard.has_changed().unwrap() {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(5), "A never heard B's commit");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 
     // A user sealed on A opens on B; keys made on two nodes never collide.
     let record = |node: &Store, user: &str| {
@@ -558,8 +567,7 @@ fn two_nodes_schedulers_run_a_daily_synchronize_once() {
         assert_eq!(scheduler::tick(node, now, RunOptions::default()).unwrap(), 0);
         assert!(scheduler::due_tenants(node, now).unwrap().is_empty());
     }
-    let (total, _) = nodes[1]
-        .read(|db| Ok(projections::members::runs(db, &tenant.tenant_id, 0, 10)?))
-        .unwrap();
+    let (total, _) =
+        nodes[1].read(|db| Ok(projections::members::runs(db, &tenant.tenant_id, 0, 10)?)).unwrap();
     assert_eq!(total, 1, "one run recorded");
 }

@@ -56,6 +56,8 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 pub struct PgPool {
     pool: Pool,
     runtime: Option<tokio::runtime::Runtime>,
+    /// What it connects with, for a listening connection of its own.
+    config: tokio_postgres::Config,
 }
 
 impl std::fmt::Debug for PgPool {
@@ -84,7 +86,7 @@ impl PgPool {
             .build()
             .map_err(|error| DbError::Connection(format!("starting its runtime: {error}")))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
@@ -93,7 +95,52 @@ impl PgPool {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|error| DbError::Connection(error.to_string()))?;
-        Ok(PgPool { pool, runtime: Some(runtime) })
+        Ok(PgPool { pool, runtime: Some(runtime), config })
+    }
+
+    /// Calls `heard` whenever any session of the database sends a
+    /// notification on `channel` (`NOTIFY`), for as long as the pool lives:
+    /// a connection of its own `LISTEN`s, and is made again (calling
+    /// `heard` once, for what it may have missed) when it breaks.
+    pub fn listen(&self, channel: &'static str, heard: impl Fn() + Send + Sync + 'static) {
+        let Some(runtime) = &self.runtime else { return };
+        let config = self.config.clone();
+        runtime.spawn(async move {
+            loop {
+                // A database that cannot be reached is tried again below.
+                if let Ok((client, mut connection)) = config.connect(NoTls).await {
+                    {
+                        let messages = futures_util::stream::poll_fn(move |context| {
+                            connection.poll_message(context)
+                        });
+                        let mut messages = std::pin::pin!(messages);
+                        let statement = format!("LISTEN {channel}");
+                        let listening = client.batch_execute(&statement);
+                        // The LISTEN is answered through the same socket the
+                        // messages arrive on: drive both.
+                        let mut listening = std::pin::pin!(listening);
+                        let mut listened = false;
+                        loop {
+                            tokio::select! {
+                                done = &mut listening, if !listened => {
+                                    listened = true;
+                                    if done.is_err() {
+                                        break;
+                                    }
+                                    heard();
+                                }
+                                message = futures_util::StreamExt::next(&mut messages) => match message {
+                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => heard(),
+                                    Some(Ok(_)) => {}
+                                    Some(Err(_)) | None => break,
+                                },
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
     }
 
     /// A connection, waiting for one to be free.

@@ -36,6 +36,9 @@ use crate::seal::KeySource;
 use crate::sqlite::writer::{ClosureCommand, caught};
 use crate::{ExecuteError, LogError, NestedError};
 
+/// The channel every commit of every node's writer is announced on.
+pub const COMMITS_CHANNEL: &str = "rollcall_commits";
+
 /// How a node's writer runs.
 #[derive(Clone)]
 pub struct PgWriterOptions {
@@ -212,7 +215,13 @@ impl Shared {
                 }
             }
         }
-        let committed = tx.commit();
+        // Every node's readers that tail the log hear of the commit
+        // (`PgPool::listen`); a notification is sent only if it commits.
+        let committed = tx
+            .connection()
+            .execute_batch(&format!("NOTIFY {COMMITS_CHANNEL}"))
+            .map_err(|error| LogError::storage("announcing a commit", error))
+            .and_then(|()| tx.commit());
         if committed.is_ok() {
             self.committed.send_modify(|commits| *commits = commits.wrapping_add(1));
         }
@@ -315,6 +324,13 @@ impl PgWriter {
     /// counts the commits).
     pub fn watch_commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.committed.subscribe()
+    }
+
+    /// What moves [`PgWriter::watch_commits`] from outside: another
+    /// node's commit, heard on [`COMMITS_CHANNEL`].
+    pub fn commit_signal(&self) -> impl Fn() + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || shared.committed.send_modify(|commits| *commits = commits.wrapping_add(1))
     }
 
     /// Whether commands submitted now can run: the lanes have not been
