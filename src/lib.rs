@@ -40,6 +40,7 @@ pub mod erase;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod migrate;
 pub mod model;
 pub mod oauth;
 pub mod reads;

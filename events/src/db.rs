@@ -346,6 +346,20 @@ impl<const N: usize> Column for [u8; N] {
     }
 }
 
+/// A column of any type, owned: for copying rows between databases.
+impl Column for Value {
+    fn read(value: ValueRef<'_>) -> Result<Self, String> {
+        Ok(match value {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(integer) => Value::Integer(integer),
+            ValueRef::Real(real) => Value::Real(real),
+            ValueRef::Text(text) => Value::Text(text.to_owned()),
+            ValueRef::Blob(bytes) => Value::Blob(bytes.to_vec()),
+            ValueRef::Bool(truth) => Value::Integer(i64::from(truth)),
+        })
+    }
+}
+
 impl<T: Column> Column for Option<T> {
     fn read(value: ValueRef<'_>) -> Result<Self, String> {
         match value {

@@ -198,6 +198,25 @@ pub enum VerifyProblem {
 }
 
 impl VerifyProblem {
+    /// What is wrong with `event` in its chain, if anything: `in_order`
+    /// is whether its position follows the one before it (each backend
+    /// has its rule), `prev` the hash it must link to.
+    pub fn of(
+        event: &crate::EventRef<'_>,
+        in_order: bool,
+        prev: &ChainHash,
+    ) -> Option<VerifyProblem> {
+        if !in_order {
+            Some(VerifyProblem::PositionGap)
+        } else if event.prev_hash != prev {
+            Some(VerifyProblem::BrokenLink)
+        } else if !event.hash_is_consistent() {
+            Some(VerifyProblem::HashMismatch)
+        } else {
+            None
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             VerifyProblem::HashMismatch => "stored hash does not match the event's bytes",

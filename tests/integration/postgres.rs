@@ -1,7 +1,8 @@
 //! The projections on a real PostgreSQL (issue 22): the same folds give the
 //! same tables on both engines. A story is told to a SQLite-backed server
-//! over SCIM and the admin API; its log is then folded into a fresh
-//! PostgreSQL database, and every folded table is compared row by row.
+//! over SCIM and the admin API; `rollcall migrate` then moves its file
+//! into a fresh PostgreSQL database, and every folded table is compared
+//! row by row. The rest runs stores and servers on PostgreSQL itself.
 //!
 //! Each test makes a database of its own in the cluster the environment
 //! names (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`: `scripts/test` runs
@@ -158,7 +159,7 @@ fn same_answers(sqlite: &dyn Db, postgres: &dyn Db) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_log_folds_into_the_same_tables_on_postgresql_as_on_sqlite() {
+async fn a_migrated_log_folds_into_the_same_tables_on_postgresql_as_on_sqlite() {
     if crate::util::sqlite_only("compares a SQLite server's folds with PostgreSQL's") {
         return;
     }
@@ -166,20 +167,40 @@ async fn the_log_folds_into_the_same_tables_on_postgresql_as_on_sqlite() {
     let server = TestServer::start_with(crate::webhooks::quick_config()).await;
     story(&server).await;
 
-    let store = server.store.clone();
+    // The server's file, moved onto PostgreSQL by `rollcall migrate` while
+    // the server is stopped.
+    let db = server.db_path();
+    let (stopped, dir) = server.stop_keeping_files().await;
+    stopped.unwrap();
+    let db_text = db.to_str().unwrap().to_owned();
+    let migrated =
+        crate::util::rollcall_ok(&db, &["migrate", "--from", &db_text, "--to", &url, "--json"]);
+    let migrated: serde_json::Value = serde_json::from_slice(&migrated.stdout).unwrap();
+    assert_eq!(migrated["verified"], true, "{migrated}");
+    assert!(migrated["events"].as_u64().unwrap() > 20, "{migrated}");
+    assert!(migrated["keys"].as_u64().unwrap() >= 1024, "the key store came along: {migrated}");
+    assert_eq!(migrated["webhook_cursors"], 0, "the endpoint never delivered: {migrated}");
+    // A second migration into the same database is refused, writing nothing.
+    let again = crate::util::rollcall(&db, &["migrate", "--from", &db_text, "--to", &url]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(crate::util::stderr(&again).contains("already holds events"));
+    let store = std::sync::Arc::new(crate::util::open_store(&db));
+    let _dir = dir;
     tokio::task::spawn_blocking(move || {
+        // The migrated database opens as a node (its key store is this
+        // database's), and its events open with the copied keys.
+        let node = rollcall::store::Store::open_postgres(
+            &url,
+            rollcall::store::PostgresOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(node.log().verify(events::VerifyScope::All).unwrap().failure, None);
         let log = PgLog::connect(&url, 2).unwrap();
-        let tx = log.transaction().unwrap();
-        projections::schema::migrate(&**tx.connection()).unwrap();
-        let mut folded = 0;
-        for recorded in store.log().sqlite().unwrap().read_forward(0, None) {
-            let recorded = recorded.unwrap();
-            let event = recorded.decode(store.keys()).unwrap();
-            projections::apply(&**tx.connection(), &recorded, &event).unwrap();
-            folded += 1;
+        for tenant in log.tenants().unwrap() {
+            for event in log.read_forward(&tenant, 0, 10_000).unwrap() {
+                event.decode(node.keys()).unwrap();
+            }
         }
-        tx.commit().unwrap();
-        assert!(folded > 20, "the story recorded {folded} events");
 
         let connection = log.pool().get().unwrap();
         let postgres: &dyn Db = &*connection;

@@ -163,10 +163,9 @@ impl TestServer {
         let store = tokio::task::spawn_blocking(move || match url {
             Some(url) => Store::open_postgres(
                 &url,
-                rollcall::store::PostgresOptions {
-                    clock: options.clock,
-                    ..rollcall::store::PostgresOptions::default()
-                },
+                // A small node: the suite runs many servers at once on
+                // one cluster.
+                rollcall::store::PostgresOptions { clock: options.clock, pool_size: 6, lanes: 4 },
             ),
             None => Store::open(&path, options),
         })

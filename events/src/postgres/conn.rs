@@ -52,6 +52,20 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// An error and what caused it, as one line: the pool's own message
+/// ("creating a new object: db error") hides the server's reason (too many
+/// connections, a password refused) in its sources.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
 /// One node's connections to one database.
 pub struct PgPool {
     pool: Pool,
@@ -151,7 +165,7 @@ impl PgPool {
         // runtime, whatever thread asks.
         let object = block_on(runtime.spawn(async move { pool.get().await }))
             .map_err(|error| DbError::Connection(error.to_string()))?
-            .map_err(|error| DbError::Connection(error.to_string()))?;
+            .map_err(|error| DbError::Connection(with_causes(&error)))?;
         Ok(PgConn { client: Some(object) })
     }
 

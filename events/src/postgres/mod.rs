@@ -355,6 +355,43 @@ impl PgTx {
         Ok(self.heads.len() - 1)
     }
 
+    /// Puts an event of another log in as it was stored, byte for byte
+    /// (position, hashes and all: `rollcall migrate` from SQLite), and
+    /// moves its tenant's head to it. Events must come in position order.
+    /// Nothing is hashed again: `PgLog::verify` checks them afterwards.
+    pub fn import(&mut self, event: &RecordedEvent) -> Result<(), LogError> {
+        let insert = format!(
+            "INSERT INTO events ({EVENT_COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        );
+        self.connection
+            .execute(
+                &insert,
+                params![
+                    event.tenant,
+                    to_i64(event.position),
+                    event.stream,
+                    to_i64(event.version),
+                    event.event_type,
+                    i64::from(event.schema_version),
+                    event.payload,
+                    event.metadata,
+                    event.recorded_at,
+                    event.prev_hash.as_slice(),
+                    event.hash.as_slice(),
+                ],
+            )
+            .map_err(storage("importing an event"))?;
+        self.connection
+            .execute(
+                "INSERT INTO tenant_heads (tenant, position, hash) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (tenant) DO UPDATE SET position = excluded.position, hash = excluded.hash",
+                params![event.tenant, to_i64(event.position), event.hash.as_slice()],
+            )
+            .map_err(storage("importing an event"))?;
+        Ok(())
+    }
+
     /// Commits: every append of this transaction is durable when it
     /// returns, and the heads it held are released.
     pub fn commit(mut self) -> Result<(), LogError> {

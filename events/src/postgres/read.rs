@@ -28,22 +28,6 @@ pub(super) const GUARDS: [&str; 2] = ["events_no_update_or_delete", "events_no_t
 pub(super) const GUARD_BODY: &str = " BEGIN RAISE EXCEPTION 'the event log is append-only: % \
                                       refused', TG_OP; END ";
 
-fn as_ref(event: &RecordedEvent) -> EventRef<'_> {
-    EventRef {
-        position: event.position,
-        tenant: &event.tenant,
-        stream: &event.stream,
-        version: event.version,
-        event_type: &event.event_type,
-        schema_version: event.schema_version,
-        payload: &event.payload,
-        metadata: &event.metadata,
-        recorded_at: &event.recorded_at,
-        prev_hash: &event.prev_hash,
-        hash: &event.hash,
-    }
-}
-
 impl PgLog {
     /// Every tenant that has a head row, in id order.
     pub fn tenants(&self) -> Result<Vec<String>, LogError> {
@@ -119,7 +103,7 @@ impl PgLog {
                 let page = self.read_forward(tenant, last, PAGE_EVENTS).map_err(VisitError::Log)?;
                 for event in &page {
                     last = event.position;
-                    visit(as_ref(event)).map_err(VisitError::Visitor)?;
+                    visit(event.as_ref()).map_err(VisitError::Visitor)?;
                 }
                 if (page.len() as u64) < PAGE_EVENTS {
                     break;
@@ -150,15 +134,9 @@ impl PgLog {
             let mut head: Option<ChainHead> = None;
             let walked = self.visit_forward(0, Some(&tenant), |event| {
                 let (last, prev) = head.as_ref().map_or((0, ZERO_HASH), |h| (h.position, h.hash));
-                let problem = if event.position <= last {
-                    Some(VerifyProblem::PositionGap)
-                } else if *event.prev_hash != prev {
-                    Some(VerifyProblem::BrokenLink)
-                } else if !event.hash_is_consistent() {
-                    Some(VerifyProblem::HashMismatch)
-                } else {
-                    None
-                };
+                // A log migrated from SQLite keeps its global positions:
+                // rising per tenant, with gaps where others wrote.
+                let problem = VerifyProblem::of(&event, event.position > last, &prev);
                 if let Some(problem) = problem {
                     return Err(VerifyFailure {
                         position: event.position,

@@ -303,15 +303,8 @@ pub(super) fn verify(log: &SqliteLog, scope: VerifyScope) -> Result<VerifyReport
     let mut previous_position: Position = 0;
     let walked = visit_forward(log, 0, tenant.as_deref(), |event| {
         let expected_prev = heads.get(event.tenant).map_or(ZERO_HASH, |head| head.hash);
-        let problem = if check_gaps && event.position != previous_position + 1 {
-            Some(VerifyProblem::PositionGap)
-        } else if *event.prev_hash != expected_prev {
-            Some(VerifyProblem::BrokenLink)
-        } else if !event.hash_is_consistent() {
-            Some(VerifyProblem::HashMismatch)
-        } else {
-            None
-        };
+        let in_order = !check_gaps || event.position == previous_position + 1;
+        let problem = VerifyProblem::of(&event, in_order, &expected_prev);
         if let Some(problem) = problem {
             return Err(VerifyFailure {
                 position: event.position,
