@@ -523,19 +523,20 @@ async fn endpoints_are_checked_rotated_redelivered_and_kept_to_their_tenant() {
     assert_eq!(status, 404);
 }
 
-/// The real binary, with quick retries and private targets allowed.
-fn start_served(db: &std::path::Path) -> crate::util::ServedBinary {
-    let args = ["--webhook-allow-private-targets", "--webhook-retry-schedule", "100ms"];
-    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    crate::util::ServedBinary::start(db, &args)
+/// What the kill tests start from, made with the CLI on `db`: a tenant
+/// `acme` with a SCIM and an app token, a receiver that answers slowly
+/// (so a kill lands mid-delivery), and an endpoint on it.
+struct KillSetup {
+    scim: String,
+    app: String,
+    runtime: tokio::runtime::Runtime,
+    receiver: Receiver,
+    secret: String,
 }
 
-#[test]
-fn a_kill_9_mid_delivery_loses_nothing_and_sends_again_at_most_the_one_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("rollcall.db");
+fn kill_setup(db: &std::path::Path) -> KillSetup {
     let cli =
-        |args: &[&str]| crate::util::stdout(&crate::util::rollcall_ok(&db, args)).trim().to_owned();
+        |args: &[&str]| crate::util::stdout(&crate::util::rollcall_ok(db, args)).trim().to_owned();
     cli(&["tenant", "create", "acme"]);
     let scim = cli(&["token", "issue", "--tenant", "acme", "--scope", "scim"]);
     let app = cli(&["token", "issue", "--tenant", "acme", "--scope", "app"]);
@@ -551,6 +552,42 @@ fn a_kill_9_mid_delivery_loses_nothing_and_sends_again_at_most_the_one_in_flight
         &receiver.url,
         "--allow-private-targets",
     ]);
+    KillSetup { scim, app, runtime, receiver, secret }
+}
+
+/// Thirty users created over SCIM, through `nodes` in turn.
+async fn create_thirty(client: &reqwest::Client, nodes: &[&crate::util::ServedBinary], scim: &str) {
+    for n in 0..30 {
+        let node = nodes[n % nodes.len()];
+        let response = client
+            .post(node.url("/scim/v2/Users"))
+            .bearer_auth(scim)
+            .header("content-type", "application/scim+json")
+            .body(
+                json!({"schemas": [USER], "userName": format!("user{n:02}@example.com")})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+}
+
+/// The real binary, with quick retries and private targets allowed.
+fn start_served(db: &std::path::Path) -> crate::util::ServedBinary {
+    let args = ["--webhook-allow-private-targets", "--webhook-retry-schedule", "100ms"];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    crate::util::ServedBinary::start(db, &args)
+}
+
+#[test]
+fn a_kill_9_mid_delivery_loses_nothing_and_sends_again_at_most_the_one_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rollcall.db");
+    let cli =
+        |args: &[&str]| crate::util::stdout(&crate::util::rollcall_ok(&db, args)).trim().to_owned();
+    let KillSetup { scim, app, runtime, receiver, secret } = kill_setup(&db);
     assert!(secret.starts_with("whsec_"));
     let listed: Value =
         serde_json::from_str(&cli(&["webhook", "list", "--tenant", "acme", "--json"])).unwrap();
@@ -562,22 +599,7 @@ fn a_kill_9_mid_delivery_loses_nothing_and_sends_again_at_most_the_one_in_flight
         rollcall::webhooks::deliver::install_tls_provider();
         reqwest::Client::new()
     };
-    runtime.block_on(async {
-        for n in 0..30 {
-            let response = client
-                .post(served.url("/scim/v2/Users"))
-                .bearer_auth(&scim)
-                .header("content-type", "application/scim+json")
-                .body(
-                    json!({"schemas": [USER], "userName": format!("user{n:02}@example.com")})
-                        .to_string(),
-                )
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 201);
-        }
-    });
+    runtime.block_on(create_thirty(&client, &[&served], &scim));
     cli(&["sync", "--tenant", "acme"]);
     runtime.block_on(receiver.wait_for(5, Duration::from_secs(30)));
     served.child.kill().unwrap();
@@ -744,21 +766,7 @@ fn two_nodes_deliver_each_endpoint_once_and_hand_over_on_kill_9() {
     let db = std::path::PathBuf::from(&url);
     let cli =
         |args: &[&str]| crate::util::stdout(&crate::util::rollcall_ok(&db, args)).trim().to_owned();
-    cli(&["tenant", "create", "acme"]);
-    let scim = cli(&["token", "issue", "--tenant", "acme", "--scope", "scim"]);
-    let app = cli(&["token", "issue", "--tenant", "acme", "--scope", "app"]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let receiver = runtime.block_on(Receiver::start(Vec::new()));
-    receiver.answer_from_now(Answer::Slow(Duration::from_millis(100)));
-    let secret = cli(&[
-        "webhook",
-        "create",
-        "--tenant",
-        "acme",
-        "--url",
-        &receiver.url,
-        "--allow-private-targets",
-    ]);
+    let KillSetup { scim, app, runtime, receiver, secret } = kill_setup(&db);
     // The first node takes the endpoint's lock as it starts (the endpoint
     // is there already); the second starts after it, so it waits.
     let first = start_served(&db);
@@ -784,23 +792,7 @@ fn two_nodes_deliver_each_endpoint_once_and_hand_over_on_kill_9() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut nodes = [first, start_served(&db)];
-    runtime.block_on(async {
-        for n in 0..30 {
-            let node = &nodes[n % 2];
-            let response = client
-                .post(node.url("/scim/v2/Users"))
-                .bearer_auth(&scim)
-                .header("content-type", "application/scim+json")
-                .body(
-                    json!({"schemas": [USER], "userName": format!("user{n:02}@example.com")})
-                        .to_string(),
-                )
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 201);
-        }
-    });
+    runtime.block_on(create_thirty(&client, &[&nodes[0], &nodes[1]], &scim));
     cli(&["sync", "--tenant", "acme"]);
     runtime.block_on(receiver.wait_for(5, Duration::from_secs(30)));
     // The deliverer dies mid-delivery; its session, and the lock, with it.
