@@ -50,20 +50,6 @@ CREATE TABLE IF NOT EXISTS data_keys (
 ) STRICT;
 ";
 
-/// The same tables on PostgreSQL.
-const POSTGRES_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS key_store (
-    id BIGINT PRIMARY KEY CHECK (id = 1),
-    database TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS data_keys (
-    key_id BIGINT PRIMARY KEY,
-    key BYTEA CHECK (key IS NULL OR octet_length(key) = 32),
-    erased_at TEXT,
-    CHECK ((key IS NULL) = (erased_at IS NOT NULL))
-);
-";
-
 /// How often a node on PostgreSQL looks whether another node erased keys
 /// it holds in its cache: at most this long after an erasure elsewhere,
 /// a key it cached still opens values here (the erased person's rows are
@@ -162,8 +148,9 @@ impl KeyStore {
             let connection = pool.get().map_err(store_error("opening the key store"))?;
             connection
                 .execute_batch(&format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({}); {POSTGRES_SCHEMA} COMMIT;",
-                    events::postgres::SCHEMA_LOCK
+                    "BEGIN; SELECT pg_advisory_xact_lock({}); {} COMMIT;",
+                    events::postgres::SCHEMA_LOCK,
+                    projections::schema::postgres_ddl(SCHEMA)
                 ))
                 .map_err(store_error("setting up the key store"))?;
             return Ok(Some(Backing::Postgres { pool: pool.clone(), checked: Mutex::new(None) }));
