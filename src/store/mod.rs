@@ -423,9 +423,13 @@ pub enum StoreLock {
 
 impl Drop for StoreLock {
     fn drop(&mut self) {
-        // Closing the session releases its advisory locks, whatever state
-        // it is in; pooled again, it would keep holding them.
-        if let StoreLock::Postgres(connection) = self {
+        // Released before this returns, so the next taker (another node
+        // included) finds it free at once; a session that cannot say so
+        // is closed, which releases it too (later: the server notices the
+        // close), and never pooled still holding it.
+        if let StoreLock::Postgres(connection) = self
+            && connection.execute_batch("SELECT pg_advisory_unlock_all()").is_err()
+        {
             connection.discard();
         }
     }
